@@ -1,0 +1,125 @@
+//! The cloned child: PID 1 of the new pid namespace. Numbered as it runs.
+
+use std::os::fd::OwnedFd;
+
+use nix::errno::Errno;
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+use nix::unistd::{ForkResult, Gid, Uid, fork, setgroups, sethostname, setresgid, setresuid};
+
+use super::Prepared;
+use super::sync::{self, Step, StepError};
+use super::{init, mounts, process};
+
+/// Never returns: exits with the job's status, or 125 after reporting a failure.
+pub(crate) fn main(mut p: Prepared, go: OwnedFd, err: OwnedFd) -> ! {
+    // 1. If the parent dies, so does the container (and with PID 1, all of it).
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    // 2. Open the host paths while our credentials are still the caller's.
+    let opened = super::HostFds::open(&p);
+    // 3. Wait until the parent has written our id maps (EOF: it died first).
+    if !sync::wait_for_go(&go) {
+        exit(125);
+    }
+    match opened {
+        Ok(fds) => p.fds = fds,
+        Err(e) => {
+            sync::report(&err, &StepError::new("open host paths", e));
+            exit(125);
+        }
+    }
+    drop(go);
+    match setup(&p) {
+        Ok(()) => {}
+        Err(e) => {
+            sync::report(&err, &e);
+            exit(e.code);
+        }
+    }
+    // 8. The host fds (rootfs layers, bind sources, devices) are
+    // mounted now: close them so neither init nor the job holds a host fd.
+    drop(std::mem::take(&mut p.fds));
+    let keep_err = err;
+    // SAFETY: fork in a single-threaded process (this child has one thread).
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            // 9. The job: harden and exec.
+            let e = process::exec_job(&p);
+            sync::report(&keep_err, &e);
+            exit(e.code);
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(keep_err);
+            drop(p);
+            // 10. Init: no capabilities, not dumpable (so /proc/1/exe, which
+            // points at the host's pinfold binary, cannot be opened by the job).
+            harden_init();
+            exit(init::supervise(child));
+        }
+        Err(e) => {
+            sync::report(&keep_err, &StepError::new("fork the job", e.desc()));
+            exit(125);
+        }
+    }
+}
+
+fn setup(p: &Prepared) -> Result<(), StepError> {
+    // 4. Become root of the user namespace (gids first, while we may).
+    setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+        .step("become root in the user namespace (setresgid)")?;
+    if p.setgroups_allowed {
+        setgroups(&[]).step("drop supplementary groups")?;
+    }
+    setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+        .step("become root in the user namespace (setresuid)")?;
+    // 5. Rootfs, mounts, pivot_root.
+    mounts::setup(p)?;
+    // 6. Hostname.
+    sethostname(&p.hostname).step("set the hostname")?;
+    // 7. Loopback up: the only interface of the new network namespace.
+    loopback_up().step("bring loopback up")?;
+    Ok(())
+}
+
+fn loopback_up() -> Result<(), Errno> {
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is plain old data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    use std::os::fd::AsRawFd;
+    // SAFETY: SIOCSIFFLAGS reads a valid, initialised ifreq that outlives the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+fn harden_init() {
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    let _ = nix::unistd::setsid();
+    for set in [
+        caps::CapSet::Bounding,
+        caps::CapSet::Ambient,
+        caps::CapSet::Inheritable,
+        caps::CapSet::Effective,
+        caps::CapSet::Permitted,
+    ] {
+        let _ = caps::clear(None, set);
+    }
+    let _ = process::set_no_new_privs();
+}
+
+fn exit(code: i32) -> ! {
+    // SAFETY: _exit skips atexit handlers and stdio flushing that belong to the
+    // parent's copy of the process state.
+    unsafe { libc::_exit(code) }
+}

@@ -1,0 +1,41 @@
+//! PID 1 of the container: reaps zombies, forwards signals to the job, and
+//! exits with the job's status. When it exits the kernel kills every other
+//! process of the pid namespace, so no daemon outlives the job.
+
+use nix::errno::Errno;
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use super::forwarded_signals;
+
+/// Supervises `job` until it ends; returns the status to exit with
+/// (the job's code, or 128+N when signal N killed it).
+pub(crate) fn supervise(job: Pid) -> i32 {
+    let mut wait_set: SigSet = forwarded_signals();
+    wait_set.add(Signal::SIGCHLD);
+    loop {
+        // Reap everything that has exited: the job, or orphans re-parented to us.
+        loop {
+            match waitpid(
+                None::<Pid>,
+                Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL),
+            ) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == job => return code,
+                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == job => return 128 + sig as i32,
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(_) => break,
+            }
+        }
+        // The forwarded signals and SIGCHLD are blocked (inherited from the
+        // parent), so they queue for us even though PID 1 has no handlers.
+        let sig = match wait_set.wait() {
+            Ok(sig) => sig,
+            Err(_) => continue,
+        };
+        if sig != Signal::SIGCHLD {
+            let _ = kill(job, sig);
+        }
+    }
+}

@@ -1,0 +1,597 @@
+//! A rootless container that runs one command.
+//!
+//! The setup reads top to bottom in the order of `shared/ARCHITECTURE.md`:
+//!
+//! * parent ([`run`]): resolve the policy's seccomp profile and compile it,
+//!   open every host path the child needs (rootfs layers, bind sources, device
+//!   nodes) as `O_PATH` fds while still the caller, clone the child into new
+//!   user, mount, pid, ipc, uts, cgroup and net namespaces, write its id maps
+//!   ([`idmap`]), release it, then wait, forwarding signals and enforcing the
+//!   timeout;
+//! * child, PID 1 of the new pid namespace ([`child`]): become root of the user
+//!   namespace, build the rootfs and mounts ([`mounts`]), pivot_root, set the
+//!   hostname, bring loopback up, then fork the job and become its init ([`init`]);
+//! * job ([`process`]): rlimits, setsid, chdir + cwd check, close_range,
+//!   drop capabilities, no_new_privs, Landlock ([`landlock`]), seccomp
+//!   ([`seccomp`]) last, execve.
+//!
+//! Errors in the child travel back over a pipe and become [`ContainerError::Setup`],
+//! which names the step that failed and what to do.
+
+mod child;
+pub mod idmap;
+mod init;
+pub mod landlock;
+mod mounts;
+mod process;
+mod rootpath;
+pub mod seccomp;
+mod sync;
+
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, open};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::stat::Mode;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use crate::policy::{Policy, PolicyError};
+
+pub use idmap::{IdMapMode, IdMapPlan};
+
+/// Errors from setting up or running a container.
+#[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // variant fields are described by the messages
+pub enum ContainerError {
+    /// The policy or its seccomp profile could not be loaded.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The seccomp profile could not be compiled.
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
+    /// The spec is unusable (bad path, bad argument).
+    #[error("{0}")]
+    Spec(String),
+    /// A host path the container needs could not be opened.
+    #[error("cannot open {what} {path}: {source}")]
+    OpenHostPath {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
+    /// The id maps could not be planned or written.
+    #[error(transparent)]
+    IdMap(#[from] idmap::IdMapError),
+    /// A step in the parent failed.
+    #[error("{step}: {source}{}", hint_suffix(.hint))]
+    Parent {
+        step: &'static str,
+        #[source]
+        source: Errno,
+        hint: Option<&'static str>,
+    },
+    /// A step inside the child failed; `code` is the exit status to report
+    /// (125 setup, 126 not executable, 127 not found).
+    #[error("{step}: {message}{}", hint_suffix(.hint))]
+    Setup {
+        step: String,
+        message: String,
+        hint: Option<String>,
+        code: i32,
+    },
+}
+
+fn hint_suffix<S: AsRef<str>>(hint: &Option<S>) -> String {
+    match hint {
+        Some(h) => format!(" ({})", h.as_ref()),
+        None => String::new(),
+    }
+}
+
+impl ContainerError {
+    /// The exit status `pinfold exec` reports for this error: 126 when the
+    /// command exists but cannot be executed, 127 when it does not exist, 125
+    /// for every failure of the sandbox itself (the docker/podman contract).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ContainerError::Setup { code, .. } => *code,
+            _ => 125,
+        }
+    }
+}
+
+/// Result alias for this module.
+pub type Result<T> = std::result::Result<T, ContainerError>;
+
+/// A host path mounted into the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    /// Host path (file or directory).
+    pub source: PathBuf,
+    /// Absolute path inside the container.
+    pub dest: PathBuf,
+    /// Whether the job may write through the bind.
+    pub writable: bool,
+}
+
+impl Bind {
+    /// Parses `SRC:DST[:ro|rw]` (read-only unless `rw`).
+    pub fn parse(s: &str) -> Result<Bind> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let (src, dst, mode) = match parts.as_slice() {
+            [src, dst] => (*src, *dst, "ro"),
+            [src, dst, mode] => (*src, *dst, *mode),
+            _ => {
+                return Err(ContainerError::Spec(format!(
+                    "bad --bind {s:?}: write SRC:DST, SRC:DST:ro or SRC:DST:rw"
+                )));
+            }
+        };
+        let writable = match mode {
+            "ro" => false,
+            "rw" => true,
+            other => {
+                return Err(ContainerError::Spec(format!(
+                    "bad --bind {s:?}: mode {other:?} is neither ro nor rw"
+                )));
+            }
+        };
+        if src.is_empty() || !dst.starts_with('/') {
+            return Err(ContainerError::Spec(format!(
+                "bad --bind {s:?}: the source must be non-empty and the destination absolute"
+            )));
+        }
+        Ok(Bind {
+            source: PathBuf::from(src),
+            dest: PathBuf::from(dst),
+            writable,
+        })
+    }
+}
+
+/// Everything needed to run one command in a container.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    /// Read-only rootfs layers, topmost first. A plain `--rootfs DIR` is one layer.
+    pub layers: Vec<PathBuf>,
+    /// The policy in force.
+    pub policy: Policy,
+    /// Host paths to mount in.
+    pub binds: Vec<Bind>,
+    /// Working directory inside the container (created when missing).
+    pub workdir: PathBuf,
+    /// Environment of the command, in order; later entries win.
+    pub env: Vec<(String, String)>,
+    /// Container hostname.
+    pub hostname: String,
+    /// Wall-clock limit for the whole container.
+    pub timeout: Option<Duration>,
+    /// The command and its arguments.
+    pub argv: Vec<String>,
+    /// How to map ids (normally [`IdMapMode::Auto`]).
+    pub idmap: IdMapMode,
+}
+
+impl ContainerSpec {
+    /// A spec with pinfold's defaults: workdir `/workspace`, hostname `pinfold`.
+    pub fn new(layers: Vec<PathBuf>, policy: Policy, argv: Vec<String>) -> Self {
+        Self {
+            layers,
+            policy,
+            binds: Vec::new(),
+            workdir: PathBuf::from("/workspace"),
+            env: Vec::new(),
+            hostname: "pinfold".to_owned(),
+            timeout: None,
+            argv,
+            idmap: IdMapMode::Auto,
+        }
+    }
+}
+
+/// How the command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It exited with this code.
+    Exited(i32),
+    /// It was killed by this signal.
+    Signaled(i32),
+    /// The timeout fired and every process of the container was killed.
+    TimedOut,
+}
+
+impl Outcome {
+    /// The exit status contract of `pinfold exec`: the code, 128+N for
+    /// signal N, 124 for a timeout.
+    pub fn exit_code(&self) -> i32 {
+        match *self {
+            Outcome::Exited(c) => c,
+            Outcome::Signaled(s) => 128 + s,
+            Outcome::TimedOut => 124,
+        }
+    }
+}
+
+/// What the parent prepares for the child before cloning: all host resources
+/// are opened here, as the caller, so the child never resolves a host path.
+pub(crate) struct Prepared {
+    /// Opened by the child (see [`HostFds::open`]).
+    pub fds: HostFds,
+    /// Rootfs layers, absolute, topmost first.
+    pub layers: Vec<PathBuf>,
+    /// Each bind with whether its source is a directory (same order as `fds.binds`).
+    pub binds: Vec<(Bind, bool)>,
+    pub policy: Policy,
+    pub workdir: PathBuf,
+    pub hostname: String,
+    pub env: Vec<CString>,
+    pub argv: Vec<CString>,
+    pub search_path: Vec<String>,
+    pub filters: seccomp::Filters,
+    pub setgroups_allowed: bool,
+    pub saved_sigmask: SigSet,
+}
+
+/// Host paths the child opens right after clone, before its id maps exist:
+/// its credentials are still the caller's then (same uid, same groups), so the
+/// caller's permissions decide. Closed once mounted.
+#[derive(Default)]
+pub(crate) struct HostFds {
+    pub layers: Vec<OwnedFd>,
+    pub binds: Vec<OwnedFd>,
+    pub dev_nodes: Vec<(&'static str, OwnedFd)>,
+}
+
+impl HostFds {
+    pub(crate) fn open(p: &Prepared) -> Result<HostFds> {
+        Ok(HostFds {
+            layers: p
+                .layers
+                .iter()
+                .map(|l| open_path("rootfs", l, true))
+                .collect::<Result<_>>()?,
+            binds: p
+                .binds
+                .iter()
+                .map(|(b, _)| open_path("bind source", &b.source, false))
+                .collect::<Result<_>>()?,
+            dev_nodes: DEV_NODES
+                .iter()
+                .map(|n| Ok((*n, open_path("device", &Path::new("/dev").join(n), false)?)))
+                .collect::<Result<_>>()?,
+        })
+    }
+}
+
+/// Device nodes bound from the host into the container's /dev.
+pub(crate) const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Signals the parent forwards to the container (and its init to the job).
+pub(crate) fn forwarded_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
+fn open_path(what: &'static str, path: &Path, dir: bool) -> Result<OwnedFd> {
+    let mut flags = OFlag::O_PATH | OFlag::O_CLOEXEC;
+    if dir {
+        flags |= OFlag::O_DIRECTORY;
+    }
+    open(path, flags, Mode::empty()).map_err(|source| ContainerError::OpenHostPath {
+        what,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn to_cstring(what: &str, s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| ContainerError::Spec(format!("{what} {s:?} contains a NUL byte")))
+}
+
+/// The default PATH inside the container (the one docker uses).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
+    if spec.argv.is_empty() {
+        return Err(ContainerError::Spec(
+            "no command given: put it after `--`".into(),
+        ));
+    }
+    if spec.layers.is_empty() {
+        return Err(ContainerError::Spec("no rootfs given".into()));
+    }
+    if !spec.workdir.is_absolute() {
+        return Err(ContainerError::Spec(format!(
+            "the working directory {} must be absolute",
+            spec.workdir.display()
+        )));
+    }
+    if spec.hostname.is_empty()
+        || spec.hostname.len() > 64
+        || !spec
+            .hostname
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    {
+        return Err(ContainerError::Spec(format!(
+            "bad hostname {:?}: use up to 64 letters, digits, '-' and '.'",
+            spec.hostname
+        )));
+    }
+    let filters = seccomp::Filters::for_policy(&spec.policy)?;
+    // Check every host path now, as the caller, for a clear early error. The
+    // child opens them again itself: overlayfs and bind mounts need fds that
+    // belong to the child's own mount namespace.
+    let mut layers = Vec::new();
+    for l in &spec.layers {
+        drop(open_path("rootfs", l, true)?);
+        layers.push(
+            std::path::absolute(l)
+                .map_err(|e| ContainerError::Spec(format!("rootfs {}: {e}", l.display())))?,
+        );
+    }
+    let mut binds = Vec::new();
+    for b in &spec.binds {
+        let fd = open_path("bind source", &b.source, false)?;
+        let is_dir = nix::sys::stat::fstat(&fd)
+            .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+            .map_err(|source| ContainerError::OpenHostPath {
+                what: "bind source",
+                path: b.source.clone(),
+                source,
+            })?;
+        let mut b = b.clone();
+        b.source = std::path::absolute(&b.source).map_err(|e| {
+            ContainerError::Spec(format!("bind source {}: {e}", b.source.display()))
+        })?;
+        binds.push((b, is_dir));
+    }
+    let mut env: Vec<(String, String)> = vec![
+        ("PATH".into(), DEFAULT_PATH.into()),
+        ("HOME".into(), "/root".into()),
+        ("HOSTNAME".into(), spec.hostname.clone()),
+    ];
+    if let Ok(term) = std::env::var("TERM") {
+        env.push(("TERM".into(), term));
+    }
+    for (k, v) in &spec.env {
+        if k.is_empty() || k.contains('=') {
+            return Err(ContainerError::Spec(format!(
+                "bad environment variable name {k:?}"
+            )));
+        }
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.clone(), v.clone()));
+    }
+    let search_path = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.split(':').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let env = env
+        .iter()
+        .map(|(k, v)| to_cstring("environment variable", &format!("{k}={v}")))
+        .collect::<Result<Vec<_>>>()?;
+    let argv = spec
+        .argv
+        .iter()
+        .map(|a| to_cstring("argument", a))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Prepared {
+        fds: HostFds::default(),
+        layers,
+        binds,
+        policy: spec.policy.clone(),
+        workdir: spec.workdir.clone(),
+        hostname: spec.hostname.clone(),
+        env,
+        argv,
+        search_path,
+        filters,
+        setgroups_allowed: false,
+        saved_sigmask,
+    })
+}
+
+fn threads_in_process() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(1)
+}
+
+/// Runs the spec's command in a new container and reports how it ended.
+///
+/// Must be called from a single-threaded process: it forks, and blocks
+/// signals in the calling thread while the container runs.
+pub fn run(spec: &ContainerSpec) -> Result<Outcome> {
+    if threads_in_process() > 1 {
+        return Err(ContainerError::Spec(
+            "container::run needs a single-threaded process; spawn `pinfold exec` instead".into(),
+        ));
+    }
+    let started = Instant::now();
+    // Block the signals we forward (and SIGCHLD) before the child exists, so
+    // none is lost between clone and the wait loop. The child inherits the
+    // mask; its init waits for them with sigwaitinfo and the job restores it.
+    let mut blocked = forwarded_signals();
+    blocked.add(Signal::SIGCHLD);
+    let mut saved = SigSet::empty();
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked), Some(&mut saved)).map_err(|source| {
+        ContainerError::Parent {
+            step: "block signals",
+            source,
+            hint: None,
+        }
+    })?;
+    let result = run_blocked(spec, saved, &blocked, started);
+    // Drain what arrived for the container and restore the caller's mask.
+    let zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: sigtimedwait with a valid set pointer, a null info pointer and a
+    // zero timeout only dequeues pending signals; it touches no other memory.
+    while unsafe { libc::sigtimedwait(blocked.as_ref(), std::ptr::null_mut(), &zero) } > 0 {}
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&saved), None);
+    result
+}
+
+fn run_blocked(
+    spec: &ContainerSpec,
+    saved: SigSet,
+    blocked: &SigSet,
+    started: Instant,
+) -> Result<Outcome> {
+    let mut prepared = prepare(spec, saved)?;
+    let plan = idmap::plan(spec.idmap)?;
+    prepared.setgroups_allowed = plan.setgroups_allowed();
+    tracing::debug!(mode = %plan, "user namespace id mapping");
+
+    let (go_read, go_write) = sync::pipe("sync pipe")?;
+    let (err_read, err_write) = sync::pipe("error pipe")?;
+
+    let flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWCGROUP
+        | libc::CLONE_NEWNET;
+    // SAFETY: a raw clone without CLONE_VM and with a null stack behaves like
+    // fork(2): the child gets a copy of this address space and continues here.
+    // The process is single-threaded (checked in `run`), so no lock held by
+    // another thread is copied in a locked state.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if ret < 0 {
+        let errno = Errno::last();
+        return Err(ContainerError::Parent {
+            step: "create namespaces (clone)",
+            source: errno,
+            hint: Some(userns_hint(errno)),
+        });
+    }
+    if ret == 0 {
+        drop(go_write);
+        drop(err_read);
+        child::main(prepared, go_read, err_write);
+    }
+    let child = Pid::from_raw(ret as i32);
+    drop(go_read);
+    drop(err_write);
+    drop(prepared);
+
+    // Kill the child if anything below fails: it is waiting on the go pipe.
+    let guard = KillGuard(Some(child));
+    idmap::apply(&plan, child)?;
+    sync::release(&go_write)?;
+    drop(go_write);
+    tracing::debug!(
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "container released"
+    );
+    let setup_error = sync::read_error(&err_read);
+    drop(err_read);
+    let deadline = spec.timeout.map(|t| started + t);
+    let outcome = wait_loop(child, blocked, deadline);
+    std::mem::forget(guard);
+    if let Some(err) = setup_error {
+        return Err(err);
+    }
+    outcome
+}
+
+struct KillGuard(Option<Pid>);
+
+impl Drop for KillGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
+    }
+}
+
+fn userns_hint(errno: Errno) -> &'static str {
+    match errno {
+        Errno::EPERM | Errno::EACCES => {
+            "unprivileged user namespaces are refused: check `sysctl kernel.apparmor_restrict_unprivileged_userns` (set 0) and that no seccomp/LSM policy of the caller blocks them"
+        }
+        Errno::ENOSPC => {
+            "the user namespace limit is reached: check `sysctl user.max_user_namespaces` (0 disables them)"
+        }
+        Errno::EINVAL => "the kernel lacks one of the namespaces pinfold needs",
+        _ => "run `pinfold doctor`",
+    }
+}
+
+/// Waits for the container's init, forwarding signals and enforcing the deadline.
+fn wait_loop(child: Pid, blocked: &SigSet, deadline: Option<Instant>) -> Result<Outcome> {
+    loop {
+        match waitpid(child, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(Outcome::Exited(code)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(Outcome::Signaled(sig as i32)),
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(source) => {
+                return Err(ContainerError::Parent {
+                    step: "wait for the container",
+                    source,
+                    hint: None,
+                });
+            }
+        }
+        let timeout = match deadline {
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    // Killing PID 1 of the pid namespace kills every process in
+                    // it, setsid'd daemons included.
+                    let _ = kill(child, Signal::SIGKILL);
+                    let _ = waitpid(child, Some(WaitPidFlag::__WALL));
+                    return Ok(Outcome::TimedOut);
+                }
+                d - now
+            }
+            None => Duration::from_secs(3600),
+        };
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: `blocked` is a valid sigset, the info pointer may be null, and
+        // `ts` lives across the call.
+        let sig = unsafe { libc::sigtimedwait(blocked.as_ref(), std::ptr::null_mut(), &ts) };
+        if sig > 0 && sig != libc::SIGCHLD {
+            tracing::debug!(signal = sig, "forwarding signal to the container");
+            // SAFETY: kill(2) with a pid we own and a signal number the kernel gave us.
+            unsafe { libc::kill(child.as_raw(), sig) };
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The job process: the last steps before execve, in this order.
+//!
+//! signals restored → rlimits → setsid → chdir + cwd check → close_range →
+//! capabilities dropped (bounding, ambient, inheritable, permitted, effective)
+//! and securebits locked → no_new_privs → Landlock → seccomp → execve.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, signal, sigprocmask};
+
+use super::Prepared;
+use super::landlock::{self, Enforcement};
+use super::mounts::writable_paths;
+use super::sync::{Step, StepError};
+
+type Result<T> = std::result::Result<T, StepError>;
+
+/// Runs the job's setup and execs its command; returns only on failure.
+pub(crate) fn exec_job(p: &Prepared) -> StepError {
+    match harden(p) {
+        Ok(()) => exec(p),
+        Err(e) => e,
+    }
+}
+
+fn harden(p: &Prepared) -> Result<()> {
+    restore_signals(&p.saved_sigmask)?;
+    set_rlimits(p)?;
+    nix::unistd::setsid().step("setsid")?;
+    enter_workdir(&p.workdir)?;
+    close_inherited_fds()?;
+    drop_capabilities()?;
+    set_no_new_privs()?;
+    let rules = landlock::Rules {
+        writable: writable_paths(p),
+        devices: [
+            "/dev/null",
+            "/dev/zero",
+            "/dev/full",
+            "/dev/tty",
+            "/dev/pts",
+            "/dev/ptmx",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect(),
+        allow_tcp: p.policy.network.loopback_tcp,
+        min_abi: p.policy.landlock.min_abi,
+    };
+    match landlock::apply(&rules) {
+        Ok(Enforcement::Full) => {}
+        Ok(level) => tracing::warn!(
+            ?level,
+            kernel_abi = landlock::kernel_abi(),
+            "Landlock is not fully enforced on this kernel"
+        ),
+        Err(e) => return Err(StepError::new("apply Landlock", e)),
+    }
+    // Seccomp comes last: nothing after it but execve.
+    p.filters
+        .apply()
+        .map_err(|e| StepError::new("apply the seccomp filter", e))?;
+    Ok(())
+}
+
+fn restore_signals(saved: &SigSet) -> Result<()> {
+    // Rust ignores SIGPIPE at startup and ignored dispositions survive
+    // execve: put every catchable signal back to the default.
+    for sig in Signal::iterator() {
+        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL runs no handler code; the process is
+        // single-threaded and about to exec.
+        let _ = unsafe { signal(sig, SigHandler::SigDfl) };
+    }
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(saved), None).step("restore the signal mask")
+}
+
+fn set_rlimits(p: &Prepared) -> Result<()> {
+    let l = &p.policy.limits;
+    let fsize = if l.fsize.0 == 0 {
+        libc::RLIM_INFINITY
+    } else {
+        l.fsize.0
+    };
+    for (res, value, name) in [
+        (Resource::RLIMIT_CORE, 0, "core"),
+        (Resource::RLIMIT_NOFILE, l.nofile, "nofile"),
+        (Resource::RLIMIT_NPROC, l.nproc, "nproc"),
+        (Resource::RLIMIT_FSIZE, fsize, "fsize"),
+    ] {
+        // A policy limit is a ceiling: rootless, a hard limit can only go down,
+        // so a caller already below it keeps its own (stricter) value.
+        let (_, hard) = getrlimit(res)
+            .map_err(|e| StepError::new(format!("read the {name} limit"), e.desc()))?;
+        let value = value.min(hard);
+        setrlimit(res, value, value)
+            .map_err(|e| StepError::new(format!("set the {name} limit to {value}"), e.desc()))?;
+    }
+    Ok(())
+}
+
+/// chdir, then make sure the working directory is really inside the new
+/// root: a leaked host directory fd would show as "(unreachable)" (the runc
+/// CVE-2024-21626 class).
+fn enter_workdir(workdir: &Path) -> Result<()> {
+    let step = format!("enter the working directory {}", workdir.display());
+    nix::unistd::chdir(workdir).map_err(|e| StepError::new(&step, e.desc()))?;
+    let cwd = nix::unistd::getcwd().map_err(|e| StepError::new(&step, e.desc()))?;
+    if !cwd.is_absolute() || cwd.as_os_str().as_bytes().starts_with(b"(unreachable)") {
+        return Err(StepError::new(
+            step,
+            format!("cwd resolves outside the container: {}", cwd.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// Marks every fd above 2 close-on-exec, so the command starts with 0-2 only.
+/// (Close-on-exec rather than close: the error pipe must live until execve.)
+fn close_inherited_fds() -> Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on fds.
+    let rc = unsafe { libc::close_range(3, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
+    if rc < 0 {
+        return Err(StepError::new("close inherited fds", Errno::last().desc()));
+    }
+    Ok(())
+}
+
+fn drop_capabilities() -> Result<()> {
+    let step = "drop capabilities";
+    // Lock the root-is-special rules off so no exec can grant capabilities back.
+    // NOROOT, NO_SETUID_FIXUP and NO_CAP_AMBIENT_RAISE set, each with its
+    // lock bit; KEEP_CAPS left off and locked off.
+    const SECURE: libc::c_ulong = 0x01 | 0x02 | 0x04 | 0x08 | 0x20 | 0x40 | 0x80;
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_SECUREBITS, SECURE, 0, 0, 0) } < 0 {
+        return Err(StepError::new(
+            step,
+            format!("securebits: {}", Errno::last().desc()),
+        ));
+    }
+    caps::clear(None, caps::CapSet::Bounding).map_err(|e| StepError::new(step, e))?;
+    caps::clear(None, caps::CapSet::Ambient).map_err(|e| StepError::new(step, e))?;
+    caps::clear(None, caps::CapSet::Inheritable).map_err(|e| StepError::new(step, e))?;
+    caps::clear(None, caps::CapSet::Effective).map_err(|e| StepError::new(step, e))?;
+    caps::clear(None, caps::CapSet::Permitted).map_err(|e| StepError::new(step, e))?;
+    Ok(())
+}
+
+pub(crate) fn set_no_new_privs() -> Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
+        return Err(StepError::new("set no_new_privs", Errno::last().desc()));
+    }
+    Ok(())
+}
+
+/// execve with a PATH search over the container's PATH (execvpe would use
+/// ours). ENOENT everywhere → 127; found but not executable → 126.
+fn exec(p: &Prepared) -> StepError {
+    let cmd = p.argv[0].as_bytes();
+    let candidates: Vec<CString> = if cmd.contains(&b'/') {
+        vec![p.argv[0].clone()]
+    } else {
+        p.search_path
+            .iter()
+            .filter(|d| !d.is_empty())
+            .filter_map(|d| {
+                let mut v = d.as_bytes().to_vec();
+                v.push(b'/');
+                v.extend_from_slice(cmd);
+                CString::new(v).ok()
+            })
+            .collect()
+    };
+    let mut denied = None;
+    for c in &candidates {
+        match nix::unistd::execve(c, &p.argv, &p.env) {
+            Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => continue,
+            Err(e @ (Errno::EACCES | Errno::EPERM)) => denied = Some((c.clone(), e)),
+            Err(e) => {
+                return StepError::new(format!("execute {}", c.to_string_lossy()), e.desc())
+                    .code(126);
+            }
+            Ok(never) => match never {},
+        }
+    }
+    let name = p.argv[0].to_string_lossy().into_owned();
+    match denied {
+        Some((c, e)) => StepError::new(format!("execute {}", c.to_string_lossy()), e.desc())
+            .hint("the file is not executable in the container")
+            .code(126),
+        None => StepError::new(format!("execute {name}"), "command not found")
+            .hint("check the command exists in the rootfs and the container's PATH")
+            .code(127),
+    }
+}

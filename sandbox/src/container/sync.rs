@@ -1,0 +1,135 @@
+//! The two pipes between the parent and the child.
+//!
+//! * go pipe: the parent writes one byte once the id maps are in place; EOF
+//!   instead means the parent died, and the child exits.
+//! * error pipe: close-on-exec, held by the child and then the job until
+//!   execve. A failing step writes one record `code \t step \t message \t hint`
+//!   and exits; EOF with no record means the command was executed.
+
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::unistd::{pipe2, read, write};
+
+use super::{ContainerError, Result};
+
+/// A failure inside the child: which step, what went wrong, what to do.
+#[derive(Debug)]
+pub(crate) struct StepError {
+    pub step: String,
+    pub message: String,
+    pub hint: Option<String>,
+    pub code: i32,
+}
+
+impl StepError {
+    /// A setup failure (exit status 125).
+    pub fn new(step: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        Self {
+            step: step.into(),
+            message: message.to_string(),
+            hint: None,
+            code: 125,
+        }
+    }
+
+    /// Adds what the user should do about it.
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Sets the exit status to report.
+    pub fn code(mut self, code: i32) -> Self {
+        self.code = code;
+        self
+    }
+}
+
+/// Shorthand to turn an errno into a [`StepError`] naming the step.
+pub(crate) trait Step<T> {
+    fn step(self, step: &str) -> std::result::Result<T, StepError>;
+}
+
+impl<T> Step<T> for std::result::Result<T, Errno> {
+    fn step(self, step: &str) -> std::result::Result<T, StepError> {
+        self.map_err(|e| StepError::new(step, e.desc()))
+    }
+}
+
+impl<T> Step<T> for std::io::Result<T> {
+    fn step(self, step: &str) -> std::result::Result<T, StepError> {
+        self.map_err(|e| StepError::new(step, e))
+    }
+}
+
+pub(crate) fn pipe(what: &'static str) -> Result<(OwnedFd, OwnedFd)> {
+    pipe2(OFlag::O_CLOEXEC).map_err(|source| ContainerError::Parent {
+        step: what,
+        source,
+        hint: None,
+    })
+}
+
+/// Parent: lets the child go on.
+pub(crate) fn release(go: &OwnedFd) -> Result<()> {
+    write(go, b"1")
+        .map(drop)
+        .map_err(|source| ContainerError::Parent {
+            step: "release the container",
+            source,
+            hint: None,
+        })
+}
+
+/// Child: waits for the parent's go. Returns false when the parent is gone.
+pub(crate) fn wait_for_go(go: &OwnedFd) -> bool {
+    let mut b = [0u8; 1];
+    loop {
+        match read(go.as_fd(), &mut b) {
+            Ok(1) => return true,
+            Err(Errno::EINTR) => continue,
+            _ => return false,
+        }
+    }
+}
+
+fn clean(s: &str) -> String {
+    s.replace(['\t', '\n'], " ")
+}
+
+/// Child: reports a failure to the parent.
+pub(crate) fn report(err_pipe: &OwnedFd, e: &StepError) {
+    let record = format!(
+        "{}\t{}\t{}\t{}",
+        e.code,
+        clean(&e.step),
+        clean(&e.message),
+        e.hint.as_deref().map(clean).unwrap_or_default()
+    );
+    let _ = write(err_pipe, record.as_bytes());
+}
+
+/// Parent: reads the error record, if any, until every write end is closed.
+pub(crate) fn read_error(err_pipe: &OwnedFd) -> Option<ContainerError> {
+    let mut buf = Vec::new();
+    let mut file = std::fs::File::from(err_pipe.try_clone().ok()?);
+    let _ = file.read_to_end(&mut buf);
+    if buf.is_empty() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let mut parts = text.splitn(4, '\t');
+    let code = parts.next().and_then(|c| c.parse().ok()).unwrap_or(125);
+    let step = parts.next().unwrap_or("container setup").to_owned();
+    let message = parts.next().unwrap_or("unknown failure").to_owned();
+    let hint = parts.next().filter(|h| !h.is_empty()).map(str::to_owned);
+    Some(ContainerError::Setup {
+        step,
+        message,
+        hint,
+        code,
+    })
+}

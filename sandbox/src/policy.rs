@@ -1,0 +1,571 @@
+//! The [`Policy`] type: what a container may do, loaded from TOML.
+//!
+//! Policies live as TOML files in `policies/` at the repository root and are
+//! read at run time by name (`default`, `untrusted`) or by path. Lookup order
+//! for a name, first hit wins:
+//!
+//! 1. each directory in `$PINFOLD_POLICY_PATH` (colon-separated),
+//! 2. `$PINFOLD_HOME/policies`,
+//! 3. `/etc/pinfold/policies`,
+//! 4. the copies of `policies/*.toml` built into the binary, so a lone binary works.
+//!
+//! Parsing is strict: an unknown key is an error that names the key and the file.
+//! Seccomp profiles named by a policy are looked up the same way under `seccomp/`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Errors from loading or validating a policy.
+#[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // variant fields are described by the messages
+pub enum PolicyError {
+    /// No policy file of that name in any search directory.
+    #[error(
+        "no policy named {name:?} (looked in {searched}); use a shipped name (default, untrusted) or a path to a .toml file"
+    )]
+    NotFound { name: String, searched: String },
+    /// The file could not be read.
+    #[error("cannot read policy {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has an unknown key or a bad value.
+    #[error("invalid policy {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A value parsed but makes no sense.
+    #[error("invalid policy {path}: field `{field}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        message: String,
+    },
+    /// No seccomp profile of that name.
+    #[error(
+        "no seccomp profile named {name:?} (looked in {searched}); name one under policies/seccomp/ or give a path"
+    )]
+    ProfileNotFound { name: String, searched: String },
+}
+
+/// Result alias for this module.
+pub type Result<T> = std::result::Result<T, PolicyError>;
+
+/// What a container may do. Every field is documented in `policies/default.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// One line saying whom the policy is for.
+    #[serde(default)]
+    pub description: String,
+    /// File system layout and sizes.
+    #[serde(default)]
+    pub filesystem: FilesystemPolicy,
+    /// Network mode.
+    #[serde(default)]
+    pub network: NetworkPolicy,
+    /// Landlock requirements.
+    #[serde(default)]
+    pub landlock: LandlockPolicy,
+    /// Seccomp profile.
+    #[serde(default)]
+    pub seccomp: SeccompPolicy,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Where the policy was loaded from (not part of the file).
+    #[serde(skip)]
+    pub source: PolicySource,
+}
+
+/// Where a policy came from, to resolve relative seccomp profile paths and to report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PolicySource {
+    /// Built into the binary.
+    #[default]
+    Builtin,
+    /// A file on disk.
+    File(PathBuf),
+}
+
+impl std::fmt::Display for PolicySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PolicySource::Builtin => f.write_str("(built in)"),
+            PolicySource::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// File system settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesystemPolicy {
+    /// Whether the job may write to its (throw-away) view of the rootfs.
+    #[serde(default = "yes")]
+    pub rootfs_writable: bool,
+    /// Size cap of the per-run writable layer.
+    #[serde(default = "default_layer_size")]
+    pub writable_layer_size: ByteSize,
+    /// Size cap of /tmp.
+    #[serde(default = "default_tmp_size")]
+    pub tmp_size: ByteSize,
+    /// Size cap of /dev/shm.
+    #[serde(default = "default_shm_size")]
+    pub shm_size: ByteSize,
+}
+
+impl Default for FilesystemPolicy {
+    fn default() -> Self {
+        Self {
+            rootfs_writable: true,
+            writable_layer_size: default_layer_size(),
+            tmp_size: default_tmp_size(),
+            shm_size: default_shm_size(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_layer_size() -> ByteSize {
+    ByteSize(4 << 30)
+}
+fn default_tmp_size() -> ByteSize {
+    ByteSize(1 << 30)
+}
+fn default_shm_size() -> ByteSize {
+    ByteSize(64 << 20)
+}
+
+/// Network settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkPolicy {
+    /// The network mode.
+    #[serde(default)]
+    pub mode: NetworkMode,
+    /// Whether TCP bind/connect is allowed at all (only loopback exists in `none`).
+    #[serde(default = "yes")]
+    pub loopback_tcp: bool,
+}
+
+impl Default for NetworkPolicy {
+    fn default() -> Self {
+        Self {
+            mode: NetworkMode::None,
+            loopback_tcp: true,
+        }
+    }
+}
+
+/// How the container reaches the network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// A private network namespace with only loopback up.
+    #[default]
+    None,
+}
+
+/// Landlock requirements.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LandlockPolicy {
+    /// The oldest kernel Landlock ABI this policy accepts (0 = run without Landlock).
+    #[serde(default = "one")]
+    pub min_abi: u32,
+}
+
+impl Default for LandlockPolicy {
+    fn default() -> Self {
+        Self { min_abi: 1 }
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Seccomp settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeccompPolicy {
+    /// A profile name under `policies/seccomp/` or a path to a profile file.
+    #[serde(default = "default_profile")]
+    pub profile: String,
+}
+
+impl Default for SeccompPolicy {
+    fn default() -> Self {
+        Self {
+            profile: default_profile(),
+        }
+    }
+}
+
+fn default_profile() -> String {
+    "pinfold".to_owned()
+}
+
+/// Resource limits applied as rlimits in the job process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// RLIMIT_NOFILE.
+    #[serde(default = "default_nofile")]
+    pub nofile: u64,
+    /// RLIMIT_NPROC, counted in the container's user namespace.
+    #[serde(default = "default_nproc")]
+    pub nproc: u64,
+    /// RLIMIT_FSIZE; 0 means unlimited.
+    #[serde(default = "default_fsize")]
+    pub fsize: ByteSize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            nofile: default_nofile(),
+            nproc: default_nproc(),
+            fsize: default_fsize(),
+        }
+    }
+}
+
+fn default_nofile() -> u64 {
+    65536
+}
+fn default_nproc() -> u64 {
+    8192
+}
+fn default_fsize() -> ByteSize {
+    ByteSize(0)
+}
+
+/// A size in bytes, written in TOML as an integer or a string with a K/M/G/T suffix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parses `"512M"`, `"4G"`, `"1024"`, `"2k"`. Suffixes are binary (K = 1024).
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        let s = s.trim();
+        let (digits, mult) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+            None => (s, 1u64),
+            Some((i, _)) => {
+                let suffix = s[i..].trim().to_ascii_uppercase();
+                let mult = match suffix.trim_end_matches("IB").trim_end_matches('B') {
+                    "" => 1,
+                    "K" => 1 << 10,
+                    "M" => 1 << 20,
+                    "G" => 1 << 30,
+                    "T" => 1 << 40,
+                    _ => {
+                        return Err(format!(
+                            "bad size {s:?}: use a number with an optional K, M, G or T suffix"
+                        ));
+                    }
+                };
+                (&s[..i], mult)
+            }
+        };
+        let n: u64 = digits.parse().map_err(|_| {
+            format!("bad size {s:?}: use a number with an optional K, M, G or T suffix")
+        })?;
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("size {s:?} is too large"))
+    }
+}
+
+impl std::fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0;
+        for (shift, suffix) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
+            if n != 0 && n % (1 << shift) == 0 {
+                return write!(f, "{}{suffix}", n >> shift);
+            }
+        }
+        write!(f, "{n}")
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(ByteSize(n)),
+            Raw::Str(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// The policies shipped in `policies/`, built in as a fallback.
+const BUILTIN_POLICIES: &[(&str, &str)] = &[
+    ("default", include_str!("../../policies/default.toml")),
+    ("untrusted", include_str!("../../policies/untrusted.toml")),
+];
+
+/// The seccomp profiles shipped in `policies/seccomp/`, built in as a fallback.
+const BUILTIN_PROFILES: &[(&str, &str)] = &[(
+    "pinfold",
+    include_str!("../../policies/seccomp/pinfold.json"),
+)];
+
+/// The directories searched for policies by name, in order (the built-in set comes last).
+pub fn search_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(p) = std::env::var_os("PINFOLD_POLICY_PATH") {
+        dirs.extend(std::env::split_paths(&p).filter(|p| !p.as_os_str().is_empty()));
+    }
+    if let Some(home) = crate::pinfold_home() {
+        dirs.push(home.join("policies"));
+    }
+    dirs.push(PathBuf::from("/etc/pinfold/policies"));
+    dirs
+}
+
+fn looks_like_path(s: &str) -> bool {
+    s.contains('/') || s.ends_with(".toml") || s.ends_with(".json")
+}
+
+fn describe(dirs: &[PathBuf]) -> String {
+    let mut v: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    v.push("built-in".to_owned());
+    v.join(", ")
+}
+
+impl Policy {
+    /// Loads a policy by name (see the module docs for the search order) or by path.
+    pub fn load(name_or_path: &str) -> Result<Policy> {
+        if looks_like_path(name_or_path) {
+            return Self::from_file(Path::new(name_or_path));
+        }
+        if !name_or_path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            || name_or_path.is_empty()
+        {
+            return Err(PolicyError::NotFound {
+                name: name_or_path.to_owned(),
+                searched: "nowhere: a policy name is letters, digits, - and _".to_owned(),
+            });
+        }
+        let dirs = search_dirs();
+        for dir in &dirs {
+            let candidate = dir.join(format!("{name_or_path}.toml"));
+            if candidate.is_file() {
+                return Self::from_file(&candidate);
+            }
+        }
+        match BUILTIN_POLICIES.iter().find(|(n, _)| *n == name_or_path) {
+            Some((n, text)) => Self::parse(
+                text,
+                PolicySource::Builtin,
+                Path::new(&format!("(built-in) {n}.toml")),
+            ),
+            None => Err(PolicyError::NotFound {
+                name: name_or_path.to_owned(),
+                searched: describe(&dirs),
+            }),
+        }
+    }
+
+    /// Loads a policy from a TOML file.
+    pub fn from_file(path: &Path) -> Result<Policy> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, PolicySource::File(path.to_owned()), path)
+    }
+
+    /// Parses and validates policy TOML. `shown` names the file in errors.
+    pub fn parse(text: &str, source: PolicySource, shown: &Path) -> Result<Policy> {
+        let mut policy: Policy = toml::from_str(text).map_err(|e| PolicyError::Parse {
+            path: shown.to_owned(),
+            message: one_line(&e.to_string()),
+        })?;
+        policy.source = source;
+        policy.validate(shown)?;
+        Ok(policy)
+    }
+
+    fn validate(&self, shown: &Path) -> Result<()> {
+        let invalid = |field, message: &str| PolicyError::Invalid {
+            path: shown.to_owned(),
+            field,
+            message: message.to_owned(),
+        };
+        if self.limits.nofile < 16 {
+            return Err(invalid("limits.nofile", "must be at least 16"));
+        }
+        if self.limits.nproc < 1 {
+            return Err(invalid("limits.nproc", "must be at least 1"));
+        }
+        for (field, size) in [
+            (
+                "filesystem.writable_layer_size",
+                self.filesystem.writable_layer_size,
+            ),
+            ("filesystem.tmp_size", self.filesystem.tmp_size),
+            ("filesystem.shm_size", self.filesystem.shm_size),
+        ] {
+            if size.0 < 4096 {
+                return Err(invalid(field, "must be at least 4K"));
+            }
+        }
+        if self.seccomp.profile.is_empty() {
+            return Err(invalid("seccomp.profile", "must name a profile"));
+        }
+        Ok(())
+    }
+
+    /// Renders the effective policy as TOML (what `pinfold policy show` prints).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// Reads the seccomp profile this policy names: `(where it came from, JSON text)`.
+    pub fn seccomp_profile_text(&self) -> Result<(String, String)> {
+        let name = &self.seccomp.profile;
+        if looks_like_path(name) {
+            let mut path = PathBuf::from(name);
+            if path.is_relative()
+                && let PolicySource::File(f) = &self.source
+                && let Some(dir) = f.parent()
+            {
+                path = dir.join(path);
+            }
+            let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            return Ok((path.display().to_string(), text));
+        }
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        if let PolicySource::File(f) = &self.source
+            && let Some(dir) = f.parent()
+        {
+            dirs.push(dir.join("seccomp"));
+        }
+        dirs.extend(search_dirs().into_iter().map(|d| d.join("seccomp")));
+        for dir in &dirs {
+            let candidate = dir.join(format!("{name}.json"));
+            if candidate.is_file() {
+                let text =
+                    std::fs::read_to_string(&candidate).map_err(|source| PolicyError::Read {
+                        path: candidate.clone(),
+                        source,
+                    })?;
+                return Ok((candidate.display().to_string(), text));
+            }
+        }
+        match BUILTIN_PROFILES.iter().find(|(n, _)| n == name) {
+            Some((n, text)) => Ok((format!("(built-in) {n}.json"), (*text).to_owned())),
+            None => Err(PolicyError::ProfileNotFound {
+                name: name.clone(),
+                searched: describe(&dirs),
+            }),
+        }
+    }
+}
+
+/// Folds a multi-line parser message (toml prints a source excerpt) into one line.
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '|' || c == '^' || c == ' '))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_policies_parse() {
+        for (name, text) in BUILTIN_POLICIES {
+            let p = Policy::parse(text, PolicySource::Builtin, Path::new(name)).unwrap();
+            assert!(!p.description.is_empty(), "{name} has a description");
+        }
+        let untrusted = Policy::load("untrusted").unwrap();
+        assert!(!untrusted.network.loopback_tcp);
+        assert!(!untrusted.filesystem.rootfs_writable);
+        assert_eq!(untrusted.landlock.min_abi, 6);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Policy::parse(
+            "[limits]\nnofile = 100\nbogus = 1\n",
+            PolicySource::Builtin,
+            Path::new("x.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("bogus"), "{err}");
+        assert!(err.contains("x.toml"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = Policy::parse(
+            "[limits]\nnofile = 3\n",
+            PolicySource::Builtin,
+            Path::new("x.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("limits.nofile"), "{err}");
+        let err = Policy::parse(
+            "[filesystem]\ntmp_size = \"12Q\"\n",
+            PolicySource::Builtin,
+            Path::new("x.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("12Q"), "{err}");
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(ByteSize::parse("4G").unwrap().0, 4 << 30);
+        assert_eq!(ByteSize::parse("512MiB").unwrap().0, 512 << 20);
+        assert_eq!(ByteSize::parse("1024").unwrap().0, 1024);
+        assert!(ByteSize::parse("G").is_err());
+        assert!(ByteSize::parse("99999999999999T").is_err());
+        assert_eq!(ByteSize(64 << 20).to_string(), "64M");
+    }
+
+    #[test]
+    fn round_trip_through_show() {
+        let p = Policy::load("default").unwrap();
+        let shown = p.to_toml();
+        let again = Policy::parse(&shown, PolicySource::Builtin, Path::new("shown")).unwrap();
+        assert_eq!(p, again);
+    }
+
+    #[test]
+    fn builtin_profile_found() {
+        let p = Policy::load("default").unwrap();
+        let (_, text) = p.seccomp_profile_text().unwrap();
+        assert!(text.contains("clone3"));
+    }
+}

@@ -1,0 +1,106 @@
+//! `pinfold exec`: run one command in a hardened rootless container.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pinfold_sandbox::Policy;
+use pinfold_sandbox::container::{self, Bind, ContainerSpec, IdMapMode};
+
+/// Run a command in a hardened rootless container.
+///
+/// Exit status: the command's own; 128+N when it dies of signal N; 124 when
+/// --timeout fires; 125 when the sandbox could not be set up; 126/127 when the
+/// command cannot be executed / is not found.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Environment: PINFOLD_HOME, PINFOLD_POLICY_PATH, PINFOLD_USERNS (auto|single), PINFOLD_ROOT_IDMAP (START:COUNT, when run as root), RUST_LOG."
+)]
+pub struct Args {
+    /// Directory to use as the container's root file system (never modified).
+    #[arg(long, value_name = "DIR", env = "PINFOLD_ROOTFS")]
+    rootfs: PathBuf,
+    /// Policy: a shipped name (default, untrusted) or a path to a TOML file.
+    #[arg(long, default_value = "default", env = "PINFOLD_POLICY")]
+    policy: String,
+    /// Mount a host path: SRC:DST[:ro|rw] (read-only unless rw). Repeatable.
+    #[arg(long = "bind", value_name = "SRC:DST[:ro|rw]")]
+    binds: Vec<String>,
+    /// Working directory inside the container (created when missing).
+    #[arg(long, default_value = "/workspace")]
+    workdir: PathBuf,
+    /// Set an environment variable: K=V, or K to pass the caller's value. Repeatable.
+    #[arg(short, long = "env", value_name = "K=V")]
+    env: Vec<String>,
+    /// Container hostname.
+    #[arg(long, default_value = "pinfold")]
+    hostname: String,
+    /// Kill the whole container after this long (e.g. 30s, 10m, 1h30m); exit 124.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+    /// The command and its arguments (after `--`).
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+fn parse_env(items: &[String]) -> Result<Vec<(String, String)>, String> {
+    items
+        .iter()
+        .map(|item| match item.split_once('=') {
+            Some((k, v)) => Ok((k.to_owned(), v.to_owned())),
+            None => std::env::var(item).map(|v| (item.clone(), v)).map_err(|_| {
+                format!("--env {item}: not set in the caller's environment; write {item}=VALUE")
+            }),
+        })
+        .collect()
+}
+
+fn build(a: Args) -> Result<ContainerSpec, String> {
+    let policy = Policy::load(&a.policy).map_err(|e| e.to_string())?;
+    let binds = a
+        .binds
+        .iter()
+        .map(|b| Bind::parse(b))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    if !a.rootfs.is_dir() {
+        return Err(format!(
+            "--rootfs {}: not a directory; give an unpacked root file system",
+            a.rootfs.display()
+        ));
+    }
+    let mut spec = ContainerSpec::new(vec![a.rootfs], policy, a.command);
+    spec.binds = binds;
+    spec.workdir = a.workdir;
+    spec.env = parse_env(&a.env)?;
+    spec.hostname = a.hostname;
+    spec.timeout = a.timeout;
+    spec.idmap = IdMapMode::from_env().map_err(|e| e.to_string())?;
+    Ok(spec)
+}
+
+/// Runs the subcommand; returns the exit status.
+pub fn run(a: Args) -> i32 {
+    let timeout = a.timeout;
+    let spec = match build(a) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pinfold exec: {e}");
+            return 125;
+        }
+    };
+    match container::run(&spec) {
+        Ok(outcome) => {
+            if outcome == container::Outcome::TimedOut {
+                eprintln!(
+                    "pinfold exec: timed out after {}; every process of the container was killed",
+                    humantime::format_duration(timeout.unwrap_or_default())
+                );
+            }
+            outcome.exit_code()
+        }
+        Err(e) => {
+            eprintln!("pinfold exec: {e}");
+            e.exit_code()
+        }
+    }
+}

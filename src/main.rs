@@ -1,0 +1,68 @@
+//! `pinfold`: the command line. Thin by design; one file per subcommand in
+//! `cmd/`, all the work in the library crates.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+/// Rootless container sandbox for CI runners.
+///
+/// Runs build steps in user-namespace containers hardened with Landlock and
+/// seccomp, from pinned images, without root and without a daemon.
+#[derive(Debug, Parser)]
+#[command(name = "pinfold", version, propagate_version = true)]
+struct Cli {
+    /// Log what pinfold does (debug level); RUST_LOG overrides.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Exec(cmd::exec::Args),
+    #[command(subcommand)]
+    Policy(cmd::policy::Command),
+}
+
+fn init_tracing(verbose: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if verbose {
+        "pinfold=debug,pinfold_sandbox=debug"
+    } else {
+        "warn"
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let informational = !e.use_stderr();
+            let _ = e.print();
+            // `exec` follows the docker/podman contract: 125 when pinfold
+            // itself fails, so CI scripts can tell it from the command's codes.
+            std::process::exit(if informational {
+                0
+            } else if args.get(1).map(String::as_str) == Some("exec") {
+                125
+            } else {
+                2
+            });
+        }
+    };
+    init_tracing(cli.verbose);
+    let code = match cli.command {
+        Command::Exec(a) => cmd::exec::run(a),
+        Command::Policy(c) => cmd::policy::run(c),
+    };
+    std::process::exit(code);
+}
