@@ -245,7 +245,7 @@ fn write_proc(pid: Pid, file: &str, content: &str) -> Result<()> {
     std::fs::write(&path, content).map_err(|source| IdMapError::Write {
         file: file.to_owned(),
         source,
-        hint: "the kernel refused the map; run `pinfold doctor`",
+        hint: "the kernel refused the map: check that user namespaces are enabled and the ids are not already mapped",
     })
 }
 

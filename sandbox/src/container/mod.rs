@@ -547,7 +547,7 @@ fn userns_hint(errno: Errno) -> &'static str {
             "the user namespace limit is reached: check `sysctl user.max_user_namespaces` (0 disables them)"
         }
         Errno::EINVAL => "the kernel lacks one of the namespaces pinfold needs",
-        _ => "run `pinfold doctor`",
+        _ => "check that the kernel allows unprivileged user namespaces",
     }
 }
 
