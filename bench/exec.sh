@@ -16,9 +16,7 @@ trap 'rm -rf "$work"' EXIT
 chmod 755 "$work"
 cp target/release/pinfold "$work/pinfold"
 rootfs="$work/rootfs"
-mkdir -p "$rootfs/bin" "$rootfs/etc" "$rootfs/tmp"
-cp "$(command -v busybox)" "$rootfs/bin/busybox"
-for a in $(busybox --list); do [ "$a" = busybox ] || ln -s busybox "$rootfs/bin/$a"; done
+bash tests/make-busybox-rootfs.sh "$rootfs"
 as_user=()
 if [ "$(id -u)" = 0 ]; then
   chown -R pinfold-test: "$work"

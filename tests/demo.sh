@@ -14,9 +14,7 @@ trap 'rm -rf "$demo"' EXIT
 chmod 755 "$demo"
 cp target/release/pinfold "$demo/pinfold"
 rootfs="$demo/rootfs"
-mkdir -p "$rootfs/bin" "$rootfs/etc" "$rootfs/tmp"
-cp "$(command -v busybox)" "$rootfs/bin/busybox"
-for a in $(busybox --list); do [ "$a" = busybox ] || ln -s busybox "$rootfs/bin/$a"; done
+bash tests/make-busybox-rootfs.sh "$rootfs"
 run=()
 if [ "$(id -u)" = 0 ]; then
   user=${SUDO_USER:-pinfold-test}

@@ -9,7 +9,6 @@
 //! process (the `pinfold exec` binary). Multi-threaded callers (the agent)
 //! spawn `pinfold exec` instead.
 #![deny(missing_docs)]
-#![allow(clippy::result_large_err)]
 
 pub mod container;
 pub mod policy;
