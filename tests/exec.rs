@@ -611,3 +611,63 @@ fn help_is_available() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
     }
 }
+
+#[test]
+fn landlock_below_the_policy_minimum_is_a_clear_error() {
+    let d = user_dir();
+    let p = d.path().join("future.toml");
+    std::fs::write(&p, "[landlock]\nmin_abi = 99\n").unwrap();
+    let out = exec(&["--policy", p.to_str().unwrap()], &["/bin/true"]);
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Landlock ABI") && err.contains("99"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn user_namespaces_disabled_is_a_clear_error() {
+    // bubblewrap's --disable-userns leaves pinfold unable to create a user
+    // namespace, as `user.max_user_namespaces=0` would on a host.
+    if std::process::Command::new("bwrap")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: bwrap is not installed (apt-get install bubblewrap)");
+        return;
+    }
+    let f = fixtures();
+    let mut c = std::process::Command::new("bwrap");
+    c.args([
+        "--unshare-user",
+        "--disable-userns",
+        "--die-with-parent",
+        "--bind",
+        "/",
+        "/",
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+        "--",
+    ])
+    .arg(&f.pinfold)
+    .args(["exec", "--rootfs"])
+    .arg(&f.rootfs)
+    .args(["--", "/bin/true"])
+    .env("PINFOLD_HOME", f.root.join("home-bwrap"))
+    .stdin(Stdio::null());
+    if let Some((uid, gid)) = f.user {
+        c.uid(uid).gid(gid);
+    }
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(err.contains("create namespaces"), "{err}");
+    assert!(
+        err.contains("max_user_namespaces")
+            || err.contains("apparmor_restrict_unprivileged_userns"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
