@@ -24,6 +24,7 @@ enum Command {
     Exec(cmd::exec::Args),
     #[command(subcommand)]
     Policy(cmd::policy::Command),
+    Doctor(cmd::doctor::Args),
 }
 
 fn init_tracing(verbose: bool) {
@@ -64,6 +65,7 @@ fn main() {
     let code = match cli.command {
         Command::Exec(a) => cmd::exec::run(a),
         Command::Policy(c) => cmd::policy::run(c),
+        Command::Doctor(a) => cmd::doctor::run(a),
     };
     std::process::exit(code);
 }

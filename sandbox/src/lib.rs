@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod container;
+pub mod doctor;
 pub mod policy;
 
 pub use container::{ContainerSpec, Outcome};

@@ -1,3 +1,4 @@
 //! One module per subcommand.
+pub mod doctor;
 pub mod exec;
 pub mod policy;

@@ -1,0 +1,347 @@
+//! `pinfold doctor`: can the sandbox run here, and how well?
+//!
+//! Each check tries the real thing where it can (a user namespace, an
+//! overlay mount in one) rather than reading configuration, and says what to
+//! do when it fails. The probes that need namespaces run in a forked child,
+//! so the caller is never changed.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::container::{idmap, landlock};
+use crate::policy::Policy;
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Works.
+    Ok,
+    /// Works, with a weaker guarantee or a missing extra.
+    Warn,
+    /// The sandbox cannot run (or cannot run a shipped policy).
+    Fail,
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// What was checked.
+    pub name: &'static str,
+    /// How it came out.
+    pub status: Status,
+    /// What was found, and what to do when it is not ok.
+    pub detail: String,
+}
+
+fn check(name: &'static str, status: Status, detail: impl Into<String>) -> Check {
+    Check {
+        name,
+        status,
+        detail: detail.into(),
+    }
+}
+
+fn read_trim(path: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+/// Runs `f` in a forked child and reports its exit status (0 = success) and
+/// the message it wrote.
+fn in_child(f: fn() -> Result<(), String>) -> Result<(), String> {
+    let (r, w) = nix::unistd::pipe().map_err(|e| e.to_string())?;
+    // SAFETY: `pinfold doctor` is single-threaded; the child only runs `f`,
+    // writes to a pipe and exits with _exit.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            drop(r);
+            let code = match f() {
+                Ok(()) => 0,
+                Err(e) => {
+                    let _ = nix::unistd::write(&w, e.as_bytes());
+                    1
+                }
+            };
+            // SAFETY: _exit ends the forked child without running the parent's destructors.
+            unsafe { libc::_exit(code) }
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            drop(w);
+            let mut msg = String::new();
+            let mut file = std::fs::File::from(r);
+            let _ = std::io::Read::read_to_string(&mut file, &mut msg);
+            match nix::sys::wait::waitpid(child, None) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
+                _ => Err(if msg.is_empty() {
+                    "the probe died".into()
+                } else {
+                    msg
+                }),
+            }
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn enter_userns() -> Result<(), String> {
+    let uid = nix::unistd::getuid();
+    let gid = nix::unistd::getgid();
+    nix::sched::unshare(
+        nix::sched::CloneFlags::CLONE_NEWUSER | nix::sched::CloneFlags::CLONE_NEWNS,
+    )
+    .map_err(|e| format!("unshare(CLONE_NEWUSER): {}", e.desc()))?;
+    let _ = std::fs::write("/proc/self/setgroups", "deny");
+    std::fs::write("/proc/self/uid_map", format!("0 {uid} 1"))
+        .map_err(|e| format!("uid_map: {e}"))?;
+    std::fs::write("/proc/self/gid_map", format!("0 {gid} 1"))
+        .map_err(|e| format!("gid_map: {e}"))?;
+    Ok(())
+}
+
+fn probe_overlay() -> Result<(), String> {
+    use nix::mount::{MsFlags, mount};
+    enter_userns()?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("make mounts private: {}", e.desc()))?;
+    mount(
+        Some("tmpfs"),
+        "/tmp",
+        Some("tmpfs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| format!("mount tmpfs: {}", e.desc()))?;
+    for d in ["l", "u", "w", "m"] {
+        std::fs::create_dir(Path::new("/tmp").join(d)).map_err(|e| e.to_string())?;
+    }
+    mount(
+        Some("overlay"),
+        "/tmp/m",
+        Some("overlay"),
+        MsFlags::empty(),
+        Some("lowerdir=/tmp/l,upperdir=/tmp/u,workdir=/tmp/w,userxattr"),
+    )
+    .map_err(|e| format!("mount overlay: {}", e.desc()))
+}
+
+fn check_userns() -> Check {
+    let name = "user namespaces";
+    if read_trim("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
+        return check(
+            name,
+            Status::Fail,
+            "disabled by user.max_user_namespaces=0: run `sysctl -w user.max_user_namespaces=15000` (and persist it in /etc/sysctl.d)",
+        );
+    }
+    if read_trim("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
+        return check(
+            name,
+            Status::Fail,
+            "disabled by kernel.unprivileged_userns_clone=0: run `sysctl -w kernel.unprivileged_userns_clone=1`",
+        );
+    }
+    match in_child(enter_userns) {
+        Ok(()) => check(
+            name,
+            Status::Ok,
+            "an unprivileged user namespace can be created",
+        ),
+        Err(e) => {
+            let hint = if read_trim("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
+                .as_deref()
+                == Some("1")
+            {
+                "AppArmor restricts them: run `sysctl -w kernel.apparmor_restrict_unprivileged_userns=0` or give pinfold an AppArmor profile with `userns,`"
+            } else {
+                "check the sysctls user.max_user_namespaces and kernel.apparmor_restrict_unprivileged_userns, and any seccomp or LSM policy of the caller"
+            };
+            check(name, Status::Fail, format!("{e}: {hint}"))
+        }
+    }
+}
+
+fn check_no_new_privs() -> Check {
+    let set = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("NoNewPrivs:"))
+                .map(|l| l.ends_with('1'))
+        })
+        .unwrap_or(false);
+    if set {
+        check(
+            "no_new_privs",
+            Status::Warn,
+            "already set by a parent process: the setuid newuidmap cannot work, so only the single-id mapping is possible; start pinfold from a service without NoNewPrivileges=yes",
+        )
+    } else {
+        check("no_new_privs", Status::Ok, "not set by a parent")
+    }
+}
+
+fn check_idmap() -> Check {
+    let name = "id mapping";
+    match idmap::plan(idmap::IdMapMode::Auto) {
+        Ok(plan @ idmap::IdMapPlan::Single { .. }) => check(
+            name,
+            Status::Warn,
+            format!(
+                "{plan}; for a full range install uidmap and give the user ranges: `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 USER`"
+            ),
+        ),
+        Ok(plan) => check(name, Status::Ok, plan.to_string()),
+        Err(e) => check(name, Status::Fail, e.to_string()),
+    }
+}
+
+fn check_landlock() -> Check {
+    let abi = landlock::kernel_abi();
+    let mut needs = Vec::new();
+    let mut worst = Status::Ok;
+    for name in ["default", "untrusted"] {
+        if let Ok(p) = Policy::load(name) {
+            needs.push(format!("{name} needs >= {}", p.landlock.min_abi));
+            if abi < p.landlock.min_abi {
+                worst = Status::Fail;
+            }
+        }
+    }
+    let detail = if abi == 0 {
+        "unavailable: boot with `lsm=...,landlock` on Linux 5.13 or later".to_owned()
+    } else {
+        format!(
+            "ABI {abi} (pinfold targets {}; {})",
+            landlock::TARGET_ABI as u32,
+            needs.join(", ")
+        )
+    };
+    check("landlock", worst, detail)
+}
+
+fn check_seccomp() -> Check {
+    // SAFETY: prctl with integer arguments only.
+    let rc = unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) };
+    if rc < 0 {
+        check(
+            "seccomp",
+            Status::Fail,
+            "the kernel lacks seccomp (CONFIG_SECCOMP_FILTER)",
+        )
+    } else {
+        check("seccomp", Status::Ok, "filters available")
+    }
+}
+
+fn check_overlay() -> Check {
+    match in_child(probe_overlay) {
+        Ok(()) => check(
+            "overlayfs",
+            Status::Ok,
+            "mountable in a user namespace (with userxattr)",
+        ),
+        Err(e) => check(
+            "overlayfs",
+            Status::Fail,
+            format!("{e}: unprivileged overlayfs needs Linux 5.11 or later"),
+        ),
+    }
+}
+
+/// The caller's cgroup v2 directory, if the unified hierarchy is mounted.
+fn own_cgroup() -> Option<std::path::PathBuf> {
+    let line = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let rel = line.lines().find_map(|l| l.strip_prefix("0::"))?;
+    for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+        if read_trim(&format!("{base}/cgroup.controllers")).is_some()
+            || Path::new(base).join("cgroup.procs").exists()
+        {
+            let fs_type = nix::sys::statfs::statfs(base).ok()?.filesystem_type();
+            if fs_type == nix::sys::statfs::CGROUP2_SUPER_MAGIC {
+                return Some(Path::new(base).join(rel.trim_start_matches('/')));
+            }
+        }
+    }
+    None
+}
+
+fn check_cgroups() -> Check {
+    let name = "cgroup v2 delegation";
+    let Some(dir) = own_cgroup() else {
+        return check(
+            name,
+            Status::Warn,
+            "no cgroup v2 hierarchy: limits fall back to rlimits and the pid namespace",
+        );
+    };
+    let controllers =
+        read_trim(&dir.join("cgroup.controllers").to_string_lossy()).unwrap_or_default();
+    let missing: Vec<&str> = ["memory", "pids", "cpu"]
+        .into_iter()
+        .filter(|c| !controllers.split_whitespace().any(|x| x == *c))
+        .collect();
+    let writable = nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK).is_ok();
+    if missing.is_empty() && writable {
+        check(
+            name,
+            Status::Ok,
+            format!("{} is delegated with memory, pids and cpu", dir.display()),
+        )
+    } else {
+        check(
+            name,
+            Status::Warn,
+            format!(
+                "{} is not usable (controllers: {:?}, writable: {writable}): limits fall back to rlimits and the pid namespace; run pinfold in a systemd unit with Delegate=yes to get memory/pids/cpu limits",
+                dir.display(),
+                controllers
+            ),
+        )
+    }
+}
+
+fn check_user_net() -> Check {
+    let found: Vec<&str> = ["pasta", "slirp4netns"]
+        .into_iter()
+        .filter(|p| {
+            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+                .any(|d| d.join(p).is_file())
+        })
+        .collect();
+    if found.is_empty() {
+        check(
+            "user-mode networking",
+            Status::Warn,
+            "neither pasta nor slirp4netns found: only network mode `none` can run (apt-get install passt)",
+        )
+    } else {
+        check(
+            "user-mode networking",
+            Status::Ok,
+            format!("found {}", found.join(", ")),
+        )
+    }
+}
+
+/// Runs every check, in the order the report prints them.
+pub fn run_checks() -> Vec<Check> {
+    vec![
+        check_userns(),
+        check_no_new_privs(),
+        check_idmap(),
+        check_overlay(),
+        check_landlock(),
+        check_seccomp(),
+        check_cgroups(),
+        check_user_net(),
+    ]
+}
