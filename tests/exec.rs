@@ -671,3 +671,26 @@ fn user_namespaces_disabled_is_a_clear_error() {
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+#[test]
+fn a_writable_layer_dir_carries_changes_to_the_next_run() {
+    let f = fixtures();
+    let layer = user_dir();
+    let dir = layer.path().to_str().unwrap().to_owned();
+    let (code, _, err) = sh(
+        &["--writable-layer", &dir],
+        "echo step1 > /etc/state && mkdir -p /var/tool",
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = sh(
+        &["--writable-layer", &dir],
+        "cat /etc/state; ls -d /var/tool",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "step1\n/var/tool\n");
+    assert!(layer.path().join("upper/etc/state").exists());
+    assert!(
+        !f.rootfs.join("etc/state").exists(),
+        "the rootfs is untouched"
+    );
+}

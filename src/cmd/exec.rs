@@ -37,6 +37,10 @@ pub struct Args {
     /// Kill the whole container after this long (e.g. 30s, 10m, 1h30m); exit 124.
     #[arg(long, value_parser = humantime::parse_duration)]
     timeout: Option<Duration>,
+    /// Keep the container's writes in DIR (upper/ and work/ inside) instead of
+    /// a throw-away tmpfs; a later run with the same DIR continues from them.
+    #[arg(long, value_name = "DIR")]
+    writable_layer: Option<PathBuf>,
     /// User-namespace mapping: auto (a sub-id range when the caller has one,
     /// else the caller alone) or single (the caller alone: the fastest start).
     #[arg(
@@ -83,6 +87,7 @@ fn build(a: Args) -> Result<ContainerSpec, String> {
     spec.env = parse_env(&a.env)?;
     spec.hostname = a.hostname;
     spec.timeout = a.timeout;
+    spec.writable_layer = a.writable_layer;
     spec.idmap = IdMapMode::parse(&a.userns).map_err(|e| e.to_string())?;
     Ok(spec)
 }

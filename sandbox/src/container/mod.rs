@@ -176,6 +176,11 @@ pub struct ContainerSpec {
     pub argv: Vec<String>,
     /// How to map ids (normally [`IdMapMode::Auto`]).
     pub idmap: IdMapMode,
+    /// A host directory for the writable layer (`upper/` and `work/` are
+    /// created in it), kept after the run so a later run on the same layers
+    /// continues where this one stopped, as a job's steps do. `None`: a
+    /// private tmpfs, thrown away with the container.
+    pub writable_layer: Option<PathBuf>,
 }
 
 impl ContainerSpec {
@@ -191,6 +196,7 @@ impl ContainerSpec {
             timeout: None,
             argv,
             idmap: IdMapMode::Auto,
+            writable_layer: None,
         }
     }
 }
@@ -225,6 +231,8 @@ pub(crate) struct Prepared {
     pub fds: HostFds,
     /// Rootfs layers, absolute, topmost first.
     pub layers: Vec<PathBuf>,
+    /// The persistent writable layer's directory, absolute.
+    pub writable_layer: Option<PathBuf>,
     /// Each bind with whether its source is a directory (same order as `fds.binds`).
     pub binds: Vec<(Bind, bool)>,
     pub policy: Policy,
@@ -246,6 +254,8 @@ pub(crate) struct HostFds {
     pub layers: Vec<OwnedFd>,
     pub binds: Vec<OwnedFd>,
     pub dev_nodes: Vec<(&'static str, OwnedFd)>,
+    /// `upper/` and `work/` of a persistent writable layer.
+    pub writable_layer: Option<(OwnedFd, OwnedFd)>,
 }
 
 impl HostFds {
@@ -265,6 +275,13 @@ impl HostFds {
                 .iter()
                 .map(|n| Ok((*n, open_path("device", &Path::new("/dev").join(n), false)?)))
                 .collect::<Result<_>>()?,
+            writable_layer: match &p.writable_layer {
+                Some(dir) => Some((
+                    open_path("writable layer", &dir.join("upper"), true)?,
+                    open_path("writable layer", &dir.join("work"), true)?,
+                )),
+                None => None,
+            },
         })
     }
 }
@@ -349,6 +366,19 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
                 .map_err(|e| ContainerError::Spec(format!("rootfs {}: {e}", l.display())))?,
         );
     }
+    let writable_layer = match &spec.writable_layer {
+        Some(dir) => {
+            for sub in ["upper", "work"] {
+                std::fs::create_dir_all(dir.join(sub)).map_err(|e| {
+                    ContainerError::Spec(format!("writable layer {}: {e}", dir.join(sub).display()))
+                })?;
+            }
+            Some(std::path::absolute(dir).map_err(|e| {
+                ContainerError::Spec(format!("writable layer {}: {e}", dir.display()))
+            })?)
+        }
+        None => None,
+    };
     let mut binds = Vec::new();
     for b in &spec.binds {
         let fd = open_path("bind source", &b.source, false)?;
@@ -400,6 +430,7 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
     Ok(Prepared {
         fds: HostFds::default(),
         layers,
+        writable_layer,
         binds,
         policy: spec.policy.clone(),
         workdir: spec.workdir.clone(),

@@ -126,8 +126,14 @@ pub(crate) fn setup(p: &Prepared) -> Result<()> {
     }
     let root_path = format!("{STAGE}/root");
     let lowers: Vec<String> = p.fds.layers.iter().map(fd_path).collect();
+    // A persistent writable layer (kept across runs, e.g. a job's steps) is a
+    // host directory the child opened itself; otherwise the stage tmpfs holds it.
+    let (upper, work) = match &p.fds.writable_layer {
+        Some((u, w)) => (fd_path(u), fd_path(w)),
+        None => (format!("{STAGE}/upper"), format!("{STAGE}/work")),
+    };
     let opts = format!(
-        "lowerdir={},upperdir={STAGE}/upper,workdir={STAGE}/work,userxattr",
+        "lowerdir={},upperdir={upper},workdir={work},userxattr",
         lowers.join(":")
     );
     mount(
