@@ -694,3 +694,42 @@ fn a_writable_layer_dir_carries_changes_to_the_next_run() {
         "the rootfs is untouched"
     );
 }
+
+#[test]
+fn policy_check_validates_files_and_their_profiles() {
+    let out = pinfold()
+        .args(["policy", "check", "trusted"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok:"));
+
+    let d = user_dir();
+    let bad_value = d.path().join("bad.toml");
+    std::fs::write(&bad_value, "[network]\nmode = \"everywhere\"\n").unwrap();
+    let out = pinfold()
+        .args(["policy", "check"])
+        .arg(&bad_value)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("everywhere") && err.contains("bad.toml"),
+        "{err}"
+    );
+
+    let bad_profile = d.path().join("prof.toml");
+    std::fs::write(&bad_profile, "[seccomp]\nprofile = \"./missing.json\"\n").unwrap();
+    let out = pinfold()
+        .args(["policy", "check"])
+        .arg(&bad_profile)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("seccomp.profile") && err.contains("missing.json"),
+        "{err}"
+    );
+}

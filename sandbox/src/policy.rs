@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 pub enum PolicyError {
     /// No policy file of that name in any search directory.
     #[error(
-        "no policy named {name:?} (looked in {searched}); use a shipped name (default, untrusted) or a path to a .toml file"
+        "no policy named {name:?} (looked in {searched}); use a shipped name (default, untrusted, trusted) or a path to a .toml file"
     )]
     NotFound { name: String, searched: String },
     /// The file could not be read.
@@ -318,6 +318,7 @@ impl<'de> Deserialize<'de> for ByteSize {
 const BUILTIN_POLICIES: &[(&str, &str)] = &[
     ("default", include_str!("../../policies/default.toml")),
     ("untrusted", include_str!("../../policies/untrusted.toml")),
+    ("trusted", include_str!("../../policies/trusted.toml")),
 ];
 
 /// The seccomp profiles shipped in `policies/seccomp/`, built in as a fallback.

@@ -19,7 +19,7 @@ pub struct Args {
     /// Directory to use as the container's root file system (never modified).
     #[arg(long, value_name = "DIR", env = "PINFOLD_ROOTFS")]
     rootfs: PathBuf,
-    /// Policy: a shipped name (default, untrusted) or a path to a TOML file.
+    /// Policy: a shipped name (default, untrusted, trusted) or a path to a TOML file.
     #[arg(long, default_value = "default", env = "PINFOLD_POLICY")]
     policy: String,
     /// Mount a host path: SRC:DST[:ro|rw] (read-only unless rw). Repeatable.

@@ -1,17 +1,24 @@
 //! `pinfold policy`: inspect policies.
 
 use pinfold_sandbox::Policy;
+use pinfold_sandbox::container::seccomp::Filters;
 
 /// Inspect sandbox policies.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Print the effective policy (every field, defaults filled in) as TOML.
     Show {
-        /// A shipped name (default, untrusted) or a path to a TOML file.
+        /// A shipped name (default, untrusted, trusted) or a path to a TOML file.
         name: String,
         /// Print JSON instead of TOML.
         #[arg(long)]
         json: bool,
+    },
+    /// Validate a policy file and the seccomp profile it names; errors name
+    /// the field. Exit 0 when valid, 1 when not.
+    Check {
+        /// A path to a TOML file (or a policy name).
+        file: String,
     },
 }
 
@@ -39,5 +46,29 @@ pub fn run(c: Command) -> i32 {
                 1
             }
         },
+        Command::Check { file } => {
+            let policy = match Policy::load(&file) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("pinfold policy check: {e}");
+                    return 1;
+                }
+            };
+            match Filters::for_policy(&policy) {
+                Ok(f) => {
+                    println!(
+                        "ok: {file} is valid ({}); seccomp profile {} compiles to {} filters",
+                        policy.description,
+                        f.profile,
+                        f.programs.len()
+                    );
+                    0
+                }
+                Err(e) => {
+                    eprintln!("pinfold policy check: {file}: field `seccomp.profile`: {e}");
+                    1
+                }
+            }
+        }
     }
 }
