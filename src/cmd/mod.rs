@@ -1,3 +1,4 @@
 //! One module per subcommand.
 pub mod exec;
+pub mod image;
 pub mod policy;
