@@ -13,7 +13,7 @@ use pinfold_sandbox::container::{self, Bind, ContainerSpec, IdMapMode};
 /// command cannot be executed / is not found.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Environment: PINFOLD_HOME, PINFOLD_POLICY_PATH, PINFOLD_USERNS (auto|single), PINFOLD_ROOT_IDMAP (START:COUNT, when run as root), RUST_LOG."
+    after_help = "Environment: PINFOLD_HOME, PINFOLD_POLICY_PATH, PINFOLD_ROOT_IDMAP (START:COUNT, when run as root), RUST_LOG."
 )]
 pub struct Args {
     /// Directory to use as the container's root file system (never modified).
@@ -50,6 +50,15 @@ pub struct Args {
     /// Kill the whole container after this long (e.g. 30s, 10m, 1h30m); exit 124.
     #[arg(long, value_parser = humantime::parse_duration)]
     timeout: Option<Duration>,
+    /// User-namespace mapping: auto (a sub-id range when the caller has one,
+    /// else the caller alone) or single (the caller alone: the fastest start).
+    #[arg(
+        long,
+        value_name = "auto|single",
+        env = "PINFOLD_USERNS",
+        default_value = "auto"
+    )]
+    userns: String,
     /// The command and its arguments (after `--`).
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     command: Vec<String>,
@@ -98,7 +107,7 @@ fn build(a: Args) -> Result<ContainerSpec, String> {
     spec.env.extend(parse_env(&a.env)?);
     spec.hostname = a.hostname;
     spec.timeout = a.timeout;
-    spec.idmap = IdMapMode::from_env().map_err(|e| e.to_string())?;
+    spec.idmap = IdMapMode::parse(&a.userns).map_err(|e| e.to_string())?;
     Ok(spec)
 }
 

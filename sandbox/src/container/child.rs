@@ -72,12 +72,15 @@ fn setup(p: &Prepared) -> Result<(), StepError> {
     }
     setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
         .step("become root in the user namespace (setresuid)")?;
+    let t = std::time::Instant::now();
     // 5. Rootfs, mounts, pivot_root.
     mounts::setup(p)?;
+    tracing::debug!(elapsed_us = t.elapsed().as_micros() as u64, "mounts ready");
     // 6. Hostname.
     sethostname(&p.hostname).step("set the hostname")?;
     // 7. Loopback up: the only interface of the new network namespace.
     loopback_up().step("bring loopback up")?;
+    tracing::debug!(elapsed_us = t.elapsed().as_micros() as u64, "network ready");
     Ok(())
 }
 

@@ -13,7 +13,7 @@
 //!   from `$PINFOLD_ROOT_IDMAP` (`START:COUNT`), else the subuid/subgid range
 //!   of the `pinfold` service user, else [`DEFAULT_ROOT_RANGE`].
 //!
-//! `$PINFOLD_USERNS=single` forces the single mode (the fastest start: no
+//! `--userns single` (or `$PINFOLD_USERNS=single`) forces the single mode (the fastest start: no
 //! setuid helper to run); `auto` (the default) picks as above.
 
 use std::fmt;
@@ -61,13 +61,13 @@ pub enum IdMapMode {
 }
 
 impl IdMapMode {
-    /// Reads `$PINFOLD_USERNS` (`auto` or `single`).
-    pub fn from_env() -> Result<Self> {
-        match std::env::var("PINFOLD_USERNS").as_deref() {
-            Err(_) | Ok("") | Ok("auto") => Ok(IdMapMode::Auto),
-            Ok("single") => Ok(IdMapMode::Single),
-            Ok(other) => Err(IdMapError::Config(format!(
-                "PINFOLD_USERNS={other:?} is not understood: use auto or single"
+    /// Parses `auto` or `single` (the `--userns` flag, `$PINFOLD_USERNS`).
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "" | "auto" => Ok(IdMapMode::Auto),
+            "single" => Ok(IdMapMode::Single),
+            other => Err(IdMapError::Config(format!(
+                "user namespace mode {other:?} is not understood: use auto or single"
             ))),
         }
     }
@@ -245,7 +245,7 @@ fn write_proc(pid: Pid, file: &str, content: &str) -> Result<()> {
     std::fs::write(&path, content).map_err(|source| IdMapError::Write {
         file: file.to_owned(),
         source,
-        hint: "the kernel refused the map; run `pinfold doctor`",
+        hint: "the kernel refused the map: check that user namespaces are enabled and the ids are not already mapped",
     })
 }
 

@@ -335,7 +335,9 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
             spec.hostname
         )));
     }
+    let t = Instant::now();
     let filters = seccomp::Filters::for_policy(&spec.policy)?;
+    tracing::debug!(elapsed_us = t.elapsed().as_micros() as u64, profile = %filters.profile, "seccomp filters ready");
     // Check every host path now, as the caller, for a clear early error. The
     // child opens them again itself: overlayfs and bind mounts need fds that
     // belong to the child's own mount namespace.
@@ -461,6 +463,10 @@ fn run_blocked(
     started: Instant,
 ) -> Result<Outcome> {
     let mut prepared = prepare(spec, saved)?;
+    tracing::debug!(
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "prepared"
+    );
     let plan = idmap::plan(spec.idmap)?;
     prepared.setgroups_allowed = plan.setgroups_allowed();
     tracing::debug!(mode = %plan, "user namespace id mapping");
@@ -509,6 +515,7 @@ fn run_blocked(
 
     // Kill the child if anything below fails: it is waiting on the go pipe.
     let guard = KillGuard(Some(child));
+    tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, "cloned");
     idmap::apply(&plan, child)?;
     sync::release(&go_write)?;
     drop(go_write);
@@ -517,6 +524,11 @@ fn run_blocked(
         "container released"
     );
     let setup_error = sync::read_error(&err_read);
+    tracing::debug!(
+        elapsed_us = started.elapsed().as_micros() as u64,
+        ok = setup_error.is_none(),
+        "command executed"
+    );
     drop(err_read);
     let deadline = spec.timeout.map(|t| started + t);
     let outcome = wait_loop(child, blocked, deadline);
@@ -547,7 +559,7 @@ fn userns_hint(errno: Errno) -> &'static str {
             "the user namespace limit is reached: check `sysctl user.max_user_namespaces` (0 disables them)"
         }
         Errno::EINVAL => "the kernel lacks one of the namespaces pinfold needs",
-        _ => "run `pinfold doctor`",
+        _ => "check that the kernel allows unprivileged user namespaces",
     }
 }
 

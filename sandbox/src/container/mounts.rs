@@ -139,7 +139,7 @@ pub(crate) fn setup(p: &Prepared) -> Result<()> {
     )
     .map_err(|e| {
         StepError::new("mount the overlay rootfs", e.desc()).hint(
-            "unprivileged overlayfs needs Linux 5.11 or later and a lower directory on a local file system; run `pinfold doctor`",
+            "unprivileged overlayfs needs Linux 5.11 or later and a rootfs on a local file system (not overlayfs or NFS)",
         )
     })?;
     let root = nix::fcntl::open(
@@ -151,7 +151,6 @@ pub(crate) fn setup(p: &Prepared) -> Result<()> {
 
     // 3. Mounts inside the rootfs.
     mount_proc(&root)?;
-    mount_dev(&root, p)?;
     let tmp = mkdir_all_in_root(&root, Path::new("/tmp")).step("create /tmp")?;
     mnt(
         Some("tmpfs"),
@@ -162,6 +161,7 @@ pub(crate) fn setup(p: &Prepared) -> Result<()> {
         "mount /tmp",
     )?;
     drop(tmp);
+    mount_dev(&root, p)?;
     let workdir = mkdir_all_in_root(&root, &p.workdir).map_err(|e| {
         StepError::new(
             format!("create the working directory {}", p.workdir.display()),

@@ -28,6 +28,7 @@ pub(crate) fn exec_job(p: &Prepared) -> StepError {
 }
 
 fn harden(p: &Prepared) -> Result<()> {
+    let t = std::time::Instant::now();
     restore_signals(&p.saved_sigmask)?;
     set_rlimits(p)?;
     nix::unistd::setsid().step("setsid")?;
@@ -60,6 +61,10 @@ fn harden(p: &Prepared) -> Result<()> {
         ),
         Err(e) => return Err(StepError::new("apply Landlock", e)),
     }
+    tracing::debug!(
+        elapsed_us = t.elapsed().as_micros() as u64,
+        "job hardened up to seccomp"
+    );
     // Seccomp comes last: nothing after it but execve.
     p.filters
         .apply()

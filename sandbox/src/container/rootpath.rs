@@ -8,9 +8,10 @@
 //! need three small operations and no extra dependency in the hot path.)
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
+use nix::fcntl::readlinkat;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 use nix::sys::stat::{Mode, mkdirat};
 
@@ -30,31 +31,78 @@ pub(crate) fn open_in_root(root: &impl AsFd, path: &Path, flags: OFlag) -> Resul
     openat2(root.as_fd(), path, how)
 }
 
-/// Opens the directory `path` inside `root`, creating missing components (mode 0755).
+/// Opens the directory `path` inside `root`, creating missing components
+/// (mode 0755). A dangling symlink on the way is followed the way the kernel
+/// would inside the rootfs (its target created there), like securejoin does.
 pub(crate) fn mkdir_all_in_root(root: &impl AsFd, path: &Path) -> Result<OwnedFd, Errno> {
     let dir_flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
+    let mut pending: Vec<std::ffi::OsString> = Vec::new();
+    push_components(&mut pending, path)?;
+    pending.reverse();
     let mut cur = open_in_root(root, Path::new("/"), dir_flags)?;
-    for comp in path.components() {
-        let name = match comp {
-            Component::Normal(n) => n,
-            Component::RootDir | Component::CurDir => continue,
-            Component::ParentDir | Component::Prefix(_) => return Err(Errno::EINVAL),
-        };
-        match open_in_root(&cur, Path::new(name), dir_flags) {
-            Ok(fd) => cur = fd,
-            Err(Errno::ENOENT) => {
-                match mkdirat(cur.as_fd(), name, Mode::from_bits_truncate(0o755)) {
-                    Ok(()) | Err(Errno::EEXIST) => {}
-                    Err(e) => return Err(e),
+    let mut walked = PathBuf::from("/");
+    let mut links_followed = 0;
+    while let Some(name) = pending.pop() {
+        match open_in_root(&cur, Path::new(&name), dir_flags) {
+            Ok(fd) => {
+                cur = fd;
+                walked.push(&name);
+                continue;
+            }
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+        match mkdirat(
+            cur.as_fd(),
+            name.as_os_str(),
+            Mode::from_bits_truncate(0o755),
+        ) {
+            Ok(()) => {
+                cur = open_in_root(&cur, Path::new(&name), dir_flags)?;
+                walked.push(&name);
+            }
+            Err(Errno::EEXIST) => {
+                // A dangling symlink: continue from its target, inside the rootfs.
+                let target = readlinkat(cur.as_fd(), name.as_os_str())?;
+                links_followed += 1;
+                if links_followed > 40 {
+                    return Err(Errno::ELOOP);
                 }
-                // Opened relative to `cur` but resolved in the rootfs: a
-                // symlink raced in here still cannot leave it.
-                cur = open_in_root(&cur, Path::new(name), dir_flags)?;
+                let target = Path::new(&target);
+                let restart = if target.is_absolute() {
+                    target.to_owned()
+                } else {
+                    walked.join(target)
+                };
+                let mut rest: Vec<std::ffi::OsString> = Vec::new();
+                push_components(&mut rest, &restart)?;
+                rest.reverse();
+                pending.extend(rest);
+                cur = open_in_root(root, Path::new("/"), dir_flags)?;
+                walked = PathBuf::from("/");
             }
             Err(e) => return Err(e),
         }
     }
     Ok(cur)
+}
+
+/// Splits `path` into normal components, resolving `..` lexically and never
+/// above the root (as RESOLVE_IN_ROOT does).
+fn push_components(out: &mut Vec<std::ffi::OsString>, path: &Path) -> Result<(), Errno> {
+    let mut parts: Vec<std::ffi::OsString> = Vec::new();
+    for comp in path.components() {
+        match comp {
+            Component::Normal(n) => parts.push(n.to_owned()),
+            Component::ParentDir => {
+                parts.pop();
+            }
+            Component::RootDir | Component::CurDir => {}
+            Component::Prefix(_) => return Err(Errno::EINVAL),
+        }
+    }
+    out.extend(parts);
+    Ok(())
 }
 
 /// Opens (creating if missing) an empty regular file at `path` inside `root`,

@@ -13,12 +13,17 @@
 //! deny list by number. seccompiler matches exact numbers only, so that one is
 //! four BPF instructions written here by hand.
 //!
-//! Compiled programs are cached per profile text for the life of the process.
+//! Compiled programs are cached per profile text: in memory for the life of
+//! the process, and on disk under `$PINFOLD_HOME/cache/seccomp/` keyed by the
+//! sha256 of pinfold's version, the architecture and the profile text, so each
+//! policy's BPF is built once. A cache file carries a checksum of its own; a
+//! damaged one is ignored and rebuilt, never used.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use seccompiler::{BpfProgram, TargetArch, sock_filter};
+use sha2::{Digest, Sha256};
 
 use crate::policy::{Policy, PolicyError};
 
@@ -95,10 +100,22 @@ fn x32_guard() -> BpfProgram {
 }
 
 impl Filters {
-    /// Compiles the profile a policy names.
+    /// Compiles the profile a policy names (or loads it from the disk cache).
     pub fn for_policy(policy: &Policy) -> Result<Filters, SeccompError> {
         let (profile, text) = policy.seccomp_profile_text()?;
-        Self::compile(&profile, &text)
+        let key = cache_key(&text);
+        let path =
+            crate::pinfold_home().map(|h| h.join("cache/seccomp").join(format!("{key}.bpf")));
+        if let Some(programs) = path.as_deref().and_then(|p| load_cached(p, &key)) {
+            return Ok(Filters { profile, programs });
+        }
+        let filters = Self::compile(&profile, &text)?;
+        if let Some(p) = &path
+            && let Err(e) = store_cached(p, &key, &filters.programs)
+        {
+            tracing::debug!(path = %p.display(), error = %e, "cannot cache the seccomp filter");
+        }
+        Ok(filters)
     }
 
     /// Compiles profile JSON text; `profile` names it in errors.
@@ -158,6 +175,87 @@ impl Filters {
     }
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn cache_key(text: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(env!("CARGO_PKG_VERSION"));
+    h.update([0]);
+    h.update(std::env::consts::ARCH);
+    h.update([0]);
+    h.update(text);
+    hex(&h.finalize())
+}
+
+/// File format: for each program a little-endian u32 length then its
+/// instructions (u16 code, u8 jt, u8 jf, u32 k); then sha256(key ‖ payload).
+fn encode(programs: &[BpfProgram]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in programs {
+        out.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        for i in p {
+            out.extend_from_slice(&i.code.to_le_bytes());
+            out.push(i.jt);
+            out.push(i.jf);
+            out.extend_from_slice(&i.k.to_le_bytes());
+        }
+    }
+    out
+}
+
+fn checksum(key: &str, payload: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(key);
+    h.update(payload);
+    h.finalize().into()
+}
+
+fn decode(payload: &[u8]) -> Option<Vec<BpfProgram>> {
+    let mut programs = Vec::new();
+    let mut rest = payload;
+    while !rest.is_empty() {
+        let (len, tail) = rest.split_first_chunk::<4>()?;
+        let len = u32::from_le_bytes(*len) as usize;
+        let bytes = tail.get(..len.checked_mul(8)?)?;
+        let program = bytes
+            .chunks_exact(8)
+            .map(|c| sock_filter {
+                code: u16::from_le_bytes([c[0], c[1]]),
+                jt: c[2],
+                jf: c[3],
+                k: u32::from_le_bytes([c[4], c[5], c[6], c[7]]),
+            })
+            .collect();
+        programs.push(program);
+        rest = &tail[len * 8..];
+    }
+    (!programs.is_empty()).then_some(programs)
+}
+
+fn load_cached(path: &std::path::Path, key: &str) -> Option<Vec<BpfProgram>> {
+    let data = std::fs::read(path).ok()?;
+    let (payload, sum) = data.split_last_chunk::<32>()?;
+    if checksum(key, payload) != *sum {
+        tracing::warn!(path = %path.display(), "ignoring a damaged seccomp cache file");
+        return None;
+    }
+    decode(payload)
+}
+
+fn store_cached(path: &std::path::Path, key: &str, programs: &[BpfProgram]) -> std::io::Result<()> {
+    let dir = path.parent().expect("cache path has a parent");
+    std::fs::create_dir_all(dir)?;
+    let mut data = encode(programs);
+    let sum = checksum(key, &data);
+    data.extend_from_slice(&sum);
+    // Write beside, then rename: concurrent runs never see half a file.
+    let tmp = dir.join(format!(".{key}.{}", std::process::id()));
+    std::fs::write(&tmp, &data)?;
+    std::fs::rename(&tmp, path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +269,23 @@ mod tests {
             if cfg!(target_arch = "x86_64") { 3 } else { 2 }
         );
         assert!(f.programs.iter().all(|p| !p.is_empty()));
+    }
+
+    #[test]
+    fn disk_cache_round_trips_and_rejects_damage() {
+        let policy = Policy::load("default").unwrap();
+        let compiled = Filters::for_policy(&policy).unwrap().programs;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.bpf");
+        store_cached(&path, "k", &compiled).unwrap();
+        assert_eq!(load_cached(&path, "k").unwrap(), compiled);
+        assert!(load_cached(&path, "other key").is_none());
+        let mut data = std::fs::read(&path).unwrap();
+        data[10] ^= 1;
+        std::fs::write(&path, &data).unwrap();
+        assert!(load_cached(&path, "k").is_none(), "a flipped bit is caught");
+        std::fs::write(&path, &data[..data.len() - 40]).unwrap();
+        assert!(load_cached(&path, "k").is_none(), "truncation is caught");
     }
 
     #[test]

@@ -1,0 +1,277 @@
+//! Shared machinery for the end-to-end tests: the real `pinfold` binary run as
+//! an unprivileged user, a busybox rootfs with a static probe, and helpers.
+//!
+//! CI runs as root. The sandbox must be exercised by an ordinary user, so when
+//! the tests run as root every `pinfold` command runs as `pinfold-test`
+//! (created by `tests/setup.sh`), from copies of the binary and fixtures in a
+//! world-readable directory (the checkout may live under /root). Run as an
+//! ordinary user, the tests use that user.
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+pub const TEST_USER: &str = "pinfold-test";
+
+pub struct Fixtures {
+    /// Keeps the directory alive for the whole test binary.
+    _dir: tempfile::TempDir,
+    pub root: PathBuf,
+    /// The pinfold binary, copied where the test user can run it.
+    pub pinfold: PathBuf,
+    /// A busybox rootfs with /bin/probe, owned by the test user.
+    pub rootfs: PathBuf,
+    /// uid/gid to run as (None: the current user).
+    pub user: Option<(u32, u32)>,
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn lookup_user(name: &str) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    for l in passwd.lines() {
+        let f: Vec<&str> = l.split(':').collect();
+        if f.len() > 3 && f[0] == name {
+            return Some((f[2].parse().ok()?, f[3].parse().ok()?));
+        }
+    }
+    None
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) {
+    let status = Command::new("chown")
+        .arg("-R")
+        .arg("-h")
+        .arg(format!("{uid}:{gid}"))
+        .arg(path)
+        .status()
+        .expect("run chown");
+    assert!(status.success(), "chown -R {}", path.display());
+}
+
+fn find_busybox() -> PathBuf {
+    for p in ["/bin/busybox", "/usr/bin/busybox"] {
+        if Path::new(p).is_file() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("busybox is not installed: run `sudo tests/setup.sh` (installs busybox-static)");
+}
+
+/// Builds a busybox rootfs in `dir`: /bin/busybox + applet links, /bin/probe,
+/// and a minimal /etc.
+pub fn build_rootfs(dir: &Path, probe: &Path) {
+    let busybox = find_busybox();
+    for d in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "tmp", "var",
+    ] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::copy(&busybox, dir.join("bin/busybox")).unwrap();
+    let out = Command::new(&busybox).arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&out.stdout).lines() {
+        if applet != "busybox" {
+            let _ = std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet));
+        }
+    }
+    std::fs::copy(probe, dir.join("bin/probe")).unwrap();
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
+    std::fs::set_permissions(dir.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+}
+
+fn compile_probe(out: &Path) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/probe/probe.c");
+    let res = Command::new("cc")
+        .args(["-static", "-O2", "-Wall", "-o"])
+        .arg(out)
+        .arg(&src)
+        .output()
+        .expect("run cc (install gcc and libc6-dev: sudo tests/setup.sh)");
+    assert!(
+        res.status.success(),
+        "cc -static probe.c failed: {}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+}
+
+pub fn fixtures() -> &'static Fixtures {
+    static F: OnceLock<Fixtures> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("pinfold-tests-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let root = dir.path().to_owned();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let pinfold = root.join("pinfold");
+        std::fs::copy(env!("CARGO_BIN_EXE_pinfold"), &pinfold).unwrap();
+        std::fs::set_permissions(&pinfold, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let probe = root.join("probe");
+        compile_probe(&probe);
+        let rootfs = root.join("rootfs");
+        build_rootfs(&rootfs, &probe);
+        let user = if is_root() {
+            let u = lookup_user(TEST_USER).unwrap_or_else(|| {
+                panic!(
+                    "running as root needs the user {TEST_USER}: run `sudo tests/setup.sh` first"
+                )
+            });
+            chown_tree(&rootfs, u.0, u.1);
+            Some(u)
+        } else {
+            None
+        };
+        Fixtures {
+            _dir: dir,
+            root,
+            pinfold,
+            rootfs,
+            user,
+        }
+    })
+}
+
+/// A fresh directory owned by the test user (for PINFOLD_HOME, binds…).
+pub fn user_dir() -> tempfile::TempDir {
+    let f = fixtures();
+    let d = tempfile::Builder::new()
+        .prefix("pf-")
+        .tempdir_in(&f.root)
+        .unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    if let Some((uid, gid)) = f.user {
+        chown_tree(d.path(), uid, gid);
+    }
+    d
+}
+
+/// `pinfold ARGS` as the test user, with a clean environment.
+pub fn pinfold() -> Command {
+    let f = fixtures();
+    let mut c = Command::new(&f.pinfold);
+    c.env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+        .env("HOME", &f.root)
+        .env("PINFOLD_HOME", f.root.join("home"))
+        .current_dir(&f.root)
+        .stdin(Stdio::null());
+    if let Some((uid, gid)) = f.user {
+        c.uid(uid).gid(gid);
+    }
+    c
+}
+
+/// `pinfold exec --rootfs <busybox> EXTRA... -- CMD...`, as the test user.
+pub fn exec(extra: &[&str], cmd: &[&str]) -> Output {
+    exec_cmd(extra, cmd).output().expect("run pinfold")
+}
+
+pub fn exec_cmd(extra: &[&str], cmd: &[&str]) -> Command {
+    let f = fixtures();
+    let mut c = pinfold();
+    c.arg("exec")
+        .arg("--rootfs")
+        .arg(&f.rootfs)
+        .args(extra)
+        .arg("--")
+        .args(cmd);
+    c
+}
+
+/// Runs a shell snippet in the container; returns (exit code, stdout, stderr).
+pub fn sh(extra: &[&str], script: &str) -> (i32, String, String) {
+    let out = exec(extra, &["/bin/sh", "-c", script]);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs the probe; asserts it reports the attempt refused.
+#[track_caller]
+pub fn assert_refused(extra: &[&str], probe: &[&str]) {
+    let mut cmd = vec!["/bin/probe"];
+    cmd.extend_from_slice(probe);
+    let out = exec(extra, &cmd);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "probe {probe:?} was not refused: stdout={stdout} stderr={}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("refused"), "{stdout}");
+}
+
+/// Host pids of `pid` and all its descendants (from /proc).
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut children: Vec<(u32, u32)> = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
+            // The ppid is the second field after the parenthesised command.
+            if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                if let Some(ppid) = f.get(1).and_then(|s| s.parse().ok()) {
+                    children.push((p, ppid));
+                }
+            }
+        }
+    }
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let cur = out[i];
+        out.extend(
+            children
+                .iter()
+                .filter(|(_, pp)| *pp == cur)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    out
+}
+
+/// The real uid of a host process, as the host sees it.
+pub fn host_uid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Host pids whose command line contains `needle`.
+pub fn processes_matching(needle: &str) -> Vec<u32> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(format!("/proc/{p}/cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) {
+                v.push(p);
+            }
+        }
+    }
+    v
+}

@@ -1,0 +1,613 @@
+//! `pinfold exec` end to end: every property of the container proved from
+//! inside it, with the real binary run as an unprivileged user.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+// ---------- exit status contract ----------
+
+#[test]
+fn exit_codes_pass_through() {
+    assert_eq!(sh(&[], "exit 0").0, 0);
+    assert_eq!(sh(&[], "exit 3").0, 3);
+    assert_eq!(sh(&[], "exit 255").0, 255);
+}
+
+#[test]
+fn signals_map_to_128_plus_n() {
+    assert_eq!(sh(&[], "kill -TERM $$").0, 128 + 15);
+    assert_eq!(sh(&[], "kill -KILL $$").0, 128 + 9);
+}
+
+#[test]
+fn missing_and_unexecutable_commands() {
+    let out = exec(&[], &["/no/such/command"]);
+    assert_eq!(out.status.code(), Some(127));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("command not found"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one-line error: {err}");
+
+    let out = exec(&[], &["/etc/passwd"]);
+    assert_eq!(out.status.code(), Some(126), "{:?}", out);
+}
+
+#[test]
+fn setup_failures_exit_125_with_one_line() {
+    let out = pinfold()
+        .args(["exec", "--rootfs", "/no/such/rootfs", "--", "/bin/true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/no/such/rootfs"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let out = exec(&["--policy", "no-such-policy"], &["/bin/true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no policy named"));
+
+    let out = exec(&["--bind", "/etc"], &["/bin/true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SRC:DST"));
+
+    let out = exec(&["--no-such-flag"], &["/bin/true"]);
+    assert_eq!(out.status.code(), Some(125));
+}
+
+#[test]
+fn stdio_passes_through() {
+    let mut child = exec_cmd(&[], &["/bin/sh", "-c", "tr a-z A-Z; echo err >&2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    assert!(out.status.success());
+}
+
+#[test]
+fn timeout_returns_124_and_kills_everything() {
+    let marker = format!("{}", 40000 + std::process::id() % 20000);
+    let started = Instant::now();
+    let (code, _, err) = sh(
+        &["--timeout", "1s"],
+        &format!("setsid sleep {marker} & sleep 1000"),
+    );
+    assert_eq!(code, 124, "{err}");
+    assert!(err.contains("timed out"), "{err}");
+    // Liveness bound only (not a benchmark): the kill must not wait for sleep 1000.
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!(
+        processes_matching(&format!("sleep {marker}")).is_empty(),
+        "a setsid'd process outlived the timeout"
+    );
+}
+
+#[test]
+fn setsid_daemon_dies_with_the_job() {
+    let marker = format!("{}", 20000 + std::process::id() % 20000);
+    let (code, _, err) = sh(
+        &[],
+        &format!("setsid sleep {marker} </dev/null >/dev/null 2>&1 & exit 0"),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        processes_matching(&format!("sleep {marker}")).is_empty(),
+        "a setsid'd daemon outlived pinfold exec"
+    );
+}
+
+#[test]
+fn sigterm_to_pinfold_reaches_the_job() {
+    let mut child = exec_cmd(
+        &[],
+        &[
+            "/bin/sh",
+            "-c",
+            "trap 'echo got-term; exit 42' TERM; echo ready; while :; do sleep 0.1; done",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut buf = [0u8; 6];
+    stdout.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ready\n");
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert_eq!(status.code(), Some(42), "{rest}");
+    assert!(rest.contains("got-term"));
+}
+
+// ---------- identity and privileges ----------
+
+#[test]
+fn runs_as_container_root_with_no_privileges() {
+    let (code, out, err) = sh(
+        &[],
+        "id -u; grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):' /proc/self/status",
+    );
+    assert_eq!(code, 0, "{err}");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("0"));
+    for l in lines {
+        let (k, v) = l.split_once(':').unwrap();
+        let v = v.trim();
+        match k {
+            "NoNewPrivs" => assert_eq!(v, "1"),
+            "Seccomp" => assert_eq!(v, "2", "seccomp filter mode"),
+            _ => assert_eq!(v, "0000000000000000", "{k}"),
+        }
+    }
+}
+
+#[test]
+fn host_uid_of_container_processes_is_not_root() {
+    let mut child = exec_cmd(&[], &["/bin/sh", "-c", "echo up; sleep 30"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 3];
+    child.stdout.as_mut().unwrap().read_exact(&mut buf).unwrap();
+    let pids = descendants(child.id());
+    assert!(pids.len() >= 3, "pinfold, init and the job: {pids:?}");
+    for p in &pids {
+        if let Some(uid) = host_uid(*p) {
+            assert_ne!(uid, 0, "host pid {p} runs as host root");
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn as_real_root_the_container_still_has_no_host_privilege() {
+    if !is_root() {
+        eprintln!("skipped: needs to run as root to prove root gets no host privilege");
+        return;
+    }
+    let f = fixtures();
+    let mut child = std::process::Command::new(&f.pinfold)
+        .args(["exec", "--rootfs"])
+        .arg(&f.rootfs)
+        .args(["--", "/bin/sh", "-c", "echo up; id -u; sleep 30"])
+        .env("PINFOLD_HOME", f.root.join("root-home"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 5];
+    child.stdout.as_mut().unwrap().read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"up\n0\n", "container root inside");
+    let pids = descendants(child.id());
+    assert!(pids.len() >= 3, "{pids:?}");
+    for p in &pids[1..] {
+        let uid = host_uid(*p).expect("status readable");
+        assert!(
+            uid >= 65536,
+            "host pid {p} runs as host uid {uid}, expected the unprivileged range"
+        );
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // And a probe run as root is refused like any other.
+    let out = std::process::Command::new(&f.pinfold)
+        .args(["exec", "--rootfs"])
+        .arg(&f.rootfs)
+        .args(["--", "/bin/probe", "mount"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
+#[test]
+fn subid_range_maps_a_full_range_and_single_maps_one_id() {
+    if !std::path::Path::new("/usr/bin/newuidmap").exists() {
+        eprintln!("skipped: newuidmap is not installed (apt-get install uidmap)");
+        return;
+    }
+    // The kernel's view of the map, read from inside.
+    let (code, out, err) = sh(&["-v"], "cat /proc/self/uid_map /proc/self/gid_map");
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<Vec<u64>> = out
+        .lines()
+        .map(|l| l.split_whitespace().map(|n| n.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(rows.len(), 4, "uid and gid maps of two rows each: {out}");
+    assert_eq!(rows[0][0], 0);
+    assert_eq!(rows[0][2], 1, "the caller is container root");
+    assert_eq!(rows[1][0], 1);
+    assert!(rows[1][2] >= 65536, "a full sub-id range: {out}");
+    assert!(
+        err.contains("sub-id range"),
+        "mode is reported with --verbose: {err}"
+    );
+
+    let out = exec_cmd(&["-v"], &["/bin/cat", "/proc/self/uid_map"])
+        .env("PINFOLD_USERNS", "single")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("single"));
+}
+
+#[test]
+fn image_file_owners_from_the_subid_range_show_inside() {
+    if !is_root() {
+        eprintln!("skipped: needs root to give a fixture file a sub-id owner");
+        return;
+    }
+    let f = fixtures();
+    let (_, out, _) = sh(&[], "cat /proc/self/uid_map");
+    let second: Vec<u32> = out
+        .lines()
+        .nth(1)
+        .expect("sub-id row")
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let d = user_dir();
+    let file = d.path().join("owned");
+    std::fs::write(&file, "x").unwrap();
+    // Container uid 1000 is host (start + 999).
+    std::os::unix::fs::chown(&file, Some(second[1] + 999), Some(f.user.unwrap().1)).unwrap();
+    let bind = format!("{}:/data", d.path().display());
+    let (code, out, err) = sh(&["--bind", &bind], "stat -c %u /data/owned");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "1000");
+}
+
+// ---------- file system ----------
+
+#[test]
+fn rootfs_is_never_modified() {
+    let f = fixtures();
+    let (code, out, err) = sh(
+        &[],
+        "echo hi > /etc/pinfold-was-here && cat /etc/pinfold-was-here && rm /bin/ls && echo removed",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "hi\nremoved\n");
+    assert!(!f.rootfs.join("etc/pinfold-was-here").exists());
+    assert!(f.rootfs.join("bin/ls").symlink_metadata().is_ok());
+}
+
+#[test]
+fn untrusted_rootfs_is_read_only() {
+    let (code, _, err) = sh(&["--policy", "untrusted"], "echo hi > /etc/x");
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("Read-only") || err.contains("Permission denied"),
+        "{err}"
+    );
+    // The writable places still take writes.
+    let (code, _, err) = sh(
+        &["--policy", "untrusted"],
+        "echo a > /tmp/a && echo b > /workspace/b && echo c > /dev/shm/c && echo d > /dev/null",
+    );
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn minimal_dev_proc_and_tmp() {
+    let (code, out, err) = sh(
+        &[],
+        "ls /dev | tr '\\n' ' '; echo; cat /proc/1/cmdline | tr '\\0' ' '; echo; stat -f -c %T /tmp /dev/shm; ls /dev/pts",
+    );
+    assert_eq!(code, 0, "{err}");
+    let mut l = out.lines();
+    let dev = l.next().unwrap();
+    for n in [
+        "null", "zero", "full", "random", "urandom", "tty", "pts", "ptmx", "shm", "fd",
+    ] {
+        assert!(
+            dev.split_whitespace().any(|d| d == n),
+            "/dev/{n} missing: {dev}"
+        );
+    }
+    assert!(
+        !dev.contains("sda") && !dev.contains("vda") && !dev.contains("mem"),
+        "{dev}"
+    );
+    assert!(
+        l.next().unwrap().contains("pinfold"),
+        "PID 1 is pinfold's init"
+    );
+    assert_eq!(l.next(), Some("tmpfs"));
+    assert_eq!(l.next(), Some("tmpfs"));
+    assert_eq!(
+        l.next(),
+        Some("ptmx"),
+        "a new devpts instance holds only ptmx"
+    );
+}
+
+#[test]
+fn sensitive_proc_entries_are_masked_or_read_only() {
+    let (code, out, err) = sh(
+        &[],
+        "cat /proc/keys /proc/timer_list | wc -c; echo 1 > /proc/sys/kernel/hostname && echo WROTE",
+    );
+    assert_ne!(code, 0);
+    assert!(out.starts_with('0'), "masked files read empty: {out}");
+    assert!(!out.contains("WROTE"), "{out} {err}");
+}
+
+#[test]
+fn proc_self_exe_of_init_cannot_be_written() {
+    assert_refused(&[], &["write-file", "/proc/1/exe"]);
+    let f = fixtures();
+    let before = std::fs::read(&f.pinfold).unwrap();
+    let _ = sh(&[], "echo x >> /proc/1/exe; cat /proc/1/exe > /tmp/copy");
+    assert_eq!(
+        std::fs::read(&f.pinfold).unwrap(),
+        before,
+        "the host binary changed"
+    );
+}
+
+#[test]
+fn binds_are_read_only_unless_rw() {
+    let d = user_dir();
+    std::fs::write(d.path().join("in.txt"), "from host").unwrap();
+    let spec_ro = format!("{}:/src", d.path().display());
+    let (code, out, err) = sh(&["--bind", &spec_ro], "cat /src/in.txt; echo x > /src/new");
+    assert_ne!(code, 0);
+    assert_eq!(out, "from host");
+    assert!(err.contains("Read-only"), "{err}");
+    assert!(!d.path().join("new").exists());
+
+    let spec_rw = format!("{}:/workspace:rw", d.path().display());
+    let (code, _, err) = sh(&["--bind", &spec_rw], "echo made > out.txt");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("out.txt")).unwrap(),
+        "made\n"
+    );
+}
+
+#[test]
+fn workdir_env_and_hostname() {
+    let (code, out, err) = sh(
+        &[
+            "--workdir",
+            "/build/here",
+            "--env",
+            "GREETING=hello",
+            "--hostname",
+            "ci-box",
+        ],
+        "pwd; echo $GREETING; hostname; cat /etc/hostname",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "/build/here\nhello\nci-box\nci-box\n");
+    let (_, out, _) = sh(&[], "hostname; pwd; echo $PATH");
+    assert_eq!(out.lines().next(), Some("pinfold"));
+    assert_eq!(out.lines().nth(1), Some("/workspace"));
+}
+
+#[test]
+fn image_symlinks_cannot_redirect_mounts_to_the_host() {
+    // A hostile rootfs whose /workspace, /dev and /etc point at a host directory.
+    let f = fixtures();
+    let host_dir = user_dir();
+    let evil = user_dir();
+    let rootfs = evil.path().join("rootfs");
+    build_rootfs(&rootfs, &f.root.join("probe"));
+    let host = host_dir.path().display().to_string();
+    std::fs::remove_dir_all(rootfs.join("etc")).unwrap();
+    std::os::unix::fs::symlink(
+        format!("../../../../../../..{host}"),
+        rootfs.join("workspace"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&host, rootfs.join("dev")).unwrap();
+    let host_etc = user_dir();
+    std::os::unix::fs::symlink(
+        format!("/../../{}", host_etc.path().display()),
+        rootfs.join("etc"),
+    )
+    .unwrap();
+    if let Some((uid, gid)) = f.user {
+        std::process::Command::new("chown")
+            .args(["-R", "-h", &format!("{uid}:{gid}")])
+            .arg(evil.path())
+            .status()
+            .unwrap();
+    }
+    let out = pinfold()
+        .args(["exec", "--rootfs"])
+        .arg(&rootfs)
+        .args([
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo y > /workspace/escaped; ls /dev/null && cat /etc/hostname",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "/dev/null\npinfold\n");
+    for d in [host_dir.path(), host_etc.path()] {
+        let leftovers: Vec<_> = std::fs::read_dir(d).unwrap().collect();
+        assert!(
+            leftovers.is_empty(),
+            "the container wrote to the host: {leftovers:?}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_link(rootfs.join("dev"))
+            .unwrap()
+            .display()
+            .to_string(),
+        host,
+        "the rootfs is untouched"
+    );
+}
+
+// ---------- fds ----------
+
+#[test]
+fn no_inherited_fd_beyond_stdio() {
+    // Open an extra fd without close-on-exec in pinfold's parent: the job must not see it.
+    let file = std::fs::File::open("/etc/hostname").unwrap();
+    let fd = file.as_raw_fd();
+    let mut cmd = exec_cmd(&[], &["/bin/probe", "fds"]);
+    // SAFETY: the closure only calls fcntl on an fd we own, which is
+    // async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("only 0-2"));
+    drop(file);
+}
+
+// ---------- network ----------
+
+#[test]
+fn network_is_loopback_only() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    assert_refused(&[], &["connect", "127.0.0.1", &port]);
+    let (code, out, err) = sh(
+        &[],
+        "cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "lo", "only loopback exists");
+    // Loopback is up and usable under the default policy...
+    let out = exec(&[], &["/bin/probe", "tcp-loopback"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // ...and TCP is refused entirely under `untrusted` (Landlock).
+    assert_refused(&["--policy", "untrusted"], &["tcp-loopback"]);
+}
+
+// ---------- seccomp, from inside ----------
+
+#[test]
+fn forbidden_syscalls_are_refused() {
+    for probe in [
+        "mount",
+        "umount",
+        "pivot_root",
+        "chroot",
+        "unshare-user",
+        "unshare-mount",
+        "clone-newuser",
+        "setns",
+        "keyctl",
+        "add_key",
+        "bpf",
+        "perf_event_open",
+        "io_uring_setup",
+        "userfaultfd",
+        "open_by_handle_at",
+        "kexec_load",
+        "init_module",
+        "tiocsti",
+        "tiocsti-plain",
+        "ptrace-init",
+    ] {
+        assert_refused(&[], &[probe]);
+    }
+}
+
+#[test]
+fn clone3_answers_enosys_so_libc_falls_back() {
+    let out = exec(&[], &["/bin/probe", "clone3"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("ENOSYS"), "{stdout}");
+    // Threads and fork still work (busybox forks for the pipeline).
+    let (code, out, _) = sh(&[], "echo a | cat");
+    assert_eq!((code, out.as_str()), (0, "a\n"));
+}
+
+// ---------- policies ----------
+
+#[test]
+fn policy_show_prints_the_effective_policy() {
+    let out = pinfold()
+        .args(["policy", "show", "untrusted"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("loopback_tcp = false"), "{s}");
+    assert!(s.contains("min_abi = 6"), "{s}");
+
+    let out = pinfold()
+        .args(["policy", "show", "default", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["network"]["mode"], "none");
+}
+
+#[test]
+fn policy_errors_name_the_key_and_file() {
+    let d = user_dir();
+    let p = d.path().join("mine.toml");
+    std::fs::write(&p, "[limits]\nnofile = 100\nnofiles = 5\n").unwrap();
+    let out = pinfold().args(["policy", "show"]).arg(&p).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nofiles") && err.contains("mine.toml"),
+        "{err}"
+    );
+    let out = exec(&["--policy", p.to_str().unwrap()], &["/bin/true"]);
+    assert_eq!(out.status.code(), Some(125));
+}
+
+#[test]
+fn rlimits_come_from_the_policy() {
+    let (code, out, err) = sh(
+        &["--policy", "untrusted"],
+        "ulimit -n; ulimit -c; ulimit -u",
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: Vec<&str> = out.lines().collect();
+    assert!(v[0].parse::<u64>().unwrap() <= 4096, "{out}");
+    assert_eq!(v[1], "0");
+}
+
+#[test]
+fn help_is_available() {
+    for args in [
+        &["--help"][..],
+        &["exec", "--help"],
+        &["policy", "--help"],
+        &["policy", "show", "--help"],
+    ] {
+        let out = pinfold().args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
+    }
+}

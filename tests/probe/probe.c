@@ -1,0 +1,191 @@
+/*
+ * probe: tries one forbidden thing from inside a pinfold container and says
+ * what happened (the pattern of bubblewrap's tests/try-syscall.c).
+ *
+ *   probe NAME [ARGS...]
+ *
+ * Prints one line "NAME: refused (errno NAME)" or "NAME: ALLOWED" and exits
+ * 0 when refused, 1 when allowed, 2 when the probe itself could not run.
+ * Built statically by the tests (cc -static) and copied into the test rootfs.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/ptrace.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <termios.h>
+#include <unistd.h>
+
+static const char *name;
+
+static int result(long rc) {
+    if (rc < 0) {
+        printf("%s: refused (errno %s)\n", name, strerrorname_np(errno));
+        return 0;
+    }
+    printf("%s: ALLOWED\n", name);
+    return 1;
+}
+
+/* Returns the raw result of a clone() with the given flags; the child exits at once. */
+static long try_clone(unsigned long flags) {
+    long pid = syscall(SYS_clone, flags | SIGCHLD, 0, 0, 0, 0);
+    if (pid == 0)
+        _exit(0);
+    if (pid > 0)
+        waitpid(pid, NULL, 0);
+    return pid;
+}
+
+static int tcp_connect(const char *ip, int port) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    if (s < 0)
+        return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    inet_pton(AF_INET, ip, &a.sin_addr);
+    return connect(s, (struct sockaddr *)&a, sizeof a);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: probe NAME [ARGS...]\n");
+        return 2;
+    }
+    name = argv[1];
+    const char *arg = argc > 2 ? argv[2] : NULL;
+
+    if (!strcmp(name, "mount"))
+        return result(mount("none", "/tmp", "tmpfs", 0, NULL));
+    if (!strcmp(name, "umount"))
+        return result(umount2("/proc", MNT_DETACH));
+    if (!strcmp(name, "pivot_root"))
+        return result(syscall(SYS_pivot_root, "/tmp", "/tmp"));
+    if (!strcmp(name, "chroot"))
+        return result(chroot("/tmp"));
+    if (!strcmp(name, "unshare-user"))
+        return result(unshare(CLONE_NEWUSER));
+    if (!strcmp(name, "unshare-mount"))
+        return result(unshare(CLONE_NEWNS));
+    if (!strcmp(name, "clone-newuser"))
+        return result(try_clone(CLONE_NEWUSER));
+    if (!strcmp(name, "clone3")) {
+        struct clone_args ca = {.flags = CLONE_NEWUSER, .exit_signal = SIGCHLD};
+        long pid = syscall(SYS_clone3, &ca, sizeof ca);
+        if (pid == 0)
+            _exit(0);
+        return result(pid);
+    }
+    if (!strcmp(name, "setns")) {
+        int fd = open("/proc/self/ns/user", O_RDONLY);
+        return result(fd < 0 ? fd : setns(fd, 0));
+    }
+    if (!strcmp(name, "keyctl"))
+        return result(syscall(SYS_keyctl, 0 /* KEYCTL_GET_KEYRING_ID */, -3, 0));
+    if (!strcmp(name, "add_key"))
+        return result(syscall(SYS_add_key, "user", "pinfold", "x", 1, -3));
+    if (!strcmp(name, "bpf")) {
+        char attr[128] = {0};
+        return result(syscall(SYS_bpf, 0 /* BPF_MAP_CREATE */, attr, sizeof attr));
+    }
+    if (!strcmp(name, "perf_event_open")) {
+        char attr[128] = {0};
+        ((uint32_t *)attr)[1] = sizeof attr; /* size */
+        return result(syscall(SYS_perf_event_open, attr, 0, -1, -1, 0));
+    }
+    if (!strcmp(name, "io_uring_setup")) {
+        char params[120] = {0};
+        return result(syscall(SYS_io_uring_setup, 8, params));
+    }
+    if (!strcmp(name, "userfaultfd"))
+        return result(syscall(SYS_userfaultfd, 0));
+    if (!strcmp(name, "open_by_handle_at")) {
+        char handle[136] = {0};
+        ((uint32_t *)handle)[0] = 8;
+        return result(syscall(SYS_open_by_handle_at, AT_FDCWD, handle, O_RDONLY));
+    }
+    if (!strcmp(name, "kexec_load"))
+        return result(syscall(SYS_kexec_load, 0, 0, NULL, 0));
+    if (!strcmp(name, "init_module"))
+        return result(syscall(SYS_init_module, NULL, 0, ""));
+    if (!strcmp(name, "tiocsti")) {
+        /* TIOCSTI with high bits set: must still be matched (low 32 bits). */
+        char c = 'x';
+        return result(syscall(SYS_ioctl, 0, (unsigned long)TIOCSTI | (1UL << 32), &c));
+    }
+    if (!strcmp(name, "tiocsti-plain")) {
+        char c = 'x';
+        return result(ioctl(0, TIOCSTI, &c));
+    }
+    if (!strcmp(name, "ptrace-init"))
+        return result(ptrace(PTRACE_ATTACH, 1, 0, 0));
+    if (!strcmp(name, "write-file")) { /* probe write-file PATH */
+        int fd = open(arg, O_WRONLY | O_APPEND);
+        if (fd >= 0 && write(fd, "", 0) < 0)
+            fd = -1;
+        return result(fd);
+    }
+    if (!strcmp(name, "create-file")) { /* probe create-file PATH */
+        return result(open(arg, O_WRONLY | O_CREAT | O_TRUNC, 0644));
+    }
+    if (!strcmp(name, "connect")) /* probe connect IP PORT */
+        return result(tcp_connect(arg, atoi(argv[3])));
+    if (!strcmp(name, "tcp-loopback")) {
+        int l = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t len = sizeof a;
+        if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 1) < 0 ||
+            getsockname(l, (struct sockaddr *)&a, &len) < 0)
+            return result(-1);
+        return result(tcp_connect("127.0.0.1", ntohs(a.sin_port)));
+    }
+    if (!strcmp(name, "abstract-unix")) { /* probe abstract-unix NAME */
+        int s = socket(AF_UNIX, SOCK_STREAM, 0);
+        struct sockaddr_un a = {.sun_family = AF_UNIX};
+        strncpy(a.sun_path + 1, arg, sizeof a.sun_path - 2);
+        return result(connect(s, (struct sockaddr *)&a, offsetof(struct sockaddr_un, sun_path) + 1 + strlen(arg)));
+    }
+    if (!strcmp(name, "kill")) /* probe kill PID */
+        return result(kill(atoi(arg), 0));
+    if (!strcmp(name, "fds")) {
+        /* Lists open fds other than 0-2 and the one reading the directory. */
+        DIR *d = opendir("/proc/self/fd");
+        if (!d) {
+            perror("opendir");
+            return 2;
+        }
+        int mine = dirfd(d), extra = 0;
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (e->d_name[0] == '.')
+                continue;
+            int fd = atoi(e->d_name);
+            if (fd > 2 && fd != mine) {
+                char path[64], target[256] = {0};
+                snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+                readlink(path, target, sizeof target - 1);
+                printf("fds: extra fd %d -> %s\n", fd, target);
+                extra++;
+            }
+        }
+        if (!extra)
+            printf("fds: only 0-2\n");
+        return extra ? 1 : 0;
+    }
+    fprintf(stderr, "probe: unknown probe %s\n", name);
+    return 2;
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what pinfold's test suite needs on a fresh Debian 12 machine and
+# creates the unprivileged test user. Run as root (CI does); idempotent.
+set -euo pipefail
+
+PACKAGES=(
+  busybox-static   # the test rootfs
+  uidmap           # newuidmap/newgidmap for the sub-id mapping mode
+  gcc libc6-dev    # builds the static probe that runs inside the container
+  bubblewrap       # the peer in the exec benchmark
+  hyperfine        # benchmark driver
+  docker-registry  # the real registry the image tests pull from
+  skopeo           # pushes test images into it
+  umoci            # builds test images; the unpack peer
+  apache2-utils    # htpasswd, for the basic-auth registry run
+  python3          # crafts hostile layer tars
+)
+
+if [ "$(id -u)" != 0 ]; then
+  echo "tests/setup.sh: run as root (it installs packages and creates the test user)" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "tests/setup.sh: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The unprivileged user the tests run the sandbox as, with a sub-id range so
+# the newuidmap mode is exercised (PINFOLD_USERNS=single covers the other).
+if ! id pinfold-test >/dev/null 2>&1; then
+  useradd --create-home --shell /bin/sh pinfold-test
+fi
+grep -q '^pinfold-test:' /etc/subuid 2>/dev/null || usermod --add-subuids 300000-365535 pinfold-test
+grep -q '^pinfold-test:' /etc/subgid 2>/dev/null || usermod --add-subgids 300000-365535 pinfold-test
+
+# Unprivileged user namespaces must be allowed (Ubuntu restricts them).
+if [ -e /proc/sys/kernel/apparmor_restrict_unprivileged_userns ]; then
+  sysctl -qw kernel.apparmor_restrict_unprivileged_userns=0 || true
+fi
+echo "tests/setup.sh: ready"
