@@ -455,7 +455,15 @@ impl Applier<'_> {
         };
         let nb = name.as_bytes();
         if let Some(hidden) = nb.strip_prefix(b".wh.") {
-            self.parent(&parent, &raw)?;
+            // Under a non-directory of this layer (umoci writes `e` as a symlink,
+            // then `e/.wh.x`), a whiteout hides nothing more than `e` already does.
+            if let Err(e) = self.parent(&parent, &raw) {
+                if matches!(e, LayerError::Refused { .. }) {
+                    tracing::debug!(entry = ?raw, "whiteout under a non-directory skipped");
+                    return Ok(());
+                }
+                return Err(e);
+            }
             if hidden == b".wh..opq" {
                 self.opaque.insert(parent);
             } else if hidden.starts_with(b".wh.") {
@@ -544,9 +552,10 @@ impl Applier<'_> {
                 .map_err(self.err(&raw, "create the file"))?;
                 let mut file = File::from(fd);
                 io::copy(&mut entry, &mut file).map_err(|e| self.read_err(e))?;
+                // xattrs first: user.* needs write permission, which the mode may drop.
+                self.set_xattrs(file.as_fd(), &xattrs, &raw);
                 fchmod(file.as_fd(), Mode::from_bits_truncate(mode))
                     .map_err(self.err(&raw, "chmod"))?;
-                self.set_xattrs(file.as_fd(), &xattrs, &raw);
                 let t = TimeSpec::new(mtime, 0);
                 futimens(file.as_fd(), &t, &t).map_err(self.err(&raw, "set the time"))?;
             }
@@ -694,14 +703,18 @@ impl Applier<'_> {
             if self.opaque.contains(parent) {
                 continue;
             }
-            let pfd = open_dir_beneath(self.root.as_fd(), parent, OFlag::O_RDONLY)
-                .map_err(self.err(&w, "open the whiteout's directory"))?;
+            let pfd = match open_dir_beneath(self.root.as_fd(), parent, OFlag::O_RDONLY) {
+                Ok(fd) => fd,
+                // Replaced by a non-directory later in the layer: nothing to hide.
+                Err(Errno::ELOOP | Errno::ENOTDIR | Errno::ENOENT) => continue,
+                Err(e) => return Err(self.err(&w, "open the whiteout's directory")(e)),
+            };
             let flags = OFlag::O_WRONLY
                 | OFlag::O_CREAT
                 | OFlag::O_EXCL
                 | OFlag::O_NOFOLLOW
                 | OFlag::O_CLOEXEC;
-            match openat(pfd.as_fd(), name, flags, Mode::empty()) {
+            match openat(pfd.as_fd(), name, flags, Mode::from_bits_truncate(0o600)) {
                 // An entry of this layer wins over its own whiteout.
                 Err(Errno::EEXIST) => continue,
                 Err(e) => return Err(self.err(&w, "create the whiteout")(e)),
@@ -818,8 +831,12 @@ pub fn flatten(layers: &[PathBuf], dest: &Path) -> Result<()> {
     let mut dirs: Vec<_> = std::mem::take(&mut f.dirs).into_iter().collect();
     dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
     for (p, (mode, mtime)) in dirs {
-        let fd = open_dir_beneath(f.root.as_fd(), &p, OFlag::O_RDONLY)
-            .map_err(fe("open a directory"))?;
+        let fd = match open_dir_beneath(f.root.as_fd(), &p, OFlag::O_RDONLY) {
+            Ok(fd) => fd,
+            // Whited out or replaced by a non-directory in an upper layer.
+            Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR) => continue,
+            Err(e) => return Err(fe("open a directory")(e)),
+        };
         fchmod(fd.as_fd(), Mode::from_bits_truncate(mode)).map_err(fe("chmod a directory"))?;
         futimens(fd.as_fd(), &mtime, &mtime).map_err(fe("set a directory's time"))?;
     }
@@ -961,11 +978,11 @@ impl Flattener<'_> {
                 let mut df = File::from(fd);
                 io::copy(&mut sf, &mut df)
                     .map_err(|e| self.e(&drel, "copy a file")(io_errno(&e)))?;
-                fchmod(df.as_fd(), Mode::from_bits_truncate(mode))
-                    .map_err(self.e(&drel, "chmod a file"))?;
                 if let Some(v) = get_xattr_path(&spath, ROOTLESS_XATTR) {
                     let _ = set_xattr(df.as_fd(), ROOTLESS_XATTR, &v);
                 }
+                fchmod(df.as_fd(), Mode::from_bits_truncate(mode))
+                    .map_err(self.e(&drel, "chmod a file"))?;
                 futimens(df.as_fd(), &t, &t).map_err(self.e(&drel, "set a time"))?;
             } else if std::os::unix::fs::FileTypeExt::is_fifo(&ft) {
                 mkfifoat(
