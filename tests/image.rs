@@ -545,7 +545,7 @@ fn start_registry(dir: &Path, htpasswd: Option<&Path>) -> RegistryProc {
         ),
     )
     .unwrap();
-    let child = Command::new("docker-registry")
+    let mut child = Command::new("docker-registry")
         .arg("serve")
         .arg(&cfg)
         .stdout(std::process::Stdio::null())
@@ -558,6 +558,8 @@ fn start_registry(dir: &Path, htpasswd: Option<&Path>) -> RegistryProc {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("docker-registry did not start on {host}");
 }
 

@@ -64,6 +64,9 @@ type Result<T> = std::result::Result<T, RegistryError>;
 /// What `Accept` says for manifests: OCI and Docker schema2, indexes and images.
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
+/// An opened blob: the body, its length and its media type when the source says.
+pub type Opened = (Box<dyn Read + Send>, Option<u64>, Option<String>);
+
 /// A registry client for one repository.
 pub struct Registry {
     host: String,
@@ -252,11 +255,7 @@ impl Registry {
 
     /// Opens a manifest or a blob by digest. Returns the body, its
     /// Content-Length and its media type. The caller verifies.
-    pub fn open(
-        &self,
-        digest: &Digest,
-        manifest: bool,
-    ) -> Result<(Box<dyn Read + Send>, Option<u64>, Option<String>)> {
+    pub fn open(&self, digest: &Digest, manifest: bool) -> Result<Opened> {
         let url = format!(
             "{}/{}/{digest}",
             self.base,

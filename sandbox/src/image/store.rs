@@ -181,11 +181,7 @@ enum Source {
 
 impl Source {
     /// Opens a manifest/index (`manifest`) or a blob: reader, size if known, media type if known.
-    fn open(
-        &self,
-        d: &Digest,
-        manifest: bool,
-    ) -> Result<(Box<dyn Read + Send>, Option<u64>, Option<String>)> {
+    fn open(&self, d: &Digest, manifest: bool) -> Result<super::registry::Opened> {
         Ok(match self {
             Source::Registry(r) => r.open(d, manifest)?,
             Source::Local(l) => {
