@@ -23,6 +23,8 @@ struct Cli {
 enum Command {
     Exec(cmd::exec::Args),
     #[command(subcommand)]
+    Image(cmd::image::Command),
+    #[command(subcommand)]
     Policy(cmd::policy::Command),
     Doctor(cmd::doctor::Args),
 }
@@ -64,6 +66,7 @@ fn main() {
     init_tracing(cli.verbose);
     let code = match cli.command {
         Command::Exec(a) => cmd::exec::run(a),
+        Command::Image(c) => cmd::image::run(c),
         Command::Policy(c) => cmd::policy::run(c),
         Command::Doctor(a) => cmd::doctor::run(a),
     };

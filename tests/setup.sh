@@ -9,6 +9,11 @@ PACKAGES=(
   gcc libc6-dev    # builds the static probe that runs inside the container
   bubblewrap       # the peer in the exec benchmark
   hyperfine        # benchmark driver
+  docker-registry  # the real registry the image tests pull from
+  skopeo           # pushes test images into it
+  umoci            # builds test images; the unpack peer
+  apache2-utils    # htpasswd, for the basic-auth registry run
+  python3          # crafts hostile layer tars
 )
 
 if [ "$(id -u)" != 0 ]; then

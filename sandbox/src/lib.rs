@@ -1,6 +1,7 @@
 //! pinfold-sandbox: everything in pinfold that touches the kernel.
 //!
 //! * [`policy`]: the [`Policy`] type, loaded from TOML.
+//! * [`image`]: the OCI image store (pull, import, verify, unpack, cache).
 //! * [`container`]: a rootless container (user, mount, pid, ipc, uts, cgroup
 //!   and net namespaces; overlay rootfs; Landlock; seccomp; rlimits) that runs
 //!   one command and reports how it ended.
@@ -12,6 +13,7 @@
 
 pub mod container;
 pub mod doctor;
+pub mod image;
 pub mod policy;
 
 pub use container::{ContainerSpec, Outcome};

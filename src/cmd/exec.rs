@@ -17,17 +17,30 @@ use pinfold_sandbox::container::{self, Bind, ContainerSpec, IdMapMode};
 )]
 pub struct Args {
     /// Directory to use as the container's root file system (never modified).
-    #[arg(long, value_name = "DIR", env = "PINFOLD_ROOTFS")]
-    rootfs: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "PINFOLD_ROOTFS",
+        required_unless_present = "image",
+        conflicts_with = "image"
+    )]
+    rootfs: Option<PathBuf>,
+    /// Image to run (name, digest or id in the store; a pinned reference is pulled when missing).
+    /// Its cached layers are stacked as the rootfs; its Env and WorkingDir apply.
+    #[arg(long, value_name = "REF")]
+    image: Option<String>,
+    #[command(flatten)]
+    fetch: super::image::FetchArgs,
     /// Policy: a shipped name (default, untrusted, trusted) or a path to a TOML file.
     #[arg(long, default_value = "default", env = "PINFOLD_POLICY")]
     policy: String,
     /// Mount a host path: SRC:DST[:ro|rw] (read-only unless rw). Repeatable.
     #[arg(long = "bind", value_name = "SRC:DST[:ro|rw]")]
     binds: Vec<String>,
-    /// Working directory inside the container (created when missing).
-    #[arg(long, default_value = "/workspace")]
-    workdir: PathBuf,
+    /// Working directory inside the container (created when missing)
+    /// [default: the image's WorkingDir, else /workspace].
+    #[arg(long)]
+    workdir: Option<PathBuf>,
     /// Set an environment variable: K=V, or K to pass the caller's value. Repeatable.
     #[arg(short, long = "env", value_name = "K=V")]
     env: Vec<String>,
@@ -75,21 +88,58 @@ fn build(a: Args) -> Result<ContainerSpec, String> {
         .map(|b| Bind::parse(b))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
-    if !a.rootfs.is_dir() {
-        return Err(format!(
-            "--rootfs {}: not a directory; give an unpacked root file system",
-            a.rootfs.display()
-        ));
-    }
-    let mut spec = ContainerSpec::new(vec![a.rootfs], policy, a.command);
+    let (layers, image_env, image_workdir) = match (&a.rootfs, &a.image) {
+        (Some(rootfs), _) => {
+            if !rootfs.is_dir() {
+                return Err(format!(
+                    "--rootfs {}: not a directory; give an unpacked root file system",
+                    rootfs.display()
+                ));
+            }
+            (vec![rootfs.clone()], Vec::new(), None)
+        }
+        (None, Some(image)) => image_layers(image, &a.fetch).map_err(|e| e.to_string())?,
+        (None, None) => return Err("give --rootfs DIR or --image REF".into()),
+    };
+    let mut spec = ContainerSpec::new(layers, policy, a.command);
     spec.binds = binds;
-    spec.workdir = a.workdir;
-    spec.env = parse_env(&a.env)?;
+    if let Some(w) = a.workdir.or(image_workdir) {
+        spec.workdir = w;
+    }
+    // The image's Env first: later entries win, so --env overrides it.
+    spec.env = image_env;
+    spec.env.extend(parse_env(&a.env)?);
     spec.hostname = a.hostname;
     spec.timeout = a.timeout;
     spec.writable_layer = a.writable_layer;
     spec.idmap = IdMapMode::parse(&a.userns).map_err(|e| e.to_string())?;
     Ok(spec)
+}
+
+type ImageParts = (Vec<PathBuf>, Vec<(String, String)>, Option<PathBuf>);
+
+/// The cached layer dirs (topmost first), Env and WorkingDir of an image.
+fn image_layers(
+    reference: &str,
+    fetch: &super::image::FetchArgs,
+) -> Result<ImageParts, pinfold_sandbox::image::ImageError> {
+    let store = pinfold_sandbox::image::Store::open_default()?;
+    let rec = super::image::resolve(&store, reference, fetch)?;
+    let config = store.config(&rec)?;
+    let (mut env, mut workdir) = (Vec::new(), None);
+    if let Some(c) = config.config() {
+        for kv in c.env().iter().flatten() {
+            if let Some((k, v)) = kv.split_once('=') {
+                env.push((k.to_owned(), v.to_owned()));
+            }
+        }
+        workdir = c
+            .working_dir()
+            .as_ref()
+            .filter(|w| w.starts_with('/'))
+            .map(PathBuf::from);
+    }
+    Ok((store.layer_dirs(&rec)?, env, workdir))
 }
 
 /// Runs the subcommand; returns the exit status.

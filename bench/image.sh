@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Image store benchmark: cold unpack vs umoci and tar, warm rootfs preparation,
+# pull from a loopback registry. Medians from hyperfine, side by side, one run.
+# Run as root (debootstrap); pinfold itself runs as $BENCH_USER (default pinfold-test).
+# Usage: bench/image.sh [path/to/pinfold]   (default: target/release/pinfold)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PF=${1:-${CARGO_TARGET_DIR:-target}/release/pinfold}
+U=${BENCH_USER:-pinfold-test}
+W=$(mktemp -d /tmp/pinfold-bench.XXXX); chmod 755 "$W"
+trap 'kill $REG 2>/dev/null || true; rm -rf "$W"' EXIT
+cp "$PF" "$W/pinfold"; chmod 755 "$W/pinfold"
+as() { runuser -u "$U" -- env PINFOLD_HOME="$W/home" "$@"; }
+
+# 1. A Debian bookworm minbase rootfs (apt's mirror), packed as one gzip layer by umoci.
+MIRROR=$(grep -h -o 'https\?://[^ ]*' /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null | grep -m1 debian || echo http://deb.debian.org/debian)
+command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap
+debootstrap --variant=minbase bookworm "$W/deb" "$MIRROR" >/dev/null
+umoci init --layout "$W/L" && umoci new --image "$W/L:deb"
+umoci unpack --rootless --image "$W/L:deb" "$W/b" >/dev/null
+rm -rf "$W/b/rootfs" && mv "$W/deb" "$W/b/rootfs"
+umoci repack --image "$W/L:deb" "$W/b" && rm -rf "$W/b"
+umoci config --image "$W/L:deb" --config.env PATH=/usr/bin:/bin
+chmod -R a+rX "$W/L"; mkdir -p "$W/home" "$W/x"; chown "$U" "$W/home" "$W/x"
+BLOB=$(ls -S "$W/L/blobs/sha256" | head -1)
+echo "image: $(du -sh "$W/L/blobs/sha256/$BLOB" | cut -f1) gzip, $(tar -tzf "$W/L/blobs/sha256/$BLOB" | wc -l) entries"
+
+# 2. Cold unpack: pinfold import (verify + unpack into the cache) vs umoci vs tar.
+hyperfine -N --warmup 1 --runs 5 --export-markdown "$W/cold.md" \
+  -p "rm -rf $W/home/images $W/x/u $W/x/t" \
+  -n "pinfold image import" "runuser -u $U -- env PINFOLD_HOME=$W/home $W/pinfold image import oci:$W/L:deb" \
+  -n "umoci unpack --rootless" "runuser -u $U -- umoci unpack --rootless --image $W/L:deb $W/x/u" \
+  -n "tar -xzf" "runuser -u $U -- sh -c 'mkdir $W/x/t && tar -xzf $W/L/blobs/sha256/$BLOB -C $W/x/t'"
+cat "$W/cold.md"
+
+# 3. Warm start: the image is cached; exec --image vs exec --rootfs (same tree)
+#    isolates the cost of resolving the image to its layer dirs.
+as "$W/pinfold" image import "oci:$W/L:deb" >/dev/null
+as "$W/pinfold" image unpack "oci:$W/L:deb" "$W/x/flat"
+hyperfine -N --warmup 3 --runs 30 --export-markdown "$W/warm.md" \
+  -n "exec --image (cached)" "runuser -u $U -- env PINFOLD_HOME=$W/home $W/pinfold exec --image oci:$W/L:deb -- /bin/true" \
+  -n "exec --rootfs (flat dir)" "runuser -u $U -- env PINFOLD_HOME=$W/home $W/pinfold exec --rootfs $W/x/flat -- /bin/true" \
+  -n "image inspect (resolution only)" "runuser -u $U -- env PINFOLD_HOME=$W/home $W/pinfold image inspect oci:$W/L:deb"
+cat "$W/warm.md"
+
+# 4. Pull from a loopback docker-registry.
+PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+mkdir -p "$W/reg"
+printf 'version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: 127.0.0.1:%s}\n' "$W/reg" "$PORT" > "$W/reg.yml"
+docker-registry serve "$W/reg.yml" >/dev/null 2>&1 & REG=$!
+sleep 2
+skopeo copy -q --dest-tls-verify=false --digestfile "$W/d" "oci:$W/L:deb" "docker://127.0.0.1:$PORT/bench/deb:1"
+REF="docker://127.0.0.1:$PORT/bench/deb@$(cat "$W/d")"
+hyperfine -N --warmup 1 --runs 5 --export-markdown "$W/pull.md" \
+  -p "rm -rf $W/home/images" \
+  -n "pinfold image pull (cold)" "runuser -u $U -- env PINFOLD_HOME=$W/home $W/pinfold image pull $REF" \
+  -n "skopeo copy to oci: (download only)" "sh -c 'rm -rf $W/x/s; skopeo copy -q --src-tls-verify=false $REF oci:$W/x/s:x'"
+cat "$W/pull.md"

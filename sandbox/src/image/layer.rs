@@ -1,0 +1,1024 @@
+//! Safe application of image layers.
+//!
+//! An image is hostile input. Each layer tar is applied into its own empty
+//! directory (the layer cache), so a layer can never reach a lower layer's
+//! files, let alone the host's: every entry's parent is opened with
+//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV)` from
+//! the layer root (the kernel refuses `..`, absolute and symlink escapes),
+//! and the last component is created with `*at` calls that never follow it.
+//! Names are cleaned lexically first (`..` is clamped at the root, as docker
+//! and umoci do). A parent that is a symlink (planted earlier in the same
+//! layer) is an error, not a redirection.
+//!
+//! OCI whiteouts become overlayfs *xattr whiteouts*, which work for an
+//! unprivileged overlay mounted with `userxattr` (Linux 6.7+, verified on
+//! 6.18): `.wh.NAME` → an empty regular file NAME with `user.overlay.whiteout`
+//! in a parent marked `user.overlay.opaque=x`; `.wh..wh..opq` → the directory
+//! gets `user.overlay.opaque=y`. (Char 0/0 whiteouts need mknod, which an
+//! unprivileged user cannot do; a whiteout file inside a `y` directory shows
+//! as a broken entry, so whiteouts are written after the whole tar, and not
+//! in opaque directories.)
+//!
+//! [`flatten`] merges cached layers into one plain directory with the same
+//! overlay semantics, again without following any symlink.
+//!
+//! Ownership is rootless: files belong to the caller; the ids the image gave
+//! are kept in the `user.rootlesscontainers` xattr the way umoci keeps them.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::{CStr, CString, OsStr};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, OFlag, OpenHow, ResolveFlag, openat, openat2};
+use nix::sys::stat::{
+    FileStat, Mode, SFlag, UtimensatFlags, fchmod, fstatat, futimens, mkdirat, utimensat,
+};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{UnlinkatFlags, linkat, mkfifoat, symlinkat, unlinkat};
+
+/// Errors from applying a layer.
+#[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)]
+pub enum LayerError {
+    /// Reading or decompressing the layer failed.
+    #[error("{what}: reading the layer failed: {source}")]
+    Read {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    /// A file-system operation on an entry failed.
+    #[error("{what}: entry {entry:?}: {op}: {source}")]
+    Entry {
+        what: String,
+        entry: PathBuf,
+        op: &'static str,
+        #[source]
+        source: Errno,
+    },
+    /// The layer is malformed or tries something pinfold refuses.
+    #[error("{what}: entry {entry:?}: {why}")]
+    Refused {
+        what: String,
+        entry: PathBuf,
+        why: String,
+    },
+    /// The image is bigger than the configured bounds.
+    #[error("image exceeds the limit of {limit} {unit}; raise {flag} if you trust it")]
+    Limit {
+        limit: u64,
+        unit: &'static str,
+        flag: &'static str,
+    },
+    /// Flattening cached layers failed.
+    #[error("unpack into {path}: {op}: {source}")]
+    Flatten {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: Errno,
+    },
+}
+
+type Result<T> = std::result::Result<T, LayerError>;
+
+/// Bounds on the work one image may cause.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most bytes of file content, all layers together.
+    pub max_bytes: u64,
+    /// Most tar entries, all layers together.
+    pub max_entries: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bytes: 32 << 30,
+            max_entries: 2_000_000,
+        }
+    }
+}
+
+/// What one image has spent of its [`Limits`] (shared by layers unpacked in parallel).
+#[derive(Debug, Default)]
+pub struct Budget {
+    limits: Limits,
+    bytes: AtomicU64,
+    entries: AtomicU64,
+}
+
+impl Budget {
+    /// A fresh budget.
+    pub fn new(limits: Limits) -> Self {
+        Budget {
+            limits,
+            ..Default::default()
+        }
+    }
+
+    fn charge(&self, bytes: u64, entries: u64) -> Result<()> {
+        let b = self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if b > self.limits.max_bytes {
+            return Err(LayerError::Limit {
+                limit: self.limits.max_bytes,
+                unit: "unpacked bytes",
+                flag: "--max-unpacked-bytes",
+            });
+        }
+        let e = self.entries.fetch_add(entries, Ordering::Relaxed) + entries;
+        if e > self.limits.max_entries {
+            return Err(LayerError::Limit {
+                limit: self.limits.max_entries,
+                unit: "entries",
+                flag: "--max-entries",
+            });
+        }
+        Ok(())
+    }
+}
+
+const WHITEOUT_XATTR: &CStr = c"user.overlay.whiteout";
+const OPAQUE_XATTR: &CStr = c"user.overlay.opaque";
+const ROOTLESS_XATTR: &CStr = c"user.rootlesscontainers";
+
+/// `name` cleaned lexically: no root, no `.`, `..` clamped at the root.
+fn clean(name: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in name.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn beneath() -> ResolveFlag {
+    ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_XDEV
+}
+
+/// Opens directory `rel` under `root` without following any symlink.
+fn open_dir_beneath(root: BorrowedFd<'_>, rel: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    openat2(
+        root,
+        rel,
+        OpenHow::new()
+            .flags(flags | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+            .resolve(beneath()),
+    )
+}
+
+fn set_xattr(fd: BorrowedFd<'_>, name: &CStr, value: &[u8]) -> nix::Result<()> {
+    // SAFETY: fd is a valid open fd for the call; name is NUL-terminated;
+    // value points to value.len() readable bytes.
+    let r = unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+fn get_xattr_path(path: &Path, name: &CStr) -> Option<Vec<u8>> {
+    let p = CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut buf = [0u8; 256];
+    // SAFETY: p and name are NUL-terminated; buf is writable for buf.len() bytes.
+    let n = unsafe {
+        libc::lgetxattr(
+            p.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    usize::try_from(n).ok().map(|n| buf[..n].to_vec())
+}
+
+/// The `user.rootlesscontainers` value (protobuf `Resource{uid=1, gid=2}`,
+/// zero ids omitted as proto3 does). Hand-written: two varints do not
+/// justify a protobuf crate.
+fn rootless_value(uid: u64, gid: u64) -> Option<Vec<u8>> {
+    if uid == 0 && gid == 0 {
+        return None;
+    }
+    let mut v = Vec::new();
+    for (tag, id) in [(0x08u8, uid), (0x10u8, gid)] {
+        if id != 0 {
+            v.push(tag);
+            let mut x = id as u32 as u64;
+            loop {
+                let b = (x & 0x7f) as u8;
+                x >>= 7;
+                if x == 0 {
+                    v.push(b);
+                    break;
+                }
+                v.push(b | 0x80);
+            }
+        }
+    }
+    Some(v)
+}
+
+/// Removes `name` in `dir`, recursively, never following a symlink; a
+/// directory without write or search permission is chmod'ed first (it is ours).
+pub fn remove_all_at(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<()> {
+    let st = match fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR {
+        return unlinkat(dir, name, UnlinkatFlags::NoRemoveDir);
+    }
+    let sub = match openat(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Err(Errno::EACCES) => {
+            nix::sys::stat::fchmodat(
+                dir,
+                name,
+                Mode::from_bits_truncate(0o700),
+                nix::sys::stat::FchmodatFlags::FollowSymlink,
+            )?;
+            openat(
+                dir,
+                name,
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?
+        }
+        r => r?,
+    };
+    if st.st_mode & 0o300 != 0o300 {
+        fchmod(&sub, Mode::from_bits_truncate(0o700))?;
+    }
+    let mut names = Vec::new();
+    {
+        let mut d = nix::dir::Dir::from_fd(sub.try_clone().map_err(|_| Errno::EMFILE)?)?;
+        for e in d.iter() {
+            let e = e?;
+            let n = e.file_name().to_bytes();
+            if n != b"." && n != b".." {
+                names.push(OsStr::from_bytes(n).to_owned());
+            }
+        }
+    }
+    for n in names {
+        remove_all_at(sub.as_fd(), &n)?;
+    }
+    unlinkat(dir, name, UnlinkatFlags::RemoveDir)
+}
+
+/// Removes a directory tree (used for cache entries and temporary dirs).
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io::Error::other("refusing to remove a root"));
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let dir = openat(
+        AT_FDCWD,
+        parent,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    remove_all_at(dir.as_fd(), name).map_err(io::Error::from)
+}
+
+/// How a layer blob is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// A plain tar.
+    None,
+    /// gzip, possibly several members.
+    Gzip,
+    /// zstd, possibly several frames.
+    Zstd,
+}
+
+struct Applier<'a> {
+    what: &'a str,
+    root: OwnedFd,
+    budget: &'a Budget,
+    cache: Option<(PathBuf, OwnedFd)>,
+    dirs: Vec<(PathBuf, u32, i64)>,
+    whiteouts: Vec<PathBuf>,
+    opaque: HashSet<PathBuf>,
+}
+
+impl Applier<'_> {
+    fn refused(&self, entry: &Path, why: impl Into<String>) -> LayerError {
+        LayerError::Refused {
+            what: self.what.to_owned(),
+            entry: entry.to_owned(),
+            why: why.into(),
+        }
+    }
+
+    fn err(&self, entry: &Path, op: &'static str) -> impl FnOnce(Errno) -> LayerError + use<'_> {
+        let entry = entry.to_owned();
+        move |source| LayerError::Entry {
+            what: self.what.to_owned(),
+            entry,
+            op,
+            source,
+        }
+    }
+
+    /// The directory `parent` (created when missing, as 0755), as an fd.
+    fn parent(&mut self, parent: &Path, entry: &Path) -> Result<BorrowedFd<'_>> {
+        if self.cache.as_ref().is_none_or(|(p, _)| p != parent) {
+            let fd = match open_dir_beneath(self.root.as_fd(), parent, OFlag::O_PATH) {
+                Ok(fd) => fd,
+                Err(Errno::ENOENT) => self.create_parents(parent, entry)?,
+                Err(Errno::ELOOP | Errno::ENOTDIR | Errno::EXDEV) => {
+                    return Err(self.refused(
+                        entry,
+                        "a parent is a symlink or not a directory; refusing to write through it",
+                    ));
+                }
+                Err(e) => return Err(self.err(entry, "open the parent directory")(e)),
+            };
+            self.cache = Some((parent.to_owned(), fd));
+        }
+        match &self.cache {
+            Some((_, fd)) => Ok(fd.as_fd()),
+            None => unreachable!("cache was just filled"),
+        }
+    }
+
+    fn create_parents(&self, parent: &Path, entry: &Path) -> Result<OwnedFd> {
+        let mut cur = self
+            .root
+            .try_clone()
+            .map_err(|_| self.err(entry, "dup")(Errno::EMFILE))?;
+        for c in parent.components() {
+            let next = match open_dir_beneath(cur.as_fd(), Path::new(c.as_os_str()), OFlag::O_PATH)
+            {
+                Err(Errno::ENOENT) => {
+                    mkdirat(cur.as_fd(), c.as_os_str(), Mode::from_bits_truncate(0o755))
+                        .map_err(self.err(entry, "create a parent directory"))?;
+                    open_dir_beneath(cur.as_fd(), Path::new(c.as_os_str()), OFlag::O_PATH)
+                        .map_err(self.err(entry, "open a parent directory"))?
+                }
+                Err(Errno::ELOOP | Errno::ENOTDIR | Errno::EXDEV) => {
+                    return Err(self.refused(
+                        entry,
+                        "a parent is a symlink or not a directory; refusing to write through it",
+                    ));
+                }
+                r => r.map_err(self.err(entry, "open a parent directory"))?,
+            };
+            cur = next;
+        }
+        Ok(cur)
+    }
+
+    fn apply<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<()> {
+        let raw = entry.path().map_err(|e| self.read_err(e))?.into_owned();
+        let path = clean(&raw);
+        let kind = entry.header().entry_type();
+        let size = if kind.is_file() || kind == tar::EntryType::Continuous {
+            entry.size()
+        } else {
+            0
+        };
+        self.budget.charge(size, 1)?;
+        let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
+        let mtime = entry.header().mtime().unwrap_or(0) as i64;
+        let mut uid = entry.header().uid().unwrap_or(0);
+        let mut gid = entry.header().gid().unwrap_or(0);
+        let mut xattrs: Vec<(CString, Vec<u8>)> = Vec::new();
+        if let Some(pax) = entry.pax_extensions().map_err(|e| self.read_err(e))? {
+            for ext in pax {
+                let ext = ext.map_err(|e| self.read_err(e))?;
+                let Ok(key) = ext.key() else { continue };
+                if key == "uid" || key == "gid" {
+                    let v = ext.value().ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+                    if key == "uid" { uid = v } else { gid = v }
+                } else if let Some(x) = key.strip_prefix("SCHILY.xattr.") {
+                    // Only user.* can be set unprivileged; overlay's own names
+                    // and the rootless ids are pinfold's to write, never the image's.
+                    if x.starts_with("user.")
+                        && !x.starts_with("user.overlay.")
+                        && x != "user.rootlesscontainers"
+                    {
+                        if let Ok(c) = CString::new(x) {
+                            xattrs.push((c, ext.value_bytes().to_vec()));
+                        }
+                    } else {
+                        tracing::debug!(entry = ?raw, xattr = x, "xattr skipped");
+                    }
+                }
+            }
+        }
+        if let Some(v) = rootless_value(uid, gid) {
+            xattrs.push((ROOTLESS_XATTR.to_owned(), v));
+        }
+
+        let (parent, name) = match (path.parent(), path.file_name()) {
+            (Some(p), Some(n)) => (p.to_owned(), n.to_owned()),
+            _ => {
+                // The layer root itself ("./").
+                if kind == tar::EntryType::Directory {
+                    self.dirs.push((PathBuf::new(), mode, mtime));
+                }
+                return Ok(());
+            }
+        };
+        let nb = name.as_bytes();
+        if let Some(hidden) = nb.strip_prefix(b".wh.") {
+            // Under a non-directory of this layer (umoci writes `e` as a symlink,
+            // then `e/.wh.x`), a whiteout hides nothing more than `e` already does.
+            if let Err(e) = self.parent(&parent, &raw) {
+                if matches!(e, LayerError::Refused { .. }) {
+                    tracing::debug!(entry = ?raw, "whiteout under a non-directory skipped");
+                    return Ok(());
+                }
+                return Err(e);
+            }
+            if hidden == b".wh..opq" {
+                self.opaque.insert(parent);
+            } else if hidden.starts_with(b".wh.") {
+                tracing::debug!(entry = ?raw, "aufs metadata skipped");
+            } else if hidden.is_empty() || hidden == b"." || hidden == b".." {
+                return Err(self.refused(&raw, "whiteout of nothing"));
+            } else {
+                self.whiteouts.push(parent.join(OsStr::from_bytes(hidden)));
+            }
+            return Ok(());
+        }
+
+        use tar::EntryType as T;
+        match kind {
+            T::Directory => {
+                let pfd = self
+                    .parent(&parent, &raw)?
+                    .try_clone_to_owned()
+                    .map_err(|_| self.err(&raw, "dup")(Errno::EMFILE))?;
+                match mkdirat(
+                    pfd.as_fd(),
+                    name.as_os_str(),
+                    Mode::from_bits_truncate(0o700),
+                ) {
+                    Ok(()) => {}
+                    Err(Errno::EEXIST) => {
+                        let st = fstatat(
+                            pfd.as_fd(),
+                            name.as_os_str(),
+                            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                        )
+                        .map_err(self.err(&raw, "stat"))?;
+                        if !is_dir(&st) {
+                            remove_all_at(pfd.as_fd(), &name)
+                                .map_err(self.err(&raw, "replace a file by a directory"))?;
+                            mkdirat(
+                                pfd.as_fd(),
+                                name.as_os_str(),
+                                Mode::from_bits_truncate(0o700),
+                            )
+                            .map_err(self.err(&raw, "create the directory"))?;
+                        }
+                    }
+                    Err(e) => return Err(self.err(&raw, "create the directory")(e)),
+                }
+                if !xattrs.is_empty() {
+                    let d = openat(
+                        pfd.as_fd(),
+                        name.as_os_str(),
+                        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(self.err(&raw, "open the directory"))?;
+                    self.set_xattrs(d.as_fd(), &xattrs, &raw);
+                }
+                self.dirs.push((path, mode, mtime));
+            }
+            T::Regular | T::Continuous | T::GNUSparse => {
+                let pfd = self
+                    .parent(&parent, &raw)?
+                    .try_clone_to_owned()
+                    .map_err(|_| self.err(&raw, "dup")(Errno::EMFILE))?;
+                let flags = OFlag::O_WRONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC;
+                let fd = match openat(
+                    pfd.as_fd(),
+                    name.as_os_str(),
+                    flags,
+                    Mode::from_bits_truncate(0o600),
+                ) {
+                    Err(Errno::EEXIST) => {
+                        remove_all_at(pfd.as_fd(), &name)
+                            .map_err(self.err(&raw, "replace an entry"))?;
+                        openat(
+                            pfd.as_fd(),
+                            name.as_os_str(),
+                            flags,
+                            Mode::from_bits_truncate(0o600),
+                        )
+                    }
+                    r => r,
+                }
+                .map_err(self.err(&raw, "create the file"))?;
+                let mut file = File::from(fd);
+                io::copy(&mut entry, &mut file).map_err(|e| self.read_err(e))?;
+                // xattrs first: user.* needs write permission, which the mode may drop.
+                self.set_xattrs(file.as_fd(), &xattrs, &raw);
+                fchmod(file.as_fd(), Mode::from_bits_truncate(mode))
+                    .map_err(self.err(&raw, "chmod"))?;
+                let t = TimeSpec::new(mtime, 0);
+                futimens(file.as_fd(), &t, &t).map_err(self.err(&raw, "set the time"))?;
+            }
+            T::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| self.refused(&raw, "symlink without a target"))?
+                    .into_owned();
+                let pfd = self
+                    .parent(&parent, &raw)?
+                    .try_clone_to_owned()
+                    .map_err(|_| self.err(&raw, "dup")(Errno::EMFILE))?;
+                let target = OsStr::from_bytes(&target);
+                match symlinkat(target, pfd.as_fd(), name.as_os_str()) {
+                    Err(Errno::EEXIST) => {
+                        remove_all_at(pfd.as_fd(), &name)
+                            .map_err(self.err(&raw, "replace an entry"))?;
+                        symlinkat(target, pfd.as_fd(), name.as_os_str())
+                    }
+                    r => r,
+                }
+                .map_err(self.err(&raw, "create the symlink"))?;
+                let t = TimeSpec::new(mtime, 0);
+                utimensat(
+                    pfd.as_fd(),
+                    name.as_os_str(),
+                    &t,
+                    &t,
+                    UtimensatFlags::NoFollowSymlink,
+                )
+                .map_err(self.err(&raw, "set the time"))?;
+            }
+            T::Link => {
+                let target = entry
+                    .link_name()
+                    .map_err(|e| self.read_err(e))?
+                    .ok_or_else(|| self.refused(&raw, "hardlink without a target"))?;
+                let target = clean(&target);
+                let (Some(tparent), Some(tname)) = (target.parent(), target.file_name()) else {
+                    return Err(self.refused(&raw, "hardlink to the layer root"));
+                };
+                let tfd = match open_dir_beneath(self.root.as_fd(), tparent, OFlag::O_PATH) {
+                    Ok(fd) => fd,
+                    Err(Errno::ENOENT) => {
+                        return Err(self.refused(
+                            &raw,
+                            format!("hardlink target {target:?} is not in this layer"),
+                        ));
+                    }
+                    Err(_) => {
+                        return Err(self.refused(
+                            &raw,
+                            format!("hardlink target {target:?} is behind a symlink"),
+                        ));
+                    }
+                };
+                let pfd = self
+                    .parent(&parent, &raw)?
+                    .try_clone_to_owned()
+                    .map_err(|_| self.err(&raw, "dup")(Errno::EMFILE))?;
+                let link = || {
+                    linkat(
+                        tfd.as_fd(),
+                        tname,
+                        pfd.as_fd(),
+                        name.as_os_str(),
+                        nix::fcntl::AtFlags::empty(),
+                    )
+                };
+                match link() {
+                    Err(Errno::EEXIST) => {
+                        let a =
+                            fstatat(tfd.as_fd(), tname, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW);
+                        let b = fstatat(
+                            pfd.as_fd(),
+                            name.as_os_str(),
+                            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                        );
+                        if let (Ok(a), Ok(b)) = (a, b) {
+                            if a.st_ino == b.st_ino && a.st_dev == b.st_dev {
+                                return Ok(());
+                            }
+                        }
+                        remove_all_at(pfd.as_fd(), &name)
+                            .map_err(self.err(&raw, "replace an entry"))?;
+                        link()
+                    }
+                    r => r,
+                }
+                .map_err(|e| match e {
+                    Errno::ENOENT => self.refused(
+                        &raw,
+                        format!("hardlink target {target:?} is not in this layer"),
+                    ),
+                    e => self.err(&raw, "create the hardlink")(e),
+                })?;
+            }
+            T::Fifo => {
+                let pfd = self
+                    .parent(&parent, &raw)?
+                    .try_clone_to_owned()
+                    .map_err(|_| self.err(&raw, "dup")(Errno::EMFILE))?;
+                let _ = remove_all_at(pfd.as_fd(), &name);
+                mkfifoat(
+                    pfd.as_fd(),
+                    name.as_os_str(),
+                    Mode::from_bits_truncate(mode & 0o777),
+                )
+                .map_err(self.err(&raw, "create the fifo"))?;
+            }
+            T::Char | T::Block => {
+                tracing::warn!(entry = ?raw, "{}: device node skipped (a rootless container cannot create devices)", self.what);
+            }
+            T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink => {}
+            other => {
+                tracing::warn!(entry = ?raw, kind = ?other, "{}: entry of unknown type skipped", self.what);
+            }
+        }
+        Ok(())
+    }
+
+    fn set_xattrs(&self, fd: BorrowedFd<'_>, xattrs: &[(CString, Vec<u8>)], entry: &Path) {
+        for (k, v) in xattrs {
+            if let Err(e) = set_xattr(fd, k, v) {
+                tracing::debug!(?entry, xattr = ?k, %e, "xattr not set");
+            }
+        }
+    }
+
+    fn read_err(&self, source: io::Error) -> LayerError {
+        LayerError::Read {
+            what: self.what.to_owned(),
+            source,
+        }
+    }
+
+    /// Whiteouts, opaque markers and directory modes, once every entry is in.
+    fn finish(mut self) -> Result<()> {
+        self.cache = None;
+        let whiteouts = std::mem::take(&mut self.whiteouts);
+        for w in whiteouts {
+            let (Some(parent), Some(name)) = (w.parent(), w.file_name()) else {
+                continue;
+            };
+            if self.opaque.contains(parent) {
+                continue;
+            }
+            let pfd = match open_dir_beneath(self.root.as_fd(), parent, OFlag::O_RDONLY) {
+                Ok(fd) => fd,
+                // Replaced by a non-directory later in the layer: nothing to hide.
+                Err(Errno::ELOOP | Errno::ENOTDIR | Errno::ENOENT) => continue,
+                Err(e) => return Err(self.err(&w, "open the whiteout's directory")(e)),
+            };
+            let flags = OFlag::O_WRONLY
+                | OFlag::O_CREAT
+                | OFlag::O_EXCL
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_CLOEXEC;
+            match openat(pfd.as_fd(), name, flags, Mode::from_bits_truncate(0o600)) {
+                // An entry of this layer wins over its own whiteout.
+                Err(Errno::EEXIST) => continue,
+                Err(e) => return Err(self.err(&w, "create the whiteout")(e)),
+                Ok(fd) => {
+                    set_xattr(fd.as_fd(), WHITEOUT_XATTR, b"")
+                        .map_err(self.err(&w, "mark the whiteout (user xattrs needed)"))?;
+                }
+            }
+            set_xattr(pfd.as_fd(), OPAQUE_XATTR, b"x")
+                .map_err(self.err(&w, "mark the whiteout's directory"))?;
+        }
+        for dir in &self.opaque {
+            let fd = open_dir_beneath(self.root.as_fd(), dir, OFlag::O_RDONLY)
+                .map_err(self.err(dir, "open the opaque directory"))?;
+            set_xattr(fd.as_fd(), OPAQUE_XATTR, b"y")
+                .map_err(self.err(dir, "mark the directory opaque"))?;
+        }
+        let mut dirs = std::mem::take(&mut self.dirs);
+        // Deepest first, so a read-only directory is closed after its children.
+        dirs.sort_by_key(|(p, _, _)| std::cmp::Reverse(p.components().count()));
+        for (p, mode, mtime) in dirs {
+            let fd = open_dir_beneath(self.root.as_fd(), &p, OFlag::O_RDONLY)
+                .map_err(self.err(&p, "open the directory"))?;
+            fchmod(fd.as_fd(), Mode::from_bits_truncate(mode)).map_err(self.err(&p, "chmod"))?;
+            let t = TimeSpec::new(mtime, 0);
+            futimens(fd.as_fd(), &t, &t).map_err(self.err(&p, "set the time"))?;
+        }
+        Ok(())
+    }
+}
+
+fn is_dir(st: &FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
+}
+
+/// Applies one (already decompressed) layer tar to the empty directory `dest`.
+/// `what` names the layer in errors. Reads the tar to its end-of-archive
+/// marker; the caller drains what follows.
+pub fn apply_tar(tar_stream: impl Read, dest: &Path, what: &str, budget: &Budget) -> Result<()> {
+    let root = openat(
+        AT_FDCWD,
+        dest,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|source| LayerError::Flatten {
+        path: dest.to_owned(),
+        op: "open the layer directory",
+        source,
+    })?;
+    let mut a = Applier {
+        what,
+        root,
+        budget,
+        cache: None,
+        dirs: Vec::new(),
+        whiteouts: Vec::new(),
+        opaque: HashSet::new(),
+    };
+    let mut archive = tar::Archive::new(tar_stream);
+    let entries = archive.entries().map_err(|e| a.read_err(e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| a.read_err(e))?;
+        a.apply(entry)?;
+    }
+    a.finish()
+}
+
+/// Merges cached layer directories (bottom first) into the plain directory
+/// `dest` (created when missing, must be empty), with overlayfs semantics:
+/// xattr whiteouts delete, opaque directories replace, an upper entry of
+/// another type replaces a lower one. Nothing in `dest` is ever followed.
+pub fn flatten(layers: &[PathBuf], dest: &Path) -> Result<()> {
+    let fe = |op: &'static str| {
+        move |source| LayerError::Flatten {
+            path: dest.to_owned(),
+            op,
+            source,
+        }
+    };
+    match std::fs::create_dir(dest) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            if std::fs::read_dir(dest)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(true)
+            {
+                return Err(fe("check the target")(Errno::ENOTEMPTY));
+            }
+        }
+        Err(e) => {
+            return Err(fe("create the target")(Errno::from_raw(
+                e.raw_os_error().unwrap_or(0),
+            )));
+        }
+    }
+    let root = openat(
+        AT_FDCWD,
+        dest,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(fe("open the target"))?;
+    let mut f = Flattener {
+        root,
+        dest,
+        dirs: BTreeMap::new(),
+        links: HashMap::new(),
+    };
+    for layer in layers {
+        f.links.clear();
+        f.merge(layer, Path::new(""))?;
+    }
+    let mut dirs: Vec<_> = std::mem::take(&mut f.dirs).into_iter().collect();
+    dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+    for (p, (mode, mtime)) in dirs {
+        let fd = match open_dir_beneath(f.root.as_fd(), &p, OFlag::O_RDONLY) {
+            Ok(fd) => fd,
+            // Whited out or replaced by a non-directory in an upper layer.
+            Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR) => continue,
+            Err(e) => return Err(fe("open a directory")(e)),
+        };
+        fchmod(fd.as_fd(), Mode::from_bits_truncate(mode)).map_err(fe("chmod a directory"))?;
+        futimens(fd.as_fd(), &mtime, &mtime).map_err(fe("set a directory's time"))?;
+    }
+    Ok(())
+}
+
+struct Flattener<'a> {
+    root: OwnedFd,
+    dest: &'a Path,
+    dirs: BTreeMap<PathBuf, (u32, TimeSpec)>,
+    links: HashMap<u64, PathBuf>,
+}
+
+impl Flattener<'_> {
+    fn e(&self, rel: &Path, op: &'static str) -> impl FnOnce(Errno) -> LayerError + use<> {
+        let path = self.dest.join(rel);
+        move |source| LayerError::Flatten { path, op, source }
+    }
+
+    fn merge(&mut self, src: &Path, rel: &Path) -> Result<()> {
+        let dir = src.join(rel);
+        let md = std::fs::symlink_metadata(&dir)
+            .map_err(|e| self.e(rel, "stat a cached directory")(io_errno(&e)))?;
+        self.dirs.insert(
+            rel.to_owned(),
+            (
+                md.mode() & 0o7777,
+                TimeSpec::new(md.mtime(), md.mtime_nsec()),
+            ),
+        );
+        let dfd = open_dir_beneath(self.root.as_fd(), rel, OFlag::O_RDONLY)
+            .map_err(self.e(rel, "open a directory"))?;
+        let rd = std::fs::read_dir(&dir)
+            .map_err(|e| self.e(rel, "read a cached directory")(io_errno(&e)))?;
+        for ent in rd {
+            let ent = ent.map_err(|e| self.e(rel, "read a cached directory")(io_errno(&e)))?;
+            let name = ent.file_name();
+            let spath = ent.path();
+            let drel = rel.join(&name);
+            let md = std::fs::symlink_metadata(&spath)
+                .map_err(|e| self.e(&drel, "stat a cached entry")(io_errno(&e)))?;
+            let ft = md.file_type();
+            let t = TimeSpec::new(md.mtime(), md.mtime_nsec());
+            if ft.is_file() && md.len() == 0 && get_xattr_path(&spath, WHITEOUT_XATTR).is_some() {
+                remove_all_at(dfd.as_fd(), &name).map_err(self.e(&drel, "apply a whiteout"))?;
+                continue;
+            }
+            if ft.is_dir() {
+                let opaque = get_xattr_path(&spath, OPAQUE_XATTR).is_some_and(|v| v == b"y");
+                let existing = fstatat(
+                    dfd.as_fd(),
+                    name.as_os_str(),
+                    nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                )
+                .ok();
+                if opaque || existing.as_ref().is_some_and(|st| !is_dir(st)) {
+                    remove_all_at(dfd.as_fd(), &name).map_err(self.e(&drel, "replace an entry"))?;
+                }
+                if opaque || existing.as_ref().is_none_or(|st| !is_dir(st)) {
+                    mkdirat(
+                        dfd.as_fd(),
+                        name.as_os_str(),
+                        Mode::from_bits_truncate(0o700),
+                    )
+                    .map_err(self.e(&drel, "create a directory"))?;
+                }
+                self.merge(src, &drel)?;
+                continue;
+            }
+            remove_all_at(dfd.as_fd(), &name).map_err(self.e(&drel, "replace an entry"))?;
+            if ft.is_symlink() {
+                let target = std::fs::read_link(&spath)
+                    .map_err(|e| self.e(&drel, "read a symlink")(io_errno(&e)))?;
+                symlinkat(target.as_os_str(), dfd.as_fd(), name.as_os_str())
+                    .map_err(self.e(&drel, "create a symlink"))?;
+                utimensat(
+                    dfd.as_fd(),
+                    name.as_os_str(),
+                    &t,
+                    &t,
+                    UtimensatFlags::NoFollowSymlink,
+                )
+                .map_err(self.e(&drel, "set a time"))?;
+            } else if ft.is_file() {
+                if md.nlink() > 1 {
+                    if let Some(first) = self.links.get(&md.ino()) {
+                        let (fp, fname) = (
+                            first.parent().unwrap_or(Path::new("")),
+                            first.file_name().unwrap_or_default(),
+                        );
+                        let ffd = open_dir_beneath(self.root.as_fd(), fp, OFlag::O_PATH)
+                            .map_err(self.e(&drel, "open a hardlink's directory"))?;
+                        linkat(
+                            ffd.as_fd(),
+                            fname,
+                            dfd.as_fd(),
+                            name.as_os_str(),
+                            nix::fcntl::AtFlags::empty(),
+                        )
+                        .map_err(self.e(&drel, "create a hardlink"))?;
+                        continue;
+                    }
+                    self.links.insert(md.ino(), drel.clone());
+                }
+                let mode = md.mode() & 0o7777;
+                let mut sf = match File::open(&spath) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                        // A mode without u+r in our own cache: read it once with u+r.
+                        nix::sys::stat::fchmodat(
+                            AT_FDCWD,
+                            &spath,
+                            Mode::from_bits_truncate(mode | 0o400),
+                            nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+                        )
+                        .map_err(self.e(&drel, "make a cached file readable"))?;
+                        let f = File::open(&spath);
+                        let _ = nix::sys::stat::fchmodat(
+                            AT_FDCWD,
+                            &spath,
+                            Mode::from_bits_truncate(mode),
+                            nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+                        );
+                        f.map_err(|e| self.e(&drel, "open a cached file")(io_errno(&e)))?
+                    }
+                    Err(e) => return Err(self.e(&drel, "open a cached file")(io_errno(&e))),
+                };
+                let fd = openat(
+                    dfd.as_fd(),
+                    name.as_os_str(),
+                    OFlag::O_WRONLY
+                        | OFlag::O_CREAT
+                        | OFlag::O_EXCL
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o600),
+                )
+                .map_err(self.e(&drel, "create a file"))?;
+                let mut df = File::from(fd);
+                io::copy(&mut sf, &mut df)
+                    .map_err(|e| self.e(&drel, "copy a file")(io_errno(&e)))?;
+                if let Some(v) = get_xattr_path(&spath, ROOTLESS_XATTR) {
+                    let _ = set_xattr(df.as_fd(), ROOTLESS_XATTR, &v);
+                }
+                fchmod(df.as_fd(), Mode::from_bits_truncate(mode))
+                    .map_err(self.e(&drel, "chmod a file"))?;
+                futimens(df.as_fd(), &t, &t).map_err(self.e(&drel, "set a time"))?;
+            } else if std::os::unix::fs::FileTypeExt::is_fifo(&ft) {
+                mkfifoat(
+                    dfd.as_fd(),
+                    name.as_os_str(),
+                    Mode::from_bits_truncate(md.mode() & 0o777),
+                )
+                .map_err(self.e(&drel, "create a fifo"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn io_errno(e: &io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleans_names() {
+        assert_eq!(
+            clean(Path::new("../../etc/passwd")),
+            PathBuf::from("etc/passwd")
+        );
+        assert_eq!(clean(Path::new("/a/./b/../c")), PathBuf::from("a/c"));
+        assert_eq!(clean(Path::new("./")), PathBuf::new());
+    }
+
+    #[test]
+    fn rootless_xattr_encoding() {
+        assert_eq!(rootless_value(0, 0), None);
+        assert_eq!(rootless_value(1000, 0), Some(vec![0x08, 0xe8, 0x07]));
+        assert_eq!(rootless_value(0, 5), Some(vec![0x10, 5]));
+    }
+}

@@ -1,0 +1,21 @@
+//! The OCI image store: references, registry client, verification, safe
+//! layer application and the content-addressed layer cache.
+//!
+//! * [`reference`]: `docker://`, `oci:`, `oci-archive:`, `docker-archive:`.
+//! * [`digest`]: sha256 digests and readers that verify while streaming.
+//! * [`registry`]: the OCI distribution protocol (pull only).
+//! * [`archive`]: OCI layouts and docker-save archives on disk.
+//! * [`layer`]: layer tar → directory, hostile-input safe; flattening.
+//! * [`store`]: `$PINFOLD_HOME/images`: resolution, cache, locks, gc.
+
+pub mod archive;
+pub mod digest;
+pub mod layer;
+pub mod reference;
+pub mod registry;
+pub mod store;
+
+pub use digest::Digest;
+pub use layer::Limits;
+pub use reference::ImageRef;
+pub use store::{ImageError, ImageRecord, PullOptions, Store};
