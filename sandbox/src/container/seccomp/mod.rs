@@ -1,6 +1,7 @@
 //! Seccomp: a policy's profile compiled to BPF with `seccompiler`, applied last.
 //!
-//! A profile is seccompiler's JSON format (see `policies/seccomp/pinfold.json`,
+//! A profile is either a Docker/OCI seccomp profile (see [`docker`], detected
+//! by its `defaultAction` key) or seccompiler's JSON format (see `policies/seccomp/pinfold.json`,
 //! one comment per rule saying why) with two filters:
 //!
 //! * `deny`: the syscalls a job may not make → EPERM (modelled on Docker's
@@ -18,6 +19,8 @@
 //! sha256 of pinfold's version, the architecture and the profile text, so each
 //! policy's BPF is built once. A cache file carries a checksum of its own; a
 //! damaged one is ignored and rebuilt, never used.
+
+mod docker;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -126,34 +129,11 @@ impl Filters {
                 programs,
             });
         }
-        let arch: TargetArch = std::env::consts::ARCH
-            .try_into()
-            .map_err(|_| SeccompError::Arch(std::env::consts::ARCH.to_owned()))?;
-        let mut map = seccompiler::compile_from_json(text.as_bytes(), arch).map_err(|e| {
-            SeccompError::Compile {
-                profile: profile.to_owned(),
-                message: e.to_string(),
-            }
-        })?;
-        for name in map.keys() {
-            if name != "deny" && name != "enosys" {
-                return Err(SeccompError::Compile {
-                    profile: profile.to_owned(),
-                    message: format!("unknown filter {name:?}: use \"deny\" and \"enosys\""),
-                });
-            }
-        }
-        let deny = map
-            .remove("deny")
-            .ok_or_else(|| SeccompError::MissingFilter {
-                profile: profile.to_owned(),
-                filter: "deny",
-            })?;
-        let mut programs = Vec::new();
-        if let Some(enosys) = map.remove("enosys") {
-            programs.push(enosys);
-        }
-        programs.push(deny);
+        let mut programs = if docker::is_docker_profile(text) {
+            docker::compile(profile, text)?
+        } else {
+            compile_seccompiler(profile, text)?
+        };
         if cfg!(target_arch = "x86_64") {
             programs.push(x32_guard());
         }
@@ -167,12 +147,46 @@ impl Filters {
     }
 
     /// Installs every program on the calling thread (needs no_new_privs).
+    /// Later programs are evaluated first by the kernel.
     pub fn apply(&self) -> Result<(), String> {
         for p in &self.programs {
             seccompiler::apply_filter(p).map_err(|e| e.to_string())?;
         }
         Ok(())
     }
+}
+
+/// pinfold's own format: seccompiler JSON with a `deny` and an optional `enosys` filter.
+fn compile_seccompiler(profile: &str, text: &str) -> Result<Vec<BpfProgram>, SeccompError> {
+    let arch: TargetArch = std::env::consts::ARCH
+        .try_into()
+        .map_err(|_| SeccompError::Arch(std::env::consts::ARCH.to_owned()))?;
+    let mut map = seccompiler::compile_from_json(text.as_bytes(), arch).map_err(|e| {
+        SeccompError::Compile {
+            profile: profile.to_owned(),
+            message: e.to_string(),
+        }
+    })?;
+    for name in map.keys() {
+        if name != "deny" && name != "enosys" {
+            return Err(SeccompError::Compile {
+                profile: profile.to_owned(),
+                message: format!("unknown filter {name:?}: use \"deny\" and \"enosys\""),
+            });
+        }
+    }
+    let deny = map
+        .remove("deny")
+        .ok_or_else(|| SeccompError::MissingFilter {
+            profile: profile.to_owned(),
+            filter: "deny",
+        })?;
+    let mut programs = Vec::new();
+    if let Some(enosys) = map.remove("enosys") {
+        programs.push(enosys);
+    }
+    programs.push(deny);
+    Ok(programs)
 }
 
 fn hex(bytes: &[u8]) -> String {
