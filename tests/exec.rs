@@ -815,3 +815,38 @@ fn docker_seccomp_profiles_allow_list() {
     );
     assert!(out.ends_with("a\n"), "{out}");
 }
+
+#[test]
+fn the_callers_environment_and_host_processes_are_out_of_reach() {
+    // A token in pinfold's own environment (an agent's) is not passed in, and
+    // PID 1 (a fork of pinfold) is not dumpable, so its environ is unreadable.
+    let out = exec_cmd(&[], &["/bin/sh", "-c", "env; cat /proc/1/environ"])
+        .env("PINFOLD_TOKEN", "s3cr3t-token-value")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stdout.contains("s3cr3t") && !stderr.contains("s3cr3t"),
+        "{stdout} {stderr}"
+    );
+    assert!(
+        stderr.contains("Permission denied"),
+        "/proc/1/environ: {stderr}"
+    );
+
+    // Host processes do not exist in the container's pid namespace.
+    let me = std::process::id().to_string();
+    let out = exec(&[], &["/bin/probe", "kill", &me]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("refused (errno ESRCH)"), "{stdout}");
+
+    // An abstract unix socket listening on the host is in another network namespace.
+    let name = format!("pinfold-test-{}", std::process::id());
+    let mut addr = vec![0u8];
+    addr.extend_from_slice(name.as_bytes());
+    use std::os::linux::net::SocketAddrExt;
+    let sa = std::os::unix::net::SocketAddr::from_abstract_name(&addr[1..]).unwrap();
+    let _listener = std::os::unix::net::UnixListener::bind_addr(&sa).unwrap();
+    assert_refused(&[], &["abstract-unix", &name]);
+}
