@@ -266,8 +266,9 @@ pub struct HumanDuration(pub Duration);
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        let v = humantime::parse_duration(&s)
-            .map_err(|e| de::Error::custom(format!("bad duration {s:?}: {e} (use e.g. 90s, 10m, 1h)")))?;
+        let v = humantime::parse_duration(&s).map_err(|e| {
+            de::Error::custom(format!("bad duration {s:?}: {e} (use e.g. 90s, 10m, 1h)"))
+        })?;
         if v.is_zero() {
             return Err(de::Error::custom("a timeout must be longer than zero"));
         }
@@ -343,7 +344,10 @@ mod tests {
         let e = err(&job("timeout: soon\n"));
         assert!(e.contains("bad duration") && e.contains("line 5"), "{e}");
         let e = err(&job("env: { 1BAD: x }\n"));
-        assert!(e.contains("valid variable name") && e.contains("line 5"), "{e}");
+        assert!(
+            e.contains("valid variable name") && e.contains("line 5"),
+            "{e}"
+        );
         let e = err(&job("artifacts: [../etc/passwd]\n"));
         assert!(e.contains("'..'"), "{e}");
         let e = err(&job("source: { git: https://x/y, commit: main }\n"));
@@ -358,8 +362,13 @@ mod tests {
         assert!(e.contains("at least one step"), "{e}");
         let e = err(&job("  - name: build\n    run: x\n"));
         assert!(e.contains("duplicate step name"), "{e}");
-        let e = err(&format!("image: a@sha256:{DIGEST}\nsteps:\n  - name: a\n    run: ''\n"));
-        assert!(e.contains("must not be empty") && e.contains("line 4"), "{e}");
+        let e = err(&format!(
+            "image: a@sha256:{DIGEST}\nsteps:\n  - name: a\n    run: ''\n"
+        ));
+        assert!(
+            e.contains("must not be empty") && e.contains("line 4"),
+            "{e}"
+        );
     }
 
     #[test]
