@@ -86,7 +86,8 @@ impl JobSpec {
 fn plain_error(e: &serde_saphyr::Error) -> String {
     let s = e.to_string();
     let mut lines = s.lines().map(str::trim).filter(|l| !l.is_empty());
-    let first = lines.next().unwrap_or("").to_string();
+    let first = lines.next().unwrap_or("");
+    let first = first.strip_prefix("error: ").unwrap_or(first).to_string();
     if first.contains("line") {
         first
     } else {

@@ -1,3 +1,11 @@
 //! One module per subcommand.
+pub mod artifacts;
+pub mod cancel;
 pub mod exec;
+pub mod jobs;
+pub mod logs;
 pub mod policy;
+pub mod remote;
+pub mod server;
+pub mod status;
+pub mod submit;
