@@ -134,7 +134,7 @@ impl Client {
     /// `PUT /api/v1/sources/{sha256}` (admin): streams a source tar.
     pub fn upload_source(&self, sha256: &str, file: &std::fs::File) -> Result<ArtifactInfo> {
         json(
-            self.put(&format!("/api/v1/sources/{sha256}"))
+            expect_continue(self.put(&format!("/api/v1/sources/{sha256}")), u64::MAX)
                 .config()
                 .timeout_global(None)
                 .build()
@@ -144,7 +144,12 @@ impl Client {
 
     /// `POST /api/v1/jobs` (admin).
     pub fn submit(&self, req: &SubmitRequest) -> Result<SubmitResponse> {
-        json(self.post("/api/v1/jobs").send_json(req)?)
+        let body = serde_json::to_vec(req).expect("plain data serializes");
+        json(
+            expect_continue(self.post("/api/v1/jobs"), body.len() as u64)
+                .content_type("application/json")
+                .send(&body[..])?,
+        )
     }
 
     /// `GET /api/v1/jobs/{id}` (admin).
@@ -195,10 +200,13 @@ impl Client {
     /// `POST /api/v1/jobs/{id}/log?offset=N` (job token).
     pub fn append_log(&self, job: u64, offset: u64, data: &[u8]) -> Result<LogAppendResponse> {
         json(
-            self.post(&format!("/api/v1/jobs/{job}/log"))
-                .query("offset", offset.to_string())
-                .content_type("application/octet-stream")
-                .send(data)?,
+            expect_continue(
+                self.post(&format!("/api/v1/jobs/{job}/log")),
+                data.len() as u64,
+            )
+            .query("offset", offset.to_string())
+            .content_type("application/octet-stream")
+            .send(data)?,
         )
     }
 
@@ -315,6 +323,20 @@ impl Client {
             out.flush()?;
             at += n as u64;
         }
+    }
+}
+
+/// Asks for `100 Continue` before sending a body of `len` bytes when it is
+/// large, so a server that refuses it by size says so before the upload
+/// (and the refusal is read instead of a broken pipe).
+fn expect_continue(
+    req: ureq::RequestBuilder<ureq::typestate::WithBody>,
+    len: u64,
+) -> ureq::RequestBuilder<ureq::typestate::WithBody> {
+    if len > 64 << 10 {
+        req.header("Expect", "100-continue")
+    } else {
+        req
     }
 }
 

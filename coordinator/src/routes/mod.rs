@@ -60,7 +60,49 @@ pub(crate) fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(json_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            refuse_announced_oversize,
+        ))
         .with_state(state)
+}
+
+/// Refuses a body whose Content-Length is over the endpoint's limit before
+/// any of it is read. The size limits inside the handlers still count the
+/// bytes; this only makes the refusal reach the client: hyper sends no
+/// `100 Continue`, so a client that asked for one (the pinfold client does
+/// for large bodies, curl does past 1 MiB) gets the 413 instead of a broken
+/// pipe halfway through its upload.
+async fn refuse_announced_oversize(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let announced = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = announced {
+        let path = req.uri().path();
+        let c = &state.config;
+        let (limit, what) = if path.starts_with("/api/v1/sources/") {
+            (c.max_source_bytes, "source tar")
+        } else if path.starts_with("/api/v1/jobs/") && path.contains("/artifacts/") {
+            (c.max_artifact_bytes, "artifact")
+        } else if path.starts_with("/api/v1/jobs/") && path.ends_with("/log") {
+            (c.max_log_chunk as u64, "log chunk (send smaller chunks)")
+        } else {
+            (c.max_json_bytes as u64, "request body")
+        };
+        if len > limit {
+            return ApiError::TooLarge(format!(
+                "{what} of {len} bytes is over the limit of {limit} bytes"
+            ))
+            .into_response();
+        }
+    }
+    next.run(req).await
 }
 
 async fn not_found() -> ApiError {
