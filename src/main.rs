@@ -28,12 +28,21 @@ enum Command {
     #[command(subcommand)]
     Policy(cmd::policy::Command),
     Doctor(cmd::doctor::Args),
+    Server(cmd::server::Args),
+    Submit(cmd::submit::Args),
+    Logs(cmd::logs::Args),
+    Status(cmd::status::Args),
+    Jobs(cmd::jobs::Args),
+    Cancel(cmd::cancel::Args),
+    Artifacts(cmd::artifacts::Args),
 }
 
-fn init_tracing(verbose: bool) {
+fn init_tracing(verbose: bool, server: bool) {
     use tracing_subscriber::EnvFilter;
     let default = if verbose {
-        "pinfold=debug,pinfold_sandbox=debug"
+        "pinfold=debug,pinfold_sandbox=debug,pinfold_coordinator=debug"
+    } else if server {
+        "warn,pinfold=info,pinfold_coordinator=info"
     } else {
         "warn"
     };
@@ -64,12 +73,19 @@ fn main() {
             });
         }
     };
-    init_tracing(cli.verbose);
+    init_tracing(cli.verbose, matches!(cli.command, Command::Server(_)));
     let code = match cli.command {
         Command::Exec(a) => cmd::exec::run(a),
         Command::Image(c) => cmd::image::run(c),
         Command::Policy(c) => cmd::policy::run(c),
         Command::Doctor(a) => cmd::doctor::run(a),
+        Command::Server(a) => cmd::server::run(a),
+        Command::Submit(a) => cmd::submit::run(a),
+        Command::Logs(a) => cmd::logs::run(a),
+        Command::Status(a) => cmd::status::run(a),
+        Command::Jobs(a) => cmd::jobs::run(a),
+        Command::Cancel(a) => cmd::cancel::run(a),
+        Command::Artifacts(a) => cmd::artifacts::run(a),
     };
     std::process::exit(code);
 }

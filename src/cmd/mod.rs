@@ -1,5 +1,13 @@
 //! One module per subcommand.
+pub mod artifacts;
+pub mod cancel;
 pub mod doctor;
 pub mod exec;
 pub mod image;
+pub mod jobs;
+pub mod logs;
 pub mod policy;
+pub mod remote;
+pub mod server;
+pub mod status;
+pub mod submit;

@@ -1,0 +1,37 @@
+//! pinfold-api: the types the agent and the coordinator share.
+//!
+//! * [`job`]: the job file (`job.yaml`), parsed strictly.
+//! * [`wire`]: the JSON bodies of the coordinator protocol (`docs/protocol.md`).
+//!
+//! No I/O here beyond reading the environment in [`pinfold_home`].
+#![deny(missing_docs)]
+
+pub mod job;
+pub mod wire;
+
+pub use job::{JobSpec, JobSpecError};
+
+use std::path::PathBuf;
+
+/// pinfold's state directory: `$PINFOLD_HOME`, else `$XDG_DATA_HOME/pinfold`,
+/// else `~/.local/share/pinfold`. `None` only when no home can be found.
+///
+/// The same rule as `pinfold_sandbox::pinfold_home`, duplicated here so the
+/// coordinator does not depend on the sandbox crate (ARCHITECTURE.md: the
+/// coordinator never depends on sandbox). Keep the two in step.
+pub fn pinfold_home() -> Option<PathBuf> {
+    if let Some(h) = std::env::var_os("PINFOLD_HOME").filter(|h| !h.is_empty()) {
+        return Some(PathBuf::from(h));
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|h| !h.is_empty()) {
+        return Some(PathBuf::from(x).join("pinfold"));
+    }
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".local/share/pinfold"))
+}
+
+/// True when `s` is 64 lowercase hex digits (a sha256 in hex).
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}

@@ -1,0 +1,170 @@
+//! Tokens and the extractors that check them.
+//!
+//! Every token is 32 random bytes in hex behind a prefix that says what it
+//! is (`pfa_` admin, `pfg_` registration, `pfr_` runner, `pfj_` job). The
+//! server stores only sha256 hashes and looks tokens up by hash, so a leaked
+//! database does not leak tokens. Clients send `Authorization: Bearer <token>`.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use sha2::{Digest, Sha256};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Prefix of admin tokens.
+pub const ADMIN_PREFIX: &str = "pfa_";
+/// Prefix of registration tokens.
+pub const REGISTRATION_PREFIX: &str = "pfg_";
+/// Prefix of runner tokens.
+pub const RUNNER_PREFIX: &str = "pfr_";
+/// Prefix of per-job tokens.
+pub const JOB_PREFIX: &str = "pfj_";
+
+/// A fresh random token with `prefix`.
+pub fn new_token(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the kernel's random source failed");
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
+/// The hash a token is stored under (sha256, hex).
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let value = parts
+        .headers
+        .get(AUTHORIZATION)
+        .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer <token>".into()))?;
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::Unauthorized("malformed Authorization header: use Bearer <token>".into())
+        })
+}
+
+/// The admin token: submit, inspect, cancel, revoke.
+#[derive(Debug, Clone, Copy)]
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if hash_token(bearer(parts)?) == state.tokens.admin_sha256 {
+            Ok(Admin)
+        } else {
+            Err(ApiError::Unauthorized("invalid admin token".into()))
+        }
+    }
+}
+
+/// The registration token: only registers runners.
+#[derive(Debug, Clone, Copy)]
+pub struct Registration;
+
+impl FromRequestParts<AppState> for Registration {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if hash_token(bearer(parts)?) == state.tokens.registration_sha256 {
+            Ok(Registration)
+        } else {
+            Err(ApiError::Unauthorized("invalid registration token".into()))
+        }
+    }
+}
+
+/// A registered, unrevoked runner.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    /// Its id.
+    pub id: u64,
+    /// Its labels.
+    pub labels: Vec<String>,
+}
+
+impl FromRequestParts<AppState> for Runner {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let hash = hash_token(bearer(parts)?);
+        match state.store.runner_by_token(&hash).await? {
+            None => Err(ApiError::Unauthorized("invalid runner token".into())),
+            Some(r) if r.revoked => Err(ApiError::Forbidden(format!(
+                "runner {} has been revoked; register again",
+                r.id
+            ))),
+            Some(r) => Ok(Runner {
+                id: r.id,
+                labels: r.labels,
+            }),
+        }
+    }
+}
+
+/// A per-job token: one job, one attempt. The handler must check the job
+/// in the path with [`JobToken::for_job`]; whether the attempt still holds
+/// the lease is checked by the store inside each write (fencing).
+#[derive(Debug, Clone)]
+pub struct JobToken {
+    /// The job the token was issued for.
+    pub job_id: u64,
+    /// The attempt (lease) it was issued with.
+    pub attempt_id: u64,
+    /// Names of the job's secrets (their values are masked in its log).
+    pub secrets: Vec<String>,
+}
+
+impl JobToken {
+    /// Refuses the token when the path names another job.
+    pub fn for_job(self, job_id: u64) -> Result<JobToken, ApiError> {
+        if self.job_id == job_id {
+            Ok(self)
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "this job token is for job {}, not job {job_id}",
+                self.job_id
+            )))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for JobToken {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let hash = hash_token(bearer(parts)?);
+        match state.store.job_token(&hash).await? {
+            None => Err(ApiError::Unauthorized("invalid job token".into())),
+            Some(t) if t.runner_revoked => Err(ApiError::Forbidden(
+                "the runner holding this job has been revoked".into(),
+            )),
+            Some(t) => Ok(JobToken {
+                job_id: t.job_id,
+                attempt_id: t.attempt_id,
+                secrets: t.secrets,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_prefixed_and_hash_stably() {
+        let a = new_token(JOB_PREFIX);
+        let b = new_token(JOB_PREFIX);
+        assert!(a.starts_with("pfj_") && a.len() == 4 + 64 && a != b);
+        assert_eq!(hash_token(&a), hash_token(&a));
+        assert_eq!(
+            hash_token("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,321 @@
+//! pinfold-coordinator: the server runners pull jobs from.
+//!
+//! * [`app`] builds the axum [`Router`] over an [`AppState`]; tests drive it
+//!   with `tower::ServiceExt::oneshot`, [`serve`] runs it on a socket with
+//!   graceful shutdown and the lease reaper.
+//! * [`store`]: the [`Store`] trait (queue, leases, logs, metadata) and its
+//!   SQLite implementation; a PostgreSQL one can slot in without touching
+//!   handlers.
+//! * [`blobs`]: content-addressed files (sources and artifacts).
+//! * [`client`]: a blocking client of the protocol, used by the CLI, the
+//!   tests and the benchmark, and meant for the agent.
+//!
+//! The protocol is documented endpoint by endpoint in `docs/protocol.md`.
+#![deny(missing_docs)]
+
+pub mod auth;
+pub mod blobs;
+pub mod client;
+pub mod error;
+pub mod mask;
+mod routes;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use blobs::BlobStore;
+pub use error::ApiError;
+pub use store::{SqliteStore, Store};
+
+/// Errors while setting the coordinator up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// No `$PINFOLD_HOME` and no home directory.
+    #[error("cannot find a state directory: set PINFOLD_HOME")]
+    NoHome,
+    /// The state directory could not be created.
+    #[error("cannot create {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The database could not be opened or migrated.
+    #[error("store: {0}")]
+    Store(#[from] store::StoreError),
+    /// The blob store could not be opened.
+    #[error("blob store: {0}")]
+    Blobs(#[from] blobs::BlobError),
+    /// The socket failed.
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Tunables of one coordinator.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How long a lease lives without a heartbeat.
+    pub lease_ttl: Duration,
+    /// Attempts before a job whose runners keep vanishing fails "runner lost".
+    pub max_attempts: u32,
+    /// Longest a lease request is held open waiting for a job.
+    pub max_long_poll: Duration,
+    /// Stored log bytes per job; past it the log ends with a truncation marker.
+    pub max_log_bytes: u64,
+    /// Largest log chunk one append may carry.
+    pub max_log_chunk: usize,
+    /// Largest source tar.
+    pub max_source_bytes: u64,
+    /// Largest artifact.
+    pub max_artifact_bytes: u64,
+    /// Largest JSON body (job submissions included).
+    pub max_json_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            lease_ttl: Duration::from_secs(30),
+            max_attempts: 3,
+            max_long_poll: Duration::from_secs(30),
+            max_log_bytes: 64 << 20,
+            max_log_chunk: 4 << 20,
+            max_source_bytes: 1 << 30,
+            max_artifact_bytes: 4 << 30,
+            max_json_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Wakes long-polls and log followers; tells streams the server is stopping.
+#[derive(Debug)]
+pub struct Events {
+    queue: watch::Sender<u64>,
+    log: watch::Sender<u64>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Events {
+    fn new() -> Self {
+        Events {
+            queue: watch::channel(0).0,
+            log: watch::channel(0).0,
+            shutdown: watch::channel(false).0,
+        }
+    }
+    /// A job became leasable.
+    pub fn queue_changed(&self) {
+        self.queue.send_modify(|n| *n = n.wrapping_add(1));
+    }
+    /// A log grew or a job ended.
+    pub fn log_changed(&self) {
+        self.log.send_modify(|n| *n = n.wrapping_add(1));
+    }
+    /// Ends long-polls and follows so graceful shutdown can finish.
+    pub fn shut_down(&self) {
+        self.shutdown.send_replace(true);
+    }
+}
+
+/// sha256 hashes of the two server-wide tokens.
+#[derive(Debug, Clone)]
+pub struct ServerTokens {
+    /// Hash of the admin token.
+    pub admin_sha256: String,
+    /// Hash of the registration token.
+    pub registration_sha256: String,
+}
+
+/// Everything a handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    /// Queue, leases, logs and metadata.
+    pub store: Arc<dyn Store>,
+    /// Sources and artifacts, content-addressed.
+    pub blobs: Arc<BlobStore>,
+    /// Tunables.
+    pub config: Arc<Config>,
+    /// Hashes of the admin and registration tokens.
+    pub tokens: Arc<ServerTokens>,
+    /// Secret values the server hands to leases (name → value), masked in logs.
+    pub secrets: Arc<BTreeMap<String, String>>,
+    /// Wake-ups.
+    pub events: Arc<Events>,
+}
+
+impl AppState {
+    /// Builds the state over an opened store and blob store.
+    pub fn new(
+        store: Arc<dyn Store>,
+        blobs: BlobStore,
+        config: Config,
+        tokens: ServerTokens,
+        secrets: BTreeMap<String, String>,
+    ) -> Self {
+        AppState {
+            store,
+            blobs: Arc::new(blobs),
+            config: Arc::new(config),
+            tokens: Arc::new(tokens),
+            secrets: Arc::new(secrets),
+            events: Arc::new(Events::new()),
+        }
+    }
+}
+
+/// The tokens a server was started with: each either given (environment)
+/// or, on first start, generated. Generated ones are returned once so the
+/// caller can print them; only their hashes are stored.
+#[derive(Debug, Default)]
+pub struct Bootstrap {
+    /// The admin token when it was generated now.
+    pub new_admin_token: Option<String>,
+    /// The registration token when it was generated now.
+    pub new_registration_token: Option<String>,
+}
+
+/// Opens the SQLite store and blob store under `dir`, and settles the admin
+/// and registration tokens: a given token replaces the stored hash, a
+/// missing one is generated once.
+pub async fn open(
+    dir: &Path,
+    config: Config,
+    admin_token: Option<String>,
+    registration_token: Option<String>,
+    secrets: BTreeMap<String, String>,
+) -> Result<(AppState, Bootstrap), SetupError> {
+    std::fs::create_dir_all(dir).map_err(|source| SetupError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("coordinator.db"))?);
+    let blobs = BlobStore::open(&dir.join("blobs"))?;
+    let mut boot = Bootstrap::default();
+    let mut hashes = Vec::new();
+    for (key, given, prefix, slot) in [
+        ("admin_token_sha256", admin_token, auth::ADMIN_PREFIX, 0),
+        (
+            "registration_token_sha256",
+            registration_token,
+            auth::REGISTRATION_PREFIX,
+            1,
+        ),
+    ] {
+        let hash = match given {
+            Some(t) => {
+                let h = auth::hash_token(&t);
+                store.set_meta(key, &h).await?;
+                h
+            }
+            None => match store.get_meta(key).await? {
+                Some(h) => h,
+                None => {
+                    let t = auth::new_token(prefix);
+                    let h = auth::hash_token(&t);
+                    store.set_meta(key, &h).await?;
+                    if slot == 0 {
+                        boot.new_admin_token = Some(t);
+                    } else {
+                        boot.new_registration_token = Some(t);
+                    }
+                    h
+                }
+            },
+        };
+        hashes.push(hash);
+    }
+    let registration_sha256 = hashes.pop().unwrap_or_default();
+    let admin_sha256 = hashes.pop().unwrap_or_default();
+    let tokens = ServerTokens {
+        admin_sha256,
+        registration_sha256,
+    };
+    Ok((AppState::new(store, blobs, config, tokens, secrets), boot))
+}
+
+/// The coordinator's HTTP API.
+pub fn app(state: AppState) -> Router {
+    routes::router(state)
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Requeues or fails the jobs whose lease ran out; returns how many.
+pub async fn reap_expired(state: &AppState) -> Result<usize, store::StoreError> {
+    let n = state.store.expire_leases(now_ms()).await?;
+    if n > 0 {
+        tracing::info!(jobs = n, "leases expired");
+        state.events.queue_changed();
+        state.events.log_changed();
+    }
+    Ok(n)
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then stops taking
+/// connections, ends long-polls and log follows, and waits for requests in
+/// flight. Also runs the lease reaper.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), SetupError> {
+    // Leases were not renewable while the server was down: do not count the
+    // server's own absence against the runners.
+    let ttl = state.config.lease_ttl;
+    state
+        .store
+        .extend_leases(now_ms() + ttl.as_millis() as u64)
+        .await?;
+    let reaper = tokio::spawn(reaper(state.clone()));
+    let events = state.events.clone();
+    let result = axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            events.shut_down();
+        })
+        .await;
+    reaper.abort();
+    result.map_err(SetupError::Io)
+}
+
+async fn reaper(state: AppState) {
+    let ttl = state.config.lease_ttl;
+    let tick = (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut last = Instant::now();
+    loop {
+        tokio::time::sleep(tick).await;
+        let gap = last.elapsed();
+        last = Instant::now();
+        // A tick far later than planned means this process was not running
+        // (SIGSTOP, a suspended VM): runners could not heartbeat either.
+        if gap > tick + Duration::from_secs(2).max(ttl / 4) {
+            tracing::warn!(?gap, "server stalled; extending leases");
+            if let Err(err) = state
+                .store
+                .extend_leases(now_ms() + ttl.as_millis() as u64)
+                .await
+            {
+                tracing::error!(?err, "extending leases failed");
+            }
+            continue;
+        }
+        if let Err(err) = reap_expired(&state).await {
+            tracing::error!(?err, "lease reaper failed");
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Job logs: the runner appends by byte offset; admins read or follow.
+
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use pinfold_api::wire::LogAppendResponse;
+use serde::Deserialize;
+
+use super::Json;
+use crate::AppState;
+use crate::auth::{Admin, JobToken};
+use crate::error::{ApiError, Result};
+
+/// Header: the offset just past the returned bytes.
+pub const NEXT_OFFSET: HeaderName = HeaderName::from_static("x-pinfold-log-offset");
+/// Header: "true" when the job has ended and the returned bytes reach the end.
+pub const COMPLETE: HeaderName = HeaderName::from_static("x-pinfold-log-complete");
+
+const READ_MAX: usize = 4 << 20;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AppendQuery {
+    offset: u64,
+}
+
+/// `POST /api/v1/jobs/{id}/log?offset=N`: raw bytes that start at byte N of
+/// what the runner has produced.
+pub(super) async fn append(
+    token: JobToken,
+    State(state): State<AppState>,
+    Path(id): Path<u64>,
+    q: std::result::Result<Query<AppendQuery>, QueryRejection>,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<Json<LogAppendResponse>> {
+    let t = token.for_job(id)?;
+    let Query(q) = q?;
+    let data = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(format!(
+                "log chunk over the limit of {} bytes: send smaller chunks",
+                state.config.max_log_chunk
+            ))
+        } else {
+            r.into()
+        }
+    })?;
+    let secrets: Vec<Vec<u8>> = t
+        .secrets
+        .iter()
+        .filter_map(|n| state.secrets.get(n))
+        .map(|v| v.as_bytes().to_vec())
+        .collect();
+    let out = state
+        .store
+        .append_log(
+            id,
+            t.attempt_id,
+            q.offset,
+            data.to_vec(),
+            secrets,
+            state.config.max_log_bytes,
+        )
+        .await?;
+    state.events.log_changed();
+    Ok(Json(LogAppendResponse {
+        offset: out.offset,
+        truncated: out.truncated,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ReadQuery {
+    #[serde(default)]
+    offset: u64,
+    #[serde(default)]
+    follow: bool,
+}
+
+/// `GET /api/v1/jobs/{id}/log?offset=N[&follow=true]`: the stored log from
+/// byte N. Without follow, up to 4 MiB with [`NEXT_OFFSET`] and [`COMPLETE`]
+/// headers. With follow, a chunked stream that delivers new bytes as they
+/// arrive and ends when the job has ended and everything was sent.
+pub(super) async fn read(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<u64>,
+    q: std::result::Result<Query<ReadQuery>, QueryRejection>,
+) -> Result<Response> {
+    let Query(q) = q?;
+    let first = state.store.read_log(id, q.offset, READ_MAX).await?;
+    let octets = [(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    )];
+    if !q.follow {
+        let next = q.offset + first.data.len() as u64;
+        let complete = first.complete && next >= first.len;
+        let headers = [
+            (NEXT_OFFSET, HeaderValue::from(next)),
+            (
+                COMPLETE,
+                HeaderValue::from_static(if complete { "true" } else { "false" }),
+            ),
+        ];
+        return Ok((octets, headers, first.data).into_response());
+    }
+    struct Follow {
+        state: AppState,
+        id: u64,
+        offset: u64,
+        first: Option<Vec<u8>>,
+        log: tokio::sync::watch::Receiver<u64>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    }
+    let f = Follow {
+        log: state.events.log.subscribe(),
+        shutdown: state.events.shutdown.subscribe(),
+        offset: q.offset + first.data.len() as u64,
+        first: (!first.data.is_empty()).then_some(first.data),
+        state,
+        id,
+    };
+    let stream = futures_util::stream::unfold(Some(f), |f| async move {
+        let mut f = f?;
+        if let Some(data) = f.first.take() {
+            return Some((Ok::<_, std::io::Error>(Bytes::from(data)), Some(f)));
+        }
+        loop {
+            f.log.borrow_and_update();
+            let read = match f.state.store.read_log(f.id, f.offset, READ_MAX).await {
+                Ok(r) => r,
+                Err(e) => return Some((Err(std::io::Error::other(e.to_string())), None)),
+            };
+            if !read.data.is_empty() {
+                f.offset += read.data.len() as u64;
+                return Some((Ok(Bytes::from(read.data)), Some(f)));
+            }
+            if read.complete || *f.shutdown.borrow() {
+                return None;
+            }
+            // Re-check now and then even without a wake-up (another
+            // coordinator process may share the database one day).
+            tokio::select! {
+                _ = f.log.changed() => {}
+                _ = f.shutdown.changed() => {}
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+        }
+    });
+    Ok((octets, Body::from_stream(stream)).into_response())
+}

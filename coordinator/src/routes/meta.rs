@@ -1,0 +1,85 @@
+//! `/healthz` and `/metrics`.
+
+use std::fmt::Write;
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use pinfold_api::wire::JobState;
+
+use crate::AppState;
+use crate::error::Result;
+
+/// Liveness and store reachability.
+pub(super) async fn healthz(State(state): State<AppState>) -> Result<&'static str> {
+    state.store.get_meta("admin_token_sha256").await?;
+    Ok("ok\n")
+}
+
+/// Prometheus text exposition. Every figure is read from the store at
+/// scrape time, so they are exact across restarts and across several
+/// coordinators sharing one database; a metrics registry crate would only
+/// add a copy of numbers the store already holds.
+pub(super) async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse> {
+    let c = state.store.counts().await?;
+    let count = |s: JobState| {
+        c.jobs
+            .iter()
+            .find(|(st, _)| *st == s)
+            .map_or(0, |(_, n)| *n)
+    };
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in lines {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    metric(
+        "pinfold_queue_depth",
+        "gauge",
+        "Jobs waiting for a runner.",
+        &[(String::new(), count(JobState::Queued))],
+    );
+    metric(
+        "pinfold_leases_active",
+        "gauge",
+        "Jobs leased to a runner.",
+        &[(String::new(), c.leases)],
+    );
+    metric(
+        "pinfold_leases_expired_total",
+        "counter",
+        "Leases that ran out without a heartbeat (runner lost).",
+        &[(String::new(), c.leases_expired)],
+    );
+    let outcomes: Vec<(String, u64)> = [
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::TimedOut,
+        JobState::Cancelled,
+        JobState::Error,
+    ]
+    .into_iter()
+    .map(|s| (format!("{{outcome=\"{}\"}}", s.as_str()), count(s)))
+    .collect();
+    metric(
+        "pinfold_jobs_finished_total",
+        "counter",
+        "Finished jobs by outcome.",
+        &outcomes,
+    );
+    metric(
+        "pinfold_log_bytes_total",
+        "counter",
+        "Log bytes stored (after masking and truncation).",
+        &[(String::new(), c.log_bytes)],
+    );
+    metric(
+        "pinfold_runners",
+        "gauge",
+        "Registered runners that are not revoked.",
+        &[(String::new(), c.runners)],
+    );
+    Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4")], out))
+}

@@ -1,0 +1,153 @@
+//! Runner registration, listing, revocation, and the lease long-poll.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use pinfold_api::JobSpec;
+use pinfold_api::wire::{Lease, LeaseRequest, RegisterRequest, RegisterResponse, RunnerInfo};
+
+use super::Json;
+use crate::auth::{self, Admin, Registration, Runner};
+use crate::error::{ApiError, Result};
+use crate::{AppState, now_ms};
+
+fn check_label(l: &str) -> Result<()> {
+    let ok = !l.is_empty()
+        && l.len() <= 64
+        && l.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':' | b'='));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "bad label {l:?}: 1-64 characters of letters, digits and - _ . : ="
+        )))
+    }
+}
+
+/// Checks a label list (shared with job submission).
+pub(super) fn check_labels(labels: &[String]) -> Result<()> {
+    if labels.len() > 32 {
+        return Err(ApiError::BadRequest("at most 32 labels".into()));
+    }
+    labels.iter().try_for_each(|l| check_label(l))
+}
+
+/// `POST /api/v1/runners`: registration token → runner token.
+pub(super) async fn register(
+    _: Registration,
+    State(state): State<AppState>,
+    Json(req): Json<RegisterRequest>,
+) -> Result<(StatusCode, Json<RegisterResponse>)> {
+    if req.name.trim().is_empty() || req.name.len() > 128 {
+        return Err(ApiError::BadRequest("runner name: 1-128 characters".into()));
+    }
+    check_labels(&req.labels)?;
+    let token = auth::new_token(auth::RUNNER_PREFIX);
+    let runner_id = state
+        .store
+        .create_runner(&req.name, &req.labels, &auth::hash_token(&token), now_ms())
+        .await?;
+    tracing::info!(runner_id, name = %req.name, labels = ?req.labels, "runner registered");
+    Ok((
+        StatusCode::CREATED,
+        Json(RegisterResponse { runner_id, token }),
+    ))
+}
+
+/// `GET /api/v1/runners` (admin).
+pub(super) async fn list(_: Admin, State(state): State<AppState>) -> Result<Json<Vec<RunnerInfo>>> {
+    let runners = state.store.list_runners().await?;
+    Ok(Json(
+        runners
+            .into_iter()
+            .map(|r| RunnerInfo {
+                id: r.id,
+                name: r.name,
+                labels: r.labels,
+                created_at: r.created_at,
+                last_seen: r.last_seen,
+                revoked: r.revoked,
+            })
+            .collect(),
+    ))
+}
+
+/// `DELETE /api/v1/runners/{id}` (admin).
+pub(super) async fn revoke(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<u64>,
+) -> Result<StatusCode> {
+    state.store.revoke_runner(id).await?;
+    tracing::info!(runner_id = id, "runner revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/runner/lease`: the oldest queued job this runner can take,
+/// waiting up to `wait_secs` for one; 204 when none came.
+pub(super) async fn lease(
+    runner: Runner,
+    State(state): State<AppState>,
+    Json(req): Json<LeaseRequest>,
+) -> Result<Response> {
+    let wait = Duration::from_secs(req.wait_secs).min(state.config.max_long_poll);
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut queue = state.events.queue.subscribe();
+    let mut shutdown = state.events.shutdown.subscribe();
+    let ttl = state.config.lease_ttl;
+    loop {
+        queue.borrow_and_update();
+        let token = auth::new_token(auth::JOB_PREFIX);
+        let now = now_ms();
+        let grant = state
+            .store
+            .lease(
+                runner.id,
+                &runner.labels,
+                &auth::hash_token(&token),
+                now,
+                now + ttl.as_millis() as u64,
+            )
+            .await?;
+        if let Some(g) = grant {
+            let spec: JobSpec = serde_json::from_str(&g.job.spec_json)
+                .map_err(|e| ApiError::Store(crate::store::StoreError::Corrupt(e.to_string())))?;
+            let secrets = g
+                .job
+                .secrets
+                .iter()
+                .filter_map(|n| state.secrets.get(n).map(|v| (n.clone(), v.clone())))
+                .collect();
+            tracing::info!(
+                job_id = g.job.info.id,
+                attempt = g.attempt,
+                runner_id = runner.id,
+                "job leased"
+            );
+            let lease = Lease {
+                job_id: g.job.info.id,
+                attempt_id: g.attempt_id,
+                attempt: g.attempt,
+                lease_ttl_secs: ttl.as_secs().max(1),
+                job_token: token,
+                spec,
+                source_sha256: g.job.info.source_sha256,
+                secrets,
+                log_offset: g.log_offset,
+            };
+            return Ok(Json(lease).into_response());
+        }
+        if *shutdown.borrow() {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        tokio::select! {
+            changed = queue.changed() => { if changed.is_err() { break; } }
+            _ = shutdown.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

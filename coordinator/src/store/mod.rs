@@ -1,0 +1,259 @@
+//! Storage behind the handlers: runners, the job queue with leases and
+//! attempts, logs, and artifact metadata.
+//!
+//! Handlers see only the [`Store`] trait. Every method that changes a job
+//! checks the caller's attempt inside the same transaction (fencing), so a
+//! second backend (PostgreSQL: `SELECT ... FOR UPDATE SKIP LOCKED` for the
+//! lease, the same tables) can implement it without touching handlers. Log
+//! masking and capping are pure functions in [`crate::mask`] that a backend
+//! calls inside its append transaction.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use pinfold_api::wire::{ArtifactInfo, FinishRequest, JobInfo, JobState};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database could not be opened.
+    #[error("opening {path}: {source}")]
+    Open {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// No such job, runner or artifact.
+    #[error("{0}")]
+    NotFound(String),
+    /// The attempt no longer holds the job's lease.
+    #[error(
+        "stale lease: attempt {attempt_id} no longer holds job {job_id} (it expired or was revoked)"
+    )]
+    StaleLease {
+        /// The job.
+        job_id: u64,
+        /// The attempt that lost it.
+        attempt_id: u64,
+    },
+    /// The job's state forbids the change (finished, already cancelled...).
+    #[error("{0}")]
+    Conflict(String),
+    /// A log append that does not start at the end of the log.
+    #[error("log gap: chunk at {got}, log ends at {expected}")]
+    LogGap {
+        /// Where the chunk started.
+        got: u64,
+        /// Where the log ends.
+        expected: u64,
+    },
+    /// Stored data did not decode.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    /// The blocking task running the query died.
+    #[error("store task failed: {0}")]
+    Task(String),
+}
+
+/// Result of a store operation.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A registered runner.
+#[derive(Debug, Clone)]
+pub struct RunnerRecord {
+    /// Its id.
+    pub id: u64,
+    /// Its name.
+    pub name: String,
+    /// Its labels.
+    pub labels: Vec<String>,
+    /// Registration time (ms).
+    pub created_at: u64,
+    /// Last lease request (ms).
+    pub last_seen: Option<u64>,
+    /// Refused everywhere once set.
+    pub revoked: bool,
+}
+
+/// What a per-job token grants.
+#[derive(Debug, Clone)]
+pub struct JobTokenRecord {
+    /// The job.
+    pub job_id: u64,
+    /// The attempt the token was issued with.
+    pub attempt_id: u64,
+    /// The runner holding the attempt was revoked.
+    pub runner_revoked: bool,
+    /// Names of the job's secrets.
+    pub secrets: Vec<String>,
+}
+
+/// A job to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// The job file as submitted.
+    pub spec_yaml: String,
+    /// The validated spec as JSON (what leases carry).
+    pub spec_json: String,
+    /// The image, for listings.
+    pub image: String,
+    /// Labels a runner needs.
+    pub labels: Vec<String>,
+    /// Names of the secrets the job uses.
+    pub secrets: Vec<String>,
+    /// The source tar's digest.
+    pub source_sha256: Option<String>,
+    /// Attempts before "runner lost".
+    pub max_attempts: u32,
+    /// Submit time (ms).
+    pub created_at: u64,
+}
+
+/// A stored job.
+#[derive(Debug, Clone)]
+pub struct JobRecord {
+    /// What clients see.
+    pub info: JobInfo,
+    /// The validated spec as JSON.
+    pub spec_json: String,
+    /// Names of the secrets the job uses.
+    pub secrets: Vec<String>,
+}
+
+/// A lease just granted.
+#[derive(Debug, Clone)]
+pub struct LeaseGrant {
+    /// The job, now running.
+    pub job: JobRecord,
+    /// The attempt's id.
+    pub attempt_id: u64,
+    /// The attempt's number (1-based).
+    pub attempt: u32,
+    /// Bytes of log already received from earlier attempts.
+    pub log_offset: u64,
+}
+
+/// Result of a log append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Bytes received so far (where the next chunk starts).
+    pub offset: u64,
+    /// The log hit its cap.
+    pub truncated: bool,
+}
+
+/// A slice of a stored log.
+#[derive(Debug, Clone)]
+pub struct LogRead {
+    /// The bytes from the requested offset.
+    pub data: Vec<u8>,
+    /// Stored length of the log.
+    pub len: u64,
+    /// The job is finished: the log will not grow.
+    pub complete: bool,
+}
+
+/// Figures for `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    /// Jobs per state.
+    pub jobs: Vec<(JobState, u64)>,
+    /// Active leases.
+    pub leases: u64,
+    /// Stored log bytes over all jobs.
+    pub log_bytes: u64,
+    /// Registered, unrevoked runners.
+    pub runners: u64,
+    /// Attempts that ended by lease expiry.
+    pub leases_expired: u64,
+}
+
+/// The coordinator's storage.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// A server setting.
+    async fn get_meta(&self, key: &str) -> Result<Option<String>>;
+    /// Sets a server setting.
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()>;
+
+    /// Registers a runner; returns its id.
+    async fn create_runner(
+        &self,
+        name: &str,
+        labels: &[String],
+        token_sha256: &str,
+        now: u64,
+    ) -> Result<u64>;
+    /// The runner with this token hash.
+    async fn runner_by_token(&self, token_sha256: &str) -> Result<Option<RunnerRecord>>;
+    /// All runners.
+    async fn list_runners(&self) -> Result<Vec<RunnerRecord>>;
+    /// Revokes a runner; its leases stop renewing and its job tokens stop working.
+    async fn revoke_runner(&self, id: u64) -> Result<()>;
+
+    /// Enqueues a job; returns its id.
+    async fn create_job(&self, job: NewJob) -> Result<u64>;
+    /// One job.
+    async fn job(&self, id: u64) -> Result<JobRecord>;
+    /// Jobs, newest first.
+    async fn list_jobs(&self, state: Option<JobState>, limit: u32) -> Result<Vec<JobRecord>>;
+
+    /// Leases the oldest queued job whose labels the runner has, creating an
+    /// attempt with this job-token hash that expires at `expires`.
+    async fn lease(
+        &self,
+        runner_id: u64,
+        runner_labels: &[String],
+        token_sha256: &str,
+        now: u64,
+        expires: u64,
+    ) -> Result<Option<LeaseGrant>>;
+    /// What this job-token hash grants.
+    async fn job_token(&self, token_sha256: &str) -> Result<Option<JobTokenRecord>>;
+    /// Renews a lease; returns whether a cancel was requested.
+    async fn heartbeat(&self, job_id: u64, attempt_id: u64, expires: u64) -> Result<bool>;
+    /// Appends `data`, sent from byte `offset`, to the job's log: a repeat
+    /// of received bytes is skipped, a gap is refused, `secrets` are masked
+    /// and at most `cap` bytes are stored.
+    async fn append_log(
+        &self,
+        job_id: u64,
+        attempt_id: u64,
+        offset: u64,
+        data: Vec<u8>,
+        secrets: Vec<Vec<u8>>,
+        cap: u64,
+    ) -> Result<AppendOutcome>;
+    /// Up to `max` stored log bytes from `offset`.
+    async fn read_log(&self, job_id: u64, offset: u64, max: usize) -> Result<LogRead>;
+    /// Ends the attempt and the job. Repeating the same finish is a no-op.
+    async fn finish(
+        &self,
+        job_id: u64,
+        attempt_id: u64,
+        req: FinishRequest,
+        cap: u64,
+        now: u64,
+    ) -> Result<JobState>;
+    /// Cancels a queued job at once, or flags a running one for its runner.
+    async fn cancel(&self, job_id: u64, now: u64) -> Result<JobState>;
+    /// Requeues (or fails, past their maximum) jobs whose lease expired
+    /// before `now`; returns how many.
+    async fn expire_leases(&self, now: u64) -> Result<usize>;
+    /// Pushes every active lease's expiry to at least `until`.
+    async fn extend_leases(&self, until: u64) -> Result<()>;
+
+    /// Records an uploaded artifact (replacing one of the same name).
+    async fn add_artifact(&self, job_id: u64, attempt_id: u64, info: ArtifactInfo) -> Result<()>;
+    /// A job's artifacts, by name.
+    async fn artifacts(&self, job_id: u64) -> Result<Vec<ArtifactInfo>>;
+
+    /// Figures for `/metrics`.
+    async fn counts(&self) -> Result<Counts>;
+}

@@ -1,0 +1,802 @@
+//! The SQLite store: one file, WAL mode, one connection behind a mutex used
+//! from `spawn_blocking`, so queries never block the async workers.
+//!
+//! `synchronous = NORMAL` in WAL mode: a commit is in the WAL (the OS page
+//! cache) when the call returns, so a killed server (SIGKILL, panic) loses
+//! nothing; only a power loss or kernel crash can drop the last commits.
+//! A single writer connection serializes writes, which SQLite does anyway.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use pinfold_api::wire::{ArtifactInfo, FinishRequest, JobInfo, JobState, StepResult};
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+
+use super::{
+    AppendOutcome, Counts, JobRecord, JobTokenRecord, LeaseGrant, LogRead, NewJob, Result,
+    RunnerRecord, Store, StoreError,
+};
+use crate::mask;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runners (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    last_seen INTEGER,
+    revoked INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    spec_yaml TEXT NOT NULL,
+    spec_json TEXT NOT NULL,
+    image TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    secrets TEXT NOT NULL,
+    source_sha256 TEXT,
+    state TEXT NOT NULL,
+    reason TEXT,
+    steps TEXT NOT NULL DEFAULT '[]',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    current_attempt INTEGER,
+    runner_id INTEGER,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    log_raw_len INTEGER NOT NULL DEFAULT 0,
+    log_len INTEGER NOT NULL DEFAULT 0,
+    log_pending BLOB NOT NULL DEFAULT x'',
+    log_truncated INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, id);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY,
+    job_id INTEGER NOT NULL REFERENCES jobs (id),
+    runner_id INTEGER NOT NULL REFERENCES runners (id),
+    number INTEGER NOT NULL,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL,
+    lease_expires INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_by_state ON attempts (state, lease_expires);
+CREATE TABLE IF NOT EXISTS log_chunks (
+    job_id INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (job_id, offset)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS artifacts (
+    job_id INTEGER NOT NULL REFERENCES jobs (id),
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY (job_id, name)
+);
+";
+
+const JOB_COLS: &str = "id, spec_json, image, labels, secrets, source_sha256, state, reason, \
+     steps, attempts, runner_id, cancel_requested, created_at, started_at, finished_at, log_len";
+
+/// The SQLite implementation of [`Store`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("plain data serializes")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("{e}: {s}")))
+}
+
+fn opt_u64(v: Option<i64>) -> Option<u64> {
+    v.map(|v| v as u64)
+}
+
+fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(JobRecord, String, String, String, String)> {
+    let info = JobInfo {
+        id: row.get::<_, i64>(0)? as u64,
+        state: JobState::Queued,
+        reason: row.get(7)?,
+        labels: Vec::new(),
+        attempts: row.get::<_, i64>(9)? as u32,
+        runner_id: opt_u64(row.get(10)?),
+        cancel_requested: row.get::<_, i64>(11)? != 0,
+        created_at: row.get::<_, i64>(12)? as u64,
+        started_at: opt_u64(row.get(13)?),
+        finished_at: opt_u64(row.get(14)?),
+        steps: Vec::new(),
+        log_bytes: row.get::<_, i64>(15)? as u64,
+        image: row.get(2)?,
+        source_sha256: row.get(5)?,
+    };
+    let rec = JobRecord {
+        info,
+        spec_json: row.get(1)?,
+        secrets: Vec::new(),
+    };
+    Ok((rec, row.get(3)?, row.get(4)?, row.get(6)?, row.get(8)?))
+}
+
+fn finish_job_row(
+    (mut rec, labels, secrets, state, steps): (JobRecord, String, String, String, String),
+) -> Result<JobRecord> {
+    rec.info.labels = from_json(&labels)?;
+    rec.secrets = from_json(&secrets)?;
+    rec.info.steps = from_json::<Vec<StepResult>>(&steps)?;
+    rec.info.state = JobState::parse(&state)
+        .ok_or_else(|| StoreError::Corrupt(format!("job state {state:?}")))?;
+    Ok(rec)
+}
+
+fn load_job(conn: &Connection, id: u64) -> Result<JobRecord> {
+    let row = conn
+        .query_row(
+            &format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"),
+            [id as i64],
+            job_from_row,
+        )
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("no job {id}")))?;
+    finish_job_row(row)
+}
+
+/// Checks that `attempt_id` is the job's current, active attempt.
+fn check_attempt(conn: &Connection, job_id: u64, attempt_id: u64) -> Result<String> {
+    let state: Option<String> = conn
+        .query_row(
+            "SELECT a.state FROM attempts a JOIN jobs j ON j.id = a.job_id \
+             WHERE a.id = ?1 AND a.job_id = ?2 AND j.current_attempt = a.id",
+            [attempt_id as i64, job_id as i64],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match state.as_deref() {
+        Some("active") => Ok("active".into()),
+        Some("finished") => Ok("finished".into()),
+        _ => Err(StoreError::StaleLease { job_id, attempt_id }),
+    }
+}
+
+fn require_active(conn: &Connection, job_id: u64, attempt_id: u64) -> Result<()> {
+    match check_attempt(conn, job_id, attempt_id)?.as_str() {
+        "active" => Ok(()),
+        _ => Err(StoreError::Conflict(format!(
+            "job {job_id} is already finished"
+        ))),
+    }
+}
+
+/// Stores `emit` at the end of the log, respecting `cap`; returns whether
+/// the log is now truncated.
+fn store_log_bytes(
+    conn: &Connection,
+    job_id: u64,
+    log_len: &mut u64,
+    mut emit: Vec<u8>,
+    cap: u64,
+) -> Result<bool> {
+    let mut truncated = false;
+    let room = cap.saturating_sub(*log_len);
+    if emit.len() as u64 > room {
+        emit.truncate(room as usize);
+        emit.extend_from_slice(&mask::truncation_marker(cap));
+        truncated = true;
+    }
+    if !emit.is_empty() {
+        conn.execute(
+            "INSERT INTO log_chunks (job_id, offset, data) VALUES (?1, ?2, ?3)",
+            params![job_id as i64, *log_len as i64, emit],
+        )?;
+        *log_len += emit.len() as u64;
+    }
+    Ok(truncated)
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating) the database at `path`.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        let open = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open)?;
+        conn.execute_batch(SCHEMA).map_err(open)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn call<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<R> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic in another query poisons the mutex but leaves the
+            // connection usable (transactions roll back on drop).
+            let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut c)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn get_meta(&self, key: &str) -> Result<Option<String>> {
+        let key = key.to_string();
+        self.call(move |c| {
+            Ok(
+                c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                    .optional()?,
+            )
+        })
+        .await
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [key, value],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_runner(
+        &self,
+        name: &str,
+        labels: &[String],
+        token_sha256: &str,
+        now: u64,
+    ) -> Result<u64> {
+        let (name, labels, hash) = (name.to_string(), json(&labels), token_sha256.to_string());
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO runners (name, labels, token_sha256, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![name, labels, hash, now as i64],
+            )?;
+            Ok(c.last_insert_rowid() as u64)
+        })
+        .await
+    }
+
+    async fn runner_by_token(&self, token_sha256: &str) -> Result<Option<RunnerRecord>> {
+        let hash = token_sha256.to_string();
+        self.call(move |c| {
+            let row = c
+                .query_row(
+                    "SELECT id, name, labels, created_at, last_seen, revoked FROM runners \
+                     WHERE token_sha256 = ?1",
+                    [hash],
+                    runner_from_row,
+                )
+                .optional()?;
+            row.map(finish_runner_row).transpose()
+        })
+        .await
+    }
+
+    async fn list_runners(&self) -> Result<Vec<RunnerRecord>> {
+        self.call(|c| {
+            let mut st = c.prepare(
+                "SELECT id, name, labels, created_at, last_seen, revoked FROM runners ORDER BY id",
+            )?;
+            let rows = st.query_map([], runner_from_row)?;
+            rows.map(|r| finish_runner_row(r?)).collect()
+        })
+        .await
+    }
+
+    async fn revoke_runner(&self, id: u64) -> Result<()> {
+        self.call(move |c| {
+            let n = c.execute("UPDATE runners SET revoked = 1 WHERE id = ?1", [id as i64])?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("no runner {id}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_job(&self, job: NewJob) -> Result<u64> {
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO jobs (spec_yaml, spec_json, image, labels, secrets, source_sha256, \
+                 state, max_attempts, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8)",
+                params![
+                    job.spec_yaml,
+                    job.spec_json,
+                    job.image,
+                    json(&job.labels),
+                    json(&job.secrets),
+                    job.source_sha256,
+                    job.max_attempts as i64,
+                    job.created_at as i64
+                ],
+            )?;
+            Ok(c.last_insert_rowid() as u64)
+        })
+        .await
+    }
+
+    async fn job(&self, id: u64) -> Result<JobRecord> {
+        self.call(move |c| load_job(c, id)).await
+    }
+
+    async fn list_jobs(&self, state: Option<JobState>, limit: u32) -> Result<Vec<JobRecord>> {
+        self.call(move |c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {JOB_COLS} FROM jobs WHERE (?1 IS NULL OR state = ?1) ORDER BY id DESC LIMIT ?2"
+            ))?;
+            let rows = st.query_map(params![state.map(JobState::as_str), limit as i64], job_from_row)?;
+            rows.map(|r| finish_job_row(r?)).collect()
+        })
+        .await
+    }
+
+    async fn lease(
+        &self,
+        runner_id: u64,
+        runner_labels: &[String],
+        token_sha256: &str,
+        now: u64,
+        expires: u64,
+    ) -> Result<Option<LeaseGrant>> {
+        let labels = runner_labels.to_vec();
+        let hash = token_sha256.to_string();
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "UPDATE runners SET last_seen = ?1 WHERE id = ?2",
+                params![now as i64, runner_id as i64],
+            )?;
+            // Oldest first; skip jobs needing labels this runner lacks. The
+            // scan is bounded so a backlog of unmatched jobs stays cheap.
+            let candidates: Vec<(i64, String)> = {
+                let mut st = tx.prepare_cached(
+                    "SELECT id, labels FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 256",
+                )?;
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()?
+            };
+            let mut chosen = None;
+            for (id, job_labels) in candidates {
+                let need: Vec<String> = from_json(&job_labels)?;
+                if need.iter().all(|l| labels.contains(l)) {
+                    chosen = Some(id as u64);
+                    break;
+                }
+            }
+            let Some(job_id) = chosen else {
+                tx.commit()?;
+                return Ok(None);
+            };
+            let number: i64 = tx.query_row(
+                "SELECT attempts + 1 FROM jobs WHERE id = ?1",
+                [job_id as i64],
+                |r| r.get(0),
+            )?;
+            tx.execute(
+                "INSERT INTO attempts (job_id, runner_id, number, token_sha256, state, lease_expires, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6)",
+                params![job_id as i64, runner_id as i64, number, hash, expires as i64, now as i64],
+            )?;
+            let attempt_id = tx.last_insert_rowid() as u64;
+            tx.execute(
+                "UPDATE jobs SET state = 'running', attempts = ?2, current_attempt = ?3, runner_id = ?4, \
+                 started_at = coalesce(started_at, ?5) WHERE id = ?1",
+                params![job_id as i64, number, attempt_id as i64, runner_id as i64, now as i64],
+            )?;
+            let job = load_job(&tx, job_id)?;
+            let log_offset: i64 = tx.query_row(
+                "SELECT log_raw_len FROM jobs WHERE id = ?1",
+                [job_id as i64],
+                |r| r.get(0),
+            )?;
+            tx.commit()?;
+            Ok(Some(LeaseGrant {
+                job,
+                attempt_id,
+                attempt: number as u32,
+                log_offset: log_offset as u64,
+            }))
+        })
+        .await
+    }
+
+    async fn job_token(&self, token_sha256: &str) -> Result<Option<JobTokenRecord>> {
+        let hash = token_sha256.to_string();
+        self.call(move |c| {
+            let row: Option<(i64, i64, i64, String)> = c
+                .query_row(
+                    "SELECT a.job_id, a.id, r.revoked, j.secrets FROM attempts a \
+                     JOIN runners r ON r.id = a.runner_id JOIN jobs j ON j.id = a.job_id \
+                     WHERE a.token_sha256 = ?1",
+                    [hash],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?;
+            row.map(|(job_id, attempt_id, revoked, secrets)| {
+                Ok(JobTokenRecord {
+                    job_id: job_id as u64,
+                    attempt_id: attempt_id as u64,
+                    runner_revoked: revoked != 0,
+                    secrets: from_json(&secrets)?,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn heartbeat(&self, job_id: u64, attempt_id: u64, expires: u64) -> Result<bool> {
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            require_active(&tx, job_id, attempt_id)?;
+            tx.execute(
+                "UPDATE attempts SET lease_expires = max(lease_expires, ?2) WHERE id = ?1",
+                params![attempt_id as i64, expires as i64],
+            )?;
+            let cancel: i64 = tx.query_row(
+                "SELECT cancel_requested FROM jobs WHERE id = ?1",
+                [job_id as i64],
+                |r| r.get(0),
+            )?;
+            tx.commit()?;
+            Ok(cancel != 0)
+        })
+        .await
+    }
+
+    async fn append_log(
+        &self,
+        job_id: u64,
+        attempt_id: u64,
+        offset: u64,
+        data: Vec<u8>,
+        secrets: Vec<Vec<u8>>,
+        cap: u64,
+    ) -> Result<AppendOutcome> {
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            require_active(&tx, job_id, attempt_id)?;
+            let (raw_len, log_len, pending, truncated): (i64, i64, Vec<u8>, i64) = tx.query_row(
+                "SELECT log_raw_len, log_len, log_pending, log_truncated FROM jobs WHERE id = ?1",
+                [job_id as i64],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )?;
+            let (raw_len, mut log_len) = (raw_len as u64, log_len as u64);
+            if offset > raw_len {
+                return Err(StoreError::LogGap {
+                    got: offset,
+                    expected: raw_len,
+                });
+            }
+            // Bytes the server already has (a retried chunk) are skipped.
+            let skip = (raw_len - offset) as usize;
+            if skip >= data.len() {
+                return Ok(AppendOutcome {
+                    offset: raw_len,
+                    truncated: truncated != 0,
+                });
+            }
+            let new = &data[skip..];
+            let new_raw = raw_len + new.len() as u64;
+            let mut now_truncated = truncated != 0;
+            let mut pending_out = Vec::new();
+            if !now_truncated {
+                let m = mask::mask(&pending, new, &secrets, false);
+                now_truncated = store_log_bytes(&tx, job_id, &mut log_len, m.emit, cap)?;
+                if !now_truncated {
+                    pending_out = m.pending;
+                }
+            }
+            tx.execute(
+                "UPDATE jobs SET log_raw_len = ?2, log_len = ?3, log_pending = ?4, log_truncated = ?5 \
+                 WHERE id = ?1",
+                params![job_id as i64, new_raw as i64, log_len as i64, pending_out, now_truncated as i64],
+            )?;
+            tx.commit()?;
+            Ok(AppendOutcome {
+                offset: new_raw,
+                truncated: now_truncated,
+            })
+        })
+        .await
+    }
+
+    async fn read_log(&self, job_id: u64, offset: u64, max: usize) -> Result<LogRead> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let (len, state): (i64, String) = tx
+                .query_row(
+                    "SELECT log_len, state FROM jobs WHERE id = ?1",
+                    [job_id as i64],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound(format!("no job {job_id}")))?;
+            let complete = JobState::parse(&state).is_some_and(JobState::is_terminal);
+            let mut data = Vec::new();
+            {
+                let mut st = tx.prepare_cached(
+                    "SELECT offset, data FROM log_chunks WHERE job_id = ?1 AND offset >= \
+                     (SELECT coalesce(max(offset), 0) FROM log_chunks WHERE job_id = ?1 AND offset <= ?2) \
+                     ORDER BY offset",
+                )?;
+                let mut rows = st.query(params![job_id as i64, offset as i64])?;
+                while let Some(row) = rows.next()? {
+                    let at = row.get::<_, i64>(0)? as u64;
+                    let chunk: Vec<u8> = row.get(1)?;
+                    let from = offset.saturating_sub(at) as usize;
+                    if from >= chunk.len() {
+                        continue;
+                    }
+                    let take = (max - data.len()).min(chunk.len() - from);
+                    data.extend_from_slice(&chunk[from..from + take]);
+                    if data.len() >= max {
+                        break;
+                    }
+                }
+            }
+            Ok(LogRead {
+                data,
+                len: len as u64,
+                complete,
+            })
+        })
+        .await
+    }
+
+    async fn finish(
+        &self,
+        job_id: u64,
+        attempt_id: u64,
+        req: FinishRequest,
+        cap: u64,
+        now: u64,
+    ) -> Result<JobState> {
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if check_attempt(&tx, job_id, attempt_id)? == "finished" {
+                // A retried finish (its answer was lost): report what stands.
+                return Ok(load_job(&tx, job_id)?.info.state);
+            }
+            if !req.state.is_terminal() {
+                return Err(StoreError::Conflict(format!(
+                    "finish needs a final state, not {}",
+                    req.state.as_str()
+                )));
+            }
+            // Release the bytes held back for masking: the log is complete.
+            let (log_len, pending, truncated): (i64, Vec<u8>, i64) = tx.query_row(
+                "SELECT log_len, log_pending, log_truncated FROM jobs WHERE id = ?1",
+                [job_id as i64],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            let mut log_len = log_len as u64;
+            if truncated == 0 && !pending.is_empty() {
+                store_log_bytes(&tx, job_id, &mut log_len, pending, cap)?;
+            }
+            tx.execute(
+                "UPDATE attempts SET state = 'finished' WHERE id = ?1",
+                [attempt_id as i64],
+            )?;
+            tx.execute(
+                "UPDATE jobs SET state = ?2, reason = ?3, steps = ?4, finished_at = ?5, log_len = ?6, \
+                 log_pending = x'', cancel_requested = 0 WHERE id = ?1",
+                params![
+                    job_id as i64,
+                    req.state.as_str(),
+                    req.reason,
+                    json(&req.steps),
+                    now as i64,
+                    log_len as i64
+                ],
+            )?;
+            tx.commit()?;
+            Ok(req.state)
+        })
+        .await
+    }
+
+    async fn cancel(&self, job_id: u64, now: u64) -> Result<JobState> {
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let state = load_job(&tx, job_id)?.info.state;
+            let after = match state {
+                JobState::Queued => {
+                    tx.execute(
+                        "UPDATE jobs SET state = 'cancelled', reason = 'cancelled before it started', \
+                         finished_at = ?2 WHERE id = ?1",
+                        params![job_id as i64, now as i64],
+                    )?;
+                    JobState::Cancelled
+                }
+                JobState::Running => {
+                    tx.execute(
+                        "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1",
+                        [job_id as i64],
+                    )?;
+                    JobState::Running
+                }
+                s => {
+                    return Err(StoreError::Conflict(format!(
+                        "job {job_id} already ended ({})",
+                        s.as_str()
+                    )));
+                }
+            };
+            tx.commit()?;
+            Ok(after)
+        })
+        .await
+    }
+
+    async fn expire_leases(&self, now: u64) -> Result<usize> {
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let expired: Vec<(i64, i64, i64, i64, i64)> = {
+                let mut st = tx.prepare_cached(
+                    "SELECT a.id, a.job_id, j.attempts, j.max_attempts, j.cancel_requested \
+                     FROM attempts a JOIN jobs j ON j.id = a.job_id \
+                     WHERE a.state = 'active' AND a.lease_expires < ?1",
+                )?;
+                st.query_map([now as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?
+            };
+            for &(attempt_id, job_id, attempts, max_attempts, cancel) in &expired {
+                tx.execute("UPDATE attempts SET state = 'lost' WHERE id = ?1", [attempt_id])?;
+                let (state, reason) = if cancel != 0 {
+                    ("cancelled", Some("cancelled; the runner was lost before it confirmed".to_string()))
+                } else if attempts >= max_attempts {
+                    ("error", Some(format!("runner lost ({attempts} attempts, each lease expired)")))
+                } else {
+                    ("queued", None)
+                };
+                if state == "queued" {
+                    tx.execute(
+                        "UPDATE jobs SET state = 'queued', current_attempt = NULL WHERE id = ?1",
+                        [job_id],
+                    )?;
+                } else {
+                    tx.execute(
+                        "UPDATE jobs SET state = ?2, reason = ?3, finished_at = ?4, cancel_requested = 0 \
+                         WHERE id = ?1",
+                        params![job_id, state, reason, now as i64],
+                    )?;
+                }
+            }
+            tx.commit()?;
+            Ok(expired.len())
+        })
+        .await
+    }
+
+    async fn extend_leases(&self, until: u64) -> Result<()> {
+        self.call(move |c| {
+            c.execute(
+                "UPDATE attempts SET lease_expires = max(lease_expires, ?1) WHERE state = 'active'",
+                [until as i64],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn add_artifact(&self, job_id: u64, attempt_id: u64, info: ArtifactInfo) -> Result<()> {
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            require_active(&tx, job_id, attempt_id)?;
+            tx.execute(
+                "INSERT INTO artifacts (job_id, name, size, sha256) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (job_id, name) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256",
+                params![job_id as i64, info.name, info.size as i64, info.sha256],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn artifacts(&self, job_id: u64) -> Result<Vec<ArtifactInfo>> {
+        self.call(move |c| {
+            load_job(c, job_id)?;
+            let mut st = c.prepare_cached(
+                "SELECT name, size, sha256 FROM artifacts WHERE job_id = ?1 ORDER BY name",
+            )?;
+            let rows = st.query_map([job_id as i64], |r| {
+                Ok(ArtifactInfo {
+                    name: r.get(0)?,
+                    size: r.get::<_, i64>(1)? as u64,
+                    sha256: r.get(2)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn counts(&self) -> Result<Counts> {
+        self.call(|c| {
+            let mut counts = Counts::default();
+            {
+                let mut st = c.prepare_cached("SELECT state, count(*) FROM jobs GROUP BY state")?;
+                let rows =
+                    st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+                for row in rows {
+                    let (state, n) = row?;
+                    if let Some(s) = JobState::parse(&state) {
+                        counts.jobs.push((s, n as u64));
+                    }
+                }
+            }
+            counts.leases = c.query_row(
+                "SELECT count(*) FROM attempts WHERE state = 'active'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as u64;
+            counts.leases_expired = c.query_row(
+                "SELECT count(*) FROM attempts WHERE state = 'lost'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as u64;
+            counts.log_bytes =
+                c.query_row("SELECT coalesce(sum(log_len), 0) FROM jobs", [], |r| {
+                    r.get::<_, i64>(0)
+                })? as u64;
+            counts.runners =
+                c.query_row("SELECT count(*) FROM runners WHERE revoked = 0", [], |r| {
+                    r.get::<_, i64>(0)
+                })? as u64;
+            Ok(counts)
+        })
+        .await
+    }
+}
+
+fn runner_from_row(r: &Row<'_>) -> rusqlite::Result<(RunnerRecord, String)> {
+    Ok((
+        RunnerRecord {
+            id: r.get::<_, i64>(0)? as u64,
+            name: r.get(1)?,
+            labels: Vec::new(),
+            created_at: r.get::<_, i64>(3)? as u64,
+            last_seen: opt_u64(r.get(4)?),
+            revoked: r.get::<_, i64>(5)? != 0,
+        },
+        r.get(2)?,
+    ))
+}
+
+fn finish_runner_row((mut rec, labels): (RunnerRecord, String)) -> Result<RunnerRecord> {
+    rec.labels = from_json(&labels)?;
+    Ok(rec)
+}

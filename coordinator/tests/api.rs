@@ -1,0 +1,655 @@
+//! Handler tests: the real router and the real SQLite store in a temporary
+//! directory, driven with `tower::ServiceExt::oneshot` (no socket).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use pinfold_api::wire::{JobInfo, Lease, RegisterResponse, SubmitResponse};
+use pinfold_coordinator::{AppState, Config, app, open, reap_expired};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tower::ServiceExt;
+
+const ADMIN: &str = "pfa_test_admin";
+const REG: &str = "pfg_test_registration";
+const DIGEST: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+struct T {
+    state: AppState,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(config: Config) -> T {
+    let dir = tempfile::tempdir().unwrap();
+    let mut secrets = BTreeMap::new();
+    secrets.insert("DEPLOY_KEY".to_string(), "hunter2".to_string());
+    let (state, boot) = open(
+        dir.path(),
+        config,
+        Some(ADMIN.into()),
+        Some(REG.into()),
+        secrets,
+    )
+    .await
+    .unwrap();
+    assert!(boot.new_admin_token.is_none() && boot.new_registration_token.is_none());
+    T { state, _dir: dir }
+}
+
+impl T {
+    async fn req(
+        &self,
+        method: Method,
+        uri: &str,
+        token: Option<&str>,
+        body: Body,
+    ) -> (StatusCode, Vec<u8>) {
+        let mut b = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        if uri.contains("/log") || uri.contains("/artifacts/") || uri.contains("/sources/") {
+            b = b.header("content-type", "application/octet-stream");
+        } else {
+            b = b.header("content-type", "application/json");
+        }
+        let resp = app(self.state.clone())
+            .oneshot(b.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        (status, bytes)
+    }
+
+    async fn json(
+        &self,
+        method: Method,
+        uri: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let (s, b) = self
+            .req(method, uri, token, Body::from(body.to_string()))
+            .await;
+        let v = if b.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&b).unwrap_or(Value::String(String::from_utf8_lossy(&b).into()))
+        };
+        (s, v)
+    }
+
+    async fn register(&self, labels: &[&str]) -> RegisterResponse {
+        let (s, v) = self
+            .json(
+                Method::POST,
+                "/api/v1/runners",
+                Some(REG),
+                json!({"name": "r", "labels": labels}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        serde_json::from_value(v).unwrap()
+    }
+
+    async fn submit(&self, labels: &[&str]) -> u64 {
+        let spec = format!(
+            "image: busybox@sha256:{DIGEST}\nsecrets: [DEPLOY_KEY]\nsteps:\n  - name: a\n    run: echo hi\n"
+        );
+        let (s, v) = self
+            .json(
+                Method::POST,
+                "/api/v1/jobs",
+                Some(ADMIN),
+                json!({"spec": spec, "labels": labels}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        serde_json::from_value::<SubmitResponse>(v).unwrap().job_id
+    }
+
+    async fn lease(&self, runner_token: &str) -> Option<Lease> {
+        let (s, v) = self
+            .json(
+                Method::POST,
+                "/api/v1/runner/lease",
+                Some(runner_token),
+                json!({"wait_secs": 0}),
+            )
+            .await;
+        if s == StatusCode::NO_CONTENT {
+            return None;
+        }
+        assert_eq!(s, StatusCode::OK, "{v}");
+        Some(serde_json::from_value(v).unwrap())
+    }
+
+    async fn append(&self, job: u64, token: &str, offset: u64, data: &[u8]) -> (StatusCode, Value) {
+        let (s, b) = self
+            .req(
+                Method::POST,
+                &format!("/api/v1/jobs/{job}/log?offset={offset}"),
+                Some(token),
+                Body::from(data.to_vec()),
+            )
+            .await;
+        (s, serde_json::from_slice(&b).unwrap())
+    }
+
+    async fn log(&self, job: u64) -> Vec<u8> {
+        let (s, b) = self
+            .req(
+                Method::GET,
+                &format!("/api/v1/jobs/{job}/log"),
+                Some(ADMIN),
+                Body::empty(),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        b
+    }
+
+    async fn status(&self, job: u64) -> JobInfo {
+        let (s, v) = self
+            .json(
+                Method::GET,
+                &format!("/api/v1/jobs/{job}"),
+                Some(ADMIN),
+                Value::Null,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        serde_json::from_value(v).unwrap()
+    }
+}
+
+fn sha(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+#[tokio::test]
+async fn a_job_runs_through_the_protocol() {
+    let t = setup(Config::default()).await;
+    let runner = t.register(&["linux", "x86_64"]).await;
+    assert!(t.lease(&runner.token).await.is_none(), "empty queue");
+    let job = t.submit(&["linux"]).await;
+    let lease = t.lease(&runner.token).await.expect("a lease");
+    assert_eq!((lease.job_id, lease.attempt, lease.log_offset), (job, 1, 0));
+    assert_eq!(
+        lease.secrets.get("DEPLOY_KEY").map(String::as_str),
+        Some("hunter2")
+    );
+    let jt = lease.job_token.as_str();
+
+    let (s, v) = t
+        .json(
+            Method::POST,
+            &format!("/api/v1/jobs/{job}/heartbeat"),
+            Some(jt),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["cancel"], false);
+
+    // Appends by offset: in order, a repeat, an overlap, a gap.
+    let (s, v) = t.append(job, jt, 0, b"step a\nkey=hun").await;
+    assert_eq!((s, v["offset"].as_u64()), (StatusCode::OK, Some(14)));
+    let (s, v) = t.append(job, jt, 0, b"step a\nkey=hun").await;
+    assert_eq!(
+        (s, v["offset"].as_u64()),
+        (StatusCode::OK, Some(14)),
+        "a retried chunk is skipped"
+    );
+    let (s, v) = t.append(job, jt, 11, b"hunter2\n").await;
+    assert_eq!(
+        (s, v["offset"].as_u64()),
+        (StatusCode::OK, Some(19)),
+        "an overlap adds only new bytes"
+    );
+    let (s, v) = t.append(job, jt, 25, b"late").await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(v["expected_offset"], 19);
+    assert!(
+        v["error"].as_str().unwrap().contains("resend from 19"),
+        "{v}"
+    );
+    t.append(job, jt, 19, b"done\n").await;
+
+    // An artifact, deduplicated and verified.
+    let content = b"binary!".to_vec();
+    let uri = format!(
+        "/api/v1/jobs/{job}/artifacts/out/app?sha256={}",
+        sha(&content)
+    );
+    let (s, b) = t
+        .req(Method::PUT, &uri, Some(jt), Body::from(content.clone()))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{}", String::from_utf8_lossy(&b));
+    let bad = format!("/api/v1/jobs/{job}/artifacts/out/bad?sha256={DIGEST}");
+    let (s, b) = t
+        .req(Method::PUT, &bad, Some(jt), Body::from(content.clone()))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&b).contains("sha256 mismatch"));
+    let (s, v) = t
+        .json(
+            Method::GET,
+            &format!("/api/v1/jobs/{job}/artifacts"),
+            Some(ADMIN),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        v["artifacts"],
+        json!([{"name": "out/app", "size": 7, "sha256": sha(&content)}])
+    );
+    let (s, b) = t
+        .req(
+            Method::GET,
+            &format!("/api/v1/jobs/{job}/artifacts/out/app"),
+            Some(ADMIN),
+            Body::empty(),
+        )
+        .await;
+    assert_eq!((s, b), (StatusCode::OK, content));
+
+    let fin = json!({"state": "succeeded", "steps": [{"name": "a", "exit_code": 0, "started_at": 1, "finished_at": 2}]});
+    let (s, v) = t
+        .json(
+            Method::POST,
+            &format!("/api/v1/jobs/{job}/finish"),
+            Some(jt),
+            fin.clone(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, _) = t
+        .json(
+            Method::POST,
+            &format!("/api/v1/jobs/{job}/finish"),
+            Some(jt),
+            fin,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "a retried finish is a no-op");
+    let info = t.status(job).await;
+    assert_eq!(info.state.as_str(), "succeeded");
+    assert_eq!(info.steps[0].exit_code, Some(0));
+    assert_eq!(
+        t.log(job).await,
+        b"step a\nkey=***\ndone\n",
+        "the secret is masked across chunks"
+    );
+    let (s, v) = t.append(job, jt, 24, b"more").await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+
+    let (_, b) = t.req(Method::GET, "/metrics", None, Body::empty()).await;
+    let m = String::from_utf8(b).unwrap();
+    assert!(
+        m.contains("pinfold_queue_depth 0")
+            && m.contains("pinfold_jobs_finished_total{outcome=\"succeeded\"} 1"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn labels_choose_the_runner() {
+    let t = setup(Config::default()).await;
+    let plain = t.register(&[]).await;
+    let gpu = t.register(&["gpu"]).await;
+    let job = t.submit(&["gpu"]).await;
+    assert!(t.lease(&plain.token).await.is_none());
+    assert_eq!(t.lease(&gpu.token).await.unwrap().job_id, job);
+}
+
+#[tokio::test]
+async fn tokens_are_scoped() {
+    let t = setup(Config::default()).await;
+    let r = t.register(&[]).await;
+    let j1 = t.submit(&[]).await;
+    let j2 = t.submit(&[]).await;
+    let l1 = t.lease(&r.token).await.unwrap();
+    let l2 = t.lease(&r.token).await.unwrap();
+    assert_eq!((l1.job_id, l2.job_id), (j1, j2));
+
+    let (s, v) = t.append(j2, &l1.job_token, 0, b"x").await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("for job {j1}")),
+        "{v}"
+    );
+    let (s, _) = t
+        .json(
+            Method::GET,
+            &format!("/api/v1/jobs/{j1}"),
+            Some(&l1.job_token),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "a job token is not an admin token"
+    );
+    let (s, v) = t
+        .json(
+            Method::POST,
+            "/api/v1/jobs",
+            Some(&r.token),
+            json!({"spec": ""}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    let (s, v) = t
+        .json(Method::POST, "/api/v1/runner/lease", None, json!({}))
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(v["error"].as_str().unwrap().contains("Bearer"));
+
+    // Revoking the runner refuses its token and the job tokens it holds.
+    let (s, _) = t
+        .json(
+            Method::DELETE,
+            &format!("/api/v1/runners/{}", r.runner_id),
+            Some(ADMIN),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, v) = t
+        .json(
+            Method::POST,
+            "/api/v1/runner/lease",
+            Some(&r.token),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(v["error"].as_str().unwrap().contains("revoked"), "{v}");
+    let (s, _) = t.append(j1, &l1.job_token, 0, b"x").await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn expired_leases_requeue_then_fail_and_fence_stale_writers() {
+    let config = Config {
+        lease_ttl: Duration::from_millis(300),
+        max_attempts: 2,
+        ..Config::default()
+    };
+    let t = setup(config).await;
+    let r1 = t.register(&[]).await;
+    let r2 = t.register(&[]).await;
+    let job = t.submit(&[]).await;
+    let l1 = t.lease(&r1.token).await.unwrap();
+    t.append(job, &l1.job_token, 0, b"first\n").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(reap_expired(&t.state).await.unwrap(), 1);
+    assert_eq!(t.status(job).await.state.as_str(), "queued");
+
+    let l2 = t.lease(&r2.token).await.unwrap();
+    assert_eq!(
+        (l2.attempt, l2.log_offset),
+        (2, 6),
+        "the second attempt resumes the log"
+    );
+    for (uri, body) in [
+        (format!("/api/v1/jobs/{job}/heartbeat"), Value::Null),
+        (
+            format!("/api/v1/jobs/{job}/finish"),
+            json!({"state": "succeeded"}),
+        ),
+    ] {
+        let (s, v) = t.json(Method::POST, &uri, Some(&l1.job_token), body).await;
+        assert_eq!(s, StatusCode::CONFLICT, "{uri}: {v}");
+        assert!(v["error"].as_str().unwrap().contains("stale lease"), "{v}");
+    }
+    let (s, _) = t.append(job, &l1.job_token, 6, b"zombie\n").await;
+    assert_eq!(s, StatusCode::CONFLICT);
+
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    reap_expired(&t.state).await.unwrap();
+    let info = t.status(job).await;
+    assert_eq!(info.state.as_str(), "error");
+    assert!(info.reason.unwrap().contains("runner lost"));
+    assert_eq!(t.log(job).await, b"first\n");
+}
+
+#[tokio::test]
+async fn cancel_reaches_the_runner_through_the_heartbeat() {
+    let t = setup(Config::default()).await;
+    let r = t.register(&[]).await;
+    let queued = t.submit(&[]).await;
+    let (s, v) = t
+        .json(
+            Method::POST,
+            &format!("/api/v1/jobs/{queued}/cancel"),
+            Some(ADMIN),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        (s, v["state"].as_str()),
+        (StatusCode::OK, Some("cancelled"))
+    );
+    let running = t.submit(&[]).await;
+    let l = t.lease(&r.token).await.unwrap();
+    assert_eq!(l.job_id, running);
+    t.json(
+        Method::POST,
+        &format!("/api/v1/jobs/{running}/cancel"),
+        Some(ADMIN),
+        Value::Null,
+    )
+    .await;
+    let (_, v) = t
+        .json(
+            Method::POST,
+            &format!("/api/v1/jobs/{running}/heartbeat"),
+            Some(&l.job_token),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(v["cancel"], true);
+    let (s, _) = t
+        .json(
+            Method::POST,
+            &format!("/api/v1/jobs/{running}/finish"),
+            Some(&l.job_token),
+            json!({"state": "cancelled"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = t
+        .json(
+            Method::POST,
+            &format!("/api/v1/jobs/{running}/cancel"),
+            Some(ADMIN),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+}
+
+#[tokio::test]
+async fn logs_are_capped_with_a_visible_marker() {
+    let t = setup(Config {
+        max_log_bytes: 10,
+        ..Config::default()
+    })
+    .await;
+    let r = t.register(&[]).await;
+    let job = t.submit(&[]).await;
+    let l = t.lease(&r.token).await.unwrap();
+    t.append(job, &l.job_token, 0, b"0123456").await;
+    let (_, v) = t.append(job, &l.job_token, 7, b"789abcdef").await;
+    assert_eq!(
+        (v["offset"].as_u64(), v["truncated"].as_bool()),
+        (Some(16), Some(true))
+    );
+    let (_, v) = t.append(job, &l.job_token, 16, b"ignored").await;
+    assert_eq!(
+        v["offset"], 23,
+        "bytes past the cap are acknowledged and dropped"
+    );
+    let log = String::from_utf8(t.log(job).await).unwrap();
+    assert!(
+        log.starts_with("0123456789\n[pinfold: log truncated"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_json_error() {
+    let t = setup(Config {
+        max_json_bytes: 4096,
+        max_log_chunk: 1024,
+        ..Config::default()
+    })
+    .await;
+    let cases: Vec<(&str, Value, StatusCode, &str)> = vec![
+        (
+            "unknown key",
+            json!({"spec": format!("image: a@sha256:{DIGEST}\nstepz: []\n")}),
+            StatusCode::BAD_REQUEST,
+            "line 2",
+        ),
+        (
+            "unpinned",
+            json!({"spec": "image: busybox\nsteps:\n  - name: a\n    run: b\n"}),
+            StatusCode::BAD_REQUEST,
+            "not pinned",
+        ),
+        (
+            "not yaml",
+            json!({"spec": "{{{"}),
+            StatusCode::BAD_REQUEST,
+            "invalid job file",
+        ),
+        (
+            "unknown field",
+            json!({"spec": "x", "priority": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "priority",
+        ),
+        (
+            "missing source",
+            json!({"spec": format!("image: a@sha256:{DIGEST}\nsteps:\n  - name: a\n    run: b\n"), "source_sha256": DIGEST}),
+            StatusCode::BAD_REQUEST,
+            "was not uploaded",
+        ),
+        (
+            "bad label",
+            json!({"spec": format!("image: a@sha256:{DIGEST}\nsteps:\n  - name: a\n    run: b\n"), "labels": ["a b"]}),
+            StatusCode::BAD_REQUEST,
+            "bad label",
+        ),
+        (
+            "too big",
+            json!({"spec": "x".repeat(5000)}),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "length limit",
+        ),
+    ];
+    for (what, body, status, needle) in cases {
+        let (s, v) = t
+            .json(Method::POST, "/api/v1/jobs", Some(ADMIN), body)
+            .await;
+        assert_eq!(s, status, "{what}: {v}");
+        let msg = v["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: not a JSON error: {v}"));
+        assert!(msg.contains(needle), "{what}: {msg}");
+    }
+    let (s, b) = t
+        .req(
+            Method::POST,
+            "/api/v1/jobs",
+            Some(ADMIN),
+            Body::from("not json"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(serde_json::from_slice::<Value>(&b).unwrap()["error"].is_string());
+    let (s, v) = t
+        .json(Method::GET, "/api/v1/nope", Some(ADMIN), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(v["error"].is_string());
+    let (s, v) = t
+        .json(Method::GET, "/api/v1/jobs/42", Some(ADMIN), Value::Null)
+        .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("no job 42"))
+    );
+    let (s, v) = t
+        .json(Method::GET, "/api/v1/jobs/abc", Some(ADMIN), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = t
+        .json(Method::PUT, "/api/v1/jobs", Some(ADMIN), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{v}");
+
+    let r = t.register(&[]).await;
+    t.submit(&[]).await;
+    let l = t.lease(&r.token).await.unwrap();
+    let (s, v) = t.append(l.job_id, &l.job_token, 0, &[b'x'; 2000]).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        v["error"].as_str().unwrap().contains("send smaller chunks"),
+        "{v}"
+    );
+    let (s, b) = t
+        .req(
+            Method::POST,
+            &format!("/api/v1/jobs/{}/log", l.job_id),
+            Some(&l.job_token),
+            Body::from("x"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "offset is required");
+    assert!(String::from_utf8_lossy(&b).contains("offset"));
+}
+
+#[tokio::test]
+async fn first_start_generates_tokens_once_and_stores_only_hashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, boot) = open(dir.path(), Config::default(), None, None, BTreeMap::new())
+        .await
+        .unwrap();
+    let admin = boot.new_admin_token.unwrap();
+    assert!(admin.starts_with("pfa_") && boot.new_registration_token.unwrap().starts_with("pfg_"));
+    let (state, boot) = open(dir.path(), Config::default(), None, None, BTreeMap::new())
+        .await
+        .unwrap();
+    assert!(boot.new_admin_token.is_none() && boot.new_registration_token.is_none());
+    let db = std::fs::read(dir.path().join("coordinator.db")).unwrap();
+    let wal = std::fs::read(dir.path().join("coordinator.db-wal")).unwrap_or_default();
+    let hay = [db, wal].concat();
+    assert!(
+        !hay.windows(admin.len()).any(|w| w == admin.as_bytes()),
+        "the token itself is not stored"
+    );
+    let t = T { state, _dir: dir };
+    let (s, _) = t
+        .json(Method::GET, "/api/v1/jobs", Some(&admin), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+}

@@ -1,0 +1,42 @@
+//! `pinfold logs`: print a job's log.
+
+use std::io::Write;
+
+use super::remote::{Remote, fail};
+
+/// Print a job's log (secrets masked); --follow streams it until the job ends.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The job id.
+    job: u64,
+    /// Keep printing new output until the job ends.
+    #[arg(short, long)]
+    follow: bool,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+/// Runs the subcommand; returns the exit status.
+pub fn run(a: Args) -> i32 {
+    let go = || -> anyhow::Result<()> {
+        let client = a.remote.client()?;
+        if a.follow {
+            super::submit::wait(&client, a.job)?;
+            return Ok(());
+        }
+        let mut out = std::io::stdout().lock();
+        let mut offset = 0;
+        loop {
+            let (data, next, complete) = client.read_log(a.job, offset)?;
+            out.write_all(&data)?;
+            if data.is_empty() || complete {
+                return Ok(out.flush()?);
+            }
+            offset = next;
+        }
+    };
+    match go() {
+        Ok(()) => 0,
+        Err(e) => fail("logs", &e),
+    }
+}

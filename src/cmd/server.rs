@@ -1,0 +1,112 @@
+//! `pinfold server`: the coordinator.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use pinfold_coordinator::Config;
+
+/// Run the coordinator: the HTTP API runners pull jobs from.
+///
+/// State (SQLite database, sources, artifacts) lives in
+/// $PINFOLD_HOME/coordinator. On first start it prints an admin token and a
+/// registration token once; only their hashes are kept.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Environment: PINFOLD_HOME; PINFOLD_ADMIN_TOKEN and PINFOLD_REGISTRATION_TOKEN set the tokens instead of generating them; PINFOLD_SECRET_<NAME> gives the value of job secret NAME (handed to the job's runner, masked in its log); RUST_LOG."
+)]
+pub struct Args {
+    /// Address to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// How long a lease lives without a heartbeat.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    lease_ttl: Duration,
+    /// Attempts before a job whose runners keep vanishing fails with "runner lost".
+    #[arg(long, default_value_t = 3)]
+    max_attempts: u32,
+    /// Log bytes kept per job; the rest is dropped behind a truncation marker.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_log_bytes: u64,
+}
+
+/// Runs the subcommand; returns the exit status.
+pub fn run(a: Args) -> i32 {
+    match serve(a) {
+        Ok(()) => 0,
+        Err(e) => super::remote::fail("server", &e),
+    }
+}
+
+fn secrets_from_env() -> BTreeMap<String, String> {
+    std::env::vars()
+        .filter_map(|(k, v)| {
+            k.strip_prefix("PINFOLD_SECRET_")
+                .filter(|n| !n.is_empty())
+                .map(|n| (n.to_string(), v))
+        })
+        .collect()
+}
+
+fn token_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|t| !t.trim().is_empty())
+}
+
+fn serve(a: Args) -> anyhow::Result<()> {
+    let home = pinfold_api::pinfold_home()
+        .context("cannot find a state directory: set PINFOLD_HOME")?
+        .join("coordinator");
+    let config = Config {
+        lease_ttl: a.lease_ttl,
+        max_attempts: a.max_attempts.max(1),
+        max_log_bytes: a.max_log_bytes,
+        ..Config::default()
+    };
+    // The only command that needs async: the sandbox commands stay
+    // single-threaded, so the runtime is built here and not in main.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let (state, boot) = pinfold_coordinator::open(
+            &home,
+            config,
+            token_env("PINFOLD_ADMIN_TOKEN"),
+            token_env("PINFOLD_REGISTRATION_TOKEN"),
+            secrets_from_env(),
+        )
+        .await
+        .with_context(|| format!("opening {}", home.display()))?;
+        if let Some(t) = &boot.new_admin_token {
+            println!("admin token (shown once; use as PINFOLD_TOKEN): {t}");
+        }
+        if let Some(t) = &boot.new_registration_token {
+            println!("registration token (shown once; for pinfold agent): {t}");
+        }
+        let listener = tokio::net::TcpListener::bind(a.listen)
+            .await
+            .with_context(|| format!("listening on {}", a.listen))?;
+        let addr = listener.local_addr()?;
+        println!("pinfold server: listening on http://{addr}");
+        tracing::info!(%addr, home = %home.display(), "coordinator started");
+        pinfold_coordinator::serve(listener, state, shutdown_signal()).await?;
+        tracing::info!("coordinator stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,63 @@
+//! `pinfold status`: one job's state.
+
+use pinfold_api::wire::JobInfo;
+
+use super::remote::{Remote, fail};
+
+/// Show a job's state, attempts and step results.
+///
+/// Exit status: 0 when the job could be read (whatever its state).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The job id.
+    job: u64,
+    /// Print the server's JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+/// Runs the subcommand; returns the exit status.
+pub fn run(a: Args) -> i32 {
+    let go = || -> anyhow::Result<()> {
+        let info = a.remote.client()?.job(a.job)?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&info)?);
+        } else {
+            print_job(&info);
+        }
+        Ok(())
+    };
+    match go() {
+        Ok(()) => 0,
+        Err(e) => fail("status", &e),
+    }
+}
+
+fn print_job(j: &JobInfo) {
+    println!("job {}: {}", j.id, j.state.as_str());
+    if let Some(r) = &j.reason {
+        println!("reason: {r}");
+    }
+    println!("image: {}", j.image);
+    if !j.labels.is_empty() {
+        println!("labels: {}", j.labels.join(","));
+    }
+    println!("attempts: {}", j.attempts);
+    if let Some(r) = j.runner_id {
+        println!("runner: {r}");
+    }
+    if j.cancel_requested {
+        println!("cancel: requested");
+    }
+    println!("log: {} bytes", j.log_bytes);
+    for s in &j.steps {
+        let secs = match (s.started_at, s.finished_at) {
+            (Some(a), Some(b)) => format!(" in {:.1}s", b.saturating_sub(a) as f64 / 1000.0),
+            _ => String::new(),
+        };
+        let code = s.exit_code.map_or("-".to_string(), |c| c.to_string());
+        println!("step {}: exit {code}{secs}", s.name);
+    }
+}
