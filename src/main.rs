@@ -28,6 +28,8 @@ enum Command {
     #[command(subcommand)]
     Policy(cmd::policy::Command),
     Doctor(cmd::doctor::Args),
+    #[command(subcommand)]
+    Attest(cmd::attest::Command),
     Server(cmd::server::Args),
     Submit(cmd::submit::Args),
     Logs(cmd::logs::Args),
@@ -79,6 +81,7 @@ fn main() {
         Command::Image(c) => cmd::image::run(c),
         Command::Policy(c) => cmd::policy::run(c),
         Command::Doctor(a) => cmd::doctor::run(a),
+        Command::Attest(c) => cmd::attest::run(c),
         Command::Server(a) => cmd::server::run(a),
         Command::Submit(a) => cmd::submit::run(a),
         Command::Logs(a) => cmd::logs::run(a),

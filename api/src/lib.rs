@@ -2,11 +2,13 @@
 //!
 //! * [`job`]: the job file (`job.yaml`), parsed strictly.
 //! * [`wire`]: the JSON bodies of the coordinator protocol (`docs/protocol.md`).
+//! * [`provenance`]: in-toto/SLSA provenance statements, DSSE-signed with Ed25519.
 //!
 //! No I/O here beyond reading the environment in [`pinfold_home`].
 #![deny(missing_docs)]
 
 pub mod job;
+pub mod provenance;
 pub mod wire;
 
 pub use job::{JobSpec, JobSpecError};

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 pub mod artifacts;
+pub mod attest;
 pub mod cancel;
 pub mod doctor;
 pub mod exec;

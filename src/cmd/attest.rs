@@ -1,0 +1,146 @@
+//! `pinfold attest`: signing keys and offline verification of provenance.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use pinfold_api::provenance::{self, Envelope};
+use sha2::{Digest, Sha256};
+
+/// Provenance: make signing keys, verify signed statements offline.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Create an Ed25519 signing key (PEM, mode 0600) and its public half (KEY.pub).
+    Keygen {
+        /// Where to write the private key; the public key goes to KEY.pub.
+        #[arg(long, value_name = "KEY")]
+        out: PathBuf,
+    },
+    /// Verify a DSSE-signed in-toto/SLSA statement with a public key and
+    /// re-hash the artifacts it names. Exit 0 when everything matches, 1 when not.
+    Verify {
+        /// The provenance file (a DSSE envelope, JSON).
+        file: PathBuf,
+        /// The signer's public key (PEM).
+        #[arg(long, value_name = "PUB")]
+        key: PathBuf,
+        /// Directory the artifact names are relative to [default: the file's directory].
+        #[arg(long, value_name = "DIR")]
+        artifacts: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn seed() -> [u8; 32] {
+    let mut s = [0u8; 32];
+    getrandom::fill(&mut s).expect("the kernel's random source failed");
+    s
+}
+
+/// sha256 of a file, hex.
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn verify(
+    file: &Path,
+    key: &Path,
+    artifacts: Option<PathBuf>,
+) -> Result<serde_json::Value, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let envelope: Envelope = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not a DSSE envelope: {e}", file.display()))?;
+    let pem = std::fs::read_to_string(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let public =
+        provenance::parse_public_key(&pem).map_err(|e| format!("{}: {e}", key.display()))?;
+    let statement = provenance::verify(&envelope, &public).map_err(|e| e.to_string())?;
+    let dir = artifacts.unwrap_or_else(|| file.parent().unwrap_or(Path::new(".")).to_owned());
+    let mut checked = Vec::new();
+    for s in &statement.subject {
+        let Some(name) = &s.name else { continue };
+        let Some(want) = s.digest.get("sha256") else {
+            return Err(format!("subject {name} has no sha256 digest"));
+        };
+        if Path::new(name).is_absolute() || name.split('/').any(|c| c == "..") {
+            return Err(format!(
+                "subject name {name:?} leaves the artifact directory"
+            ));
+        }
+        let got = sha256_file(&dir.join(name))
+            .map_err(|e| format!("artifact {name}: {e} (give --artifacts DIR)"))?;
+        if &got != want {
+            return Err(format!(
+                "artifact {name}: sha256 {got} does not match the attested {want}"
+            ));
+        }
+        checked.push(name.clone());
+    }
+    Ok(serde_json::json!({
+        "verified": true,
+        "keyid": provenance::key_id(&public),
+        "builder": statement.predicate.run_details.builder.id,
+        "invocation": statement.predicate.run_details.metadata.invocation_id,
+        "artifacts": checked,
+        "dependencies": statement.predicate.build_definition.resolved_dependencies,
+    }))
+}
+
+/// Runs the subcommand; returns the exit status.
+pub fn run(c: Command) -> i32 {
+    match c {
+        Command::Keygen { out } => {
+            if out.exists() {
+                eprintln!(
+                    "pinfold attest keygen: {} exists; choose another path",
+                    out.display()
+                );
+                return 1;
+            }
+            match provenance::load_or_create_key(&out, seed) {
+                Ok(_) => {
+                    println!("wrote {} and {}.pub", out.display(), out.display());
+                    0
+                }
+                Err(e) => {
+                    eprintln!("pinfold attest keygen: {e}");
+                    1
+                }
+            }
+        }
+        Command::Verify {
+            file,
+            key,
+            artifacts,
+            json,
+        } => match verify(&file, &key, artifacts) {
+            Ok(v) => {
+                if json {
+                    println!("{v:#}");
+                } else {
+                    println!(
+                        "ok: signature by {} verifies; {} artifacts match; built by {}",
+                        &v["keyid"].as_str().unwrap_or_default()[..16],
+                        v["artifacts"].as_array().map_or(0, Vec::len),
+                        v["builder"].as_str().unwrap_or_default()
+                    );
+                }
+                0
+            }
+            Err(e) => {
+                eprintln!("pinfold attest verify: {e}");
+                1
+            }
+        },
+    }
+}
