@@ -8,12 +8,13 @@ cd "$(dirname "$0")/.."
 PF=${1:-${CARGO_TARGET_DIR:-target}/release/pinfold}
 U=${BENCH_USER:-pinfold-test}
 W=$(mktemp -d /tmp/pinfold-bench.XXXX); chmod 755 "$W"
-trap 'kill $REG 2>/dev/null || true; rm -rf "$W"' EXIT
+trap 'kill ${REG:-} 2>/dev/null || true; rm -rf "$W"' EXIT
 cp "$PF" "$W/pinfold"; chmod 755 "$W/pinfold"
 as() { runuser -u "$U" -- env PINFOLD_HOME="$W/home" "$@"; }
 
 # 1. A Debian bookworm minbase rootfs (apt's mirror), packed as one gzip layer by umoci.
-MIRROR=$(grep -h -o 'https\?://[^ ]*' /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null | grep -m1 debian || echo http://deb.debian.org/debian)
+MIRROR=$( (grep -h '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null; grep -h '^deb ' /etc/apt/sources.list 2>/dev/null) | grep -o 'https\?://[^ ]*debian' | head -n1 || true)
+MIRROR=${MIRROR:-http://deb.debian.org/debian}
 command -v debootstrap >/dev/null || apt-get install -y -qq debootstrap
 debootstrap --variant=minbase bookworm "$W/deb" "$MIRROR" >/dev/null
 umoci init --layout "$W/L" && umoci new --image "$W/L:deb"

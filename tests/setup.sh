@@ -39,6 +39,14 @@ fi
 grep -q '^pinfold-test:' /etc/subuid 2>/dev/null || usermod --add-subuids 300000-365535 pinfold-test
 grep -q '^pinfold-test:' /etc/subgid 2>/dev/null || usermod --add-subgids 300000-365535 pinfold-test
 
+# Network mode egress runs pasta as the user, which opens /dev/net/tun:
+# Debian's udev rule makes it 0666; minimal VMs leave it 0600.
+if [ -c /dev/net/tun ] && [ "$(stat -c %a /dev/net/tun)" != 666 ]; then
+  chmod 0666 /dev/net/tun
+fi
+command -v pasta >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq passt >/dev/null; }
+command -v ip >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null; }
+
 # Unprivileged user namespaces must be allowed (Ubuntu restricts them).
 if [ -e /proc/sys/kernel/apparmor_restrict_unprivileged_userns ]; then
   sysctl -qw kernel.apparmor_restrict_unprivileged_userns=0 || true

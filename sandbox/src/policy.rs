@@ -150,6 +150,10 @@ pub struct NetworkPolicy {
     /// Whether TCP bind/connect is allowed at all (only loopback exists in `none`).
     #[serde(default = "yes")]
     pub loopback_tcp: bool,
+    /// In `egress`: whether private, link-local and shared address ranges
+    /// (10/8, 172.16/12, 192.168/16, 169.254/16, 100.64/10) are reachable.
+    #[serde(default)]
+    pub allow_private: bool,
 }
 
 impl Default for NetworkPolicy {
@@ -157,6 +161,7 @@ impl Default for NetworkPolicy {
         Self {
             mode: NetworkMode::None,
             loopback_tcp: true,
+            allow_private: false,
         }
     }
 }
@@ -168,6 +173,41 @@ pub enum NetworkMode {
     /// A private network namespace with only loopback up.
     #[default]
     None,
+    /// Outbound connections through a user-mode network stack (pasta),
+    /// started with the container and gone with it.
+    Egress,
+}
+
+impl NetworkMode {
+    /// How much a mode opens, for "the stricter wins".
+    pub fn openness(self) -> u8 {
+        match self {
+            NetworkMode::None => 0,
+            NetworkMode::Egress => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for NetworkMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NetworkMode::None => "none",
+            NetworkMode::Egress => "egress",
+        })
+    }
+}
+
+impl std::str::FromStr for NetworkMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "none" => Ok(NetworkMode::None),
+            "egress" => Ok(NetworkMode::Egress),
+            other => Err(format!(
+                "network mode {other:?} is not known: use none or egress"
+            )),
+        }
+    }
 }
 
 /// Landlock requirements.
@@ -429,6 +469,12 @@ impl Policy {
             if size.0 < 4096 {
                 return Err(invalid(field, "must be at least 4K"));
             }
+        }
+        if self.network.mode == NetworkMode::Egress && !self.network.loopback_tcp {
+            return Err(invalid(
+                "network.loopback_tcp",
+                "must be true with mode = \"egress\" (egress is TCP and UDP through a user-mode stack)",
+            ));
         }
         if self.seccomp.profile.is_empty() {
             return Err(invalid("seccomp.profile", "must name a profile"));

@@ -50,6 +50,10 @@ pub struct Args {
     /// Kill the whole container after this long (e.g. 30s, 10m, 1h30m); exit 124.
     #[arg(long, value_parser = humantime::parse_duration)]
     timeout: Option<Duration>,
+    /// Network mode: none (loopback only) or egress (outbound through pasta).
+    /// May only be stricter than the policy's [default: the policy's].
+    #[arg(long, value_name = "none|egress")]
+    network: Option<pinfold_sandbox::policy::NetworkMode>,
     /// Keep the container's writes in DIR (upper/ and work/ inside) instead of
     /// a throw-away tmpfs; a later run with the same DIR continues from them.
     #[arg(long, value_name = "DIR")]
@@ -112,6 +116,7 @@ fn build(a: Args) -> Result<ContainerSpec, String> {
     spec.hostname = a.hostname;
     spec.timeout = a.timeout;
     spec.writable_layer = a.writable_layer;
+    spec.network = a.network;
     spec.idmap = IdMapMode::parse(&a.userns).map_err(|e| e.to_string())?;
     Ok(spec)
 }

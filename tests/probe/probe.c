@@ -144,6 +144,23 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(name, "connect")) /* probe connect IP PORT */
         return result(tcp_connect(arg, atoi(argv[3])));
+    if (!strcmp(name, "http-get")) { /* probe http-get IP PORT PATH: prints the response */
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[3]))};
+        inet_pton(AF_INET, arg, &a.sin_addr);
+        if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof a) < 0)
+            return result(-1);
+        char req[512];
+        int n = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", argv[4], arg);
+        if (write(s, req, n) != n)
+            return result(-1);
+        char buf[4096];
+        ssize_t r;
+        while ((r = read(s, buf, sizeof buf)) > 0)
+            fwrite(buf, 1, r, stdout);
+        printf("\n");
+        return result(0);
+    }
     if (!strcmp(name, "tcp-loopback")) {
         int l = socket(AF_INET, SOCK_STREAM, 0);
         struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};

@@ -2,13 +2,12 @@
 
 use std::os::fd::OwnedFd;
 
-use nix::errno::Errno;
-use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
 use nix::unistd::{ForkResult, Gid, Uid, fork, setgroups, sethostname, setresgid, setresuid};
 
 use super::Prepared;
 use super::sync::{self, Step, StepError};
-use super::{init, mounts, process};
+use super::{init, mounts, net, process};
+use crate::policy::NetworkMode;
 
 /// Never returns: exits with the job's status, or 125 after reporting a failure.
 pub(crate) fn main(mut p: Prepared, go: OwnedFd, err: OwnedFd) -> ! {
@@ -78,30 +77,13 @@ fn setup(p: &Prepared) -> Result<(), StepError> {
     tracing::debug!(elapsed_us = t.elapsed().as_micros() as u64, "mounts ready");
     // 6. Hostname.
     sethostname(&p.hostname).step("set the hostname")?;
-    // 7. Loopback up: the only interface of the new network namespace.
-    loopback_up().step("bring loopback up")?;
+    // 7. Network: loopback up; in egress mode, pasta is attached already and
+    // private ranges are refused by policy-routing rules.
+    net::loopback_up().step("bring loopback up")?;
+    if p.network == NetworkMode::Egress && !p.policy.network.allow_private {
+        net::refuse_private_ranges().step("refuse private address ranges")?;
+    }
     tracing::debug!(elapsed_us = t.elapsed().as_micros() as u64, "network ready");
-    Ok(())
-}
-
-fn loopback_up() -> Result<(), Errno> {
-    let sock = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    // SAFETY: ifreq is plain old data; zeroed is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = *src as libc::c_char;
-    }
-    req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-    use std::os::fd::AsRawFd;
-    // SAFETY: SIOCSIFFLAGS reads a valid, initialised ifreq that outlives the call.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
-        return Err(Errno::last());
-    }
     Ok(())
 }
 

@@ -23,6 +23,8 @@ pub mod idmap;
 mod init;
 pub mod landlock;
 mod mounts;
+mod net;
+mod pasta;
 mod process;
 mod rootpath;
 pub mod seccomp;
@@ -40,7 +42,7 @@ use nix::sys::stat::Mode;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use crate::policy::{Policy, PolicyError};
+use crate::policy::{NetworkMode, Policy, PolicyError};
 
 pub use idmap::{IdMapMode, IdMapPlan};
 
@@ -176,6 +178,9 @@ pub struct ContainerSpec {
     pub argv: Vec<String>,
     /// How to map ids (normally [`IdMapMode::Auto`]).
     pub idmap: IdMapMode,
+    /// The network mode asked for; `None` takes the policy's. A mode more
+    /// open than the policy's is refused (the stricter wins).
+    pub network: Option<NetworkMode>,
     /// A host directory for the writable layer (`upper/` and `work/` are
     /// created in it), kept after the run so a later run on the same layers
     /// continues where this one stopped, as a job's steps do. `None`: a
@@ -197,6 +202,7 @@ impl ContainerSpec {
             argv,
             idmap: IdMapMode::Auto,
             writable_layer: None,
+            network: None,
         }
     }
 }
@@ -244,6 +250,8 @@ pub(crate) struct Prepared {
     pub filters: seccomp::Filters,
     pub setgroups_allowed: bool,
     pub saved_sigmask: SigSet,
+    /// The effective network mode.
+    pub network: NetworkMode,
 }
 
 /// Host paths the child opens right after clone, before its id maps exist:
@@ -352,6 +360,16 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
             spec.hostname
         )));
     }
+    let network = match spec.network {
+        None => spec.policy.network.mode,
+        Some(asked) if asked.openness() <= spec.policy.network.mode.openness() => asked,
+        Some(asked) => {
+            return Err(ContainerError::Spec(format!(
+                "network mode {asked} is more open than the policy's ({}): choose a policy that allows it",
+                spec.policy.network.mode
+            )));
+        }
+    };
     let t = Instant::now();
     let filters = seccomp::Filters::for_policy(&spec.policy)?;
     tracing::debug!(elapsed_us = t.elapsed().as_micros() as u64, profile = %filters.profile, "seccomp filters ready");
@@ -441,6 +459,7 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
         filters,
         setgroups_allowed: false,
         saved_sigmask,
+        network,
     })
 }
 
@@ -494,6 +513,7 @@ fn run_blocked(
     started: Instant,
 ) -> Result<Outcome> {
     let mut prepared = prepare(spec, saved)?;
+    let network = prepared.network;
     tracing::debug!(
         elapsed_us = started.elapsed().as_micros() as u64,
         "prepared"
@@ -548,6 +568,10 @@ fn run_blocked(
     let guard = KillGuard(Some(child));
     tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, "cloned");
     idmap::apply(&plan, child)?;
+    let pasta = match network {
+        NetworkMode::Egress => Some(pasta::start(child)?),
+        NetworkMode::None => None,
+    };
     sync::release(&go_write)?;
     drop(go_write);
     tracing::debug!(
@@ -564,6 +588,9 @@ fn run_blocked(
     let deadline = spec.timeout.map(|t| started + t);
     let outcome = wait_loop(child, blocked, deadline);
     std::mem::forget(guard);
+    if let Some(p) = pasta {
+        p.stop();
+    }
     if let Some(err) = setup_error {
         return Err(err);
     }

@@ -21,6 +21,7 @@ use nix::unistd::{chdir, fchdir, pivot_root, symlinkat};
 use super::Prepared;
 use super::rootpath::{fd_path, mkdir_all_in_root, open_in_root, touch_in_root};
 use super::sync::{Step, StepError};
+use crate::policy::NetworkMode;
 
 type Result<T> = std::result::Result<T, StepError>;
 
@@ -190,7 +191,7 @@ pub(crate) fn setup(p: &Prepared) -> Result<()> {
     for (src, (bind, is_dir)) in p.fds.binds.iter().zip(&p.binds) {
         mount_bind(&root, src, &bind.dest, bind.writable, *is_dir)?;
     }
-    write_etc_files(&root, &p.hostname)?;
+    write_etc_files(&root, &p.hostname, p.network)?;
 
     // 4. /proc masks.
     mask_proc(&root)?;
@@ -326,7 +327,16 @@ fn mount_bind(
 
 /// Writes /etc/hostname, /etc/hosts and /etc/resolv.conf where the image has
 /// none (into the writable layer; the image is untouched).
-fn write_etc_files(root: &OwnedFd, hostname: &str) -> Result<()> {
+fn write_etc_files(root: &OwnedFd, hostname: &str, network: NetworkMode) -> Result<()> {
+    let resolv = match network {
+        NetworkMode::None => "# pinfold: network mode none, no name server\n".to_owned(),
+        NetworkMode::Egress => {
+            let [a, b, c, d] = super::net::DNS_FORWARD;
+            format!(
+                "# pinfold: network mode egress, pasta forwards DNS to the host's resolver\nnameserver {a}.{b}.{c}.{d}\n"
+            )
+        }
+    };
     let etc = mkdir_all_in_root(root, Path::new("/etc")).step("create /etc")?;
     let files: [(&str, String); 3] = [
         ("hostname", format!("{hostname}\n")),
@@ -334,10 +344,7 @@ fn write_etc_files(root: &OwnedFd, hostname: &str) -> Result<()> {
             "hosts",
             format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
         ),
-        (
-            "resolv.conf",
-            "# pinfold: network mode none, no name server\n".to_owned(),
-        ),
+        ("resolv.conf", resolv),
     ];
     for (name, content) in files {
         let fd = match nix::fcntl::openat(

@@ -1,0 +1,176 @@
+//! The container's network, set up by the child while it still holds
+//! CAP_NET_ADMIN in its own user namespace (the job never does).
+//!
+//! * `none`: loopback up, nothing else exists.
+//! * `egress`: the parent has attached pasta (a user-mode stack, from
+//!   Debian's `passt`) to the namespace before releasing the child; the
+//!   child adds policy-routing rules that answer "prohibited" for private,
+//!   link-local and shared ranges, so a job cannot reach the host's LAN,
+//!   metadata services or the host itself through the gateway. The rules are
+//!   checked by the kernel before any route: no packet for those ranges ever
+//!   leaves the namespace.
+//!
+//! Netlink messages are built by hand: two message kinds (SIOCSIFFLAGS and
+//! RTM_NEWRULE) do not justify an async rtnetlink stack in the exec path.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{AddressFamily, SockFlag, SockProtocol, SockType, socket};
+
+/// The address pasta forwards DNS queries from (to the host's resolver).
+pub(crate) const DNS_FORWARD: [u8; 4] = [169, 254, 1, 1];
+
+/// IPv4 ranges refused in `egress` unless the policy allows private ranges.
+pub(crate) const PRIVATE_RANGES: &[([u8; 4], u8)] = &[
+    ([0, 0, 0, 0], 8),
+    ([10, 0, 0, 0], 8),
+    ([100, 64, 0, 0], 10),
+    ([169, 254, 0, 0], 16),
+    ([172, 16, 0, 0], 12),
+    ([192, 168, 0, 0], 16),
+];
+
+/// Brings `lo` up.
+pub(crate) fn loopback_up() -> Result<(), Errno> {
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is plain old data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    // SAFETY: SIOCSIFFLAGS reads a valid, initialised ifreq that outlives the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
+const FR_ACT_TO_TBL: u8 = 1;
+const FR_ACT_PROHIBIT: u8 = 8;
+const FRA_DST: u16 = 1;
+const FRA_PRIORITY: u16 = 6;
+
+fn push_attr(buf: &mut Vec<u8>, kind: u16, data: &[u8]) {
+    let len = 4 + data.len();
+    buf.extend_from_slice(&(len as u16).to_ne_bytes());
+    buf.extend_from_slice(&kind.to_ne_bytes());
+    buf.extend_from_slice(data);
+    while buf.len() % 4 != 0 {
+        buf.push(0);
+    }
+}
+
+/// One RTM_NEWRULE message: `priority: to DST/LEN <action>`.
+fn rule_message(seq: u32, dst: [u8; 4], len: u8, action: u8, priority: u32) -> Vec<u8> {
+    let mut body = vec![
+        libc::AF_INET as u8,
+        len, // dst_len
+        0,   // src_len
+        0,   // tos
+        if action == FR_ACT_TO_TBL {
+            libc::RT_TABLE_MAIN
+        } else {
+            0
+        },
+        0,
+        0,
+        action,
+    ];
+    body.extend_from_slice(&0u32.to_ne_bytes()); // flags
+    push_attr(&mut body, FRA_DST, &dst);
+    push_attr(&mut body, FRA_PRIORITY, &priority.to_ne_bytes());
+    let flags =
+        (libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
+    let mut msg = Vec::with_capacity(16 + body.len());
+    msg.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+    msg.extend_from_slice(&libc::RTM_NEWRULE.to_ne_bytes());
+    msg.extend_from_slice(&flags.to_ne_bytes());
+    msg.extend_from_slice(&seq.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it
+    msg.extend(body);
+    msg
+}
+
+fn send_and_ack(sock: &OwnedFd, msg: &[u8]) -> Result<(), Errno> {
+    // SAFETY: a zeroed sockaddr_nl with the family set addresses the kernel.
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: `msg` and `addr` are valid for the lengths passed.
+    let n = unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            (&addr as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if n < 0 {
+        return Err(Errno::last());
+    }
+    let mut buf = [0u8; 512];
+    // SAFETY: `buf` is valid for writes of its length.
+    let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 20 {
+        return Err(if n < 0 { Errno::last() } else { Errno::EPROTO });
+    }
+    let kind = u16::from_ne_bytes([buf[4], buf[5]]);
+    if kind != libc::NLMSG_ERROR as u16 {
+        return Err(Errno::EPROTO);
+    }
+    let err = i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
+    if err == 0 {
+        Ok(())
+    } else {
+        Err(Errno::from_raw(-err))
+    }
+}
+
+/// Refuses the private ranges (see [`PRIVATE_RANGES`]) with policy-routing
+/// rules, keeping pasta's DNS forwarder reachable.
+pub(crate) fn refuse_private_ranges() -> Result<(), Errno> {
+    let sock = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkRoute,
+    )?;
+    let mut seq = 1;
+    send_and_ack(
+        &sock,
+        &rule_message(seq, DNS_FORWARD, 32, FR_ACT_TO_TBL, 90),
+    )?;
+    for (dst, len) in PRIVATE_RANGES {
+        seq += 1;
+        send_and_ack(&sock, &rule_message(seq, *dst, *len, FR_ACT_PROHIBIT, 100))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_message_layout() {
+        let m = rule_message(7, [10, 0, 0, 0], 8, FR_ACT_PROHIBIT, 100);
+        assert_eq!(m.len(), 16 + 12 + 8 + 8);
+        assert_eq!(
+            u32::from_ne_bytes(m[0..4].try_into().unwrap()) as usize,
+            m.len()
+        );
+        assert_eq!(u16::from_ne_bytes([m[4], m[5]]), libc::RTM_NEWRULE);
+        assert_eq!(m[16], libc::AF_INET as u8);
+        assert_eq!(m[17], 8, "dst_len");
+        assert_eq!(m[23], FR_ACT_PROHIBIT);
+        assert_eq!(&m[32..36], &[10, 0, 0, 0], "FRA_DST payload");
+    }
+}
