@@ -236,3 +236,30 @@ pub fn hash(r: &mut dyn Read) -> io::Result<(u64, String)> {
         h.update(&buf[..n]);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_within_the_workspace_and_refuses_symlinks() {
+        let d = tempfile::tempdir().unwrap();
+        let ws = d.path();
+        std::fs::create_dir_all(ws.join("out/deep")).unwrap();
+        std::fs::write(ws.join("out/app"), b"app").unwrap();
+        std::fs::write(ws.join("out/deep/x.tar.gz"), b"x").unwrap();
+        std::fs::write(d.path().join("secret"), b"s").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", ws.join("out/evil")).unwrap();
+        std::os::unix::fs::symlink("..", ws.join("up")).unwrap();
+        let pats = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let c = collect(ws, &pats(&["out/*", "up/*", "**/*.tar.gz", "none/*"])).unwrap();
+        let names: Vec<_> = c.artifacts.iter().map(|a| a.name.as_str()).collect();
+        // `*` stays in one component; `up/*` never walks through the link.
+        assert_eq!(names, ["out/app", "out/deep/x.tar.gz"]);
+        assert_eq!(c.artifacts[0].size, 3);
+        assert_eq!(c.artifacts[0].sha256, hex::encode(Sha256::digest(b"app")));
+        assert_eq!(c.refused.len(), 1, "{:?}", c.refused);
+        assert!(c.refused[0].starts_with("out/evil: refused: a symlink"));
+        assert_eq!(c.unmatched, ["up/*", "none/*"]);
+    }
+}

@@ -138,3 +138,35 @@ impl SpoolReader {
         self.file.read_at(&mut buf[..want], pos)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl Write for Sink {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn masks_secrets_split_across_writes() {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let mut w = LogWriter::new(Box::new(Sink(buf.clone())), ["hunter2".to_string()]);
+        for part in ["key=hun", "te", "r2 and hunt", "ing\n"] {
+            w.write(part.as_bytes()).unwrap();
+        }
+        w.line("==> done");
+        w.write(b"tail hun").unwrap();
+        w.finish().unwrap();
+        assert_eq!(
+            String::from_utf8(buf.lock().unwrap().clone()).unwrap(),
+            "key=*** and hunting\n==> done\ntail hun"
+        );
+    }
+}

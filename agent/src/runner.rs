@@ -523,3 +523,24 @@ fn terminate(child: &mut Child, grace: Duration) {
 fn humantime_secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_steer_the_host_side_are_reserved() {
+        for n in [
+            "PATH",
+            "LD_PRELOAD",
+            "PINFOLD_HOME",
+            "GLIBC_TUNABLES",
+            "TMPDIR",
+        ] {
+            assert!(reserved_name(n), "{n}");
+        }
+        for n in ["GREETING", "DEPLOY_KEY", "CI", "PATHS"] {
+            assert!(!reserved_name(n), "{n}");
+        }
+    }
+}
