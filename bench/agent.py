@@ -82,6 +82,11 @@ def log(job):
         off = nxt
 
 
+def cpu_secs(pid):
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def uptime():
     return float(open("/proc/uptime").read().split()[0])
 
@@ -100,6 +105,7 @@ try:
           f"(min {min(lat)*1000:.0f}, max {max(lat)*1000:.0f}, {RUNS} runs)")
 
     n = MIB << 20
+    cpu0 = (cpu_secs(server.pid), cpu_secs(agent.pid))
     j = submit(f"  - name: print\n    run: yes '{LINE}' | head -c {n}\n")
     info = wait(j)
     assert info["state"] == "succeeded", info
@@ -112,9 +118,11 @@ try:
         expect.update(chunk[:min(left, len(chunk))]); left -= min(left, len(chunk))
     ok = len(body) == n and hashlib.sha256(body).hexdigest() == expect.hexdigest()
     secs = (info["finished_at"] - info["steps"][0]["started_at"]) / 1000
+    cpu = (cpu_secs(server.pid) - cpu0[0], cpu_secs(agent.pid) - cpu0[1])
     hwm = [l for l in open(f"/proc/{agent.pid}/status") if l.startswith("VmHWM")][0].split()[1]
     print(f"log throughput: {MIB} MiB in {secs:.2f} s = {n/secs/1e6:.0f} MB/s end to end; "
-          f"every byte on the server and sha256 equal: {ok}; agent peak RSS (VmHWM) {int(hwm)/1024:.1f} MiB")
+          f"every byte on the server and sha256 equal: {ok}; agent peak RSS (VmHWM) {int(hwm)/1024:.1f} MiB; "
+          f"CPU during it: server {cpu[0]:.1f} s, agent {cpu[1]:.1f} s")
 finally:
     agent.terminate(); agent.wait()
     server.terminate(); server.wait()
