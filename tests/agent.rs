@@ -340,7 +340,7 @@ fn killed_agent_job_is_finished_by_a_second_agent() -> Result<()> {
 }
 
 #[test]
-fn sigterm_drains_then_cancels() -> Result<()> {
+fn sigterm_drains_then_cancels_and_a_restart_reuses_the_token() -> Result<()> {
     let server = Server::start(&[])?;
     let home = common::user_dir();
     let mut agent = Agent(server.agent(home.path(), &["--drain", "1s"])?);
@@ -355,6 +355,20 @@ fn sigterm_drains_then_cancels() -> Result<()> {
     assert!(j.reason.unwrap_or_default().contains("shut down"));
     let status = agent.0.wait()?;
     assert_eq!(status.code(), Some(0));
+
+    // Restarted without a registration token, it reuses its stored runner token.
+    let _again = Agent(
+        common::pinfold()
+            .env("PINFOLD_HOME", home.path())
+            .env("RUST_LOG", "warn")
+            .args(["agent", "--server", &server.url, "--ephemeral"])
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    let id = server.submit(&job("  - name: a\n    run: echo again\n", ""), None)?;
+    let j = server.wait(id, Duration::from_secs(30))?;
+    assert_eq!(j.state, JobState::Succeeded, "{}", server.log(id)?);
+    assert_eq!(server.admin().runners()?.len(), 1);
     Ok(())
 }
 
