@@ -93,3 +93,50 @@ pub fn unpack(tar: impl Read, workspace: &Path) -> Result<(), SourceError> {
     apply_tar(tar, workspace, "source", &Budget::new(LIMITS))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hostile_tar(outside: &Path) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        b.append_link(&mut h, "esc", outside).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "esc/pwned", &b"bad"[..]).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_source_tar_cannot_write_through_its_own_symlink() {
+        let d = tempfile::tempdir().unwrap();
+        let (ws, outside) = (d.path().join("ws"), d.path().join("outside"));
+        std::fs::create_dir(&ws).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        let e = unpack(&hostile_tar(&outside)[..], &ws).unwrap_err();
+        assert!(e.to_string().contains("esc"), "{e}");
+        assert!(!outside.join("pwned").exists());
+    }
+
+    #[test]
+    fn pack_then_unpack_round_trips() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir_all(src.join("a/b")).unwrap();
+        std::fs::write(src.join("a/b/f"), b"x").unwrap();
+        std::os::unix::fs::symlink("b/f", src.join("a/l")).unwrap();
+        let ws = d.path().join("ws");
+        std::fs::create_dir(&ws).unwrap();
+        unpack(pack_dir(&src).unwrap(), &ws).unwrap();
+        assert_eq!(std::fs::read(ws.join("a/b/f")).unwrap(), b"x");
+        assert_eq!(
+            std::fs::read_link(ws.join("a/l")).unwrap(),
+            Path::new("b/f")
+        );
+    }
+}
