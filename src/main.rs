@@ -37,14 +37,16 @@ enum Command {
     Jobs(cmd::jobs::Args),
     Cancel(cmd::cancel::Args),
     Artifacts(cmd::artifacts::Args),
+    Run(cmd::run::Args),
+    Agent(cmd::agent::Args),
 }
 
 fn init_tracing(verbose: bool, server: bool) {
     use tracing_subscriber::EnvFilter;
     let default = if verbose {
-        "pinfold=debug,pinfold_sandbox=debug,pinfold_coordinator=debug"
+        "pinfold=debug,pinfold_sandbox=debug,pinfold_coordinator=debug,pinfold_agent=debug"
     } else if server {
-        "warn,pinfold=info,pinfold_coordinator=info"
+        "warn,pinfold=info,pinfold_coordinator=info,pinfold_agent=info"
     } else {
         "warn"
     };
@@ -75,7 +77,10 @@ fn main() {
             });
         }
     };
-    init_tracing(cli.verbose, matches!(cli.command, Command::Server(_)));
+    init_tracing(
+        cli.verbose,
+        matches!(cli.command, Command::Server(_) | Command::Agent(_)),
+    );
     let code = match cli.command {
         Command::Exec(a) => cmd::exec::run(a),
         Command::Image(c) => cmd::image::run(c),
@@ -89,6 +94,8 @@ fn main() {
         Command::Jobs(a) => cmd::jobs::run(a),
         Command::Cancel(a) => cmd::cancel::run(a),
         Command::Artifacts(a) => cmd::artifacts::run(a),
+        Command::Run(a) => cmd::run::run(a),
+        Command::Agent(a) => cmd::agent::run(a),
     };
     std::process::exit(code);
 }

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The main job on an embedded default: build pinfold, make a busybox rootfs,
-# and run a shell in a hardened rootless container that reports what it sees.
+# run a shell in a hardened rootless container that reports what it sees,
+# then `pinfold run` a real two-step job (ci-templates/hello.yaml) on a
+# digest-pinned busybox OCI image built with umoci: logs on the terminal,
+# a secret masked, state kept across steps, artifacts copied out.
 #
 #   sudo bash tests/demo.sh     (installs packages, then runs the sandbox as
 #                                $SUDO_USER, or as pinfold-test when run as root)
@@ -12,7 +15,7 @@ cargo build --release --quiet
 demo=$(mktemp -d /tmp/pinfold-demo-XXXXXX)
 trap 'rm -rf "$demo"' EXIT
 chmod 755 "$demo"
-cp target/release/pinfold "$demo/pinfold"
+cp "${CARGO_TARGET_DIR:-target}/release/pinfold" "$demo/pinfold"
 rootfs="$demo/rootfs"
 bash tests/make-busybox-rootfs.sh "$rootfs"
 run=()
@@ -29,3 +32,16 @@ fi
   mount -t tmpfs none /mnt 2>&1 | sed "s/^/mount: /" || true
   echo pinfold > /etc/written && echo "wrote /etc/written (to a throw-away layer)"
 '
+
+# The job: a pinned image, a source directory, a secret, artifacts.
+image=$(bash tests/make-busybox-image.sh "$demo/image")
+sed "s|IMAGE|$image|" ci-templates/hello.yaml > "$demo/hello.yaml"
+mkdir -p "$demo/src"
+echo "hello from the job's source" > "$demo/src/message.txt"
+if [ "$(id -u)" = 0 ]; then chown -R "$user": "$demo"; fi
+echo
+echo "== pinfold run $demo/hello.yaml"
+"${run[@]}" env PINFOLD_HOME="$demo/home" PINFOLD_SECRET_DEMO_TOKEN=not-for-logs \
+  "$demo/pinfold" run "$demo/hello.yaml" --source "$demo/src" --out "$demo/artifacts"
+echo "== artifacts:"
+(cd "$demo/artifacts" && find . -type f -exec sha256sum {} +)

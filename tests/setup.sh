@@ -11,7 +11,7 @@ PACKAGES=(
   hyperfine        # benchmark driver
   docker-registry  # the real registry the image tests pull from
   skopeo           # pushes test images into it
-  umoci            # builds test images; the unpack peer
+  umoci            # builds test images (and the demo's job image); the unpack peer
   apache2-utils    # htpasswd, for the basic-auth registry run
   python3          # crafts hostile layer tars
 )

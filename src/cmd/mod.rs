@@ -1,4 +1,5 @@
 //! One module per subcommand.
+pub mod agent;
 pub mod artifacts;
 pub mod attest;
 pub mod cancel;
@@ -9,6 +10,7 @@ pub mod jobs;
 pub mod logs;
 pub mod policy;
 pub mod remote;
+pub mod run;
 pub mod server;
 pub mod status;
 pub mod submit;

@@ -1,0 +1,539 @@
+//! The runner agent: registers with a coordinator once, long-polls for
+//! leases and runs each job with the [`runner`](crate::runner) core.
+//!
+//! Per job, three threads besides the job's own: a heartbeat at ttl/3
+//! (cancellation arrives in its answer), and a log shipper that tails the
+//! job's masked spool file and appends it by byte offset from the lease's
+//! `log_offset` (a transport error resends the same chunk, a 409 resumes at
+//! the server's `expected_offset`), so memory stays bounded whatever the
+//! log size. Artifacts are uploaded with their sha256; the finish carries
+//! the state, the per-step exit codes and timings.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pinfold_api::wire::{FinishRequest, JobState, Lease};
+use pinfold_coordinator::client::{Client, ClientError};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::log::{LogWriter, Spool, SpoolReader, lock};
+use crate::runner::{Job, RunError, stop};
+
+/// Errors that stop the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Registering failed.
+    #[error("registering with {server}: {source}")]
+    Register {
+        /// The server.
+        server: String,
+        /// The cause.
+        #[source]
+        source: ClientError,
+    },
+    /// The stored runner token could not be read or written.
+    #[error("runner token at {path}: {source}")]
+    Token {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server refused the runner (revoked or unknown token).
+    #[error("the server refused this runner: {0}")]
+    Refused(ClientError),
+}
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Coordinator URL.
+    pub server: String,
+    /// Registration token (used once, when no runner token is stored).
+    pub registration_token: Option<String>,
+    /// Runner name.
+    pub name: String,
+    /// Labels offered.
+    pub labels: Vec<String>,
+    /// Jobs run at once.
+    pub concurrency: usize,
+    /// Exit after one job.
+    pub ephemeral: bool,
+    /// How long running jobs may go on after SIGTERM before they are cancelled.
+    pub drain: Duration,
+    /// Between SIGTERM and SIGKILL when a step is stopped.
+    pub grace: Duration,
+    /// `$PINFOLD_HOME`.
+    pub home: PathBuf,
+    /// The pinfold binary.
+    pub exe: PathBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredToken {
+    server: String,
+    runner_id: u64,
+    token: String,
+}
+
+/// The file the runner token for `server` is kept in: one per server.
+pub fn token_path(home: &Path, server: &str) -> PathBuf {
+    let h = hex::encode(Sha256::digest(server.trim_end_matches('/').as_bytes()));
+    home.join("agent").join(format!("runner-{}.json", &h[..16]))
+}
+
+/// The stored runner token for the server, or a new registration.
+fn runner_token(cfg: &Config, fresh: bool) -> Result<String, AgentError> {
+    let path = token_path(&cfg.home, &cfg.server);
+    let terr = |source| AgentError::Token {
+        path: path.clone(),
+        source,
+    };
+    if !fresh {
+        match std::fs::read(&path) {
+            Ok(b) => {
+                let t: StoredToken = serde_json::from_slice(&b)
+                    .map_err(|e| terr(std::io::Error::other(e.to_string())))?;
+                return Ok(t.token);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(terr(e)),
+        }
+    }
+    let reg = Client::new(
+        &cfg.server,
+        cfg.registration_token.clone(),
+        Duration::from_secs(30),
+    );
+    let r = reg
+        .register(&cfg.name, &cfg.labels)
+        .map_err(|source| AgentError::Register {
+            server: cfg.server.clone(),
+            source,
+        })?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(terr)?;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(terr)?;
+    let body = serde_json::to_vec(&StoredToken {
+        server: cfg.server.clone(),
+        runner_id: r.runner_id,
+        token: r.token.clone(),
+    })
+    .map_err(|e| terr(std::io::Error::other(e.to_string())))?;
+    f.write_all(&body)
+        .and_then(|()| f.sync_all())
+        .map_err(terr)?;
+    std::fs::rename(&tmp, &path).map_err(terr)?;
+    tracing::info!(runner_id = r.runner_id, "registered");
+    Ok(r.token)
+}
+
+struct Shared {
+    cfg: Config,
+    client: Mutex<Client>,
+    /// A 401 made us register again once (the server forgot the runner).
+    reregistered: AtomicBool,
+    /// SIGTERM/SIGINT seen: take no more jobs.
+    draining: AtomicBool,
+    /// Stop flags of running jobs.
+    running: Mutex<Vec<Arc<AtomicU8>>>,
+    jobs_done: AtomicUsize,
+    fatal: Mutex<Option<AgentError>>,
+}
+
+/// Runs the agent until `shutdown()` says so (then drains) or, with
+/// `ephemeral`, after one job.
+pub fn run(mut cfg: Config, shutdown: &dyn Fn() -> bool) -> Result<(), AgentError> {
+    if cfg.ephemeral {
+        cfg.concurrency = 1;
+    }
+    cfg.concurrency = cfg.concurrency.max(1);
+    let token = runner_token(&cfg, false)?;
+    let base = Client::new(&cfg.server, None, Duration::from_secs(30));
+    let sh = Arc::new(Shared {
+        client: Mutex::new(base.with_token(&token)),
+        reregistered: AtomicBool::new(false),
+        cfg,
+        draining: AtomicBool::new(false),
+        running: Mutex::new(Vec::new()),
+        jobs_done: AtomicUsize::new(0),
+        fatal: Mutex::new(None),
+    });
+    let workers: Vec<_> = (0..sh.cfg.concurrency)
+        .map(|_| {
+            let sh = sh.clone();
+            std::thread::spawn(move || worker(&sh))
+        })
+        .collect();
+    let mut drain_deadline = None;
+    loop {
+        if workers.iter().all(|w| w.is_finished()) {
+            break;
+        }
+        if drain_deadline.is_none() && shutdown() {
+            tracing::info!("shutting down: no new jobs; draining running ones");
+            sh.draining.store(true, Ordering::SeqCst);
+            drain_deadline = Some(Instant::now() + sh.cfg.drain);
+        }
+        if let Some(d) = drain_deadline
+            && Instant::now() >= d
+        {
+            for s in lock_vec(&sh.running).iter() {
+                let _ = s.compare_exchange(
+                    stop::NONE,
+                    stop::SHUTDOWN,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for w in workers {
+        let _ = w.join();
+    }
+    match sh.fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn lock_vec<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn worker(sh: &Shared) {
+    loop {
+        if sh.draining.load(Ordering::SeqCst) {
+            return;
+        }
+        if sh.cfg.ephemeral && sh.jobs_done.load(Ordering::SeqCst) > 0 {
+            sh.draining.store(true, Ordering::SeqCst);
+            return;
+        }
+        let client = lock_vec(&sh.client).clone();
+        match client.lease(5) {
+            Ok(Some(lease)) => {
+                let flag = Arc::new(AtomicU8::new(stop::NONE));
+                lock_vec(&sh.running).push(flag.clone());
+                run_job(sh, lease, flag.clone());
+                lock_vec(&sh.running).retain(|f| !Arc::ptr_eq(f, &flag));
+                sh.jobs_done.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(None) => {}
+            Err(e)
+                if e.status() == Some(401)
+                    && sh.cfg.registration_token.is_some()
+                    && !sh.reregistered.swap(true, Ordering::SeqCst) =>
+            {
+                tracing::warn!(%e, "the server does not know this runner; registering again");
+                match runner_token(&sh.cfg, true) {
+                    Ok(t) => {
+                        let mut c = lock_vec(&sh.client);
+                        *c = c.with_token(&t);
+                    }
+                    Err(e) => {
+                        *lock_vec(&sh.fatal) = Some(e);
+                        sh.draining.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                }
+            }
+            Err(e) if matches!(e.status(), Some(401 | 403)) => {
+                tracing::error!(%e, "runner refused");
+                *lock_vec(&sh.fatal) = Some(AgentError::Refused(e));
+                sh.draining.store(true, Ordering::SeqCst);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(%e, "lease failed; retrying");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Calls `f` until it succeeds, the server answers with an error, or
+/// `deadline` passes (transport errors are retried).
+fn retry<T>(
+    deadline: Duration,
+    mut f: impl FnMut() -> Result<T, ClientError>,
+) -> Result<T, ClientError> {
+    let start = Instant::now();
+    loop {
+        match f() {
+            Err(e @ (ClientError::Transport(_) | ClientError::Io(_)))
+                if start.elapsed() < deadline =>
+            {
+                tracing::debug!(%e, "retrying");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn run_job(sh: &Shared, lease: Lease, flag: Arc<AtomicU8>) {
+    let id = lease.job_id;
+    let jc = lock_vec(&sh.client).with_token(&lease.job_token);
+    let ttl = Duration::from_secs(lease.lease_ttl_secs.max(1));
+    let dir = sh
+        .cfg
+        .home
+        .join("agent/jobs")
+        .join(format!("{id}-{}", lease.attempt_id));
+    let _ = pinfold_sandbox::image::layer::remove_tree(&dir);
+    let spool = std::fs::create_dir_all(&dir).and_then(|()| Spool::create(&dir.join("log")));
+    let spool = match spool {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(%e, job = id, "cannot create the job directory");
+            let _ = retry(ttl, || {
+                jc.finish(
+                    id,
+                    &FinishRequest {
+                        state: JobState::Error,
+                        reason: Some(format!("agent: job directory: {e}")),
+                        steps: Vec::new(),
+                    },
+                )
+            });
+            return;
+        }
+    };
+    tracing::info!(job = id, attempt = lease.attempt, "running");
+    // Secrets: the server's, plus the agent's own PINFOLD_SECRET_<NAME>.
+    let mut secrets: BTreeMap<String, String> = lease.secrets.clone();
+    for s in &lease.spec.secrets {
+        if !secrets.contains_key(s.as_str())
+            && let Ok(v) = std::env::var(format!("PINFOLD_SECRET_{s}"))
+        {
+            secrets.insert(s.to_string(), v);
+        }
+    }
+    let reader = spool.reader();
+    let done = spool.done.clone();
+    let log = LogWriter::new(Box::new(spool), secrets.values().cloned()).shared();
+    if lease.attempt > 1 {
+        lock(&log).line(&format!(
+            "==> pinfold: attempt {} on runner {} (an earlier runner was lost)",
+            lease.attempt, sh.cfg.name
+        ));
+    } else {
+        lock(&log).line(&format!("==> pinfold: job {id} on runner {}", sh.cfg.name));
+    }
+    let shipper = match reader {
+        Ok(r) => {
+            let jc = jc.clone();
+            let flag = flag.clone();
+            let start = lease.log_offset;
+            Some(std::thread::spawn(move || ship(&jc, id, start, &r, &flag)))
+        }
+        Err(e) => {
+            tracing::error!(%e, "cannot read the spool; the log is not shipped");
+            None
+        }
+    };
+    let hb_stop = Arc::new(AtomicBool::new(false));
+    let hb = {
+        let (jc, flag, hb_stop) = (jc.clone(), flag.clone(), hb_stop.clone());
+        std::thread::spawn(move || heartbeat(&jc, id, ttl, &flag, &hb_stop))
+    };
+    let job = Job {
+        spec: lease.spec.clone(),
+        dir: dir.join("job"),
+        secrets,
+        exe: sh.cfg.exe.clone(),
+        stop: flag.clone(),
+        grace: sh.cfg.grace,
+    };
+    let source_sha = lease.source_sha256.clone();
+    let mut fill = |ws: &Path| -> Result<(), RunError> {
+        if let Some(src) = &lease.spec.source {
+            return Err(RunError::Source(format!(
+                "git sources ({}) are not supported by this agent yet",
+                src.git
+            )));
+        }
+        let Some(want) = &source_sha else {
+            return Ok(());
+        };
+        let tar_path = dir.join("source.tar");
+        let mut f = std::fs::File::options()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&tar_path)
+            .map_err(|e| RunError::Source(e.to_string()))?;
+        retry(ttl, || {
+            use std::io::Seek;
+            f.rewind()?;
+            f.set_len(0)?;
+            jc.download_source(id, &mut f)
+        })
+        .map_err(|e| RunError::Source(format!("download: {e}")))?;
+        use std::io::Seek;
+        f.rewind().map_err(|e| RunError::Source(e.to_string()))?;
+        let (_, got) =
+            crate::artifacts::hash(&mut f).map_err(|e| RunError::Source(e.to_string()))?;
+        if &got != want {
+            return Err(RunError::Source(format!(
+                "sha256 mismatch: the lease pins {want}, the download is {got}"
+            )));
+        }
+        f.rewind().map_err(|e| RunError::Source(e.to_string()))?;
+        crate::source::unpack(std::io::BufReader::new(f), ws)
+            .map_err(|e| RunError::Source(e.to_string()))?;
+        let _ = std::fs::remove_file(&tar_path);
+        Ok(())
+    };
+    let mut deliver = |a: &mut crate::artifacts::Artifact| -> Result<(), String> {
+        let mut tries = 0;
+        loop {
+            use std::io::Seek;
+            a.file.rewind().map_err(|e| e.to_string())?;
+            match jc.upload_artifact(id, &a.name, &a.sha256, &mut a.file) {
+                Ok(_) => return Ok(()),
+                Err(e @ (ClientError::Transport(_) | ClientError::Io(_))) if tries < 5 => {
+                    tries += 1;
+                    tracing::warn!(%e, "artifact upload failed; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => return Err(format!("upload failed: {e}")),
+            }
+        }
+    };
+    let report = job.run(&log, &mut fill, &mut deliver);
+    let _ = lock(&log).finish();
+    done.store(true, Ordering::SeqCst);
+    if let Some(s) = shipper {
+        match s.join() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(%e, job = id, "log shipping ended early"),
+            Err(_) => tracing::error!(job = id, "log shipper panicked"),
+        }
+    }
+    hb_stop.store(true, Ordering::SeqCst);
+    let _ = hb.join();
+    if flag.load(Ordering::SeqCst) == stop::LEASE_LOST {
+        tracing::warn!(job = id, "lease lost; not finishing");
+    } else {
+        let req = FinishRequest {
+            state: report.state,
+            reason: report.reason.clone(),
+            steps: report.steps.clone(),
+        };
+        match retry(ttl * 2, || jc.finish(id, &req)) {
+            Ok(_) => tracing::info!(job = id, state = report.state.as_str(), "finished"),
+            Err(e) => tracing::error!(%e, job = id, "finish failed"),
+        }
+    }
+    let _ = pinfold_sandbox::image::layer::remove_tree(&dir);
+}
+
+fn heartbeat(jc: &Client, id: u64, ttl: Duration, flag: &AtomicU8, stop_hb: &AtomicBool) {
+    let mut every = ttl / 3;
+    let mut next = Instant::now() + every;
+    while !stop_hb.load(Ordering::SeqCst) {
+        if Instant::now() < next {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        match jc.heartbeat(id) {
+            Ok(r) => {
+                if r.cancel {
+                    let _ = flag.compare_exchange(
+                        stop::NONE,
+                        stop::CANCELLED,
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    );
+                }
+                every = Duration::from_secs(r.lease_ttl_secs.max(1)) / 3;
+                next = Instant::now() + every;
+            }
+            Err(e) if matches!(e.status(), Some(403 | 409 | 404)) => {
+                tracing::warn!(%e, job = id, "lease lost");
+                flag.store(stop::LEASE_LOST, Ordering::SeqCst);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(%e, job = id, "heartbeat failed; retrying");
+                next = Instant::now() + Duration::from_millis(500);
+            }
+        }
+    }
+}
+
+/// Appends the spool to the job's log from `start` until the stream is
+/// complete and shipped. Chunks up to 2 MiB (the server takes 4 MiB).
+fn ship(
+    jc: &Client,
+    id: u64,
+    start: u64,
+    r: &SpoolReader,
+    flag: &AtomicU8,
+) -> Result<u64, ClientError> {
+    let mut buf = vec![0u8; 2 << 20];
+    let mut pos = 0u64; // in the spool
+    let mut since_ok = Instant::now();
+    loop {
+        if flag.load(Ordering::SeqCst) == stop::LEASE_LOST {
+            return Ok(start + pos);
+        }
+        let complete = r.done.load(Ordering::SeqCst);
+        let n = r.read_at(pos, &mut buf)?;
+        if n == 0 {
+            if complete && r.written.load(Ordering::SeqCst) <= pos {
+                return Ok(start + pos);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        match jc.append_log(id, start + pos, &buf[..n]) {
+            Ok(resp) => {
+                since_ok = Instant::now();
+                pos = resp.offset.saturating_sub(start);
+                if resp.truncated {
+                    // The server keeps no more; acknowledge the rest locally.
+                    pos = pos.max(r.written.load(Ordering::SeqCst));
+                }
+            }
+            Err(ClientError::Http {
+                expected_offset: Some(e),
+                ..
+            }) => {
+                pos = e.saturating_sub(start);
+            }
+            Err(e @ (ClientError::Transport(_) | ClientError::Io(_))) => {
+                // Resend the same chunk; the server skips what it has.
+                if since_ok.elapsed() > Duration::from_secs(600) {
+                    return Err(e);
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => {
+                if matches!(e.status(), Some(403 | 409)) {
+                    flag.store(stop::LEASE_LOST, Ordering::SeqCst);
+                }
+                return Err(e);
+            }
+        }
+    }
+}

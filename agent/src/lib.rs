@@ -1,0 +1,18 @@
+//! pinfold-agent: runs jobs.
+//!
+//! * [`runner`]: the core both commands share: image, per-job directory,
+//!   safe source unpack, one `pinfold exec` child per step, artifacts.
+//! * [`log`]: the job's output stream, masked, teed to a terminal or a spool file.
+//! * [`source`]: packing a directory as a source tar and unpacking one safely.
+//! * [`artifacts`]: glob matching and opening under the workspace without
+//!   following symlinks.
+//! * [`agent`]: the runner agent loop against a coordinator (`pinfold agent`).
+//! * [`signals`]: SIGTERM/SIGINT as a flag.
+#![deny(missing_docs)]
+
+pub mod agent;
+pub mod artifacts;
+pub mod log;
+pub mod runner;
+pub mod signals;
+pub mod source;

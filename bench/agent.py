@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Runner agent benchmark: log throughput end to end and submit-to-first-step latency.
+
+    sudo python3 bench/agent.py [PINFOLD] [LOG_MIB] [RUNS]
+
+Starts `pinfold server` (root) and one `pinfold agent` (as pinfold-test when run
+as root) on 127.0.0.1 with a busybox image built by tests/make-busybox-image.sh.
+
+* Latency: RUNS jobs, one at a time, image cached; for each, host /proc/uptime
+  at submit vs /proc/uptime read by the step's first command inside the
+  container (same clock, 10 ms resolution). Reports the median.
+* Throughput: one job printing LOG_MIB MiB (`yes ... | head -c`); the log is
+  read back from the server, the step's output cut out between its markers
+  and its sha256 compared with the same bytes made on the host. MB/s is
+  bytes / (job finished - step started); agent peak RSS is VmHWM.
+Never asserts timings.
+"""
+import hashlib, json, os, pwd, statistics, subprocess, sys, tempfile, time, urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PF = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release/pinfold")
+MIB = int(sys.argv[2]) if len(sys.argv) > 2 else 200
+RUNS = int(sys.argv[3]) if len(sys.argv) > 3 else 20
+ADMIN, REG = "pfa_bench_admin", "pfg_bench_registration"
+LINE = "pinfold log throughput 0123456789abcdefghijklmnopqrstuvwxyz"
+
+work = tempfile.mkdtemp(prefix="pinfold-agent-bench-", dir="/tmp")
+os.chmod(work, 0o755)
+subprocess.run(["cp", PF, f"{work}/pinfold"], check=True)
+image = subprocess.run(["bash", f"{ROOT}/tests/make-busybox-image.sh", f"{work}/image"], check=True, capture_output=True, text=True).stdout.strip()
+as_user = []
+if os.geteuid() == 0:
+    subprocess.run(["chown", "-R", "pinfold-test:", work], check=True)
+    as_user = ["setpriv", "--reuid=pinfold-test", "--regid=pinfold-test", "--init-groups"]
+    os.makedirs(f"{work}/agent-home", exist_ok=True)
+    subprocess.run(["chown", "pinfold-test:", f"{work}/agent-home"], check=True)
+
+port = 18000 + os.getpid() % 1000
+url = f"http://127.0.0.1:{port}"
+server = subprocess.Popen([f"{work}/pinfold", "server", "--listen", f"127.0.0.1:{port}", "--max-log-bytes", str((MIB + 16) << 20)],
+                          env={**os.environ, "PINFOLD_HOME": f"{work}/server-home", "PINFOLD_ADMIN_TOKEN": ADMIN, "PINFOLD_REGISTRATION_TOKEN": REG, "RUST_LOG": "warn"},
+                          stdout=subprocess.PIPE, text=True)
+for line in server.stdout:
+    if "listening on" in line:
+        break
+agent = subprocess.Popen(as_user + ["env", "-i", "PATH=/usr/bin:/bin:/usr/sbin:/sbin", f"HOME={work}", f"PINFOLD_HOME={work}/agent-home", "RUST_LOG=warn",
+                                    f"{work}/pinfold", "agent", "--server", url, "--registration-token", REG, "--name", "bench"])
+
+
+def api(path):
+    req = urllib.request.Request(url + path, headers={"Authorization": f"Bearer {ADMIN}"})
+    with urllib.request.urlopen(req) as r:
+        return r.read()
+
+
+def submit(steps):
+    spec = f"image: {image}\nsteps:\n{steps}"
+    body = json.dumps({"spec": spec, "labels": []}).encode()
+    req = urllib.request.Request(url + "/api/v1/jobs", data=body, method="POST",
+                                 headers={"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        return json.loads(r.read())["job_id"]
+
+
+def wait(job):
+    while True:
+        j = json.loads(api(f"/api/v1/jobs/{job}"))
+        if j["state"] not in ("queued", "running"):
+            return j
+        time.sleep(0.02)
+
+
+def log(job):
+    out, off = b"", 0
+    while True:
+        req = urllib.request.Request(url + f"/api/v1/jobs/{job}/log?offset={off}", headers={"Authorization": f"Bearer {ADMIN}"})
+        with urllib.request.urlopen(req) as r:
+            data, nxt, done = r.read(), int(r.headers["x-pinfold-log-offset"]), r.headers["x-pinfold-log-complete"] == "true"
+        out += data
+        if done or not data:
+            return out
+        off = nxt
+
+
+def cpu_secs(pid):
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def uptime():
+    return float(open("/proc/uptime").read().split()[0])
+
+
+try:
+    # Warm-up: the image is imported into the agent's store.
+    assert wait(submit("  - name: warm\n    run: 'true'\n"))["state"] == "succeeded"
+    lat = []
+    for _ in range(RUNS):
+        t0 = uptime()
+        j = submit("  - name: t\n    run: cut -d' ' -f1 /proc/uptime\n")
+        assert wait(j)["state"] == "succeeded"
+        inside = float(log(j).split(b"==> step 1/1: t\n", 1)[1].split(b"\n", 1)[0])
+        lat.append(inside - t0)
+    print(f"submit -> first step command running (image cached): median {statistics.median(lat)*1000:.0f} ms "
+          f"(min {min(lat)*1000:.0f}, max {max(lat)*1000:.0f}, {RUNS} runs)")
+
+    n = MIB << 20
+    cpu0 = (cpu_secs(server.pid), cpu_secs(agent.pid))
+    j = submit(f"  - name: print\n    run: yes '{LINE}' | head -c {n}\n")
+    info = wait(j)
+    assert info["state"] == "succeeded", info
+    data = log(j)
+    body = data.split(b"==> step 1/1: print\n", 1)[1].rsplit(b"==> step 1/1: print finished", 1)[0]
+    expect = hashlib.sha256()
+    chunk = ((LINE + "\n") * 4096).encode()
+    left = n
+    while left:
+        expect.update(chunk[:min(left, len(chunk))]); left -= min(left, len(chunk))
+    ok = len(body) == n and hashlib.sha256(body).hexdigest() == expect.hexdigest()
+    secs = (info["finished_at"] - info["steps"][0]["started_at"]) / 1000
+    cpu = (cpu_secs(server.pid) - cpu0[0], cpu_secs(agent.pid) - cpu0[1])
+    hwm = [l for l in open(f"/proc/{agent.pid}/status") if l.startswith("VmHWM")][0].split()[1]
+    print(f"log throughput: {MIB} MiB in {secs:.2f} s = {n/secs/1e6:.0f} MB/s end to end; "
+          f"every byte on the server and sha256 equal: {ok}; agent peak RSS (VmHWM) {int(hwm)/1024:.1f} MiB; "
+          f"CPU during it: server {cpu[0]:.1f} s, agent {cpu[1]:.1f} s")
+finally:
+    agent.terminate(); agent.wait()
+    server.terminate(); server.wait()
+    subprocess.run(["rm", "-rf", work])

@@ -1,0 +1,78 @@
+//! `pinfold agent`: the runner agent.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+/// Run jobs from a coordinator.
+///
+/// Registers once (the runner token is kept in $PINFOLD_HOME/agent, mode
+/// 0600, one file per server, and reused on restart), then long-polls for
+/// jobs whose labels it has. SIGTERM/SIGINT: take no more jobs, let running
+/// ones finish for --drain, then cancel the rest.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Environment: PINFOLD_HOME, PINFOLD_SERVER, PINFOLD_REGISTRATION_TOKEN, PINFOLD_SECRET_<NAME> (secret values the server does not hold), RUST_LOG."
+)]
+pub struct Args {
+    /// Coordinator URL.
+    #[arg(long, env = "PINFOLD_SERVER")]
+    server: String,
+    /// Registration token (needed only when no runner token is stored yet).
+    #[arg(long, env = "PINFOLD_REGISTRATION_TOKEN", hide_env_values = true)]
+    registration_token: Option<String>,
+    /// Runner name [default: the host name].
+    #[arg(long)]
+    name: Option<String>,
+    /// Labels offered, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    labels: Vec<String>,
+    /// Jobs run at once.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Exit after one job.
+    #[arg(long)]
+    ephemeral: bool,
+    /// After SIGTERM, how long running jobs may go on before they are cancelled.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    drain: Duration,
+    /// Between SIGTERM and SIGKILL when a job is cancelled.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    grace: Duration,
+}
+
+/// Runs the subcommand; returns the exit status.
+pub fn run(a: Args) -> i32 {
+    match agent(a) {
+        Ok(()) => 0,
+        Err(e) => super::remote::fail("agent", &e),
+    }
+}
+
+fn agent(a: Args) -> anyhow::Result<()> {
+    let home: PathBuf =
+        pinfold_api::pinfold_home().context("cannot find a state directory: set PINFOLD_HOME")?;
+    let name = match a.name {
+        Some(n) => n,
+        None => nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "pinfold-agent".into()),
+    };
+    pinfold_agent::signals::install().context("installing signal handlers")?;
+    let cfg = pinfold_agent::agent::Config {
+        server: a.server,
+        registration_token: a.registration_token,
+        name,
+        labels: a.labels,
+        concurrency: a.concurrency,
+        ephemeral: a.ephemeral,
+        drain: a.drain,
+        grace: a.grace,
+        home,
+        exe: std::env::current_exe().context("finding my own binary")?,
+    };
+    pinfold_agent::agent::run(cfg, &pinfold_agent::signals::received)?;
+    Ok(())
+}

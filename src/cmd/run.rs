@@ -1,0 +1,165 @@
+//! `pinfold run`: run a job file locally, no server.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use pinfold_agent::log::{LogWriter, lock};
+use pinfold_agent::runner::{Job, RunError, stop};
+use pinfold_api::JobSpec;
+
+/// Run a job file locally: logs on the terminal, artifacts into --out.
+///
+/// Exit status: 0 success, 1 a step failed, 124 timeout, 125 pinfold failed
+/// (bad job file, image, sandbox), 130 interrupted.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Environment: PINFOLD_HOME; PINFOLD_SECRET_<NAME> gives the value of job secret NAME (masked in the log)."
+)]
+pub struct Args {
+    /// The job file (YAML).
+    job: PathBuf,
+    /// Directory copied in as /workspace (as a tar, unpacked safely).
+    #[arg(long, value_name = "DIR")]
+    source: Option<PathBuf>,
+    /// Directory the artifacts are copied into (created).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Log to stderr and print a JSON summary on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Between SIGTERM and SIGKILL when a step is interrupted.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    grace: Duration,
+    /// Keep the per-job directory (workspace and writable layer) and print its path.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// Runs the subcommand; returns the exit status.
+pub fn run(a: Args) -> i32 {
+    let text = match std::fs::read_to_string(&a.job) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("pinfold run: {}: {e}", a.job.display());
+            return 125;
+        }
+    };
+    let spec = match JobSpec::from_yaml(&text) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pinfold run: {}: {e}", a.job.display());
+            return 125;
+        }
+    };
+    let secrets: BTreeMap<String, String> = spec
+        .secrets
+        .iter()
+        .filter_map(|s| {
+            std::env::var(format!("PINFOLD_SECRET_{s}"))
+                .ok()
+                .map(|v| (s.to_string(), v))
+        })
+        .collect();
+    let Some(home) = pinfold_api::pinfold_home() else {
+        eprintln!("pinfold run: cannot find a state directory: set PINFOLD_HOME");
+        return 125;
+    };
+    let runs = home.join("run");
+    let dir = match std::fs::create_dir_all(&runs)
+        .and_then(|()| tempfile::Builder::new().prefix("job-").tempdir_in(&runs))
+    {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("pinfold run: {}: {e}", runs.display());
+            return 125;
+        }
+    };
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("pinfold run: cannot find my own binary: {e}");
+            return 125;
+        }
+    };
+    if let Err(e) = pinfold_agent::signals::install() {
+        eprintln!("pinfold run: installing signal handlers: {e}");
+        return 125;
+    }
+    let flag = Arc::new(AtomicU8::new(stop::NONE));
+    {
+        let flag = flag.clone();
+        std::thread::spawn(move || {
+            loop {
+                if pinfold_agent::signals::received() {
+                    flag.store(stop::CANCELLED, Ordering::SeqCst);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+    }
+    let out: Box<dyn Write + Send> = if a.json {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::stdout())
+    };
+    let log = LogWriter::new(out, secrets.values().cloned()).shared();
+    let job = Job {
+        spec,
+        dir: dir.path().to_owned(),
+        secrets,
+        exe,
+        stop: flag,
+        grace: a.grace,
+    };
+    let source = a.source.clone();
+    let mut fill = |ws: &std::path::Path| -> Result<(), RunError> {
+        let Some(src) = &source else { return Ok(()) };
+        if !src.is_dir() {
+            return Err(RunError::Source(format!(
+                "--source {}: not a directory",
+                src.display()
+            )));
+        }
+        let tar =
+            pinfold_agent::source::pack_dir(src).map_err(|e| RunError::Source(e.to_string()))?;
+        pinfold_agent::source::unpack(std::io::BufReader::new(tar), ws)
+            .map_err(|e| RunError::Source(e.to_string()))
+    };
+    let out_dir = a.out.clone();
+    let mut deliver = |art: &mut pinfold_agent::artifacts::Artifact| -> Result<(), String> {
+        let Some(out) = &out_dir else {
+            return Err("not copied (no --out)".into());
+        };
+        // The name is relative and free of `..` (the walk never yields one).
+        let dest = out.join(&art.name);
+        if let Some(p) = dest.parent() {
+            std::fs::create_dir_all(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        }
+        let mut f = std::fs::File::create(&dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+        std::io::copy(&mut art.file, &mut f).map_err(|e| format!("{}: {e}", dest.display()))?;
+        Ok(())
+    };
+    let report = job.run(&log, &mut fill, &mut deliver);
+    let _ = lock(&log).finish();
+    if a.keep {
+        let kept = dir.keep();
+        eprintln!("pinfold run: job directory kept at {}", kept.display());
+    } else if let Err(e) = pinfold_sandbox::image::layer::remove_tree(dir.path()) {
+        tracing::warn!(%e, "removing the job directory");
+    }
+    if a.json {
+        let v = serde_json::json!({
+            "state": report.state.as_str(),
+            "reason": report.reason,
+            "steps": report.steps,
+            "artifacts": report.artifacts,
+        });
+        println!("{v}");
+    }
+    report.state.exit_code()
+}
