@@ -27,12 +27,12 @@ BLOB=$(ls -S "$W/L/blobs/sha256" | head -1)
 echo "image: $(du -sh "$W/L/blobs/sha256/$BLOB" | cut -f1) gzip, $(tar -tzf "$W/L/blobs/sha256/$BLOB" | wc -l) entries"
 
 # 2. Cold unpack: pinfold import (verify + unpack into the cache) vs umoci vs tar.
+# tar cannot mknod the image's /dev nodes unprivileged and exits 2; the test -x
+# after it proves the tree was extracted.
 hyperfine -N --warmup 1 --runs 5 --export-markdown "$W/cold.md" \
   -p "rm -rf $W/home/images $W/x/u $W/x/t" \
   -n "pinfold image import" "runuser -u $U -- env PINFOLD_HOME=$W/home $W/pinfold image import oci:$W/L:deb" \
   -n "umoci unpack --rootless" "runuser -u $U -- umoci unpack --rootless --image $W/L:deb $W/x/u" \
-  # tar cannot mknod the image's /dev nodes unprivileged and exits 2; the check after it
-  # proves the tree was extracted.
   -n "tar -xzf" "runuser -u $U -- sh -c 'mkdir $W/x/t && { tar -xzf $W/L/blobs/sha256/$BLOB -C $W/x/t 2>/dev/null; test -x $W/x/t/bin/sh; }'"
 cat "$W/cold.md"
 
