@@ -413,6 +413,34 @@ fn pinfold_run_locally() -> Result<()> {
     );
     assert!(!dir.join("art/out/passwd").exists());
 
+    // Provenance beside the artifacts, signed with the local runner key,
+    // verified offline; a changed artifact fails the check.
+    let statement = dir.join("art/provenance.intoto.json");
+    let key = dir.join("home/keys/runner.key.pub");
+    let verify = || {
+        common::pinfold()
+            .args(["attest", "verify"])
+            .arg(&statement)
+            .arg("--key")
+            .arg(&key)
+            .arg("--json")
+            .output()
+            .expect("run pinfold attest")
+    };
+    let o = verify();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    assert_eq!(v["artifacts"], serde_json::json!(["out/app"]));
+    let deps = v["dependencies"].to_string();
+    assert!(
+        deps.contains("source.tar") && deps.contains(image().rsplit_once("@sha256:").unwrap().1),
+        "{deps}"
+    );
+    std::fs::write(dir.join("art/out/app"), "tampered\n")?;
+    let o = verify();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does not match"));
+
     // --json: the summary on stdout; a failing step exits 1.
     std::fs::write(
         dir.join("fail.yaml"),

@@ -10,6 +10,7 @@ use std::time::Duration;
 use pinfold_agent::log::{LogWriter, lock};
 use pinfold_agent::runner::{Job, RunError, stop};
 use pinfold_api::JobSpec;
+use pinfold_api::provenance;
 
 /// Run a job file locally: logs on the terminal, artifacts into --out.
 ///
@@ -117,6 +118,8 @@ pub fn run(a: Args) -> i32 {
         grace: a.grace,
     };
     let source = a.source.clone();
+    let mut source_digest: Option<String> = None;
+    let started_ms = pinfold_agent::runner::now_ms();
     let mut fill = |ws: &std::path::Path| -> Result<(), RunError> {
         let Some(src) = &source else { return Ok(()) };
         if !src.is_dir() {
@@ -125,8 +128,11 @@ pub fn run(a: Args) -> i32 {
                 src.display()
             )));
         }
-        let tar =
+        let mut tar =
             pinfold_agent::source::pack_dir(src).map_err(|e| RunError::Source(e.to_string()))?;
+        // The source's digest goes into the provenance (packing is deterministic).
+        source_digest =
+            Some(sha256_and_rewind(&mut tar).map_err(|e| RunError::Source(e.to_string()))?);
         pinfold_agent::source::unpack(std::io::BufReader::new(tar), ws)
             .map_err(|e| RunError::Source(e.to_string()))
     };
@@ -144,8 +150,44 @@ pub fn run(a: Args) -> i32 {
         std::io::copy(&mut art.file, &mut f).map_err(|e| format!("{}: {e}", dest.display()))?;
         Ok(())
     };
+    let image = job.spec.image.as_str().to_owned();
     let report = job.run(&log, &mut fill, &mut deliver);
     let _ = lock(&log).finish();
+    if let Some(out) = &a.out {
+        let record = provenance::JobRecord {
+            job_yaml: &text,
+            image: (&image, image.rsplit_once("@sha256:").map_or("", |(_, d)| d)),
+            source: source_digest
+                .as_deref()
+                .map(|d| ("source.tar", "sha256", d)),
+            artifacts: &report
+                .artifacts
+                .iter()
+                .map(|x| (x.name.clone(), x.sha256.clone()))
+                .collect::<Vec<_>>(),
+            builder_id: &builder_id(),
+            invocation_id: &dir
+                .path()
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            started_ms,
+            finished_ms: pinfold_agent::runner::now_ms(),
+            internal: serde_json::json!({ "state": report.state.as_str() }),
+        };
+        match write_provenance(&home, out, &record) {
+            Ok((file, key)) => eprintln!(
+                "pinfold run: provenance in {}; check it with `pinfold attest verify {} --key {}`",
+                file.display(),
+                file.display(),
+                key.display()
+            ),
+            Err(e) => {
+                eprintln!("pinfold run: writing provenance: {e}");
+                return 125;
+            }
+        }
+    }
     if a.keep {
         let kept = dir.keep();
         eprintln!("pinfold run: job directory kept at {}", kept.display());
@@ -162,4 +204,47 @@ pub fn run(a: Args) -> i32 {
         println!("{v}");
     }
     report.state.exit_code()
+}
+
+fn sha256_and_rewind(f: &mut std::fs::File) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::{Seek, SeekFrom};
+    f.seek(SeekFrom::Start(0))?;
+    let mut h = Sha256::new();
+    std::io::copy(f, &mut h)?;
+    f.seek(SeekFrom::Start(0))?;
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The identity a local run signs as.
+fn builder_id() -> String {
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("pinfold://{host}/run/uid/{}", nix::unistd::getuid())
+}
+
+/// Signs the statement with the local runner key (made on first use under
+/// `$PINFOLD_HOME/keys/`) and writes `OUT/provenance.intoto.json`.
+fn write_provenance(
+    home: &std::path::Path,
+    out: &std::path::Path,
+    record: &provenance::JobRecord<'_>,
+) -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
+    let key_path = home.join("keys/runner.key");
+    let key = provenance::load_or_create_key(&key_path, || {
+        let mut s = [0u8; 32];
+        getrandom::fill(&mut s).expect("the kernel's random source failed");
+        s
+    })
+    .map_err(|e| e.to_string())?;
+    let envelope =
+        provenance::sign(&provenance::statement_for(record), &key).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let file = out.join("provenance.intoto.json");
+    let json = serde_json::to_vec_pretty(&envelope).map_err(|e| e.to_string())?;
+    std::fs::write(&file, json).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut pub_key = key_path.into_os_string();
+    pub_key.push(".pub");
+    Ok((file, pub_key.into()))
 }
