@@ -28,7 +28,21 @@ pub(crate) fn open_in_root(root: &impl AsFd, path: &Path, flags: OFlag) -> Resul
         .flags(flags | OFlag::O_CLOEXEC)
         .mode(Mode::empty())
         .resolve(RESOLVE);
-    openat2(root.as_fd(), path, how)
+    retry_eagain(|| openat2(root.as_fd(), path, how))
+}
+
+/// openat2(2) answers EAGAIN when a rename or mount anywhere on the system
+/// raced with its resolution of `..` under RESOLVE_IN_ROOT; the man page's
+/// advice is to retry. Bounded, so a livelock still ends in an error.
+fn retry_eagain<T>(mut f: impl FnMut() -> Result<T, Errno>) -> Result<T, Errno> {
+    let mut last = Errno::EAGAIN;
+    for _ in 0..256 {
+        match f() {
+            Err(Errno::EAGAIN) => last = Errno::EAGAIN,
+            other => return other,
+        }
+    }
+    Err(last)
 }
 
 /// Opens the directory `path` inside `root`, creating missing components
@@ -115,7 +129,7 @@ pub(crate) fn touch_in_root(root: &impl AsFd, path: &Path) -> Result<OwnedFd, Er
         .flags(OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
         .mode(Mode::from_bits_truncate(0o644))
         .resolve(RESOLVE);
-    match openat2(dir.as_fd(), Path::new(name), how) {
+    match retry_eagain(|| openat2(dir.as_fd(), Path::new(name), how)) {
         Ok(fd) => Ok(fd),
         // An existing file we may not write to is still a fine mount point.
         Err(Errno::EACCES) | Err(Errno::EROFS) | Err(Errno::ETXTBSY) => {
