@@ -6,7 +6,7 @@
 //! nothing; only a power loss or kernel crash can drop the last commits.
 //! A single writer connection serializes writes, which SQLite does anyway.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -85,9 +85,21 @@ const JOB_COLS: &str = "id, spec_json, image, labels, secrets, source_sha256, st
      steps, attempts, runner_id, cancel_requested, created_at, started_at, finished_at, log_len";
 
 /// The SQLite implementation of [`Store`].
+///
+/// Job metadata and log offsets live in SQLite; log bytes live in one
+/// append-only file per job under `logs/` beside the database, written at
+/// the offset SQLite records. SQLite's row is the commit point: bytes past
+/// `log_len` in a file (a crash between the write and the commit) are never
+/// served and are overwritten by the next append. Keeping megabytes of log
+/// out of SQLite's WAL avoids writing every byte twice.
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    logs: Arc<PathBuf>,
+}
+
+fn log_path(logs: &Path, job_id: u64) -> PathBuf {
+    logs.join(format!("{job_id}.log"))
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {
@@ -179,12 +191,13 @@ fn require_active(conn: &Connection, job_id: u64, attempt_id: u64) -> Result<()>
 /// Stores `emit` at the end of the log, respecting `cap`; returns whether
 /// the log is now truncated.
 fn store_log_bytes(
-    conn: &Connection,
+    logs: &Path,
     job_id: u64,
     log_len: &mut u64,
     mut emit: Vec<u8>,
     cap: u64,
 ) -> Result<bool> {
+    use std::os::unix::fs::FileExt;
     let mut truncated = false;
     let room = cap.saturating_sub(*log_len);
     if emit.len() as u64 > room {
@@ -193,10 +206,16 @@ fn store_log_bytes(
         truncated = true;
     }
     if !emit.is_empty() {
-        conn.execute(
-            "INSERT INTO log_chunks (job_id, offset, data) VALUES (?1, ?2, ?3)",
-            params![job_id as i64, *log_len as i64, emit],
-        )?;
+        let path = log_path(logs, job_id);
+        let io =
+            |e: std::io::Error| StoreError::Corrupt(format!("log file {}: {e}", path.display()));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        file.write_all_at(&emit, *log_len).map_err(io)?;
         *log_len += emit.len() as u64;
     }
     Ok(truncated)
@@ -219,8 +238,12 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open)?;
         conn.execute_batch(SCHEMA).map_err(open)?;
+        let logs = path.parent().unwrap_or(Path::new(".")).join("logs");
+        std::fs::create_dir_all(&logs)
+            .map_err(|e| StoreError::Corrupt(format!("{}: {e}", logs.display())))?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            logs: Arc::new(logs),
         })
     }
 
@@ -482,6 +505,7 @@ impl Store for SqliteStore {
         secrets: Vec<Vec<u8>>,
         cap: u64,
     ) -> Result<AppendOutcome> {
+        let logs = self.logs.clone();
         self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             require_active(&tx, job_id, attempt_id)?;
@@ -511,7 +535,7 @@ impl Store for SqliteStore {
             let mut pending_out = Vec::new();
             if !now_truncated {
                 let m = mask::mask(&pending, new, &secrets, false);
-                now_truncated = store_log_bytes(&tx, job_id, &mut log_len, m.emit, cap)?;
+                now_truncated = store_log_bytes(&logs, job_id, &mut log_len, m.emit, cap)?;
                 if !now_truncated {
                     pending_out = m.pending;
                 }
@@ -531,6 +555,7 @@ impl Store for SqliteStore {
     }
 
     async fn read_log(&self, job_id: u64, offset: u64, max: usize) -> Result<LogRead> {
+        let logs = self.logs.clone();
         self.call(move |c| {
             let tx = c.transaction()?;
             let (len, state): (i64, String) = tx
@@ -542,27 +567,19 @@ impl Store for SqliteStore {
                 .optional()?
                 .ok_or_else(|| StoreError::NotFound(format!("no job {job_id}")))?;
             let complete = JobState::parse(&state).is_some_and(JobState::is_terminal);
-            let mut data = Vec::new();
-            {
-                let mut st = tx.prepare_cached(
-                    "SELECT offset, data FROM log_chunks WHERE job_id = ?1 AND offset >= \
-                     (SELECT coalesce(max(offset), 0) FROM log_chunks WHERE job_id = ?1 AND offset <= ?2) \
-                     ORDER BY offset",
-                )?;
-                let mut rows = st.query(params![job_id as i64, offset as i64])?;
-                while let Some(row) = rows.next()? {
-                    let at = row.get::<_, i64>(0)? as u64;
-                    let chunk: Vec<u8> = row.get(1)?;
-                    let from = offset.saturating_sub(at) as usize;
-                    if from >= chunk.len() {
-                        continue;
-                    }
-                    let take = (max - data.len()).min(chunk.len() - from);
-                    data.extend_from_slice(&chunk[from..from + take]);
-                    if data.len() >= max {
-                        break;
-                    }
-                }
+            // Only bytes up to the committed length are served.
+            let len_u = len as u64;
+            let want = len_u.saturating_sub(offset).min(max as u64) as usize;
+            let mut data = vec![0u8; want];
+            if want > 0 {
+                use std::os::unix::fs::FileExt;
+                let path = log_path(&logs, job_id);
+                let file = std::fs::File::open(&path).map_err(|e| {
+                    StoreError::Corrupt(format!("log file {}: {e}", path.display()))
+                })?;
+                file.read_exact_at(&mut data, offset).map_err(|e| {
+                    StoreError::Corrupt(format!("log file {}: {e}", path.display()))
+                })?;
             }
             Ok(LogRead {
                 data,
@@ -581,6 +598,7 @@ impl Store for SqliteStore {
         cap: u64,
         now: u64,
     ) -> Result<JobState> {
+        let logs = self.logs.clone();
         self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             if check_attempt(&tx, job_id, attempt_id)? == "finished" {
@@ -601,7 +619,7 @@ impl Store for SqliteStore {
             )?;
             let mut log_len = log_len as u64;
             if truncated == 0 && !pending.is_empty() {
-                store_log_bytes(&tx, job_id, &mut log_len, pending, cap)?;
+                store_log_bytes(&logs, job_id, &mut log_len, pending, cap)?;
             }
             tx.execute(
                 "UPDATE attempts SET state = 'finished' WHERE id = ?1",
