@@ -10,7 +10,7 @@ use super::{init, mounts, net, process};
 use crate::policy::NetworkMode;
 
 /// Never returns: exits with the job's status, or 125 after reporting a failure.
-pub(crate) fn main(mut p: Prepared, go: OwnedFd, err: OwnedFd) -> ! {
+pub(crate) fn main(mut p: Prepared, go: OwnedFd, err: OwnedFd, status: OwnedFd) -> ! {
     // 1. If the parent dies, so does the container (and with PID 1, all of it).
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
@@ -42,6 +42,7 @@ pub(crate) fn main(mut p: Prepared, go: OwnedFd, err: OwnedFd) -> ! {
     // SAFETY: fork in a single-threaded process (this child has one thread).
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
+            drop(status);
             // 9. The job: harden and exec.
             let e = process::exec_job(&p);
             sync::report(&keep_err, &e);
@@ -53,7 +54,11 @@ pub(crate) fn main(mut p: Prepared, go: OwnedFd, err: OwnedFd) -> ! {
             // 10. Init: no capabilities, not dumpable (so /proc/1/exe, which
             // points at the host's pinfold binary, cannot be opened by the job).
             harden_init();
-            exit(init::supervise(child));
+            let code = init::supervise(child);
+            // Every process of the container is dead and reaped: report, so
+            // the parent need not wait for the namespaces' teardown.
+            sync::write_status(&status, code);
+            exit(code);
         }
         Err(e) => {
             sync::report(&keep_err, &StepError::new("fork the job", e.desc()));

@@ -9,9 +9,24 @@ use nix::unistd::Pid;
 
 use super::forwarded_signals;
 
-/// Supervises `job` until it ends; returns the status to exit with
-/// (the job's code, or 128+N when signal N killed it).
+/// Supervises `job` until it ends, then kills and reaps every other process
+/// of the container; returns the status to exit with (the job's code, or
+/// 128+N when signal N killed it).
 pub(crate) fn supervise(job: Pid) -> i32 {
+    let code = wait_for_job(job);
+    // kill(-1) from PID 1 reaches every other process of the pid namespace:
+    // double-forked, setsid'd daemons included.
+    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+    loop {
+        match waitpid(None::<Pid>, Some(WaitPidFlag::__WALL)) {
+            Err(Errno::ECHILD) => return code,
+            Err(Errno::EINTR) | Ok(_) => continue,
+            Err(_) => return code,
+        }
+    }
+}
+
+fn wait_for_job(job: Pid) -> i32 {
     let mut wait_set: SigSet = forwarded_signals();
     wait_set.add(Signal::SIGCHLD);
     loop {

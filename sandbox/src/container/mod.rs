@@ -485,6 +485,8 @@ pub fn run(spec: &ContainerSpec) -> Result<Outcome> {
     // mask; its init waits for them with sigwaitinfo and the job restores it.
     let mut blocked = forwarded_signals();
     blocked.add(Signal::SIGCHLD);
+    // SIGIO: the status pipe has data (see `wait_loop`).
+    blocked.add(Signal::SIGIO);
     let mut saved = SigSet::empty();
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked), Some(&mut saved)).map_err(|source| {
         ContainerError::Parent {
@@ -524,6 +526,7 @@ fn run_blocked(
 
     let (go_read, go_write) = sync::pipe("sync pipe")?;
     let (err_read, err_write) = sync::pipe("error pipe")?;
+    let (status_read, status_write) = sync::status_pipe()?;
 
     let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
@@ -557,11 +560,13 @@ fn run_blocked(
     if ret == 0 {
         drop(go_write);
         drop(err_read);
-        child::main(prepared, go_read, err_write);
+        drop(status_read);
+        child::main(prepared, go_read, err_write, status_write);
     }
     let child = Pid::from_raw(ret as i32);
     drop(go_read);
     drop(err_write);
+    drop(status_write);
     drop(prepared);
 
     // Kill the child if anything below fails: it is waiting on the go pipe.
@@ -586,7 +591,7 @@ fn run_blocked(
     );
     drop(err_read);
     let deadline = spec.timeout.map(|t| started + t);
-    let outcome = wait_loop(child, blocked, deadline);
+    let outcome = wait_loop(child, blocked, deadline, &status_read);
     std::mem::forget(guard);
     if let Some(p) = pasta {
         p.stop();
@@ -622,8 +627,25 @@ fn userns_hint(errno: Errno) -> &'static str {
 }
 
 /// Waits for the container's init, forwarding signals and enforcing the deadline.
-fn wait_loop(child: Pid, blocked: &SigSet, deadline: Option<Instant>) -> Result<Outcome> {
+///
+/// Init reports the job's status on the status pipe once every process of
+/// the container is dead and reaped, then exits; the kernel's teardown of
+/// the namespaces (unmounting every mount, the network namespace) then runs
+/// in init's exit, and nobody needs to wait for it. A pipe write raises
+/// SIGIO here (O_ASYNC), which wakes the sigtimedwait below.
+fn wait_loop(
+    child: Pid,
+    blocked: &SigSet,
+    deadline: Option<Instant>,
+    status: &OwnedFd,
+) -> Result<Outcome> {
     loop {
+        if let Some(code) = sync::read_status(status) {
+            // Reap init if it is already gone; otherwise it is left to the
+            // end of this process (`pinfold exec` exits right away).
+            let _ = waitpid(child, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL));
+            return Ok(Outcome::Exited(code));
+        }
         match waitpid(child, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
             Ok(WaitStatus::Exited(_, code)) => return Ok(Outcome::Exited(code)),
             Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(Outcome::Signaled(sig as i32)),
@@ -658,7 +680,7 @@ fn wait_loop(child: Pid, blocked: &SigSet, deadline: Option<Instant>) -> Result<
         // SAFETY: `blocked` is a valid sigset, the info pointer may be null, and
         // `ts` lives across the call.
         let sig = unsafe { libc::sigtimedwait(blocked.as_ref(), std::ptr::null_mut(), &ts) };
-        if sig > 0 && sig != libc::SIGCHLD {
+        if sig > 0 && sig != libc::SIGCHLD && sig != libc::SIGIO {
             tracing::debug!(signal = sig, "forwarding signal to the container");
             // SAFETY: kill(2) with a pid we own and a signal number the kernel gave us.
             unsafe { libc::kill(child.as_raw(), sig) };

@@ -73,6 +73,42 @@ pub(crate) fn pipe(what: &'static str) -> Result<(OwnedFd, OwnedFd)> {
     })
 }
 
+/// The status pipe: init writes the job's exit status (4 bytes) when every
+/// process of the container is gone. The read end is non-blocking and raises
+/// SIGIO in this process when data arrives.
+pub(crate) fn status_pipe() -> Result<(OwnedFd, OwnedFd)> {
+    use std::os::fd::AsRawFd;
+    let (r, w) = pipe("status pipe")?;
+    let fd = r.as_raw_fd();
+    // SAFETY: fcntl on an fd we own, with integer arguments.
+    let ok = unsafe {
+        libc::fcntl(fd, libc::F_SETOWN, libc::getpid()) >= 0
+            && libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK | libc::O_ASYNC) >= 0
+    };
+    if !ok {
+        return Err(ContainerError::Parent {
+            step: "set up the status pipe",
+            source: Errno::last(),
+            hint: None,
+        });
+    }
+    Ok((r, w))
+}
+
+/// Parent: the status init reported, if it has.
+pub(crate) fn read_status(r: &OwnedFd) -> Option<i32> {
+    let mut b = [0u8; 4];
+    match read(r.as_fd(), &mut b) {
+        Ok(4) => Some(i32::from_ne_bytes(b)),
+        _ => None,
+    }
+}
+
+/// Init: reports the job's status.
+pub(crate) fn write_status(w: &OwnedFd, code: i32) {
+    let _ = write(w, &code.to_ne_bytes());
+}
+
 /// Parent: lets the child go on.
 pub(crate) fn release(go: &OwnedFd) -> Result<()> {
     write(go, b"1")
