@@ -2,9 +2,6 @@
 
 mod common;
 
-use std::os::unix::process::CommandExt;
-use std::process::Stdio;
-
 use common::*;
 
 #[test]
@@ -37,37 +34,9 @@ fn doctor_reports_every_check_and_passes_here() {
 
 #[test]
 fn doctor_fails_when_user_namespaces_are_disabled() {
-    if std::process::Command::new("bwrap")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: bwrap is not installed (apt-get install bubblewrap)");
+    let Some(out) = pinfold_without_userns(&["doctor".as_ref()]) else {
         return;
-    }
-    let f = fixtures();
-    let mut c = std::process::Command::new("bwrap");
-    c.args([
-        "--unshare-user",
-        "--disable-userns",
-        "--die-with-parent",
-        "--bind",
-        "/",
-        "/",
-        "--dev",
-        "/dev",
-        "--proc",
-        "/proc",
-        "--",
-    ])
-    .arg(&f.pinfold)
-    .arg("doctor")
-    .env("PINFOLD_HOME", f.root.join("home-doctor"))
-    .stdin(Stdio::null());
-    if let Some((uid, gid)) = f.user {
-        c.uid(uid).gid(gid);
-    }
-    let out = c.output().unwrap();
+    };
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     let line = text

@@ -628,39 +628,17 @@ fn landlock_below_the_policy_minimum_is_a_clear_error() {
 fn user_namespaces_disabled_is_a_clear_error() {
     // bubblewrap's --disable-userns leaves pinfold unable to create a user
     // namespace, as `user.max_user_namespaces=0` would on a host.
-    if std::process::Command::new("bwrap")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: bwrap is not installed (apt-get install bubblewrap)");
-        return;
-    }
     let f = fixtures();
-    let mut c = std::process::Command::new("bwrap");
-    c.args([
-        "--unshare-user",
-        "--disable-userns",
-        "--die-with-parent",
-        "--bind",
-        "/",
-        "/",
-        "--dev",
-        "/dev",
-        "--proc",
-        "/proc",
-        "--",
-    ])
-    .arg(&f.pinfold)
-    .args(["exec", "--rootfs"])
-    .arg(&f.rootfs)
-    .args(["--", "/bin/true"])
-    .env("PINFOLD_HOME", f.root.join("home-bwrap"))
-    .stdin(Stdio::null());
-    if let Some((uid, gid)) = f.user {
-        c.uid(uid).gid(gid);
-    }
-    let out = c.output().unwrap();
+    let args: Vec<&std::ffi::OsStr> = vec![
+        "exec".as_ref(),
+        "--rootfs".as_ref(),
+        f.rootfs.as_os_str(),
+        "--".as_ref(),
+        "/bin/true".as_ref(),
+    ];
+    let Some(out) = pinfold_without_userns(&args) else {
+        return;
+    };
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(125), "{err}");
     assert!(err.contains("create namespaces"), "{err}");

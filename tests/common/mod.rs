@@ -275,3 +275,36 @@ pub fn processes_matching(needle: &str) -> Vec<u32> {
     }
     v
 }
+
+/// `pinfold ARGS` as the test user inside bubblewrap with `--disable-userns`:
+/// pinfold then cannot create a user namespace, as on a host with
+/// `user.max_user_namespaces=0`. `None` when bwrap is not installed.
+pub fn pinfold_without_userns(args: &[&std::ffi::OsStr]) -> Option<Output> {
+    if Command::new("bwrap").arg("--version").output().is_err() {
+        eprintln!("skipped: bwrap is not installed (apt-get install bubblewrap)");
+        return None;
+    }
+    let f = fixtures();
+    let mut c = Command::new("bwrap");
+    c.args([
+        "--unshare-user",
+        "--disable-userns",
+        "--die-with-parent",
+        "--bind",
+        "/",
+        "/",
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+        "--",
+    ])
+    .arg(&f.pinfold)
+    .args(args)
+    .env("PINFOLD_HOME", f.root.join("home-no-userns"))
+    .stdin(Stdio::null());
+    if let Some((uid, gid)) = f.user {
+        c.uid(uid).gid(gid);
+    }
+    Some(c.output().expect("run bwrap"))
+}
