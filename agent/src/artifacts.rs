@@ -14,7 +14,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Seek};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -73,23 +73,8 @@ pub struct Collected {
     pub unmatched: Vec<String>,
 }
 
-fn beneath() -> ResolveFlag {
-    ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_XDEV
-}
-
 fn open_beneath(root: &OwnedFd, rel: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
-    let rel = if rel.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        rel
-    };
-    openat2(
-        root,
-        rel,
-        OpenHow::new()
-            .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
-            .resolve(beneath()),
-    )
+    pinfold_sandbox::image::layer::open_beneath(root.as_fd(), rel, flags)
 }
 
 /// Finds, opens and hashes the files under `workspace` that match `patterns`.

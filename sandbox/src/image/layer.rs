@@ -168,8 +168,11 @@ fn beneath() -> ResolveFlag {
     ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_XDEV
 }
 
-/// Opens directory `rel` under `root` without following any symlink.
-fn open_dir_beneath(root: BorrowedFd<'_>, rel: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
+/// Opens `rel` under `root` without following any symlink or leaving
+/// `root` (`openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV)`
+/// plus `O_NOFOLLOW`); an empty `rel` is `root` itself. Shared with the
+/// agent, which opens artifacts in a job's workspace the same way.
+pub fn open_beneath(root: BorrowedFd<'_>, rel: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
     let rel = if rel.as_os_str().is_empty() {
         Path::new(".")
     } else {
@@ -179,9 +182,14 @@ fn open_dir_beneath(root: BorrowedFd<'_>, rel: &Path, flags: OFlag) -> nix::Resu
         root,
         rel,
         OpenHow::new()
-            .flags(flags | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+            .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
             .resolve(beneath()),
     )
+}
+
+/// Opens directory `rel` under `root` without following any symlink.
+fn open_dir_beneath(root: BorrowedFd<'_>, rel: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
+    open_beneath(root, rel, flags | OFlag::O_DIRECTORY)
 }
 
 fn set_xattr(fd: BorrowedFd<'_>, name: &CStr, value: &[u8]) -> nix::Result<()> {
