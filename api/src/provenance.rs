@@ -216,11 +216,7 @@ pub fn key_id(key: &VerifyingKey) -> String {
         .to_public_key_der()
         .map(|d| d.as_bytes().to_vec())
         .unwrap_or_else(|_| key.as_bytes().to_vec());
-    hex(&Sha256::digest(der))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(der))
 }
 
 /// Signs a statement into a DSSE envelope.

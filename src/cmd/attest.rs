@@ -1,10 +1,8 @@
 //! `pinfold attest`: signing keys and offline verification of provenance.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use pinfold_api::provenance::{self, Envelope};
-use sha2::{Digest, Sha256};
 
 /// Provenance: make signing keys, verify signed statements offline.
 #[derive(Debug, clap::Subcommand)]
@@ -38,21 +36,6 @@ fn seed() -> [u8; 32] {
     s
 }
 
-/// sha256 of a file, hex.
-fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
 fn verify(
     file: &Path,
     key: &Path,
@@ -77,7 +60,9 @@ fn verify(
                 "subject name {name:?} leaves the artifact directory"
             ));
         }
-        let got = sha256_file(&dir.join(name))
+        let got = std::fs::File::open(dir.join(name))
+            .map_err(anyhow::Error::from)
+            .and_then(|mut f| super::submit::sha256_of(&mut f))
             .map_err(|e| format!("artifact {name}: {e} (give --artifacts DIR)"))?;
         if &got != want {
             return Err(format!(

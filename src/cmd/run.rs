@@ -206,14 +206,12 @@ pub fn run(a: Args) -> i32 {
     report.state.exit_code()
 }
 
-fn sha256_and_rewind(f: &mut std::fs::File) -> std::io::Result<String> {
-    use sha2::{Digest, Sha256};
+fn sha256_and_rewind(f: &mut std::fs::File) -> anyhow::Result<String> {
     use std::io::{Seek, SeekFrom};
     f.seek(SeekFrom::Start(0))?;
-    let mut h = Sha256::new();
-    std::io::copy(f, &mut h)?;
+    let digest = super::submit::sha256_of(f)?;
     f.seek(SeekFrom::Start(0))?;
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(digest)
 }
 
 /// The identity a local run signs as.
