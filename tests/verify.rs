@@ -190,6 +190,7 @@ fn time_hostname_and_umask_are_caught_and_named() {
         "      hostname > out/host; cat /proc/sys/kernel/domainname >> out/host\n",
         "      touch out/perm; stat -c %a out/perm > out/mode\n",
         "      echo same > out/same\n",
+        "      if [ \"$(hostname)\" = pinfold ]; then echo x > out/only-in-control; fi\n",
     ));
     let v = verify(d.path(), &["--bisect"]);
     assert_eq!(v.code, 1, "{}\n{}", v.stdout, v.stderr);
@@ -205,7 +206,38 @@ fn time_hostname_and_umask_are_caught_and_named() {
         .find(|a| a["name"] == "out/same")
         .unwrap();
     assert_eq!(same["identical"], true);
+    // Missing in a run is a difference too.
+    assert_eq!(flipped_by(r, "out/only-in-control"), ["hostname"]);
+    let missing = r["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "out/only-in-control")
+        .unwrap();
+    assert!(missing["sha256"][1].is_null(), "{missing}");
     assert!(v.stderr.contains("flipped by: time"), "{}", v.stderr);
+    // diffoscope (optional at run time; tests/setup.sh installs it).
+    if Command::new("sh")
+        .args(["-c", "command -v diffoscope"])
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
+        let a = r["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == "out/host")
+            .unwrap();
+        let file = d
+            .path()
+            .join(a["diffoscope"].as_str().expect("a diffoscope report"));
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.contains("verify-2"), "{text}");
+    } else {
+        assert_eq!(r["diffoscope"], "not installed");
+    }
 }
 
 #[test]

@@ -23,7 +23,7 @@ use pinfold_api::wire::JobState;
 ///
 /// Exit status: 0 every artifact identical in every run; 1 an artifact
 /// differs or is missing in a run; 125 a run failed (a step failed, or
-/// pinfold did); 2 bad arguments.
+/// pinfold did); 2 bad arguments; 130 interrupted.
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Variations (--vary): all, build_path, time, hostname, umask, timezone, locale, user, env_order, cpus, dir_order, home; `-name` removes one (write --vary=-time or --vary all,-time).\n\
@@ -461,7 +461,9 @@ pub fn run(a: Args) -> i32 {
         }
     }
 
-    let (verdict, code) = if !failed.is_empty() {
+    let (verdict, code) = if flag.load(Ordering::SeqCst) != stop::NONE {
+        ("interrupted", 130)
+    } else if !failed.is_empty() {
         ("run failed", 125)
     } else if !differing.is_empty() {
         ("not reproducible", 1)
