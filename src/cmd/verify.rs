@@ -66,7 +66,7 @@ pub struct Args {
 
 /// One run to make.
 struct Plan {
-    /// run-1, run-2, …, bisect-NAME.
+    /// run-1, run-2, …, bisect/NAME, bisect/NAME-control.
     label: String,
     /// The run number the varied values are made for.
     k: usize,
@@ -572,12 +572,12 @@ fn bisect_pair(v: Variation, attempt: usize) -> Vec<Plan> {
     };
     vec![
         Plan {
-            label: format!("bisect-{}{suffix}-control", v.name()),
+            label: format!("bisect/{}{suffix}-control", v.name()),
             k: 1,
             vary: BTreeSet::new(),
         },
         Plan {
-            label: format!("bisect-{}{suffix}", v.name()),
+            label: format!("bisect/{}{suffix}", v.name()),
             k: 2,
             vary: BTreeSet::from([v]),
         },
