@@ -300,3 +300,39 @@ fn failing_step_is_125_and_bad_input_is_one_line() {
         "{line}"
     );
 }
+
+/// The `pinfold exec` flags verify varies, seen from inside the container.
+#[test]
+fn exec_umask_domainname_and_reverse_env() {
+    let (code, out, err) = common::sh(
+        &[
+            "--umask",
+            "027",
+            "--domainname",
+            "example.invalid",
+            "--reverse-env",
+            "--env",
+            "LAST_GIVEN=1",
+        ],
+        "umask; cat /proc/sys/kernel/domainname; tr '\\0' '\\n' < /proc/$$/environ | head -n 1; touch /tmp/f; stat -c %a /tmp/f",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["0027", "example.invalid", "LAST_GIVEN=1", "640"]
+    );
+    // Without the flags: the kernel's domain name, the given order.
+    let (_, out, _) = common::sh(
+        &["--umask", "022", "--env", "LAST_GIVEN=1"],
+        "cat /proc/sys/kernel/domainname; tr '\\0' '\\n' < /proc/$$/environ | tail -n 1",
+    );
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["(none)", "LAST_GIVEN=1"]);
+
+    let (code, _, err) = common::sh(&["--umask", "999"], "true");
+    assert_eq!(code, 125);
+    assert!(err.contains("not an octal mode"), "{err}");
+    let (code, _, err) = common::sh(&["--domainname", "bad name"], "true");
+    assert_eq!(code, 125);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("bad domain name"), "{err}");
+}
