@@ -291,6 +291,28 @@ fn failing_step_is_125_and_bad_input_is_one_line() {
         "{line}"
     );
 
+    for (args, line) in [
+        (
+            &["--runs", "1"][..],
+            "pinfold verify: --runs 1: give at least 2 (run 1 is the control)",
+        ),
+        (
+            &["--jobs", "0"][..],
+            "pinfold verify: --jobs 0: give at least 1",
+        ),
+    ] {
+        let v = verify(d.path(), args);
+        assert_eq!(v.code, 2, "{args:?}");
+        assert_eq!(v.stderr.trim(), line);
+    }
+    std::fs::remove_dir_all(d.path().join("src")).unwrap();
+    let v = verify(d.path(), &[]);
+    assert_eq!(v.code, 125);
+    assert_eq!(
+        v.stderr.trim(),
+        "pinfold verify: --source src: not a directory"
+    );
+
     std::fs::write(d.path().join("job.yaml"), "image: x\nstepz: []\n").unwrap();
     let v = verify(d.path(), &[]);
     assert_eq!(v.code, 125);

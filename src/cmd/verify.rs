@@ -39,8 +39,13 @@ pub struct Args {
     #[arg(long, default_value_t = 2, value_name = "N")]
     runs: usize,
     /// Which variations: all (the default: every one the machine supports),
-    /// a list (hostname,umask), or removals (-time).
-    #[arg(long, default_value = "all", value_name = "LIST")]
+    /// a list (hostname,umask), or removals (--vary=-time).
+    #[arg(
+        long,
+        default_value = "all",
+        value_name = "LIST",
+        env = "PINFOLD_VERIFY_VARY"
+    )]
     vary: String,
     /// For each differing artifact, re-run with one variation at a time and
     /// name the ones that flip it.
