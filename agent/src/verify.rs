@@ -414,6 +414,32 @@ mod tests {
     }
 
     #[test]
+    fn relinking_reverses_readdir_order_on_tmpfs() {
+        let shm = Path::new("/dev/shm");
+        if !shm.is_dir() {
+            return; // no tmpfs here: `supported` reports dir_order as not applied
+        }
+        let d = tempfile::tempdir_in(shm).unwrap();
+        std::fs::create_dir(d.path().join("sub")).unwrap();
+        for n in ["a", "b", "c", "sub/x", "sub/y"] {
+            std::fs::write(d.path().join(n), n).unwrap();
+        }
+        let before = (
+            read_names(d.path()).unwrap(),
+            read_names(&d.path().join("sub")).unwrap(),
+        );
+        reverse_dir_order(d.path()).unwrap();
+        let mut after = (
+            read_names(d.path()).unwrap(),
+            read_names(&d.path().join("sub")).unwrap(),
+        );
+        after.0.reverse();
+        after.1.reverse();
+        assert_eq!(before, after);
+        assert!(dir_order_flips(shm).unwrap());
+    }
+
+    #[test]
     fn id0_renamed_or_added() {
         let db = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n";
         assert_eq!(
