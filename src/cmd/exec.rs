@@ -50,9 +50,10 @@ pub struct Args {
     /// Kill the whole container after this long (e.g. 30s, 10m, 1h30m); exit 124.
     #[arg(long, value_parser = humantime::parse_duration)]
     timeout: Option<Duration>,
-    /// Network mode: none (loopback only) or egress (outbound through pasta).
+    /// Network mode: none (loopback only), allowlist (an HTTP(S) proxy to the
+    /// policy's network.allow hosts) or egress (outbound through pasta).
     /// May only be stricter than the policy's [default: the policy's].
-    #[arg(long, value_name = "none|egress")]
+    #[arg(long, value_name = "none|allowlist|egress")]
     network: Option<pinfold_sandbox::policy::NetworkMode>,
     /// Keep the container's writes in DIR (upper/ and work/ inside) instead of
     /// a throw-away tmpfs; a later run with the same DIR continues from them.
