@@ -25,7 +25,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AllowlistError {
     /// An entry of `network.allow` is malformed.
-    #[error("entry {entry:?}: {reason}; write HOST[:PORT], e.g. \"deb.debian.org:443\", \"*.crates.io\", \"198.51.100.7:8080\" or \"[2001:db8::1]:443\"")]
+    #[error(
+        "entry {entry:?}: {reason}; write HOST[:PORT], e.g. \"deb.debian.org:443\", \"*.crates.io\", \"198.51.100.7:8080\" or \"[2001:db8::1]:443\""
+    )]
     BadEntry {
         /// The entry as written.
         entry: String,
@@ -51,7 +53,9 @@ pub enum AllowlistError {
         reason: String,
     },
     /// Every address of the name is in a refused range.
-    #[error("{host}:{port} resolves only to refused addresses ({addrs}); name the address in network.allow to allow it")]
+    #[error(
+        "{host}:{port} resolves only to refused addresses ({addrs}); name the address in network.allow to allow it"
+    )]
     RefusedAddress {
         /// Host as the job asked for it.
         host: String,
@@ -377,13 +381,24 @@ mod tests {
         assert!(l.check_with("198.51.100.7", 22, public()).is_ok());
         assert!(l.check_with("198.51.100.8", 22, public()).is_err());
         // A name that resolves to a listed address is not the address.
-        assert!(l.check_with("example.org", 22, to(&["198.51.100.7"])).is_err());
+        assert!(
+            l.check_with("example.org", 22, to(&["198.51.100.7"]))
+                .is_err()
+        );
     }
 
     #[test]
     fn names_resolving_to_refused_ranges_are_refused() {
         let l = list(&["deb.debian.org", "127.0.0.1:8080", "[::ffff:10.0.0.9]:80"]);
-        for addr in ["127.0.0.1", "10.1.2.3", "169.254.169.254", "::1", "fd00::1", "0.0.0.0", "::ffff:127.0.0.1"] {
+        for addr in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "169.254.169.254",
+            "::1",
+            "fd00::1",
+            "0.0.0.0",
+            "::ffff:127.0.0.1",
+        ] {
             let err = l
                 .check_with("deb.debian.org", 443, to(&[addr]))
                 .unwrap_err();
@@ -402,7 +417,13 @@ mod tests {
         assert!(l.check_with("10.0.0.9", 80, to(&[])).is_ok());
         // allow_private opens the private ranges, never loopback.
         let lp = Allowlist::parse(&["deb.debian.org"], true).unwrap();
-        assert!(lp.check_with("deb.debian.org", 443, to(&["10.1.2.3"])).is_ok());
-        assert!(lp.check_with("deb.debian.org", 443, to(&["127.0.0.1"])).is_err());
+        assert!(
+            lp.check_with("deb.debian.org", 443, to(&["10.1.2.3"]))
+                .is_ok()
+        );
+        assert!(
+            lp.check_with("deb.debian.org", 443, to(&["127.0.0.1"]))
+                .is_err()
+        );
     }
 }

@@ -619,9 +619,8 @@ fn run_blocked(
     let proxy = match (proxy_parent, allowlist) {
         (Some(channel), Some(allow)) => match net::receive_proxy_listener(&channel) {
             Ok(Some(listener)) => Some(
-                proxy::start(listener, allow, spec.policy.source.to_string()).map_err(|e| {
-                    ContainerError::Spec(format!("start the allowlist proxy: {e}"))
-                })?,
+                proxy::start(listener, allow, spec.policy.source.to_string())
+                    .map_err(|e| ContainerError::Spec(format!("start the allowlist proxy: {e}")))?,
             ),
             Ok(None) => None,
             Err(source) => {

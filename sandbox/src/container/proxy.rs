@@ -232,8 +232,7 @@ fn parse_request(head: &[u8]) -> Result<Request, (u16, String)> {
     let mut lines = text.split("\r\n");
     let first = lines.next().unwrap_or_default();
     let mut parts = first.split(' ');
-    let (method, target, version) = match (parts.next(), parts.next(), parts.next(), parts.next())
-    {
+    let (method, target, version) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
         (Some(m), Some(t), Some(v), None) if v.starts_with("HTTP/1.") => (m, t, v),
         _ => return Err((400, format!("malformed request line {first:?}"))),
     };
@@ -260,11 +259,15 @@ fn parse_request(head: &[u8]) -> Result<Request, (u16, String)> {
         Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
         None => (rest, "/".to_owned()),
     };
-    let (host, port) = split_authority(authority, 80)
-        .ok_or_else(|| (400, format!("bad host in {target:?}")))?;
+    let (host, port) =
+        split_authority(authority, 80).ok_or_else(|| (400, format!("bad host in {target:?}")))?;
     let mut out = format!("{method} {path} {version}\r\n");
     for line in lines.filter(|l| !l.is_empty()) {
-        let name = line.split(':').next().unwrap_or_default().to_ascii_lowercase();
+        let name = line
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         if name == "connection" || name == "keep-alive" || name.starts_with("proxy-") {
             continue;
         }
@@ -380,7 +383,10 @@ mod tests {
     #[test]
     fn connect_and_absolute_uris() {
         let r = parse_request(b"CONNECT deb.debian.org:443 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        assert_eq!((r.host.as_str(), r.port, r.forward), ("deb.debian.org", 443, None));
+        assert_eq!(
+            (r.host.as_str(), r.port, r.forward),
+            ("deb.debian.org", 443, None)
+        );
         let r = parse_request(b"CONNECT [2001:db8::1]:8443 HTTP/1.1\r\n\r\n").unwrap();
         assert_eq!((r.host.as_str(), r.port), ("[2001:db8::1]", 8443));
         let r = parse_request(
@@ -394,7 +400,11 @@ mod tests {
         );
         let r = parse_request(b"GET http://example.org HTTP/1.0\r\n\r\n").unwrap();
         assert_eq!((r.host.as_str(), r.port), ("example.org", 80));
-        assert!(String::from_utf8(r.forward.unwrap()).unwrap().starts_with("GET / HTTP/1.0\r\n"));
+        assert!(
+            String::from_utf8(r.forward.unwrap())
+                .unwrap()
+                .starts_with("GET / HTTP/1.0\r\n")
+        );
     }
 
     #[test]
