@@ -90,5 +90,5 @@ for name, label in (("big", f"{size} MiB download"), ("small", "3-byte download"
     print(f"{label}:")
     for cmd, x in r.items():
         extra = f"  {size / x['median']:7.0f} MiB/s" if name == "big" else ""
-        print(f"  {cmd:10} {x['median']*1000:9.1f} ms  {x['median']/host:5.2f}x host{extra}")
+        print(f"  {cmd:16} {x['median']*1000:9.1f} ms  {x['median']/host:5.2f}x host{extra}")
 PY
