@@ -163,6 +163,7 @@ fn respond(mut s: &TcpStream, code: u16, message: &str) -> std::io::Result<()> {
     let reason = match code {
         400 => "Bad Request",
         403 => "Forbidden",
+        408 => "Request Timeout",
         431 => "Request Header Fields Too Large",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
@@ -190,7 +191,13 @@ struct Request {
 fn read_head(s: &mut TcpStream) -> Result<(Vec<u8>, Vec<u8>), (u16, String)> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
+    let deadline = std::time::Instant::now() + HEAD_TIMEOUT;
     loop {
+        // A client dripping bytes must not hold a thread past the deadline.
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || s.set_read_timeout(Some(left)).is_err() {
+            return Err((408, "request head not sent in time".into()));
+        }
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let rest = buf.split_off(end + 4);
             return Ok((buf, rest));
@@ -201,6 +208,14 @@ fn read_head(s: &mut TcpStream) -> Result<(Vec<u8>, Vec<u8>), (u16, String)> {
         match s.read(&mut chunk) {
             Ok(0) => return Err((400, "connection closed before the request head".into())),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err((408, "request head not sent in time".into()));
+            }
             Err(e) => return Err((400, format!("reading the request: {e}"))),
         }
     }
@@ -286,7 +301,6 @@ fn serve(id: u64, mut client: TcpStream, shared: &Shared) {
     if !register(shared, id, &client) {
         return;
     }
-    let _ = client.set_read_timeout(Some(HEAD_TIMEOUT));
     let request = read_head(&mut client).and_then(|(head, rest)| Ok((parse_request(&head)?, rest)));
     let (req, rest) = match request {
         Ok(r) => r,
