@@ -6,8 +6,9 @@
 //!   open every host path the child needs (rootfs layers, bind sources, device
 //!   nodes) as `O_PATH` fds while still the caller, clone the child into new
 //!   user, mount, pid, ipc, uts, cgroup and net namespaces, write its id maps
-//!   ([`idmap`]), release it, then wait, forwarding signals and enforcing the
-//!   timeout;
+//!   ([`idmap`]), attach pasta in `egress`, release it, serve the `allowlist`
+//!   proxy ([`proxy`]) on the listener the child sends back, then wait,
+//!   forwarding signals and enforcing the timeout;
 //! * child, PID 1 of the new pid namespace ([`child`]): become root of the user
 //!   namespace, build the rootfs and mounts ([`mounts`]), pivot_root, set the
 //!   hostname, bring loopback up, then fork the job and become its init ([`init`]);

@@ -2,6 +2,8 @@
 //! CAP_NET_ADMIN in its own user namespace (the job never does).
 //!
 //! * `none`: loopback up, nothing else exists.
+//! * `allowlist`: the same, plus the proxy's listening socket, made here and
+//!   handed to the parent (see [`super::proxy`]).
 //! * `egress`: the parent has attached pasta (a user-mode stack, from
 //!   Debian's `passt`) to the namespace before releasing the child; the
 //!   child adds policy-routing rules that answer "prohibited" for private,
