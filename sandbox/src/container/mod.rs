@@ -189,6 +189,10 @@ pub struct ContainerSpec {
     /// continues where this one stopped, as a job's steps do. `None`: a
     /// private tmpfs, thrown away with the container.
     pub writable_layer: Option<PathBuf>,
+    /// Fds the caller keeps open for the container's life (an image's
+    /// [`crate::image::LayerLease`]). The child closes its copies at once,
+    /// so neither init nor the job holds them.
+    pub parent_only_fds: Vec<std::os::fd::RawFd>,
 }
 
 impl ContainerSpec {
@@ -206,6 +210,7 @@ impl ContainerSpec {
             idmap: IdMapMode::Auto,
             writable_layer: None,
             network: None,
+            parent_only_fds: Vec::new(),
         }
     }
 }
@@ -587,6 +592,11 @@ fn run_blocked(
         });
     }
     if ret == 0 {
+        for &fd in &spec.parent_only_fds {
+            // SAFETY: closes this child's copy of an fd the parent owns; the
+            // child never uses it (the parent's copy stays open).
+            unsafe { libc::close(fd) };
+        }
         drop(go_write);
         drop(err_read);
         drop(status_read);
