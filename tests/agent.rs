@@ -467,3 +467,41 @@ fn pinfold_run_locally() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn job_network_field_narrows_the_policy_and_never_widens_it() -> Result<()> {
+    let w = user_file_dir();
+    let dir = w.path();
+    // trusted allows egress; the job narrows it to allowlist, whose list
+    // (trusted has none) refuses everything through the proxy.
+    std::fs::write(
+        dir.join("narrow.yaml"),
+        job(
+            "  - name: fetch\n    run: echo proxy=$https_proxy; wget -q -O - http://198.51.100.1:8080/ 2>&1 || echo fetch-failed\n",
+            "policy: trusted\nnetwork: allowlist\n",
+        ),
+    )?;
+    std::fs::write(
+        dir.join("widen.yaml"),
+        job(
+            "  - name: fetch\n    run: echo unreachable\n",
+            "network: egress\n",
+        ),
+    )?;
+    sh(&format!("chmod -R a+rwX '{}'", dir.display()));
+    let (code, out, err) = run_local(dir, &["narrow.yaml"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("proxy=http://127.0.0.1:3128"), "{out}");
+    assert!(
+        out.contains("403 Forbidden") && out.contains("fetch-failed"),
+        "{out}"
+    );
+    let (code, out, err) = run_local(dir, &["widen.yaml"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("more open than the policy"),
+        "{out}{err}"
+    );
+    assert!(!out.contains("unreachable\n"), "{out}");
+    Ok(())
+}

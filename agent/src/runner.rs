@@ -483,6 +483,9 @@ impl Job {
             .arg(&mount)
             .arg("--writable-layer")
             .arg(self.dir.join("layer"));
+        if let Some(n) = self.spec.network {
+            c.arg("--network").arg(n.as_str());
+        }
         if let Some(h) = &o.hostname {
             c.arg("--hostname").arg(h);
         }

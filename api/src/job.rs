@@ -3,6 +3,7 @@
 //! ```yaml
 //! image: docker://127.0.0.1:5000/busybox@sha256:<digest>
 //! policy: untrusted
+//! network: allowlist
 //! timeout: 30m
 //! env: { GREETING: hello }
 //! secrets: [DEPLOY_KEY]
@@ -49,6 +50,11 @@ pub struct JobSpec {
     /// A policy name from policies/ or a path; `default` when absent.
     #[serde(default = "default_policy")]
     pub policy: PolicyName,
+    /// The network mode; the policy's when absent. It may be stricter than
+    /// the policy's (`none` < `allowlist` < `egress`), never more open: a
+    /// more open one fails each step with a message saying so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkMode>,
     /// Wall-clock limit for the whole job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<HumanDuration>,
@@ -67,6 +73,30 @@ pub struct JobSpec {
     /// Where /workspace comes from when not submitted with `--source`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
+}
+
+/// A job's network mode (the sandbox's `NetworkMode`, by name: this crate
+/// does no I/O and does not depend on the sandbox).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Loopback only.
+    None,
+    /// Loopback plus the proxy to the policy's `network.allow` hosts.
+    Allowlist,
+    /// Outbound through a user-mode network stack.
+    Egress,
+}
+
+impl NetworkMode {
+    /// The name `pinfold exec --network` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkMode::None => "none",
+            NetworkMode::Allowlist => "allowlist",
+            NetworkMode::Egress => "egress",
+        }
+    }
 }
 
 fn default_policy() -> PolicyName {
@@ -322,6 +352,16 @@ mod tests {
         let j = JobSpec::from_yaml(&job("")).unwrap();
         assert_eq!(j.policy.as_str(), "default");
         assert!(j.timeout.is_none() && j.env.is_empty() && j.source.is_none());
+    }
+
+    #[test]
+    fn network_mode_by_name() {
+        let j = JobSpec::from_yaml(&job("network: allowlist\n")).unwrap();
+        assert_eq!(j.network, Some(NetworkMode::Allowlist));
+        assert_eq!(j.network.unwrap().as_str(), "allowlist");
+        assert_eq!(JobSpec::from_yaml(&job("")).unwrap().network, None);
+        let e = err(&job("network: everywhere\n"));
+        assert!(e.contains("everywhere") && e.contains("line 5"), "{e}");
     }
 
     #[test]
