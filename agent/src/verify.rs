@@ -381,6 +381,9 @@ fn image_file(layers: &[PathBuf], rel: &str) -> Result<Option<String>, VerifyErr
                 return Ok(Some(s));
             }
             Err(nix::errno::Errno::ENOENT) => continue,
+            // A symlink (never followed): treat it as absent, so a fresh
+            // file is generated and shadows it in the writable layer.
+            Err(nix::errno::Errno::ELOOP) => return Ok(None),
             Err(e) => return Err(err(e.into())),
         }
     }
