@@ -443,6 +443,23 @@ mod tests {
     }
 
     #[test]
+    fn image_files_are_read_without_following_symlinks() {
+        let top = tempfile::tempdir().unwrap();
+        let low = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(top.path().join("etc")).unwrap();
+        std::fs::create_dir_all(low.path().join("etc")).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", top.path().join("etc/passwd")).unwrap();
+        std::fs::write(low.path().join("etc/group"), "root:x:0:\n").unwrap();
+        let layers = [top.path().to_owned(), low.path().to_owned()];
+        assert_eq!(image_file(&layers, "etc/passwd").unwrap(), None);
+        assert_eq!(
+            image_file(&layers, "etc/group").unwrap().as_deref(),
+            Some("root:x:0:\n")
+        );
+        assert_eq!(image_file(&layers, "etc/shadow").unwrap(), None);
+    }
+
+    #[test]
     fn id0_renamed_or_added() {
         let db = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n";
         assert_eq!(
