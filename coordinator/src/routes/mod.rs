@@ -4,6 +4,7 @@ mod artifacts;
 mod jobs;
 mod logs;
 mod meta;
+mod provenance;
 mod runners;
 
 use axum::Router;
@@ -34,6 +35,7 @@ pub(crate) fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/runners", post(runners::register).get(runners::list))
         .route("/runners/{id}", axum::routing::delete(runners::revoke))
+        .route("/runners/{id}/key", get(runners::key))
         .route("/runner/lease", post(runners::lease))
         .route("/sources/{sha256}", put(artifacts::put_source))
         .route("/jobs", post(jobs::submit).get(jobs::list))
@@ -49,6 +51,10 @@ pub(crate) fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(log_limit)),
         )
         .route("/jobs/{id}/artifacts", get(artifacts::list))
+        .route(
+            "/jobs/{id}/provenance",
+            get(provenance::download).put(provenance::upload),
+        )
         .route(
             "/jobs/{id}/artifacts/{*name}",
             get(artifacts::download).put(artifacts::upload),
