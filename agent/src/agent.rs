@@ -534,7 +534,8 @@ fn attest(
     let envelope = provenance::sign(&provenance::statement_for(&record), &sh.key)
         .map_err(|e| e.to_string())?;
     let body = serde_json::to_vec_pretty(&envelope).map_err(|e| e.to_string())?;
-    let stored = retry(ttl, || jc.upload_provenance(lease.job_id, &body)).map_err(|e| e.to_string())?;
+    let stored =
+        retry(ttl, || jc.upload_provenance(lease.job_id, &body)).map_err(|e| e.to_string())?;
     Ok(stored.keyid)
 }
 

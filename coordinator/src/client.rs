@@ -136,19 +136,16 @@ impl Client {
 
     /// `PUT /api/v1/jobs/{id}/provenance` (job token): a DSSE envelope (JSON).
     pub fn upload_provenance(&self, job: u64, envelope: &[u8]) -> Result<ProvenanceStored> {
-        json(
-            self.put(&format!("/api/v1/jobs/{job}/provenance"))
-                .content_type("application/json")
-                .send(envelope)?,
-        )
+        let req = self
+            .put(&format!("/api/v1/jobs/{job}/provenance"))
+            .content_type("application/json");
+        json(expect_continue(req, envelope.len() as u64).send(envelope)?)
     }
 
     /// `GET /api/v1/jobs/{id}/provenance` (admin): the signing runner's id
     /// and the envelope as uploaded; None when the job has none.
     pub fn provenance(&self, job: u64) -> Result<Option<(u64, Vec<u8>)>> {
-        let resp = self
-            .get(&format!("/api/v1/jobs/{job}/provenance"))
-            .call()?;
+        let resp = self.get(&format!("/api/v1/jobs/{job}/provenance")).call()?;
         if resp.status().as_u16() == 404 {
             // Tell "no provenance" from "no job": the job must exist.
             self.job(job)?;

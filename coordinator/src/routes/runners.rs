@@ -49,7 +49,9 @@ pub(super) async fn register(
     check_labels(&req.labels)?;
     if let Some(pem) = &req.public_key {
         pinfold_api::provenance::parse_public_key(pem).map_err(|e| {
-            ApiError::BadRequest(format!("public_key: {e}; send the SPKI PEM of an Ed25519 key"))
+            ApiError::BadRequest(format!(
+                "public_key: {e}; send the SPKI PEM of an Ed25519 key"
+            ))
         })?;
     }
     let token = auth::new_token(auth::RUNNER_PREFIX);

@@ -10,9 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use pinfold_api::wire::{
-    ArtifactInfo, FinishRequest, JobInfo, JobState, StepResult, VerifyStatus,
-};
+use pinfold_api::wire::{ArtifactInfo, FinishRequest, JobInfo, JobState, StepResult, VerifyStatus};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{
@@ -898,8 +896,13 @@ impl Store for SqliteStore {
         job_id: u64,
         now: u64,
     ) -> Result<(Option<VerifyStatus>, Option<u64>)> {
-        self.call(move |c| Ok((verify::status(c, job_id, now)?, verify::group_of(c, job_id)?)))
-            .await
+        self.call(move |c| {
+            Ok((
+                verify::status(c, job_id, now)?,
+                verify::group_of(c, job_id)?,
+            ))
+        })
+        .await
     }
 }
 

@@ -17,7 +17,7 @@ use std::path::Path;
 use pinfold_api::wire::{ArtifactDigests, JobState, Verdict, VerifyRun, VerifyStatus};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{json, from_json, store_log_bytes};
+use super::{from_json, json, store_log_bytes};
 use crate::store::{NewJob, Result, StoreError};
 
 /// Tables of this module (created beside the queue's on open).
@@ -233,10 +233,8 @@ fn compare(c: &Connection, runs: &[RunRow]) -> Result<Verdict> {
         per_run.push((r.runner_id.unwrap_or(0), arts));
     }
     for (runner, arts) in &per_run {
-        let have: BTreeMap<&str, &str> = arts
-            .iter()
-            .map(|(n, d)| (n.as_str(), d.as_str()))
-            .collect();
+        let have: BTreeMap<&str, &str> =
+            arts.iter().map(|(n, d)| (n.as_str(), d.as_str())).collect();
         for (name, m) in by_name.iter_mut() {
             m.insert(*runner, have.get(name.as_str()).map(|d| d.to_string()));
         }
@@ -266,7 +264,8 @@ fn compare(c: &Connection, runs: &[RunRow]) -> Result<Verdict> {
 }
 
 fn short(d: &Option<String>) -> String {
-    d.as_deref().map_or("missing".into(), |d| d[..12.min(d.len())].to_string())
+    d.as_deref()
+        .map_or("missing".into(), |d| d[..12.min(d.len())].to_string())
 }
 
 /// Called whenever a job may have ended: when it is a run and every run of
@@ -275,10 +274,11 @@ pub(super) fn settle(c: &Connection, logs: &Path, job_id: u64, now: u64) -> Resu
     let Some(group) = group_of(c, job_id)? else {
         return Ok(());
     };
-    let gstate: String =
-        c.query_row("SELECT state FROM jobs WHERE id = ?1", [group as i64], |r| {
-            r.get(0)
-        })?;
+    let gstate: String = c.query_row(
+        "SELECT state FROM jobs WHERE id = ?1",
+        [group as i64],
+        |r| r.get(0),
+    )?;
     if JobState::parse(&gstate).is_some_and(JobState::is_terminal) {
         return Ok(());
     }
@@ -378,9 +378,8 @@ pub(super) fn status(c: &Connection, job_id: u64, now: u64) -> Result<Option<Ver
         None
     } else {
         let need: Vec<String> = from_json(&labels)?;
-        let mut st = c.prepare_cached(
-            "SELECT labels FROM runners WHERE revoked = 0 AND last_seen >= ?1",
-        )?;
+        let mut st =
+            c.prepare_cached("SELECT labels FROM runners WHERE revoked = 0 AND last_seen >= ?1")?;
         let online = st
             .query_map([now.saturating_sub(ONLINE_MS) as i64], |r| {
                 r.get::<_, String>(0)
