@@ -6,8 +6,10 @@
 //! job's masked spool file and appends it by byte offset from the lease's
 //! `log_offset` (a transport error resends the same chunk, a 409 resumes at
 //! the server's `expected_offset`), so memory stays bounded whatever the
-//! log size. Artifacts are uploaded with their sha256; the finish carries
-//! the state, the per-step exit codes and timings.
+//! log size. Artifacts are uploaded with their sha256, then the job's
+//! in-toto/SLSA provenance signed with the runner key (its public half was
+//! sent at registration); the finish carries the state, the per-step exit
+//! codes and timings.
 
 use std::collections::BTreeMap;
 use std::io::Write;
