@@ -167,6 +167,25 @@ fn runner_token(cfg: &Config, key: &SigningKey, fresh: bool) -> Result<StoredTok
     Ok(stored)
 }
 
+/// Makes sure the server holds this runner's key: a runner registered by an
+/// older agent has none and sets it now; a different one (the key file was
+/// replaced) means its provenance will be refused, which is only warned
+/// about here (jobs still run; each job's log says it).
+fn ensure_key(client: &Client, key: &SigningKey) {
+    let Ok(pem) = provenance::public_key_pem(&key.verifying_key()) else {
+        return;
+    };
+    match client.set_runner_key(&pem) {
+        Ok(_) => {}
+        Err(e) if e.status() == Some(409) => tracing::warn!(
+            %e,
+            "the server holds another key for this runner: its provenance will be refused; \
+             remove the runner token file to register again"
+        ),
+        Err(e) => tracing::warn!(%e, "could not check the runner's registered key"),
+    }
+}
+
 struct Shared {
     cfg: Config,
     client: Mutex<Client>,
@@ -194,6 +213,7 @@ pub fn run(mut cfg: Config, shutdown: &dyn Fn() -> bool) -> Result<(), AgentErro
     let key = runner_key(&cfg.home)?;
     let stored = runner_token(&cfg, &key, false)?;
     let base = Client::new(&cfg.server, None, Duration::from_secs(30));
+    ensure_key(&base.with_token(&stored.token), &key);
     let sh = Arc::new(Shared {
         client: Mutex::new(base.with_token(&stored.token)),
         key,

@@ -316,6 +316,15 @@ pub struct ArtifactDigests {
     pub by_runner: BTreeMap<u64, Option<String>>,
 }
 
+/// `PUT /api/v1/runner/key` (runner token): a runner registered without a
+/// key (an older agent) sets one, once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerKeyRequest {
+    /// SPKI PEM of the runner's Ed25519 key.
+    pub public_key: String,
+}
+
 /// `GET /api/v1/runners/{id}/key`: a runner's registered public key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunnerKey {

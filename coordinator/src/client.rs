@@ -8,7 +8,7 @@ use std::time::Duration;
 use pinfold_api::wire::{
     ArtifactInfo, ArtifactList, ErrorBody, FinishRequest, HeartbeatResponse, JobInfo, JobList,
     Lease, LeaseRequest, LogAppendResponse, ProvenanceStored, RegisterRequest, RegisterResponse,
-    RunnerInfo, RunnerKey, SubmitRequest, SubmitResponse,
+    RunnerInfo, RunnerKey, RunnerKeyRequest, SubmitRequest, SubmitResponse,
 };
 use serde::de::DeserializeOwned;
 use ureq::http::Response;
@@ -126,6 +126,14 @@ impl Client {
             name: name.into(),
             labels: labels.to_vec(),
             public_key: public_key.map(str::to_owned),
+        })?)
+    }
+
+    /// `PUT /api/v1/runner/key` (runner token): sets this runner's key when
+    /// it registered without one (409 when it has another).
+    pub fn set_runner_key(&self, public_key: &str) -> Result<RunnerKey> {
+        json(self.put("/api/v1/runner/key").send_json(RunnerKeyRequest {
+            public_key: public_key.to_owned(),
         })?)
     }
 

@@ -838,6 +838,52 @@ async fn runner_keys_are_checked_at_registration_and_served() {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
     assert!(v["error"].as_str().unwrap().contains("no public key"));
+    // A runner registered without a key (an older agent) sets one, once.
+    let (s, v) = t
+        .json(
+            Method::PUT,
+            "/api/v1/runner/key",
+            Some(&r.token),
+            json!({"public_key": pem}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, _) = t
+        .json(
+            Method::PUT,
+            "/api/v1/runner/key",
+            Some(&r.token),
+            json!({"public_key": pem}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "the same key again is fine");
+    let other = pinfold_api::provenance::signing_key_from_seed([4; 32]);
+    let other = pinfold_api::provenance::public_key_pem(&other.verifying_key()).unwrap();
+    let (s, v) = t
+        .json(
+            Method::PUT,
+            "/api/v1/runner/key",
+            Some(&r.token),
+            json!({"public_key": other}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("cannot change"),
+        "{v}"
+    );
+    let (s, v) = t
+        .json(
+            Method::GET,
+            &format!("/api/v1/runners/{}/key", r.runner_id),
+            Some(ADMIN),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        (s, v["public_key"].as_str()),
+        (StatusCode::OK, Some(pem.as_str()))
+    );
     let (s, v) = t
         .json(
             Method::POST,

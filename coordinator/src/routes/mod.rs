@@ -37,6 +37,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/runners/{id}", axum::routing::delete(runners::revoke))
         .route("/runners/{id}/key", get(runners::key))
         .route("/runner/lease", post(runners::lease))
+        .route("/runner/key", put(runners::set_key))
         .route("/sources/{sha256}", put(artifacts::put_source))
         .route("/jobs", post(jobs::submit).get(jobs::list))
         .route("/jobs/{id}", get(jobs::status))

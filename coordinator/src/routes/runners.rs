@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use pinfold_api::JobSpec;
 use pinfold_api::wire::{
-    Lease, LeaseRequest, RegisterRequest, RegisterResponse, RunnerInfo, RunnerKey,
+    Lease, LeaseRequest, RegisterRequest, RegisterResponse, RunnerInfo, RunnerKey, RunnerKeyRequest,
 };
 
 use super::Json;
@@ -29,6 +29,44 @@ fn check_label(l: &str) -> Result<()> {
     }
 }
 
+fn check_key(pem: &str) -> Result<String> {
+    pinfold_api::provenance::parse_public_key(pem)
+        .map(|k| pinfold_api::provenance::key_id(&k))
+        .map_err(|e| {
+            ApiError::BadRequest(format!(
+                "public_key: {e}; send the SPKI PEM of an Ed25519 key"
+            ))
+        })
+}
+
+/// `PUT /api/v1/runner/key` (runner token): sets the runner's public key
+/// when it registered without one; the same key again is a no-op, another
+/// one is refused (409).
+pub(super) async fn set_key(
+    runner: Runner,
+    State(state): State<AppState>,
+    Json(req): Json<RunnerKeyRequest>,
+) -> Result<Json<RunnerKey>> {
+    let keyid = check_key(&req.public_key)?;
+    let have = state
+        .store
+        .set_runner_key(runner.id, &req.public_key)
+        .await?;
+    let have_id = check_key(&have)?;
+    if have_id != keyid {
+        return Err(ApiError::Conflict(format!(
+            "runner {} already has key {}: a runner's key cannot change; register a new runner for a new key",
+            runner.id,
+            &have_id[..16]
+        )));
+    }
+    Ok(Json(RunnerKey {
+        runner_id: runner.id,
+        public_key: have,
+        keyid,
+    }))
+}
+
 /// Checks a label list (shared with job submission).
 pub(super) fn check_labels(labels: &[String]) -> Result<()> {
     if labels.len() > 32 {
@@ -48,11 +86,7 @@ pub(super) async fn register(
     }
     check_labels(&req.labels)?;
     if let Some(pem) = &req.public_key {
-        pinfold_api::provenance::parse_public_key(pem).map_err(|e| {
-            ApiError::BadRequest(format!(
-                "public_key: {e}; send the SPKI PEM of an Ed25519 key"
-            ))
-        })?;
+        check_key(pem)?;
     }
     let token = auth::new_token(auth::RUNNER_PREFIX);
     let runner_id = state

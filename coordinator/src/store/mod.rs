@@ -261,8 +261,9 @@ pub trait Store: Send + Sync {
 
     // Issue 6: runner keys, provenance and `verify: N` jobs.
 
-    /// Records a runner's public key (SPKI PEM).
-    async fn set_runner_key(&self, runner_id: u64, pem: &str) -> Result<()>;
+    /// Records a runner's public key (SPKI PEM) unless it has one (a key,
+    /// once set, is fixed); returns the key the runner has afterwards.
+    async fn set_runner_key(&self, runner_id: u64, pem: &str) -> Result<String>;
     /// A runner's public key, if it registered one.
     async fn runner_key(&self, runner_id: u64) -> Result<Option<String>>;
     /// The runner that holds (or held) an attempt.

@@ -845,7 +845,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn set_runner_key(&self, runner_id: u64, pem: &str) -> Result<()> {
+    async fn set_runner_key(&self, runner_id: u64, pem: &str) -> Result<String> {
         let pem = pem.to_string();
         self.call(move |c| verify::set_runner_key(c, runner_id, &pem))
             .await

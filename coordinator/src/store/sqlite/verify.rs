@@ -421,14 +421,15 @@ pub(super) fn status(c: &Connection, job_id: u64, now: u64) -> Result<Option<Ver
     }))
 }
 
-/// Records a runner's public key (PEM), replacing an earlier one.
-pub(super) fn set_runner_key(c: &Connection, runner_id: u64, pem: &str) -> Result<()> {
+/// Records a runner's public key (PEM) unless it has one already (a key,
+/// once set, is fixed); returns the key the runner has afterwards.
+pub(super) fn set_runner_key(c: &Connection, runner_id: u64, pem: &str) -> Result<String> {
     c.execute(
         "INSERT INTO runner_keys (runner_id, public_key) VALUES (?1, ?2) \
-         ON CONFLICT (runner_id) DO UPDATE SET public_key = excluded.public_key",
+         ON CONFLICT (runner_id) DO NOTHING",
         params![runner_id as i64, pem],
     )?;
-    Ok(())
+    runner_key(c, runner_id)?.ok_or_else(|| StoreError::NotFound(format!("no runner {runner_id}")))
 }
 
 /// A runner's public key (PEM), if it registered one.
