@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS verify_runs (
 const GROUP_LOG_CAP: u64 = 1 << 20;
 
 /// A runner counts as online for the waiting message when it asked for a
-/// lease this recently (agents long-poll at most 30 s at a time).
+/// lease this recently (agents long-poll at most 30 s at a time) or holds
+/// a lease (a busy agent does not poll).
 const ONLINE_MS: u64 = 60_000;
 
 /// Whether `runner_id` may lease `job_id`: never a group row, and never a
@@ -378,8 +379,10 @@ pub(super) fn status(c: &Connection, job_id: u64, now: u64) -> Result<Option<Ver
         None
     } else {
         let need: Vec<String> = from_json(&labels)?;
-        let mut st =
-            c.prepare_cached("SELECT labels FROM runners WHERE revoked = 0 AND last_seen >= ?1")?;
+        let mut st = c.prepare_cached(
+            "SELECT labels FROM runners WHERE revoked = 0 AND (last_seen >= ?1 \
+             OR id IN (SELECT runner_id FROM attempts WHERE state = 'active'))",
+        )?;
         let online = st
             .query_map([now.saturating_sub(ONLINE_MS) as i64], |r| {
                 r.get::<_, String>(0)
