@@ -29,6 +29,7 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char *name;
@@ -202,6 +203,13 @@ int main(int argc, char **argv) {
         if (!extra)
             printf("fds: only 0-2\n");
         return extra ? 1 : 0;
+    }
+    if (!strcmp(name, "forkbomb")) { /* probe forkbomb SECS: a bomb that retries refused forks, for SECS */
+        time_t end = time(NULL) + (argc > 2 ? atoi(argv[2]) : 10);
+        while (time(NULL) < end)
+            if (fork() < 0)
+                usleep(1000);
+        return 0;
     }
     fprintf(stderr, "probe: unknown probe %s\n", name);
     return 2;
