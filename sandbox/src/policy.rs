@@ -688,6 +688,42 @@ mod tests {
     }
 
     #[test]
+    fn container_limits_parse_and_are_validated() {
+        let p = Policy::parse(
+            "[limits]\nmemory = \"2G\"\npids = 512\ncpu_time = \"10m\"\nlog_bytes = \"64M\"\n",
+            PolicySource::Builtin,
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(p.limits.memory, ByteSize(2 << 30));
+        assert_eq!(p.limits.pids, 512);
+        assert_eq!(p.limits.cpu_time, Seconds(600));
+        assert_eq!(p.limits.log_bytes, ByteSize(64 << 20));
+        let untrusted = Policy::load("untrusted").unwrap();
+        assert_eq!(untrusted.limits.pids, 512);
+        for (toml, field) in [
+            ("memory = \"1M\"", "limits.memory"),
+            ("pids = 3", "limits.pids"),
+            ("log_bytes = 10", "limits.log_bytes"),
+            ("cpu_time = \"soon\"", "cpu_time"),
+            ("cpu_time = \"1500ms\"", "whole seconds"),
+        ] {
+            let err = Policy::parse(
+                &format!("[limits]\n{toml}\n"),
+                PolicySource::Builtin,
+                Path::new("x.toml"),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(field), "{toml}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        assert_eq!(Seconds::parse("90").unwrap(), Seconds(90));
+        assert_eq!(Seconds::parse("1h30m").unwrap(), Seconds(5400));
+        assert_eq!(Seconds(600).to_string(), "10m");
+    }
+
+    #[test]
     fn byte_sizes() {
         assert_eq!(ByteSize::parse("4G").unwrap().0, 4 << 30);
         assert_eq!(ByteSize::parse("512MiB").unwrap().0, 512 << 20);
