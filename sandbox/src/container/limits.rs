@@ -7,16 +7,16 @@
 //! * **cgroup v2**, when the caller's own cgroup is on the unified hierarchy,
 //!   has the memory, pids and cpu controllers and is writable by the caller
 //!   (a systemd unit with `Delegate=yes`, or a user session with delegation).
-//!   The parent creates a child cgroup per run, sets `memory.max`,
+//!   The parent moves itself into a leaf and creates a sibling cgroup per
+//!   run (see `Watcher::make_cgroup`), sets `memory.max`,
 //!   `memory.swap.max = 0`, `memory.oom.group = 1` and `pids.max`, moves the
 //!   container's init into it before releasing it, reads `memory.events`
 //!   (`oom_kill`), `pids.events` (`max`) and `cpu.stat` (`usage_usec`) to
 //!   name the limit, and tears it down with `cgroup.kill`.
 //! * **fallback** everywhere else (cgroup v1 or hybrid hosts, no delegation):
 //!   the job's rlimits (RLIMIT_NPROC = `pids`, RLIMIT_CPU = `cpu_time` + 2 s
-//!   per process as a backstop) plus a supervisor in the parent that scans
-//!   `/proc` every [`POLL`] for the processes of the container's pid
-//!   namespace, and kills the whole container (SIGKILL to its PID 1 takes
+//!   per process as a backstop) plus a supervisor in the parent that reads
+//!   the container's own procfs every [`POLL`], and kills the whole container (SIGKILL to its PID 1 takes
 //!   every process with it) when their task count reaches `pids`, their
 //!   summed RSS exceeds `memory`, or their summed CPU time (including
 //!   reaped children's) exceeds `cpu_time`. Polling means a fast allocator
@@ -28,11 +28,10 @@
 //! per-container, per-uid process cap, which is why it serves as the
 //! kernel-enforced backstop of `pids` (a fork bomb cannot outrun the poll).
 //!
-//! Disks are checked the same way in both mechanisms: the parent holds
-//! `O_PATH` fds of the container's root (when its writable layer is the
-//! policy-sized tmpfs) and /tmp, opened once the command runs, and after a
-//! failed run `fstatvfs` tells whether one is full; the fds keep the tmpfs
-//! alive after the container's mount namespace is gone.
+//! Disks are checked the same way in both mechanisms: after a failed
+//! command, init (still in the container's mount namespace, before the
+//! mounts go) checks with statvfs whether the writable layer (when it is the
+//! policy-sized tmpfs) or /tmp is full, and reports it with the exit status.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -295,41 +294,65 @@ impl Watcher {
         w
     }
 
+    /// Builds `DIR/pinfold-<this pid>/{exec,job}`: this process moves into
+    /// `exec`, the container's init into `job`, which carries the limits.
+    ///
+    /// cgroup v2's no-internal-process rule: controllers can be enabled for
+    /// children only in a cgroup without processes of its own. So this
+    /// process first leaves DIR (for `exec`), then enables memory, pids and
+    /// cpu in DIR and in `pinfold-<pid>`. That works when pinfold was alone
+    /// in its delegated cgroup (`systemd-run --user -p Delegate=yes`, a
+    /// unit with `Delegate=yes`) or DIR has the controllers enabled already;
+    /// otherwise the caller gets the error and the run falls back.
     fn make_cgroup(&self, dir: &Path) -> Result<PathBuf, LimitsError> {
-        // Controllers must be enabled in the parent's subtree_control. A
-        // cgroup with processes cannot enable them (the no-internal-process
-        // rule), so this works where the delegated cgroup's own processes
-        // already sit in a leaf, as systemd's Delegate=yes units arrange.
-        let enabled = read_trim(&dir.join("cgroup.subtree_control")).unwrap_or_default();
-        let want: Vec<String> = CONTROLLERS
-            .iter()
-            .filter(|c| !enabled.split_whitespace().any(|x| x == **c))
-            .map(|c| format!("+{c}"))
-            .collect();
-        if !want.is_empty() {
-            write_file(&dir.join("cgroup.subtree_control"), &want.join(" "))?;
-        }
-        let cg = dir.join(format!("pinfold-{}", self.init));
-        std::fs::create_dir(&cg).map_err(|source| LimitsError::Cgroup {
-            path: cg.clone(),
-            source,
-        })?;
-        let set = || -> Result<(), LimitsError> {
+        let me = std::process::id();
+        collect_stale(dir);
+        let base = dir.join(format!("pinfold-{me}"));
+        let (exec, job) = (base.join("exec"), base.join("job"));
+        let mkdir = |p: &Path| {
+            std::fs::create_dir_all(p).map_err(|source| LimitsError::Cgroup {
+                path: p.to_owned(),
+                source,
+            })
+        };
+        mkdir(&exec)?;
+        mkdir(&job)?;
+        let enable = |cg: &Path| -> Result<(), LimitsError> {
+            let enabled = read_trim(&cg.join("cgroup.subtree_control")).unwrap_or_default();
+            let want: Vec<String> = CONTROLLERS
+                .iter()
+                .filter(|c| !enabled.split_whitespace().any(|x| x == **c))
+                .map(|c| format!("+{c}"))
+                .collect();
+            if want.is_empty() {
+                return Ok(());
+            }
+            write_file(&cg.join("cgroup.subtree_control"), &want.join(" "))
+        };
+        let setup = || -> Result<(), LimitsError> {
+            write_file(&exec.join("cgroup.procs"), &me.to_string())?;
+            enable(dir)?;
+            enable(&base)?;
             if self.memory != 0 {
-                write_file(&cg.join("memory.max"), &self.memory.to_string())?;
-                write_file(&cg.join("memory.swap.max"), "0")?;
-                write_file(&cg.join("memory.oom.group"), "1")?;
+                write_file(&job.join("memory.max"), &self.memory.to_string())?;
+                write_file(&job.join("memory.swap.max"), "0")?;
+                write_file(&job.join("memory.oom.group"), "1")?;
             }
             if self.pids != 0 {
-                write_file(&cg.join("pids.max"), &self.pids.to_string())?;
+                write_file(&job.join("pids.max"), &self.pids.to_string())?;
             }
-            write_file(&cg.join("cgroup.procs"), &self.init.to_string())
+            write_file(&job.join("cgroup.procs"), &self.init.to_string())
         };
-        if let Err(e) = set() {
-            let _ = std::fs::remove_dir(&cg);
+        if let Err(e) = setup() {
+            // Back where we came from (allowed while DIR has no controllers
+            // enabled, which is the case when enabling them failed).
+            let _ = std::fs::write(dir.join("cgroup.procs"), me.to_string());
+            let _ = std::fs::remove_dir(&job);
+            let _ = std::fs::remove_dir(&exec);
+            let _ = std::fs::remove_dir(&base);
             return Err(e);
         }
-        Ok(cg)
+        Ok(job)
     }
 
     /// The mechanism in use.
@@ -510,7 +533,9 @@ impl Drop for Watcher {
     fn drop(&mut self) {
         if let Some(cg) = self.cgroup.take() {
             let _ = std::fs::write(cg.join("cgroup.kill"), "1");
-            // The kill is asynchronous: retry the rmdir briefly.
+            // The kill is asynchronous: retry the rmdir briefly. This
+            // process's own `exec` leaf goes with a later run's
+            // `collect_stale`, once this process has exited.
             for _ in 0..100 {
                 if std::fs::remove_dir(&cg).is_ok() {
                     break;
@@ -518,6 +543,27 @@ impl Drop for Watcher {
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
+    }
+}
+
+/// Removes the `pinfold-<pid>` subtrees of earlier runs whose processes are
+/// gone (rmdir fails on a cgroup that still has processes).
+fn collect_stale(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("pinfold-")) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_err() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        for leaf in ["job", "exec"] {
+            let _ = std::fs::remove_dir(e.path().join(leaf));
+        }
+        let _ = std::fs::remove_dir(e.path());
     }
 }
 
