@@ -267,7 +267,7 @@ pub struct Limits {
     /// RLIMIT_FSIZE; 0 means unlimited.
     #[serde(default = "default_fsize")]
     pub fsize: ByteSize,
-    /// Memory of the whole container (cgroup memory.max, or the summed RSS
+    /// Memory of the whole container (cgroup memory.max, or the summed private RSS
     /// of its processes); 0 means unlimited.
     #[serde(default)]
     pub memory: ByteSize,

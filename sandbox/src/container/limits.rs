@@ -18,10 +18,10 @@
 //!   per process as a backstop) plus a supervisor in the parent that reads
 //!   the container's own procfs every [`POLL`], and kills the whole container (SIGKILL to its PID 1 takes
 //!   every process with it) when their task count reaches `pids`, their
-//!   summed RSS exceeds `memory`, or their summed CPU time (including
+//!   summed private resident memory exceeds `memory`, or their summed CPU time (including
 //!   reaped children's) exceeds `cpu_time`. Polling means a fast allocator
-//!   can overshoot `memory` by what it touches in one interval; shared pages
-//!   are counted once per process (an over-estimate, never an under-estimate).
+//!   can overshoot `memory` by what it touches in one interval; file-backed
+//!   and shared pages are not counted (cgroup v2 counts page cache too).
 //!
 //! RLIMIT_NPROC is counted by the kernel per (user namespace, uid) and checked
 //! up the namespace chain: in the container's fresh user namespace it is a
@@ -468,7 +468,7 @@ impl Watcher {
             ticks += st.children_ticks;
             if pid != 1 {
                 ticks += st.ticks;
-                rss += st.rss_pages * self.page;
+                rss += private_pages(&format!("{proc}/{pid}/statm")) * self.page;
             }
         }
         if self.pids != 0 && tasks >= self.pids {
@@ -567,10 +567,24 @@ fn collect_stale(dir: &Path) {
     }
 }
 
+/// Resident pages not backed by a file or shmem (statm's resident minus
+/// shared): the memory a process holds that the kernel cannot reclaim.
+/// Shared libraries and executables mapped by many processes are not
+/// counted once per process this way; tmpfs data is capped by its size.
+fn private_pages(path: &str) -> u64 {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return 0;
+    };
+    let mut f = text
+        .split_whitespace()
+        .map(|v| v.parse::<u64>().unwrap_or(0));
+    let (_size, resident, shared) = (f.next(), f.next().unwrap_or(0), f.next().unwrap_or(0));
+    resident.saturating_sub(shared)
+}
+
 /// The fields of /proc/PID/stat the supervisor sums.
 struct Stat {
     threads: u64,
-    rss_pages: u64,
     ticks: u64,
     children_ticks: u64,
 }
@@ -583,7 +597,7 @@ impl Stat {
 
     /// Fields after the command name (which may contain spaces and parens):
     /// state is field 3, utime 14, stime 15, cutime 16, cstime 17,
-    /// num_threads 20, rss 24 (proc(5)).
+    /// num_threads 20 (proc(5)).
     fn parse(text: &str) -> Option<Stat> {
         let rest = &text[text.rfind(')')? + 2..];
         let f: Vec<&str> = rest.split_whitespace().collect();
@@ -594,7 +608,6 @@ impl Stat {
             ticks: n(14)? + n(15)?,
             children_ticks: n(16)? + n(17)?,
             threads: n(20)?,
-            rss_pages: n(24)?,
         })
     }
 }
@@ -610,7 +623,6 @@ mod tests {
         assert_eq!(st.ticks, 10);
         assert_eq!(st.children_ticks, 13);
         assert_eq!(st.threads, 5);
-        assert_eq!(st.rss_pages, 250);
     }
 
     #[test]
