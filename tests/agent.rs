@@ -549,6 +549,33 @@ fn log_flood_ends_the_job_naming_the_limit_and_the_next_job_runs() -> Result<()>
     assert_eq!(j.state, JobState::Succeeded, "{log}");
     assert!(log.contains("next-job-fine\n"), "{log}");
     assert!(log.contains("==> limits enforced by "), "{log}");
+    // A memory bomb on the same agent: the job result names the limit.
+    let small = pol.path().join("small.toml");
+    std::fs::write(
+        &small,
+        "description = \"a small memory budget\"\n[limits]\nmemory = \"64M\"\n",
+    )?;
+    let id = server.submit(
+        &job(
+            "  - name: bomb\n    run: dd if=/dev/zero of=/dev/null bs=256M count=200\n    timeout: 60s\n",
+            &format!("policy: {}\n", small.display()),
+        ),
+        None,
+    )?;
+    let j = server.wait(id, Duration::from_secs(90))?;
+    let log = server.log(id)?;
+    assert_eq!(j.state, JobState::Failed, "{log}");
+    assert_eq!(codes(&j), vec![Some(123)]);
+    assert_eq!(
+        j.reason.as_deref(),
+        Some(
+            "step bomb: job killed: memory limit 64M exceeded (policy limits.memory); raise it in the policy or reduce the build's memory"
+        ),
+        "{log}"
+    );
+    let id = server.submit(&job("  - name: ok\n    run: echo fine-again\n", ""), None)?;
+    let j = server.wait(id, Duration::from_secs(60))?;
+    assert_eq!(j.state, JobState::Succeeded, "{}", server.log(id)?);
     Ok(())
 }
 
