@@ -77,6 +77,23 @@ fn memory_bomb_is_killed_naming_the_memory_limit() {
 }
 
 #[test]
+fn a_job_that_hides_from_proc_is_still_measured() {
+    // Non-dumpable from its first instruction: the supervisor, owner of the
+    // container's user namespace, still reads it (through the container's
+    // procfs, or by ancestry on the host's /proc).
+    let d = user_dir();
+    let p = policy(d.path(), "nodump", "memory = \"64M\"", "");
+    let out = exec(
+        &["--policy", &p, "--timeout", "60s"],
+        &["/bin/probe", "nodump-alloc", "256"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(123), "{err}");
+    assert!(err.contains("memory limit 64M exceeded"), "{err}");
+    next_run_is_normal();
+}
+
+#[test]
 fn cpu_burner_is_killed_naming_the_cpu_time_limit() {
     let d = user_dir();
     let p = policy(d.path(), "cpu", "cpu_time = \"1s\"", "");

@@ -33,6 +33,7 @@
 //! mounts go) checks with statvfs whether the writable layer (when it is the
 //! policy-sized tmpfs) or /tmp is full, and reports it with the exit status.
 
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -228,6 +229,10 @@ pub(crate) struct Watcher {
     ns: Option<PathBuf>,
     /// The container's own /proc (its pid namespace's procfs), once found.
     proc: Option<OwnedFd>,
+    /// The container's procfs could not be opened: scan the host's /proc.
+    host_scan: bool,
+    /// Host pids known to be (true) or not to be (false) the container's.
+    members: HashMap<i32, bool>,
     /// `FULL_*` bits init reported.
     full: u32,
     tmp_size: u64,
@@ -259,6 +264,8 @@ impl Watcher {
             init,
             ns: None,
             proc: None,
+            host_scan: false,
+            members: HashMap::new(),
             full: 0,
             tmp_size: policy.filesystem.tmp_size.0,
             layer_size: policy.filesystem.writable_layer_size.0,
@@ -361,8 +368,10 @@ impl Watcher {
     }
 
     /// Opens the container's own procfs, through a process of the
-    /// container that the caller may inspect: init makes itself
-    /// non-dumpable, the job's processes are dumpable after their execve.
+    /// container that the caller may inspect: not init (non-dumpable, its
+    /// memory belongs to the host's user namespace), but any job process
+    /// (exec'd inside the container's user namespace, which the caller owns,
+    /// so even a non-dumpable one is readable).
     /// Host /proc is scanned once for one; later scans read only the
     /// container's procfs, so they cost what the container holds.
     fn attach(&mut self) -> bool {
@@ -443,44 +452,97 @@ impl Watcher {
 
     /// The fallback: every process of the container's pid namespace.
     fn check_namespace(&mut self) -> Option<Breach> {
-        if self.proc.is_none() && !self.attach() {
-            return None;
+        if self.proc.is_none() && !self.host_scan && !self.attach() {
+            // No process of the container could be opened (none but init,
+            // or /proc/PID/root refused): find its processes on the host's
+            // /proc by ancestry from now on.
+            tracing::debug!("watching the container's processes through the host's /proc");
+            self.host_scan = true;
         }
-        let proc = format!("/proc/self/fd/{}", self.proc.as_ref()?.as_raw_fd());
-        let Ok(dir) = std::fs::read_dir(&proc) else {
-            return None;
-        };
-        let (mut tasks, mut rss, mut ticks) = (0u64, 0u64, 0u64);
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let Some(st) = Stat::read(&format!("{proc}/{pid}/stat")) else {
-                continue;
-            };
-            tasks += st.threads;
-            // Init (PID 1) is pinfold's: its reaped orphans' CPU time
-            // counts, its own memory and CPU do not.
-            ticks += st.children_ticks;
-            if pid != 1 {
-                ticks += st.ticks;
-                rss += private_pages(&format!("{proc}/{pid}/statm")) * self.page;
+        let mut totals = Totals::default();
+        if let Some(fd) = &self.proc {
+            let proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
+            for pid in pids_in(&proc) {
+                // Init (PID 1) is pinfold's: its reaped orphans' CPU time
+                // counts, its own memory and CPU do not.
+                totals.add(&format!("{proc}/{pid}"), pid == 1, self.page);
+            }
+        } else {
+            for pid in self.members_on_host() {
+                totals.add(
+                    &format!("/proc/{pid}"),
+                    pid == self.init.as_raw(),
+                    self.page,
+                );
             }
         }
-        if self.pids != 0 && tasks >= self.pids {
+        if self.pids != 0 && totals.tasks >= self.pids {
             return Some(Breach::Pids(self.pids));
         }
-        if self.memory != 0 && rss > self.memory {
+        if self.memory != 0 && totals.memory > self.memory {
             return Some(Breach::Memory(self.memory));
         }
-        if self.cpu_secs != 0 && ticks > self.cpu_secs * self.clk_tck {
+        if self.cpu_secs != 0 && totals.ticks > self.cpu_secs * self.clk_tck {
             return Some(Breach::CpuTime(self.cpu_secs));
         }
         None
+    }
+
+    /// The container's processes among the host's: init and its descendants
+    /// (orphans are re-parented to init, PID 1 of their namespace). The
+    /// parent pid in /proc/PID/stat needs no ptrace access, so a process
+    /// that made itself non-dumpable is still found. Membership never
+    /// changes, so only new pids are looked up.
+    fn members_on_host(&mut self) -> Vec<i32> {
+        let init = self.init.as_raw();
+        let mut seen: HashMap<i32, bool> = HashMap::with_capacity(self.members.len());
+        let mut members = Vec::new();
+        let mut unknown: Vec<(i32, i32)> = Vec::new();
+        for pid in pids_in("/proc") {
+            match self.members.get(&pid) {
+                Some(&m) => {
+                    seen.insert(pid, m);
+                    if m {
+                        members.push(pid);
+                    }
+                }
+                None => {
+                    if let Some(ppid) = parent_of(pid) {
+                        unknown.push((pid, ppid));
+                    }
+                }
+            }
+        }
+        loop {
+            let before = unknown.len();
+            unknown.retain(|&(pid, ppid)| {
+                let verdict = if pid == init || ppid == init {
+                    Some(true)
+                } else {
+                    seen.get(&ppid).copied()
+                };
+                match verdict {
+                    Some(m) => {
+                        seen.insert(pid, m);
+                        if m {
+                            members.push(pid);
+                        }
+                        false
+                    }
+                    None => true,
+                }
+            });
+            if unknown.len() == before {
+                break;
+            }
+        }
+        // Parents that are gone from the host's view: not ours (an orphan
+        // of the container would have init as its parent).
+        for (pid, _) in unknown {
+            seen.insert(pid, false);
+        }
+        self.members = seen;
+        members
     }
 
     /// After the run: a limit that explains how it ended, if any. A run
@@ -567,6 +629,47 @@ fn collect_stale(dir: &Path) {
     }
 }
 
+/// Summed usage of a set of processes.
+#[derive(Default)]
+struct Totals {
+    tasks: u64,
+    memory: u64,
+    ticks: u64,
+}
+
+impl Totals {
+    /// Adds the process whose /proc directory is `dir`; `init`: count only
+    /// its reaped children's CPU time (and its task).
+    fn add(&mut self, dir: &str, init: bool, page: u64) {
+        let Some(st) = Stat::read(&format!("{dir}/stat")) else {
+            return;
+        };
+        self.tasks += st.threads;
+        self.ticks += st.children_ticks;
+        if !init {
+            self.ticks += st.ticks;
+            self.memory += private_pages(&format!("{dir}/statm")) * page;
+        }
+    }
+}
+
+/// The numeric entries of a /proc directory.
+fn pids_in(dir: &str) -> Vec<i32> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .collect()
+}
+
+/// The parent pid of a host process (field 4 of /proc/PID/stat).
+fn parent_of(pid: i32) -> Option<i32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 2..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Resident pages not backed by a file or shmem (statm's resident minus
 /// shared): the memory a process holds that the kernel cannot reclaim.
 /// Shared libraries and executables mapped by many processes are not
@@ -639,6 +742,28 @@ mod tests {
                 .reason()
                 .contains("filesystem.tmp_size")
         );
+    }
+
+    #[test]
+    fn host_scan_finds_descendants_by_ancestry() {
+        // This test process stands in for the container's init: its child
+        // and grandchild are members, PID 1 of the host is not.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 5 & wait"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut w = Watcher::start(&Policy::load("default").unwrap(), Pid::this());
+        let members = w.members_on_host();
+        let _ = child.kill();
+        let _ = child.wait();
+        let me = std::process::id() as i32;
+        assert!(members.contains(&me), "{members:?}");
+        assert!(members.contains(&(child.id() as i32)), "{members:?}");
+        assert!(members.len() >= 3, "the sleep too: {members:?}");
+        assert!(!members.contains(&1), "{members:?}");
+        // Cached: a second scan agrees without new lookups for old pids.
+        assert!(w.members.get(&1) == Some(&false));
     }
 
     #[test]
