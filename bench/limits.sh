@@ -6,6 +6,7 @@
 # one hyperfine run.
 #
 #   bench/limits.sh [RUNS]        (as root: runs the sandboxes as pinfold-test)
+#   PINFOLD=path/to/pinfold bench/limits.sh [RUNS]   (that binary, no build)
 #
 # Workloads: `/bin/true` (start cost: detection and set-up), a fork-heavy
 # shell loop (2000 processes: what a build's make/sh do), and a CPU loop.
@@ -13,12 +14,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-30}
-cargo build --release --quiet
-target=${CARGO_TARGET_DIR:-target}
+if [ -z "${PINFOLD:-}" ]; then
+  cargo build --release --quiet
+  PINFOLD=${CARGO_TARGET_DIR:-target}/release/pinfold
+fi
 work=$(mktemp -d /tmp/pinfold-bench-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 chmod 755 "$work"
-cp "$target/release/pinfold" "$work/pinfold"
+cp "$PINFOLD" "$work/pinfold"
 rootfs="$work/rootfs"
 bash tests/make-busybox-rootfs.sh "$rootfs"
 printf 'description = "limits on"\n[limits]\nmemory = "4G"\npids = 4096\ncpu_time = "1h"\n' >"$work/on.toml"

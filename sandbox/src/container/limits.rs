@@ -225,12 +225,8 @@ pub(crate) struct Watcher {
     mechanism: Mechanism,
     cgroup: Option<PathBuf>,
     init: Pid,
-    /// `pid:[inode]` of the container's pid namespace (fallback only).
-    ns: Option<PathBuf>,
     /// The container's own /proc (its pid namespace's procfs), once found.
     proc: Option<OwnedFd>,
-    /// The container's procfs could not be opened: scan the host's /proc.
-    host_scan: bool,
     /// Host pids known to be (true) or not to be (false) the container's.
     members: HashMap<i32, bool>,
     /// `FULL_*` bits init reported.
@@ -262,9 +258,7 @@ impl Watcher {
             mechanism: Mechanism::Fallback("no container-wide limit is set".into()),
             cgroup: None,
             init,
-            ns: None,
             proc: None,
-            host_scan: false,
             members: HashMap::new(),
             full: 0,
             tmp_size: policy.filesystem.tmp_size.0,
@@ -291,11 +285,6 @@ impl Watcher {
                     w.mechanism = Mechanism::Fallback(format!("cgroup set-up failed: {e}"));
                 }
             }
-        }
-        if w.cgroup.is_none() {
-            // Init is still dumpable here (it hardens itself later), so its
-            // namespace can be read now.
-            w.ns = std::fs::read_link(format!("/proc/{init}/ns/pid")).ok();
         }
         tracing::debug!(mechanism = %w.mechanism, memory = w.memory, pids = w.pids, cpu_secs = w.cpu_secs, "resource limits");
         w
@@ -367,46 +356,6 @@ impl Watcher {
         &self.mechanism
     }
 
-    /// Opens the container's own procfs, through a process of the
-    /// container that the caller may inspect: not init (non-dumpable, its
-    /// memory belongs to the host's user namespace), but any job process
-    /// (exec'd inside the container's user namespace, which the caller owns,
-    /// so even a non-dumpable one is readable).
-    /// Host /proc is scanned once for one; later scans read only the
-    /// container's procfs, so they cost what the container holds.
-    fn attach(&mut self) -> bool {
-        let Some(ns) = &self.ns else { return false };
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return false;
-        };
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            if pid == self.init.as_raw()
-                || !std::fs::read_link(format!("/proc/{pid}/ns/pid")).is_ok_and(|l| l == *ns)
-            {
-                continue;
-            }
-            // /proc/PID/root resolves inside the container's root.
-            let path = format!("/proc/{pid}/root/proc");
-            if let Ok(fd) = open(
-                path.as_str(),
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            ) {
-                tracing::debug!(%path, "watching the container's processes");
-                self.proc = Some(fd);
-                return true;
-            }
-        }
-        false
-    }
-
     /// Records the full disks init reported.
     pub(crate) fn set_full_disks(&mut self, full: u32) {
         self.full = full;
@@ -452,28 +401,45 @@ impl Watcher {
 
     /// The fallback: every process of the container's pid namespace.
     fn check_namespace(&mut self) -> Option<Breach> {
-        if self.proc.is_none() && !self.host_scan && !self.attach() {
-            // No process of the container could be opened (none but init,
-            // or /proc/PID/root refused): find its processes on the host's
-            // /proc by ancestry from now on.
-            tracing::debug!("watching the container's processes through the host's /proc");
-            self.host_scan = true;
-        }
         let mut totals = Totals::default();
+        if self.proc.is_none() {
+            let members = self.members_on_host();
+            // The container's own procfs lists exactly its processes, so a
+            // scan costs what the container holds, not what the host runs.
+            // It is opened through a job process: not init (non-dumpable,
+            // its memory belongs to the host's user namespace), but any
+            // process exec'd inside the container's user namespace, which
+            // the caller owns (so even a non-dumpable one is readable).
+            // /proc/PID/root resolves inside the container's root.
+            for &pid in members.iter().filter(|p| **p != self.init.as_raw()) {
+                let path = format!("/proc/{pid}/root/proc");
+                if let Ok(fd) = open(
+                    path.as_str(),
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                ) {
+                    tracing::debug!(%path, "watching the container's processes");
+                    self.proc = Some(fd);
+                    self.members.clear();
+                    break;
+                }
+            }
+            if self.proc.is_none() {
+                for pid in members {
+                    totals.add(
+                        &format!("/proc/{pid}"),
+                        pid == self.init.as_raw(),
+                        self.page,
+                    );
+                }
+            }
+        }
         if let Some(fd) = &self.proc {
             let proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
             for pid in pids_in(&proc) {
                 // Init (PID 1) is pinfold's: its reaped orphans' CPU time
                 // counts, its own memory and CPU do not.
                 totals.add(&format!("{proc}/{pid}"), pid == 1, self.page);
-            }
-        } else {
-            for pid in self.members_on_host() {
-                totals.add(
-                    &format!("/proc/{pid}"),
-                    pid == self.init.as_raw(),
-                    self.page,
-                );
             }
         }
         if self.pids != 0 && totals.tasks >= self.pids {
