@@ -44,6 +44,22 @@ run() {
 run true "true" $((RUNS * 5))
 run fork "$fork" "$RUNS"
 run cpu "$cpu" "$RUNS"
+# The supervisor's own CPU time: ticks of the `pinfold exec` parent over 5 s
+# of a container holding N sleeping processes (limits on).
+supervisor() {
+  local n=$1
+  "${as_user[@]}" env PINFOLD_HOME="$work/home" sh -c '
+    "$1" exec --policy "$2" --rootfs "$3" -- /bin/sh -c "i=0; while [ \$i -lt $4 ]; do sleep 8 & i=\$((i+1)); done; sleep 8" &
+    pid=$!; sleep 1
+    a=$(cut -d" " -f14,15 /proc/$pid/stat); sleep 5; b=$(cut -d" " -f14,15 /proc/$pid/stat)
+    kill $pid
+    echo "$a $b"' sh "$work/pinfold" "$work/on.toml" "$rootfs" "$n"
+}
+hz=$(getconf CLK_TCK)
+for n in 1 100; do
+  set -- $(supervisor "$n")
+  echo "supervisor CPU with $n sleeping processes: $(( ($3 + $4 - $1 - $2) * 100 / ($hz * 5) ))% of a core (over 5 s)" >>"$work/supervisor.txt"
+done
 python3 - "$work" <<'PY'
 import json, sys
 print(f"{'workload':28} {'median':>10} {'on/off':>7}")
@@ -53,3 +69,4 @@ for w in ["true", "fork", "cpu"]:
     for name, x in r.items():
         print(f"{name:28} {x['median']*1000:8.2f}ms {x['median']/off:6.3f}x")
 PY
+cat "$work/supervisor.txt"
