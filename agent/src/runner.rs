@@ -8,8 +8,12 @@
 //! ```text
 //! pinfold exec --image REF --policy P --bind JOBDIR/workspace:/workspace:rw
 //!   --workdir /workspace --writable-layer JOBDIR/layer [--env NAME]...
-//!   [--timeout T] -- /bin/sh -e -c RUN
+//!   [--timeout T] --report JOBDIR/step.json -- /bin/sh -e -c RUN
 //! ```
+//!
+//! The report names the resource limit that ended a step (exit 123) and the
+//! mechanism that enforced it; the runner itself enforces the policy's
+//! `limits.log_bytes` on the job's output.
 //!
 //! The writable layer keeps rootfs changes across steps; /workspace is a
 //! host directory. Values of env entries and secrets travel in the child's
@@ -275,6 +279,11 @@ impl Job {
         if let Err(e) = self.check_secrets() {
             return fail(JobState::Error, e.to_string(), steps);
         }
+        let log_cap = match pinfold_sandbox::Policy::load(self.spec.policy.as_str()) {
+            Ok(p) => p.limits.log_bytes.0,
+            Err(e) => return fail(JobState::Error, e.to_string(), steps),
+        };
+        lock(log).set_cap(log_cap);
         let ws = match self.prepare_dir(o) {
             Ok(ws) => ws,
             Err(e) => return fail(JobState::Error, e.to_string(), steps),
@@ -312,6 +321,12 @@ impl Job {
             };
             steps[i].finished_at = Some(now_ms());
             steps[i].exit_code = code;
+            let report = self.step_report();
+            if i == 0
+                && let Some(m) = report.as_ref().and_then(|r| r["limits_detail"].as_str())
+            {
+                lock(log).line(&format!("==> limits enforced by {m}"));
+            }
             let took = humantime_secs(t0.elapsed());
             let shown = code.map_or("killed".to_string(), |c| format!("exit {c}"));
             lock(log).line(&format!(
@@ -322,8 +337,28 @@ impl Job {
             if self.stopped() != stop::NONE {
                 break;
             }
+            if lock(log).over_limit() {
+                end = Some((
+                    JobState::Failed,
+                    format!(
+                        "step {}: log limit {} exceeded (policy limits.log_bytes); raise it in the policy or make the build quieter",
+                        step.name,
+                        pinfold_sandbox::policy::ByteSize(log_cap)
+                    ),
+                ));
+                break;
+            }
+            let limit_reason = report
+                .as_ref()
+                .filter(|r| r["outcome"] == "limit_exceeded")
+                .and_then(|r| r["reason"].as_str().map(str::to_owned));
             match code {
                 Some(0) => {}
+                Some(_) if limit_reason.is_some() => {
+                    let why = limit_reason.unwrap_or_default();
+                    end = Some((JobState::Failed, format!("step {}: {why}", step.name)));
+                    break;
+                }
                 Some(124) => {
                     let job_hit = deadline.is_some_and(|d| Instant::now() >= d);
                     let why = if job_hit {
@@ -456,6 +491,16 @@ impl Job {
         Ok(())
     }
 
+    fn report_path(&self) -> PathBuf {
+        self.dir.join("step.json")
+    }
+
+    /// What `pinfold exec --report` wrote for the last step, if anything.
+    fn step_report(&self) -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(self.report_path()).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
     fn command(&self, run: &str, timeout: Option<Duration>, o: &RunOptions) -> Command {
         let mut c = Command::new(&self.exe);
         c.env_clear();
@@ -517,6 +562,7 @@ impl Job {
             c.arg("--timeout")
                 .arg(format!("{}ms", t.as_millis().max(1)));
         }
+        c.arg("--report").arg(self.report_path());
         c.arg("--").args(["/bin/sh", "-e", "-c", run]);
         c
     }
@@ -532,6 +578,7 @@ impl Job {
         let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
             .map_err(|e| RunError::Spawn(std::io::Error::from(e)))?;
         let w2 = w.try_clone().map_err(RunError::Spawn)?;
+        let _ = std::fs::remove_file(self.report_path());
         let mut cmd = self.command(run, timeout, o);
         let cpus = match o.cpus {
             Some(n) => Some(first_cpus(n).map_err(|e| RunError::Spawn(e.into()))?),
@@ -584,7 +631,10 @@ impl Job {
             if let Some(s) = child.try_wait().map_err(RunError::Spawn)? {
                 break Some(s);
             }
-            if self.stopped() != stop::NONE || hard.is_some_and(|h| Instant::now() >= h) {
+            if self.stopped() != stop::NONE
+                || hard.is_some_and(|h| Instant::now() >= h)
+                || lock(log).over_limit()
+            {
                 terminate(&mut child, self.grace);
                 let _ = child.wait();
                 break None;

@@ -9,9 +9,11 @@ use pinfold_sandbox::image::LayerLease;
 
 /// Run a command in a hardened rootless container.
 ///
-/// Exit status: the command's own; 128+N when it dies of signal N; 124 when
-/// --timeout fires; 125 when the sandbox could not be set up; 126/127 when the
-/// command cannot be executed / is not found.
+/// Exit status: the command's own; 128+N when it dies of signal N; 123 when
+/// a resource limit of the policy ended it (memory, pids, CPU time, a full
+/// writable layer or /tmp; the reason is printed); 124 when --timeout fires;
+/// 125 when the sandbox could not be set up; 126/127 when the command cannot
+/// be executed / is not found.
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Environment: PINFOLD_HOME, PINFOLD_POLICY_PATH, PINFOLD_ROOT_IDMAP (START:COUNT, when run as root), RUST_LOG."
@@ -80,6 +82,10 @@ pub struct Args {
         default_value = "auto"
     )]
     userns: String,
+    /// Write how the run ended as one JSON object to FILE (exit_code,
+    /// outcome, limit, reason, limits_mechanism), for scripts and the agent.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
     /// The command and its arguments (after `--`).
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     command: Vec<String>,
@@ -182,6 +188,7 @@ fn image_layers(
 /// Runs the subcommand; returns the exit status.
 pub fn run(a: Args) -> i32 {
     let timeout = a.timeout;
+    let report = a.report.clone();
     let (spec, _lease) = match build(a) {
         Ok(s) => s,
         Err(e) => {
@@ -189,19 +196,69 @@ pub fn run(a: Args) -> i32 {
             return 125;
         }
     };
-    match container::run(&spec) {
-        Ok(outcome) => {
-            if outcome == container::Outcome::TimedOut {
-                eprintln!(
-                    "pinfold exec: timed out after {}; every process of the container was killed",
-                    humantime::format_duration(timeout.unwrap_or_default())
-                );
+    let (code, json) = match container::run_reporting(&spec) {
+        Ok(done) => {
+            tracing::info!(mechanism = %done.limits, "resource limits were enforced by {}", done.limits.name());
+            let outcome = done.outcome;
+            let mut reason = None;
+            let mut limit = None;
+            match outcome {
+                container::Outcome::TimedOut => {
+                    let r = format!(
+                        "timed out after {}; every process of the container was killed",
+                        humantime::format_duration(timeout.unwrap_or_default())
+                    );
+                    eprintln!("pinfold exec: {r}");
+                    reason = Some(r);
+                    limit = Some("wall_time");
+                }
+                container::Outcome::LimitExceeded(b) => {
+                    let r = b.reason();
+                    eprintln!("pinfold: {r}");
+                    reason = Some(r);
+                    limit = Some(b.name());
+                }
+                _ => {}
             }
-            outcome.exit_code()
+            let kind = match outcome {
+                container::Outcome::Exited(_) => "exited",
+                container::Outcome::Signaled(_) => "signaled",
+                container::Outcome::TimedOut => "timed_out",
+                container::Outcome::LimitExceeded(_) => "limit_exceeded",
+            };
+            (
+                outcome.exit_code(),
+                serde_json::json!({
+                    "exit_code": outcome.exit_code(),
+                    "outcome": kind,
+                    "limit": limit,
+                    "reason": reason,
+                    "limits_mechanism": done.limits.name(),
+                    "limits_detail": done.limits.to_string(),
+                }),
+            )
         }
         Err(e) => {
             eprintln!("pinfold exec: {e}");
-            e.exit_code()
+            (
+                e.exit_code(),
+                serde_json::json!({
+                    "exit_code": e.exit_code(),
+                    "outcome": "error",
+                    "limit": null,
+                    "reason": e.to_string(),
+                    "limits_mechanism": null,
+                }),
+            )
         }
+    };
+    if let Some(path) = report
+        && let Err(e) = std::fs::write(&path, format!("{json}\n"))
+    {
+        eprintln!(
+            "pinfold exec: cannot write --report {}: {e}",
+            path.display()
+        );
     }
+    code
 }

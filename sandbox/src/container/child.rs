@@ -65,14 +65,24 @@ pub(crate) fn main(
         }
         Ok(ForkResult::Parent { child }) => {
             drop(keep_err);
+            // The writable layer is a policy-sized tmpfs unless it is a
+            // persistent host directory.
+            let layer_is_tmpfs = p.writable_layer.is_none() && p.policy.filesystem.rootfs_writable;
             drop(p);
             // 10. Init: no capabilities, not dumpable (so /proc/1/exe, which
             // points at the host's pinfold binary, cannot be opened by the job).
             harden_init();
             let code = init::supervise(child);
+            // The mounts live until init exits: a failed job may have failed
+            // because one of its disks is full.
+            let full = if code == 0 {
+                0
+            } else {
+                super::limits::full_disks(layer_is_tmpfs)
+            };
             // Every process of the container is dead and reaped: report, so
             // the parent need not wait for the namespaces' teardown.
-            sync::write_status(&status, code);
+            sync::write_status(&status, code, full);
             exit(code);
         }
         Err(e) => {

@@ -23,6 +23,7 @@ mod child;
 pub mod idmap;
 mod init;
 pub mod landlock;
+pub mod limits;
 mod mounts;
 mod net;
 mod pasta;
@@ -235,16 +236,21 @@ pub enum Outcome {
     Signaled(i32),
     /// The timeout fired and every process of the container was killed.
     TimedOut,
+    /// A resource limit ended the run (see [`limits`]): the container was
+    /// killed, or its command failed with the named disk full.
+    LimitExceeded(limits::Breach),
 }
 
 impl Outcome {
     /// The exit status contract of `pinfold exec`: the code, 128+N for
-    /// signal N, 124 for a timeout.
+    /// signal N, 124 for a timeout, 123 ([`limits::EXIT_LIMIT`]) for a
+    /// resource limit.
     pub fn exit_code(&self) -> i32 {
         match *self {
             Outcome::Exited(c) => c,
             Outcome::Signaled(s) => 128 + s,
             Outcome::TimedOut => 124,
+            Outcome::LimitExceeded(_) => limits::EXIT_LIMIT,
         }
     }
 }
@@ -527,6 +533,20 @@ fn threads_in_process() -> usize {
 /// Must be called from a single-threaded process: it forks, and blocks
 /// signals in the calling thread while the container runs.
 pub fn run(spec: &ContainerSpec) -> Result<Outcome> {
+    run_reporting(spec).map(|r| r.outcome)
+}
+
+/// How a run ended and which mechanism enforced its resource limits.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// How the command ended.
+    pub outcome: Outcome,
+    /// What enforced memory, pids and CPU time.
+    pub limits: limits::Mechanism,
+}
+
+/// [`run`], also saying which mechanism enforced the resource limits.
+pub fn run_reporting(spec: &ContainerSpec) -> Result<Finished> {
     if threads_in_process() > 1 {
         return Err(ContainerError::Spec(
             "container::run needs a single-threaded process; spawn `pinfold exec` instead".into(),
@@ -566,7 +586,7 @@ fn run_blocked(
     saved: SigSet,
     blocked: &SigSet,
     started: Instant,
-) -> Result<Outcome> {
+) -> Result<Finished> {
     let mut prepared = prepare(spec, saved)?;
     let network = prepared.network;
     let allowlist = match network {
@@ -650,6 +670,9 @@ fn run_blocked(
     let guard = KillGuard(Some(child));
     tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, "cloned");
     idmap::apply(&plan, child)?;
+    // Before the release: under cgroup v2 the child must be in its cgroup
+    // before it forks anything.
+    let mut watch = limits::Watcher::start(&spec.policy, child);
     let pasta = match network {
         NetworkMode::Egress => Some(pasta::start(child)?),
         NetworkMode::None | NetworkMode::Allowlist => None,
@@ -688,7 +711,7 @@ fn run_blocked(
     );
     drop(err_read);
     let deadline = spec.timeout.map(|t| started + t);
-    let outcome = wait_loop(child, blocked, deadline, &status_read);
+    let outcome = wait_loop(child, blocked, deadline, &status_read, &mut watch);
     std::mem::forget(guard);
     if let Some(p) = pasta {
         p.stop();
@@ -699,7 +722,17 @@ fn run_blocked(
     if let Some(err) = setup_error {
         return Err(err);
     }
-    outcome
+    let outcome = match outcome? {
+        o @ (Outcome::Exited(_) | Outcome::Signaled(_)) => match watch.after(o.exit_code()) {
+            Some(breach) => Outcome::LimitExceeded(breach),
+            None => o,
+        },
+        o => o,
+    };
+    Ok(Finished {
+        outcome,
+        limits: watch.mechanism().clone(),
+    })
 }
 
 struct KillGuard(Option<Pid>);
@@ -738,9 +771,11 @@ fn wait_loop(
     blocked: &SigSet,
     deadline: Option<Instant>,
     status: &OwnedFd,
+    watch: &mut limits::Watcher,
 ) -> Result<Outcome> {
     loop {
-        if let Some(code) = sync::read_status(status) {
+        if let Some((code, full)) = sync::read_status(status) {
+            watch.set_full_disks(full);
             // Reap init if it is already gone; otherwise it is left to the
             // end of this process (`pinfold exec` exits right away).
             let _ = waitpid(child, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL));
@@ -759,6 +794,12 @@ fn wait_loop(
                 });
             }
         }
+        if let Some(breach) = watch.poll() {
+            tracing::debug!(?breach, "resource limit crossed: killing the container");
+            let _ = kill(child, Signal::SIGKILL);
+            let _ = waitpid(child, Some(WaitPidFlag::__WALL));
+            return Ok(Outcome::LimitExceeded(breach));
+        }
         let timeout = match deadline {
             Some(d) => {
                 let now = Instant::now();
@@ -772,6 +813,10 @@ fn wait_loop(
                 d - now
             }
             None => Duration::from_secs(3600),
+        };
+        let timeout = match watch.next_check() {
+            Some(n) => timeout.min(n.saturating_duration_since(Instant::now())),
+            None => timeout,
         };
         let ts = libc::timespec {
             tv_sec: timeout.as_secs() as libc::time_t,

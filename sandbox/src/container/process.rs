@@ -100,11 +100,25 @@ fn set_rlimits(p: &Prepared) -> Result<()> {
     } else {
         l.fsize.0
     };
+    // `pids` caps the whole container; RLIMIT_NPROC, counted per uid in the
+    // container's own user namespace, is its kernel-enforced backstop (see
+    // `limits`), so a fork bomb cannot outrun the supervisor's poll.
+    let nproc = match l.pids {
+        0 => l.nproc,
+        pids => l.nproc.min(pids),
+    };
+    // RLIMIT_CPU is per process: a backstop a little above the container-wide
+    // `cpu_time`, which the supervisor (or cgroup) enforces and names first.
+    let cpu = match l.cpu_time.0 {
+        0 => libc::RLIM_INFINITY,
+        secs => secs.saturating_add(2),
+    };
     for (res, value, name) in [
         (Resource::RLIMIT_CORE, 0, "core"),
         (Resource::RLIMIT_NOFILE, l.nofile, "nofile"),
-        (Resource::RLIMIT_NPROC, l.nproc, "nproc"),
+        (Resource::RLIMIT_NPROC, nproc, "nproc"),
         (Resource::RLIMIT_FSIZE, fsize, "fsize"),
+        (Resource::RLIMIT_CPU, cpu, "cpu"),
     ] {
         // A policy limit is a ceiling: rootless, a hard limit can only go down,
         // so a caller already below it keeps its own (stricter) value.

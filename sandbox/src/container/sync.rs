@@ -89,7 +89,7 @@ pub(crate) fn socket_pair(what: &'static str) -> Result<(OwnedFd, OwnedFd)> {
     })
 }
 
-/// The status pipe: init writes the job's exit status (4 bytes) when every
+/// The status pipe: init writes the job's exit status and full disks (8 bytes) when every
 /// process of the container is gone. The read end is non-blocking and raises
 /// SIGIO in this process when data arrives.
 pub(crate) fn status_pipe() -> Result<(OwnedFd, OwnedFd)> {
@@ -111,18 +111,25 @@ pub(crate) fn status_pipe() -> Result<(OwnedFd, OwnedFd)> {
     Ok((r, w))
 }
 
-/// Parent: the status init reported, if it has.
-pub(crate) fn read_status(r: &OwnedFd) -> Option<i32> {
-    let mut b = [0u8; 4];
+/// Parent: the status init reported, if it has: the job's exit code and
+/// the disks init found full (`limits::FULL_*` bits).
+pub(crate) fn read_status(r: &OwnedFd) -> Option<(i32, u32)> {
+    let mut b = [0u8; 8];
     match read(r.as_fd(), &mut b) {
-        Ok(4) => Some(i32::from_ne_bytes(b)),
+        Ok(8) => Some((
+            i32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+            u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+        )),
         _ => None,
     }
 }
 
-/// Init: reports the job's status.
-pub(crate) fn write_status(w: &OwnedFd, code: i32) {
-    let _ = write(w, &code.to_ne_bytes());
+/// Init: reports the job's status and the full disks (one atomic pipe write).
+pub(crate) fn write_status(w: &OwnedFd, code: i32, full: u32) {
+    let mut b = [0u8; 8];
+    b[..4].copy_from_slice(&code.to_ne_bytes());
+    b[4..].copy_from_slice(&full.to_ne_bytes());
+    let _ = write(w, &b);
 }
 
 /// Parent: lets the child go on.
