@@ -6,8 +6,9 @@
 //!   open every host path the child needs (rootfs layers, bind sources, device
 //!   nodes) as `O_PATH` fds while still the caller, clone the child into new
 //!   user, mount, pid, ipc, uts, cgroup and net namespaces, write its id maps
-//!   ([`idmap`]), release it, then wait, forwarding signals and enforcing the
-//!   timeout;
+//!   ([`idmap`]) and release it (with a single-id map and no network the
+//!   child writes its own map and goes on without waiting), then wait,
+//!   forwarding signals and enforcing the timeout;
 //! * child, PID 1 of the new pid namespace ([`child`]): become root of the user
 //!   namespace, build the rootfs and mounts ([`mounts`]), pivot_root, set the
 //!   hostname, bring loopback up, then fork the job and become its init ([`init`]);
