@@ -6,7 +6,7 @@ use nix::unistd::{ForkResult, Gid, Uid, fork, setgroups, sethostname, setresgid,
 
 use super::Prepared;
 use super::sync::{self, Step, StepError};
-use super::{init, mounts, net, process};
+use super::{idmap, init, mounts, net, process};
 use crate::policy::NetworkMode;
 
 /// Never returns: exits with the job's status, or 125 after reporting a failure.
@@ -23,9 +23,24 @@ pub(crate) fn main(
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     // 2. Open the host paths while our credentials are still the caller's.
     let opened = super::HostFds::open(&p);
-    // 3. Wait until the parent has written our id maps (EOF: it died first).
-    if !sync::wait_for_go(&go) {
-        exit(125);
+    // 3. Id maps: write our own single-id maps, after checking the parent
+    // is still there (PDEATHSIG covers it from here on); or wait until the
+    // parent has written them (EOF: it died first).
+    match p.self_map {
+        Some((uid, gid)) => {
+            if sync::parent_gone(&go) {
+                exit(125);
+            }
+            if let Err(e) = idmap::write_own(uid, gid) {
+                sync::report(&err, &e);
+                exit(125);
+            }
+        }
+        None => {
+            if !sync::wait_for_go(&go) {
+                exit(125);
+            }
+        }
     }
     match opened {
         Ok(fds) => p.fds = fds,

@@ -6,8 +6,10 @@
 //!   open every host path the child needs (rootfs layers, bind sources, device
 //!   nodes) as `O_PATH` fds while still the caller, clone the child into new
 //!   user, mount, pid, ipc, uts, cgroup and net namespaces, write its id maps
-//!   ([`idmap`]), attach pasta in `egress`, release it, serve the `allowlist`
-//!   proxy ([`proxy`]) on the listener the child sends back, then wait,
+//!   ([`idmap`]) and release it (with a single-id map and no network the
+//!   child writes its own map and goes on without waiting), attach pasta in
+//!   `egress`, serve the `allowlist` proxy ([`proxy`]) on the listener the
+//!   child sends back, then wait,
 //!   forwarding signals and enforcing the timeout;
 //! * child, PID 1 of the new pid namespace ([`child`]): become root of the user
 //!   namespace, build the rootfs and mounts ([`mounts`]), pivot_root, set the
@@ -276,6 +278,9 @@ pub(crate) struct Prepared {
     pub search_path: Vec<String>,
     pub filters: seccomp::Filters,
     pub setgroups_allowed: bool,
+    /// The caller's (uid, gid) when the child writes its own single-id maps
+    /// (see [`run_blocked`]); `None` when the parent writes them.
+    pub self_map: Option<(u32, u32)>,
     pub saved_sigmask: SigSet,
     /// The effective network mode.
     pub network: NetworkMode,
@@ -517,6 +522,7 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
         search_path,
         filters,
         setgroups_allowed: false,
+        self_map: None,
         saved_sigmask,
         network,
     })
@@ -605,7 +611,24 @@ fn run_blocked(
     );
     let plan = idmap::plan(spec.idmap)?;
     prepared.setgroups_allowed = plan.setgroups_allowed();
-    tracing::debug!(mode = %plan, "user namespace id mapping");
+    // A single-id map may be written by the child itself (as bubblewrap
+    // does): the parent then has nothing to do between clone and the
+    // child's setup, and the child need not wait for it, which saves a
+    // round trip between the two processes on every start. Sub-id maps need
+    // the setuid helpers and root's maps need the parent's capabilities;
+    // egress needs pasta attached first: those keep the go pipe.
+    // So does a delegated cgroup v2 for the limits: the watcher must move
+    // the child into its cgroup before the child forks.
+    prepared.self_map = match (&plan, network) {
+        (IdMapPlan::Single { uid, gid }, NetworkMode::None)
+            if !matches!(limits::detect(), limits::Mechanism::Cgroup(_)) =>
+        {
+            Some((*uid, *gid))
+        }
+        _ => None,
+    };
+    let self_map = prepared.self_map.is_some();
+    tracing::debug!(mode = %plan, self_map, "user namespace id mapping");
 
     let (go_read, go_write) = sync::pipe("sync pipe")?;
     let (err_read, err_write) = sync::pipe("error pipe")?;
@@ -669,23 +692,25 @@ fn run_blocked(
     // Kill the child if anything below fails: it is waiting on the go pipe.
     let guard = KillGuard(Some(child));
     tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, "cloned");
-    idmap::apply(&plan, child)?;
-    // Before the release: under cgroup v2 the child must be in its cgroup
-    // before it forks anything.
+    // Under cgroup v2 the child must be in its cgroup before it forks
+    // anything, so a self-written map is off then (see above) and the
+    // watcher starts before the release.
     let mut watch = limits::Watcher::start(&spec.policy, child);
-    let pasta = match network {
-        NetworkMode::Egress => Some(pasta::start(child)?),
-        NetworkMode::None | NetworkMode::Allowlist => None,
-    };
-    sync::release(&go_write)?;
-    drop(go_write);
-    tracing::debug!(
-        elapsed_us = started.elapsed().as_micros() as u64,
-        "container released"
-    );
+    let mut pasta = None;
+    if !self_map {
+        idmap::apply(&plan, child)?;
+        if network == NetworkMode::Egress {
+            pasta = Some(pasta::start(child)?);
+        }
+        sync::release(&go_write)?;
+        tracing::debug!(
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "container released"
+        );
+    }
     // allowlist: the child sends the proxy's listener once its network is
-    // up; nothing arrives when its setup failed (read_error says why). The
-    // process turns multi-threaded here, after the clone.
+    // up; nothing arrives when its setup failed (the error pipe says why).
+    // The process turns multi-threaded here, after the clone.
     let proxy = match (proxy_parent, allowlist) {
         (Some(channel), Some(allow)) => match net::receive_proxy_listener(&channel) {
             Ok(Some(listener)) => Some(
@@ -703,15 +728,12 @@ fn run_blocked(
         },
         _ => None,
     };
-    let setup_error = sync::read_error(&err_read);
-    tracing::debug!(
-        elapsed_us = started.elapsed().as_micros() as u64,
-        ok = setup_error.is_none(),
-        "command executed"
-    );
-    drop(err_read);
+    // With a self-written map the child polls the go pipe once to learn
+    // that this process is still alive: keep the write end open until the
+    // container is gone.
     let deadline = spec.timeout.map(|t| started + t);
     let outcome = wait_loop(child, blocked, deadline, &status_read, &mut watch);
+    drop(go_write);
     std::mem::forget(guard);
     if let Some(p) = pasta {
         p.stop();
@@ -719,6 +741,16 @@ fn run_blocked(
     if let Some(p) = proxy {
         p.stop();
     }
+    // Every process of the container is gone now (init reports only then),
+    // so every write end of the error pipe is closed: this read does not
+    // block. Reading it only now spares this process a wake-up at the
+    // job's execve, and keeps the timeout in force during the job's setup.
+    let setup_error = sync::read_error(&err_read);
+    tracing::debug!(
+        elapsed_us = started.elapsed().as_micros() as u64,
+        ok = setup_error.is_none(),
+        "container ended"
+    );
     if let Some(err) = setup_error {
         return Err(err);
     }

@@ -1,7 +1,9 @@
 //! The two pipes between the parent and the child.
 //!
 //! * go pipe: the parent writes one byte once the id maps are in place; EOF
-//!   instead means the parent died, and the child exits.
+//!   instead means the parent died, and the child exits. When the child
+//!   writes its own maps it only checks, without waiting, that the write
+//!   end is still open.
 //! * error pipe: close-on-exec, held by the child and then the job until
 //!   execve. A failing step writes one record `code \t step \t message \t hint`
 //!   and exits; EOF with no record means the command was executed.
@@ -152,6 +154,21 @@ pub(crate) fn wait_for_go(go: &OwnedFd) -> bool {
             Err(Errno::EINTR) => continue,
             _ => return false,
         }
+    }
+}
+
+/// Child: whether the parent has exited (the go pipe's write end is closed),
+/// without waiting.
+pub(crate) fn parent_gone(go: &OwnedFd) -> bool {
+    let mut fds = [nix::poll::PollFd::new(
+        go.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
+        Ok(_) => fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLHUP)),
+        Err(_) => true,
     }
 }
 
