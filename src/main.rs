@@ -38,6 +38,7 @@ enum Command {
     Cancel(cmd::cancel::Args),
     Artifacts(cmd::artifacts::Args),
     Run(cmd::run::Args),
+    Verify(cmd::verify::Args),
     Agent(cmd::agent::Args),
 }
 
@@ -104,6 +105,7 @@ fn main() {
         Command::Cancel(a) => cmd::cancel::run(a),
         Command::Artifacts(a) => cmd::artifacts::run(a),
         Command::Run(a) => cmd::run::run(a),
+        Command::Verify(a) => cmd::verify::run(a),
         Command::Agent(a) => cmd::agent::run(a),
     };
     std::process::exit(code);

@@ -103,6 +103,34 @@ pub struct Job {
     pub grace: Duration,
 }
 
+/// How one run differs from a plain one (`pinfold verify` varies these
+/// on purpose; [`Default`] is a plain run). Each field maps to a
+/// `pinfold exec` flag or to how the step's process is started.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Host directory used as the workspace instead of `DIR/workspace`.
+    pub workspace: Option<PathBuf>,
+    /// Where the workspace is mounted (and the working directory) in the
+    /// container instead of `/workspace`.
+    pub mount: Option<PathBuf>,
+    /// `--hostname`.
+    pub hostname: Option<String>,
+    /// `--domainname`.
+    pub domainname: Option<String>,
+    /// `--umask`.
+    pub umask: Option<u32>,
+    /// `--reverse-env`.
+    pub reverse_env: bool,
+    /// Environment set before the job's own `env` (which wins on a clash).
+    pub env: Vec<(String, String)>,
+    /// Files written into the container's writable layer before the first
+    /// step, by path relative to its root (e.g. `etc/passwd`).
+    pub files: Vec<(PathBuf, String)>,
+    /// Restrict the steps to this many CPUs (the first ones of the
+    /// caller's affinity mask), with `sched_setaffinity` on the child.
+    pub cpus: Option<usize>,
+}
+
 /// How a job ended.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -171,20 +199,35 @@ const PASS_ENV: &[&str] = &[
 ];
 
 impl Job {
-    fn workspace(&self) -> PathBuf {
-        self.dir.join("workspace")
+    fn workspace(&self, o: &RunOptions) -> PathBuf {
+        o.workspace
+            .clone()
+            .unwrap_or_else(|| self.dir.join("workspace"))
     }
 
     fn stopped(&self) -> u8 {
         self.stop.load(Ordering::SeqCst)
     }
 
-    /// Creates the per-job directory with an empty workspace and layer.
-    pub fn prepare_dir(&self) -> Result<PathBuf, RunError> {
-        for d in [self.workspace(), self.dir.join("layer")] {
+    /// Creates the per-job directory with an empty workspace and layer
+    /// (with `o.files` in the layer).
+    pub fn prepare_dir(&self, o: &RunOptions) -> Result<PathBuf, RunError> {
+        let layer = self.dir.join("layer");
+        for d in [self.workspace(o), layer.clone()] {
             std::fs::create_dir_all(&d).map_err(|source| RunError::Dir { path: d, source })?;
         }
-        Ok(self.workspace())
+        for (rel, content) in &o.files {
+            let path = layer.join("upper").join(rel);
+            let dir_err = |source| RunError::Dir {
+                path: path.clone(),
+                source,
+            };
+            if let Some(p) = path.parent() {
+                std::fs::create_dir_all(p).map_err(dir_err)?;
+            }
+            std::fs::write(&path, content).map_err(dir_err)?;
+        }
+        Ok(self.workspace(o))
     }
 
     /// Runs the whole job: image, source (`fill` puts it into the empty
@@ -194,6 +237,17 @@ impl Job {
         log: &SharedLog,
         fill: &mut dyn FnMut(&Path) -> Result<(), RunError>,
         deliver: &mut Deliver<'_>,
+    ) -> Report {
+        self.run_with(log, fill, deliver, &RunOptions::default())
+    }
+
+    /// [`Job::run`], differing from a plain run as `o` says.
+    pub fn run_with(
+        &self,
+        log: &SharedLog,
+        fill: &mut dyn FnMut(&Path) -> Result<(), RunError>,
+        deliver: &mut Deliver<'_>,
+        o: &RunOptions,
     ) -> Report {
         let started = Instant::now();
         let deadline = self.spec.timeout.map(|t| started + t.0);
@@ -221,7 +275,7 @@ impl Job {
         if let Err(e) = self.check_secrets() {
             return fail(JobState::Error, e.to_string(), steps);
         }
-        let ws = match self.prepare_dir() {
+        let ws = match self.prepare_dir(o) {
             Ok(ws) => ws,
             Err(e) => return fail(JobState::Error, e.to_string(), steps),
         };
@@ -249,7 +303,7 @@ impl Job {
             lock(log).line(&format!("==> step {}/{n}: {}", i + 1, step.name));
             steps[i].started_at = Some(now_ms());
             let t0 = Instant::now();
-            let code = match self.run_step(log, &step.run.0, timeout) {
+            let code = match self.run_step(log, &step.run.0, timeout, o) {
                 Ok(c) => c,
                 Err(e) => {
                     steps[i].finished_at = Some(now_ms());
@@ -378,7 +432,8 @@ impl Job {
         Ok(())
     }
 
-    fn resolve_image(&self, log: &SharedLog) -> Result<(), RunError> {
+    /// Finds the job's image in the store, pulling it when missing.
+    pub fn resolve_image(&self, log: &SharedLog) -> Result<(), RunError> {
         let image = self.spec.image.as_str();
         let err = |source| RunError::Image {
             image: image.to_string(),
@@ -401,7 +456,7 @@ impl Job {
         Ok(())
     }
 
-    fn command(&self, run: &str, timeout: Option<Duration>) -> Command {
+    fn command(&self, run: &str, timeout: Option<Duration>, o: &RunOptions) -> Command {
         let mut c = Command::new(&self.exe);
         c.env_clear();
         for k in PASS_ENV {
@@ -409,19 +464,42 @@ impl Job {
                 c.env(k, v);
             }
         }
+        let mount = o
+            .mount
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/workspace"));
         c.arg("exec")
             .arg("--image")
             .arg(self.spec.image.as_str())
             .arg("--policy")
             .arg(self.spec.policy.as_str())
             .arg("--bind")
-            .arg(format!("{}:/workspace:rw", self.workspace().display()))
+            .arg(format!(
+                "{}:{}:rw",
+                self.workspace(o).display(),
+                mount.display()
+            ))
             .arg("--workdir")
-            .arg("/workspace")
+            .arg(&mount)
             .arg("--writable-layer")
             .arg(self.dir.join("layer"));
         if let Some(n) = self.spec.network {
             c.arg("--network").arg(n.as_str());
+        }
+        if let Some(h) = &o.hostname {
+            c.arg("--hostname").arg(h);
+        }
+        if let Some(d) = &o.domainname {
+            c.arg("--domainname").arg(d);
+        }
+        if let Some(m) = o.umask {
+            c.arg("--umask").arg(format!("{m:03o}"));
+        }
+        if o.reverse_env {
+            c.arg("--reverse-env");
+        }
+        for (k, v) in &o.env {
+            c.arg("--env").arg(format!("{k}={v}"));
         }
         for (k, v) in &self.spec.env {
             if reserved_name(k.as_str()) {
@@ -449,20 +527,32 @@ impl Job {
         log: &SharedLog,
         run: &str,
         timeout: Option<Duration>,
+        o: &RunOptions,
     ) -> Result<Option<i32>, RunError> {
         let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
             .map_err(|e| RunError::Spawn(std::io::Error::from(e)))?;
         let w2 = w.try_clone().map_err(RunError::Spawn)?;
-        let mut cmd = self.command(run, timeout);
+        let mut cmd = self.command(run, timeout, o);
+        let cpus = match o.cpus {
+            Some(n) => Some(first_cpus(n).map_err(|e| RunError::Spawn(e.into()))?),
+            None => None,
+        };
         cmd.stdin(Stdio::null())
             .stdout(Stdio::from(w))
             .stderr(Stdio::from(w2));
         // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches
         // no memory of the parent; the step dies with the thread that
         // started it (the job's thread, alive until the step is reaped).
+        // sched_setaffinity is a plain system call on a set computed
+        // before the fork.
         unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+            cmd.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+                if let Some(set) = &cpus {
+                    nix::sched::sched_setaffinity(Pid::from_raw(0), set)
+                        .map_err(std::io::Error::from)?;
+                }
+                Ok(())
             });
         }
         let spawned = cmd.spawn();
@@ -507,6 +597,34 @@ impl Job {
         use std::os::unix::process::ExitStatusExt;
         Ok(status.and_then(|s| s.code().or_else(|| s.signal().map(|n| 128 + n))))
     }
+}
+
+/// The first `n` CPUs of this process's affinity mask.
+fn first_cpus(n: usize) -> nix::Result<nix::sched::CpuSet> {
+    let mine = nix::sched::sched_getaffinity(Pid::from_raw(0))?;
+    let mut set = nix::sched::CpuSet::new();
+    let mut taken = 0;
+    for cpu in 0..nix::sched::CpuSet::count() {
+        if taken == n {
+            break;
+        }
+        if mine.is_set(cpu)? {
+            set.set(cpu)?;
+            taken += 1;
+        }
+    }
+    Ok(set)
+}
+
+/// CPUs this process may run on (its affinity mask).
+pub fn allowed_cpus() -> usize {
+    nix::sched::sched_getaffinity(Pid::from_raw(0))
+        .map(|s| {
+            (0..nix::sched::CpuSet::count())
+                .filter(|c| s.is_set(*c).unwrap_or(false))
+                .count()
+        })
+        .unwrap_or(1)
 }
 
 /// SIGTERM (exec forwards it into the container), `grace`, then SIGKILL.

@@ -73,6 +73,10 @@ pub struct JobSpec {
     /// Where /workspace comes from when not submitted with `--source`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
+    /// On a coordinator: run the job on this many different runners and
+    /// record whether their artifacts are identical (2 to 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyCount>,
 }
 
 /// A job's network mode (the sandbox's `NetworkMode`, by name: this crate
@@ -290,6 +294,29 @@ validated_string!(
     }
 );
 
+/// How many runners a `verify:` job runs on: 2 to [`VerifyCount::MAX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct VerifyCount(pub u32);
+
+impl VerifyCount {
+    /// The most runs one job may ask for.
+    pub const MAX: u32 = 16;
+}
+
+impl<'de> Deserialize<'de> for VerifyCount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u32::deserialize(d)?;
+        if !(2..=Self::MAX).contains(&n) {
+            return Err(de::Error::custom(format!(
+                "verify: {n} runs; give 2 to {} (the number of different runners to compare)",
+                Self::MAX
+            )));
+        }
+        Ok(VerifyCount(n))
+    }
+}
+
 /// A positive duration written as `30m`, `1h 30m`, `90s`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
@@ -410,6 +437,20 @@ mod tests {
             e.contains("must not be empty") && e.contains("line 4"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn verify_count_is_checked() {
+        let j = JobSpec::from_yaml(&job("verify: 3\n")).unwrap();
+        assert_eq!(j.verify, Some(VerifyCount(3)));
+        let back: JobSpec = serde_json::from_str(&serde_json::to_string(&j).unwrap()).unwrap();
+        assert_eq!(back, j);
+        for bad in ["verify: 1\n", "verify: 17\n"] {
+            let e = err(&job(bad));
+            assert!(e.contains("2 to 16") && e.contains("line 5"), "{e}");
+        }
+        let e = err(&job("verify: two\n"));
+        assert!(e.contains("line 5"), "{e}");
     }
 
     #[test]

@@ -48,6 +48,17 @@ pub struct Args {
     /// Container hostname.
     #[arg(long, default_value = "pinfold")]
     hostname: String,
+    /// Container NIS domain name [default: the kernel's, "(none)"].
+    #[arg(long, value_name = "NAME")]
+    domainname: Option<String>,
+    /// File mode creation mask of the command, in octal (e.g. 022)
+    /// [default: the caller's].
+    #[arg(long, value_name = "OCTAL", value_parser = parse_umask)]
+    umask: Option<u32>,
+    /// Give the command its environment in reverse order (to test that a
+    /// build does not depend on it).
+    #[arg(long)]
+    reverse_env: bool,
     /// Kill the whole container after this long (e.g. 30s, 10m, 1h30m); exit 124.
     #[arg(long, value_parser = humantime::parse_duration)]
     timeout: Option<Duration>,
@@ -72,6 +83,13 @@ pub struct Args {
     /// The command and its arguments (after `--`).
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     command: Vec<String>,
+}
+
+fn parse_umask(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not an octal mode from 000 to 777"))
 }
 
 fn parse_env(items: &[String]) -> Result<Vec<(String, String)>, String> {
@@ -118,6 +136,9 @@ fn build(a: Args) -> Result<(ContainerSpec, Option<LayerLease>), String> {
     spec.env = image_env;
     spec.env.extend(parse_env(&a.env)?);
     spec.hostname = a.hostname;
+    spec.domainname = a.domainname;
+    spec.umask = a.umask;
+    spec.reverse_env = a.reverse_env;
     spec.timeout = a.timeout;
     spec.writable_layer = a.writable_layer;
     spec.network = a.network;

@@ -97,6 +97,17 @@ fn setup(p: &Prepared) -> Result<(), StepError> {
     tracing::debug!(elapsed_us = t.elapsed().as_micros() as u64, "mounts ready");
     // 6. Hostname.
     sethostname(&p.hostname).step("set the hostname")?;
+    if let Some(d) = &p.domainname {
+        // nix has no setdomainname.
+        // SAFETY: a valid pointer and length into a live string; the
+        // kernel copies it.
+        if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } < 0 {
+            return Err(StepError::new(
+                "set the domain name",
+                nix::errno::Errno::last().desc(),
+            ));
+        }
+    }
     // 7. Network: loopback up; in egress mode, pasta is attached already and
     // private ranges are refused by policy-routing rules.
     net::loopback_up().step("bring loopback up")?;

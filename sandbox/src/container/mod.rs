@@ -175,6 +175,14 @@ pub struct ContainerSpec {
     pub env: Vec<(String, String)>,
     /// Container hostname.
     pub hostname: String,
+    /// NIS domain name of the container's UTS namespace (`None`: the
+    /// kernel's default, "(none)").
+    pub domainname: Option<String>,
+    /// The job's file mode creation mask (`None`: the caller's).
+    pub umask: Option<u32>,
+    /// Hand the command its environment in reverse order (PATH, HOME, … last):
+    /// a build must not depend on the order of `environ`.
+    pub reverse_env: bool,
     /// Wall-clock limit for the whole container.
     pub timeout: Option<Duration>,
     /// The command and its arguments.
@@ -205,6 +213,9 @@ impl ContainerSpec {
             workdir: PathBuf::from("/workspace"),
             env: Vec::new(),
             hostname: "pinfold".to_owned(),
+            domainname: None,
+            umask: None,
+            reverse_env: false,
             timeout: None,
             argv,
             idmap: IdMapMode::Auto,
@@ -252,6 +263,8 @@ pub(crate) struct Prepared {
     pub policy: Policy,
     pub workdir: PathBuf,
     pub hostname: String,
+    pub domainname: Option<String>,
+    pub umask: Option<u32>,
     pub env: Vec<CString>,
     pub argv: Vec<CString>,
     pub search_path: Vec<String>,
@@ -368,6 +381,24 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
             spec.hostname
         )));
     }
+    if let Some(d) = &spec.domainname
+        && (d.is_empty()
+            || d.len() > 64
+            || !d
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+    {
+        return Err(ContainerError::Spec(format!(
+            "bad domain name {d:?}: use up to 64 letters, digits, '-' and '.'"
+        )));
+    }
+    if let Some(m) = spec.umask
+        && m > 0o777
+    {
+        return Err(ContainerError::Spec(format!(
+            "bad umask {m:o}: give an octal mode up to 0777"
+        )));
+    }
     let network = match spec.network {
         None => spec.policy.network.mode,
         Some(asked) if asked.openness() <= spec.policy.network.mode.openness() => asked,
@@ -453,6 +484,9 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.split(':').map(str::to_owned).collect())
         .unwrap_or_default();
+    if spec.reverse_env {
+        env.reverse();
+    }
     let env = env
         .iter()
         .map(|(k, v)| to_cstring("environment variable", &format!("{k}={v}")))
@@ -470,6 +504,8 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
         policy: spec.policy.clone(),
         workdir: spec.workdir.clone(),
         hostname: spec.hostname.clone(),
+        domainname: spec.domainname.clone(),
+        umask: spec.umask,
         env,
         argv,
         search_path,

@@ -1,6 +1,6 @@
 //! The job process: the last steps before execve, in this order.
 //!
-//! signals restored → rlimits → setsid → chdir + cwd check → close_range →
+//! signals restored → rlimits → setsid → umask → chdir + cwd check → close_range →
 //! capabilities dropped (bounding, ambient, inheritable, permitted, effective)
 //! and securebits locked → no_new_privs → Landlock → seccomp → execve.
 
@@ -32,6 +32,9 @@ fn harden(p: &Prepared) -> Result<()> {
     restore_signals(&p.saved_sigmask)?;
     set_rlimits(p)?;
     nix::unistd::setsid().step("setsid")?;
+    if let Some(m) = p.umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(m as libc::mode_t));
+    }
     enter_workdir(&p.workdir)?;
     close_inherited_fds()?;
     drop_capabilities()?;
