@@ -61,6 +61,15 @@ fn init_tracing(verbose: bool, server: bool) {
 }
 
 fn main() {
+    // The image store's user-namespace helper (pinfold_sandbox::image::owner),
+    // dispatched before anything else, while the process has one thread.
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if raw
+        .get(1)
+        .is_some_and(|a| a == pinfold_sandbox::image::owner::HELPER_ARG)
+    {
+        std::process::exit(pinfold_sandbox::image::owner::helper_main(&raw[2..]));
+    }
     let args: Vec<String> = std::env::args().collect();
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,

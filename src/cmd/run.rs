@@ -191,7 +191,7 @@ pub fn run(a: Args) -> i32 {
     if a.keep {
         let kept = dir.keep();
         eprintln!("pinfold run: job directory kept at {}", kept.display());
-    } else if let Err(e) = pinfold_sandbox::image::layer::remove_tree(dir.path()) {
+    } else if let Err(e) = pinfold_sandbox::image::owner::remove_run_dir(dir.path()) {
         tracing::warn!(%e, "removing the job directory");
     }
     if a.json {

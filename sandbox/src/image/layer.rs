@@ -23,7 +23,9 @@
 //! overlay semantics, again without following any symlink.
 //!
 //! Ownership is rootless: files belong to the caller; the ids the image gave
-//! are kept in the `user.rootlesscontainers` xattr the way umoci keeps them.
+//! are kept in the `user.rootlesscontainers` xattr the way umoci keeps them
+//! (the store then spreads them over the container's id range where it can:
+//! see [`super::owner`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{CStr, CString, OsStr};
@@ -225,7 +227,7 @@ fn get_xattr_path(path: &Path, name: &CStr) -> Option<Vec<u8>> {
 /// The `user.rootlesscontainers` value (protobuf `Resource{uid=1, gid=2}`,
 /// zero ids omitted as proto3 does). Hand-written: two varints do not
 /// justify a protobuf crate.
-fn rootless_value(uid: u64, gid: u64) -> Option<Vec<u8>> {
+pub(crate) fn rootless_value(uid: u64, gid: u64) -> Option<Vec<u8>> {
     if uid == 0 && gid == 0 {
         return None;
     }

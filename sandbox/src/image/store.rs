@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use super::archive::{ArchiveError, Local, Root};
 use super::digest::{Digest, DigestError, HashingReader, VerifyError, read_verified};
 use super::layer::{self, Budget, Compression, LayerError, Limits};
+use super::owner::{OwnerError, Ownership};
 use super::reference::{ImageRef, ReferenceError};
 use super::registry::{Registry, RegistryError};
 
@@ -49,6 +50,8 @@ pub enum ImageError {
     Archive(#[from] ArchiveError),
     #[error(transparent)]
     Layer(#[from] LayerError),
+    #[error(transparent)]
+    Owner(#[from] OwnerError),
     /// A store file could not be read or written.
     #[error("{op} {path}: {source}")]
     Io {
@@ -217,6 +220,7 @@ fn wanted_platform() -> (String, String, Option<String>) {
 /// The store.
 pub struct Store {
     root: PathBuf,
+    owner: Ownership,
 }
 
 fn now() -> u64 {
@@ -244,6 +248,7 @@ impl Store {
         }
         Ok(Store {
             root: root.to_owned(),
+            owner: Ownership::for_store(root)?,
         })
     }
 
@@ -681,6 +686,7 @@ impl Store {
             }
             Ok(()) => applied?,
         }
+        self.owner.apply(&tmp.0)?;
         fs::rename(&tmp.0, &dir).map_err(Self::io("rename into place", &dir))?;
         tmp.forget();
         progress(Progress::Done(l.digest.clone(), false));
@@ -799,8 +805,7 @@ impl Store {
         let _shared = self.lock("store.lock", false)?;
         let (_lease, mut dirs) = self.lease(rec)?;
         dirs.reverse();
-        layer::flatten(&dirs, dest)?;
-        Ok(())
+        Ok(self.owner.flatten(&dirs, dest)?)
     }
 
     /// Removes an image's record (its layers stay until [`Store::gc`]).
@@ -858,7 +863,7 @@ impl Store {
                 }
             }
         }
-        let mut removed = 0;
+        let mut doomed = Vec::new();
         for (sub, keep) in [
             ("layers", Some(&layers)),
             ("blobs/sha256", Some(&blobs)),
@@ -874,11 +879,12 @@ impl Store {
                 {
                     continue;
                 }
-                layer::remove_tree(&e.path()).map_err(Self::io("remove", &e.path()))?;
-                removed += 1;
+                doomed.push(e.path());
             }
         }
-        Ok(removed)
+        // One pass, from where files owned by mapped ids can be removed.
+        self.owner.remove(&doomed)?;
+        Ok(doomed.len())
     }
 }
 
