@@ -341,6 +341,16 @@ struct Applier<'a> {
     dirs: Vec<(PathBuf, u32, i64)>,
     whiteouts: Vec<PathBuf>,
     opaque: HashSet<PathBuf>,
+    /// Some entry had an owner other than 0:0 (kept in the rootless xattr).
+    foreign_owners: bool,
+}
+
+/// What [`apply_tar`] found out while applying.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Applied {
+    /// Some entry had an owner other than 0:0: its ids are in the
+    /// `user.rootlesscontainers` xattr, for [`super::owner`] to apply.
+    pub foreign_owners: bool,
 }
 
 impl Applier<'_> {
@@ -450,6 +460,7 @@ impl Applier<'_> {
             }
         }
         if let Some(v) = rootless_value(uid, gid) {
+            self.foreign_owners = true;
             xattrs.push((ROOTLESS_XATTR.to_owned(), v));
         }
 
@@ -763,7 +774,12 @@ fn is_dir(st: &FileStat) -> bool {
 /// Applies one (already decompressed) layer tar to the empty directory `dest`.
 /// `what` names the layer in errors. Reads the tar to its end-of-archive
 /// marker; the caller drains what follows.
-pub fn apply_tar(tar_stream: impl Read, dest: &Path, what: &str, budget: &Budget) -> Result<()> {
+pub fn apply_tar(
+    tar_stream: impl Read,
+    dest: &Path,
+    what: &str,
+    budget: &Budget,
+) -> Result<Applied> {
     let root = openat(
         AT_FDCWD,
         dest,
@@ -783,6 +799,7 @@ pub fn apply_tar(tar_stream: impl Read, dest: &Path, what: &str, budget: &Budget
         dirs: Vec::new(),
         whiteouts: Vec::new(),
         opaque: HashSet::new(),
+        foreign_owners: false,
     };
     let mut archive = tar::Archive::new(tar_stream);
     let entries = archive.entries().map_err(|e| a.read_err(e))?;
@@ -790,7 +807,11 @@ pub fn apply_tar(tar_stream: impl Read, dest: &Path, what: &str, budget: &Budget
         let entry = entry.map_err(|e| a.read_err(e))?;
         a.apply(entry)?;
     }
-    a.finish()
+    let applied = Applied {
+        foreign_owners: a.foreign_owners,
+    };
+    a.finish()?;
+    Ok(applied)
 }
 
 /// Merges cached layer directories (bottom first) into the plain directory

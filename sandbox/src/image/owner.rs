@@ -150,9 +150,12 @@ impl Ownership {
     }
 
     /// Gives the files of a freshly unpacked layer directory their owners.
-    pub fn apply(&self, dir: &Path) -> Result<()> {
+    /// `foreign_owners`: some entry is not 0:0 (see [`layer::Applied`]);
+    /// without one, a sub-id store has nothing to change and skips the helper.
+    pub fn apply(&self, dir: &Path, foreign_owners: bool) -> Result<()> {
         match self {
             Ownership::Squash => Ok(()),
+            Ownership::SubIds(_) if !foreign_owners => Ok(()),
             Ownership::Root { uids, gids } => chown_tree(dir, &|u, g| {
                 if u < u64::from(uids.count) && g < u64::from(gids.count) {
                     (uids.start + u as u32, gids.start + g as u32, true)

@@ -648,7 +648,7 @@ impl Store {
             f: opts.progress.as_deref(),
         };
         let mut blob = HashingReader::new(counted, Some(l.size));
-        let applied: Result<()> = (|| {
+        let applied: Result<layer::Applied> = (|| {
             let decoded: Box<dyn Read + '_> = match layer_compression(&l.media_type) {
                 Some(Compression::Gzip) => Box::new(flate2::read::MultiGzDecoder::new(&mut blob)),
                 Some(Compression::Zstd) => Box::new(
@@ -662,7 +662,7 @@ impl Store {
                 _ => Box::new(&mut blob),
             };
             let mut tar_stream = HashingReader::new(decoded, None);
-            layer::apply_tar(&mut tar_stream, &tmp.0, &what, budget)?;
+            let applied = layer::apply_tar(&mut tar_stream, &tmp.0, &what, budget)?;
             let (diff, _) = tar_stream.finish().map_err(|source| ImageError::Read {
                 what: what.clone(),
                 source,
@@ -674,7 +674,7 @@ impl Store {
                     actual: diff,
                 }));
             }
-            Ok(())
+            Ok(applied)
         })();
         // The blob's own digest and size decide first: a corrupt blob is
         // named as such even when it also broke the decompressor.
@@ -684,9 +684,9 @@ impl Store {
                 applied?;
                 return Err(ImageError::Read { what, source });
             }
-            Ok(()) => applied?,
+            Ok(()) => {}
         }
-        self.owner.apply(&tmp.0)?;
+        self.owner.apply(&tmp.0, applied?.foreign_owners)?;
         fs::rename(&tmp.0, &dir).map_err(Self::io("rename into place", &dir))?;
         tmp.forget();
         progress(Progress::Done(l.digest.clone(), false));
