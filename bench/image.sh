@@ -11,6 +11,10 @@ W=$(mktemp -d /tmp/pinfold-bench.XXXX); chmod 755 "$W"
 trap 'kill ${REG:-} 2>/dev/null || true; rm -rf "$W"' EXIT
 cp "$PF" "$W/pinfold"; chmod 755 "$W/pinfold"
 as() { runuser -u "$U" -- env PINFOLD_HOME="$W/home" "$@"; }
+# hyperfine's markdown gives means; the figures to quote are medians.
+medians() { python3 -c 'import json,sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    print("median %10.1f ms  %s" % (r["median"] * 1000, r["command"]))' "$1"; }
 
 # 1. A Debian bookworm minbase rootfs (apt's mirror), packed as one gzip layer by umoci.
 MIRROR=$( (grep -h '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null; grep -h '^deb ' /etc/apt/sources.list 2>/dev/null) | grep -o 'https\?://[^ ]*debian' | head -n1 || true)
@@ -29,22 +33,22 @@ echo "image: $(du -sh "$W/L/blobs/sha256/$BLOB" | cut -f1) gzip, $(tar -tzf "$W/
 # 2. Cold unpack: pinfold import (verify + unpack into the cache) vs umoci vs tar.
 # tar cannot mknod the image's /dev nodes unprivileged and exits 2; the test -x
 # after it proves the tree was extracted.
-hyperfine -N --warmup 1 --runs 5 --export-markdown "$W/cold.md" \
+hyperfine -N --warmup 1 --runs 5 --export-markdown "$W/cold.md" --export-json "$W/cold.json" \
   -p "rm -rf $W/home/images $W/x/u $W/x/t" \
   -n "pinfold image import" "runuser -u $U -- env PINFOLD_HOME=$W/home $W/pinfold image import oci:$W/L:deb" \
   -n "umoci unpack --rootless" "runuser -u $U -- umoci unpack --rootless --image $W/L:deb $W/x/u" \
   -n "tar -xzf" "runuser -u $U -- sh -c 'mkdir $W/x/t && { tar -xzf $W/L/blobs/sha256/$BLOB -C $W/x/t 2>/dev/null; test -x $W/x/t/bin/sh; }'"
-cat "$W/cold.md"
+cat "$W/cold.md"; medians "$W/cold.json"
 
 # 3. Warm start: the image is cached; exec --image vs exec --rootfs (same tree)
 #    isolates the cost of resolving the image to its layer dirs.
 as "$W/pinfold" image import "oci:$W/L:deb" >/dev/null
 as "$W/pinfold" image unpack "oci:$W/L:deb" "$W/x/flat"
-hyperfine -N --warmup 3 --runs 30 --export-markdown "$W/warm.md" \
+hyperfine -N --warmup 3 --runs 30 --export-markdown "$W/warm.md" --export-json "$W/warm.json" \
   -n "exec --image (cached)" "runuser -u $U -- env PINFOLD_HOME=$W/home $W/pinfold exec --image oci:$W/L:deb -- /bin/true" \
   -n "exec --rootfs (flat dir)" "runuser -u $U -- env PINFOLD_HOME=$W/home $W/pinfold exec --rootfs $W/x/flat -- /bin/true" \
   -n "image inspect (resolution only)" "runuser -u $U -- env PINFOLD_HOME=$W/home $W/pinfold image inspect oci:$W/L:deb"
-cat "$W/warm.md"
+cat "$W/warm.md"; medians "$W/warm.json"
 
 # 4. Pull from a loopback docker-registry.
 PORT=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
@@ -54,8 +58,8 @@ docker-registry serve "$W/reg.yml" >/dev/null 2>&1 & REG=$!
 sleep 2
 skopeo copy -q --dest-tls-verify=false --digestfile "$W/d" "oci:$W/L:deb" "docker://127.0.0.1:$PORT/bench/deb:1"
 REF="docker://127.0.0.1:$PORT/bench/deb@$(cat "$W/d")"
-hyperfine -N --warmup 1 --runs 5 --export-markdown "$W/pull.md" \
+hyperfine -N --warmup 1 --runs 5 --export-markdown "$W/pull.md" --export-json "$W/pull.json" \
   -p "rm -rf $W/home/images" \
   -n "pinfold image pull (cold)" "runuser -u $U -- env PINFOLD_HOME=$W/home $W/pinfold image pull $REF" \
   -n "skopeo copy to oci: (download only)" "sh -c 'rm -rf $W/x/s; skopeo copy -q --src-tls-verify=false $REF oci:$W/x/s:x'"
-cat "$W/pull.md"
+cat "$W/pull.md"; medians "$W/pull.json"
