@@ -43,6 +43,11 @@ impl LogWriter {
 
     /// Appends output bytes.
     pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.secrets.is_empty() {
+            // Nothing to mask: no copy on the log's hot path.
+            self.out.write_all(data)?;
+            return self.out.flush();
+        }
         let m = mask(&self.pending, data, &self.secrets, false);
         self.pending = m.pending;
         self.out.write_all(&m.emit)?;
