@@ -612,6 +612,14 @@ fn ship(
                 sent = sent.max(written);
             }
             while failure.is_none() && resync.is_none() && !lost && in_flight < SHIP_WINDOW {
+                // With appends in flight, only a full chunk goes next: a
+                // step printing slower than the server takes it gets one
+                // append at a time, each carrying what piled up meanwhile,
+                // not a stream of small ones.
+                let backlog = r.written.load(Ordering::SeqCst).saturating_sub(sent);
+                if in_flight > 0 && backlog < chunk as u64 && !complete {
+                    break;
+                }
                 let mut buf = free.pop().unwrap_or_default();
                 buf.resize(chunk, 0);
                 let n = match r.read_at(sent, &mut buf) {
