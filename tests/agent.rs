@@ -589,3 +589,425 @@ fn a_server_stopped_past_the_request_timeout_then_continued() -> Result<()> {
     assert_eq!(j.state, JobState::Succeeded, "{}", server.log(next)?);
     Ok(())
 }
+
+#[test]
+fn job_network_field_narrows_the_policy_and_never_widens_it() -> Result<()> {
+    let w = user_file_dir();
+    let dir = w.path();
+    // trusted allows egress; the job narrows it to allowlist, whose list
+    // (trusted has none) refuses everything through the proxy.
+    std::fs::write(
+        dir.join("narrow.yaml"),
+        job(
+            "  - name: fetch\n    run: echo proxy=$https_proxy; wget -q -O - http://198.51.100.1:8080/ 2>&1 || echo fetch-failed\n",
+            "policy: trusted\nnetwork: allowlist\n",
+        ),
+    )?;
+    std::fs::write(
+        dir.join("widen.yaml"),
+        job(
+            "  - name: fetch\n    run: echo unreachable\n",
+            "network: egress\n",
+        ),
+    )?;
+    sh(&format!("chmod -R a+rwX '{}'", dir.display()));
+    let (code, out, err) = run_local(dir, &["narrow.yaml"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("proxy=http://127.0.0.1:3128"), "{out}");
+    assert!(
+        out.contains("403 Forbidden") && out.contains("fetch-failed"),
+        "{out}"
+    );
+    let (code, out, err) = run_local(dir, &["widen.yaml"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("more open than the policy"),
+        "{out}{err}"
+    );
+    assert!(!out.contains("unreachable\n"), "{out}");
+    Ok(())
+}
+
+// ---- Issue 6: `verify: N` across runners, and signed provenance ----
+
+/// The CLI as the admin against this server.
+fn cli(server: &Server, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pinfold"))
+        .args(args)
+        .env("PINFOLD_SERVER", &server.url)
+        .env("PINFOLD_TOKEN", ADMIN)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run pinfold")
+}
+
+/// Waits for `cond` on the job's status.
+fn wait_for(
+    server: &Server,
+    id: u64,
+    within: Duration,
+    cond: impl Fn(&JobInfo) -> bool,
+) -> Result<JobInfo> {
+    let start = Instant::now();
+    loop {
+        let j = server.admin().job(id)?;
+        if cond(&j) {
+            return Ok(j);
+        }
+        if start.elapsed() > within {
+            bail!("job {id} not there after {within:?}: {j:#?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn verify_waits_for_a_second_runner_then_records_reproducible() -> Result<()> {
+    let server = Server::start(&[])?;
+    let (h1, h2) = (common::user_dir(), common::user_dir());
+    let _a1 = Agent(server.agent(h1.path(), &["--name", "v1", "--concurrency", "2"])?);
+    let id = server.submit(
+        &job(
+            "  - name: build\n    run: mkdir -p out; printf 'same bytes' > out/app; echo 42 > out/n\n",
+            "verify: 2\nartifacts: [out/*]\n",
+        ),
+        None,
+    )?;
+    // One runner alone: it runs one copy; the other waits for a second
+    // runner, and the status says why (even with a free slot on v1).
+    let j = wait_for(&server, id, Duration::from_secs(60), |j| {
+        j.verify
+            .as_ref()
+            .is_some_and(|v| v.run_jobs.iter().any(|r| r.state == JobState::Succeeded))
+    })?;
+    std::thread::sleep(Duration::from_secs(2));
+    let j2 = server.admin().job(id)?;
+    let v = j2.verify.clone().context("verify status")?;
+    assert_eq!(j2.state, JobState::Running, "{j:#?}");
+    assert_eq!(v.runs, 2);
+    let queued: Vec<_> = v
+        .run_jobs
+        .iter()
+        .filter(|r| r.state == JobState::Queued)
+        .collect();
+    assert_eq!(queued.len(), 1, "{v:#?}");
+    let waiting = v.waiting.clone().unwrap_or_default();
+    assert!(
+        waiting.contains("has not run this job") && waiting.contains("1 online"),
+        "{waiting}"
+    );
+    let o = cli(&server, &["status", &id.to_string()]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("waiting: 1 of 2 runs wait"), "{text}");
+    // Each run is an ordinary job pointing back at the group.
+    let run = server.admin().job(queued[0].job_id)?;
+    assert_eq!(run.verify_of, Some(id));
+
+    let _a2 = Agent(server.agent(h2.path(), &["--name", "v2"])?);
+    let j = server.wait(id, Duration::from_secs(60))?;
+    let v = j.verify.clone().context("verify status")?;
+    let verdict = v.verdict.clone().context("verdict")?;
+    assert_eq!(j.state, JobState::Succeeded, "{j:#?}");
+    assert!(
+        verdict.reproducible && verdict.differing.is_empty(),
+        "{verdict:#?}"
+    );
+    let runners: std::collections::BTreeSet<_> =
+        v.run_jobs.iter().map(|r| r.runner_id.unwrap()).collect();
+    assert_eq!(runners.len(), 2, "two different runners: {v:#?}");
+    assert_eq!(verdict.artifacts.len(), 2);
+    for a in &verdict.artifacts {
+        assert!(a.identical);
+        assert_eq!(a.by_runner.len(), 2);
+        let want = &server
+            .admin()
+            .artifacts(v.run_jobs[0].job_id)?
+            .artifacts
+            .into_iter()
+            .find(|x| x.name == a.name)
+            .unwrap()
+            .sha256;
+        assert!(a.by_runner.values().all(|d| d.as_ref() == Some(want)));
+    }
+    assert!(j.reason.unwrap_or_default().starts_with("reproducible"));
+    assert!(server.log(id)?.contains("==> verify: out/app identical"));
+    Ok(())
+}
+
+#[test]
+fn verify_names_the_artifact_that_differs_and_submit_wait_exits_1() -> Result<()> {
+    let server = Server::start(&[])?;
+    let (h1, h2) = (common::user_dir(), common::user_dir());
+    let _a1 = Agent(server.agent(h1.path(), &["--name", "n1"])?);
+    let _a2 = Agent(server.agent(h2.path(), &["--name", "n2"])?);
+    let dir = user_file_dir();
+    let file = dir.path().join("job.yaml");
+    // out/same is identical everywhere; out/stamp holds a fresh random uuid.
+    std::fs::write(
+        &file,
+        job(
+            "  - name: build\n    run: mkdir -p out; echo fixed > out/same; cat /proc/sys/kernel/random/uuid > out/stamp\n",
+            "verify: 2\nartifacts: [out/*]\n",
+        ),
+    )?;
+    let o = cli(&server, &["submit", file.to_str().unwrap(), "--wait"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{err}");
+    assert!(out.contains("==> verify: out/stamp DIFFERS"), "{out}");
+    assert!(err.contains("not reproducible: out/stamp differ"), "{err}");
+    let id: u64 = err
+        .lines()
+        .find_map(|l| l.strip_prefix("pinfold submit: job "))
+        .and_then(|l| {
+            l.split_whitespace()
+                .next()?
+                .trim_end_matches(':')
+                .parse()
+                .ok()
+        })
+        .context("job id on stderr")?;
+    let j = server.admin().job(id)?;
+    let verdict = j.verify.context("verify")?.verdict.context("verdict")?;
+    assert!(!verdict.reproducible);
+    assert_eq!(verdict.differing, vec!["out/stamp".to_string()]);
+    let stamp = verdict
+        .artifacts
+        .iter()
+        .find(|a| a.name == "out/stamp")
+        .unwrap();
+    let digests: std::collections::BTreeSet<_> = stamp.by_runner.values().collect();
+    assert_eq!(digests.len(), 2, "{stamp:?}");
+    assert!(
+        verdict
+            .artifacts
+            .iter()
+            .any(|a| a.name == "out/same" && a.identical)
+    );
+    let o = cli(&server, &["status", &id.to_string()]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("verdict: NOT reproducible") && text.contains("DIFFERS out/stamp"),
+        "{text}"
+    );
+    // A verify count outside 2..=16 is refused at submit, with its line.
+    let admin = server.admin();
+    let e = admin
+        .submit(&SubmitRequest {
+            spec: job("  - name: a\n    run: true\n", "verify: 1\n"),
+            labels: vec![],
+            source_sha256: None,
+        })
+        .unwrap_err();
+    assert_eq!(e.status(), Some(400));
+    assert!(e.to_string().contains("2 to 16"), "{e}");
+    Ok(())
+}
+
+#[test]
+fn agent_provenance_downloads_and_verifies_against_the_registered_key() -> Result<()> {
+    let server = Server::start(&[])?;
+    let home = common::user_dir();
+    let _agent = Agent(server.agent(home.path(), &["--name", "signer"])?);
+    let src = user_file_dir();
+    std::fs::write(src.path().join("input"), "from the source\n")?;
+    let id = server.submit(
+        &job(
+            "  - name: build\n    run: mkdir -p out/bin; cat input > out/bin/app; echo notes > out/notes\n",
+            "artifacts: [out/bin/app, out/notes]\n",
+        ),
+        Some(src.path()),
+    )?;
+    let j = server.wait(id, Duration::from_secs(60))?;
+    let log = server.log(id)?;
+    assert_eq!(j.state, JobState::Succeeded, "{log}");
+    assert!(log.contains("provenance for 2 artifacts signed"), "{log}");
+
+    let out = tempfile::tempdir()?;
+    let d = out.path().join("dl");
+    let key = out.path().join("runner.pub");
+    let o = cli(
+        &server,
+        &[
+            "artifacts",
+            &id.to_string(),
+            "--out",
+            d.to_str().unwrap(),
+            "--key-out",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The key the coordinator hands out is the one the agent made.
+    assert_eq!(
+        std::fs::read_to_string(&key)?,
+        std::fs::read_to_string(home.path().join("keys/runner.key.pub"))?
+    );
+    let statement = d.join("provenance.intoto.json");
+    let verify = || {
+        Command::new(env!("CARGO_BIN_EXE_pinfold"))
+            .args(["attest", "verify"])
+            .arg(&statement)
+            .arg("--key")
+            .arg(&key)
+            .arg("--json")
+            .output()
+            .expect("run pinfold attest")
+    };
+    let o = verify();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;
+    assert_eq!(
+        v["artifacts"],
+        serde_json::json!(["out/bin/app", "out/notes"])
+    );
+    let runner = server.admin().runners()?[0].id;
+    assert_eq!(
+        v["builder"],
+        format!("{}/api/v1/runners/{runner}", server.url)
+    );
+    let deps = v["dependencies"].to_string();
+    assert!(
+        deps.contains(j.source_sha256.as_deref().unwrap())
+            && deps.contains(image().rsplit_once("@sha256:").unwrap().1),
+        "{deps}"
+    );
+    // The statement carries the job file as submitted and the run's times.
+    let env: pinfold_api::provenance::Envelope =
+        serde_json::from_slice(&std::fs::read(&statement)?)?;
+    let st = pinfold_api::provenance::verify(
+        &env,
+        &pinfold_api::provenance::parse_public_key(&std::fs::read_to_string(&key)?)?,
+    )?;
+    let job_file = st.predicate.build_definition.external_parameters["jobFile"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(job_file.contains("cat input > out/bin/app"), "{job_file}");
+    assert!(
+        st.predicate.run_details.metadata.started_on
+            <= st.predicate.run_details.metadata.finished_on
+    );
+    // --verify does the same in one go.
+    let o = cli(
+        &server,
+        &[
+            "artifacts",
+            &id.to_string(),
+            "--out",
+            d.to_str().unwrap(),
+            "--verify",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("verified"));
+
+    // A flipped byte in an artifact fails the check ...
+    let app = d.join("out/bin/app");
+    let good = std::fs::read(&app)?;
+    let mut bad = good.clone();
+    bad[0] ^= 1;
+    std::fs::write(&app, &bad)?;
+    let o = verify();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does not match"));
+    std::fs::write(&app, &good)?;
+    assert!(verify().status.success());
+    // ... and so does a flipped byte in the envelope's signed payload.
+    let text = std::fs::read_to_string(&statement)?;
+    let mut e: serde_json::Value = serde_json::from_str(&text)?;
+    let p = e["payload"].as_str().unwrap().to_string();
+    let i = p.len() / 2;
+    let c = if &p[i..i + 1] == "A" { "B" } else { "A" };
+    e["payload"] = format!("{}{c}{}", &p[..i], &p[i + 1..]).into();
+    std::fs::write(&statement, serde_json::to_vec(&e)?)?;
+    let o = verify();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("signature does not verify") || err.contains("malformed"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn coordinator_refuses_provenance_signed_by_another_key() -> Result<()> {
+    use pinfold_api::provenance as p;
+    let server = Server::start(&[])?;
+    // The test plays the runner through the protocol.
+    let reg = Client::new(&server.url, Some(REG.into()), Duration::from_secs(10));
+    let mine = p::signing_key_from_seed([1; 32]);
+    let other = p::signing_key_from_seed([2; 32]);
+    let e = reg
+        .register_with_key("fake", &[], Some("-----BEGIN PUBLIC KEY-----\nnope\n"))
+        .unwrap_err();
+    assert_eq!(e.status(), Some(400));
+    assert!(e.to_string().contains("public_key"), "{e}");
+    let r = reg.register_with_key(
+        "fake",
+        &[],
+        Some(&p::public_key_pem(&mine.verifying_key())?),
+    )?;
+    assert_eq!(
+        server.admin().runner_key(r.runner_id)?.keyid,
+        p::key_id(&mine.verifying_key())
+    );
+    let id = server.submit(
+        &job("  - name: a\n    run: true\n", "artifacts: [out/x]\n"),
+        None,
+    )?;
+    let runner = reg.with_token(&r.token);
+    let lease = runner.lease(5)?.context("a lease")?;
+    assert_eq!(lease.job_id, id);
+    assert!(lease.spec_yaml.contains("artifacts: [out/x]"));
+    let jc = runner.with_token(&lease.job_token);
+    let body = b"artifact bytes".to_vec();
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
+    jc.upload_artifact(id, "out/x", &sha, &mut &body[..])?;
+    let arts = vec![("out/x".to_string(), sha.clone())];
+    let record = |arts: &[(String, String)]| {
+        p::statement_for(&p::JobRecord {
+            job_yaml: &lease.spec_yaml,
+            image: (lease.spec.image.as_str(), &"0".repeat(64)),
+            source: None,
+            artifacts: arts,
+            builder_id: "https://example/runner",
+            invocation_id: "x",
+            started_ms: 1,
+            finished_ms: 2,
+            internal: serde_json::Value::Null,
+        })
+    };
+    let upload = |key: &p::SigningKey, arts: &[(String, String)]| {
+        let env = p::sign(&record(arts), key).unwrap();
+        jc.upload_provenance(id, &serde_json::to_vec(&env).unwrap())
+    };
+    // Signed by another key: refused, nothing stored.
+    let e = upload(&other, &arts).unwrap_err();
+    assert_eq!(e.status(), Some(403), "{e}");
+    assert!(e.to_string().contains("registered key"), "{e}");
+    assert!(server.admin().provenance(id)?.is_none());
+    // Attesting an artifact the job never uploaded: refused.
+    let e = upload(&mine, &[("out/y".to_string(), sha.clone())]).unwrap_err();
+    assert_eq!(e.status(), Some(400));
+    assert!(e.to_string().contains("not an artifact of job"), "{e}");
+    // A wrong digest for an uploaded one: refused.
+    let e = upload(&mine, &[("out/x".to_string(), "1".repeat(64))]).unwrap_err();
+    assert_eq!(e.status(), Some(400), "{e}");
+    // Not an envelope at all.
+    let e = jc.upload_provenance(id, b"{\"hello\": 1}").unwrap_err();
+    assert_eq!(e.status(), Some(400));
+    assert!(e.to_string().contains("not a DSSE envelope"), "{e}");
+    // Over the JSON body limit (1 MiB): 413 before it is read.
+    let e = jc.upload_provenance(id, &vec![b' '; 2 << 20]).unwrap_err();
+    assert_eq!(e.status(), Some(413), "{e}");
+    // Signed by the registered key: stored and served as uploaded.
+    let stored = upload(&mine, &arts)?;
+    assert_eq!(stored.runner_id, r.runner_id);
+    let (by, body) = server.admin().provenance(id)?.context("stored")?;
+    assert_eq!(by, r.runner_id);
+    let env: p::Envelope = serde_json::from_slice(&body)?;
+    p::verify(&env, &mine.verifying_key())?;
+    Ok(())
+}

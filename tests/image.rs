@@ -648,3 +648,166 @@ fn pull_from_a_real_registry_anonymous_and_with_basic_auth() {
     let (c, _, e) = run(&home);
     assert_eq!(c, 0, "{e}");
 }
+
+fn busybox_path() -> String {
+    let o = Command::new("sh")
+        .args(["-c", "command -v busybox"])
+        .output()
+        .unwrap();
+    String::from_utf8(o.stdout).unwrap().trim().to_owned()
+}
+
+/// Two layers (a whiteout, a hardlink, a symlink, a busybox to run) used by
+/// the format and gc tests.
+fn two_layers() -> serde_json::Value {
+    serde_json::json!([
+        [{"name": "bin", "type": "dir"}, {"name": "bin/busybox", "from": busybox_path(), "mode": 0o755},
+         {"name": "bin/sh", "type": "symlink", "target": "busybox"},
+         {"name": "etc", "type": "dir"}, {"name": "etc/one", "data": "one\n"},
+         {"name": "etc/hard", "type": "link", "target": "etc/one"}, {"name": "etc/gone", "data": "x"}],
+        [{"name": "etc", "type": "dir"}, {"name": "etc/.wh.gone"}, {"name": "etc/two", "data": "two\n"},
+         {"name": "top", "data": "top\n"}],
+    ])
+}
+
+/// Every layout and layer encoding the issue names gives the same tree:
+/// gzip, multi-member gzip, zstd (two frames), uncompressed, a nested index
+/// with a foreign-platform decoy first, an oci-archive, and a
+/// docker-archive written by skopeo.
+#[test]
+fn every_layout_and_compression_unpacks_the_same_tree() {
+    let w = user_dir();
+    let home = w.path().join("home");
+    let mut refs = Vec::new();
+    for (name, extra) in [
+        ("gzip", serde_json::json!({})),
+        (
+            "gzip-multi",
+            serde_json::json!({"compression": "gzip-multi"}),
+        ),
+        ("zstd", serde_json::json!({"compression": "zstd"})),
+        ("none", serde_json::json!({"compression": "none"})),
+        ("nested", serde_json::json!({"nested": true})),
+    ] {
+        let mut spec = extra;
+        spec["layers"] = two_layers();
+        refs.push((name, crafted(&w.path().join(name), spec)));
+    }
+    let layout = w.path().join("gzip");
+    let oci_archive = w.path().join("oci.tar");
+    sh(&format!(
+        "tar -C {} -cf {} . && chmod a+r {}",
+        layout.display(),
+        oci_archive.display(),
+        oci_archive.display()
+    ));
+    refs.push((
+        "oci-archive",
+        format!("oci-archive:{}:t", oci_archive.display()),
+    ));
+    let docker_archive = w.path().join("docker.tar");
+    sh(&format!(
+        "skopeo copy -q oci:{}:t docker-archive:{}:t:latest && chmod a+r {}",
+        layout.display(),
+        docker_archive.display(),
+        docker_archive.display()
+    ));
+    refs.push((
+        "docker-archive",
+        format!("docker-archive:{}", docker_archive.display()),
+    ));
+
+    let first = w.path().join("unpacked-gzip");
+    for (name, r) in &refs {
+        let dest = w.path().join(format!("unpacked-{name}"));
+        ok(&home, &["image", "import", r]);
+        ok(&home, &["image", "unpack", r, dest.to_str().unwrap()]);
+        assert_eq!(
+            std::fs::read_to_string(dest.join("top")).unwrap(),
+            "top\n",
+            "{name}"
+        );
+        assert!(
+            !dest.join("etc/gone").exists() && !dest.join("decoy").exists(),
+            "{name}: whiteout or platform selection ignored"
+        );
+        let (a, b) = (
+            std::fs::metadata(dest.join("etc/one")).unwrap(),
+            std::fs::metadata(dest.join("etc/hard")).unwrap(),
+        );
+        assert_eq!(a.ino(), b.ino(), "{name}: hardlink not kept");
+        assert_same_tree(&first, &dest);
+    }
+    // The zstd and gzip layouts share diff_ids, so the layer cache holds
+    // each of the two layers once, whatever the encoding.
+    assert_eq!(
+        std::fs::read_dir(home.join("images/layers"))
+            .unwrap()
+            .count(),
+        2
+    );
+}
+
+/// `image rm` and `gc` while a container runs on the image: the job keeps
+/// its layers to the end, and the next gc frees them.
+#[test]
+fn gc_leaves_the_layers_of_a_running_container_alone() {
+    let w = user_dir();
+    let home = w.path().join("home");
+    let image = crafted(
+        &w.path().join("l"),
+        serde_json::json!({"layers": two_layers()}),
+    );
+    ok(&home, &["image", "import", &image]);
+    let started = w.path().join("started");
+    std::fs::create_dir(&started).unwrap();
+    std::fs::set_permissions(&started, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut job = common::pinfold()
+        .env("PINFOLD_HOME", &home)
+        .args(["exec", "--image", &image, "--bind"])
+        .arg(format!("{}:/started:rw", started.display()))
+        .args([
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo > /started/yes || exit 3; while [ ! -e /started/go ]; do busybox usleep 20000; done; busybox cat /etc/one /etc/two /top",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !started.join("yes").exists() {
+        if std::time::Instant::now() > deadline {
+            let _ = job.kill();
+            panic!("the job never started");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Whatever happens below, the job ends (it waits for this file).
+    struct Job(Option<Child>, PathBuf);
+    impl Drop for Job {
+        fn drop(&mut self) {
+            let _ = std::fs::write(&self.1, "");
+            if let Some(mut c) = self.0.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let mut guard = Job(Some(job), started.join("go"));
+    ok(&home, &["image", "rm", &image]);
+    ok(&home, &["image", "gc"]);
+    let layers = || {
+        std::fs::read_dir(home.join("images/layers"))
+            .unwrap()
+            .count()
+    };
+    assert_eq!(layers(), 2, "gc removed layers a running container uses");
+    let job = guard.0.take().unwrap();
+    drop(guard);
+    let o = job.wait_with_output().unwrap();
+    assert_eq!(out(&o).1, "one\ntwo\ntop\n");
+    assert_eq!(o.status.code(), Some(0));
+    ok(&home, &["image", "gc"]);
+    assert_eq!(layers(), 0, "gc kept layers after the container ended");
+}

@@ -162,3 +162,217 @@ fn a_mode_more_open_than_the_policy_is_refused() {
     let out = exec(&["--network", "everywhere"], &["/bin/true"]);
     assert_eq!(out.status.code(), Some(125));
 }
+
+/// A host-loopback HTTP server (the "host's own services"), answering every
+/// request with `body`; returns its port.
+fn host_http_server(body: &'static str) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            use std::io::{Read, Write};
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = write!(
+                s,
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+/// Writes an `allowlist` policy refusing loopback TCP (as `untrusted` does).
+fn allowlist_policy(dir: &std::path::Path, allow: &[String]) -> String {
+    let path = dir.join("allowlist.toml");
+    let list: Vec<String> = allow.iter().map(|a| format!("{a:?}")).collect();
+    std::fs::write(
+        &path,
+        format!(
+            "description = \"test: allowlist\"\n[network]\nmode = \"allowlist\"\nloopback_tcp = false\nallow = [{}]\n",
+            list.join(", ")
+        ),
+    )
+    .unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn allowlist_reaches_listed_hosts_only_through_the_proxy() {
+    if !is_root() {
+        eprintln!("skipped: needs root to create the outside-world network namespace");
+        return;
+    }
+    let _turn = WORLD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _world = OutsideWorld::start();
+    let named = host_http_server("hello from the host loopback\n");
+    let unnamed = host_http_server("the host loopback must stay out of reach\n");
+    let d = user_dir();
+    let policy = allowlist_policy(
+        d.path(),
+        &[
+            "198.51.100.1:8080".into(),
+            format!("127.0.0.1:{named}"),
+            format!("localhost:{unnamed}"),
+        ],
+    );
+    // Tools that honour no_proxy would go to the container's own loopback
+    // for 127.0.0.1/localhost; these requests are meant for the proxy.
+    let script = format!(
+        "echo \"proxy=$http_proxy\"; \
+         wget -q -O - http://198.51.100.1:8080/marker.txt; echo \"get=$?\"; \
+         printf 'CONNECT 198.51.100.1:8080 HTTP/1.1\\r\\n\\r\\nGET /marker.txt HTTP/1.0\\r\\n\\r\\n' | nc 127.0.0.1 3128; echo \"connect=$?\"; \
+         wget -q -O - http://198.51.100.1:8081/ 2>&1; echo \"unlisted=$?\"; \
+         env -u no_proxy -u NO_PROXY wget -q -O - http://127.0.0.1:{named}/ 2>&1; echo \"named=$?\"; \
+         env -u no_proxy -u NO_PROXY wget -q -O - http://localhost:{unnamed}/ 2>&1; echo \"rebound=$?\"; \
+         /bin/probe connect 198.51.100.1 8080; /bin/probe connect 127.0.0.1 {named}; \
+         /bin/probe connect 127.0.0.1 3128; \
+         nslookup outside.test 198.51.100.1 2>&1; echo \"dns-direct=$?\"; \
+         nslookup outside.test 2>&1; echo \"dns=$?\"; cat /etc/resolv.conf"
+    );
+    let (code, out, err) = sh(&["--policy", &policy], &script);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(out.contains("proxy=http://127.0.0.1:3128\n"), "{out}");
+    // Listed: fetched through the proxy, by absolute URI and by CONNECT.
+    assert!(
+        out.contains("hello from outside\nget=0"),
+        "wget through the proxy: {out} {err}"
+    );
+    assert!(
+        out.contains("HTTP/1.1 200 Connection established") && out.contains("connect=0"),
+        "CONNECT tunnel: {out} {err}"
+    );
+    assert_eq!(out.matches("hello from outside").count(), 2, "{out}");
+    // Not listed: 403, and logged once on stderr naming host:port and the policy.
+    assert!(out.contains("403 Forbidden"), "{out}");
+    assert!(!out.contains("unlisted=0"), "{out}");
+    let refusals: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("network allowlist: refused"))
+        .collect();
+    assert!(
+        refusals
+            .iter()
+            .any(|l| l.contains("198.51.100.1:8081") && l.contains("allowlist.toml")),
+        "refusal logged: {err}"
+    );
+    // An address named explicitly is reachable, even the host's loopback;
+    // a name that resolves to loopback is not.
+    assert!(
+        out.contains("hello from the host loopback\nnamed=0"),
+        "{out} {err}"
+    );
+    assert!(!out.contains("must stay out of reach"), "{out}");
+    assert!(!out.contains("rebound=0"), "{out}");
+    assert!(
+        refusals
+            .iter()
+            .any(|l| l.contains(&format!("localhost:{unnamed}")) && l.contains("loopback")),
+        "rebinding refusal logged: {err}"
+    );
+    assert_eq!(refusals.len(), 2, "one line per refusal: {err}");
+    // Direct connections fail (Landlock allows connect to the proxy's port only).
+    assert_eq!(
+        out.matches("connect: refused (errno EACCES)").count(),
+        2,
+        "direct connections: {out}"
+    );
+    assert!(out.contains("connect: ALLOWED"), "the proxy's port: {out}");
+    // No DNS from inside: no server configured, and no route to any.
+    assert!(
+        out.contains("Network is unreachable\ndns-direct=1"),
+        "{out}"
+    );
+    assert!(!out.contains("dns=0"), "{out}");
+    assert!(out.contains("no name server"), "{out}");
+}
+
+#[test]
+fn allowlist_tunnels_end_with_the_job() {
+    if !is_root() {
+        eprintln!("skipped: needs root to reach the host loopback as another user");
+        return;
+    }
+    // A host service that holds each connection open until its peer closes,
+    // then reports how long that took.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            use std::io::Read;
+            let _ = tx.send("accepted");
+            let mut buf = [0u8; 256];
+            while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+            let _ = tx.send("closed");
+        }
+    });
+    let d = user_dir();
+    let policy = allowlist_policy(d.path(), &[format!("127.0.0.1:{port}")]);
+    // The tunnel stays open (nc keeps reading) until the container is killed.
+    let script = format!(
+        "(printf 'CONNECT 127.0.0.1:{port} HTTP/1.1\\r\\n\\r\\n'; sleep 60) | nc 127.0.0.1 3128 & sleep 60"
+    );
+    let started = std::time::Instant::now();
+    let (code, _, err) = sh(&["--policy", &policy, "--timeout", "2s"], &script);
+    assert_eq!(code, 124, "{err}");
+    assert_eq!(
+        rx.recv_timeout(std::time::Duration::from_secs(5)),
+        Ok("accepted"),
+        "the tunnel was opened: {err}"
+    );
+    assert_eq!(
+        rx.recv_timeout(std::time::Duration::from_secs(5)),
+        Ok("closed"),
+        "the proxy closed the tunnel when the job ended"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert!(
+        processes_matching(&policy).is_empty(),
+        "pinfold exec and its proxy are gone"
+    );
+}
+
+#[test]
+fn allowlist_entries_are_checked_with_the_field_named() {
+    let d = user_dir();
+    for (entry, why) in [
+        ("https://deb.debian.org/", "not a URL"),
+        ("deb.debian.org:99999", "1-65535"),
+        ("foo.*.org", "wildcard"),
+    ] {
+        let path = allowlist_policy(d.path(), &[entry.into()]);
+        let out = pinfold().args(["policy", "check", &path]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("network.allow") && err.contains(entry) && err.contains(why),
+            "{err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    let path = allowlist_policy(
+        d.path(),
+        &["*.crates.io:443".into(), "deb.debian.org".into()],
+    );
+    let out = pinfold().args(["policy", "check", &path]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // A job may narrow egress to allowlist, never widen allowlist to egress.
+    let out = exec(&["--policy", &path, "--network", "egress"], &["/bin/true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("more open than the policy"));
+    let none = d.path().join("none.toml");
+    std::fs::write(
+        &none,
+        "[network]\nmode = \"none\"\nallow = [\"deb.debian.org\"]\n",
+    )
+    .unwrap();
+    let out = pinfold()
+        .args(["policy", "check"])
+        .arg(&none)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("network.allow"));
+}

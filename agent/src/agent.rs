@@ -6,17 +6,21 @@
 //! job's masked spool file and appends it by byte offset from the lease's
 //! `log_offset`, up to three appends in flight (a transport error resends
 //! the same chunk with backoff, a 409 resumes at the server's
-//! `expected_offset`), so memory stays bounded whatever the log size. Artifacts are uploaded with their sha256; the finish carries
-//! the state, the per-step exit codes and timings.
+//! `expected_offset`), so memory stays bounded whatever the log size.
+//! Artifacts are uploaded with their sha256, then the job's
+//! in-toto/SLSA provenance signed with the runner key (its public half was
+//! sent at registration); the finish carries the state, the per-step exit
+//! codes and timings.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use pinfold_api::provenance::{self, SigningKey};
 use pinfold_api::wire::{FinishRequest, JobState, Lease, LogAppendResponse};
 use pinfold_coordinator::client::{Client, ClientError};
 use serde::{Deserialize, Serialize};
@@ -49,6 +53,9 @@ pub enum AgentError {
     /// The server refused the runner (revoked or unknown token).
     #[error("the server refused this runner: {0}")]
     Refused(ClientError),
+    /// The runner's signing key could not be read or made.
+    #[error("runner key: {0}")]
+    Key(#[from] pinfold_api::provenance::ProvenanceError),
 }
 
 /// How the agent runs.
@@ -92,8 +99,24 @@ pub fn token_path(home: &Path, server: &str) -> PathBuf {
     home.join("agent").join(format!("runner-{}.json", &h[..16]))
 }
 
-/// The stored runner token for the server, or a new registration.
-fn runner_token(cfg: &Config, fresh: bool) -> Result<String, AgentError> {
+/// The runner's signing key: `$PINFOLD_HOME/keys/runner.key` (PKCS#8 PEM,
+/// 0600, made on first use, `runner.key.pub` beside it), the same identity
+/// `pinfold run` signs local provenance with.
+pub fn key_path(home: &Path) -> PathBuf {
+    home.join("keys/runner.key")
+}
+
+fn runner_key(home: &Path) -> Result<SigningKey, AgentError> {
+    Ok(provenance::load_or_create_key(&key_path(home), || {
+        let mut s = [0u8; 32];
+        getrandom::fill(&mut s).expect("the kernel's random source failed");
+        s
+    })?)
+}
+
+/// The stored runner token for the server, or a new registration that
+/// sends the runner's public key.
+fn runner_token(cfg: &Config, key: &SigningKey, fresh: bool) -> Result<StoredToken, AgentError> {
     let path = token_path(&cfg.home, &cfg.server);
     let terr = |source| AgentError::Token {
         path: path.clone(),
@@ -104,7 +127,7 @@ fn runner_token(cfg: &Config, fresh: bool) -> Result<String, AgentError> {
             Ok(b) => {
                 let t: StoredToken = serde_json::from_slice(&b)
                     .map_err(|e| terr(std::io::Error::other(e.to_string())))?;
-                return Ok(t.token);
+                return Ok(t);
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(terr(e)),
@@ -115,8 +138,9 @@ fn runner_token(cfg: &Config, fresh: bool) -> Result<String, AgentError> {
         cfg.registration_token.clone(),
         cfg.request_timeout,
     );
+    let public = provenance::public_key_pem(&key.verifying_key())?;
     let r = reg
-        .register(&cfg.name, &cfg.labels)
+        .register_with_key(&cfg.name, &cfg.labels, Some(&public))
         .map_err(|source| AgentError::Register {
             server: cfg.server.clone(),
             source,
@@ -132,23 +156,47 @@ fn runner_token(cfg: &Config, fresh: bool) -> Result<String, AgentError> {
         .mode(0o600)
         .open(&tmp)
         .map_err(terr)?;
-    let body = serde_json::to_vec(&StoredToken {
+    let stored = StoredToken {
         server: cfg.server.clone(),
         runner_id: r.runner_id,
-        token: r.token.clone(),
-    })
-    .map_err(|e| terr(std::io::Error::other(e.to_string())))?;
+        token: r.token,
+    };
+    let body =
+        serde_json::to_vec(&stored).map_err(|e| terr(std::io::Error::other(e.to_string())))?;
     f.write_all(&body)
         .and_then(|()| f.sync_all())
         .map_err(terr)?;
     std::fs::rename(&tmp, &path).map_err(terr)?;
-    tracing::info!(runner_id = r.runner_id, "registered");
-    Ok(r.token)
+    tracing::info!(runner_id = stored.runner_id, "registered");
+    Ok(stored)
+}
+
+/// Makes sure the server holds this runner's key: a runner registered by an
+/// older agent has none and sets it now; a different one (the key file was
+/// replaced) means its provenance will be refused, which is only warned
+/// about here (jobs still run; each job's log says it).
+fn ensure_key(client: &Client, key: &SigningKey) {
+    let Ok(pem) = provenance::public_key_pem(&key.verifying_key()) else {
+        return;
+    };
+    match client.set_runner_key(&pem) {
+        Ok(_) => {}
+        Err(e) if e.status() == Some(409) => tracing::warn!(
+            %e,
+            "the server holds another key for this runner: its provenance will be refused; \
+             remove the runner token file to register again"
+        ),
+        Err(e) => tracing::warn!(%e, "could not check the runner's registered key"),
+    }
 }
 
 struct Shared {
     cfg: Config,
     client: Mutex<Client>,
+    /// Signs each job's provenance.
+    key: SigningKey,
+    /// This runner's id at the server (changes if it registers again).
+    runner_id: AtomicU64,
     /// A 401 made us register again once (the server forgot the runner).
     reregistered: AtomicBool,
     /// SIGTERM/SIGINT seen: take no more jobs.
@@ -166,10 +214,14 @@ pub fn run(mut cfg: Config, shutdown: &dyn Fn() -> bool) -> Result<(), AgentErro
         cfg.concurrency = 1;
     }
     cfg.concurrency = cfg.concurrency.max(1);
-    let token = runner_token(&cfg, false)?;
+    let key = runner_key(&cfg.home)?;
+    let stored = runner_token(&cfg, &key, false)?;
     let base = Client::new(&cfg.server, None, cfg.request_timeout);
+    ensure_key(&base.with_token(&stored.token), &key);
     let sh = Arc::new(Shared {
-        client: Mutex::new(base.with_token(&token)),
+        client: Mutex::new(base.with_token(&stored.token)),
+        key,
+        runner_id: AtomicU64::new(stored.runner_id),
         reregistered: AtomicBool::new(false),
         cfg,
         draining: AtomicBool::new(false),
@@ -250,10 +302,11 @@ fn worker(sh: &Shared) {
                     && !sh.reregistered.swap(true, Ordering::SeqCst) =>
             {
                 tracing::warn!(%e, "the server does not know this runner; registering again");
-                match runner_token(&sh.cfg, true) {
+                match runner_token(&sh.cfg, &sh.key, true) {
                     Ok(t) => {
+                        sh.runner_id.store(t.runner_id, Ordering::SeqCst);
                         let mut c = lock_vec(&sh.client);
-                        *c = c.with_token(&t);
+                        *c = c.with_token(&t.token);
                     }
                     Err(e) => {
                         *lock_vec(&sh.fatal) = Some(e);
@@ -454,7 +507,22 @@ fn run_job(sh: &Shared, lease: Lease, flag: Arc<AtomicU8>) {
         .map(drop)
         .map_err(|e| format!("upload failed: {e}"))
     };
+    let started_ms = crate::runner::now_ms();
     let report = job.run(&log, &mut fill, &mut deliver);
+    if !report.artifacts.is_empty() && flag.load(Ordering::SeqCst) != stop::LEASE_LOST {
+        let line = match attest(sh, &jc, &lease, &report, started_ms, ttl) {
+            Ok(keyid) => format!(
+                "==> pinfold: provenance for {} artifacts signed by runner key {} and uploaded",
+                report.artifacts.len(),
+                &keyid[..16]
+            ),
+            Err(e) => {
+                tracing::error!(%e, job = id, "provenance");
+                format!("==> pinfold: provenance not uploaded: {e}")
+            }
+        };
+        lock(&log).line(&line);
+    }
     let _ = lock(&log).finish();
     done.store(true, Ordering::SeqCst);
     if let Some(s) = shipper {
@@ -480,6 +548,53 @@ fn run_job(sh: &Shared, lease: Lease, flag: Arc<AtomicU8>) {
         }
     }
     let _ = pinfold_sandbox::image::layer::remove_tree(&dir);
+}
+
+/// Builds the job's in-toto/SLSA statement (subjects: the uploaded
+/// artifacts), signs it with the runner key and uploads it; returns the key id.
+fn attest(
+    sh: &Shared,
+    jc: &Client,
+    lease: &Lease,
+    report: &crate::runner::Report,
+    started_ms: u64,
+    ttl: Duration,
+) -> Result<String, String> {
+    let server = sh.cfg.server.trim_end_matches('/');
+    let runner_id = sh.runner_id.load(Ordering::SeqCst);
+    let image = lease.spec.image.as_str();
+    let artifacts: Vec<(String, String)> = report
+        .artifacts
+        .iter()
+        .map(|a| (a.name.clone(), a.sha256.clone()))
+        .collect();
+    let record = provenance::JobRecord {
+        job_yaml: &lease.spec_yaml,
+        image: (image, image.rsplit_once("@sha256:").map_or("", |(_, d)| d)),
+        source: lease
+            .source_sha256
+            .as_deref()
+            .map(|d| ("source.tar", "sha256", d)),
+        artifacts: &artifacts,
+        builder_id: &format!("{server}/api/v1/runners/{runner_id}"),
+        invocation_id: &format!(
+            "{server}/api/v1/jobs/{}#attempt-{}",
+            lease.job_id, lease.attempt
+        ),
+        started_ms,
+        finished_ms: crate::runner::now_ms(),
+        internal: serde_json::json!({
+            "state": report.state.as_str(),
+            "runner": sh.cfg.name,
+            "policy": lease.spec.policy.as_str(),
+        }),
+    };
+    let envelope = provenance::sign(&provenance::statement_for(&record), &sh.key)
+        .map_err(|e| e.to_string())?;
+    let body = serde_json::to_vec_pretty(&envelope).map_err(|e| e.to_string())?;
+    let stored =
+        retry(ttl, || jc.upload_provenance(lease.job_id, &body)).map_err(|e| e.to_string())?;
+    Ok(stored.keyid)
 }
 
 fn heartbeat(jc: &Client, id: u64, ttl: Duration, flag: &AtomicU8, stop_hb: &AtomicBool) {

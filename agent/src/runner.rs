@@ -420,6 +420,9 @@ impl Job {
             .arg("/workspace")
             .arg("--writable-layer")
             .arg(self.dir.join("layer"));
+        if let Some(n) = self.spec.network {
+            c.arg("--network").arg(n.as_str());
+        }
         for (k, v) in &self.spec.env {
             if reserved_name(k.as_str()) {
                 c.arg("--env").arg(format!("{k}={v}"));

@@ -3,6 +3,7 @@
 //! ```yaml
 //! image: docker://127.0.0.1:5000/busybox@sha256:<digest>
 //! policy: untrusted
+//! network: allowlist
 //! timeout: 30m
 //! env: { GREETING: hello }
 //! secrets: [DEPLOY_KEY]
@@ -49,6 +50,11 @@ pub struct JobSpec {
     /// A policy name from policies/ or a path; `default` when absent.
     #[serde(default = "default_policy")]
     pub policy: PolicyName,
+    /// The network mode; the policy's when absent. It may be stricter than
+    /// the policy's (`none` < `allowlist` < `egress`), never more open: a
+    /// more open one fails each step with a message saying so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkMode>,
     /// Wall-clock limit for the whole job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<HumanDuration>,
@@ -67,6 +73,34 @@ pub struct JobSpec {
     /// Where /workspace comes from when not submitted with `--source`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
+    /// On a coordinator: run the job on this many different runners and
+    /// record whether their artifacts are identical (2 to 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyCount>,
+}
+
+/// A job's network mode (the sandbox's `NetworkMode`, by name: this crate
+/// does no I/O and does not depend on the sandbox).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Loopback only.
+    None,
+    /// Loopback plus the proxy to the policy's `network.allow` hosts.
+    Allowlist,
+    /// Outbound through a user-mode network stack.
+    Egress,
+}
+
+impl NetworkMode {
+    /// The name `pinfold exec --network` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkMode::None => "none",
+            NetworkMode::Allowlist => "allowlist",
+            NetworkMode::Egress => "egress",
+        }
+    }
 }
 
 fn default_policy() -> PolicyName {
@@ -260,6 +294,29 @@ validated_string!(
     }
 );
 
+/// How many runners a `verify:` job runs on: 2 to [`VerifyCount::MAX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct VerifyCount(pub u32);
+
+impl VerifyCount {
+    /// The most runs one job may ask for.
+    pub const MAX: u32 = 16;
+}
+
+impl<'de> Deserialize<'de> for VerifyCount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u32::deserialize(d)?;
+        if !(2..=Self::MAX).contains(&n) {
+            return Err(de::Error::custom(format!(
+                "verify: {n} runs; give 2 to {} (the number of different runners to compare)",
+                Self::MAX
+            )));
+        }
+        Ok(VerifyCount(n))
+    }
+}
+
 /// A positive duration written as `30m`, `1h 30m`, `90s`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
@@ -325,6 +382,16 @@ mod tests {
     }
 
     #[test]
+    fn network_mode_by_name() {
+        let j = JobSpec::from_yaml(&job("network: allowlist\n")).unwrap();
+        assert_eq!(j.network, Some(NetworkMode::Allowlist));
+        assert_eq!(j.network.unwrap().as_str(), "allowlist");
+        assert_eq!(JobSpec::from_yaml(&job("")).unwrap().network, None);
+        let e = err(&job("network: everywhere\n"));
+        assert!(e.contains("everywhere") && e.contains("line 5"), "{e}");
+    }
+
+    #[test]
     fn unknown_key_names_its_line() {
         let e = err(&job("artifactz: [x]\n"));
         assert!(e.contains("artifactz") && e.contains("line 5"), "{e}");
@@ -370,6 +437,20 @@ mod tests {
             e.contains("must not be empty") && e.contains("line 4"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn verify_count_is_checked() {
+        let j = JobSpec::from_yaml(&job("verify: 3\n")).unwrap();
+        assert_eq!(j.verify, Some(VerifyCount(3)));
+        let back: JobSpec = serde_json::from_str(&serde_json::to_string(&j).unwrap()).unwrap();
+        assert_eq!(back, j);
+        for bad in ["verify: 1\n", "verify: 17\n"] {
+            let e = err(&job(bad));
+            assert!(e.contains("2 to 16") && e.contains("line 5"), "{e}");
+        }
+        let e = err(&job("verify: two\n"));
+        assert!(e.contains("line 5"), "{e}");
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub struct RegisterRequest {
     /// Labels the runner offers; a job runs only on a runner with all its labels.
     #[serde(default)]
     pub labels: Vec<String>,
+    /// The runner's Ed25519 public key (SPKI PEM): the coordinator accepts
+    /// only provenance signed by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
 }
 
 /// Answer to a registration: the runner token is shown only here.
@@ -106,6 +110,9 @@ pub struct Lease {
     pub secrets: BTreeMap<String, String>,
     /// Bytes of log the server already has for this job (resume from here).
     pub log_offset: u64,
+    /// The job file as submitted (recorded in the provenance).
+    #[serde(default)]
+    pub spec_yaml: String,
 }
 
 /// Answer to `POST /api/v1/jobs/{id}/heartbeat`.
@@ -251,6 +258,93 @@ pub struct JobInfo {
     pub image: String,
     /// sha256 of the source tar, if any.
     pub source_sha256: Option<String>,
+    /// For a `verify: N` job: its runs and, once they ended, the verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyStatus>,
+    /// For one run of a `verify: N` job: that job's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_of: Option<u64>,
+}
+
+/// The runs of a `verify: N` job and its verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyStatus {
+    /// N: how many different runners run it.
+    pub runs: u32,
+    /// One entry per run, in order.
+    pub run_jobs: Vec<VerifyRun>,
+    /// While runs wait: why (e.g. too few distinct runners online).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+    /// Once every run succeeded: the comparison.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+}
+
+/// One run of a `verify: N` job: an ordinary job of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyRun {
+    /// 1-based.
+    pub run: u32,
+    /// The run's job id (its log, artifacts and provenance are there).
+    pub job_id: u64,
+    /// The run's state.
+    pub state: JobState,
+    /// The runner that holds or ran it.
+    pub runner_id: Option<u64>,
+}
+
+/// Whether the runs of a `verify: N` job built identical artifacts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// Every artifact was built by every run with the same sha256.
+    pub reproducible: bool,
+    /// Names of the artifacts that differ (or are missing from some run).
+    pub differing: Vec<String>,
+    /// Every artifact with its digest per runner, by name.
+    pub artifacts: Vec<ArtifactDigests>,
+}
+
+/// One artifact across the runs of a `verify: N` job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactDigests {
+    /// Its path relative to /workspace.
+    pub name: String,
+    /// All runs have it with one digest.
+    pub identical: bool,
+    /// Runner id → sha256 (null when that run did not produce it).
+    pub by_runner: BTreeMap<u64, Option<String>>,
+}
+
+/// `PUT /api/v1/runner/key` (runner token): a runner registered without a
+/// key (an older agent) sets one, once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerKeyRequest {
+    /// SPKI PEM of the runner's Ed25519 key.
+    pub public_key: String,
+}
+
+/// `GET /api/v1/runners/{id}/key`: a runner's registered public key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunnerKey {
+    /// The runner.
+    pub runner_id: u64,
+    /// SPKI PEM.
+    pub public_key: String,
+    /// sha256 of the SPKI DER, hex (the DSSE `keyid`).
+    pub keyid: String,
+}
+
+/// Answer to `PUT /api/v1/jobs/{id}/provenance`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProvenanceStored {
+    /// The runner whose key verified it.
+    pub runner_id: u64,
+    /// The key's id.
+    pub keyid: String,
+    /// How many artifacts it attests.
+    pub subjects: usize,
 }
 
 /// `GET /api/v1/jobs` answer.

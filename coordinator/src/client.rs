@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use pinfold_api::wire::{
     ArtifactInfo, ArtifactList, ErrorBody, FinishRequest, HeartbeatResponse, JobInfo, JobList,
-    Lease, LeaseRequest, LogAppendResponse, RegisterRequest, RegisterResponse, RunnerInfo,
-    SubmitRequest, SubmitResponse,
+    Lease, LeaseRequest, LogAppendResponse, ProvenanceStored, RegisterRequest, RegisterResponse,
+    RunnerInfo, RunnerKey, RunnerKeyRequest, SubmitRequest, SubmitResponse,
 };
 use serde::de::DeserializeOwned;
 use ureq::http::Response;
@@ -115,10 +115,67 @@ impl Client {
 
     /// `POST /api/v1/runners` (registration token).
     pub fn register(&self, name: &str, labels: &[String]) -> Result<RegisterResponse> {
+        self.register_with_key(name, labels, None)
+    }
+
+    /// `POST /api/v1/runners` (registration token) with the runner's public
+    /// key (SPKI PEM), which its provenance must verify with.
+    pub fn register_with_key(
+        &self,
+        name: &str,
+        labels: &[String],
+        public_key: Option<&str>,
+    ) -> Result<RegisterResponse> {
         json(self.post("/api/v1/runners").send_json(RegisterRequest {
             name: name.into(),
             labels: labels.to_vec(),
+            public_key: public_key.map(str::to_owned),
         })?)
+    }
+
+    /// `PUT /api/v1/runner/key` (runner token): sets this runner's key when
+    /// it registered without one (409 when it has another).
+    pub fn set_runner_key(&self, public_key: &str) -> Result<RunnerKey> {
+        json(self.put("/api/v1/runner/key").send_json(RunnerKeyRequest {
+            public_key: public_key.to_owned(),
+        })?)
+    }
+
+    /// `GET /api/v1/runners/{id}/key` (admin): the runner's public key.
+    pub fn runner_key(&self, id: u64) -> Result<RunnerKey> {
+        json(self.get(&format!("/api/v1/runners/{id}/key")).call()?)
+    }
+
+    /// `PUT /api/v1/jobs/{id}/provenance` (job token): a DSSE envelope (JSON).
+    pub fn upload_provenance(&self, job: u64, envelope: &[u8]) -> Result<ProvenanceStored> {
+        let req = self
+            .put(&format!("/api/v1/jobs/{job}/provenance"))
+            .content_type("application/json");
+        json(expect_continue(req, envelope.len() as u64).send(envelope)?)
+    }
+
+    /// `GET /api/v1/jobs/{id}/provenance` (admin): the signing runner's id
+    /// and the envelope as uploaded; None when the job has none.
+    pub fn provenance(&self, job: u64) -> Result<Option<(u64, Vec<u8>)>> {
+        let resp = self.get(&format!("/api/v1/jobs/{job}/provenance")).call()?;
+        if resp.status().as_u16() == 404 {
+            // Tell "no provenance" from "no job": the job must exist.
+            self.job(job)?;
+            return Ok(None);
+        }
+        let resp = check(resp)?;
+        let runner = resp
+            .headers()
+            .get("x-pinfold-runner-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let body = resp
+            .into_body()
+            .into_with_config()
+            .limit(16 << 20)
+            .read_to_vec()?;
+        Ok(Some((runner, body)))
     }
 
     /// `GET /api/v1/runners` (admin).

@@ -695,3 +695,250 @@ async fn first_start_generates_tokens_once_and_stores_only_hashes() {
         .await;
     assert_eq!(s, StatusCode::OK);
 }
+
+impl T {
+    async fn submit_verify(&self, n: u32) -> u64 {
+        let spec = format!(
+            "image: busybox@sha256:{DIGEST}\nverify: {n}\nsteps:\n  - name: a\n    run: echo hi\nartifacts: [out/*]\n"
+        );
+        let (s, v) = self
+            .json(
+                Method::POST,
+                "/api/v1/jobs",
+                Some(ADMIN),
+                json!({"spec": spec}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        serde_json::from_value::<SubmitResponse>(v).unwrap().job_id
+    }
+
+    async fn upload(&self, l: &Lease, name: &str, data: &[u8]) {
+        let (s, b) = self
+            .req(
+                Method::PUT,
+                &format!(
+                    "/api/v1/jobs/{}/artifacts/{name}?sha256={}",
+                    l.job_id,
+                    sha(data)
+                ),
+                Some(&l.job_token),
+                Body::from(data.to_vec()),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{}", String::from_utf8_lossy(&b));
+    }
+
+    async fn finish(&self, l: &Lease, state: &str) {
+        let (s, v) = self
+            .json(
+                Method::POST,
+                &format!("/api/v1/jobs/{}/finish", l.job_id),
+                Some(&l.job_token),
+                json!({ "state": state }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+}
+
+#[tokio::test]
+async fn verify_runs_go_to_distinct_runners_and_settle_a_verdict() {
+    let t = setup(Config::default()).await;
+    let (r1, r2) = (t.register(&[]).await, t.register(&[]).await);
+    let g = t.submit_verify(2).await;
+    let a = t.lease(&r1.token).await.expect("a run for r1");
+    assert_ne!(a.job_id, g, "the group itself is never leased");
+    assert_eq!(t.status(a.job_id).await.verify_of, Some(g));
+    // r1 may not take the second run, even while it holds the first.
+    assert!(t.lease(&r1.token).await.is_none());
+    let info = t.status(g).await;
+    let v = info.verify.clone().unwrap();
+    assert_eq!(info.state.as_str(), "running");
+    // r2 registered but never asked for work: one runner is online.
+    let waiting = v.waiting.unwrap();
+    assert!(
+        waiting.contains("1 of 2 runs wait") && waiting.contains("1 online"),
+        "{waiting}"
+    );
+    t.upload(&a, "out/same", b"same").await;
+    t.upload(&a, "out/stamp", b"one").await;
+    t.finish(&a, "succeeded").await;
+    assert!(
+        t.lease(&r1.token).await.is_none(),
+        "not after it finished either"
+    );
+    assert_eq!(t.status(g).await.state.as_str(), "running");
+
+    let b = t.lease(&r2.token).await.expect("a run for r2");
+    t.upload(&b, "out/same", b"same").await;
+    t.upload(&b, "out/stamp", b"two").await;
+    t.finish(&b, "succeeded").await;
+    let info = t.status(g).await;
+    assert_eq!(info.state.as_str(), "failed", "{info:?}");
+    let verdict = info.verify.unwrap().verdict.unwrap();
+    assert!(!verdict.reproducible);
+    assert_eq!(verdict.differing, vec!["out/stamp".to_string()]);
+    let stamp = &verdict.artifacts[1];
+    assert_eq!(
+        stamp.by_runner,
+        BTreeMap::from([
+            (r1.runner_id, Some(sha(b"one"))),
+            (r2.runner_id, Some(sha(b"two")))
+        ])
+    );
+    let log = String::from_utf8(t.log(g).await).unwrap();
+    assert!(log.contains("out/stamp DIFFERS"), "{log}");
+    assert!(log.contains("not reproducible: out/stamp differ"), "{log}");
+}
+
+#[tokio::test]
+async fn a_failed_or_cancelled_run_ends_the_verify_job_without_verdict() {
+    let t = setup(Config::default()).await;
+    let (r1, r2) = (t.register(&[]).await, t.register(&[]).await);
+    let g = t.submit_verify(2).await;
+    let a = t.lease(&r1.token).await.unwrap();
+    let b = t.lease(&r2.token).await.unwrap();
+    t.finish(&a, "succeeded").await;
+    t.finish(&b, "failed").await;
+    let info = t.status(g).await;
+    assert_eq!(info.state.as_str(), "failed");
+    assert!(info.reason.unwrap().contains("no verdict"));
+    assert!(info.verify.unwrap().verdict.is_none());
+
+    // Cancelling the group: the queued run ends at once, the running one
+    // learns it at its heartbeat; the group ends when it confirms.
+    let g = t.submit_verify(2).await;
+    let a = t.lease(&r1.token).await.unwrap();
+    let (s, v) = t
+        .json(
+            Method::POST,
+            &format!("/api/v1/jobs/{g}/cancel"),
+            Some(ADMIN),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let runs = t.status(g).await.verify.unwrap().run_jobs;
+    assert_eq!(runs[1].state.as_str(), "cancelled");
+    assert_eq!(t.status(g).await.state.as_str(), "running");
+    let (_, hb) = t
+        .json(
+            Method::POST,
+            &format!("/api/v1/jobs/{}/heartbeat", a.job_id),
+            Some(&a.job_token),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(hb["cancel"], true);
+    t.finish(&a, "cancelled").await;
+    assert_eq!(t.status(g).await.state.as_str(), "cancelled");
+}
+
+#[tokio::test]
+async fn runner_keys_are_checked_at_registration_and_served() {
+    let t = setup(Config::default()).await;
+    let key = pinfold_api::provenance::signing_key_from_seed([3; 32]);
+    let pem = pinfold_api::provenance::public_key_pem(&key.verifying_key()).unwrap();
+    let (s, v) = t
+        .json(
+            Method::POST,
+            "/api/v1/runners",
+            Some(REG),
+            json!({"name": "k", "public_key": pem}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["runner_id"].as_u64().unwrap();
+    let (s, v) = t
+        .json(
+            Method::GET,
+            &format!("/api/v1/runners/{id}/key"),
+            Some(ADMIN),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["public_key"], pem.as_str());
+    assert_eq!(
+        v["keyid"],
+        pinfold_api::provenance::key_id(&key.verifying_key()).as_str()
+    );
+    // Runner tokens do not read keys; a runner without one is a 404.
+    let r = t.register(&[]).await;
+    let (s, _) = t
+        .json(
+            Method::GET,
+            &format!("/api/v1/runners/{id}/key"),
+            Some(&r.token),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, v) = t
+        .json(
+            Method::GET,
+            &format!("/api/v1/runners/{}/key", r.runner_id),
+            Some(ADMIN),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("no public key"));
+    // A runner registered without a key (an older agent) sets one, once.
+    let (s, v) = t
+        .json(
+            Method::PUT,
+            "/api/v1/runner/key",
+            Some(&r.token),
+            json!({"public_key": pem}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, _) = t
+        .json(
+            Method::PUT,
+            "/api/v1/runner/key",
+            Some(&r.token),
+            json!({"public_key": pem}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "the same key again is fine");
+    let other = pinfold_api::provenance::signing_key_from_seed([4; 32]);
+    let other = pinfold_api::provenance::public_key_pem(&other.verifying_key()).unwrap();
+    let (s, v) = t
+        .json(
+            Method::PUT,
+            "/api/v1/runner/key",
+            Some(&r.token),
+            json!({"public_key": other}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("cannot change"),
+        "{v}"
+    );
+    let (s, v) = t
+        .json(
+            Method::GET,
+            &format!("/api/v1/runners/{}/key", r.runner_id),
+            Some(ADMIN),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        (s, v["public_key"].as_str()),
+        (StatusCode::OK, Some(pem.as_str()))
+    );
+    let (s, v) = t
+        .json(
+            Method::POST,
+            "/api/v1/runners",
+            Some(REG),
+            json!({"name": "bad", "public_key": "not a key"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"].as_str().unwrap().contains("public_key"), "{v}");
+}

@@ -1,6 +1,7 @@
 //! pinfold-sandbox: everything in pinfold that touches the kernel.
 //!
 //! * [`policy`]: the [`Policy`] type, loaded from TOML.
+//! * [`allowlist`]: the destinations of network mode `allowlist`.
 //! * [`image`]: the OCI image store (pull, import, verify, unpack, cache).
 //! * [`container`]: a rootless container (user, mount, pid, ipc, uts, cgroup
 //!   and net namespaces; overlay rootfs; Landlock; seccomp; rlimits) that runs
@@ -11,6 +12,7 @@
 //! spawn `pinfold exec` instead.
 #![deny(missing_docs)]
 
+pub mod allowlist;
 pub mod container;
 pub mod doctor;
 pub mod image;

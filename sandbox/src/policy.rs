@@ -150,10 +150,15 @@ pub struct NetworkPolicy {
     /// Whether TCP bind/connect is allowed at all (only loopback exists in `none`).
     #[serde(default = "yes")]
     pub loopback_tcp: bool,
-    /// In `egress`: whether private, link-local and shared address ranges
-    /// (10/8, 172.16/12, 192.168/16, 169.254/16, 100.64/10) are reachable.
+    /// In `egress` and `allowlist`: whether private, link-local and shared
+    /// address ranges (10/8, 172.16/12, 192.168/16, 169.254/16, 100.64/10)
+    /// are reachable.
     #[serde(default)]
     pub allow_private: bool,
+    /// In `allowlist`: the destinations the proxy may reach, `HOST[:PORT]`
+    /// (syntax in [`crate::allowlist`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
 }
 
 impl Default for NetworkPolicy {
@@ -162,6 +167,7 @@ impl Default for NetworkPolicy {
             mode: NetworkMode::None,
             loopback_tcp: true,
             allow_private: false,
+            allow: Vec::new(),
         }
     }
 }
@@ -173,6 +179,9 @@ pub enum NetworkMode {
     /// A private network namespace with only loopback up.
     #[default]
     None,
+    /// Loopback only, plus an HTTP(S) proxy run outside the container that
+    /// reaches only the destinations in `network.allow`.
+    Allowlist,
     /// Outbound connections through a user-mode network stack (pasta),
     /// started with the container and gone with it.
     Egress,
@@ -183,7 +192,8 @@ impl NetworkMode {
     pub fn openness(self) -> u8 {
         match self {
             NetworkMode::None => 0,
-            NetworkMode::Egress => 1,
+            NetworkMode::Allowlist => 1,
+            NetworkMode::Egress => 2,
         }
     }
 }
@@ -192,6 +202,7 @@ impl std::fmt::Display for NetworkMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             NetworkMode::None => "none",
+            NetworkMode::Allowlist => "allowlist",
             NetworkMode::Egress => "egress",
         })
     }
@@ -202,9 +213,10 @@ impl std::str::FromStr for NetworkMode {
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
             "none" => Ok(NetworkMode::None),
+            "allowlist" => Ok(NetworkMode::Allowlist),
             "egress" => Ok(NetworkMode::Egress),
             other => Err(format!(
-                "network mode {other:?} is not known: use none or egress"
+                "network mode {other:?} is not known: use none, allowlist or egress"
             )),
         }
     }
@@ -474,6 +486,17 @@ impl Policy {
             return Err(invalid(
                 "network.loopback_tcp",
                 "must be true with mode = \"egress\" (egress is TCP and UDP through a user-mode stack)",
+            ));
+        }
+        if let Err(e) =
+            crate::allowlist::Allowlist::parse(&self.network.allow, self.network.allow_private)
+        {
+            return Err(invalid("network.allow", &e.to_string()));
+        }
+        if !self.network.allow.is_empty() && self.network.mode == NetworkMode::None {
+            return Err(invalid(
+                "network.allow",
+                "has no effect with mode = \"none\": set mode = \"allowlist\", or remove the list",
             ));
         }
         if self.seccomp.profile.is_empty() {

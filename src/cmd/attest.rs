@@ -41,13 +41,23 @@ fn verify(
     key: &Path,
     artifacts: Option<PathBuf>,
 ) -> Result<serde_json::Value, String> {
-    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let envelope: Envelope = serde_json::from_str(&text)
-        .map_err(|e| format!("{}: not a DSSE envelope: {e}", file.display()))?;
     let pem = std::fs::read_to_string(key).map_err(|e| format!("{}: {e}", key.display()))?;
     let public =
         provenance::parse_public_key(&pem).map_err(|e| format!("{}: {e}", key.display()))?;
-    let statement = provenance::verify(&envelope, &public).map_err(|e| e.to_string())?;
+    verify_with(file, &public, artifacts)
+}
+
+/// Checks the envelope in `file` with `public` and re-hashes the artifacts
+/// it names under `artifacts` (default: the file's directory).
+pub fn verify_with(
+    file: &Path,
+    public: &provenance::VerifyingKey,
+    artifacts: Option<PathBuf>,
+) -> Result<serde_json::Value, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let envelope: Envelope = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not a DSSE envelope: {e}", file.display()))?;
+    let statement = provenance::verify(&envelope, public).map_err(|e| e.to_string())?;
     let dir = artifacts.unwrap_or_else(|| file.parent().unwrap_or(Path::new(".")).to_owned());
     let mut checked = Vec::new();
     for s in &statement.subject {
@@ -73,7 +83,7 @@ fn verify(
     }
     Ok(serde_json::json!({
         "verified": true,
-        "keyid": provenance::key_id(&public),
+        "keyid": provenance::key_id(public),
         "builder": statement.predicate.run_details.builder.id,
         "invocation": statement.predicate.run_details.metadata.invocation_id,
         "artifacts": checked,

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use pinfold_sandbox::Policy;
 use pinfold_sandbox::container::{self, Bind, ContainerSpec, IdMapMode};
+use pinfold_sandbox::image::LayerLease;
 
 /// Run a command in a hardened rootless container.
 ///
@@ -50,9 +51,10 @@ pub struct Args {
     /// Kill the whole container after this long (e.g. 30s, 10m, 1h30m); exit 124.
     #[arg(long, value_parser = humantime::parse_duration)]
     timeout: Option<Duration>,
-    /// Network mode: none (loopback only) or egress (outbound through pasta).
+    /// Network mode: none (loopback only), allowlist (an HTTP(S) proxy to the
+    /// policy's network.allow hosts) or egress (outbound through pasta).
     /// May only be stricter than the policy's [default: the policy's].
-    #[arg(long, value_name = "none|egress")]
+    #[arg(long, value_name = "none|allowlist|egress")]
     network: Option<pinfold_sandbox::policy::NetworkMode>,
     /// Keep the container's writes in DIR (upper/ and work/ inside) instead of
     /// a throw-away tmpfs; a later run with the same DIR continues from them.
@@ -84,7 +86,8 @@ fn parse_env(items: &[String]) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
-fn build(a: Args) -> Result<ContainerSpec, String> {
+/// The spec, and the lease on the image's layers to hold while it runs.
+fn build(a: Args) -> Result<(ContainerSpec, Option<LayerLease>), String> {
     let policy = Policy::load(&a.policy).map_err(|e| e.to_string())?;
     let binds = a
         .binds
@@ -92,7 +95,7 @@ fn build(a: Args) -> Result<ContainerSpec, String> {
         .map(|b| Bind::parse(b))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
-    let (layers, image_env, image_workdir) = match (&a.rootfs, &a.image) {
+    let (layers, image_env, image_workdir, lease) = match (&a.rootfs, &a.image) {
         (Some(rootfs), _) => {
             if !rootfs.is_dir() {
                 return Err(format!(
@@ -100,12 +103,13 @@ fn build(a: Args) -> Result<ContainerSpec, String> {
                     rootfs.display()
                 ));
             }
-            (vec![rootfs.clone()], Vec::new(), None)
+            (vec![rootfs.clone()], Vec::new(), None, None)
         }
         (None, Some(image)) => image_layers(image, &a.fetch).map_err(|e| e.to_string())?,
         (None, None) => return Err("give --rootfs DIR or --image REF".into()),
     };
     let mut spec = ContainerSpec::new(layers, policy, a.command);
+    spec.parent_only_fds = lease.as_ref().map(LayerLease::fds).unwrap_or_default();
     spec.binds = binds;
     if let Some(w) = a.workdir.or(image_workdir) {
         spec.workdir = w;
@@ -118,12 +122,18 @@ fn build(a: Args) -> Result<ContainerSpec, String> {
     spec.writable_layer = a.writable_layer;
     spec.network = a.network;
     spec.idmap = IdMapMode::parse(&a.userns).map_err(|e| e.to_string())?;
-    Ok(spec)
+    Ok((spec, lease))
 }
 
-type ImageParts = (Vec<PathBuf>, Vec<(String, String)>, Option<PathBuf>);
+type ImageParts = (
+    Vec<PathBuf>,
+    Vec<(String, String)>,
+    Option<PathBuf>,
+    Option<LayerLease>,
+);
 
-/// The cached layer dirs (topmost first), Env and WorkingDir of an image.
+/// The cached layer dirs (topmost first), Env and WorkingDir of an image,
+/// with a lease that keeps `image gc` off its layers while the job runs.
 fn image_layers(
     reference: &str,
     fetch: &super::image::FetchArgs,
@@ -144,13 +154,14 @@ fn image_layers(
             .filter(|w| w.starts_with('/'))
             .map(PathBuf::from);
     }
-    Ok((store.layer_dirs(&rec)?, env, workdir))
+    let (lease, dirs) = store.lease(&rec)?;
+    Ok((dirs, env, workdir, Some(lease)))
 }
 
 /// Runs the subcommand; returns the exit status.
 pub fn run(a: Args) -> i32 {
     let timeout = a.timeout;
-    let spec = match build(a) {
+    let (spec, _lease) = match build(a) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("pinfold exec: {e}");

@@ -60,4 +60,41 @@ fn print_job(j: &JobInfo) {
         let code = s.exit_code.map_or("-".to_string(), |c| c.to_string());
         println!("step {}: exit {code}{secs}", s.name);
     }
+    if let Some(g) = j.verify_of {
+        println!("verify: run of job {g}");
+    }
+    if let Some(v) = &j.verify {
+        println!("verify: {} runs on different runners", v.runs);
+        for r in &v.run_jobs {
+            let runner = r.runner_id.map_or("-".to_string(), |x| x.to_string());
+            println!(
+                "  run {}: job {} {} on runner {runner}",
+                r.run,
+                r.job_id,
+                r.state.as_str()
+            );
+        }
+        if let Some(w) = &v.waiting {
+            println!("waiting: {w}");
+        }
+        if let Some(d) = &v.verdict {
+            println!(
+                "verdict: {}",
+                if d.reproducible {
+                    "reproducible"
+                } else {
+                    "NOT reproducible"
+                }
+            );
+            for a in &d.artifacts {
+                let per: Vec<String> = a
+                    .by_runner
+                    .iter()
+                    .map(|(r, s)| format!("runner {r} {}", s.as_deref().unwrap_or("missing")))
+                    .collect();
+                let mark = if a.identical { "same" } else { "DIFFERS" };
+                println!("  {mark} {}: {}", a.name, per.join(", "));
+            }
+        }
+    }
 }

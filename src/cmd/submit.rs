@@ -17,7 +17,9 @@ use super::remote::{Remote, fail};
 ///
 /// Prints the job id. With --wait, streams the job's log and exits with the
 /// job's status: 0 succeeded, 1 a step failed, 124 timeout, 125 pinfold
-/// failed (runner lost, image, sandbox), 130 cancelled.
+/// failed (runner lost, image, sandbox), 130 cancelled. A `verify: N` job
+/// exits 0 when its runs' artifacts are identical (reproducible), 1 when
+/// they differ, or a run's own failure status when a run did not succeed.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The job file (YAML).

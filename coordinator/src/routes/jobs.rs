@@ -45,7 +45,10 @@ pub(super) async fn submit(
         max_attempts: state.config.max_attempts,
         created_at: now_ms(),
     };
-    let job_id = state.store.create_job(job).await?;
+    let job_id = match spec.verify {
+        Some(n) => state.store.create_verify_job(job, n.0).await?,
+        None => state.store.create_job(job).await?,
+    };
     tracing::info!(job_id, "job submitted");
     state.events.queue_changed();
     Ok((StatusCode::CREATED, Json(SubmitResponse { job_id })))
@@ -86,7 +89,14 @@ pub(super) async fn status(
     State(state): State<AppState>,
     Path(id): Path<u64>,
 ) -> Result<Json<JobInfo>> {
-    Ok(Json(state.store.job(id).await?.info))
+    Ok(Json(info(&state, id).await?))
+}
+
+/// A job as clients see it, with its verify runs or group.
+pub(super) async fn info(state: &AppState, id: u64) -> Result<JobInfo> {
+    let mut info = state.store.job(id).await?.info;
+    (info.verify, info.verify_of) = state.store.verify_status(id, now_ms()).await?;
+    Ok(info)
 }
 
 /// `POST /api/v1/jobs/{id}/cancel`.
@@ -98,7 +108,7 @@ pub(super) async fn cancel(
     let after = state.store.cancel(id, now_ms()).await?;
     tracing::info!(job_id = id, state = after.as_str(), "cancel requested");
     state.events.log_changed();
-    Ok(Json(state.store.job(id).await?.info))
+    Ok(Json(info(&state, id).await?))
 }
 
 /// `POST /api/v1/jobs/{id}/heartbeat`: renew the lease, learn of a cancel.
@@ -136,5 +146,5 @@ pub(super) async fn finish(
         .await?;
     tracing::info!(job_id = id, state = s.as_str(), "job finished");
     state.events.log_changed();
-    Ok(Json(state.store.job(id).await?.info))
+    Ok(Json(info(&state, id).await?))
 }

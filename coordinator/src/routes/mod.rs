@@ -4,6 +4,7 @@ mod artifacts;
 mod jobs;
 mod logs;
 mod meta;
+mod provenance;
 mod runners;
 
 use axum::Router;
@@ -34,7 +35,9 @@ pub(crate) fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/runners", post(runners::register).get(runners::list))
         .route("/runners/{id}", axum::routing::delete(runners::revoke))
+        .route("/runners/{id}/key", get(runners::key))
         .route("/runner/lease", post(runners::lease))
+        .route("/runner/key", put(runners::set_key))
         .route("/sources/{sha256}", put(artifacts::put_source))
         .route("/jobs", post(jobs::submit).get(jobs::list))
         .route("/jobs/{id}", get(jobs::status))
@@ -49,6 +52,10 @@ pub(crate) fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(log_limit)),
         )
         .route("/jobs/{id}/artifacts", get(artifacts::list))
+        .route(
+            "/jobs/{id}/provenance",
+            get(provenance::download).put(provenance::upload),
+        )
         .route(
             "/jobs/{id}/artifacts/{*name}",
             get(artifacts::download).put(artifacts::upload),

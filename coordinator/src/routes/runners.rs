@@ -6,7 +6,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use pinfold_api::JobSpec;
-use pinfold_api::wire::{Lease, LeaseRequest, RegisterRequest, RegisterResponse, RunnerInfo};
+use pinfold_api::wire::{
+    Lease, LeaseRequest, RegisterRequest, RegisterResponse, RunnerInfo, RunnerKey, RunnerKeyRequest,
+};
 
 use super::Json;
 use crate::auth::{self, Admin, Registration, Runner};
@@ -27,6 +29,44 @@ fn check_label(l: &str) -> Result<()> {
     }
 }
 
+fn check_key(pem: &str) -> Result<String> {
+    pinfold_api::provenance::parse_public_key(pem)
+        .map(|k| pinfold_api::provenance::key_id(&k))
+        .map_err(|e| {
+            ApiError::BadRequest(format!(
+                "public_key: {e}; send the SPKI PEM of an Ed25519 key"
+            ))
+        })
+}
+
+/// `PUT /api/v1/runner/key` (runner token): sets the runner's public key
+/// when it registered without one; the same key again is a no-op, another
+/// one is refused (409).
+pub(super) async fn set_key(
+    runner: Runner,
+    State(state): State<AppState>,
+    Json(req): Json<RunnerKeyRequest>,
+) -> Result<Json<RunnerKey>> {
+    let keyid = check_key(&req.public_key)?;
+    let have = state
+        .store
+        .set_runner_key(runner.id, &req.public_key)
+        .await?;
+    let have_id = check_key(&have)?;
+    if have_id != keyid {
+        return Err(ApiError::Conflict(format!(
+            "runner {} already has key {}: a runner's key cannot change; register a new runner for a new key",
+            runner.id,
+            &have_id[..16]
+        )));
+    }
+    Ok(Json(RunnerKey {
+        runner_id: runner.id,
+        public_key: have,
+        keyid,
+    }))
+}
+
 /// Checks a label list (shared with job submission).
 pub(super) fn check_labels(labels: &[String]) -> Result<()> {
     if labels.len() > 32 {
@@ -45,11 +85,17 @@ pub(super) async fn register(
         return Err(ApiError::BadRequest("runner name: 1-128 characters".into()));
     }
     check_labels(&req.labels)?;
+    if let Some(pem) = &req.public_key {
+        check_key(pem)?;
+    }
     let token = auth::new_token(auth::RUNNER_PREFIX);
     let runner_id = state
         .store
         .create_runner(&req.name, &req.labels, &auth::hash_token(&token), now_ms())
         .await?;
+    if let Some(pem) = &req.public_key {
+        state.store.set_runner_key(runner_id, pem).await?;
+    }
     tracing::info!(runner_id, name = %req.name, labels = ?req.labels, "runner registered");
     Ok((
         StatusCode::CREATED,
@@ -84,6 +130,27 @@ pub(super) async fn revoke(
     state.store.revoke_runner(id).await?;
     tracing::info!(runner_id = id, "runner revoked");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/v1/runners/{id}/key` (admin): the runner's registered public key.
+pub(super) async fn key(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<u64>,
+) -> Result<Json<RunnerKey>> {
+    let pem = state.store.runner_key(id).await?.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "runner {id} registered no public key (unknown runner, or an agent older than provenance)"
+        ))
+    })?;
+    let keyid = pinfold_api::provenance::parse_public_key(&pem)
+        .map(|k| pinfold_api::provenance::key_id(&k))
+        .map_err(|e| ApiError::Store(crate::store::StoreError::Corrupt(e.to_string())))?;
+    Ok(Json(RunnerKey {
+        runner_id: id,
+        public_key: pem,
+        keyid,
+    }))
 }
 
 /// `POST /api/v1/runner/lease`: the oldest queued job this runner can take,
@@ -137,6 +204,7 @@ pub(super) async fn lease(
                 source_sha256: g.job.info.source_sha256,
                 secrets,
                 log_offset: g.log_offset,
+                spec_yaml: g.spec_yaml,
             };
             return Ok(Json(lease).into_response());
         }

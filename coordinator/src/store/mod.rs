@@ -14,7 +14,7 @@ pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use axum::body::Bytes;
-use pinfold_api::wire::{ArtifactInfo, FinishRequest, JobInfo, JobState};
+use pinfold_api::wire::{ArtifactInfo, FinishRequest, JobInfo, JobState, VerifyStatus};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +138,8 @@ pub struct LeaseGrant {
     pub attempt: u32,
     /// Bytes of log already received from earlier attempts.
     pub log_offset: u64,
+    /// The job file as submitted (the agent records it in the provenance).
+    pub spec_yaml: String,
 }
 
 /// Result of a log append.
@@ -257,4 +259,36 @@ pub trait Store: Send + Sync {
 
     /// Figures for `/metrics`.
     async fn counts(&self) -> Result<Counts>;
+
+    // Issue 6: runner keys, provenance and `verify: N` jobs.
+
+    /// Records a runner's public key (SPKI PEM) unless it has one (a key,
+    /// once set, is fixed); returns the key the runner has afterwards.
+    async fn set_runner_key(&self, runner_id: u64, pem: &str) -> Result<String>;
+    /// A runner's public key, if it registered one.
+    async fn runner_key(&self, runner_id: u64) -> Result<Option<String>>;
+    /// The runner that holds (or held) an attempt.
+    async fn attempt_runner(&self, attempt_id: u64) -> Result<u64>;
+    /// Stores the job's provenance envelope (verified by the caller),
+    /// fenced like an artifact upload.
+    async fn put_provenance(
+        &self,
+        job_id: u64,
+        attempt_id: u64,
+        runner_id: u64,
+        envelope: String,
+    ) -> Result<()>;
+    /// A job's provenance: (signing runner, envelope JSON).
+    async fn provenance(&self, job_id: u64) -> Result<Option<(u64, String)>>;
+    /// Enqueues a `verify: runs` job: a group that is never leased and
+    /// `runs` ordinary jobs, each leased by a different runner. Returns the
+    /// group's id.
+    async fn create_verify_job(&self, job: NewJob, runs: u32) -> Result<u64>;
+    /// For a group: its runs, why they wait, the verdict. For a run: its
+    /// group's id. `now` dates the "runners online" count.
+    async fn verify_status(
+        &self,
+        job_id: u64,
+        now: u64,
+    ) -> Result<(Option<VerifyStatus>, Option<u64>)>;
 }

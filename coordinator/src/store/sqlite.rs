@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use axum::body::Bytes;
-use pinfold_api::wire::{ArtifactInfo, FinishRequest, JobInfo, JobState, StepResult};
+use pinfold_api::wire::{ArtifactInfo, FinishRequest, JobInfo, JobState, StepResult, VerifyStatus};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{
@@ -25,6 +25,8 @@ use super::{
     RunnerRecord, Store, StoreError,
 };
 use crate::mask;
+
+mod verify;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -161,6 +163,8 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(JobRecord, String, String, S
         log_bytes: row.get::<_, i64>(15)? as u64,
         image: row.get(2)?,
         source_sha256: row.get(5)?,
+        verify: None,
+        verify_of: None,
     };
     let rec = JobRecord {
         info,
@@ -219,6 +223,34 @@ fn require_active(conn: &Connection, job_id: u64, attempt_id: u64) -> Result<()>
     }
 }
 
+/// Cancels a queued job at once or flags a running one.
+fn cancel_one(tx: &Connection, job_id: u64, now: u64) -> Result<JobState> {
+    let state = load_job(tx, job_id)?.info.state;
+    Ok(match state {
+        JobState::Queued => {
+            tx.execute(
+                "UPDATE jobs SET state = 'cancelled', reason = 'cancelled before it started', \
+                 finished_at = ?2 WHERE id = ?1",
+                params![job_id as i64, now as i64],
+            )?;
+            JobState::Cancelled
+        }
+        JobState::Running => {
+            tx.execute(
+                "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1",
+                [job_id as i64],
+            )?;
+            JobState::Running
+        }
+        s => {
+            return Err(StoreError::Conflict(format!(
+                "job {job_id} already ended ({})",
+                s.as_str()
+            )));
+        }
+    })
+}
+
 /// Stores `emit` at the end of the log, respecting `cap`; returns whether
 /// the log is now truncated.
 fn store_log_bytes(
@@ -270,6 +302,7 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open)?;
         conn.execute_batch(SCHEMA).map_err(open)?;
+        conn.execute_batch(verify::SCHEMA).map_err(open)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let readers = (0..READERS)
             .map(|_| {
@@ -482,11 +515,12 @@ impl Store for SqliteStore {
                 )?;
                 let mut rows = st.query([])?;
                 while let Some(r) = rows.next()? {
+                    let id = r.get::<_, i64>(0)? as u64;
                     let text = r.get_ref(1)?.as_str();
                     let need: Vec<String> =
                         from_json(text.map_err(|e| StoreError::Corrupt(e.to_string()))?)?;
-                    if need.iter().all(|l| labels.contains(l)) {
-                        chosen = Some(r.get::<_, i64>(0)? as u64);
+                    if need.iter().all(|l| labels.contains(l)) && verify::may_lease(&tx, id, runner_id)? {
+                        chosen = Some(id);
                         break;
                     }
                 }
@@ -514,12 +548,12 @@ impl Store for SqliteStore {
                  started_at = coalesce(started_at, ?5) WHERE id = ?1",
                 params![job_id as i64, number, attempt_id as i64, runner_id as i64, now as i64],
             )?;
+            verify::run_leased(&tx, job_id, now)?;
             let job = load_job(&tx, job_id)?;
-            let log_offset: i64 = row(
-                &tx,
-                "SELECT log_raw_len FROM jobs WHERE id = ?1",
+            let (log_offset, spec_yaml): (i64, String) = tx.query_row(
+                "SELECT log_raw_len, spec_yaml FROM jobs WHERE id = ?1",
                 [job_id as i64],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
             tx.commit()?;
             Ok(Some(LeaseGrant {
@@ -527,6 +561,7 @@ impl Store for SqliteStore {
                 attempt_id,
                 attempt: number as u32,
                 log_offset: log_offset as u64,
+                spec_yaml,
             }))
         })
         .await
@@ -727,6 +762,7 @@ impl Store for SqliteStore {
                     log_len as i64
                 ],
             )?;
+            verify::settle(&tx, &logs, job_id, now)?;
             tx.commit()?;
             Ok(req.state)
         })
@@ -734,32 +770,36 @@ impl Store for SqliteStore {
     }
 
     async fn cancel(&self, job_id: u64, now: u64) -> Result<JobState> {
+        let logs = self.logs.clone();
         self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let state = load_job(&tx, job_id)?.info.state;
-            let after = match state {
-                JobState::Queued => {
-                    exec(
-                        &tx,
-                        "UPDATE jobs SET state = 'cancelled', reason = 'cancelled before it started', \
-                         finished_at = ?2 WHERE id = ?1",
-                        params![job_id as i64, now as i64],
-                    )?;
-                    JobState::Cancelled
-                }
-                JobState::Running => {
-                    exec(
-                        &tx,
+            let after = match verify::runs_of(&tx, job_id)? {
+                // A verify group: cancel each run that has not ended; the
+                // group settles as its last run ends.
+                Some(runs) => {
+                    let state = load_job(&tx, job_id)?.info.state;
+                    if state.is_terminal() {
+                        return Err(StoreError::Conflict(format!(
+                            "job {job_id} already ended ({})",
+                            state.as_str()
+                        )));
+                    }
+                    tx.execute(
                         "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1",
                         [job_id as i64],
                     )?;
-                    JobState::Running
+                    for run in runs {
+                        if !load_job(&tx, run)?.info.state.is_terminal() {
+                            cancel_one(&tx, run, now)?;
+                            verify::settle(&tx, &logs, run, now)?;
+                        }
+                    }
+                    load_job(&tx, job_id)?.info.state
                 }
-                s => {
-                    return Err(StoreError::Conflict(format!(
-                        "job {job_id} already ended ({})",
-                        s.as_str()
-                    )));
+                None => {
+                    let after = cancel_one(&tx, job_id, now)?;
+                    verify::settle(&tx, &logs, job_id, now)?;
+                    after
                 }
             };
             tx.commit()?;
@@ -769,6 +809,7 @@ impl Store for SqliteStore {
     }
 
     async fn expire_leases(&self, now: u64) -> Result<usize> {
+        let logs = self.logs.clone();
         self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let expired: Vec<(i64, i64, i64, i64, i64)> = {
@@ -804,6 +845,7 @@ impl Store for SqliteStore {
                          WHERE id = ?1",
                         params![job_id, state, reason, now as i64],
                     )?;
+                    verify::settle(&tx, &logs, job_id as u64, now)?;
                 }
             }
             tx.commit()?;
@@ -894,6 +936,66 @@ impl Store for SqliteStore {
                 |r| r.get::<_, i64>(0),
             )? as u64;
             Ok(counts)
+        })
+        .await
+    }
+
+    async fn set_runner_key(&self, runner_id: u64, pem: &str) -> Result<String> {
+        let pem = pem.to_string();
+        self.call(move |c| verify::set_runner_key(c, runner_id, &pem))
+            .await
+    }
+
+    async fn runner_key(&self, runner_id: u64) -> Result<Option<String>> {
+        self.call(move |c| verify::runner_key(c, runner_id)).await
+    }
+
+    async fn attempt_runner(&self, attempt_id: u64) -> Result<u64> {
+        self.call(move |c| verify::attempt_runner(c, attempt_id))
+            .await
+    }
+
+    async fn put_provenance(
+        &self,
+        job_id: u64,
+        attempt_id: u64,
+        runner_id: u64,
+        envelope: String,
+    ) -> Result<()> {
+        self.call(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            require_active(&tx, job_id, attempt_id)?;
+            verify::put_provenance(&tx, job_id, attempt_id, runner_id, &envelope)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn provenance(&self, job_id: u64) -> Result<Option<(u64, String)>> {
+        self.call(move |c| {
+            load_job(c, job_id)?;
+            verify::provenance(c, job_id)
+        })
+        .await
+    }
+
+    async fn create_verify_job(&self, job: NewJob, runs: u32) -> Result<u64> {
+        let logs = self.logs.clone();
+        self.call(move |c| verify::create_group(c, &logs, job, runs))
+            .await
+    }
+
+    async fn verify_status(
+        &self,
+        job_id: u64,
+        now: u64,
+    ) -> Result<(Option<VerifyStatus>, Option<u64>)> {
+        self.call(move |c| {
+            Ok((
+                verify::status(c, job_id, now)?,
+                verify::group_of(c, job_id)?,
+            ))
         })
         .await
     }

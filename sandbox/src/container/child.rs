@@ -10,7 +10,14 @@ use super::{init, mounts, net, process};
 use crate::policy::NetworkMode;
 
 /// Never returns: exits with the job's status, or 125 after reporting a failure.
-pub(crate) fn main(mut p: Prepared, go: OwnedFd, err: OwnedFd, status: OwnedFd) -> ! {
+/// `proxy` is the channel the `allowlist` listener is sent over.
+pub(crate) fn main(
+    mut p: Prepared,
+    go: OwnedFd,
+    err: OwnedFd,
+    status: OwnedFd,
+    proxy: Option<OwnedFd>,
+) -> ! {
     // 1. If the parent dies, so does the container (and with PID 1, all of it).
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
@@ -31,6 +38,14 @@ pub(crate) fn main(mut p: Prepared, go: OwnedFd, err: OwnedFd, status: OwnedFd) 
     match setup(&p) {
         Ok(()) => {}
         Err(e) => {
+            sync::report(&err, &e);
+            exit(e.code);
+        }
+    }
+    // 7b. allowlist: the proxy's listener, made here, served by the parent.
+    if let Some(channel) = proxy {
+        if let Err(e) = net::hand_over_proxy_listener(&channel) {
+            let e = StepError::new("create the allowlist proxy's socket", e.desc());
             sync::report(&err, &e);
             exit(e.code);
         }

@@ -8,7 +8,8 @@
 //!   directory, rw binds, and the rootfs's own directories when the policy
 //!   makes the rootfs writable);
 //! * read, write and ioctl on the terminal-ish device nodes and /dev/pts;
-//! * no TCP bind or connect at all when the policy refuses loopback TCP;
+//! * no TCP bind or connect at all when the policy refuses loopback TCP,
+//!   except connect to the `allowlist` proxy's port;
 //! * signals and abstract unix sockets scoped to the job (ABI 6).
 //!
 //! Anything not beneath `/` of the container, such as the host's pinfold
@@ -19,8 +20,8 @@
 use std::path::{Path, PathBuf};
 
 use landlock::{
-    ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd,
-    Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetError, RulesetStatus, Scope,
+    ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath,
+    PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetError, RulesetStatus, Scope,
 };
 
 /// The Landlock ABI pinfold's rules are written for (Linux 6.12).
@@ -60,6 +61,8 @@ pub struct Rules {
     pub devices: Vec<PathBuf>,
     /// Whether TCP bind/connect stay allowed.
     pub allow_tcp: bool,
+    /// When TCP is refused: ports the job may still connect to.
+    pub connect_ports: Vec<u16>,
     /// The policy's floor.
     pub min_abi: u32,
 }
@@ -113,11 +116,18 @@ pub fn apply(rules: &Rules) -> Result<Enforcement, String> {
         };
         add(p, access)?;
     }
-    let created = ruleset
+    let mut created = ruleset
         .create()
         .map_err(|e| e.to_string())?
         .add_rules(beneath.into_iter().map(Ok::<_, RulesetError>))
         .map_err(|e| e.to_string())?;
+    if !rules.allow_tcp {
+        for port in &rules.connect_ports {
+            created = created
+                .add_rule(NetPort::new(*port, AccessNet::ConnectTcp))
+                .map_err(|e| e.to_string())?;
+        }
+    }
     let status = created.restrict_self().map_err(|e| e.to_string())?;
     Ok(match status.ruleset {
         RulesetStatus::FullyEnforced => Enforcement::Full,

@@ -6,8 +6,9 @@
 //!   open every host path the child needs (rootfs layers, bind sources, device
 //!   nodes) as `O_PATH` fds while still the caller, clone the child into new
 //!   user, mount, pid, ipc, uts, cgroup and net namespaces, write its id maps
-//!   ([`idmap`]), release it, then wait, forwarding signals and enforcing the
-//!   timeout;
+//!   ([`idmap`]), attach pasta in `egress`, release it, serve the `allowlist`
+//!   proxy ([`proxy`]) on the listener the child sends back, then wait,
+//!   forwarding signals and enforcing the timeout;
 //! * child, PID 1 of the new pid namespace ([`child`]): become root of the user
 //!   namespace, build the rootfs and mounts ([`mounts`]), pivot_root, set the
 //!   hostname, bring loopback up, then fork the job and become its init ([`init`]);
@@ -26,6 +27,7 @@ mod mounts;
 mod net;
 mod pasta;
 mod process;
+mod proxy;
 mod rootpath;
 pub mod seccomp;
 mod sync;
@@ -45,6 +47,7 @@ use nix::unistd::Pid;
 use crate::policy::{NetworkMode, Policy, PolicyError};
 
 pub use idmap::{IdMapMode, IdMapPlan};
+pub(crate) use net::PRIVATE_RANGES;
 
 /// Errors from setting up or running a container.
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +189,10 @@ pub struct ContainerSpec {
     /// continues where this one stopped, as a job's steps do. `None`: a
     /// private tmpfs, thrown away with the container.
     pub writable_layer: Option<PathBuf>,
+    /// Fds the caller keeps open for the container's life (an image's
+    /// [`crate::image::LayerLease`]). The child closes its copies at once,
+    /// so neither init nor the job holds them.
+    pub parent_only_fds: Vec<std::os::fd::RawFd>,
 }
 
 impl ContainerSpec {
@@ -203,6 +210,7 @@ impl ContainerSpec {
             idmap: IdMapMode::Auto,
             writable_layer: None,
             network: None,
+            parent_only_fds: Vec::new(),
         }
     }
 }
@@ -421,6 +429,15 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
     if let Ok(term) = std::env::var("TERM") {
         env.push(("TERM".into(), term));
     }
+    if network == NetworkMode::Allowlist {
+        let url = proxy::proxy_url();
+        for k in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"] {
+            env.push((k.into(), url.clone()));
+        }
+        for k in ["no_proxy", "NO_PROXY"] {
+            env.push((k.into(), "localhost,127.0.0.1,::1".into()));
+        }
+    }
     for (k, v) in &spec.env {
         if k.is_empty() || k.contains('=') {
             return Err(ContainerError::Spec(format!(
@@ -516,6 +533,16 @@ fn run_blocked(
 ) -> Result<Outcome> {
     let mut prepared = prepare(spec, saved)?;
     let network = prepared.network;
+    let allowlist = match network {
+        NetworkMode::Allowlist => Some(
+            crate::allowlist::Allowlist::parse(
+                &spec.policy.network.allow,
+                spec.policy.network.allow_private,
+            )
+            .map_err(|e| ContainerError::Spec(format!("network.allow: {e}")))?,
+        ),
+        _ => None,
+    };
     tracing::debug!(
         elapsed_us = started.elapsed().as_micros() as u64,
         "prepared"
@@ -527,6 +554,13 @@ fn run_blocked(
     let (go_read, go_write) = sync::pipe("sync pipe")?;
     let (err_read, err_write) = sync::pipe("error pipe")?;
     let (status_read, status_write) = sync::status_pipe()?;
+    let (proxy_parent, proxy_child) = match allowlist {
+        Some(_) => {
+            let (a, b) = sync::socket_pair("allowlist proxy channel")?;
+            (Some(a), Some(b))
+        }
+        None => (None, None),
+    };
 
     let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
@@ -558,15 +592,22 @@ fn run_blocked(
         });
     }
     if ret == 0 {
+        for &fd in &spec.parent_only_fds {
+            // SAFETY: closes this child's copy of an fd the parent owns; the
+            // child never uses it (the parent's copy stays open).
+            unsafe { libc::close(fd) };
+        }
         drop(go_write);
         drop(err_read);
         drop(status_read);
-        child::main(prepared, go_read, err_write, status_write);
+        drop(proxy_parent);
+        child::main(prepared, go_read, err_write, status_write, proxy_child);
     }
     let child = Pid::from_raw(ret as i32);
     drop(go_read);
     drop(err_write);
     drop(status_write);
+    drop(proxy_child);
     drop(prepared);
 
     // Kill the child if anything below fails: it is waiting on the go pipe.
@@ -575,7 +616,7 @@ fn run_blocked(
     idmap::apply(&plan, child)?;
     let pasta = match network {
         NetworkMode::Egress => Some(pasta::start(child)?),
-        NetworkMode::None => None,
+        NetworkMode::None | NetworkMode::Allowlist => None,
     };
     sync::release(&go_write)?;
     drop(go_write);
@@ -583,6 +624,26 @@ fn run_blocked(
         elapsed_us = started.elapsed().as_micros() as u64,
         "container released"
     );
+    // allowlist: the child sends the proxy's listener once its network is
+    // up; nothing arrives when its setup failed (read_error says why). The
+    // process turns multi-threaded here, after the clone.
+    let proxy = match (proxy_parent, allowlist) {
+        (Some(channel), Some(allow)) => match net::receive_proxy_listener(&channel) {
+            Ok(Some(listener)) => Some(
+                proxy::start(listener, allow, spec.policy.source.to_string())
+                    .map_err(|e| ContainerError::Spec(format!("start the allowlist proxy: {e}")))?,
+            ),
+            Ok(None) => None,
+            Err(source) => {
+                return Err(ContainerError::Parent {
+                    step: "receive the allowlist proxy's socket",
+                    source,
+                    hint: None,
+                });
+            }
+        },
+        _ => None,
+    };
     let setup_error = sync::read_error(&err_read);
     tracing::debug!(
         elapsed_us = started.elapsed().as_micros() as u64,
@@ -594,6 +655,9 @@ fn run_blocked(
     let outcome = wait_loop(child, blocked, deadline, &status_read);
     std::mem::forget(guard);
     if let Some(p) = pasta {
+        p.stop();
+    }
+    if let Some(p) = proxy {
         p.stop();
     }
     if let Some(err) = setup_error {

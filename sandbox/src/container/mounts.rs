@@ -330,6 +330,7 @@ fn mount_bind(
 fn write_etc_files(root: &OwnedFd, hostname: &str, network: NetworkMode) -> Result<()> {
     let resolv = match network {
         NetworkMode::None => "# pinfold: network mode none, no name server\n".to_owned(),
+        NetworkMode::Allowlist => "# pinfold: network mode allowlist, no name server: the proxy in $https_proxy resolves names\n".to_owned(),
         NetworkMode::Egress => {
             let [a, b, c, d] = super::net::DNS_FORWARD;
             format!(

@@ -2,6 +2,8 @@
 //! CAP_NET_ADMIN in its own user namespace (the job never does).
 //!
 //! * `none`: loopback up, nothing else exists.
+//! * `allowlist`: the same, plus the proxy's listening socket, made here and
+//!   handed to the parent (see [`super::proxy`]).
 //! * `egress`: the parent has attached pasta (a user-mode stack, from
 //!   Debian's `passt`) to the namespace before releasing the child; the
 //!   child adds policy-routing rules that answer "prohibited" for private,
@@ -153,6 +155,69 @@ pub(crate) fn refuse_private_ranges() -> Result<(), Errno> {
         send_and_ack(&sock, &rule_message(seq, *dst, *len, FR_ACT_PROHIBIT, 100))?;
     }
     Ok(())
+}
+
+/// `allowlist`: creates the proxy's listening socket on
+/// [`super::proxy::PROXY_ADDR`] in this (the container's) network namespace
+/// and sends it to the parent over `channel` (SCM_RIGHTS); the parent serves
+/// it from outside. Our copy is closed on return, so neither init nor the
+/// job holds it.
+pub(crate) fn hand_over_proxy_listener(channel: &OwnedFd) -> Result<(), Errno> {
+    use nix::sys::socket::{
+        Backlog, ControlMessage, MsgFlags, SockaddrIn, bind, listen, sendmsg, setsockopt, sockopt,
+    };
+    let listener = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    setsockopt(&listener, sockopt::ReuseAddr, &true)?;
+    let ([a, b, c, d], port) = super::proxy::PROXY_ADDR;
+    bind(listener.as_raw_fd(), &SockaddrIn::new(a, b, c, d, port))?;
+    listen(&listener, Backlog::new(128)?)?;
+    let fds = [listener.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(b"L")];
+    sendmsg::<()>(
+        channel.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )?;
+    Ok(())
+}
+
+/// Parent: receives the listener sent by [`hand_over_proxy_listener`];
+/// `None` when the child ended before sending it (its setup failed).
+pub(crate) fn receive_proxy_listener(channel: &OwnedFd) -> Result<Option<OwnedFd>, Errno> {
+    use std::os::fd::FromRawFd;
+
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = loop {
+        match recvmsg::<()>(
+            channel.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(Errno::EINTR) => continue,
+            other => break other?,
+        }
+    };
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg
+            && let Some(&fd) = fds.first()
+        {
+            // SAFETY: the kernel just installed this fd in our table for us
+            // (SCM_RIGHTS); nothing else owns it.
+            return Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }));
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -50,6 +50,10 @@ fn harden(p: &Prepared) -> Result<()> {
         .map(PathBuf::from)
         .collect(),
         allow_tcp: p.policy.network.loopback_tcp,
+        connect_ports: match p.network {
+            crate::policy::NetworkMode::Allowlist => vec![super::proxy::PROXY_ADDR.1],
+            _ => Vec::new(),
+        },
         min_abi: p.policy.landlock.min_abi,
     };
     match landlock::apply(&rules) {

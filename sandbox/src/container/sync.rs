@@ -73,6 +73,22 @@ pub(crate) fn pipe(what: &'static str) -> Result<(OwnedFd, OwnedFd)> {
     })
 }
 
+/// A unix stream socket pair (close-on-exec), for passing an fd.
+pub(crate) fn socket_pair(what: &'static str) -> Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|source| ContainerError::Parent {
+        step: what,
+        source,
+        hint: None,
+    })
+}
+
 /// The status pipe: init writes the job's exit status (4 bytes) when every
 /// process of the container is gone. The read end is non-blocking and raises
 /// SIGIO in this process when data arrives.

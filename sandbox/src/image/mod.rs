@@ -18,4 +18,4 @@ pub mod store;
 pub use digest::Digest;
 pub use layer::Limits;
 pub use reference::ImageRef;
-pub use store::{ImageError, ImageRecord, PullOptions, Store};
+pub use store::{ImageError, ImageRecord, LayerLease, PullOptions, Store};

@@ -9,6 +9,11 @@
 //! store.lock                   shared by pulls, exclusive for gc and rm
 //! ```
 //!
+//! A container running on an image holds a shared lock on each of its
+//! layers' `locks/<hex>.lock` for its whole life ([`Store::lease`]); `gc`
+//! leaves alone any layer whose lock it cannot take exclusively, so removing
+//! an image while a job runs on it never pulls a layer from under the job.
+//!
 //! Resolution: index → (nested index) → the manifest for the host platform →
 //! config → layers. Every byte is verified against the digest that names
 //! it before it is kept; a layer is unpacked into `tmp/` and renamed into
@@ -777,10 +782,22 @@ impl Store {
             .collect()
     }
 
+    /// Shared locks on the image's layers, to hold while a container runs on
+    /// them: [`Store::gc`] skips a layer whose lock is held. Checks that
+    /// every layer is (still) in the cache once the locks are held.
+    pub fn lease(&self, rec: &ImageRecord) -> Result<(LayerLease, Vec<PathBuf>)> {
+        let mut locks = Vec::with_capacity(rec.layers.len());
+        for l in &rec.layers {
+            locks.push(self.lock(&format!("locks/{}.lock", l.diff_id.hex()), false)?);
+        }
+        let dirs = self.layer_dirs(rec)?;
+        Ok((LayerLease(locks), dirs))
+    }
+
     /// Writes the image as one plain directory tree (created; must be empty).
     pub fn unpack(&self, rec: &ImageRecord, dest: &Path) -> Result<()> {
         let _shared = self.lock("store.lock", false)?;
-        let mut dirs = self.layer_dirs(rec)?;
+        let (_lease, mut dirs) = self.lease(rec)?;
         dirs.reverse();
         layer::flatten(&dirs, dest)?;
         Ok(())
@@ -803,7 +820,7 @@ impl Store {
     pub fn gc(&self) -> Result<usize> {
         let _excl = self.lock("store.lock", true)?;
         let all = self.list()?;
-        let layers: HashSet<String> = all
+        let mut layers: HashSet<String> = all
             .iter()
             .flat_map(|r| r.layers.iter().map(|l| l.diff_id.hex().to_owned()))
             .collect();
@@ -811,6 +828,36 @@ impl Store {
             .iter()
             .flat_map(|r| [r.id.hex().to_owned(), r.config.hex().to_owned()])
             .collect();
+        // Unreferenced layers a running container still holds (see `lease`):
+        // kept, with their lock files, until it ends.
+        let mut held = Vec::new();
+        let layers_dir = self.root.join("layers");
+        for e in fs::read_dir(&layers_dir).map_err(Self::io("read", &layers_dir))? {
+            let name = e
+                .map_err(Self::io("read", &layers_dir))?
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            if layers.contains(&name) {
+                continue;
+            }
+            let p = self.root.join("locks").join(format!("{name}.lock"));
+            let Ok(f) = File::open(&p) else { continue };
+            match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+                Ok(l) => held.push(l), // ours until the layer is gone
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                    tracing::info!(layer = %name, "layer in use by a running container; kept");
+                    layers.insert(name);
+                }
+                Err((_, e)) => {
+                    return Err(ImageError::Io {
+                        op: "lock",
+                        path: p,
+                        source: e.into(),
+                    });
+                }
+            }
+        }
         let mut removed = 0;
         for (sub, keep) in [
             ("layers", Some(&layers)),
@@ -832,6 +879,17 @@ impl Store {
             }
         }
         Ok(removed)
+    }
+}
+
+/// Shared locks on an image's layers (see [`Store::lease`]); released on drop.
+pub struct LayerLease(Vec<Flock<File>>);
+
+impl LayerLease {
+    /// The lock fds, for [`crate::ContainerSpec::parent_only_fds`].
+    pub fn fds(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.0.iter().map(|l| l.as_raw_fd()).collect()
     }
 }
 

@@ -1,0 +1,485 @@
+//! Issue 6 in the SQLite store: runner keys, stored provenance, and
+//! `verify: N` jobs. Kept apart from the queue code: new tables only, and
+//! small hooks that the queue calls inside its own transactions.
+//!
+//! A `verify: N` job is a *group*: one jobs row that is never leased (it
+//! carries the status, the verdict and a short log) plus N *runs*, each an
+//! ordinary jobs row with the same spec, labels and source, leased through
+//! the normal queue with its own attempts, log, artifacts and provenance.
+//! The one rule added to leasing: a runner never takes a run of a group in
+//! which it holds or finished another run. When the last run ends, the
+//! group settles: its state, reason and verdict are written in the same
+//! transaction that ended that run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use pinfold_api::wire::{ArtifactDigests, JobState, Verdict, VerifyRun, VerifyStatus};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{from_json, json, store_log_bytes};
+use crate::store::{NewJob, Result, StoreError};
+
+/// Tables of this module (created beside the queue's on open).
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runner_keys (
+    runner_id INTEGER PRIMARY KEY REFERENCES runners (id),
+    public_key TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS provenance (
+    job_id INTEGER PRIMARY KEY REFERENCES jobs (id),
+    attempt_id INTEGER NOT NULL,
+    runner_id INTEGER NOT NULL,
+    envelope TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS verify_groups (
+    job_id INTEGER PRIMARY KEY REFERENCES jobs (id),
+    runs INTEGER NOT NULL,
+    verdict TEXT
+);
+CREATE TABLE IF NOT EXISTS verify_runs (
+    job_id INTEGER PRIMARY KEY REFERENCES jobs (id),
+    group_id INTEGER NOT NULL REFERENCES verify_groups (job_id),
+    run INTEGER NOT NULL,
+    UNIQUE (group_id, run)
+);
+";
+
+/// The group log is a few lines; this caps it all the same.
+const GROUP_LOG_CAP: u64 = 1 << 20;
+
+/// A runner counts as online for the waiting message when it asked for a
+/// lease this recently (agents long-poll at most 30 s at a time) or holds
+/// a lease (a busy agent does not poll).
+const ONLINE_MS: u64 = 60_000;
+
+/// Whether `runner_id` may lease `job_id`: never a group row, and never a
+/// run of a group where this runner holds or finished another run.
+pub(super) fn may_lease(c: &Connection, job_id: u64, runner_id: u64) -> Result<bool> {
+    let (is_group, group): (Option<i64>, Option<i64>) = c.query_row(
+        "SELECT (SELECT 1 FROM verify_groups WHERE job_id = ?1), \
+                (SELECT group_id FROM verify_runs WHERE job_id = ?1)",
+        [job_id as i64],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if is_group.is_some() {
+        return Ok(false);
+    }
+    let Some(group) = group else { return Ok(true) };
+    let taken: Option<i64> = c
+        .query_row(
+            "SELECT 1 FROM verify_runs v JOIN attempts a ON a.job_id = v.job_id \
+             WHERE v.group_id = ?1 AND v.job_id != ?2 AND a.runner_id = ?3 AND a.state != 'lost' \
+             LIMIT 1",
+            params![group, job_id as i64, runner_id as i64],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(taken.is_none())
+}
+
+/// The group `job_id` is a run of.
+pub(super) fn group_of(c: &Connection, job_id: u64) -> Result<Option<u64>> {
+    Ok(c.query_row(
+        "SELECT group_id FROM verify_runs WHERE job_id = ?1",
+        [job_id as i64],
+        |r| r.get::<_, i64>(0),
+    )
+    .optional()?
+    .map(|g| g as u64))
+}
+
+/// The runs of group `job_id` (job ids in run order), or None for any other job.
+pub(super) fn runs_of(c: &Connection, job_id: u64) -> Result<Option<Vec<u64>>> {
+    let n: Option<i64> = c
+        .query_row(
+            "SELECT runs FROM verify_groups WHERE job_id = ?1",
+            [job_id as i64],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if n.is_none() {
+        return Ok(None);
+    }
+    let mut st =
+        c.prepare_cached("SELECT job_id FROM verify_runs WHERE group_id = ?1 ORDER BY run")?;
+    let ids = st
+        .query_map([job_id as i64], |r| r.get::<_, i64>(0))?
+        .map(|r| r.map(|v| v as u64))
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Some(ids))
+}
+
+/// Enqueues a `verify: runs` job: the group row and its runs, in one
+/// transaction. Returns the group's id.
+pub(super) fn create_group(c: &mut Connection, logs: &Path, job: NewJob, runs: u32) -> Result<u64> {
+    let tx = c.transaction()?;
+    let insert = |state: &str| -> Result<u64> {
+        tx.execute(
+            "INSERT INTO jobs (spec_yaml, spec_json, image, labels, secrets, source_sha256, \
+             state, max_attempts, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                job.spec_yaml,
+                job.spec_json,
+                job.image,
+                json(&job.labels),
+                json(&job.secrets),
+                job.source_sha256,
+                state,
+                job.max_attempts as i64,
+                job.created_at as i64
+            ],
+        )?;
+        Ok(tx.last_insert_rowid() as u64)
+    };
+    let group = insert("queued")?;
+    tx.execute(
+        "INSERT INTO verify_groups (job_id, runs) VALUES (?1, ?2)",
+        params![group as i64, runs as i64],
+    )?;
+    let mut ids = Vec::new();
+    for run in 1..=runs {
+        let id = insert("queued")?;
+        tx.execute(
+            "INSERT INTO verify_runs (job_id, group_id, run) VALUES (?1, ?2, ?3)",
+            params![id as i64, group as i64, run as i64],
+        )?;
+        ids.push(id.to_string());
+    }
+    let line = format!(
+        "==> pinfold: verify: {runs} runs on different runners: jobs {}\n",
+        ids.join(", ")
+    );
+    append_group_log(&tx, logs, group, line.as_bytes())?;
+    tx.commit()?;
+    Ok(group)
+}
+
+fn append_group_log(c: &Connection, logs: &Path, group: u64, text: &[u8]) -> Result<()> {
+    let len: i64 = c.query_row(
+        "SELECT log_len FROM jobs WHERE id = ?1",
+        [group as i64],
+        |r| r.get(0),
+    )?;
+    let mut len = len as u64;
+    store_log_bytes(logs, group, &mut len, text, GROUP_LOG_CAP)?;
+    c.execute(
+        "UPDATE jobs SET log_len = ?2, log_raw_len = ?2 WHERE id = ?1",
+        params![group as i64, len as i64],
+    )?;
+    Ok(())
+}
+
+/// A run was leased: its group is running.
+pub(super) fn run_leased(c: &Connection, job_id: u64, now: u64) -> Result<()> {
+    if let Some(g) = group_of(c, job_id)? {
+        c.execute(
+            "UPDATE jobs SET state = 'running', started_at = coalesce(started_at, ?2) \
+             WHERE id = ?1 AND state = 'queued'",
+            params![g as i64, now as i64],
+        )?;
+    }
+    Ok(())
+}
+
+struct RunRow {
+    run: u32,
+    job_id: u64,
+    state: JobState,
+    runner_id: Option<u64>,
+    reason: Option<String>,
+}
+
+fn run_rows(c: &Connection, group: u64) -> Result<Vec<RunRow>> {
+    let mut st = c.prepare_cached(
+        "SELECT v.run, j.id, j.state, j.runner_id, j.reason FROM verify_runs v \
+         JOIN jobs j ON j.id = v.job_id WHERE v.group_id = ?1 ORDER BY v.run",
+    )?;
+    let rows = st.query_map([group as i64], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Option<i64>>(3)?,
+            r.get::<_, Option<String>>(4)?,
+        ))
+    })?;
+    rows.map(|r| {
+        let (run, job_id, state, runner_id, reason) = r?;
+        Ok(RunRow {
+            run: run as u32,
+            job_id: job_id as u64,
+            state: JobState::parse(&state)
+                .ok_or_else(|| StoreError::Corrupt(format!("job state {state:?}")))?,
+            runner_id: runner_id.map(|v| v as u64),
+            reason,
+        })
+    })
+    .collect()
+}
+
+/// Compares the artifacts of runs that all succeeded.
+fn compare(c: &Connection, runs: &[RunRow]) -> Result<Verdict> {
+    let mut by_name: BTreeMap<String, BTreeMap<u64, Option<String>>> = BTreeMap::new();
+    let mut per_run = Vec::new();
+    for r in runs {
+        let mut st =
+            c.prepare_cached("SELECT name, sha256 FROM artifacts WHERE job_id = ?1 ORDER BY name")?;
+        let arts: Vec<(String, String)> = st
+            .query_map([r.job_id as i64], |x| Ok((x.get(0)?, x.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (name, _) in &arts {
+            by_name.entry(name.clone()).or_default();
+        }
+        per_run.push((r.runner_id.unwrap_or(0), arts));
+    }
+    for (runner, arts) in &per_run {
+        let have: BTreeMap<&str, &str> =
+            arts.iter().map(|(n, d)| (n.as_str(), d.as_str())).collect();
+        for (name, m) in by_name.iter_mut() {
+            m.insert(*runner, have.get(name.as_str()).map(|d| d.to_string()));
+        }
+    }
+    let artifacts: Vec<ArtifactDigests> = by_name
+        .into_iter()
+        .map(|(name, by_runner)| {
+            let distinct: BTreeSet<&Option<String>> = by_runner.values().collect();
+            let identical = distinct.len() == 1 && by_runner.values().all(Option::is_some);
+            ArtifactDigests {
+                name,
+                identical,
+                by_runner,
+            }
+        })
+        .collect();
+    let differing: Vec<String> = artifacts
+        .iter()
+        .filter(|a| !a.identical)
+        .map(|a| a.name.clone())
+        .collect();
+    Ok(Verdict {
+        reproducible: differing.is_empty() && !artifacts.is_empty(),
+        differing,
+        artifacts,
+    })
+}
+
+fn short(d: &Option<String>) -> String {
+    d.as_deref()
+        .map_or("missing".into(), |d| d[..12.min(d.len())].to_string())
+}
+
+/// Called whenever a job may have ended: when it is a run and every run of
+/// its group has ended, writes the group's state, reason and verdict.
+pub(super) fn settle(c: &Connection, logs: &Path, job_id: u64, now: u64) -> Result<()> {
+    let Some(group) = group_of(c, job_id)? else {
+        return Ok(());
+    };
+    let gstate: String = c.query_row(
+        "SELECT state FROM jobs WHERE id = ?1",
+        [group as i64],
+        |r| r.get(0),
+    )?;
+    if JobState::parse(&gstate).is_some_and(JobState::is_terminal) {
+        return Ok(());
+    }
+    let runs = run_rows(c, group)?;
+    if !runs.iter().all(|r| r.state.is_terminal()) {
+        return Ok(());
+    }
+    let mut log = String::new();
+    let (state, reason, verdict) = match runs.iter().find(|r| r.state != JobState::Succeeded) {
+        Some(bad) => {
+            let reason = format!(
+                "run {} (job {}) {}{}: no verdict",
+                bad.run,
+                bad.job_id,
+                bad.state.as_str(),
+                bad.reason
+                    .as_deref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            );
+            (bad.state, reason, None)
+        }
+        None => {
+            let v = compare(c, &runs)?;
+            let runners: Vec<String> = runs
+                .iter()
+                .map(|r| r.runner_id.unwrap_or(0).to_string())
+                .collect();
+            for a in &v.artifacts {
+                let digests: Vec<String> = a
+                    .by_runner
+                    .iter()
+                    .map(|(r, d)| format!("runner {r} {}", short(d)))
+                    .collect();
+                log.push_str(&format!(
+                    "==> verify: {} {}: {}\n",
+                    a.name,
+                    if a.identical { "identical" } else { "DIFFERS" },
+                    digests.join(", ")
+                ));
+            }
+            let reason = if v.reproducible {
+                format!(
+                    "reproducible: {} artifacts identical on runners {}",
+                    v.artifacts.len(),
+                    runners.join(", ")
+                )
+            } else if v.artifacts.is_empty() {
+                "not reproducible: nothing to compare, the runs uploaded no artifacts".into()
+            } else {
+                format!(
+                    "not reproducible: {} differ between runners {}",
+                    v.differing.join(", "),
+                    runners.join(", ")
+                )
+            };
+            let state = if v.reproducible {
+                JobState::Succeeded
+            } else {
+                JobState::Failed
+            };
+            (state, reason, Some(v))
+        }
+    };
+    log.push_str(&format!("==> verify: {reason}\n"));
+    append_group_log(c, logs, group, log.as_bytes())?;
+    c.execute(
+        "UPDATE jobs SET state = ?2, reason = ?3, finished_at = ?4, cancel_requested = 0 \
+         WHERE id = ?1",
+        params![group as i64, state.as_str(), reason, now as i64],
+    )?;
+    c.execute(
+        "UPDATE verify_groups SET verdict = ?2 WHERE job_id = ?1",
+        params![group as i64, verdict.as_ref().map(json)],
+    )?;
+    Ok(())
+}
+
+/// The verify status of group `job_id` (None for any other job). `now`
+/// dates the "runners online" count of the waiting message.
+pub(super) fn status(c: &Connection, job_id: u64, now: u64) -> Result<Option<VerifyStatus>> {
+    let row: Option<(i64, Option<String>, String, String)> = c
+        .query_row(
+            "SELECT g.runs, g.verdict, j.labels, j.state FROM verify_groups g \
+             JOIN jobs j ON j.id = g.job_id WHERE g.job_id = ?1",
+            [job_id as i64],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let Some((n, verdict, labels, state)) = row else {
+        return Ok(None);
+    };
+    let runs = run_rows(c, job_id)?;
+    let queued = runs.iter().filter(|r| r.state == JobState::Queued).count();
+    let terminal = JobState::parse(&state).is_some_and(JobState::is_terminal);
+    let waiting = if queued == 0 || terminal {
+        None
+    } else {
+        let need: Vec<String> = from_json(&labels)?;
+        let mut st = c.prepare_cached(
+            "SELECT labels FROM runners WHERE revoked = 0 AND (last_seen >= ?1 \
+             OR id IN (SELECT runner_id FROM attempts WHERE state = 'active'))",
+        )?;
+        let online = st
+            .query_map([now.saturating_sub(ONLINE_MS) as i64], |r| {
+                r.get::<_, String>(0)
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+            .iter()
+            .map(|l| from_json::<Vec<String>>(l))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .filter(|have| need.iter().all(|l| have.contains(l)))
+            .count();
+        let with = if need.is_empty() {
+            String::new()
+        } else {
+            format!(" with labels {}", need.join(","))
+        };
+        Some(if online < n as usize {
+            format!(
+                "{queued} of {n} runs wait for a runner that has not run this job: \
+                 {n} different runners{with} are needed, {online} online"
+            )
+        } else {
+            format!("{queued} of {n} runs queued for a free runner")
+        })
+    };
+    Ok(Some(VerifyStatus {
+        runs: n as u32,
+        run_jobs: runs
+            .iter()
+            .map(|r| VerifyRun {
+                run: r.run,
+                job_id: r.job_id,
+                state: r.state,
+                runner_id: r.runner_id,
+            })
+            .collect(),
+        waiting,
+        verdict: verdict.map(|v| from_json(&v)).transpose()?,
+    }))
+}
+
+/// Records a runner's public key (PEM) unless it has one already (a key,
+/// once set, is fixed); returns the key the runner has afterwards.
+pub(super) fn set_runner_key(c: &Connection, runner_id: u64, pem: &str) -> Result<String> {
+    c.execute(
+        "INSERT INTO runner_keys (runner_id, public_key) VALUES (?1, ?2) \
+         ON CONFLICT (runner_id) DO NOTHING",
+        params![runner_id as i64, pem],
+    )?;
+    runner_key(c, runner_id)?.ok_or_else(|| StoreError::NotFound(format!("no runner {runner_id}")))
+}
+
+/// A runner's public key (PEM), if it registered one.
+pub(super) fn runner_key(c: &Connection, runner_id: u64) -> Result<Option<String>> {
+    Ok(c.query_row(
+        "SELECT public_key FROM runner_keys WHERE runner_id = ?1",
+        [runner_id as i64],
+        |r| r.get(0),
+    )
+    .optional()?)
+}
+
+/// The runner holding `attempt_id`.
+pub(super) fn attempt_runner(c: &Connection, attempt_id: u64) -> Result<u64> {
+    c.query_row(
+        "SELECT runner_id FROM attempts WHERE id = ?1",
+        [attempt_id as i64],
+        |r| r.get::<_, i64>(0),
+    )
+    .optional()?
+    .map(|v| v as u64)
+    .ok_or_else(|| StoreError::NotFound(format!("no attempt {attempt_id}")))
+}
+
+/// Stores a job's provenance envelope (replacing an earlier one).
+pub(super) fn put_provenance(
+    c: &Connection,
+    job_id: u64,
+    attempt_id: u64,
+    runner_id: u64,
+    envelope: &str,
+) -> Result<()> {
+    c.execute(
+        "INSERT INTO provenance (job_id, attempt_id, runner_id, envelope) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (job_id) DO UPDATE SET attempt_id = excluded.attempt_id, \
+         runner_id = excluded.runner_id, envelope = excluded.envelope",
+        params![job_id as i64, attempt_id as i64, runner_id as i64, envelope],
+    )?;
+    Ok(())
+}
+
+/// A job's provenance: (runner id, envelope JSON).
+pub(super) fn provenance(c: &Connection, job_id: u64) -> Result<Option<(u64, String)>> {
+    Ok(c.query_row(
+        "SELECT runner_id, envelope FROM provenance WHERE job_id = ?1",
+        [job_id as i64],
+        |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+    )
+    .optional()?)
+}
