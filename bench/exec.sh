@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
 # Exec start benchmark: median wall time of `pinfold exec -- /bin/true` against
-# bubblewrap doing the least it can (all namespaces, a bind rootfs, /proc, /dev),
-# side by side in one run. pinfold does more: overlay rootfs, Landlock, seccomp,
-# rlimits, masked /proc, generated /etc.
+# bubblewrap, side by side in one run, the commands interleaved in random
+# order (bench/alternate.py) so that a busy machine loads every one alike.
 #
 #   bench/exec.sh [RUNS]        (as root: runs the sandboxes as pinfold-test)
 #
-# Needs: hyperfine, bubblewrap, busybox-static, python3 (tests/setup.sh installs them).
+# Compared (ratios are to the first):
+#   bwrap          the issue's reference: all namespaces, a bind rootfs, /proc, /dev;
+#   bwrap matched  bubblewrap given what it can of pinfold's isolation: read-only
+#                  rootfs, tmpfs /tmp, hostname, new session, pinfold's own
+#                  seccomp program (--seccomp). bwrap 0.8 has no overlay, no
+#                  Landlock, no rlimits, no /proc masks beyond its own;
+#   pinfold single / sub-id  the default policy: overlay rootfs with a tmpfs
+#                  upper, masked /proc, Landlock, seccomp, rlimits, generated
+#                  /etc; one id mapped (written by the child itself), or the
+#                  caller's sub-id range through newuidmap/newgidmap.
+#
+# Needs: bubblewrap, busybox-static, python3 (tests/setup.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-200}
@@ -14,7 +24,7 @@ cargo build --release --quiet
 work=$(mktemp -d /tmp/pinfold-bench-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 chmod 755 "$work"
-cp target/release/pinfold "$work/pinfold"
+cp "${CARGO_TARGET_DIR:-target}/release/pinfold" "$work/pinfold"
 rootfs="$work/rootfs"
 bash tests/make-busybox-rootfs.sh "$rootfs"
 as_user=()
@@ -22,17 +32,20 @@ if [ "$(id -u)" = 0 ]; then
   chown -R pinfold-test: "$work"
   as_user=(runuser -u pinfold-test --)
 fi
-"${as_user[@]}" env PINFOLD_HOME="$work/home" hyperfine -N --warmup 20 --runs "$RUNS" \
-  --export-json "$work/result.json" \
-  -n "pinfold (sub-id map)" "$work/pinfold exec --rootfs $rootfs -- /bin/true" \
-  -n "pinfold (single map)" "$work/pinfold exec --userns single --rootfs $rootfs -- /bin/true" \
-  -n "bwrap" "bwrap --unshare-all --die-with-parent --bind $rootfs / --proc /proc --dev /dev /bin/true" \
-  >/dev/null
-python3 - "$work/result.json" <<'PY'
-import json, sys
-r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
-bw = r["bwrap"]["median"]
-print(f"{'command':24} {'median':>9} {'ratio to bwrap':>15}")
-for name, x in r.items():
-    print(f"{name:24} {x['median']*1000:7.2f}ms {x['median']/bw:14.2f}x")
+run() { "${as_user[@]}" env PINFOLD_HOME="$work/home" "$@"; }
+# pinfold's compiled seccomp program, raw, for bwrap --seccomp (the cache
+# file is: u32 length, the instructions, sha256).
+run "$work/pinfold" exec --userns single --rootfs "$rootfs" -- /bin/true
+python3 - "$work"/home/cache/seccomp/*.bpf "$work/seccomp.raw" <<'PY'
+import struct, sys
+data = open(sys.argv[1], "rb").read()[:-32]
+n = struct.unpack_from("<I", data)[0]
+assert len(data) == 4 + 8 * n, "one program expected"
+open(sys.argv[2], "wb").write(data[4:])
 PY
+chmod 644 "$work/seccomp.raw"
+run python3 bench/alternate.py "$RUNS" 20 "$work/result.json" \
+  "bwrap=$(command -v bwrap) --unshare-all --die-with-parent --bind $rootfs / --proc /proc --dev /dev /bin/true" \
+  "bwrap matched=$(command -v bwrap) --unshare-all --die-with-parent --new-session --hostname pinfold --ro-bind $rootfs / --proc /proc --dev /dev --tmpfs /tmp --seccomp 3 3<$work/seccomp.raw /bin/true" \
+  "pinfold single=$work/pinfold exec --userns single --rootfs $rootfs -- /bin/true" \
+  "pinfold sub-id=$work/pinfold exec --rootfs $rootfs -- /bin/true"

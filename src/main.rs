@@ -38,6 +38,7 @@ enum Command {
     Cancel(cmd::cancel::Args),
     Artifacts(cmd::artifacts::Args),
     Run(cmd::run::Args),
+    Verify(cmd::verify::Args),
     Agent(cmd::agent::Args),
 }
 
@@ -60,6 +61,15 @@ fn init_tracing(verbose: bool, server: bool) {
 }
 
 fn main() {
+    // The image store's user-namespace helper (pinfold_sandbox::image::owner),
+    // dispatched before anything else, while the process has one thread.
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if raw
+        .get(1)
+        .is_some_and(|a| a == pinfold_sandbox::image::owner::HELPER_ARG)
+    {
+        std::process::exit(pinfold_sandbox::image::owner::helper_main(&raw[2..]));
+    }
     let args: Vec<String> = std::env::args().collect();
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
@@ -95,6 +105,7 @@ fn main() {
         Command::Cancel(a) => cmd::cancel::run(a),
         Command::Artifacts(a) => cmd::artifacts::run(a),
         Command::Run(a) => cmd::run::run(a),
+        Command::Verify(a) => cmd::verify::run(a),
         Command::Agent(a) => cmd::agent::run(a),
     };
     std::process::exit(code);

@@ -1011,3 +1011,143 @@ fn coordinator_refuses_provenance_signed_by_another_key() -> Result<()> {
     p::verify(&env, &mine.verifying_key())?;
     Ok(())
 }
+
+/// Peak resident memory of a process, from /proc/PID/status.
+fn vm_hwm_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn log_flood_ends_the_job_naming_the_limit_and_the_next_job_runs() -> Result<()> {
+    let server = Server::start(&[])?;
+    let home = common::user_dir();
+    let agent = Agent(server.agent(home.path(), &["--name", "flood"])?);
+    let pol = user_file_dir();
+    let policy = pol.path().join("quiet.toml");
+    std::fs::write(
+        &policy,
+        "description = \"a small log budget\"\n[limits]\nlog_bytes = \"32M\"\n",
+    )?;
+    // An endless flood (`yes` writes as fast as the pipe takes it): only
+    // the log limit can end it before the 120 s step timeout.
+    // The agent's peak after a small job, to compare the flood with.
+    let warm = server.submit(&job("  - name: warm\n    run: echo warm\n", ""), None)?;
+    server.wait(warm, Duration::from_secs(60))?;
+    let before = vm_hwm_kb(agent.0.id());
+    let id = server.submit(
+        &job(
+            "  - name: flood\n    run: yes 'flood flood flood flood flood flood flood'\n    timeout: 120s\n  - name: after\n    run: echo never\n",
+            &format!("policy: {}\n", policy.display()),
+        ),
+        None,
+    )?;
+    let j = server.wait(id, Duration::from_secs(100))?;
+    let log = server.log(id)?;
+    assert_eq!(
+        j.state,
+        JobState::Failed,
+        "{}",
+        &log[log.len().saturating_sub(2000)..]
+    );
+    assert_eq!(
+        j.reason.as_deref(),
+        Some(
+            "step flood: log limit 32M exceeded (policy limits.log_bytes); raise it in the policy or make the build quieter"
+        )
+    );
+    assert_eq!(j.steps[1].exit_code, None, "the second step never ran");
+    // What was kept: the output up to the limit, then pinfold's own lines.
+    let flood = log
+        .matches("flood flood flood flood flood flood flood\n")
+        .count() as u64;
+    assert!(flood * 42 <= 32 << 20, "{flood} lines");
+    assert!(flood * 42 > 30 << 20, "{flood} lines");
+    assert!(
+        log.contains("log limit 32M exceeded"),
+        "{}",
+        &log[log.len() - 500..]
+    );
+    // The agent did not hold the flood in memory (its log goes to a spool
+    // file): its peak grew by far less than the 32 MiB that went through.
+    let after = vm_hwm_kb(agent.0.id());
+    eprintln!("agent VmHWM: {before} kB after a small job, {after} kB after the flood");
+    assert!(
+        before > 0 && after < before + (8 << 10),
+        "agent VmHWM {before} -> {after} kB"
+    );
+    // The next job on the same agent runs normally.
+    let id = server.submit(
+        &job(
+            "  - name: ok\n    run: echo next-job-fine\n",
+            &format!("policy: {}\n", policy.display()),
+        ),
+        None,
+    )?;
+    let j = server.wait(id, Duration::from_secs(60))?;
+    let log = server.log(id)?;
+    assert_eq!(j.state, JobState::Succeeded, "{log}");
+    assert!(log.contains("next-job-fine\n"), "{log}");
+    assert!(log.contains("==> limits enforced by "), "{log}");
+    // A memory bomb on the same agent: the job result names the limit.
+    let small = pol.path().join("small.toml");
+    std::fs::write(
+        &small,
+        "description = \"a small memory budget\"\n[limits]\nmemory = \"64M\"\n",
+    )?;
+    let id = server.submit(
+        &job(
+            "  - name: bomb\n    run: dd if=/dev/zero of=/dev/null bs=256M count=200\n    timeout: 60s\n",
+            &format!("policy: {}\n", small.display()),
+        ),
+        None,
+    )?;
+    let j = server.wait(id, Duration::from_secs(90))?;
+    let log = server.log(id)?;
+    assert_eq!(j.state, JobState::Failed, "{log}");
+    assert_eq!(codes(&j), vec![Some(123)]);
+    assert_eq!(
+        j.reason.as_deref(),
+        Some(
+            "step bomb: job killed: memory limit 64M exceeded (policy limits.memory); raise it in the policy or reduce the build's memory"
+        ),
+        "{log}"
+    );
+    let id = server.submit(&job("  - name: ok\n    run: echo fine-again\n", ""), None)?;
+    let j = server.wait(id, Duration::from_secs(60))?;
+    assert_eq!(j.state, JobState::Succeeded, "{}", server.log(id)?);
+    Ok(())
+}
+
+#[test]
+fn base64_of_a_secret_is_masked_in_the_shipped_log() -> Result<()> {
+    use base64::Engine;
+    let server = Server::start(&[])?;
+    let home = common::user_dir();
+    let _agent = Agent(server.agent(home.path(), &["--name", "b64"])?);
+    let id = server.submit(
+        &job(
+            "  - name: leak\n    run: printf %s \"$DEPLOY_KEY\" | base64; printf 'x%s' \"$DEPLOY_KEY\" | base64\n",
+            "secrets: [DEPLOY_KEY]\n",
+        ),
+        None,
+    )?;
+    let j = server.wait(id, Duration::from_secs(60))?;
+    let log = server.log(id)?;
+    assert_eq!(j.state, JobState::Succeeded, "{log}");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for (prefix, enc) in [
+        (0usize, b64.encode(SECRET)),
+        (1, b64.encode(format!("x{SECRET}"))),
+    ] {
+        // The characters that encode the secret's bytes alone.
+        let (start, end) = ((prefix * 8).div_ceil(6), (prefix + SECRET.len()) * 8 / 6);
+        assert!(!log.contains(&enc[start..end]), "{enc} in {log}");
+    }
+    assert_eq!(log.matches("***").count(), 2, "{log}");
+    Ok(())
+}

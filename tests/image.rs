@@ -811,3 +811,94 @@ fn gc_leaves_the_layers_of_a_running_container_alone() {
     ok(&home, &["image", "gc"]);
     assert_eq!(layers(), 0, "gc kept layers after the container ended");
 }
+
+/// The image's owners, spread over the container's id range: with the test
+/// user's sub-id range (`tests/setup.sh` gives it one), inside the container
+/// every file has the owner the image gave it (and the access that goes with
+/// it), ids beyond the range are squashed to root, setuid bits survive; `image unpack` and rm + gc still work, though
+/// the layer files now belong to sub-ids on the host. As real root the same
+/// holds with the root id range.
+#[test]
+fn image_owners_are_kept_inside_the_container() {
+    let w = user_dir();
+    let mut layers = two_layers();
+    for e in serde_json::json!([
+        {"name": "home", "type": "dir"},
+        {"name": "home/u", "type": "dir", "uid": 1000, "gid": 1000, "mode": 0o700},
+        {"name": "home/u/f", "data": "mine\n", "uid": 1000, "gid": 1001, "mode": 0o600},
+        {"name": "apt", "data": "a", "uid": 42, "gid": 42, "mode": 0o4755},
+        {"name": "far", "data": "b", "uid": 100000, "gid": 100000},
+    ])
+    .as_array()
+    .unwrap()
+    {
+        layers[1].as_array_mut().unwrap().push(e.clone());
+    }
+    let image = crafted(&w.path().join("l"), serde_json::json!({"layers": layers}));
+    // Container root has no capabilities (all are dropped), so uid 1000's
+    // 0700 directory is closed to it: the owners are real, not a label.
+    let script = "busybox stat -c '%u:%g %a' /home/u /apt /far; \
+                  busybox cat /home/u/f 2>/dev/null || echo refused";
+    let want = "1000:1000 700\n42:42 4755\n0:0 644\nrefused\n";
+    // The test user, with a sub-id range.
+    let home = w.path().join("home");
+    ok(&home, &["image", "import", &image]);
+    if common::is_root() {
+        let mode = std::fs::read_to_string(home.join("images/ownership")).unwrap();
+        assert!(mode.starts_with("subids "), "{mode}");
+    }
+    let o = common::pinfold()
+        .env("PINFOLD_HOME", &home)
+        .args(["exec", "--image", &image, "--", "/bin/sh", "-c", script])
+        .output()
+        .unwrap();
+    let (c, so, se) = out(&o);
+    assert_eq!((c, so.as_str()), (0, want), "{se}");
+    let flat = w.path().join("flat");
+    ok(&home, &["image", "unpack", &image, flat.to_str().unwrap()]);
+    let f = flat.join("home/u/f");
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "mine\n");
+    if let Some((uid, _)) = common::fixtures().user {
+        assert_eq!(
+            std::fs::metadata(&f).unwrap().uid(),
+            uid,
+            "unpack output is the caller's"
+        );
+    }
+    ok(&home, &["image", "rm", &image]);
+    ok(&home, &["image", "gc"]);
+    assert_eq!(
+        std::fs::read_dir(home.join("images/layers"))
+            .unwrap()
+            .count(),
+        0,
+        "gc could not remove layer files owned by sub-ids"
+    );
+
+    // Real root: chowned straight onto the unprivileged range its containers map.
+    if common::is_root() {
+        let home = w.path().join("roothome");
+        let root = |args: &[&str]| {
+            let o = Command::new(&common::fixtures().pinfold)
+                .env("PINFOLD_HOME", &home)
+                .env("PINFOLD_ROOT_IDMAP", "1879048192:65536")
+                .args(args)
+                .output()
+                .unwrap();
+            out(&o)
+        };
+        assert_eq!(root(&["image", "import", &image]).0, 0);
+        let (c, so, se) = root(&["exec", "--image", &image, "--", "/bin/sh", "-c", script]);
+        assert_eq!((c, so.as_str()), (0, want), "{se}");
+        let md = std::fs::metadata(home.join("images/layers"))
+            .and_then(|_| {
+                let l = std::fs::read_dir(home.join("images/layers"))?
+                    .map(|e| e.unwrap().path())
+                    .find(|p| p.join("apt").exists())
+                    .unwrap();
+                std::fs::symlink_metadata(l.join("apt"))
+            })
+            .unwrap();
+        assert_eq!((md.uid(), md.gid()), (1879048192 + 42, 1879048192 + 42));
+    }
+}

@@ -14,6 +14,7 @@ PACKAGES=(
   umoci            # builds test images (and the demo's job image); the unpack peer
   apache2-utils    # htpasswd, for the basic-auth registry run
   python3          # crafts hostile layer tars
+  diffoscope-minimal # pinfold verify's optional report on a differing artifact
 )
 
 if [ "$(id -u)" != 0 ]; then

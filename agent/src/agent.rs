@@ -392,7 +392,7 @@ fn run_job(sh: &Shared, lease: Lease, flag: Arc<AtomicU8>) {
         .home
         .join("agent/jobs")
         .join(format!("{id}-{}", lease.attempt_id));
-    let _ = pinfold_sandbox::image::layer::remove_tree(&dir);
+    let _ = pinfold_sandbox::image::owner::remove_run_dir(&dir);
     let spool = std::fs::create_dir_all(&dir).and_then(|()| Spool::create(&dir.join("log")));
     let spool = match spool {
         Ok(s) => s,
@@ -547,7 +547,7 @@ fn run_job(sh: &Shared, lease: Lease, flag: Arc<AtomicU8>) {
             Err(e) => tracing::error!(%e, job = id, "finish failed"),
         }
     }
-    let _ = pinfold_sandbox::image::layer::remove_tree(&dir);
+    let _ = pinfold_sandbox::image::owner::remove_run_dir(&dir);
 }
 
 /// Builds the job's in-toto/SLSA statement (subjects: the uploaded

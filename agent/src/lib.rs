@@ -8,6 +8,7 @@
 //!   following symlinks.
 //! * [`agent`]: the runner agent loop against a coordinator (`pinfold agent`).
 //! * [`signals`]: SIGTERM/SIGINT as a flag.
+//! * [`verify`]: the variations `pinfold verify` applies between runs.
 #![deny(missing_docs)]
 
 pub mod agent;
@@ -16,3 +17,4 @@ pub mod log;
 pub mod runner;
 pub mod signals;
 pub mod source;
+pub mod verify;

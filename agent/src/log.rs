@@ -12,11 +12,18 @@ use std::sync::{Arc, Mutex};
 
 use pinfold_coordinator::mask::mask;
 
-/// A masked log stream into any writer.
+/// A masked log stream into any writer, with an optional cap on the bytes
+/// of step output it takes (the policy's `limits.log_bytes`).
 pub struct LogWriter {
     secrets: Vec<Vec<u8>>,
     pending: Vec<u8>,
     out: Box<dyn Write + Send>,
+    /// Step output taken so far (before masking).
+    output: u64,
+    /// The cap on step output; 0: none.
+    cap: u64,
+    /// Output arrived past the cap and was dropped.
+    over: bool,
 }
 
 /// The log shared by the step reader threads and the runner.
@@ -33,7 +40,27 @@ impl LogWriter {
                 .collect(),
             pending: Vec::new(),
             out,
+            output: 0,
+            cap: 0,
+            over: false,
         }
+    }
+
+    /// Caps the step output this log takes at `bytes` (0: no cap). Output
+    /// past it is dropped and [`LogWriter::over_limit`] turns true; the
+    /// runner then stops the job.
+    pub fn set_cap(&mut self, bytes: u64) {
+        self.cap = bytes;
+    }
+
+    /// Whether step output went past the cap.
+    pub fn over_limit(&self) -> bool {
+        self.over
+    }
+
+    /// The cap (0: none).
+    pub fn cap(&self) -> u64 {
+        self.cap
     }
 
     /// Shares it.
@@ -41,8 +68,21 @@ impl LogWriter {
         Arc::new(Mutex::new(self))
     }
 
-    /// Appends output bytes.
+    /// Appends step output, up to the cap.
     pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        let mut data = data;
+        if self.cap != 0 {
+            let room = self.cap.saturating_sub(self.output);
+            if (data.len() as u64) > room {
+                self.over = true;
+                data = &data[..room as usize];
+            }
+            self.output += data.len() as u64;
+        }
+        self.emit(data)
+    }
+
+    fn emit(&mut self, data: &[u8]) -> io::Result<()> {
         if self.secrets.is_empty() {
             // Nothing to mask: no copy on the log's hot path.
             self.out.write_all(data)?;
@@ -59,7 +99,7 @@ impl LogWriter {
         let mut s = String::with_capacity(text.len() + 2);
         s.push_str(text);
         s.push('\n');
-        let _ = self.write(s.as_bytes());
+        let _ = self.emit(s.as_bytes());
     }
 
     /// Releases what the masker holds back; the stream is complete.
@@ -157,6 +197,25 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn output_past_the_cap_is_dropped_and_flagged() {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let mut w = LogWriter::new(Box::new(Sink(buf.clone())), []);
+        w.set_cap(10);
+        w.write(b"12345").unwrap();
+        assert!(!w.over_limit());
+        w.write(b"67890abc").unwrap();
+        assert!(w.over_limit());
+        w.write(b"more").unwrap();
+        // pinfold's own lines still go through.
+        w.line("==> stopped");
+        w.finish().unwrap();
+        assert_eq!(
+            String::from_utf8(buf.lock().unwrap().clone()).unwrap(),
+            "1234567890==> stopped\n"
+        );
     }
 
     #[test]

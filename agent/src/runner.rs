@@ -8,8 +8,12 @@
 //! ```text
 //! pinfold exec --image REF --policy P --bind JOBDIR/workspace:/workspace:rw
 //!   --workdir /workspace --writable-layer JOBDIR/layer [--env NAME]...
-//!   [--timeout T] -- /bin/sh -e -c RUN
+//!   [--timeout T] --report JOBDIR/step.json -- /bin/sh -e -c RUN
 //! ```
+//!
+//! The report names the resource limit that ended a step (exit 123) and the
+//! mechanism that enforced it; the runner itself enforces the policy's
+//! `limits.log_bytes` on the job's output.
 //!
 //! The writable layer keeps rootfs changes across steps; /workspace is a
 //! host directory. Values of env entries and secrets travel in the child's
@@ -103,6 +107,34 @@ pub struct Job {
     pub grace: Duration,
 }
 
+/// How one run differs from a plain one (`pinfold verify` varies these
+/// on purpose; [`Default`] is a plain run). Each field maps to a
+/// `pinfold exec` flag or to how the step's process is started.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Host directory used as the workspace instead of `DIR/workspace`.
+    pub workspace: Option<PathBuf>,
+    /// Where the workspace is mounted (and the working directory) in the
+    /// container instead of `/workspace`.
+    pub mount: Option<PathBuf>,
+    /// `--hostname`.
+    pub hostname: Option<String>,
+    /// `--domainname`.
+    pub domainname: Option<String>,
+    /// `--umask`.
+    pub umask: Option<u32>,
+    /// `--reverse-env`.
+    pub reverse_env: bool,
+    /// Environment set before the job's own `env` (which wins on a clash).
+    pub env: Vec<(String, String)>,
+    /// Files written into the container's writable layer before the first
+    /// step, by path relative to its root (e.g. `etc/passwd`).
+    pub files: Vec<(PathBuf, String)>,
+    /// Restrict the steps to this many CPUs (the first ones of the
+    /// caller's affinity mask), with `sched_setaffinity` on the child.
+    pub cpus: Option<usize>,
+}
+
 /// How a job ended.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -171,20 +203,35 @@ const PASS_ENV: &[&str] = &[
 ];
 
 impl Job {
-    fn workspace(&self) -> PathBuf {
-        self.dir.join("workspace")
+    fn workspace(&self, o: &RunOptions) -> PathBuf {
+        o.workspace
+            .clone()
+            .unwrap_or_else(|| self.dir.join("workspace"))
     }
 
     fn stopped(&self) -> u8 {
         self.stop.load(Ordering::SeqCst)
     }
 
-    /// Creates the per-job directory with an empty workspace and layer.
-    pub fn prepare_dir(&self) -> Result<PathBuf, RunError> {
-        for d in [self.workspace(), self.dir.join("layer")] {
+    /// Creates the per-job directory with an empty workspace and layer
+    /// (with `o.files` in the layer).
+    pub fn prepare_dir(&self, o: &RunOptions) -> Result<PathBuf, RunError> {
+        let layer = self.dir.join("layer");
+        for d in [self.workspace(o), layer.clone()] {
             std::fs::create_dir_all(&d).map_err(|source| RunError::Dir { path: d, source })?;
         }
-        Ok(self.workspace())
+        for (rel, content) in &o.files {
+            let path = layer.join("upper").join(rel);
+            let dir_err = |source| RunError::Dir {
+                path: path.clone(),
+                source,
+            };
+            if let Some(p) = path.parent() {
+                std::fs::create_dir_all(p).map_err(dir_err)?;
+            }
+            std::fs::write(&path, content).map_err(dir_err)?;
+        }
+        Ok(self.workspace(o))
     }
 
     /// Runs the whole job: image, source (`fill` puts it into the empty
@@ -194,6 +241,17 @@ impl Job {
         log: &SharedLog,
         fill: &mut dyn FnMut(&Path) -> Result<(), RunError>,
         deliver: &mut Deliver<'_>,
+    ) -> Report {
+        self.run_with(log, fill, deliver, &RunOptions::default())
+    }
+
+    /// [`Job::run`], differing from a plain run as `o` says.
+    pub fn run_with(
+        &self,
+        log: &SharedLog,
+        fill: &mut dyn FnMut(&Path) -> Result<(), RunError>,
+        deliver: &mut Deliver<'_>,
+        o: &RunOptions,
     ) -> Report {
         let started = Instant::now();
         let deadline = self.spec.timeout.map(|t| started + t.0);
@@ -221,7 +279,12 @@ impl Job {
         if let Err(e) = self.check_secrets() {
             return fail(JobState::Error, e.to_string(), steps);
         }
-        let ws = match self.prepare_dir() {
+        let log_cap = match pinfold_sandbox::Policy::load(self.spec.policy.as_str()) {
+            Ok(p) => p.limits.log_bytes.0,
+            Err(e) => return fail(JobState::Error, e.to_string(), steps),
+        };
+        lock(log).set_cap(log_cap);
+        let ws = match self.prepare_dir(o) {
             Ok(ws) => ws,
             Err(e) => return fail(JobState::Error, e.to_string(), steps),
         };
@@ -249,7 +312,7 @@ impl Job {
             lock(log).line(&format!("==> step {}/{n}: {}", i + 1, step.name));
             steps[i].started_at = Some(now_ms());
             let t0 = Instant::now();
-            let code = match self.run_step(log, &step.run.0, timeout) {
+            let code = match self.run_step(log, &step.run.0, timeout, o) {
                 Ok(c) => c,
                 Err(e) => {
                     steps[i].finished_at = Some(now_ms());
@@ -258,6 +321,12 @@ impl Job {
             };
             steps[i].finished_at = Some(now_ms());
             steps[i].exit_code = code;
+            let report = self.step_report();
+            if i == 0
+                && let Some(m) = report.as_ref().and_then(|r| r["limits_detail"].as_str())
+            {
+                lock(log).line(&format!("==> limits enforced by {m}"));
+            }
             let took = humantime_secs(t0.elapsed());
             let shown = code.map_or("killed".to_string(), |c| format!("exit {c}"));
             lock(log).line(&format!(
@@ -268,8 +337,28 @@ impl Job {
             if self.stopped() != stop::NONE {
                 break;
             }
+            if lock(log).over_limit() {
+                end = Some((
+                    JobState::Failed,
+                    format!(
+                        "step {}: log limit {} exceeded (policy limits.log_bytes); raise it in the policy or make the build quieter",
+                        step.name,
+                        pinfold_sandbox::policy::ByteSize(log_cap)
+                    ),
+                ));
+                break;
+            }
+            let limit_reason = report
+                .as_ref()
+                .filter(|r| r["outcome"] == "limit_exceeded")
+                .and_then(|r| r["reason"].as_str().map(str::to_owned));
             match code {
                 Some(0) => {}
+                Some(_) if limit_reason.is_some() => {
+                    let why = limit_reason.unwrap_or_default();
+                    end = Some((JobState::Failed, format!("step {}: {why}", step.name)));
+                    break;
+                }
                 Some(124) => {
                     let job_hit = deadline.is_some_and(|d| Instant::now() >= d);
                     let why = if job_hit {
@@ -378,7 +467,8 @@ impl Job {
         Ok(())
     }
 
-    fn resolve_image(&self, log: &SharedLog) -> Result<(), RunError> {
+    /// Finds the job's image in the store, pulling it when missing.
+    pub fn resolve_image(&self, log: &SharedLog) -> Result<(), RunError> {
         let image = self.spec.image.as_str();
         let err = |source| RunError::Image {
             image: image.to_string(),
@@ -401,7 +491,17 @@ impl Job {
         Ok(())
     }
 
-    fn command(&self, run: &str, timeout: Option<Duration>) -> Command {
+    fn report_path(&self) -> PathBuf {
+        self.dir.join("step.json")
+    }
+
+    /// What `pinfold exec --report` wrote for the last step, if anything.
+    fn step_report(&self) -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(self.report_path()).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn command(&self, run: &str, timeout: Option<Duration>, o: &RunOptions) -> Command {
         let mut c = Command::new(&self.exe);
         c.env_clear();
         for k in PASS_ENV {
@@ -409,19 +509,42 @@ impl Job {
                 c.env(k, v);
             }
         }
+        let mount = o
+            .mount
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/workspace"));
         c.arg("exec")
             .arg("--image")
             .arg(self.spec.image.as_str())
             .arg("--policy")
             .arg(self.spec.policy.as_str())
             .arg("--bind")
-            .arg(format!("{}:/workspace:rw", self.workspace().display()))
+            .arg(format!(
+                "{}:{}:rw",
+                self.workspace(o).display(),
+                mount.display()
+            ))
             .arg("--workdir")
-            .arg("/workspace")
+            .arg(&mount)
             .arg("--writable-layer")
             .arg(self.dir.join("layer"));
         if let Some(n) = self.spec.network {
             c.arg("--network").arg(n.as_str());
+        }
+        if let Some(h) = &o.hostname {
+            c.arg("--hostname").arg(h);
+        }
+        if let Some(d) = &o.domainname {
+            c.arg("--domainname").arg(d);
+        }
+        if let Some(m) = o.umask {
+            c.arg("--umask").arg(format!("{m:03o}"));
+        }
+        if o.reverse_env {
+            c.arg("--reverse-env");
+        }
+        for (k, v) in &o.env {
+            c.arg("--env").arg(format!("{k}={v}"));
         }
         for (k, v) in &self.spec.env {
             if reserved_name(k.as_str()) {
@@ -439,6 +562,7 @@ impl Job {
             c.arg("--timeout")
                 .arg(format!("{}ms", t.as_millis().max(1)));
         }
+        c.arg("--report").arg(self.report_path());
         c.arg("--").args(["/bin/sh", "-e", "-c", run]);
         c
     }
@@ -449,6 +573,7 @@ impl Job {
         log: &SharedLog,
         run: &str,
         timeout: Option<Duration>,
+        o: &RunOptions,
     ) -> Result<Option<i32>, RunError> {
         let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
             .map_err(|e| RunError::Spawn(std::io::Error::from(e)))?;
@@ -457,16 +582,28 @@ impl Job {
         // output in fewer, larger reads. Best effort: 64 KiB still works.
         let _ = nix::fcntl::fcntl(&r, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_BYTES as i32));
         let w2 = w.try_clone().map_err(RunError::Spawn)?;
-        let mut cmd = self.command(run, timeout);
+        let _ = std::fs::remove_file(self.report_path());
+        let mut cmd = self.command(run, timeout, o);
+        let cpus = match o.cpus {
+            Some(n) => Some(first_cpus(n).map_err(|e| RunError::Spawn(e.into()))?),
+            None => None,
+        };
         cmd.stdin(Stdio::null())
             .stdout(Stdio::from(w))
             .stderr(Stdio::from(w2));
         // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches
         // no memory of the parent; the step dies with the thread that
         // started it (the job's thread, alive until the step is reaped).
+        // sched_setaffinity is a plain system call on a set computed
+        // before the fork.
         unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+            cmd.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+                if let Some(set) = &cpus {
+                    nix::sched::sched_setaffinity(Pid::from_raw(0), set)
+                        .map_err(std::io::Error::from)?;
+                }
+                Ok(())
             });
         }
         let spawned = cmd.spawn();
@@ -498,7 +635,10 @@ impl Job {
             if let Some(s) = child.try_wait().map_err(RunError::Spawn)? {
                 break Some(s);
             }
-            if self.stopped() != stop::NONE || hard.is_some_and(|h| Instant::now() >= h) {
+            if self.stopped() != stop::NONE
+                || hard.is_some_and(|h| Instant::now() >= h)
+                || lock(log).over_limit()
+            {
                 terminate(&mut child, self.grace);
                 let _ = child.wait();
                 break None;
@@ -515,6 +655,34 @@ impl Job {
 
 /// Capacity asked for the steps' output pipe, and the reads from it.
 const PIPE_BYTES: usize = 1 << 20;
+
+/// The first `n` CPUs of this process's affinity mask.
+fn first_cpus(n: usize) -> nix::Result<nix::sched::CpuSet> {
+    let mine = nix::sched::sched_getaffinity(Pid::from_raw(0))?;
+    let mut set = nix::sched::CpuSet::new();
+    let mut taken = 0;
+    for cpu in 0..nix::sched::CpuSet::count() {
+        if taken == n {
+            break;
+        }
+        if mine.is_set(cpu)? {
+            set.set(cpu)?;
+            taken += 1;
+        }
+    }
+    Ok(set)
+}
+
+/// CPUs this process may run on (its affinity mask).
+pub fn allowed_cpus() -> usize {
+    nix::sched::sched_getaffinity(Pid::from_raw(0))
+        .map(|s| {
+            (0..nix::sched::CpuSet::count())
+                .filter(|c| s.is_set(*c).unwrap_or(false))
+                .count()
+        })
+        .unwrap_or(1)
+}
 
 /// SIGTERM (exec forwards it into the container), `grace`, then SIGKILL.
 fn terminate(child: &mut Child, grace: Duration) {

@@ -257,55 +257,25 @@ fn check_overlay() -> Check {
     }
 }
 
-/// The caller's cgroup v2 directory, if the unified hierarchy is mounted.
-fn own_cgroup() -> Option<std::path::PathBuf> {
-    let line = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let rel = line.lines().find_map(|l| l.strip_prefix("0::"))?;
-    for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
-        if read_trim(&format!("{base}/cgroup.controllers")).is_some()
-            || Path::new(base).join("cgroup.procs").exists()
-        {
-            let fs_type = nix::sys::statfs::statfs(base).ok()?.filesystem_type();
-            if fs_type == nix::sys::statfs::CGROUP2_SUPER_MAGIC {
-                return Some(Path::new(base).join(rel.trim_start_matches('/')));
-            }
-        }
-    }
-    None
-}
-
 fn check_cgroups() -> Check {
+    use crate::container::limits::{Mechanism, detect};
     let name = "cgroup v2 delegation";
-    let Some(dir) = own_cgroup() else {
-        return check(
-            name,
-            Status::Warn,
-            "no cgroup v2 hierarchy: limits fall back to rlimits and the pid namespace",
-        );
-    };
-    let controllers =
-        read_trim(&dir.join("cgroup.controllers").to_string_lossy()).unwrap_or_default();
-    let missing: Vec<&str> = ["memory", "pids", "cpu"]
-        .into_iter()
-        .filter(|c| !controllers.split_whitespace().any(|x| x == *c))
-        .collect();
-    let writable = nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK).is_ok();
-    if missing.is_empty() && writable {
-        check(
+    match detect() {
+        Mechanism::Cgroup(dir) => check(
             name,
             Status::Ok,
-            format!("{} is delegated with memory, pids and cpu", dir.display()),
-        )
-    } else {
-        check(
+            format!(
+                "{} is delegated with memory, pids and cpu: limits use cgroup v2",
+                dir.display()
+            ),
+        ),
+        Mechanism::Fallback(why) => check(
             name,
             Status::Warn,
             format!(
-                "{} is not usable (controllers: {:?}, writable: {writable}): limits fall back to rlimits and the pid namespace; run pinfold in a systemd unit with Delegate=yes to get memory/pids/cpu limits",
-                dir.display(),
-                controllers
+                "{why}; limits use the fallback (rlimits + pid-namespace supervisor); run pinfold in a systemd unit with Delegate=yes on a cgroup v2 host for cgroup limits"
             ),
-        )
+        ),
     }
 }
 

@@ -262,19 +262,38 @@ fn default_profile() -> String {
     "pinfold".to_owned()
 }
 
-/// Resource limits applied as rlimits in the job process.
+/// Resource limits. `nofile`, `nproc` and `fsize` are rlimits of the job
+/// process; `memory`, `pids` and `cpu_time` cover the whole container (a
+/// delegated cgroup v2 subtree when there is one, else a supervisor watching
+/// the pid namespace, see `container::limits`); `log_bytes` is enforced by the
+/// agent. A zero means unlimited for the container-wide fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// RLIMIT_NOFILE.
     #[serde(default = "default_nofile")]
     pub nofile: u64,
-    /// RLIMIT_NPROC, counted in the container's user namespace.
+    /// RLIMIT_NPROC, counted per uid in the container's user namespace.
     #[serde(default = "default_nproc")]
     pub nproc: u64,
     /// RLIMIT_FSIZE; 0 means unlimited.
     #[serde(default = "default_fsize")]
     pub fsize: ByteSize,
+    /// Memory of the whole container (cgroup memory.max, or the summed private RSS
+    /// of its processes); 0 means unlimited.
+    #[serde(default)]
+    pub memory: ByteSize,
+    /// Tasks (processes and threads) of the whole container; 0 means unlimited.
+    #[serde(default)]
+    pub pids: u64,
+    /// CPU time of the whole container (user + system, all processes); 0
+    /// means unlimited.
+    #[serde(default)]
+    pub cpu_time: Seconds,
+    /// Bytes of log output a job may produce (enforced by the agent); 0
+    /// means unlimited.
+    #[serde(default)]
+    pub log_bytes: ByteSize,
 }
 
 impl Default for Limits {
@@ -283,6 +302,10 @@ impl Default for Limits {
             nofile: default_nofile(),
             nproc: default_nproc(),
             fsize: default_fsize(),
+            memory: ByteSize(0),
+            pids: 0,
+            cpu_time: Seconds(0),
+            log_bytes: ByteSize(0),
         }
     }
 }
@@ -297,8 +320,63 @@ fn default_fsize() -> ByteSize {
     ByteSize(0)
 }
 
+/// A duration in whole seconds, written in TOML as an integer (seconds) or a
+/// string such as `"90s"`, `"10m"`, `"1h30m"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Seconds(pub u64);
+
+impl Seconds {
+    /// Parses `"10m"`, `"1h 30m"`, `"45s"` or `"600"`.
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        let s = s.trim();
+        if let Ok(n) = s.parse::<u64>() {
+            return Ok(Seconds(n));
+        }
+        let d = humantime::parse_duration(s).map_err(|e| {
+            format!("bad duration {s:?} ({e}): use e.g. \"90s\", \"10m\" or \"1h30m\"")
+        })?;
+        if d.subsec_nanos() != 0 {
+            return Err(format!(
+                "bad duration {s:?}: use whole seconds (e.g. \"90s\")"
+            ));
+        }
+        Ok(Seconds(d.as_secs()))
+    }
+}
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0 == 0 {
+            return f.write_str("0");
+        }
+        let d = std::time::Duration::from_secs(self.0);
+        write!(f, "{}", humantime::format_duration(d)).map(|_| ())
+    }
+}
+
+impl Serialize for Seconds {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(Seconds(n)),
+            Raw::Str(s) => Seconds::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 /// A size in bytes, written in TOML as an integer or a string with a K/M/G/T suffix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ByteSize(pub u64);
 
 impl ByteSize {
@@ -470,6 +548,24 @@ impl Policy {
         if self.limits.nproc < 1 {
             return Err(invalid("limits.nproc", "must be at least 1"));
         }
+        if self.limits.memory.0 != 0 && self.limits.memory.0 < 4 << 20 {
+            return Err(invalid(
+                "limits.memory",
+                "must be 0 (unlimited) or at least 4M: no container starts in less",
+            ));
+        }
+        if self.limits.pids != 0 && self.limits.pids < 4 {
+            return Err(invalid(
+                "limits.pids",
+                "must be 0 (unlimited) or at least 4: the container's init, a shell and a command need 3",
+            ));
+        }
+        if self.limits.log_bytes.0 != 0 && self.limits.log_bytes.0 < 4096 {
+            return Err(invalid(
+                "limits.log_bytes",
+                "must be 0 (unlimited) or at least 4K",
+            ));
+        }
         for (field, size) in [
             (
                 "filesystem.writable_layer_size",
@@ -612,6 +708,42 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("12Q"), "{err}");
+    }
+
+    #[test]
+    fn container_limits_parse_and_are_validated() {
+        let p = Policy::parse(
+            "[limits]\nmemory = \"2G\"\npids = 512\ncpu_time = \"10m\"\nlog_bytes = \"64M\"\n",
+            PolicySource::Builtin,
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(p.limits.memory, ByteSize(2 << 30));
+        assert_eq!(p.limits.pids, 512);
+        assert_eq!(p.limits.cpu_time, Seconds(600));
+        assert_eq!(p.limits.log_bytes, ByteSize(64 << 20));
+        let untrusted = Policy::load("untrusted").unwrap();
+        assert_eq!(untrusted.limits.pids, 512);
+        for (toml, field) in [
+            ("memory = \"1M\"", "limits.memory"),
+            ("pids = 3", "limits.pids"),
+            ("log_bytes = 10", "limits.log_bytes"),
+            ("cpu_time = \"soon\"", "cpu_time"),
+            ("cpu_time = \"1500ms\"", "whole seconds"),
+        ] {
+            let err = Policy::parse(
+                &format!("[limits]\n{toml}\n"),
+                PolicySource::Builtin,
+                Path::new("x.toml"),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(field), "{toml}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        assert_eq!(Seconds::parse("90").unwrap(), Seconds(90));
+        assert_eq!(Seconds::parse("1h30m").unwrap(), Seconds(5400));
+        assert_eq!(Seconds(600).to_string(), "10m");
     }
 
     #[test]

@@ -9,9 +9,11 @@ use pinfold_sandbox::image::LayerLease;
 
 /// Run a command in a hardened rootless container.
 ///
-/// Exit status: the command's own; 128+N when it dies of signal N; 124 when
-/// --timeout fires; 125 when the sandbox could not be set up; 126/127 when the
-/// command cannot be executed / is not found.
+/// Exit status: the command's own; 128+N when it dies of signal N; 123 when
+/// a resource limit of the policy ended it (memory, pids, CPU time, a full
+/// writable layer or /tmp; the reason is printed); 124 when --timeout fires;
+/// 125 when the sandbox could not be set up; 126/127 when the command cannot
+/// be executed / is not found.
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Environment: PINFOLD_HOME, PINFOLD_POLICY_PATH, PINFOLD_ROOT_IDMAP (START:COUNT, when run as root), RUST_LOG."
@@ -48,6 +50,17 @@ pub struct Args {
     /// Container hostname.
     #[arg(long, default_value = "pinfold")]
     hostname: String,
+    /// Container NIS domain name [default: the kernel's, "(none)"].
+    #[arg(long, value_name = "NAME")]
+    domainname: Option<String>,
+    /// File mode creation mask of the command, in octal (e.g. 022)
+    /// [default: the caller's].
+    #[arg(long, value_name = "OCTAL", value_parser = parse_umask)]
+    umask: Option<u32>,
+    /// Give the command its environment in reverse order (to test that a
+    /// build does not depend on it).
+    #[arg(long)]
+    reverse_env: bool,
     /// Kill the whole container after this long (e.g. 30s, 10m, 1h30m); exit 124.
     #[arg(long, value_parser = humantime::parse_duration)]
     timeout: Option<Duration>,
@@ -69,9 +82,20 @@ pub struct Args {
         default_value = "auto"
     )]
     userns: String,
+    /// Write how the run ended as one JSON object to FILE (exit_code,
+    /// outcome, limit, reason, limits_mechanism), for scripts and the agent.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
     /// The command and its arguments (after `--`).
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     command: Vec<String>,
+}
+
+fn parse_umask(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not an octal mode from 000 to 777"))
 }
 
 fn parse_env(items: &[String]) -> Result<Vec<(String, String)>, String> {
@@ -118,6 +142,9 @@ fn build(a: Args) -> Result<(ContainerSpec, Option<LayerLease>), String> {
     spec.env = image_env;
     spec.env.extend(parse_env(&a.env)?);
     spec.hostname = a.hostname;
+    spec.domainname = a.domainname;
+    spec.umask = a.umask;
+    spec.reverse_env = a.reverse_env;
     spec.timeout = a.timeout;
     spec.writable_layer = a.writable_layer;
     spec.network = a.network;
@@ -161,6 +188,7 @@ fn image_layers(
 /// Runs the subcommand; returns the exit status.
 pub fn run(a: Args) -> i32 {
     let timeout = a.timeout;
+    let report = a.report.clone();
     let (spec, _lease) = match build(a) {
         Ok(s) => s,
         Err(e) => {
@@ -168,19 +196,69 @@ pub fn run(a: Args) -> i32 {
             return 125;
         }
     };
-    match container::run(&spec) {
-        Ok(outcome) => {
-            if outcome == container::Outcome::TimedOut {
-                eprintln!(
-                    "pinfold exec: timed out after {}; every process of the container was killed",
-                    humantime::format_duration(timeout.unwrap_or_default())
-                );
+    let (code, json) = match container::run_reporting(&spec) {
+        Ok(done) => {
+            tracing::info!(mechanism = %done.limits, "resource limits were enforced by {}", done.limits.name());
+            let outcome = done.outcome;
+            let mut reason = None;
+            let mut limit = None;
+            match outcome {
+                container::Outcome::TimedOut => {
+                    let r = format!(
+                        "timed out after {}; every process of the container was killed",
+                        humantime::format_duration(timeout.unwrap_or_default())
+                    );
+                    eprintln!("pinfold exec: {r}");
+                    reason = Some(r);
+                    limit = Some("wall_time");
+                }
+                container::Outcome::LimitExceeded(b) => {
+                    let r = b.reason();
+                    eprintln!("pinfold: {r}");
+                    reason = Some(r);
+                    limit = Some(b.name());
+                }
+                _ => {}
             }
-            outcome.exit_code()
+            let kind = match outcome {
+                container::Outcome::Exited(_) => "exited",
+                container::Outcome::Signaled(_) => "signaled",
+                container::Outcome::TimedOut => "timed_out",
+                container::Outcome::LimitExceeded(_) => "limit_exceeded",
+            };
+            (
+                outcome.exit_code(),
+                serde_json::json!({
+                    "exit_code": outcome.exit_code(),
+                    "outcome": kind,
+                    "limit": limit,
+                    "reason": reason,
+                    "limits_mechanism": done.limits.name(),
+                    "limits_detail": done.limits.to_string(),
+                }),
+            )
         }
         Err(e) => {
             eprintln!("pinfold exec: {e}");
-            e.exit_code()
+            (
+                e.exit_code(),
+                serde_json::json!({
+                    "exit_code": e.exit_code(),
+                    "outcome": "error",
+                    "limit": null,
+                    "reason": e.to_string(),
+                    "limits_mechanism": null,
+                }),
+            )
         }
+    };
+    if let Some(path) = report
+        && let Err(e) = std::fs::write(&path, format!("{json}\n"))
+    {
+        eprintln!(
+            "pinfold exec: cannot write --report {}: {e}",
+            path.display()
+        );
     }
+    code
 }

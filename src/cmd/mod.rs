@@ -14,3 +14,4 @@ pub mod run;
 pub mod server;
 pub mod status;
 pub mod submit;
+pub mod verify;

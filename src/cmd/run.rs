@@ -191,7 +191,7 @@ pub fn run(a: Args) -> i32 {
     if a.keep {
         let kept = dir.keep();
         eprintln!("pinfold run: job directory kept at {}", kept.display());
-    } else if let Err(e) = pinfold_sandbox::image::layer::remove_tree(dir.path()) {
+    } else if let Err(e) = pinfold_sandbox::image::owner::remove_run_dir(dir.path()) {
         tracing::warn!(%e, "removing the job directory");
     }
     if a.json {
@@ -215,7 +215,7 @@ fn sha256_and_rewind(f: &mut std::fs::File) -> anyhow::Result<String> {
 }
 
 /// The identity a local run signs as.
-fn builder_id() -> String {
+pub(super) fn builder_id() -> String {
     let host = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "localhost".into());
@@ -224,7 +224,7 @@ fn builder_id() -> String {
 
 /// Signs the statement with the local runner key (made on first use under
 /// `$PINFOLD_HOME/keys/`) and writes `OUT/provenance.intoto.json`.
-fn write_provenance(
+pub(super) fn write_provenance(
     home: &std::path::Path,
     out: &std::path::Path,
     record: &provenance::JobRecord<'_>,

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -29,6 +30,7 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char *name;
@@ -202,6 +204,24 @@ int main(int argc, char **argv) {
         if (!extra)
             printf("fds: only 0-2\n");
         return extra ? 1 : 0;
+    }
+    if (!strcmp(name, "nodump-alloc")) { /* probe nodump-alloc MB: not dumpable, then MB resident for 20 s */
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+        size_t n = (size_t)(argc > 2 ? atoi(argv[2]) : 256) << 20;
+        char *p = malloc(n);
+        if (!p)
+            return 1;
+        for (size_t i = 0; i < n; i += 4096) /* volatile: the stores must happen */
+            ((volatile char *)p)[i] = 1;
+        sleep(20);
+        return 0;
+    }
+    if (!strcmp(name, "forkbomb")) { /* probe forkbomb SECS: a bomb that retries refused forks, for SECS */
+        time_t end = time(NULL) + (argc > 2 ? atoi(argv[2]) : 10);
+        while (time(NULL) < end)
+            if (fork() < 0)
+                usleep(1000);
+        return 0;
     }
     fprintf(stderr, "probe: unknown probe %s\n", name);
     return 2;

@@ -6,7 +6,7 @@ use nix::unistd::{ForkResult, Gid, Uid, fork, setgroups, sethostname, setresgid,
 
 use super::Prepared;
 use super::sync::{self, Step, StepError};
-use super::{init, mounts, net, process};
+use super::{idmap, init, mounts, net, process};
 use crate::policy::NetworkMode;
 
 /// Never returns: exits with the job's status, or 125 after reporting a failure.
@@ -23,9 +23,24 @@ pub(crate) fn main(
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     // 2. Open the host paths while our credentials are still the caller's.
     let opened = super::HostFds::open(&p);
-    // 3. Wait until the parent has written our id maps (EOF: it died first).
-    if !sync::wait_for_go(&go) {
-        exit(125);
+    // 3. Id maps: write our own single-id maps, after checking the parent
+    // is still there (PDEATHSIG covers it from here on); or wait until the
+    // parent has written them (EOF: it died first).
+    match p.self_map {
+        Some((uid, gid)) => {
+            if sync::parent_gone(&go) {
+                exit(125);
+            }
+            if let Err(e) = idmap::write_own(uid, gid) {
+                sync::report(&err, &e);
+                exit(125);
+            }
+        }
+        None => {
+            if !sync::wait_for_go(&go) {
+                exit(125);
+            }
+        }
     }
     match opened {
         Ok(fds) => p.fds = fds,
@@ -65,14 +80,24 @@ pub(crate) fn main(
         }
         Ok(ForkResult::Parent { child }) => {
             drop(keep_err);
+            // The writable layer is a policy-sized tmpfs unless it is a
+            // persistent host directory.
+            let layer_is_tmpfs = p.writable_layer.is_none() && p.policy.filesystem.rootfs_writable;
             drop(p);
             // 10. Init: no capabilities, not dumpable (so /proc/1/exe, which
             // points at the host's pinfold binary, cannot be opened by the job).
             harden_init();
             let code = init::supervise(child);
+            // The mounts live until init exits: a failed job may have failed
+            // because one of its disks is full.
+            let full = if code == 0 {
+                0
+            } else {
+                super::limits::full_disks(layer_is_tmpfs)
+            };
             // Every process of the container is dead and reaped: report, so
             // the parent need not wait for the namespaces' teardown.
-            sync::write_status(&status, code);
+            sync::write_status(&status, code, full);
             exit(code);
         }
         Err(e) => {
@@ -97,6 +122,17 @@ fn setup(p: &Prepared) -> Result<(), StepError> {
     tracing::debug!(elapsed_us = t.elapsed().as_micros() as u64, "mounts ready");
     // 6. Hostname.
     sethostname(&p.hostname).step("set the hostname")?;
+    if let Some(d) = &p.domainname {
+        // nix has no setdomainname.
+        // SAFETY: a valid pointer and length into a live string; the
+        // kernel copies it.
+        if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } < 0 {
+            return Err(StepError::new(
+                "set the domain name",
+                nix::errno::Errno::last().desc(),
+            ));
+        }
+    }
     // 7. Network: loopback up; in egress mode, pasta is attached already and
     // private ranges are refused by policy-routing rules.
     net::loopback_up().step("bring loopback up")?;

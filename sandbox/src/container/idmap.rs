@@ -280,6 +280,24 @@ fn finish_helper(helper: &'static str, child: std::process::Child) -> Result<()>
     }
 }
 
+/// In the container's first process, before anything else of its user
+/// namespace: maps the caller's own uid and gid (its effective ids) to 0,
+/// which the kernel lets the namespace's owner do without help.
+pub(crate) fn write_own(uid: u32, gid: u32) -> std::result::Result<(), super::sync::StepError> {
+    for (file, content) in [
+        ("setgroups", "deny".to_owned()),
+        ("uid_map", format!("0 {uid} 1\n")),
+        ("gid_map", format!("0 {gid} 1\n")),
+    ] {
+        std::fs::write(format!("/proc/self/{file}"), content).map_err(|e| {
+            super::sync::StepError::new(format!("write the container's {file}"), e).hint(
+                "the kernel refused the map: check that user namespaces are enabled (`pinfold doctor`)",
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// Writes the maps of the (waiting) child `pid`.
 pub fn apply(plan: &IdMapPlan, pid: Pid) -> Result<()> {
     match plan {

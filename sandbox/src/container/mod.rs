@@ -6,8 +6,10 @@
 //!   open every host path the child needs (rootfs layers, bind sources, device
 //!   nodes) as `O_PATH` fds while still the caller, clone the child into new
 //!   user, mount, pid, ipc, uts, cgroup and net namespaces, write its id maps
-//!   ([`idmap`]), attach pasta in `egress`, release it, serve the `allowlist`
-//!   proxy ([`proxy`]) on the listener the child sends back, then wait,
+//!   ([`idmap`]) and release it (with a single-id map and no network the
+//!   child writes its own map and goes on without waiting), attach pasta in
+//!   `egress`, serve the `allowlist` proxy ([`proxy`]) on the listener the
+//!   child sends back, then wait,
 //!   forwarding signals and enforcing the timeout;
 //! * child, PID 1 of the new pid namespace ([`child`]): become root of the user
 //!   namespace, build the rootfs and mounts ([`mounts`]), pivot_root, set the
@@ -23,6 +25,7 @@ mod child;
 pub mod idmap;
 mod init;
 pub mod landlock;
+pub mod limits;
 mod mounts;
 mod net;
 mod pasta;
@@ -175,6 +178,14 @@ pub struct ContainerSpec {
     pub env: Vec<(String, String)>,
     /// Container hostname.
     pub hostname: String,
+    /// NIS domain name of the container's UTS namespace (`None`: the
+    /// kernel's default, "(none)").
+    pub domainname: Option<String>,
+    /// The job's file mode creation mask (`None`: the caller's).
+    pub umask: Option<u32>,
+    /// Hand the command its environment in reverse order (PATH, HOME, … last):
+    /// a build must not depend on the order of `environ`.
+    pub reverse_env: bool,
     /// Wall-clock limit for the whole container.
     pub timeout: Option<Duration>,
     /// The command and its arguments.
@@ -205,6 +216,9 @@ impl ContainerSpec {
             workdir: PathBuf::from("/workspace"),
             env: Vec::new(),
             hostname: "pinfold".to_owned(),
+            domainname: None,
+            umask: None,
+            reverse_env: false,
             timeout: None,
             argv,
             idmap: IdMapMode::Auto,
@@ -224,16 +238,21 @@ pub enum Outcome {
     Signaled(i32),
     /// The timeout fired and every process of the container was killed.
     TimedOut,
+    /// A resource limit ended the run (see [`limits`]): the container was
+    /// killed, or its command failed with the named disk full.
+    LimitExceeded(limits::Breach),
 }
 
 impl Outcome {
     /// The exit status contract of `pinfold exec`: the code, 128+N for
-    /// signal N, 124 for a timeout.
+    /// signal N, 124 for a timeout, 123 ([`limits::EXIT_LIMIT`]) for a
+    /// resource limit.
     pub fn exit_code(&self) -> i32 {
         match *self {
             Outcome::Exited(c) => c,
             Outcome::Signaled(s) => 128 + s,
             Outcome::TimedOut => 124,
+            Outcome::LimitExceeded(_) => limits::EXIT_LIMIT,
         }
     }
 }
@@ -252,11 +271,16 @@ pub(crate) struct Prepared {
     pub policy: Policy,
     pub workdir: PathBuf,
     pub hostname: String,
+    pub domainname: Option<String>,
+    pub umask: Option<u32>,
     pub env: Vec<CString>,
     pub argv: Vec<CString>,
     pub search_path: Vec<String>,
     pub filters: seccomp::Filters,
     pub setgroups_allowed: bool,
+    /// The caller's (uid, gid) when the child writes its own single-id maps
+    /// (see [`run_blocked`]); `None` when the parent writes them.
+    pub self_map: Option<(u32, u32)>,
     pub saved_sigmask: SigSet,
     /// The effective network mode.
     pub network: NetworkMode,
@@ -368,6 +392,24 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
             spec.hostname
         )));
     }
+    if let Some(d) = &spec.domainname
+        && (d.is_empty()
+            || d.len() > 64
+            || !d
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+    {
+        return Err(ContainerError::Spec(format!(
+            "bad domain name {d:?}: use up to 64 letters, digits, '-' and '.'"
+        )));
+    }
+    if let Some(m) = spec.umask
+        && m > 0o777
+    {
+        return Err(ContainerError::Spec(format!(
+            "bad umask {m:o}: give an octal mode up to 0777"
+        )));
+    }
     let network = match spec.network {
         None => spec.policy.network.mode,
         Some(asked) if asked.openness() <= spec.policy.network.mode.openness() => asked,
@@ -453,6 +495,9 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.split(':').map(str::to_owned).collect())
         .unwrap_or_default();
+    if spec.reverse_env {
+        env.reverse();
+    }
     let env = env
         .iter()
         .map(|(k, v)| to_cstring("environment variable", &format!("{k}={v}")))
@@ -470,11 +515,14 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
         policy: spec.policy.clone(),
         workdir: spec.workdir.clone(),
         hostname: spec.hostname.clone(),
+        domainname: spec.domainname.clone(),
+        umask: spec.umask,
         env,
         argv,
         search_path,
         filters,
         setgroups_allowed: false,
+        self_map: None,
         saved_sigmask,
         network,
     })
@@ -491,6 +539,20 @@ fn threads_in_process() -> usize {
 /// Must be called from a single-threaded process: it forks, and blocks
 /// signals in the calling thread while the container runs.
 pub fn run(spec: &ContainerSpec) -> Result<Outcome> {
+    run_reporting(spec).map(|r| r.outcome)
+}
+
+/// How a run ended and which mechanism enforced its resource limits.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// How the command ended.
+    pub outcome: Outcome,
+    /// What enforced memory, pids and CPU time.
+    pub limits: limits::Mechanism,
+}
+
+/// [`run`], also saying which mechanism enforced the resource limits.
+pub fn run_reporting(spec: &ContainerSpec) -> Result<Finished> {
     if threads_in_process() > 1 {
         return Err(ContainerError::Spec(
             "container::run needs a single-threaded process; spawn `pinfold exec` instead".into(),
@@ -530,7 +592,7 @@ fn run_blocked(
     saved: SigSet,
     blocked: &SigSet,
     started: Instant,
-) -> Result<Outcome> {
+) -> Result<Finished> {
     let mut prepared = prepare(spec, saved)?;
     let network = prepared.network;
     let allowlist = match network {
@@ -549,7 +611,24 @@ fn run_blocked(
     );
     let plan = idmap::plan(spec.idmap)?;
     prepared.setgroups_allowed = plan.setgroups_allowed();
-    tracing::debug!(mode = %plan, "user namespace id mapping");
+    // A single-id map may be written by the child itself (as bubblewrap
+    // does): the parent then has nothing to do between clone and the
+    // child's setup, and the child need not wait for it, which saves a
+    // round trip between the two processes on every start. Sub-id maps need
+    // the setuid helpers and root's maps need the parent's capabilities;
+    // egress needs pasta attached first: those keep the go pipe.
+    // So does a delegated cgroup v2 for the limits: the watcher must move
+    // the child into its cgroup before the child forks.
+    prepared.self_map = match (&plan, network) {
+        (IdMapPlan::Single { uid, gid }, NetworkMode::None)
+            if !matches!(limits::detect(), limits::Mechanism::Cgroup(_)) =>
+        {
+            Some((*uid, *gid))
+        }
+        _ => None,
+    };
+    let self_map = prepared.self_map.is_some();
+    tracing::debug!(mode = %plan, self_map, "user namespace id mapping");
 
     let (go_read, go_write) = sync::pipe("sync pipe")?;
     let (err_read, err_write) = sync::pipe("error pipe")?;
@@ -613,20 +692,25 @@ fn run_blocked(
     // Kill the child if anything below fails: it is waiting on the go pipe.
     let guard = KillGuard(Some(child));
     tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, "cloned");
-    idmap::apply(&plan, child)?;
-    let pasta = match network {
-        NetworkMode::Egress => Some(pasta::start(child)?),
-        NetworkMode::None | NetworkMode::Allowlist => None,
-    };
-    sync::release(&go_write)?;
-    drop(go_write);
-    tracing::debug!(
-        elapsed_us = started.elapsed().as_micros() as u64,
-        "container released"
-    );
+    // Under cgroup v2 the child must be in its cgroup before it forks
+    // anything, so a self-written map is off then (see above) and the
+    // watcher starts before the release.
+    let mut watch = limits::Watcher::start(&spec.policy, child);
+    let mut pasta = None;
+    if !self_map {
+        idmap::apply(&plan, child)?;
+        if network == NetworkMode::Egress {
+            pasta = Some(pasta::start(child)?);
+        }
+        sync::release(&go_write)?;
+        tracing::debug!(
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "container released"
+        );
+    }
     // allowlist: the child sends the proxy's listener once its network is
-    // up; nothing arrives when its setup failed (read_error says why). The
-    // process turns multi-threaded here, after the clone.
+    // up; nothing arrives when its setup failed (the error pipe says why).
+    // The process turns multi-threaded here, after the clone.
     let proxy = match (proxy_parent, allowlist) {
         (Some(channel), Some(allow)) => match net::receive_proxy_listener(&channel) {
             Ok(Some(listener)) => Some(
@@ -644,15 +728,12 @@ fn run_blocked(
         },
         _ => None,
     };
-    let setup_error = sync::read_error(&err_read);
-    tracing::debug!(
-        elapsed_us = started.elapsed().as_micros() as u64,
-        ok = setup_error.is_none(),
-        "command executed"
-    );
-    drop(err_read);
+    // With a self-written map the child polls the go pipe once to learn
+    // that this process is still alive: keep the write end open until the
+    // container is gone.
     let deadline = spec.timeout.map(|t| started + t);
-    let outcome = wait_loop(child, blocked, deadline, &status_read);
+    let outcome = wait_loop(child, blocked, deadline, &status_read, &mut watch);
+    drop(go_write);
     std::mem::forget(guard);
     if let Some(p) = pasta {
         p.stop();
@@ -660,10 +741,30 @@ fn run_blocked(
     if let Some(p) = proxy {
         p.stop();
     }
+    // Every process of the container is gone now (init reports only then),
+    // so every write end of the error pipe is closed: this read does not
+    // block. Reading it only now spares this process a wake-up at the
+    // job's execve, and keeps the timeout in force during the job's setup.
+    let setup_error = sync::read_error(&err_read);
+    tracing::debug!(
+        elapsed_us = started.elapsed().as_micros() as u64,
+        ok = setup_error.is_none(),
+        "container ended"
+    );
     if let Some(err) = setup_error {
         return Err(err);
     }
-    outcome
+    let outcome = match outcome? {
+        o @ (Outcome::Exited(_) | Outcome::Signaled(_)) => match watch.after(o.exit_code()) {
+            Some(breach) => Outcome::LimitExceeded(breach),
+            None => o,
+        },
+        o => o,
+    };
+    Ok(Finished {
+        outcome,
+        limits: watch.mechanism().clone(),
+    })
 }
 
 struct KillGuard(Option<Pid>);
@@ -702,9 +803,11 @@ fn wait_loop(
     blocked: &SigSet,
     deadline: Option<Instant>,
     status: &OwnedFd,
+    watch: &mut limits::Watcher,
 ) -> Result<Outcome> {
     loop {
-        if let Some(code) = sync::read_status(status) {
+        if let Some((code, full)) = sync::read_status(status) {
+            watch.set_full_disks(full);
             // Reap init if it is already gone; otherwise it is left to the
             // end of this process (`pinfold exec` exits right away).
             let _ = waitpid(child, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL));
@@ -723,6 +826,12 @@ fn wait_loop(
                 });
             }
         }
+        if let Some(breach) = watch.poll() {
+            tracing::debug!(?breach, "resource limit crossed: killing the container");
+            let _ = kill(child, Signal::SIGKILL);
+            let _ = waitpid(child, Some(WaitPidFlag::__WALL));
+            return Ok(Outcome::LimitExceeded(breach));
+        }
         let timeout = match deadline {
             Some(d) => {
                 let now = Instant::now();
@@ -736,6 +845,10 @@ fn wait_loop(
                 d - now
             }
             None => Duration::from_secs(3600),
+        };
+        let timeout = match watch.next_check() {
+            Some(n) => timeout.min(n.saturating_duration_since(Instant::now())),
+            None => timeout,
         };
         let ts = libc::timespec {
             tv_sec: timeout.as_secs() as libc::time_t,

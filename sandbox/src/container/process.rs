@@ -1,6 +1,6 @@
 //! The job process: the last steps before execve, in this order.
 //!
-//! signals restored → rlimits → setsid → chdir + cwd check → close_range →
+//! signals restored → rlimits → setsid → umask → chdir + cwd check → close_range →
 //! capabilities dropped (bounding, ambient, inheritable, permitted, effective)
 //! and securebits locked → no_new_privs → Landlock → seccomp → execve.
 
@@ -32,6 +32,9 @@ fn harden(p: &Prepared) -> Result<()> {
     restore_signals(&p.saved_sigmask)?;
     set_rlimits(p)?;
     nix::unistd::setsid().step("setsid")?;
+    if let Some(m) = p.umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(m as libc::mode_t));
+    }
     enter_workdir(&p.workdir)?;
     close_inherited_fds()?;
     drop_capabilities()?;
@@ -97,11 +100,25 @@ fn set_rlimits(p: &Prepared) -> Result<()> {
     } else {
         l.fsize.0
     };
+    // `pids` caps the whole container; RLIMIT_NPROC, counted per uid in the
+    // container's own user namespace, is its kernel-enforced backstop (see
+    // `limits`), so a fork bomb cannot outrun the supervisor's poll.
+    let nproc = match l.pids {
+        0 => l.nproc,
+        pids => l.nproc.min(pids),
+    };
+    // RLIMIT_CPU is per process: a backstop a little above the container-wide
+    // `cpu_time`, which the supervisor (or cgroup) enforces and names first.
+    let cpu = match l.cpu_time.0 {
+        0 => libc::RLIM_INFINITY,
+        secs => secs.saturating_add(2),
+    };
     for (res, value, name) in [
         (Resource::RLIMIT_CORE, 0, "core"),
         (Resource::RLIMIT_NOFILE, l.nofile, "nofile"),
-        (Resource::RLIMIT_NPROC, l.nproc, "nproc"),
+        (Resource::RLIMIT_NPROC, nproc, "nproc"),
         (Resource::RLIMIT_FSIZE, fsize, "fsize"),
+        (Resource::RLIMIT_CPU, cpu, "cpu"),
     ] {
         // A policy limit is a ceiling: rootless, a hard limit can only go down,
         // so a caller already below it keeps its own (stricter) value.

@@ -1,7 +1,9 @@
 //! The two pipes between the parent and the child.
 //!
 //! * go pipe: the parent writes one byte once the id maps are in place; EOF
-//!   instead means the parent died, and the child exits.
+//!   instead means the parent died, and the child exits. When the child
+//!   writes its own maps it only checks, without waiting, that the write
+//!   end is still open.
 //! * error pipe: close-on-exec, held by the child and then the job until
 //!   execve. A failing step writes one record `code \t step \t message \t hint`
 //!   and exits; EOF with no record means the command was executed.
@@ -89,7 +91,7 @@ pub(crate) fn socket_pair(what: &'static str) -> Result<(OwnedFd, OwnedFd)> {
     })
 }
 
-/// The status pipe: init writes the job's exit status (4 bytes) when every
+/// The status pipe: init writes the job's exit status and full disks (8 bytes) when every
 /// process of the container is gone. The read end is non-blocking and raises
 /// SIGIO in this process when data arrives.
 pub(crate) fn status_pipe() -> Result<(OwnedFd, OwnedFd)> {
@@ -111,18 +113,25 @@ pub(crate) fn status_pipe() -> Result<(OwnedFd, OwnedFd)> {
     Ok((r, w))
 }
 
-/// Parent: the status init reported, if it has.
-pub(crate) fn read_status(r: &OwnedFd) -> Option<i32> {
-    let mut b = [0u8; 4];
+/// Parent: the status init reported, if it has: the job's exit code and
+/// the disks init found full (`limits::FULL_*` bits).
+pub(crate) fn read_status(r: &OwnedFd) -> Option<(i32, u32)> {
+    let mut b = [0u8; 8];
     match read(r.as_fd(), &mut b) {
-        Ok(4) => Some(i32::from_ne_bytes(b)),
+        Ok(8) => Some((
+            i32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+            u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+        )),
         _ => None,
     }
 }
 
-/// Init: reports the job's status.
-pub(crate) fn write_status(w: &OwnedFd, code: i32) {
-    let _ = write(w, &code.to_ne_bytes());
+/// Init: reports the job's status and the full disks (one atomic pipe write).
+pub(crate) fn write_status(w: &OwnedFd, code: i32, full: u32) {
+    let mut b = [0u8; 8];
+    b[..4].copy_from_slice(&code.to_ne_bytes());
+    b[4..].copy_from_slice(&full.to_ne_bytes());
+    let _ = write(w, &b);
 }
 
 /// Parent: lets the child go on.
@@ -145,6 +154,21 @@ pub(crate) fn wait_for_go(go: &OwnedFd) -> bool {
             Err(Errno::EINTR) => continue,
             _ => return false,
         }
+    }
+}
+
+/// Child: whether the parent has exited (the go pipe's write end is closed),
+/// without waiting.
+pub(crate) fn parent_gone(go: &OwnedFd) -> bool {
+    let mut fds = [nix::poll::PollFd::new(
+        go.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
+        Ok(_) => fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLHUP)),
+        Err(_) => true,
     }
 }
 

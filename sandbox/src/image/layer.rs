@@ -23,7 +23,9 @@
 //! overlay semantics, again without following any symlink.
 //!
 //! Ownership is rootless: files belong to the caller; the ids the image gave
-//! are kept in the `user.rootlesscontainers` xattr the way umoci keeps them.
+//! are kept in the `user.rootlesscontainers` xattr the way umoci keeps them
+//! (the store then spreads them over the container's id range where it can:
+//! see [`super::owner`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{CStr, CString, OsStr};
@@ -225,7 +227,7 @@ fn get_xattr_path(path: &Path, name: &CStr) -> Option<Vec<u8>> {
 /// The `user.rootlesscontainers` value (protobuf `Resource{uid=1, gid=2}`,
 /// zero ids omitted as proto3 does). Hand-written: two varints do not
 /// justify a protobuf crate.
-fn rootless_value(uid: u64, gid: u64) -> Option<Vec<u8>> {
+pub(crate) fn rootless_value(uid: u64, gid: u64) -> Option<Vec<u8>> {
     if uid == 0 && gid == 0 {
         return None;
     }
@@ -339,6 +341,16 @@ struct Applier<'a> {
     dirs: Vec<(PathBuf, u32, i64)>,
     whiteouts: Vec<PathBuf>,
     opaque: HashSet<PathBuf>,
+    /// Some entry had an owner other than 0:0 (kept in the rootless xattr).
+    foreign_owners: bool,
+}
+
+/// What [`apply_tar`] found out while applying.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Applied {
+    /// Some entry had an owner other than 0:0: its ids are in the
+    /// `user.rootlesscontainers` xattr, for [`super::owner`] to apply.
+    pub foreign_owners: bool,
 }
 
 impl Applier<'_> {
@@ -448,6 +460,7 @@ impl Applier<'_> {
             }
         }
         if let Some(v) = rootless_value(uid, gid) {
+            self.foreign_owners = true;
             xattrs.push((ROOTLESS_XATTR.to_owned(), v));
         }
 
@@ -761,7 +774,12 @@ fn is_dir(st: &FileStat) -> bool {
 /// Applies one (already decompressed) layer tar to the empty directory `dest`.
 /// `what` names the layer in errors. Reads the tar to its end-of-archive
 /// marker; the caller drains what follows.
-pub fn apply_tar(tar_stream: impl Read, dest: &Path, what: &str, budget: &Budget) -> Result<()> {
+pub fn apply_tar(
+    tar_stream: impl Read,
+    dest: &Path,
+    what: &str,
+    budget: &Budget,
+) -> Result<Applied> {
     let root = openat(
         AT_FDCWD,
         dest,
@@ -781,6 +799,7 @@ pub fn apply_tar(tar_stream: impl Read, dest: &Path, what: &str, budget: &Budget
         dirs: Vec::new(),
         whiteouts: Vec::new(),
         opaque: HashSet::new(),
+        foreign_owners: false,
     };
     let mut archive = tar::Archive::new(tar_stream);
     let entries = archive.entries().map_err(|e| a.read_err(e))?;
@@ -788,7 +807,11 @@ pub fn apply_tar(tar_stream: impl Read, dest: &Path, what: &str, budget: &Budget
         let entry = entry.map_err(|e| a.read_err(e))?;
         a.apply(entry)?;
     }
-    a.finish()
+    let applied = Applied {
+        foreign_owners: a.foreign_owners,
+    };
+    a.finish()?;
+    Ok(applied)
 }
 
 /// Merges cached layer directories (bottom first) into the plain directory

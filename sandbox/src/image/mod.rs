@@ -6,11 +6,13 @@
 //! * [`registry`]: the OCI distribution protocol (pull only).
 //! * [`archive`]: OCI layouts and docker-save archives on disk.
 //! * [`layer`]: layer tar → directory, hostile-input safe; flattening.
+//! * [`owner`]: who owns layer files (the image's ids over the container's range).
 //! * [`store`]: `$PINFOLD_HOME/images`: resolution, cache, locks, gc.
 
 pub mod archive;
 pub mod digest;
 pub mod layer;
+pub mod owner;
 pub mod reference;
 pub mod registry;
 pub mod store;

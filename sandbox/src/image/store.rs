@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use super::archive::{ArchiveError, Local, Root};
 use super::digest::{Digest, DigestError, HashingReader, VerifyError, read_verified};
 use super::layer::{self, Budget, Compression, LayerError, Limits};
+use super::owner::{OwnerError, Ownership};
 use super::reference::{ImageRef, ReferenceError};
 use super::registry::{Registry, RegistryError};
 
@@ -49,6 +50,8 @@ pub enum ImageError {
     Archive(#[from] ArchiveError),
     #[error(transparent)]
     Layer(#[from] LayerError),
+    #[error(transparent)]
+    Owner(#[from] OwnerError),
     /// A store file could not be read or written.
     #[error("{op} {path}: {source}")]
     Io {
@@ -217,6 +220,7 @@ fn wanted_platform() -> (String, String, Option<String>) {
 /// The store.
 pub struct Store {
     root: PathBuf,
+    owner: Ownership,
 }
 
 fn now() -> u64 {
@@ -244,6 +248,7 @@ impl Store {
         }
         Ok(Store {
             root: root.to_owned(),
+            owner: Ownership::for_store(root)?,
         })
     }
 
@@ -643,7 +648,7 @@ impl Store {
             f: opts.progress.as_deref(),
         };
         let mut blob = HashingReader::new(counted, Some(l.size));
-        let applied: Result<()> = (|| {
+        let applied: Result<layer::Applied> = (|| {
             let decoded: Box<dyn Read + '_> = match layer_compression(&l.media_type) {
                 Some(Compression::Gzip) => Box::new(flate2::read::MultiGzDecoder::new(&mut blob)),
                 Some(Compression::Zstd) => Box::new(
@@ -657,7 +662,7 @@ impl Store {
                 _ => Box::new(&mut blob),
             };
             let mut tar_stream = HashingReader::new(decoded, None);
-            layer::apply_tar(&mut tar_stream, &tmp.0, &what, budget)?;
+            let applied = layer::apply_tar(&mut tar_stream, &tmp.0, &what, budget)?;
             let (diff, _) = tar_stream.finish().map_err(|source| ImageError::Read {
                 what: what.clone(),
                 source,
@@ -669,7 +674,7 @@ impl Store {
                     actual: diff,
                 }));
             }
-            Ok(())
+            Ok(applied)
         })();
         // The blob's own digest and size decide first: a corrupt blob is
         // named as such even when it also broke the decompressor.
@@ -679,8 +684,9 @@ impl Store {
                 applied?;
                 return Err(ImageError::Read { what, source });
             }
-            Ok(()) => applied?,
+            Ok(()) => {}
         }
+        self.owner.apply(&tmp.0, applied?.foreign_owners)?;
         fs::rename(&tmp.0, &dir).map_err(Self::io("rename into place", &dir))?;
         tmp.forget();
         progress(Progress::Done(l.digest.clone(), false));
@@ -799,8 +805,7 @@ impl Store {
         let _shared = self.lock("store.lock", false)?;
         let (_lease, mut dirs) = self.lease(rec)?;
         dirs.reverse();
-        layer::flatten(&dirs, dest)?;
-        Ok(())
+        Ok(self.owner.flatten(&dirs, dest)?)
     }
 
     /// Removes an image's record (its layers stay until [`Store::gc`]).
@@ -858,7 +863,7 @@ impl Store {
                 }
             }
         }
-        let mut removed = 0;
+        let mut doomed = Vec::new();
         for (sub, keep) in [
             ("layers", Some(&layers)),
             ("blobs/sha256", Some(&blobs)),
@@ -874,11 +879,12 @@ impl Store {
                 {
                     continue;
                 }
-                layer::remove_tree(&e.path()).map_err(Self::io("remove", &e.path()))?;
-                removed += 1;
+                doomed.push(e.path());
             }
         }
-        Ok(removed)
+        // One pass, from where files owned by mapped ids can be removed.
+        self.owner.remove(&doomed)?;
+        Ok(doomed.len())
     }
 }
 

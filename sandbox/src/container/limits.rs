@@ -1,0 +1,765 @@
+//! Container-wide resource limits: memory, tasks (pids), CPU time, and the
+//! disks (the writable layer and /tmp tmpfs), with the limit that ended a
+//! run named.
+//!
+//! Two mechanisms, chosen per run by [`detect`]:
+//!
+//! * **cgroup v2**, when the caller's own cgroup is on the unified hierarchy,
+//!   has the memory, pids and cpu controllers and is writable by the caller
+//!   (a systemd unit with `Delegate=yes`, or a user session with delegation).
+//!   The parent moves itself into a leaf and creates a sibling cgroup per
+//!   run (see `Watcher::make_cgroup`), sets `memory.max`,
+//!   `memory.swap.max = 0`, `memory.oom.group = 1` and `pids.max`, moves the
+//!   container's init into it before releasing it, reads `memory.events`
+//!   (`oom_kill`), `pids.events` (`max`) and `cpu.stat` (`usage_usec`) to
+//!   name the limit, and tears it down with `cgroup.kill`.
+//! * **fallback** everywhere else (cgroup v1 or hybrid hosts, no delegation):
+//!   the job's rlimits (RLIMIT_NPROC = `pids`, RLIMIT_CPU = `cpu_time` + 2 s
+//!   per process as a backstop) plus a supervisor in the parent that reads
+//!   the container's own procfs every [`POLL`] (less often for a container
+//!   with many processes: at most ~2% of a core), and kills the whole container (SIGKILL to its PID 1 takes
+//!   every process with it) when their task count reaches `pids`, their
+//!   summed private resident memory exceeds `memory`, or their summed CPU time (including
+//!   reaped children's) exceeds `cpu_time`. Polling means a fast allocator
+//!   can overshoot `memory` by what it touches in one interval; file-backed
+//!   and shared pages are not counted (cgroup v2 counts page cache too).
+//!
+//! RLIMIT_NPROC is counted by the kernel per (user namespace, uid) and checked
+//! up the namespace chain: in the container's fresh user namespace it is a
+//! per-container, per-uid process cap, which is why it serves as the
+//! kernel-enforced backstop of `pids` (a fork bomb cannot outrun the poll).
+//!
+//! Disks are checked the same way in both mechanisms: after a failed
+//! command, init (still in the container's mount namespace, before the
+//! mounts go) checks with statvfs whether the writable layer (when it is the
+//! policy-sized tmpfs) or /tmp is full, and reports it with the exit status.
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{OFlag, open};
+use nix::sys::stat::Mode;
+use nix::unistd::Pid;
+
+use crate::policy::{ByteSize, Policy};
+
+/// How often the fallback supervisor (and the cgroup event reader) looks at
+/// most: every 10 ms, or 50 times as long as the last look took (so it
+/// spends at most ~2% of a core), up to [`MAX_POLL`].
+pub const POLL: Duration = Duration::from_millis(10);
+/// The longest interval between two looks.
+pub const MAX_POLL: Duration = Duration::from_millis(500);
+const DUTY: u32 = 50;
+
+/// The exit status `pinfold exec` reports when a resource limit ended the run.
+pub const EXIT_LIMIT: i32 = 123;
+
+/// Errors of the cgroup set-up (they make a run fall back, never fail).
+#[derive(Debug, thiserror::Error)]
+pub enum LimitsError {
+    /// A cgroup file could not be written.
+    #[error("cgroup {path}: {source}")]
+    Cgroup {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Which mechanism enforces memory, pids and CPU time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mechanism {
+    /// A delegated cgroup v2 directory (the caller's own cgroup).
+    Cgroup(PathBuf),
+    /// rlimits plus the supervisor; the text says why cgroup v2 is not used.
+    Fallback(String),
+}
+
+impl std::fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mechanism::Cgroup(dir) => write!(f, "cgroup v2 ({})", dir.display()),
+            Mechanism::Fallback(why) => {
+                write!(f, "fallback: rlimits + pid-namespace supervisor ({why})")
+            }
+        }
+    }
+}
+
+impl Mechanism {
+    /// A short name for scripts: `cgroup-v2` or `fallback`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mechanism::Cgroup(_) => "cgroup-v2",
+            Mechanism::Fallback(_) => "fallback",
+        }
+    }
+}
+
+fn read_trim(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+/// The caller's cgroup v2 directory, if the unified hierarchy is mounted
+/// (at /sys/fs/cgroup, or at /sys/fs/cgroup/unified on hybrid hosts).
+pub fn own_cgroup() -> Option<PathBuf> {
+    let line = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let rel = line.lines().find_map(|l| l.strip_prefix("0::"))?;
+    for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+        if Path::new(base).join("cgroup.procs").exists() {
+            let fs_type = nix::sys::statfs::statfs(base).ok()?.filesystem_type();
+            if fs_type == nix::sys::statfs::CGROUP2_SUPER_MAGIC {
+                return Some(Path::new(base).join(rel.trim_start_matches('/')));
+            }
+        }
+    }
+    None
+}
+
+const CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
+
+/// Decides the mechanism for this process (see the module docs).
+pub fn detect() -> Mechanism {
+    let Some(dir) = own_cgroup() else {
+        return Mechanism::Fallback("no cgroup v2 hierarchy is mounted".into());
+    };
+    let available = read_trim(&dir.join("cgroup.controllers")).unwrap_or_default();
+    let missing: Vec<&str> = CONTROLLERS
+        .into_iter()
+        .filter(|c| !available.split_whitespace().any(|x| x == *c))
+        .collect();
+    if !missing.is_empty() {
+        return Mechanism::Fallback(format!(
+            "the unified hierarchy at {} lacks the {} controller(s): cgroups are not delegated (hybrid or v1 host)",
+            dir.display(),
+            missing.join(", ")
+        ));
+    }
+    let writable = ["cgroup.procs", "cgroup.subtree_control"]
+        .iter()
+        .all(|f| nix::unistd::access(&dir.join(f), nix::unistd::AccessFlags::W_OK).is_ok())
+        && nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK).is_ok();
+    if !writable {
+        return Mechanism::Fallback(format!(
+            "{} is not writable by this user: cgroups are not delegated",
+            dir.display()
+        ));
+    }
+    Mechanism::Cgroup(dir)
+}
+
+/// A limit that ended a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Breach {
+    /// `limits.memory` (bytes).
+    Memory(u64),
+    /// `limits.pids` (tasks).
+    Pids(u64),
+    /// `limits.cpu_time` (seconds).
+    CpuTime(u64),
+    /// `filesystem.writable_layer_size` (bytes): the rootfs's writable layer is full.
+    WritableLayer(u64),
+    /// `filesystem.tmp_size` (bytes): /tmp is full.
+    Tmp(u64),
+}
+
+impl Breach {
+    /// The policy field that sets the limit.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Breach::Memory(_) => "limits.memory",
+            Breach::Pids(_) => "limits.pids",
+            Breach::CpuTime(_) => "limits.cpu_time",
+            Breach::WritableLayer(_) => "filesystem.writable_layer_size",
+            Breach::Tmp(_) => "filesystem.tmp_size",
+        }
+    }
+
+    /// A short name for scripts.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Breach::Memory(_) => "memory",
+            Breach::Pids(_) => "pids",
+            Breach::CpuTime(_) => "cpu_time",
+            Breach::WritableLayer(_) => "writable_layer",
+            Breach::Tmp(_) => "tmp",
+        }
+    }
+
+    /// The one-line reason `pinfold exec` prints (after `pinfold: `).
+    pub fn reason(&self) -> String {
+        match *self {
+            Breach::Memory(b) => format!(
+                "job killed: memory limit {} exceeded (policy {}); raise it in the policy or reduce the build's memory",
+                ByteSize(b),
+                self.field()
+            ),
+            Breach::Pids(n) => format!(
+                "job killed: pids limit {n} reached (policy {}); raise it in the policy or run fewer processes and threads",
+                self.field()
+            ),
+            Breach::CpuTime(s) => format!(
+                "job killed: CPU time limit {} exceeded (policy {}); raise it in the policy or make the build cheaper",
+                crate::policy::Seconds(s),
+                self.field()
+            ),
+            Breach::WritableLayer(b) => format!(
+                "job failed: disk limit reached: the writable layer is full ({}, policy {}); raise it in the policy or write less",
+                ByteSize(b),
+                self.field()
+            ),
+            Breach::Tmp(b) => format!(
+                "job failed: disk limit reached: /tmp is full ({}, policy {}); raise it in the policy or write less",
+                ByteSize(b),
+                self.field()
+            ),
+        }
+    }
+}
+
+/// One run's limits: the cgroup or the fallback supervisor, plus the disks.
+pub(crate) struct Watcher {
+    memory: u64,
+    pids: u64,
+    cpu_secs: u64,
+    mechanism: Mechanism,
+    cgroup: Option<PathBuf>,
+    init: Pid,
+    /// The container's own /proc (its pid namespace's procfs), once found.
+    proc: Option<OwnedFd>,
+    /// Host pids known to be (true) or not to be (false) the container's.
+    members: HashMap<i32, bool>,
+    /// `FULL_*` bits init reported.
+    full: u32,
+    tmp_size: u64,
+    layer_size: u64,
+    next: Instant,
+    clk_tck: u64,
+    page: u64,
+}
+
+fn write_file(path: &Path, value: &str) -> Result<(), LimitsError> {
+    std::fs::write(path, value).map_err(|source| LimitsError::Cgroup {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+impl Watcher {
+    /// Sets the limits up for the container whose init is `init` (cloned,
+    /// not yet released).
+    pub(crate) fn start(policy: &Policy, init: Pid) -> Watcher {
+        let l = &policy.limits;
+        let active = l.memory.0 != 0 || l.pids != 0 || l.cpu_time.0 != 0;
+        let mut w = Watcher {
+            memory: l.memory.0,
+            pids: l.pids,
+            cpu_secs: l.cpu_time.0,
+            mechanism: Mechanism::Fallback("no container-wide limit is set".into()),
+            cgroup: None,
+            init,
+            proc: None,
+            members: HashMap::new(),
+            full: 0,
+            tmp_size: policy.filesystem.tmp_size.0,
+            layer_size: policy.filesystem.writable_layer_size.0,
+            next: Instant::now() + POLL,
+            clk_tck: nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+                .ok()
+                .flatten()
+                .unwrap_or(100) as u64,
+            page: nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+                .ok()
+                .flatten()
+                .unwrap_or(4096) as u64,
+        };
+        if !active {
+            return w;
+        }
+        w.mechanism = detect();
+        if let Mechanism::Cgroup(dir) = &w.mechanism {
+            match w.make_cgroup(dir) {
+                Ok(cg) => w.cgroup = Some(cg),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot use the delegated cgroup; falling back");
+                    w.mechanism = Mechanism::Fallback(format!("cgroup set-up failed: {e}"));
+                }
+            }
+        }
+        tracing::debug!(mechanism = %w.mechanism, memory = w.memory, pids = w.pids, cpu_secs = w.cpu_secs, "resource limits");
+        w
+    }
+
+    /// Builds `DIR/pinfold-<this pid>/{exec,job}`: this process moves into
+    /// `exec`, the container's init into `job`, which carries the limits.
+    ///
+    /// cgroup v2's no-internal-process rule: controllers can be enabled for
+    /// children only in a cgroup without processes of its own. So this
+    /// process first leaves DIR (for `exec`), then enables memory, pids and
+    /// cpu in DIR and in `pinfold-<pid>`. That works when pinfold was alone
+    /// in its delegated cgroup (`systemd-run --user -p Delegate=yes`, a
+    /// unit with `Delegate=yes`) or DIR has the controllers enabled already;
+    /// otherwise the caller gets the error and the run falls back.
+    fn make_cgroup(&self, dir: &Path) -> Result<PathBuf, LimitsError> {
+        let me = std::process::id();
+        collect_stale(dir);
+        let base = dir.join(format!("pinfold-{me}"));
+        let (exec, job) = (base.join("exec"), base.join("job"));
+        let mkdir = |p: &Path| {
+            std::fs::create_dir_all(p).map_err(|source| LimitsError::Cgroup {
+                path: p.to_owned(),
+                source,
+            })
+        };
+        mkdir(&exec)?;
+        mkdir(&job)?;
+        let enable = |cg: &Path| -> Result<(), LimitsError> {
+            let enabled = read_trim(&cg.join("cgroup.subtree_control")).unwrap_or_default();
+            let want: Vec<String> = CONTROLLERS
+                .iter()
+                .filter(|c| !enabled.split_whitespace().any(|x| x == **c))
+                .map(|c| format!("+{c}"))
+                .collect();
+            if want.is_empty() {
+                return Ok(());
+            }
+            write_file(&cg.join("cgroup.subtree_control"), &want.join(" "))
+        };
+        let setup = || -> Result<(), LimitsError> {
+            write_file(&exec.join("cgroup.procs"), &me.to_string())?;
+            enable(dir)?;
+            enable(&base)?;
+            if self.memory != 0 {
+                write_file(&job.join("memory.max"), &self.memory.to_string())?;
+                write_file(&job.join("memory.swap.max"), "0")?;
+                write_file(&job.join("memory.oom.group"), "1")?;
+            }
+            if self.pids != 0 {
+                write_file(&job.join("pids.max"), &self.pids.to_string())?;
+            }
+            write_file(&job.join("cgroup.procs"), &self.init.to_string())
+        };
+        if let Err(e) = setup() {
+            // Back where we came from (allowed while DIR has no controllers
+            // enabled, which is the case when enabling them failed).
+            let _ = std::fs::write(dir.join("cgroup.procs"), me.to_string());
+            let _ = std::fs::remove_dir(&job);
+            let _ = std::fs::remove_dir(&exec);
+            let _ = std::fs::remove_dir(&base);
+            return Err(e);
+        }
+        Ok(job)
+    }
+
+    /// The mechanism in use.
+    pub(crate) fn mechanism(&self) -> &Mechanism {
+        &self.mechanism
+    }
+
+    /// Records the full disks init reported.
+    pub(crate) fn set_full_disks(&mut self, full: u32) {
+        self.full = full;
+    }
+
+    /// When the next check is due (None: nothing to poll).
+    pub(crate) fn next_check(&self) -> Option<Instant> {
+        (self.memory != 0 || self.pids != 0 || self.cpu_secs != 0).then_some(self.next)
+    }
+
+    /// Checks the limits if a check is due; a breach means: kill the container.
+    pub(crate) fn poll(&mut self) -> Option<Breach> {
+        let now = Instant::now();
+        if self.next_check().is_none_or(|n| now < n) {
+            return None;
+        }
+        let breach = match &self.cgroup {
+            Some(cg) => self.check_cgroup(&cg.clone()),
+            None => self.check_namespace(),
+        };
+        // A duty cycle of at most 1/DUTY: a container with many processes
+        // is sampled less often rather than costing more.
+        let spent = now.elapsed();
+        self.next = Instant::now() + (spent * DUTY).clamp(POLL, MAX_POLL);
+        breach
+    }
+
+    fn check_cgroup(&self, cg: &Path) -> Option<Breach> {
+        let events = |file: &str, key: &str| -> u64 {
+            read_trim(&cg.join(file))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        if self.memory != 0 && events("memory.events", "oom_kill ") > 0 {
+            return Some(Breach::Memory(self.memory));
+        }
+        if self.pids != 0 && events("pids.events", "max ") > 0 {
+            return Some(Breach::Pids(self.pids));
+        }
+        if self.cpu_secs != 0 && events("cpu.stat", "usage_usec ") > self.cpu_secs * 1_000_000 {
+            return Some(Breach::CpuTime(self.cpu_secs));
+        }
+        None
+    }
+
+    /// The fallback: every process of the container's pid namespace.
+    fn check_namespace(&mut self) -> Option<Breach> {
+        let mut totals = Totals::default();
+        if self.proc.is_none() {
+            let members = self.members_on_host();
+            // The container's own procfs lists exactly its processes, so a
+            // scan costs what the container holds, not what the host runs.
+            // It is opened through a job process: not init (non-dumpable,
+            // its memory belongs to the host's user namespace), but any
+            // process exec'd inside the container's user namespace, which
+            // the caller owns (so even a non-dumpable one is readable).
+            // /proc/PID/root resolves inside the container's root.
+            for &pid in members.iter().filter(|p| **p != self.init.as_raw()) {
+                let path = format!("/proc/{pid}/root/proc");
+                if let Ok(fd) = open(
+                    path.as_str(),
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                ) {
+                    tracing::debug!(%path, "watching the container's processes");
+                    self.proc = Some(fd);
+                    self.members.clear();
+                    break;
+                }
+            }
+            if self.proc.is_none() {
+                for pid in members {
+                    totals.add(
+                        &format!("/proc/{pid}"),
+                        pid == self.init.as_raw(),
+                        self.page,
+                    );
+                }
+            }
+        }
+        if let Some(fd) = &self.proc {
+            let proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
+            for pid in pids_in(&proc) {
+                // Init (PID 1) is pinfold's: its reaped orphans' CPU time
+                // counts, its own memory and CPU do not.
+                totals.add(&format!("{proc}/{pid}"), pid == 1, self.page);
+            }
+        }
+        if self.pids != 0 && totals.tasks >= self.pids {
+            return Some(Breach::Pids(self.pids));
+        }
+        if self.memory != 0 && totals.memory > self.memory {
+            return Some(Breach::Memory(self.memory));
+        }
+        if self.cpu_secs != 0 && totals.ticks > self.cpu_secs * self.clk_tck {
+            return Some(Breach::CpuTime(self.cpu_secs));
+        }
+        None
+    }
+
+    /// The container's processes among the host's: init and its descendants
+    /// (orphans are re-parented to init, PID 1 of their namespace). The
+    /// parent pid in /proc/PID/stat needs no ptrace access, so a process
+    /// that made itself non-dumpable is still found. Membership never
+    /// changes, so only new pids are looked up.
+    fn members_on_host(&mut self) -> Vec<i32> {
+        let init = self.init.as_raw();
+        let mut seen: HashMap<i32, bool> = HashMap::with_capacity(self.members.len());
+        let mut members = Vec::new();
+        let mut unknown: Vec<(i32, i32)> = Vec::new();
+        for pid in pids_in("/proc") {
+            match self.members.get(&pid) {
+                Some(&m) => {
+                    seen.insert(pid, m);
+                    if m {
+                        members.push(pid);
+                    }
+                }
+                None => {
+                    if let Some(ppid) = parent_of(pid) {
+                        unknown.push((pid, ppid));
+                    }
+                }
+            }
+        }
+        loop {
+            let before = unknown.len();
+            unknown.retain(|&(pid, ppid)| {
+                let verdict = if pid == init || ppid == init {
+                    Some(true)
+                } else {
+                    seen.get(&ppid).copied()
+                };
+                match verdict {
+                    Some(m) => {
+                        seen.insert(pid, m);
+                        if m {
+                            members.push(pid);
+                        }
+                        false
+                    }
+                    None => true,
+                }
+            });
+            if unknown.len() == before {
+                break;
+            }
+        }
+        // Parents that are gone from the host's view: not ours (an orphan
+        // of the container would have init as its parent).
+        for (pid, _) in unknown {
+            seen.insert(pid, false);
+        }
+        self.members = seen;
+        members
+    }
+
+    /// After the run: a limit that explains how it ended, if any. A run
+    /// that failed with a full disk names the disk; under cgroup v2 an OOM
+    /// kill or a refused fork names memory or pids.
+    pub(crate) fn after(&mut self, code: i32) -> Option<Breach> {
+        if code == 0 {
+            return None;
+        }
+        if let Some(cg) = &self.cgroup
+            && let Some(b) = self.check_cgroup(&cg.clone())
+        {
+            return Some(b);
+        }
+        if self.full & FULL_LAYER != 0 {
+            return Some(Breach::WritableLayer(self.layer_size));
+        }
+        if self.full & FULL_TMP != 0 {
+            return Some(Breach::Tmp(self.tmp_size));
+        }
+        None
+    }
+}
+
+/// Init found the writable layer full.
+pub(crate) const FULL_LAYER: u32 = 1;
+/// Init found /tmp full.
+pub(crate) const FULL_TMP: u32 = 2;
+
+/// Init, after a failed job, before the mounts go: which of the
+/// policy-sized disks are full (`FULL_*` bits). `layer`: the rootfs's
+/// writable layer is the policy-sized tmpfs.
+pub(crate) fn full_disks(layer: bool) -> u32 {
+    let full = |path: &str| {
+        // Full: no block (or inode) left for an unprivileged writer.
+        nix::sys::statvfs::statvfs(path)
+            .is_ok_and(|st| st.blocks_available() == 0 || st.files_available() == 0)
+    };
+    let mut bits = 0;
+    if layer && full("/") {
+        bits |= FULL_LAYER;
+    }
+    if full("/tmp") {
+        bits |= FULL_TMP;
+    }
+    bits
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if let Some(cg) = self.cgroup.take() {
+            let _ = std::fs::write(cg.join("cgroup.kill"), "1");
+            // The kill is asynchronous: retry the rmdir briefly. This
+            // process's own `exec` leaf goes with a later run's
+            // `collect_stale`, once this process has exited.
+            for _ in 0..100 {
+                if std::fs::remove_dir(&cg).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+}
+
+/// Removes the `pinfold-<pid>` subtrees of earlier runs whose processes are
+/// gone (rmdir fails on a cgroup that still has processes).
+fn collect_stale(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("pinfold-")) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_err() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        for leaf in ["job", "exec"] {
+            let _ = std::fs::remove_dir(e.path().join(leaf));
+        }
+        let _ = std::fs::remove_dir(e.path());
+    }
+}
+
+/// Summed usage of a set of processes.
+#[derive(Default)]
+struct Totals {
+    tasks: u64,
+    memory: u64,
+    ticks: u64,
+}
+
+impl Totals {
+    /// Adds the process whose /proc directory is `dir`; `init`: count only
+    /// its reaped children's CPU time (and its task).
+    fn add(&mut self, dir: &str, init: bool, page: u64) {
+        let Some(st) = Stat::read(&format!("{dir}/stat")) else {
+            return;
+        };
+        self.tasks += st.threads;
+        self.ticks += st.children_ticks;
+        if !init {
+            self.ticks += st.ticks;
+            self.memory += private_pages(&format!("{dir}/statm")) * page;
+        }
+    }
+}
+
+/// The numeric entries of a /proc directory.
+fn pids_in(dir: &str) -> Vec<i32> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .collect()
+}
+
+/// The parent pid of a host process (field 4 of /proc/PID/stat).
+fn parent_of(pid: i32) -> Option<i32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 2..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Resident pages not backed by a file or shmem (statm's resident minus
+/// shared): the memory a process holds that the kernel cannot reclaim.
+/// Shared libraries and executables mapped by many processes are not
+/// counted once per process this way; tmpfs data is capped by its size.
+fn private_pages(path: &str) -> u64 {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return 0;
+    };
+    let mut f = text
+        .split_whitespace()
+        .map(|v| v.parse::<u64>().unwrap_or(0));
+    let (_size, resident, shared) = (f.next(), f.next().unwrap_or(0), f.next().unwrap_or(0));
+    resident.saturating_sub(shared)
+}
+
+/// The fields of /proc/PID/stat the supervisor sums.
+struct Stat {
+    threads: u64,
+    ticks: u64,
+    children_ticks: u64,
+}
+
+impl Stat {
+    fn read(path: &str) -> Option<Stat> {
+        let text = std::fs::read_to_string(path).ok()?;
+        Stat::parse(&text)
+    }
+
+    /// Fields after the command name (which may contain spaces and parens):
+    /// state is field 3, utime 14, stime 15, cutime 16, cstime 17,
+    /// num_threads 20 (proc(5)).
+    fn parse(text: &str) -> Option<Stat> {
+        let rest = &text[text.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let n = |i: usize| -> Option<u64> {
+            f.get(i - 3)?.parse::<i64>().ok().map(|v| v.max(0) as u64)
+        };
+        Some(Stat {
+            ticks: n(14)? + n(15)?,
+            children_ticks: n(16)? + n(17)?,
+            threads: n(20)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields() {
+        let line = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 7 3 11 2 20 0 5 0 123 4096000 250 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0";
+        let st = Stat::parse(line).unwrap();
+        assert_eq!(st.ticks, 10);
+        assert_eq!(st.children_ticks, 13);
+        assert_eq!(st.threads, 5);
+    }
+
+    #[test]
+    fn reasons_name_the_field() {
+        let r = Breach::Memory(256 << 20).reason();
+        assert!(
+            r.starts_with("job killed: memory limit 256M exceeded (policy limits.memory)"),
+            "{r}"
+        );
+        assert!(Breach::Pids(64).reason().contains("limits.pids"));
+        assert!(Breach::CpuTime(90).reason().contains("1m 30s"));
+        assert!(
+            Breach::Tmp(1 << 20)
+                .reason()
+                .contains("filesystem.tmp_size")
+        );
+    }
+
+    #[test]
+    fn host_scan_finds_descendants_by_ancestry() {
+        // This test process stands in for the container's init: its child
+        // and grandchild are members, PID 1 of the host is not.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 5 & wait"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut w = Watcher::start(&Policy::load("default").unwrap(), Pid::this());
+        let members = w.members_on_host();
+        let _ = child.kill();
+        let _ = child.wait();
+        let me = std::process::id() as i32;
+        assert!(members.contains(&me), "{members:?}");
+        assert!(members.contains(&(child.id() as i32)), "{members:?}");
+        assert!(members.len() >= 3, "the sleep too: {members:?}");
+        assert!(!members.contains(&1), "{members:?}");
+        // Cached: a second scan agrees without new lookups for old pids.
+        assert!(w.members.get(&1) == Some(&false));
+    }
+
+    #[test]
+    fn a_proc_directory_is_summed() {
+        // The supervisor's scan pointed at the host's /proc (this test's
+        // own pid namespace) counts this process's threads and memory.
+        let mut w = Watcher::start(&Policy::load("default").unwrap(), Pid::this());
+        w.cgroup = None;
+        w.proc = Some(open("/proc", OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).unwrap());
+        w.pids = 1;
+        w.memory = 0;
+        w.cpu_secs = 0;
+        w.next = Instant::now();
+        assert_eq!(w.poll(), Some(Breach::Pids(1)));
+        w.pids = 0;
+        w.memory = 4096;
+        w.next = Instant::now();
+        assert_eq!(w.poll(), Some(Breach::Memory(4096)));
+        w.memory = u64::MAX;
+        w.next = Instant::now();
+        assert_eq!(w.poll(), None);
+    }
+}

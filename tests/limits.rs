@@ -1,0 +1,241 @@
+//! Resource limits end to end: a fork bomb, a memory bomb, a CPU burner and
+//! disk fills, each run by the unprivileged test user in a real container,
+//! each ending with exit 123 and a reason naming the policy field; the next
+//! run on the same host works. Every bomb is bounded on its own (a capped
+//! allocation, RLIMIT_NPROC, a --timeout) so a bug here cannot take the
+//! machine down. The log flood through a real agent is in tests/agent.rs.
+
+mod common;
+
+use common::{exec, fixtures, pinfold, sh, user_dir};
+
+/// Writes a policy file (default + `extra` TOML) the test user can read.
+fn policy(dir: &std::path::Path, name: &str, limits: &str, filesystem: &str) -> String {
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &p,
+        format!("description = \"limits test\"\n[filesystem]\n{filesystem}\n[limits]\n{limits}\n"),
+    )
+    .unwrap();
+    p.to_str().unwrap().to_owned()
+}
+
+/// The host is fine: a plain run afterwards works.
+fn next_run_is_normal() {
+    let (code, out, err) = sh(&[], "echo still-fine; ulimit -u");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("still-fine\n"), "{out}");
+}
+
+#[test]
+fn fork_bomb_is_killed_naming_the_pids_limit() {
+    let d = user_dir();
+    let p = policy(d.path(), "pids", "pids = 64", "");
+    // A bomb that retries refused forks (as bash's does) for at most 20 s;
+    // RLIMIT_NPROC (= pids) bounds it even if the supervisor were broken,
+    // and the timeout ends it in any case.
+    let out = exec(
+        &["--policy", &p, "--timeout", "30s"],
+        &["/bin/probe", "forkbomb", "20"],
+    );
+    let (code, err) = (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(code, 123, "{err}");
+    assert!(
+        err.contains("pinfold: job killed: pids limit 64 reached (policy limits.pids)"),
+        "{err}"
+    );
+    next_run_is_normal();
+}
+
+#[test]
+fn memory_bomb_is_killed_naming_the_memory_limit() {
+    let d = user_dir();
+    let p = policy(d.path(), "mem", "memory = \"64M\"", "");
+    // busybox dd allocates one bs-sized buffer and fills it from /dev/zero:
+    // 256M resident, held for a while, bounded.
+    let (code, _out, err) = sh(
+        &["--policy", &p, "--timeout", "60s"],
+        "dd if=/dev/zero of=/dev/null bs=256M count=200 2>/dev/null",
+    );
+    assert_eq!(code, 123, "{err}");
+    assert!(
+        err.contains(
+            "pinfold: job killed: memory limit 64M exceeded (policy limits.memory); raise it in the policy or reduce the build's memory"
+        ),
+        "{err}"
+    );
+    // Under the limit the same kind of work runs.
+    let (code, _, err) = sh(
+        &["--policy", &p],
+        "dd if=/dev/zero of=/dev/null bs=8M count=4 2>/dev/null",
+    );
+    assert_eq!(code, 0, "{err}");
+    next_run_is_normal();
+}
+
+#[test]
+fn a_job_that_hides_from_proc_is_still_measured() {
+    // Non-dumpable from its first instruction: the supervisor, owner of the
+    // container's user namespace, still reads it (through the container's
+    // procfs, or by ancestry on the host's /proc).
+    let d = user_dir();
+    let p = policy(d.path(), "nodump", "memory = \"64M\"", "");
+    let out = exec(
+        &["--policy", &p, "--timeout", "60s"],
+        &["/bin/probe", "nodump-alloc", "256"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(123), "{err}");
+    assert!(err.contains("memory limit 64M exceeded"), "{err}");
+    next_run_is_normal();
+}
+
+#[test]
+fn cpu_burner_is_killed_naming_the_cpu_time_limit() {
+    let d = user_dir();
+    let p = policy(d.path(), "cpu", "cpu_time = \"1s\"", "");
+    // Two burners: the limit is the container's total, not per process.
+    let (code, _out, err) = sh(
+        &["--policy", &p, "--timeout", "30s"],
+        "(while :; do :; done) & while :; do :; done",
+    );
+    assert_eq!(code, 123, "{err}");
+    assert!(
+        err.contains("pinfold: job killed: CPU time limit 1s exceeded (policy limits.cpu_time)"),
+        "{err}"
+    );
+    next_run_is_normal();
+}
+
+#[test]
+fn filling_tmp_fails_naming_the_tmp_size() {
+    let d = user_dir();
+    let p = policy(d.path(), "tmp", "", "tmp_size = \"1M\"");
+    let (code, _out, err) = sh(
+        &["--policy", &p, "--timeout", "30s"],
+        "dd if=/dev/zero of=/tmp/fill bs=64k count=64",
+    );
+    assert_eq!(code, 123, "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(
+        err.contains(
+            "pinfold: job failed: disk limit reached: /tmp is full (1M, policy filesystem.tmp_size)"
+        ),
+        "{err}"
+    );
+    // A job that handles the full disk and succeeds keeps its status.
+    let (code, _, err) = sh(
+        &["--policy", &p],
+        "dd if=/dev/zero of=/tmp/fill bs=64k count=64 2>/dev/null || echo handled",
+    );
+    assert_eq!(code, 0, "{err}");
+    next_run_is_normal();
+}
+
+#[test]
+fn filling_the_writable_layer_fails_naming_its_size() {
+    let d = user_dir();
+    let p = policy(
+        d.path(),
+        "layer",
+        "",
+        "rootfs_writable = true\nwritable_layer_size = \"1M\"",
+    );
+    let (code, _out, err) = sh(
+        &["--policy", &p, "--timeout", "30s"],
+        "dd if=/dev/zero of=/root/fill bs=64k count=64",
+    );
+    assert_eq!(code, 123, "{err}");
+    assert!(
+        err.contains("the writable layer is full (1M, policy filesystem.writable_layer_size)"),
+        "{err}"
+    );
+    next_run_is_normal();
+}
+
+/// What the test user's own cgroup offers, read independently of pinfold:
+/// cgroup v2 limits need memory, pids and cpu delegated and writable.
+fn cgroup_v2_delegated() -> bool {
+    let Ok(line) = std::fs::read_to_string("/proc/self/cgroup") else {
+        return false;
+    };
+    let Some(rel) = line.lines().find_map(|l| l.strip_prefix("0::")) else {
+        return false;
+    };
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .iter()
+        .any(|base| {
+            let dir = std::path::Path::new(base).join(rel.trim_start_matches('/'));
+            let c = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+            ["memory", "pids", "cpu"]
+                .iter()
+                .all(|x| c.split_whitespace().any(|y| y == *x))
+        })
+}
+
+#[test]
+fn verbose_exec_doctor_and_report_name_the_mechanism() {
+    let d = user_dir();
+    let p = policy(d.path(), "named", "pids = 128", "");
+    let report = d.path().join("report.json");
+    let out = pinfold()
+        .arg("--verbose")
+        .arg("exec")
+        .arg("--rootfs")
+        .arg(&fixtures().rootfs)
+        .args(["--policy", &p, "--report"])
+        .arg(&report)
+        .args(["--", "/bin/true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(v["exit_code"], 0);
+    assert_eq!(v["outcome"], "exited");
+    let doctor = pinfold().args(["doctor"]).output().unwrap();
+    let doc = String::from_utf8_lossy(&doctor.stdout).into_owned()
+        + &String::from_utf8_lossy(&doctor.stderr);
+    let line = doc
+        .lines()
+        .find(|l| l.contains("cgroup v2 delegation"))
+        .unwrap_or_else(|| panic!("{doc}"))
+        .to_owned();
+    if cgroup_v2_delegated() {
+        // Delegated controllers are necessary, not sufficient (writability):
+        // whichever was chosen must be named consistently.
+        let m = v["limits_mechanism"].as_str().unwrap().to_owned();
+        assert!(m == "cgroup-v2" || m == "fallback", "{v}");
+        assert!(err.contains(&format!("enforced by {m}")), "{err}");
+    } else {
+        // This machine: hybrid cgroups, the unified tree has no controllers.
+        assert_eq!(v["limits_mechanism"], "fallback", "{v}");
+        assert!(err.contains("enforced by fallback"), "{err}");
+        assert!(err.contains("pid-namespace supervisor"), "{err}");
+        assert!(line.contains("limits use the fallback"), "{line}");
+    }
+}
+
+#[test]
+fn bad_limit_values_name_the_field() {
+    let d = user_dir();
+    for (toml, field) in [
+        ("memory = \"1K\"", "limits.memory"),
+        ("pids = 2", "limits.pids"),
+        ("cpu_time = \"1.5s\"", "cpu_time"),
+        ("log_bytes = \"100\"", "limits.log_bytes"),
+    ] {
+        let p = policy(d.path(), "bad", toml, "");
+        let out = pinfold().args(["policy", "check", &p]).output().unwrap();
+        assert!(!out.status.success(), "{toml}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(field), "{toml}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        let out = exec(&["--policy", &p], &["/bin/true"]);
+        assert_eq!(out.status.code(), Some(125), "{toml}");
+    }
+}
