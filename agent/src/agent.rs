@@ -636,8 +636,10 @@ fn heartbeat(jc: &Client, id: u64, ttl: Duration, flag: &AtomicU8, stop_hb: &Ato
 /// Appends in flight at once. The server orders them: an append that
 /// arrives ahead of the log's end waits there for the ones before it.
 const SHIP_WINDOW: usize = 3;
-/// Largest append: the server's default limit (a 413 halves it).
-const SHIP_CHUNK: usize = 4 << 20;
+/// Largest append (the server takes up to 4 MiB; a 413 halves it). 1 MiB
+/// keeps the agent's buffers (window + 1 of them) to 4 MiB whatever the
+/// log; the server ingests 1 MiB appends at over 200 MB/s.
+const SHIP_CHUNK: usize = 1 << 20;
 /// Smallest append the halving goes down to.
 const SHIP_CHUNK_MIN: usize = 64 << 10;
 /// How long one append is retried through transport errors (server down).
