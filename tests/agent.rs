@@ -63,17 +63,31 @@ python3 -c "import json;print(json.load(open('$l/index.json'))['manifests'][0]['
 struct Server {
     child: Child,
     url: String,
-    _home: tempfile::TempDir,
+    port: u16,
+    args: Vec<String>,
+    home: tempfile::TempDir,
 }
 
 impl Server {
     fn start(args: &[&str]) -> Result<Server> {
         let home = tempfile::tempdir()?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        Ok(Server {
+            child: Self::spawn(home.path(), port, &args)?,
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            args,
+            home,
+        })
+    }
+
+    /// `pinfold server` on `port` over `home`, once it listens.
+    fn spawn(home: &Path, port: u16, args: &[String]) -> Result<Child> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_pinfold"))
             .args(["server", "--listen", &format!("127.0.0.1:{port}")])
             .args(args)
-            .env("PINFOLD_HOME", home.path())
+            .env("PINFOLD_HOME", home)
             .env("PINFOLD_ADMIN_TOKEN", ADMIN)
             .env("PINFOLD_REGISTRATION_TOKEN", REG)
             .env("PINFOLD_SECRET_DEPLOY_KEY", SECRET)
@@ -90,13 +104,26 @@ impl Server {
                 }
             }
         });
-        rx.recv_timeout(Duration::from_secs(20))
-            .context("server did not start")?;
-        Ok(Server {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            _home: home,
-        })
+        if rx.recv_timeout(Duration::from_secs(20)).is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("server did not start");
+        }
+        Ok(child)
+    }
+
+    /// SIGKILL (no goodbye), `down` with nothing listening, then the same
+    /// server again: same port, same state directory.
+    fn kill9_and_restart(&mut self, down: Duration) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        std::thread::sleep(down);
+        self.child = Self::spawn(self.home.path(), self.port, &self.args)?;
+        Ok(())
+    }
+
+    fn signal(&self, sig: Signal) -> Result<()> {
+        Ok(kill(Pid::from_raw(self.child.id() as i32), sig)?)
     }
 
     fn admin(&self) -> Client {
@@ -178,6 +205,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        let _ = self.signal(Signal::SIGCONT);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -465,6 +493,113 @@ fn pinfold_run_locally() -> Result<()> {
         err.contains("bad.yaml") && err.contains("stepz") && err.contains("line 2"),
         "{err}"
     );
+    Ok(())
+}
+
+/// `seq 1 n`'s output.
+fn seq(n: u32) -> String {
+    (1..=n).map(|i| format!("{i}\n")).collect()
+}
+
+/// The output of step 1/1 `name`: between its start and finish markers.
+fn step_output<'a>(log: &'a str, name: &str) -> Result<&'a str> {
+    let begin = format!("==> step 1/1: {name}\n");
+    let end = format!("==> step 1/1: {name} finished");
+    anyhow::ensure!(log.matches(&begin).count() == 1, "one start marker: {log}");
+    let (_, rest) = log.split_once(&begin).context("start marker")?;
+    let (body, _) = rest.split_once(&end).context("finish marker")?;
+    Ok(body)
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// A job that prints 300,000 lines in three bursts, the later ones while
+/// the test has the server down or stopped.
+const BURSTS: &str = "  - name: print\n    run: seq 1 50000; sleep 2; seq 50001 200000; sleep 1; seq 200001 300000\n";
+
+/// Checks the job ran once, succeeded, and its log holds every line once.
+fn assert_whole_log(server: &Server, id: u64) -> Result<()> {
+    let j = server.wait(id, Duration::from_secs(90))?;
+    let log = server.log(id)?;
+    assert_eq!(j.state, JobState::Succeeded, "{log}");
+    assert_eq!(j.attempts, 1, "the job ran once: {log}");
+    // The step's output without pinfold's own notes (`==> limits ...`).
+    let body: String = step_output(&log, "print")?
+        .split_inclusive('\n')
+        .filter(|l| !l.starts_with("==> "))
+        .collect();
+    let want = seq(300_000);
+    let odd: Vec<&str> = body
+        .lines()
+        .filter(|l| l.parse::<u32>().is_err())
+        .take(5)
+        .collect();
+    assert_eq!(
+        body.len(),
+        want.len(),
+        "no byte lost or duplicated: {odd:?}"
+    );
+    assert_eq!(sha256_hex(body.as_bytes()), sha256_hex(want.as_bytes()));
+    assert_eq!(log.matches("==> pinfold: job ").count(), 1, "{log}");
+    Ok(())
+}
+
+#[test]
+fn a_zero_request_timeout_is_refused_clearly() {
+    let o = common::pinfold()
+        .args([
+            "agent",
+            "--server",
+            "http://127.0.0.1:9",
+            "--request-timeout",
+            "0s",
+        ])
+        .output()
+        .expect("run pinfold agent");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--request-timeout must be longer than 0s"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_server_killed_and_restarted_mid_job_loses_no_log_byte() -> Result<()> {
+    let mut server = Server::start(&[])?;
+    let home = common::user_dir();
+    let _agent = Agent(server.agent(home.path(), &["--request-timeout", "2s"])?);
+    let id = server.submit(&job(BURSTS, ""), None)?;
+    server.wait_log(id, "\n50000\n", Duration::from_secs(30))?;
+    // Down for 1.5 s while the job prints its second burst into the spool.
+    server.kill9_and_restart(Duration::from_millis(1500))?;
+    assert_whole_log(&server, id)
+}
+
+#[test]
+fn a_server_stopped_past_the_request_timeout_then_continued() -> Result<()> {
+    // The pause is longer than the agent's request timeout and the lease.
+    let server = Server::start(&["--lease-ttl", "3s"])?;
+    let home = common::user_dir();
+    let mut agent = Agent(server.agent(home.path(), &["--request-timeout", "1s"])?);
+    let id = server.submit(&job(BURSTS, ""), None)?;
+    server.wait_log(id, "\n50000\n", Duration::from_secs(30))?;
+    server.signal(Signal::SIGSTOP)?;
+    std::thread::sleep(Duration::from_secs(5));
+    server.signal(Signal::SIGCONT)?;
+    assert_whole_log(&server, id)?;
+    // The agent carries on with the next job.
+    assert!(agent.0.try_wait()?.is_none(), "the agent exited");
+    let next = server.submit(
+        &job("  - name: a\n    run: echo after the pause\n", ""),
+        None,
+    )?;
+    let j = server.wait(next, Duration::from_secs(30))?;
+    assert_eq!(j.state, JobState::Succeeded, "{}", server.log(next)?);
     Ok(())
 }
 

@@ -1,12 +1,13 @@
 //! The runner agent: registers with a coordinator once, long-polls for
 //! leases and runs each job with the [`runner`](crate::runner) core.
 //!
-//! Per job, three threads besides the job's own: a heartbeat at ttl/3
+//! Per job, besides the job's own threads: a heartbeat at ttl/3
 //! (cancellation arrives in its answer), and a log shipper that tails the
 //! job's masked spool file and appends it by byte offset from the lease's
-//! `log_offset` (a transport error resends the same chunk, a 409 resumes at
-//! the server's `expected_offset`), so memory stays bounded whatever the
-//! log size. Artifacts are uploaded with their sha256, then the job's
+//! `log_offset`, up to three appends in flight (a transport error resends
+//! the same chunk with backoff, a 409 resumes at the server's
+//! `expected_offset`), so memory stays bounded whatever the log size.
+//! Artifacts are uploaded with their sha256, then the job's
 //! in-toto/SLSA provenance signed with the runner key (its public half was
 //! sent at registration); the finish carries the state, the per-step exit
 //! codes and timings.
@@ -20,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pinfold_api::provenance::{self, SigningKey};
-use pinfold_api::wire::{FinishRequest, JobState, Lease};
+use pinfold_api::wire::{FinishRequest, JobState, Lease, LogAppendResponse};
 use pinfold_coordinator::client::{Client, ClientError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -80,6 +81,9 @@ pub struct Config {
     pub home: PathBuf,
     /// The pinfold binary.
     pub exe: PathBuf,
+    /// How long one request may take before it is given up and retried
+    /// (long-polls get their wait on top).
+    pub request_timeout: Duration,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -132,7 +136,7 @@ fn runner_token(cfg: &Config, key: &SigningKey, fresh: bool) -> Result<StoredTok
     let reg = Client::new(
         &cfg.server,
         cfg.registration_token.clone(),
-        Duration::from_secs(30),
+        cfg.request_timeout,
     );
     let public = provenance::public_key_pem(&key.verifying_key())?;
     let r = reg
@@ -212,7 +216,7 @@ pub fn run(mut cfg: Config, shutdown: &dyn Fn() -> bool) -> Result<(), AgentErro
     cfg.concurrency = cfg.concurrency.max(1);
     let key = runner_key(&cfg.home)?;
     let stored = runner_token(&cfg, &key, false)?;
-    let base = Client::new(&cfg.server, None, Duration::from_secs(30));
+    let base = Client::new(&cfg.server, None, cfg.request_timeout);
     ensure_key(&base.with_token(&stored.token), &key);
     let sh = Arc::new(Shared {
         client: Mutex::new(base.with_token(&stored.token)),
@@ -269,6 +273,7 @@ fn lock_vec<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn worker(sh: &Shared) {
+    let mut backoff = Backoff::new();
     loop {
         if sh.draining.load(Ordering::SeqCst) {
             return;
@@ -278,7 +283,11 @@ fn worker(sh: &Shared) {
             return;
         }
         let client = lock_vec(&sh.client).clone();
-        match client.lease(5) {
+        let answer = client.lease(5);
+        if answer.is_ok() {
+            backoff = Backoff::new();
+        }
+        match answer {
             Ok(Some(lease)) => {
                 let flag = Arc::new(AtomicU8::new(stop::NONE));
                 lock_vec(&sh.running).push(flag.clone());
@@ -314,26 +323,60 @@ fn worker(sh: &Shared) {
             }
             Err(e) => {
                 tracing::warn!(%e, "lease failed; retrying");
-                std::thread::sleep(Duration::from_secs(1));
+                backoff.sleep();
+                continue;
             }
         }
     }
 }
 
+/// Exponential backoff between retries of a request the server did not
+/// answer: 100 ms doubling to 5 s, each wait jittered down by up to a half
+/// so agents cut off together do not come back in step.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+
+    fn new() -> Backoff {
+        Backoff { next: Self::FIRST }
+    }
+
+    /// The next wait (and doubles the one after).
+    fn step(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (d * 2).min(Self::MAX);
+        // Jitter from the clock's nanoseconds: no need for a random source.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|t| t.subsec_nanos())
+            .unwrap_or(0);
+        d - d.mul_f64(f64::from(nanos % 1000) / 2000.0)
+    }
+
+    fn sleep(&mut self) {
+        std::thread::sleep(self.step());
+    }
+}
+
 /// Calls `f` until it succeeds, the server answers with an error, or
-/// `deadline` passes (transport errors are retried).
+/// `deadline` passes (transport errors are retried with backoff).
 fn retry<T>(
     deadline: Duration,
     mut f: impl FnMut() -> Result<T, ClientError>,
 ) -> Result<T, ClientError> {
     let start = Instant::now();
+    let mut backoff = Backoff::new();
     loop {
         match f() {
             Err(e @ (ClientError::Transport(_) | ClientError::Io(_)))
                 if start.elapsed() < deadline =>
             {
                 tracing::debug!(%e, "retrying");
-                std::thread::sleep(Duration::from_millis(200));
+                backoff.sleep();
             }
             other => return other,
         }
@@ -456,20 +499,13 @@ fn run_job(sh: &Shared, lease: Lease, flag: Arc<AtomicU8>) {
         Ok(())
     };
     let mut deliver = |a: &mut crate::artifacts::Artifact| -> Result<(), String> {
-        let mut tries = 0;
-        loop {
+        retry(ttl * 2, || {
             use std::io::Seek;
-            a.file.rewind().map_err(|e| e.to_string())?;
-            match jc.upload_artifact(id, &a.name, &a.sha256, &mut a.file) {
-                Ok(_) => return Ok(()),
-                Err(e @ (ClientError::Transport(_) | ClientError::Io(_))) if tries < 5 => {
-                    tries += 1;
-                    tracing::warn!(%e, "artifact upload failed; retrying");
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-                Err(e) => return Err(format!("upload failed: {e}")),
-            }
-        }
+            a.file.rewind()?;
+            jc.upload_artifact(id, &a.name, &a.sha256, &mut a.file)
+        })
+        .map(drop)
+        .map_err(|e| format!("upload failed: {e}"))
     };
     let started_ms = crate::runner::now_ms();
     let report = job.run(&log, &mut fill, &mut deliver);
@@ -563,6 +599,7 @@ fn attest(
 
 fn heartbeat(jc: &Client, id: u64, ttl: Duration, flag: &AtomicU8, stop_hb: &AtomicBool) {
     let mut every = ttl / 3;
+    let mut backoff = Backoff::new();
     let mut next = Instant::now() + every;
     while !stop_hb.load(Ordering::SeqCst) {
         if Instant::now() < next {
@@ -581,6 +618,7 @@ fn heartbeat(jc: &Client, id: u64, ttl: Duration, flag: &AtomicU8, stop_hb: &Ato
                 }
                 every = Duration::from_secs(r.lease_ttl_secs.max(1)) / 3;
                 next = Instant::now() + every;
+                backoff = Backoff::new();
             }
             Err(e) if matches!(e.status(), Some(403 | 409 | 404)) => {
                 tracing::warn!(%e, job = id, "lease lost");
@@ -589,14 +627,82 @@ fn heartbeat(jc: &Client, id: u64, ttl: Duration, flag: &AtomicU8, stop_hb: &Ato
             }
             Err(e) => {
                 tracing::warn!(%e, job = id, "heartbeat failed; retrying");
-                next = Instant::now() + Duration::from_millis(500);
+                next = Instant::now() + backoff.step().min(every);
+            }
+        }
+    }
+}
+
+/// Appends in flight at once. The server orders them: an append that
+/// arrives ahead of the log's end waits there for the ones before it.
+const SHIP_WINDOW: usize = 3;
+/// Largest append (the server takes up to 4 MiB; a 413 halves it). 1 MiB
+/// keeps the agent's buffers (window + 1 of them) to 4 MiB whatever the
+/// log; the server ingests 1 MiB appends at over 200 MB/s.
+const SHIP_CHUNK: usize = 1 << 20;
+/// Smallest append the halving goes down to.
+const SHIP_CHUNK_MIN: usize = 64 << 10;
+/// How long one append is retried through transport errors (server down).
+const SHIP_PATIENCE: Duration = Duration::from_secs(600);
+
+/// What became of one append.
+enum Sent {
+    /// Stored; the answer.
+    Stored(LogAppendResponse),
+    /// Refused: the log ends elsewhere; resume there.
+    Gap(u64),
+    /// Refused as too large for this server.
+    TooLarge,
+    /// Refused for good (stale lease, revoked, patience exhausted).
+    Failed(ClientError),
+}
+
+/// Appends one chunk at `at`, retrying transport errors with backoff (the
+/// server skips bytes it already has, so a resend never duplicates).
+fn send_chunk(
+    jc: &Client,
+    id: u64,
+    at: u64,
+    data: &[u8],
+    flag: &AtomicU8,
+    stop_all: &AtomicBool,
+) -> Sent {
+    let first = Instant::now();
+    let mut backoff = Backoff::new();
+    loop {
+        match jc.append_log(id, at, data) {
+            Ok(r) => return Sent::Stored(r),
+            Err(ClientError::Http {
+                expected_offset: Some(e),
+                ..
+            }) => return Sent::Gap(e),
+            Err(e) if e.status() == Some(413) && data.len() > SHIP_CHUNK_MIN => {
+                return Sent::TooLarge;
+            }
+            Err(e @ (ClientError::Transport(_) | ClientError::Io(_)))
+                if first.elapsed() < SHIP_PATIENCE
+                    && flag.load(Ordering::SeqCst) != stop::LEASE_LOST
+                    && !stop_all.load(Ordering::SeqCst) =>
+            {
+                tracing::debug!(%e, job = id, at, "log append failed; resending");
+                backoff.sleep();
+            }
+            Err(e) => {
+                if matches!(e.status(), Some(403 | 409)) {
+                    flag.store(stop::LEASE_LOST, Ordering::SeqCst);
+                }
+                return Sent::Failed(e);
             }
         }
     }
 }
 
 /// Appends the spool to the job's log from `start` until the stream is
-/// complete and shipped. Chunks up to 2 MiB (the server takes 4 MiB).
+/// complete and shipped: chunks of up to [`SHIP_CHUNK`] read from the spool
+/// (memory stays bounded), [`SHIP_WINDOW`] of them in flight so the network
+/// and the server work while the next chunk is read. A refused chunk (409
+/// with the server's `expected_offset`) lets the window drain, then shipping
+/// resumes at the server's offset.
 fn ship(
     jc: &Client,
     id: u64,
@@ -604,50 +710,108 @@ fn ship(
     r: &SpoolReader,
     flag: &AtomicU8,
 ) -> Result<u64, ClientError> {
-    let mut buf = vec![0u8; 2 << 20];
-    let mut pos = 0u64; // in the spool
-    let mut since_ok = Instant::now();
-    loop {
-        if flag.load(Ordering::SeqCst) == stop::LEASE_LOST {
-            return Ok(start + pos);
-        }
-        let complete = r.done.load(Ordering::SeqCst);
-        let n = r.read_at(pos, &mut buf)?;
-        if n == 0 {
-            if complete && r.written.load(Ordering::SeqCst) <= pos {
-                return Ok(start + pos);
+    let stop_all = AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::channel::<(u64, Vec<u8>, Sent)>();
+    std::thread::scope(|s| {
+        let mut chunk = SHIP_CHUNK;
+        let mut sent = 0u64; // spool bytes handed to appends
+        let mut in_flight = 0usize;
+        let mut free: Vec<Vec<u8>> = Vec::new();
+        let mut truncated = false;
+        let mut resync: Option<u64> = None;
+        let mut failure: Option<ClientError> = None;
+        loop {
+            let lost = flag.load(Ordering::SeqCst) == stop::LEASE_LOST;
+            let complete = r.done.load(Ordering::SeqCst);
+            let written = r.written.load(Ordering::SeqCst);
+            if truncated {
+                // The server keeps no more; acknowledge the rest locally.
+                sent = sent.max(written);
             }
-            std::thread::sleep(Duration::from_millis(20));
-            continue;
-        }
-        match jc.append_log(id, start + pos, &buf[..n]) {
-            Ok(resp) => {
-                since_ok = Instant::now();
-                pos = resp.offset.saturating_sub(start);
-                if resp.truncated {
-                    // The server keeps no more; acknowledge the rest locally.
-                    pos = pos.max(r.written.load(Ordering::SeqCst));
+            while failure.is_none() && resync.is_none() && !lost && in_flight < SHIP_WINDOW {
+                // With appends in flight, only a full chunk goes next: a
+                // step printing slower than the server takes it gets one
+                // append at a time, each carrying what piled up meanwhile,
+                // not a stream of small ones.
+                let backlog = r.written.load(Ordering::SeqCst).saturating_sub(sent);
+                if in_flight > 0 && backlog < chunk as u64 && !complete {
+                    break;
                 }
+                let mut buf = free.pop().unwrap_or_default();
+                buf.resize(chunk, 0);
+                let n = match r.read_at(sent, &mut buf) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        failure = Some(e.into());
+                        stop_all.store(true, Ordering::SeqCst);
+                        break;
+                    }
+                };
+                if n == 0 {
+                    free.push(buf);
+                    break;
+                }
+                buf.truncate(n);
+                let at = start + sent;
+                sent += n as u64;
+                in_flight += 1;
+                let (tx, stop_all) = (tx.clone(), &stop_all);
+                s.spawn(move || {
+                    let out = send_chunk(jc, id, at, &buf, flag, stop_all);
+                    let _ = tx.send((at, buf, out));
+                });
             }
-            Err(ClientError::Http {
-                expected_offset: Some(e),
-                ..
-            }) => {
-                pos = e.saturating_sub(start);
-            }
-            Err(e @ (ClientError::Transport(_) | ClientError::Io(_))) => {
-                // Resend the same chunk; the server skips what it has.
-                if since_ok.elapsed() > Duration::from_secs(600) {
+            if in_flight == 0 {
+                if let Some(e) = failure.take() {
                     return Err(e);
                 }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => {
-                if matches!(e.status(), Some(403 | 409)) {
-                    flag.store(stop::LEASE_LOST, Ordering::SeqCst);
+                if lost {
+                    return Ok(start + sent);
                 }
-                return Err(e);
+                if let Some(at) = resync.take() {
+                    sent = at.saturating_sub(start);
+                    continue;
+                }
+                if complete && written <= sent {
+                    return Ok(start + sent);
+                }
+            }
+            let wait = Duration::from_millis(20);
+            let answer = if in_flight > 0 {
+                rx.recv_timeout(wait).ok()
+            } else {
+                std::thread::sleep(wait);
+                None
+            };
+            let Some((at, buf, out)) = answer else {
+                continue;
+            };
+            in_flight -= 1;
+            free.push(buf);
+            match out {
+                Sent::Stored(resp) => {
+                    truncated |= resp.truncated;
+                    // The server may already have had more (a resend after
+                    // a resync): carry on from its end.
+                    if resync.is_none() {
+                        sent = sent.max(resp.offset.saturating_sub(start));
+                    }
+                }
+                Sent::Gap(e) => resync = Some(resync.map_or(e, |r| r.min(e))),
+                Sent::TooLarge => {
+                    chunk = (chunk / 2).max(SHIP_CHUNK_MIN);
+                    tracing::info!(
+                        chunk,
+                        job = id,
+                        "log chunk too large for the server; halving"
+                    );
+                    resync = Some(resync.map_or(at, |r| r.min(at)));
+                }
+                Sent::Failed(e) => {
+                    stop_all.store(true, Ordering::SeqCst);
+                    failure.get_or_insert(e);
+                }
             }
         }
-    }
+    })
 }

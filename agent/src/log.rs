@@ -83,6 +83,11 @@ impl LogWriter {
     }
 
     fn emit(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.secrets.is_empty() {
+            // Nothing to mask: no copy on the log's hot path.
+            self.out.write_all(data)?;
+            return self.out.flush();
+        }
         let m = mask(&self.pending, data, &self.secrets, false);
         self.pending = m.pending;
         self.out.write_all(&m.emit)?;

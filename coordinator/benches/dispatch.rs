@@ -100,9 +100,14 @@ fn dispatch(jobs: usize) -> f64 {
             });
         }
     });
+    // Each simulated runner has its own client and connections, as
+    // separate runner processes would.
     let reg = client(&srv.url, REG);
     let runners: Vec<Client> = (0..RUNNERS)
-        .map(|i| reg.with_token(&reg.register(&format!("bench-{i}"), &[]).unwrap().token))
+        .map(|i| {
+            let token = reg.register(&format!("bench-{i}"), &[]).unwrap().token;
+            client(&srv.url, &token)
+        })
         .collect();
     let start = Instant::now();
     let done: usize = std::thread::scope(|s| {

@@ -63,6 +63,10 @@ impl Client {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(timeout))
+            // An agent keeps a few log appends, a heartbeat and a long-poll
+            // per job open at once: keep their connections (ureq keeps 3).
+            .max_idle_connections_per_host(16)
+            .max_idle_connections(32)
             .build()
             .into();
         Client {

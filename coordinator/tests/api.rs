@@ -305,6 +305,48 @@ async fn a_job_runs_through_the_protocol() {
 }
 
 #[tokio::test]
+async fn an_append_ahead_of_the_log_waits_for_the_one_before_it() {
+    let t = setup(Config::default()).await;
+    let runner = t.register(&[]).await;
+    let job = t.submit(&[]).await;
+    let lease = t.lease(&runner.token).await.expect("a lease");
+    let jt = lease.job_token.as_str();
+    // Pipelined appends can arrive out of order: the second chunk comes
+    // first and waits until the first one has been stored.
+    let ahead = t.append(job, jt, 6, b"world\n");
+    let behind = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        t.append(job, jt, 0, b"hello ").await
+    };
+    let ((s1, v1), (s2, v2)) = tokio::join!(ahead, behind);
+    assert_eq!(
+        (s1, v1["offset"].as_u64()),
+        (StatusCode::OK, Some(12)),
+        "{v1}"
+    );
+    assert_eq!(
+        (s2, v2["offset"].as_u64()),
+        (StatusCode::OK, Some(6)),
+        "{v2}"
+    );
+    // A chunk far past the end is refused with where to resume.
+    let far = 12 + 8 * Config::default().max_log_chunk as u64 + 1;
+    let (s, v) = t.append(job, jt, far, b"lost").await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["expected_offset"], 12);
+    let (s, _) = t
+        .json(
+            Method::POST,
+            &format!("/api/v1/jobs/{job}/finish"),
+            Some(jt),
+            json!({"state": "succeeded", "steps": []}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(t.log(job).await, b"hello world\n");
+}
+
+#[tokio::test]
 async fn labels_choose_the_runner() {
     let t = setup(Config::default()).await;
     let plain = t.register(&[]).await;

@@ -13,7 +13,7 @@ use anyhow::Context;
 /// ones finish for --drain, then cancel the rest.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Environment: PINFOLD_HOME, PINFOLD_SERVER, PINFOLD_REGISTRATION_TOKEN, PINFOLD_SECRET_<NAME> (secret values the server does not hold), RUST_LOG."
+    after_help = "Environment: PINFOLD_HOME, PINFOLD_SERVER, PINFOLD_REGISTRATION_TOKEN, PINFOLD_REQUEST_TIMEOUT, PINFOLD_SECRET_<NAME> (secret values the server does not hold), RUST_LOG."
 )]
 pub struct Args {
     /// Coordinator URL.
@@ -40,6 +40,15 @@ pub struct Args {
     /// Between SIGTERM and SIGKILL when a job is cancelled.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     grace: Duration,
+    /// How long one request to the server may take before it is retried
+    /// (with backoff; a long-poll gets its wait on top).
+    #[arg(
+        long,
+        env = "PINFOLD_REQUEST_TIMEOUT",
+        default_value = "30s",
+        value_parser = humantime::parse_duration
+    )]
+    request_timeout: Duration,
 }
 
 /// Runs the subcommand; returns the exit status.
@@ -51,6 +60,10 @@ pub fn run(a: Args) -> i32 {
 }
 
 fn agent(a: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !a.request_timeout.is_zero(),
+        "--request-timeout must be longer than 0s (it bounds each request to the server)"
+    );
     let home: PathBuf =
         pinfold_api::pinfold_home().context("cannot find a state directory: set PINFOLD_HOME")?;
     let name = match a.name {
@@ -72,6 +85,7 @@ fn agent(a: Args) -> anyhow::Result<()> {
         grace: a.grace,
         home,
         exe: std::env::current_exe().context("finding my own binary")?,
+        request_timeout: a.request_timeout,
     };
     pinfold_agent::agent::run(cfg, &pinfold_agent::signals::received)?;
     Ok(())

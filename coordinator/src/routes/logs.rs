@@ -15,6 +15,7 @@ use super::Json;
 use crate::AppState;
 use crate::auth::{Admin, JobToken};
 use crate::error::{ApiError, Result};
+use crate::store::StoreError;
 
 /// Header: the offset just past the returned bytes.
 pub const NEXT_OFFSET: HeaderName = HeaderName::from_static("x-pinfold-log-offset");
@@ -22,6 +23,11 @@ pub const NEXT_OFFSET: HeaderName = HeaderName::from_static("x-pinfold-log-offse
 pub const COMPLETE: HeaderName = HeaderName::from_static("x-pinfold-log-complete");
 
 const READ_MAX: usize = 4 << 20;
+
+/// How long an append past the log's end waits for the appends before it.
+const GAP_WAIT: Duration = Duration::from_secs(2);
+/// How many chunks past the end an append may be and still wait.
+const GAP_CHUNKS: u64 = 8;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,17 +62,38 @@ pub(super) async fn append(
         .filter_map(|n| state.secrets.get(n))
         .map(|v| v.as_bytes().to_vec())
         .collect();
-    let out = state
-        .store
-        .append_log(
-            id,
-            t.attempt_id,
-            q.offset,
-            data.to_vec(),
-            secrets,
-            state.config.max_log_bytes,
-        )
-        .await?;
+    // Agents pipeline appends over several connections, so a chunk can
+    // arrive before the ones ahead of it: a chunk at most a few chunks past
+    // the end waits (a while) for the log to reach its offset; a gap that
+    // stays, or a farther one, is refused with the offset to resume from.
+    let deadline = tokio::time::Instant::now() + GAP_WAIT;
+    let near = GAP_CHUNKS * state.config.max_log_chunk as u64;
+    let mut grown = state.events.log.subscribe();
+    let out = loop {
+        grown.borrow_and_update();
+        let res = state
+            .store
+            .append_log(
+                id,
+                t.attempt_id,
+                q.offset,
+                data.clone(),
+                secrets.clone(),
+                state.config.max_log_bytes,
+            )
+            .await;
+        match res {
+            Err(StoreError::LogGap { got, expected })
+                if got - expected <= near && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::select! {
+                    _ = grown.changed() => {}
+                    _ = tokio::time::sleep_until(deadline) => {}
+                }
+            }
+            other => break other?,
+        }
+    };
     state.events.log_changed();
     Ok(Json(LogAppendResponse {
         offset: out.offset,

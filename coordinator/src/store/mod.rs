@@ -13,6 +13,7 @@ mod sqlite;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
+use axum::body::Bytes;
 use pinfold_api::wire::{ArtifactInfo, FinishRequest, JobInfo, JobState, VerifyStatus};
 
 /// Why a store operation failed.
@@ -228,7 +229,7 @@ pub trait Store: Send + Sync {
         job_id: u64,
         attempt_id: u64,
         offset: u64,
-        data: Vec<u8>,
+        data: Bytes,
         secrets: Vec<Vec<u8>>,
         cap: u64,
     ) -> Result<AppendOutcome>;

@@ -1,15 +1,22 @@
-//! The SQLite store: one file, WAL mode, one connection behind a mutex used
-//! from `spawn_blocking`, so queries never block the async workers.
+//! The SQLite store: one file, WAL mode, used from `spawn_blocking` so
+//! queries never block the async workers.
+//!
+//! One writer connection behind a mutex serializes every change (which
+//! SQLite does anyway, and which makes a lease go to exactly one runner);
+//! lookups that only read (token checks, job status, log reads) go to a
+//! few reader connections, which in WAL mode see the last commit without
+//! waiting for the writer.
 //!
 //! `synchronous = NORMAL` in WAL mode: a commit is in the WAL (the OS page
 //! cache) when the call returns, so a killed server (SIGKILL, panic) loses
 //! nothing; only a power loss or kernel crash can drop the last commits.
-//! A single writer connection serializes writes, which SQLite does anyway.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use axum::body::Bytes;
 use pinfold_api::wire::{ArtifactInfo, FinishRequest, JobInfo, JobState, StepResult, VerifyStatus};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
@@ -97,8 +104,17 @@ const JOB_COLS: &str = "id, spec_json, image, labels, secrets, source_sha256, st
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    readers: Arc<[Mutex<Connection>]>,
+    next_reader: Arc<AtomicUsize>,
     logs: Arc<PathBuf>,
 }
+
+/// Reader connections: the CPUs a 2-core coordinator has, more cost memory
+/// for nothing (each has its own page cache).
+const READERS: usize = 2;
+
+/// Prepared statements kept per connection (the hot paths use ~20).
+const STATEMENT_CACHE: usize = 64;
 
 fn log_path(logs: &Path, job_id: u64) -> PathBuf {
     logs.join(format!("{job_id}.log"))
@@ -110,6 +126,21 @@ fn json<T: serde::Serialize>(v: &T) -> String {
 
 fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("{e}: {s}")))
+}
+
+/// `execute` through the connection's prepared-statement cache.
+fn exec(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    c.prepare_cached(sql)?.execute(p)
+}
+
+/// `query_row` through the connection's prepared-statement cache.
+fn row<T>(
+    c: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+    f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    c.prepare_cached(sql)?.query_row(p, f)
 }
 
 fn opt_u64(v: Option<i64>) -> Option<u64> {
@@ -155,27 +186,27 @@ fn finish_job_row(
 }
 
 fn load_job(conn: &Connection, id: u64) -> Result<JobRecord> {
-    let row = conn
-        .query_row(
-            &format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"),
-            [id as i64],
-            job_from_row,
-        )
-        .optional()?
-        .ok_or_else(|| StoreError::NotFound(format!("no job {id}")))?;
+    let row = row(
+        conn,
+        &format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"),
+        [id as i64],
+        job_from_row,
+    )
+    .optional()?
+    .ok_or_else(|| StoreError::NotFound(format!("no job {id}")))?;
     finish_job_row(row)
 }
 
 /// Checks that `attempt_id` is the job's current, active attempt.
 fn check_attempt(conn: &Connection, job_id: u64, attempt_id: u64) -> Result<String> {
-    let state: Option<String> = conn
-        .query_row(
-            "SELECT a.state FROM attempts a JOIN jobs j ON j.id = a.job_id \
+    let state: Option<String> = row(
+        conn,
+        "SELECT a.state FROM attempts a JOIN jobs j ON j.id = a.job_id \
              WHERE a.id = ?1 AND a.job_id = ?2 AND j.current_attempt = a.id",
-            [attempt_id as i64, job_id as i64],
-            |r| r.get(0),
-        )
-        .optional()?;
+        [attempt_id as i64, job_id as i64],
+        |r| r.get(0),
+    )
+    .optional()?;
     match state.as_deref() {
         Some("active") => Ok("active".into()),
         Some("finished") => Ok("finished".into()),
@@ -226,18 +257,17 @@ fn store_log_bytes(
     logs: &Path,
     job_id: u64,
     log_len: &mut u64,
-    mut emit: Vec<u8>,
+    emit: &[u8],
     cap: u64,
 ) -> Result<bool> {
     use std::os::unix::fs::FileExt;
-    let mut truncated = false;
     let room = cap.saturating_sub(*log_len);
-    if emit.len() as u64 > room {
-        emit.truncate(room as usize);
-        emit.extend_from_slice(&mask::truncation_marker(cap));
-        truncated = true;
-    }
-    if !emit.is_empty() {
+    let (keep, marker) = if emit.len() as u64 > room {
+        (&emit[..room as usize], mask::truncation_marker(cap))
+    } else {
+        (emit, Vec::new())
+    };
+    if !keep.is_empty() || !marker.is_empty() {
         let path = log_path(logs, job_id);
         let io =
             |e: std::io::Error| StoreError::Corrupt(format!("log file {}: {e}", path.display()));
@@ -247,10 +277,12 @@ fn store_log_bytes(
             .truncate(false)
             .open(&path)
             .map_err(io)?;
-        file.write_all_at(&emit, *log_len).map_err(io)?;
-        *log_len += emit.len() as u64;
+        for part in [keep, &marker[..]] {
+            file.write_all_at(part, *log_len).map_err(io)?;
+            *log_len += part.len() as u64;
+        }
     }
-    Ok(truncated)
+    Ok(!marker.is_empty())
 }
 
 impl SqliteStore {
@@ -271,15 +303,29 @@ impl SqliteStore {
             .map_err(open)?;
         conn.execute_batch(SCHEMA).map_err(open)?;
         conn.execute_batch(verify::SCHEMA).map_err(open)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        let readers = (0..READERS)
+            .map(|_| {
+                let r = Connection::open(path).map_err(open)?;
+                r.pragma_update(None, "query_only", "ON").map_err(open)?;
+                r.busy_timeout(std::time::Duration::from_secs(5))
+                    .map_err(open)?;
+                r.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+                Ok(Mutex::new(r))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let logs = path.parent().unwrap_or(Path::new(".")).join("logs");
         std::fs::create_dir_all(&logs)
             .map_err(|e| StoreError::Corrupt(format!("{}: {e}", logs.display())))?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            readers: readers.into(),
+            next_reader: Arc::new(AtomicUsize::new(0)),
             logs: Arc::new(logs),
         })
     }
 
+    /// Runs `f` on the writer connection.
     async fn call<R, F>(&self, f: F) -> Result<R>
     where
         R: Send + 'static,
@@ -295,17 +341,53 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
+
+    /// Runs `f`, a point lookup by key, on a reader connection: with one
+    /// free, right here. An indexed lookup in WAL mode never waits for the
+    /// writer and takes microseconds, less than handing it to a blocking
+    /// thread and back (two thread wake-ups, which dominated dispatch).
+    /// Else like [`Self::read`].
+    async fn lookup<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<R> + Send + 'static,
+    {
+        if let Some(mut c) = self.readers.iter().find_map(|r| r.try_lock().ok()) {
+            return f(&mut c);
+        }
+        self.read(f).await
+    }
+
+    /// Runs `f`, which only reads, on a blocking thread with a reader
+    /// connection: a free one, or the next in turn.
+    async fn read<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<R> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let first = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || {
+            let n = readers.len();
+            let mut c = (0..n)
+                .find_map(|i| readers[(first + i) % n].try_lock().ok())
+                .unwrap_or_else(|| readers[first % n].lock().unwrap_or_else(|p| p.into_inner()));
+            f(&mut c)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn get_meta(&self, key: &str) -> Result<Option<String>> {
         let key = key.to_string();
-        self.call(move |c| {
-            Ok(
-                c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-                    .optional()?,
-            )
+        self.lookup(move |c| {
+            Ok(row(c, "SELECT value FROM meta WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()?)
         })
         .await
     }
@@ -313,7 +395,8 @@ impl Store for SqliteStore {
     async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
         let (key, value) = (key.to_string(), value.to_string());
         self.call(move |c| {
-            c.execute(
+            exec(
+                c,
                 "INSERT INTO meta (key, value) VALUES (?1, ?2) \
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 [key, value],
@@ -332,7 +415,8 @@ impl Store for SqliteStore {
     ) -> Result<u64> {
         let (name, labels, hash) = (name.to_string(), json(&labels), token_sha256.to_string());
         self.call(move |c| {
-            c.execute(
+            exec(
+                c,
                 "INSERT INTO runners (name, labels, token_sha256, created_at) VALUES (?1, ?2, ?3, ?4)",
                 params![name, labels, hash, now as i64],
             )?;
@@ -343,22 +427,22 @@ impl Store for SqliteStore {
 
     async fn runner_by_token(&self, token_sha256: &str) -> Result<Option<RunnerRecord>> {
         let hash = token_sha256.to_string();
-        self.call(move |c| {
-            let row = c
-                .query_row(
-                    "SELECT id, name, labels, created_at, last_seen, revoked FROM runners \
+        self.lookup(move |c| {
+            let row = row(
+                c,
+                "SELECT id, name, labels, created_at, last_seen, revoked FROM runners \
                      WHERE token_sha256 = ?1",
-                    [hash],
-                    runner_from_row,
-                )
-                .optional()?;
+                [hash],
+                runner_from_row,
+            )
+            .optional()?;
             row.map(finish_runner_row).transpose()
         })
         .await
     }
 
     async fn list_runners(&self) -> Result<Vec<RunnerRecord>> {
-        self.call(|c| {
+        self.read(|c| {
             let mut st = c.prepare(
                 "SELECT id, name, labels, created_at, last_seen, revoked FROM runners ORDER BY id",
             )?;
@@ -370,7 +454,11 @@ impl Store for SqliteStore {
 
     async fn revoke_runner(&self, id: u64) -> Result<()> {
         self.call(move |c| {
-            let n = c.execute("UPDATE runners SET revoked = 1 WHERE id = ?1", [id as i64])?;
+            let n = exec(
+                c,
+                "UPDATE runners SET revoked = 1 WHERE id = ?1",
+                [id as i64],
+            )?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("no runner {id}")));
             }
@@ -381,7 +469,8 @@ impl Store for SqliteStore {
 
     async fn create_job(&self, job: NewJob) -> Result<u64> {
         self.call(move |c| {
-            c.execute(
+            exec(
+                c,
                 "INSERT INTO jobs (spec_yaml, spec_json, image, labels, secrets, source_sha256, \
                  state, max_attempts, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8)",
                 params![
@@ -401,11 +490,11 @@ impl Store for SqliteStore {
     }
 
     async fn job(&self, id: u64) -> Result<JobRecord> {
-        self.call(move |c| load_job(c, id)).await
+        self.lookup(move |c| load_job(c, id)).await
     }
 
     async fn list_jobs(&self, state: Option<JobState>, limit: u32) -> Result<Vec<JobRecord>> {
-        self.call(move |c| {
+        self.read(move |c| {
             let mut st = c.prepare(&format!(
                 "SELECT {JOB_COLS} FROM jobs WHERE (?1 IS NULL OR state = ?1) ORDER BY id DESC LIMIT ?2"
             ))?;
@@ -427,45 +516,50 @@ impl Store for SqliteStore {
         let hash = token_sha256.to_string();
         self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute(
+            exec(
+                &tx,
                 "UPDATE runners SET last_seen = ?1 WHERE id = ?2",
                 params![now as i64, runner_id as i64],
             )?;
             // Oldest first; skip jobs needing labels this runner lacks. The
             // scan is bounded so a backlog of unmatched jobs stays cheap.
-            let candidates: Vec<(i64, String)> = {
+            // Rows are read one at a time: the first fit ends the scan.
+            let mut chosen = None;
+            {
                 let mut st = tx.prepare_cached(
                     "SELECT id, labels FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 256",
                 )?;
-                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect::<rusqlite::Result<_>>()?
-            };
-            let mut chosen = None;
-            for (id, job_labels) in candidates {
-                let need: Vec<String> = from_json(&job_labels)?;
-                if need.iter().all(|l| labels.contains(l))
-                    && verify::may_lease(&tx, id as u64, runner_id)?
-                {
-                    chosen = Some(id as u64);
-                    break;
+                let mut rows = st.query([])?;
+                while let Some(r) = rows.next()? {
+                    let id = r.get::<_, i64>(0)? as u64;
+                    let text = r.get_ref(1)?.as_str();
+                    let need: Vec<String> =
+                        from_json(text.map_err(|e| StoreError::Corrupt(e.to_string()))?)?;
+                    if need.iter().all(|l| labels.contains(l)) && verify::may_lease(&tx, id, runner_id)? {
+                        chosen = Some(id);
+                        break;
+                    }
                 }
             }
             let Some(job_id) = chosen else {
                 tx.commit()?;
                 return Ok(None);
             };
-            let number: i64 = tx.query_row(
+            let number: i64 = row(
+                &tx,
                 "SELECT attempts + 1 FROM jobs WHERE id = ?1",
                 [job_id as i64],
                 |r| r.get(0),
             )?;
-            tx.execute(
+            exec(
+                &tx,
                 "INSERT INTO attempts (job_id, runner_id, number, token_sha256, state, lease_expires, created_at) \
                  VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6)",
                 params![job_id as i64, runner_id as i64, number, hash, expires as i64, now as i64],
             )?;
             let attempt_id = tx.last_insert_rowid() as u64;
-            tx.execute(
+            exec(
+                &tx,
                 "UPDATE jobs SET state = 'running', attempts = ?2, current_attempt = ?3, runner_id = ?4, \
                  started_at = coalesce(started_at, ?5) WHERE id = ?1",
                 params![job_id as i64, number, attempt_id as i64, runner_id as i64, now as i64],
@@ -491,16 +585,16 @@ impl Store for SqliteStore {
 
     async fn job_token(&self, token_sha256: &str) -> Result<Option<JobTokenRecord>> {
         let hash = token_sha256.to_string();
-        self.call(move |c| {
-            let row: Option<(i64, i64, i64, String)> = c
-                .query_row(
-                    "SELECT a.job_id, a.id, r.revoked, j.secrets FROM attempts a \
+        self.lookup(move |c| {
+            let row: Option<(i64, i64, i64, String)> = row(
+                c,
+                "SELECT a.job_id, a.id, r.revoked, j.secrets FROM attempts a \
                      JOIN runners r ON r.id = a.runner_id JOIN jobs j ON j.id = a.job_id \
                      WHERE a.token_sha256 = ?1",
-                    [hash],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                )
-                .optional()?;
+                [hash],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
             row.map(|(job_id, attempt_id, revoked, secrets)| {
                 Ok(JobTokenRecord {
                     job_id: job_id as u64,
@@ -518,11 +612,13 @@ impl Store for SqliteStore {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             require_active(&tx, job_id, attempt_id)?;
-            tx.execute(
+            exec(
+                &tx,
                 "UPDATE attempts SET lease_expires = max(lease_expires, ?2) WHERE id = ?1",
                 params![attempt_id as i64, expires as i64],
             )?;
-            let cancel: i64 = tx.query_row(
+            let cancel: i64 = row(
+                &tx,
                 "SELECT cancel_requested FROM jobs WHERE id = ?1",
                 [job_id as i64],
                 |r| r.get(0),
@@ -538,7 +634,7 @@ impl Store for SqliteStore {
         job_id: u64,
         attempt_id: u64,
         offset: u64,
-        data: Vec<u8>,
+        data: Bytes,
         secrets: Vec<Vec<u8>>,
         cap: u64,
     ) -> Result<AppendOutcome> {
@@ -546,7 +642,8 @@ impl Store for SqliteStore {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             require_active(&tx, job_id, attempt_id)?;
-            let (raw_len, log_len, pending, truncated): (i64, i64, Vec<u8>, i64) = tx.query_row(
+            let (raw_len, log_len, pending, truncated): (i64, i64, Vec<u8>, i64) = row(
+                &tx,
                 "SELECT log_raw_len, log_len, log_pending, log_truncated FROM jobs WHERE id = ?1",
                 [job_id as i64],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
@@ -570,14 +667,18 @@ impl Store for SqliteStore {
             let new_raw = raw_len + new.len() as u64;
             let mut now_truncated = truncated != 0;
             let mut pending_out = Vec::new();
-            if !now_truncated {
+            if !now_truncated && secrets.is_empty() && pending.is_empty() {
+                // Nothing to mask: the bytes go to the file as they came.
+                now_truncated = store_log_bytes(&logs, job_id, &mut log_len, new, cap)?;
+            } else if !now_truncated {
                 let m = mask::mask(&pending, new, &secrets, false);
-                now_truncated = store_log_bytes(&logs, job_id, &mut log_len, m.emit, cap)?;
+                now_truncated = store_log_bytes(&logs, job_id, &mut log_len, &m.emit, cap)?;
                 if !now_truncated {
                     pending_out = m.pending;
                 }
             }
-            tx.execute(
+            exec(
+                &tx,
                 "UPDATE jobs SET log_raw_len = ?2, log_len = ?3, log_pending = ?4, log_truncated = ?5 \
                  WHERE id = ?1",
                 params![job_id as i64, new_raw as i64, log_len as i64, pending_out, now_truncated as i64],
@@ -593,16 +694,16 @@ impl Store for SqliteStore {
 
     async fn read_log(&self, job_id: u64, offset: u64, max: usize) -> Result<LogRead> {
         let logs = self.logs.clone();
-        self.call(move |c| {
+        self.read(move |c| {
             let tx = c.transaction()?;
-            let (len, state): (i64, String) = tx
-                .query_row(
-                    "SELECT log_len, state FROM jobs WHERE id = ?1",
-                    [job_id as i64],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?
-                .ok_or_else(|| StoreError::NotFound(format!("no job {job_id}")))?;
+            let (len, state): (i64, String) = row(
+                &tx,
+                "SELECT log_len, state FROM jobs WHERE id = ?1",
+                [job_id as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(format!("no job {job_id}")))?;
             let complete = JobState::parse(&state).is_some_and(JobState::is_terminal);
             // Only bytes up to the committed length are served.
             let len_u = len as u64;
@@ -649,20 +750,23 @@ impl Store for SqliteStore {
                 )));
             }
             // Release the bytes held back for masking: the log is complete.
-            let (log_len, pending, truncated): (i64, Vec<u8>, i64) = tx.query_row(
+            let (log_len, pending, truncated): (i64, Vec<u8>, i64) = row(
+                &tx,
                 "SELECT log_len, log_pending, log_truncated FROM jobs WHERE id = ?1",
                 [job_id as i64],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )?;
             let mut log_len = log_len as u64;
             if truncated == 0 && !pending.is_empty() {
-                store_log_bytes(&logs, job_id, &mut log_len, pending, cap)?;
+                store_log_bytes(&logs, job_id, &mut log_len, &pending, cap)?;
             }
-            tx.execute(
+            exec(
+                &tx,
                 "UPDATE attempts SET state = 'finished' WHERE id = ?1",
                 [attempt_id as i64],
             )?;
-            tx.execute(
+            exec(
+                &tx,
                 "UPDATE jobs SET state = ?2, reason = ?3, steps = ?4, finished_at = ?5, log_len = ?6, \
                  log_pending = x'', cancel_requested = 0 WHERE id = ?1",
                 params![
@@ -736,7 +840,7 @@ impl Store for SqliteStore {
                 .collect::<rusqlite::Result<_>>()?
             };
             for &(attempt_id, job_id, attempts, max_attempts, cancel) in &expired {
-                tx.execute("UPDATE attempts SET state = 'lost' WHERE id = ?1", [attempt_id])?;
+                exec(&tx, "UPDATE attempts SET state = 'lost' WHERE id = ?1", [attempt_id])?;
                 let (state, reason) = if cancel != 0 {
                     ("cancelled", Some("cancelled; the runner was lost before it confirmed".to_string()))
                 } else if attempts >= max_attempts {
@@ -745,12 +849,14 @@ impl Store for SqliteStore {
                     ("queued", None)
                 };
                 if state == "queued" {
-                    tx.execute(
+                    exec(
+                        &tx,
                         "UPDATE jobs SET state = 'queued', current_attempt = NULL WHERE id = ?1",
                         [job_id],
                     )?;
                 } else {
-                    tx.execute(
+                    exec(
+                        &tx,
                         "UPDATE jobs SET state = ?2, reason = ?3, finished_at = ?4, cancel_requested = 0 \
                          WHERE id = ?1",
                         params![job_id, state, reason, now as i64],
@@ -766,7 +872,8 @@ impl Store for SqliteStore {
 
     async fn extend_leases(&self, until: u64) -> Result<()> {
         self.call(move |c| {
-            c.execute(
+            exec(
+                c,
                 "UPDATE attempts SET lease_expires = max(lease_expires, ?1) WHERE state = 'active'",
                 [until as i64],
             )?;
@@ -779,7 +886,8 @@ impl Store for SqliteStore {
         self.call(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             require_active(&tx, job_id, attempt_id)?;
-            tx.execute(
+            exec(
+                &tx,
                 "INSERT INTO artifacts (job_id, name, size, sha256) VALUES (?1, ?2, ?3, ?4) \
                  ON CONFLICT (job_id, name) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256",
                 params![job_id as i64, info.name, info.size as i64, info.sha256],
@@ -791,7 +899,7 @@ impl Store for SqliteStore {
     }
 
     async fn artifacts(&self, job_id: u64) -> Result<Vec<ArtifactInfo>> {
-        self.call(move |c| {
+        self.lookup(move |c| {
             load_job(c, job_id)?;
             let mut st = c.prepare_cached(
                 "SELECT name, size, sha256 FROM artifacts WHERE job_id = ?1 ORDER BY name",
@@ -809,7 +917,7 @@ impl Store for SqliteStore {
     }
 
     async fn counts(&self) -> Result<Counts> {
-        self.call(|c| {
+        self.read(|c| {
             let mut counts = Counts::default();
             {
                 let mut st = c.prepare_cached("SELECT state, count(*) FROM jobs GROUP BY state")?;
@@ -822,24 +930,27 @@ impl Store for SqliteStore {
                     }
                 }
             }
-            counts.leases = c.query_row(
+            counts.leases = row(
+                c,
                 "SELECT count(*) FROM attempts WHERE state = 'active'",
                 [],
                 |r| r.get::<_, i64>(0),
             )? as u64;
-            counts.leases_expired = c.query_row(
+            counts.leases_expired = row(
+                c,
                 "SELECT count(*) FROM attempts WHERE state = 'lost'",
                 [],
                 |r| r.get::<_, i64>(0),
             )? as u64;
-            counts.log_bytes =
-                c.query_row("SELECT coalesce(sum(log_len), 0) FROM jobs", [], |r| {
-                    r.get::<_, i64>(0)
-                })? as u64;
-            counts.runners =
-                c.query_row("SELECT count(*) FROM runners WHERE revoked = 0", [], |r| {
-                    r.get::<_, i64>(0)
-                })? as u64;
+            counts.log_bytes = row(c, "SELECT coalesce(sum(log_len), 0) FROM jobs", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64;
+            counts.runners = row(
+                c,
+                "SELECT count(*) FROM runners WHERE revoked = 0",
+                [],
+                |r| r.get::<_, i64>(0),
+            )? as u64;
             Ok(counts)
         })
         .await

@@ -162,7 +162,7 @@ fn append_group_log(c: &Connection, logs: &Path, group: u64, text: &[u8]) -> Res
         |r| r.get(0),
     )?;
     let mut len = len as u64;
-    store_log_bytes(logs, group, &mut len, text.to_vec(), GROUP_LOG_CAP)?;
+    store_log_bytes(logs, group, &mut len, text, GROUP_LOG_CAP)?;
     c.execute(
         "UPDATE jobs SET log_len = ?2, log_raw_len = ?2 WHERE id = ?1",
         params![group as i64, len as i64],
