@@ -6,7 +6,6 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 
 use serde_json::Value;
 
@@ -20,32 +19,8 @@ fn sh(script: &str) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
-/// A busybox image built with umoci, once: `oci:DIR@sha256:D` (as in
-/// tests/agent.rs; no /etc/passwd, so the user variation generates one).
 fn image() -> &'static str {
-    static IMG: OnceLock<String> = OnceLock::new();
-    IMG.get_or_init(|| {
-        let root = common::fixtures().root.join("verify-image");
-        let d = sh(&format!(
-            r#"
-l={root}/layout; b={root}/bundle
-umoci init --layout $l
-umoci new --image $l:img
-umoci unpack --rootless --image $l:img $b >/dev/null
-r=$b/rootfs
-mkdir -p $r/bin $r/tmp $r/etc
-cp "$(command -v busybox)" $r/bin/busybox
-for c in $($r/bin/busybox --list); do [ "$c" = busybox ] || ln -s busybox $r/bin/$c; done
-chmod 1777 $r/tmp
-umoci repack --image $l:img $b >/dev/null
-rm -rf $b
-chmod -R a+rX {root}
-python3 -c "import json;print(json.load(open('$l/index.json'))['manifests'][0]['digest'])"
-"#,
-            root = root.display()
-        ));
-        format!("oci:{}/layout@{d}", root.display())
-    })
+    common::busybox_image()
 }
 
 /// A directory the test user can write, with `job.yaml` (these steps and

@@ -319,3 +319,38 @@ pub fn pinfold_without_userns(args: &[&std::ffi::OsStr]) -> Option<Output> {
     }
     Some(c.output().expect("run bwrap"))
 }
+
+/// A busybox image built with umoci, once per test binary:
+/// `oci:DIR@sha256:D` (no /etc/passwd: the verify user variation makes one).
+pub fn busybox_image() -> &'static str {
+    static IMG: OnceLock<String> = OnceLock::new();
+    IMG.get_or_init(|| {
+        let root = fixtures().root.join("busybox-image");
+        let script = format!(
+            r#"
+l={root}/layout; b={root}/bundle
+umoci init --layout $l
+umoci new --image $l:img
+umoci unpack --rootless --image $l:img $b >/dev/null
+r=$b/rootfs
+mkdir -p $r/bin $r/tmp $r/etc
+cp "$(command -v busybox)" $r/bin/busybox
+for c in $($r/bin/busybox --list); do [ "$c" = busybox ] || ln -s busybox $r/bin/$c; done
+chmod 1777 $r/tmp
+umoci repack --image $l:img $b >/dev/null
+rm -rf $b
+chmod -R a+rX {root}
+python3 -c "import json;print(json.load(open('$l/index.json'))['manifests'][0]['digest'])"
+"#,
+            root = root.display()
+        );
+        let o = Command::new("sh").arg("-ec").arg(&script).output().unwrap();
+        assert!(
+            o.status.success(),
+            "building the busybox image: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let d = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        format!("oci:{}/layout@{d}", root.display())
+    })
+}

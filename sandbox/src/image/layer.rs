@@ -149,7 +149,7 @@ impl Budget {
 
 const WHITEOUT_XATTR: &CStr = c"user.overlay.whiteout";
 const OPAQUE_XATTR: &CStr = c"user.overlay.opaque";
-const ROOTLESS_XATTR: &CStr = c"user.rootlesscontainers";
+pub(crate) const ROOTLESS_XATTR: &CStr = c"user.rootlesscontainers";
 
 /// `name` cleaned lexically: no root, no `.`, `..` clamped at the root.
 fn clean(name: &Path) -> PathBuf {
@@ -209,7 +209,7 @@ fn set_xattr(fd: BorrowedFd<'_>, name: &CStr, value: &[u8]) -> nix::Result<()> {
     Errno::result(r).map(drop)
 }
 
-fn get_xattr_path(path: &Path, name: &CStr) -> Option<Vec<u8>> {
+pub(crate) fn get_xattr_path(path: &Path, name: &CStr) -> Option<Vec<u8>> {
     let p = CString::new(path.as_os_str().as_bytes()).ok()?;
     let mut buf = [0u8; 256];
     // SAFETY: p and name are NUL-terminated; buf is writable for buf.len() bytes.

@@ -21,7 +21,7 @@
 //! A store records its mode in `ownership`; a run whose map differs is
 //! refused rather than showing files as `nobody`.
 
-use std::ffi::{CStr, CString, OsStr, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -32,13 +32,11 @@ use std::process::{Command, Stdio};
 use nix::errno::Errno;
 use nix::unistd::Pid;
 
-use super::layer;
+use super::layer::{self, ROOTLESS_XATTR};
 use crate::container::idmap::{self, IdMapMode, IdMapPlan, Range};
 
 /// The first argument that makes the `pinfold` binary run [`helper_main`].
 pub const HELPER_ARG: &str = "__pinfold-userns-helper";
-
-const ROOTLESS_XATTR: &CStr = c"user.rootlesscontainers";
 
 /// Errors from spreading or removing layer ownership.
 #[derive(Debug, thiserror::Error)]
@@ -340,7 +338,7 @@ fn chown_tree(dir: &Path, map: &dyn Fn(u64, u64) -> (u32, u32, bool)) -> Result<
             path: p.clone(),
             source: e.into(),
         })?;
-        let stored = get_xattr(&c);
+        let stored = layer::get_xattr_path(&p, ROOTLESS_XATTR);
         let (uid, gid) = stored.as_deref().map(parse_rootless).unwrap_or((0, 0));
         let (hu, hg, applied) = map(uid, gid);
         if (md.uid(), md.gid()) != (hu, hg) {
@@ -362,20 +360,6 @@ fn chown_tree(dir: &Path, map: &dyn Fn(u64, u64) -> (u32, u32, bool)) -> Result<
         }
     }
     Ok(())
-}
-
-fn get_xattr(path: &CStr) -> Option<Vec<u8>> {
-    let mut buf = [0u8; 64];
-    // SAFETY: path and the name are NUL-terminated; buf is writable for buf.len() bytes.
-    let n = unsafe {
-        libc::lgetxattr(
-            path.as_ptr(),
-            ROOTLESS_XATTR.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    usize::try_from(n).ok().map(|n| buf[..n].to_vec())
 }
 
 /// Decodes protobuf `Resource{uid=1, gid=2}` (two varints; see
