@@ -90,19 +90,7 @@ pub fn run(a: Args) -> i32 {
         eprintln!("pinfold run: installing signal handlers: {e}");
         return 125;
     }
-    let flag = Arc::new(AtomicU8::new(stop::NONE));
-    {
-        let flag = flag.clone();
-        std::thread::spawn(move || {
-            loop {
-                if pinfold_agent::signals::received() {
-                    flag.store(stop::CANCELLED, Ordering::SeqCst);
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        });
-    }
+    let flag = cancel_on_signal();
     let out: Box<dyn Write + Send> = if a.json {
         Box::new(std::io::stderr())
     } else {
@@ -245,4 +233,18 @@ pub(super) fn write_provenance(
     let mut pub_key = key_path.into_os_string();
     pub_key.push(".pub");
     Ok((file, pub_key.into()))
+}
+
+/// A job's stop flag, set to cancelled by a thread once SIGTERM or SIGINT
+/// arrives (the handlers are [`pinfold_agent::signals::install`]ed first).
+pub(super) fn cancel_on_signal() -> Arc<AtomicU8> {
+    let flag = Arc::new(AtomicU8::new(stop::NONE));
+    let set = flag.clone();
+    std::thread::spawn(move || {
+        while !pinfold_agent::signals::received() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        set.store(stop::CANCELLED, Ordering::SeqCst);
+    });
+    flag
 }

@@ -178,19 +178,7 @@ pub fn run(a: Args) -> i32 {
     if let Err(e) = pinfold_agent::signals::install() {
         return fail(format!("installing signal handlers: {e}"), 125);
     }
-    let flag = Arc::new(AtomicU8::new(stop::NONE));
-    {
-        let flag = flag.clone();
-        std::thread::spawn(move || {
-            loop {
-                if pinfold_agent::signals::received() {
-                    flag.store(stop::CANCELLED, Ordering::SeqCst);
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        });
-    }
+    let flag = super::run::cancel_on_signal();
     // The human summary: on stdout, or on stderr when stdout has the JSON.
     let mut term: Box<dyn Write> = if a.json {
         Box::new(std::io::stderr())
