@@ -17,7 +17,7 @@ use std::path::Path;
 use pinfold_api::wire::{ArtifactDigests, JobState, Verdict, VerifyRun, VerifyStatus};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{from_json, json, store_log_bytes};
+use super::{exec, from_json, json, row, store_log_bytes};
 use crate::store::{NewJob, Result, StoreError};
 
 /// Tables of this module (created beside the queue's on open).
@@ -56,7 +56,8 @@ const ONLINE_MS: u64 = 60_000;
 /// Whether `runner_id` may lease `job_id`: never a group row, and never a
 /// run of a group where this runner holds or finished another run.
 pub(super) fn may_lease(c: &Connection, job_id: u64, runner_id: u64) -> Result<bool> {
-    let (is_group, group): (Option<i64>, Option<i64>) = c.query_row(
+    let (is_group, group): (Option<i64>, Option<i64>) = row(
+        c,
         "SELECT (SELECT 1 FROM verify_groups WHERE job_id = ?1), \
                 (SELECT group_id FROM verify_runs WHERE job_id = ?1)",
         [job_id as i64],
@@ -66,21 +67,22 @@ pub(super) fn may_lease(c: &Connection, job_id: u64, runner_id: u64) -> Result<b
         return Ok(false);
     }
     let Some(group) = group else { return Ok(true) };
-    let taken: Option<i64> = c
-        .query_row(
-            "SELECT 1 FROM verify_runs v JOIN attempts a ON a.job_id = v.job_id \
+    let taken: Option<i64> = row(
+        c,
+        "SELECT 1 FROM verify_runs v JOIN attempts a ON a.job_id = v.job_id \
              WHERE v.group_id = ?1 AND v.job_id != ?2 AND a.runner_id = ?3 AND a.state != 'lost' \
              LIMIT 1",
-            params![group, job_id as i64, runner_id as i64],
-            |r| r.get(0),
-        )
-        .optional()?;
+        params![group, job_id as i64, runner_id as i64],
+        |r| r.get(0),
+    )
+    .optional()?;
     Ok(taken.is_none())
 }
 
 /// The group `job_id` is a run of.
 pub(super) fn group_of(c: &Connection, job_id: u64) -> Result<Option<u64>> {
-    Ok(c.query_row(
+    Ok(row(
+        c,
         "SELECT group_id FROM verify_runs WHERE job_id = ?1",
         [job_id as i64],
         |r| r.get::<_, i64>(0),
@@ -91,13 +93,13 @@ pub(super) fn group_of(c: &Connection, job_id: u64) -> Result<Option<u64>> {
 
 /// The runs of group `job_id` (job ids in run order), or None for any other job.
 pub(super) fn runs_of(c: &Connection, job_id: u64) -> Result<Option<Vec<u64>>> {
-    let n: Option<i64> = c
-        .query_row(
-            "SELECT runs FROM verify_groups WHERE job_id = ?1",
-            [job_id as i64],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let n: Option<i64> = row(
+        c,
+        "SELECT runs FROM verify_groups WHERE job_id = ?1",
+        [job_id as i64],
+        |r| r.get(0),
+    )
+    .optional()?;
     if n.is_none() {
         return Ok(None);
     }
@@ -115,7 +117,8 @@ pub(super) fn runs_of(c: &Connection, job_id: u64) -> Result<Option<Vec<u64>>> {
 pub(super) fn create_group(c: &mut Connection, logs: &Path, job: NewJob, runs: u32) -> Result<u64> {
     let tx = c.transaction()?;
     let insert = |state: &str| -> Result<u64> {
-        tx.execute(
+        exec(
+            &tx,
             "INSERT INTO jobs (spec_yaml, spec_json, image, labels, secrets, source_sha256, \
              state, max_attempts, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
@@ -133,14 +136,16 @@ pub(super) fn create_group(c: &mut Connection, logs: &Path, job: NewJob, runs: u
         Ok(tx.last_insert_rowid() as u64)
     };
     let group = insert("queued")?;
-    tx.execute(
+    exec(
+        &tx,
         "INSERT INTO verify_groups (job_id, runs) VALUES (?1, ?2)",
         params![group as i64, runs as i64],
     )?;
     let mut ids = Vec::new();
     for run in 1..=runs {
         let id = insert("queued")?;
-        tx.execute(
+        exec(
+            &tx,
             "INSERT INTO verify_runs (job_id, group_id, run) VALUES (?1, ?2, ?3)",
             params![id as i64, group as i64, run as i64],
         )?;
@@ -156,14 +161,16 @@ pub(super) fn create_group(c: &mut Connection, logs: &Path, job: NewJob, runs: u
 }
 
 fn append_group_log(c: &Connection, logs: &Path, group: u64, text: &[u8]) -> Result<()> {
-    let len: i64 = c.query_row(
+    let len: i64 = row(
+        c,
         "SELECT log_len FROM jobs WHERE id = ?1",
         [group as i64],
         |r| r.get(0),
     )?;
     let mut len = len as u64;
     store_log_bytes(logs, group, &mut len, text, GROUP_LOG_CAP)?;
-    c.execute(
+    exec(
+        c,
         "UPDATE jobs SET log_len = ?2, log_raw_len = ?2 WHERE id = ?1",
         params![group as i64, len as i64],
     )?;
@@ -173,7 +180,8 @@ fn append_group_log(c: &Connection, logs: &Path, group: u64, text: &[u8]) -> Res
 /// A run was leased: its group is running.
 pub(super) fn run_leased(c: &Connection, job_id: u64, now: u64) -> Result<()> {
     if let Some(g) = group_of(c, job_id)? {
-        c.execute(
+        exec(
+            c,
             "UPDATE jobs SET state = 'running', started_at = coalesce(started_at, ?2) \
              WHERE id = ?1 AND state = 'queued'",
             params![g as i64, now as i64],
@@ -275,7 +283,8 @@ pub(super) fn settle(c: &Connection, logs: &Path, job_id: u64, now: u64) -> Resu
     let Some(group) = group_of(c, job_id)? else {
         return Ok(());
     };
-    let gstate: String = c.query_row(
+    let gstate: String = row(
+        c,
         "SELECT state FROM jobs WHERE id = ?1",
         [group as i64],
         |r| r.get(0),
@@ -346,12 +355,14 @@ pub(super) fn settle(c: &Connection, logs: &Path, job_id: u64, now: u64) -> Resu
     };
     log.push_str(&format!("==> verify: {reason}\n"));
     append_group_log(c, logs, group, log.as_bytes())?;
-    c.execute(
+    exec(
+        c,
         "UPDATE jobs SET state = ?2, reason = ?3, finished_at = ?4, cancel_requested = 0 \
          WHERE id = ?1",
         params![group as i64, state.as_str(), reason, now as i64],
     )?;
-    c.execute(
+    exec(
+        c,
         "UPDATE verify_groups SET verdict = ?2 WHERE job_id = ?1",
         params![group as i64, verdict.as_ref().map(json)],
     )?;
@@ -361,14 +372,14 @@ pub(super) fn settle(c: &Connection, logs: &Path, job_id: u64, now: u64) -> Resu
 /// The verify status of group `job_id` (None for any other job). `now`
 /// dates the "runners online" count of the waiting message.
 pub(super) fn status(c: &Connection, job_id: u64, now: u64) -> Result<Option<VerifyStatus>> {
-    let row: Option<(i64, Option<String>, String, String)> = c
-        .query_row(
-            "SELECT g.runs, g.verdict, j.labels, j.state FROM verify_groups g \
+    let row: Option<(i64, Option<String>, String, String)> = row(
+        c,
+        "SELECT g.runs, g.verdict, j.labels, j.state FROM verify_groups g \
              JOIN jobs j ON j.id = g.job_id WHERE g.job_id = ?1",
-            [job_id as i64],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .optional()?;
+        [job_id as i64],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )
+    .optional()?;
     let Some((n, verdict, labels, state)) = row else {
         return Ok(None);
     };
@@ -427,7 +438,8 @@ pub(super) fn status(c: &Connection, job_id: u64, now: u64) -> Result<Option<Ver
 /// Records a runner's public key (PEM) unless it has one already (a key,
 /// once set, is fixed); returns the key the runner has afterwards.
 pub(super) fn set_runner_key(c: &Connection, runner_id: u64, pem: &str) -> Result<String> {
-    c.execute(
+    exec(
+        c,
         "INSERT INTO runner_keys (runner_id, public_key) VALUES (?1, ?2) \
          ON CONFLICT (runner_id) DO NOTHING",
         params![runner_id as i64, pem],
@@ -437,7 +449,8 @@ pub(super) fn set_runner_key(c: &Connection, runner_id: u64, pem: &str) -> Resul
 
 /// A runner's public key (PEM), if it registered one.
 pub(super) fn runner_key(c: &Connection, runner_id: u64) -> Result<Option<String>> {
-    Ok(c.query_row(
+    Ok(row(
+        c,
         "SELECT public_key FROM runner_keys WHERE runner_id = ?1",
         [runner_id as i64],
         |r| r.get(0),
@@ -447,7 +460,8 @@ pub(super) fn runner_key(c: &Connection, runner_id: u64) -> Result<Option<String
 
 /// The runner holding `attempt_id`.
 pub(super) fn attempt_runner(c: &Connection, attempt_id: u64) -> Result<u64> {
-    c.query_row(
+    row(
+        c,
         "SELECT runner_id FROM attempts WHERE id = ?1",
         [attempt_id as i64],
         |r| r.get::<_, i64>(0),
@@ -465,7 +479,8 @@ pub(super) fn put_provenance(
     runner_id: u64,
     envelope: &str,
 ) -> Result<()> {
-    c.execute(
+    exec(
+        c,
         "INSERT INTO provenance (job_id, attempt_id, runner_id, envelope) VALUES (?1, ?2, ?3, ?4) \
          ON CONFLICT (job_id) DO UPDATE SET attempt_id = excluded.attempt_id, \
          runner_id = excluded.runner_id, envelope = excluded.envelope",
@@ -476,7 +491,8 @@ pub(super) fn put_provenance(
 
 /// A job's provenance: (runner id, envelope JSON).
 pub(super) fn provenance(c: &Connection, job_id: u64) -> Result<Option<(u64, String)>> {
-    Ok(c.query_row(
+    Ok(row(
+        c,
         "SELECT runner_id, envelope FROM provenance WHERE job_id = ?1",
         [job_id as i64],
         |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
