@@ -24,7 +24,7 @@ debootstrap --variant=minbase bookworm "$W/deb" "$MIRROR" >/dev/null
 umoci init --layout "$W/L" && umoci new --image "$W/L:deb"
 umoci unpack --rootless --image "$W/L:deb" "$W/b" >/dev/null
 rm -rf "$W/b/rootfs" && mv "$W/deb" "$W/b/rootfs"
-umoci repack --image "$W/L:deb" "$W/b" && rm -rf "$W/b"
+umoci repack --image "$W/L:deb" "$W/b"  # $W/b stays: see step 2
 umoci config --image "$W/L:deb" --config.env PATH=/usr/bin:/bin
 chmod -R a+rX "$W/L"; mkdir -p "$W/home" "$W/x"; chown "$U" "$W/home" "$W/x"
 BLOB=$(ls -S "$W/L/blobs/sha256" | head -1)
@@ -33,11 +33,21 @@ echo "image: $(du -sh "$W/L/blobs/sha256/$BLOB" | cut -f1) gzip, $(tar -tzf "$W/
 # 2. Cold unpack: pinfold import (verify + unpack into the cache) vs umoci vs tar.
 # tar cannot mknod the image's /dev nodes unprivileged and exits 2; the test -x
 # after it proves the tree was extracted.
-hyperfine -N --warmup 1 --runs 5 --export-markdown "$W/cold.md" --export-json "$W/cold.json" \
-  -p "rm -rf $W/home/images $W/x/u $W/x/t" \
-  -n "pinfold image import" "runuser -u $U -- env PINFOLD_HOME=$W/home $W/pinfold image import oci:$W/L:deb" \
-  -n "umoci unpack --rootless" "runuser -u $U -- umoci unpack --rootless --image $W/L:deb $W/x/u" \
-  -n "tar -xzf" "runuser -u $U -- sh -c 'mkdir $W/x/t && { tar -xzf $W/L/blobs/sha256/$BLOB -C $W/x/t 2>/dev/null; test -x $W/x/t/bin/sh; }'"
+# Every run unpacks into a new directory ($W/cur points at it) and nothing is
+# deleted while measuring: this disk is ext4 without a journal, where the
+# inode allocator skips inodes freed in the last ~30 s (recently_deleted()),
+# so an `rm -rf` of the previous tree in hyperfine's prepare step made the
+# next unpack spend ~8 s of kernel time scanning inode tables, whatever the
+# tool (earlier figures in the README were taken that way). `sync` leaves no
+# writeback of the previous run behind.
+# The set-up above deleted nothing big; wait out the window anyway.
+sync; sleep 31
+PREP="sh -c 'd=$W/x/\$(date +%s%N); mkdir -p \$d/home; chown -R $U \$d; ln -sfn \$d $W/cur; sync'"
+hyperfine -N --warmup 1 --runs 7 --export-markdown "$W/cold.md" --export-json "$W/cold.json" \
+  -p "$PREP" \
+  -n "pinfold image import" "runuser -u $U -- env RUST_LOG=error PINFOLD_HOME=$W/cur/home $W/pinfold image import oci:$W/L:deb" \
+  -n "umoci unpack --rootless" "runuser -u $U -- umoci unpack --rootless --image $W/L:deb $W/cur/u" \
+  -n "tar -xzf" "runuser -u $U -- sh -c 'mkdir $W/cur/t && { tar -xzf $W/L/blobs/sha256/$BLOB -C $W/cur/t 2>/dev/null; test -x $W/cur/t/bin/sh; }'"
 cat "$W/cold.md"; medians "$W/cold.json"
 
 # 3. Warm start: the image is cached; exec --image vs exec --rootfs (same tree)
@@ -59,7 +69,7 @@ sleep 2
 skopeo copy -q --dest-tls-verify=false --digestfile "$W/d" "oci:$W/L:deb" "docker://127.0.0.1:$PORT/bench/deb:1"
 REF="docker://127.0.0.1:$PORT/bench/deb@$(cat "$W/d")"
 hyperfine -N --warmup 1 --runs 5 --export-markdown "$W/pull.md" --export-json "$W/pull.json" \
-  -p "rm -rf $W/home/images" \
-  -n "pinfold image pull (cold)" "runuser -u $U -- env PINFOLD_HOME=$W/home $W/pinfold image pull $REF" \
-  -n "skopeo copy to oci: (download only)" "sh -c 'rm -rf $W/x/s; skopeo copy -q --src-tls-verify=false $REF oci:$W/x/s:x'"
+  -p "$PREP" \
+  -n "pinfold image pull (cold)" "runuser -u $U -- env RUST_LOG=error PINFOLD_HOME=$W/cur/home $W/pinfold image pull $REF" \
+  -n "skopeo copy to oci: (download only)" "skopeo copy -q --src-tls-verify=false $REF oci:$W/cur/s:x"
 cat "$W/pull.md"; medians "$W/pull.json"

@@ -21,24 +21,41 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 #[allow(clippy::large_enum_variant)] // parsed once per process; boxing buys nothing
+// Each subcommand's arguments are built only when it is the one invoked:
+// building all of them cost every command ~0.5 ms of its start. The one-line
+// `about`s below are what the command list shows before that; each command's
+// own help still comes from its Args' doc comment.
+#[command(defer = true)]
 enum Command {
+    #[command(about = "Run a command in a hardened rootless container")]
     Exec(cmd::exec::Args),
     #[command(subcommand)]
     Image(cmd::image::Command),
     #[command(subcommand)]
     Policy(cmd::policy::Command),
+    #[command(about = "Check this machine's sandbox support, one line each with what to do")]
     Doctor(cmd::doctor::Args),
     #[command(subcommand)]
     Attest(cmd::attest::Command),
+    #[command(about = "Run the coordinator: the HTTP API runners pull jobs from")]
     Server(cmd::server::Args),
+    #[command(about = "Submit a job file to a coordinator")]
     Submit(cmd::submit::Args),
+    #[command(about = "Print a job's log (secrets masked); --follow streams it until the job ends")]
     Logs(cmd::logs::Args),
+    #[command(about = "Show a job's state, attempts and step results")]
     Status(cmd::status::Args),
+    #[command(about = "List jobs, newest first")]
     Jobs(cmd::jobs::Args),
+    #[command(about = "Cancel a job")]
     Cancel(cmd::cancel::Args),
+    #[command(about = "Download a job's artifacts into a directory, verifying each sha256")]
     Artifacts(cmd::artifacts::Args),
+    #[command(about = "Run a job file locally: logs on the terminal, artifacts into --out")]
     Run(cmd::run::Args),
+    #[command(about = "Check that a job's build is reproducible: run it N times with variations, compare the artifacts")]
     Verify(cmd::verify::Args),
+    #[command(about = "Run jobs from a coordinator")]
     Agent(cmd::agent::Args),
 }
 
