@@ -11,6 +11,8 @@ comparison; interleaving makes every command see the same load.
 CMD is split on spaces (no shell, so no shell start-up is measured); a word
 N<PATH opens PATH read-only as the command's fd N (bwrap --seccomp N). Every
 run must exit 0; a failure stops the benchmark with the command's stderr.
+With ALTERNATE_PREPARE set, that shell command runs (untimed) before every
+run, as hyperfine's --prepare.
 """
 import json
 import os
@@ -58,12 +60,15 @@ def main():
     for spec in sys.argv[4:]:
         name, cmd = spec.split("=", 1)
         cmds.append((name, split(cmd)))
+    prepare = os.environ.get("ALTERNATE_PREPARE")
     wall = {n: [] for n, _ in cmds}
     cpu = {n: [] for n, _ in cmds}
     for i in range(warmup + runs):
         order = list(cmds)
         random.shuffle(order)
         for name, argv in order:
+            if prepare:
+                subprocess.run(prepare, shell=True, check=True)
             w, c = run_once(argv)
             if i >= warmup:
                 wall[name].append(w)

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PF=${1:-${CARGO_TARGET_DIR:-target}/release/pinfold}
 U=${BENCH_USER:-pinfold-test}
 W=$(mktemp -d /tmp/pinfold-bench.XXXX); chmod 755 "$W"
-trap 'kill ${REG:-} 2>/dev/null || true; rm -rf "$W"' EXIT
+trap 'kill ${REG:-} 2>/dev/null || true; umount "$W/tmpfs" 2>/dev/null || true; rm -rf "$W"' EXIT
 cp "$PF" "$W/pinfold"; chmod 755 "$W/pinfold"
 as() { runuser -u "$U" -- env PINFOLD_HOME="$W/home" "$@"; }
 # hyperfine's markdown gives means; the figures to quote are medians.
@@ -30,25 +30,37 @@ chmod -R a+rX "$W/L"; mkdir -p "$W/home" "$W/x"; chown "$U" "$W/home" "$W/x"
 BLOB=$(ls -S "$W/L/blobs/sha256" | head -1)
 echo "image: $(du -sh "$W/L/blobs/sha256/$BLOB" | cut -f1) gzip, $(tar -tzf "$W/L/blobs/sha256/$BLOB" | wc -l) entries"
 
-# 2. Cold unpack: pinfold import (verify + unpack into the cache) vs umoci vs tar.
-# tar cannot mknod the image's /dev nodes unprivileged and exits 2; the test -x
-# after it proves the tree was extracted.
-# Every run unpacks into a new directory ($W/cur points at it) and nothing is
-# deleted while measuring: this disk is ext4 without a journal, where the
-# inode allocator skips inodes freed in the last ~30 s (recently_deleted()),
-# so an `rm -rf` of the previous tree in hyperfine's prepare step made the
-# next unpack spend ~8 s of kernel time scanning inode tables, whatever the
-# tool (earlier figures in the README were taken that way). `sync` leaves no
-# writeback of the previous run behind.
-# The set-up above deleted nothing big; wait out the window anyway.
-sync; sleep 31
-PREP="sh -c 'd=$W/x/\$(date +%s%N); mkdir -p \$d/home; chown -R $U \$d; ln -sfn \$d $W/cur; sync'"
-hyperfine -N --warmup 1 --runs 7 --export-markdown "$W/cold.md" --export-json "$W/cold.json" \
-  -p "$PREP" \
-  -n "pinfold image import" "runuser -u $U -- env RUST_LOG=error PINFOLD_HOME=$W/cur/home $W/pinfold image import oci:$W/L:deb" \
-  -n "umoci unpack --rootless" "runuser -u $U -- umoci unpack --rootless --image $W/L:deb $W/cur/u" \
-  -n "tar -xzf" "runuser -u $U -- sh -c 'mkdir $W/cur/t && { tar -xzf $W/L/blobs/sha256/$BLOB -C $W/cur/t 2>/dev/null; test -x $W/cur/t/bin/sh; }'"
-cat "$W/cold.md"; medians "$W/cold.json"
+# 2. Cold unpack: pinfold import (verify + unpack into the cache) vs umoci vs tar,
+#    on the disk and on a tmpfs. tar cannot mknod the image's /dev nodes
+#    unprivileged and exits 2; the test -x after it proves the tree was extracted.
+# Every run unpacks into a new directory ($DIR/cur points at it) and nothing is
+# deleted while measuring. This VM's disk is ext4 without a journal, whose
+# inode allocator skips inodes freed in the last 60 s (360 s while their
+# inode-table block is dirty; fs/ext4/ialloc.c recently_deleted()): after a
+# big delete anywhere near, every tool spends seconds of kernel time scanning
+# inode tables. The README's first figures had an `rm -rf` of the previous
+# tree in the prepare step and measured mostly that. So: `sync` (no
+# writeback of the previous run left, the window back to 60 s), wait it out
+# once, and measure on a tmpfs as well, where only the tools' own work counts.
+cold() { # NAME DIR
+  local dir=$2
+  mkdir -p "$dir/x"
+  printf 'd=%s/x/$(date +%%s%%N); mkdir -p $d/home; chown -R %s $d; ln -sfn $d %s/cur; sync\n' "$dir" "$U" "$dir" > "$W/prep-$1"
+  printf 'exec runuser -u %s -- env RUST_LOG=error PINFOLD_HOME=%s/cur/home %s/pinfold image import oci:%s/L:deb >/dev/null\n' "$U" "$dir" "$W" "$W" > "$W/pinfold-$1"
+  printf 'exec runuser -u %s -- umoci unpack --rootless --image %s/L:deb %s/cur/u >/dev/null 2>&1\n' "$U" "$W" "$dir" > "$W/umoci-$1"
+  printf 'exec runuser -u %s -- sh -c "mkdir %s/cur/t && { tar -xzf %s -C %s/cur/t 2>/dev/null; test -x %s/cur/t/bin/sh; }"\n' "$U" "$dir" "$W/L/blobs/sha256/$BLOB" "$dir" "$dir" > "$W/tar-$1"
+  sync; sleep 61
+  # Interleaved (bench/alternate.py, a random order each round), so that a
+  # slow spell of the disk falls on every tool alike.
+  ALTERNATE_PREPARE="sh $W/prep-$1" python3 bench/alternate.py 7 1 "$W/cold-$1.json" \
+    "pinfold image import ($1)=/bin/sh $W/pinfold-$1" \
+    "umoci unpack --rootless ($1)=/bin/sh $W/umoci-$1" \
+    "tar -xzf ($1)=/bin/sh $W/tar-$1"
+}
+cold disk "$W/d"
+mkdir -p "$W/tmpfs" && mount -t tmpfs -o size=12G,mode=755 tmpfs "$W/tmpfs"
+cold tmpfs "$W/tmpfs"
+umount "$W/tmpfs"
 
 # 3. Warm start: the image is cached; exec --image vs exec --rootfs (same tree)
 #    isolates the cost of resolving the image to its layer dirs.
@@ -66,8 +78,10 @@ mkdir -p "$W/reg"
 printf 'version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: 127.0.0.1:%s}\n' "$W/reg" "$PORT" > "$W/reg.yml"
 docker-registry serve "$W/reg.yml" >/dev/null 2>&1 & REG=$!
 sleep 2
-skopeo copy -q --dest-tls-verify=false --digestfile "$W/d" "oci:$W/L:deb" "docker://127.0.0.1:$PORT/bench/deb:1"
-REF="docker://127.0.0.1:$PORT/bench/deb@$(cat "$W/d")"
+skopeo copy -q --dest-tls-verify=false --digestfile "$W/digest" "oci:$W/L:deb" "docker://127.0.0.1:$PORT/bench/deb:1"
+REF="docker://127.0.0.1:$PORT/bench/deb@$(cat "$W/digest")"
+sync; sleep 61
+PREP="sh -c 'd=$W/x/\$(date +%s%N); mkdir -p \$d/home; chown -R $U \$d; ln -sfn \$d $W/cur; sync'"
 hyperfine -N --warmup 1 --runs 5 --export-markdown "$W/pull.md" --export-json "$W/pull.json" \
   -p "$PREP" \
   -n "pinfold image pull (cold)" "runuser -u $U -- env RUST_LOG=error PINFOLD_HOME=$W/cur/home $W/pinfold image pull $REF" \
