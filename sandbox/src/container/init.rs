@@ -14,6 +14,16 @@ use super::forwarded_signals;
 /// 128+N when signal N killed it).
 pub(crate) fn supervise(job: Pid) -> i32 {
     let code = wait_for_job(job);
+    // Every other process of the namespace descends from init (orphans are
+    // re-parented to it), so no child left means nobody left. kill(-1) walks
+    // every process of the host, not just this namespace's, so it is only
+    // paid when there is something to kill.
+    if let Err(Errno::ECHILD) = waitpid(
+        None::<Pid>,
+        Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL),
+    ) {
+        return code;
+    }
     // kill(-1) from PID 1 reaches every other process of the pid namespace:
     // double-forked, setsid'd daemons included.
     let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);

@@ -242,7 +242,8 @@ fn mount_dev(root: &OwnedFd, p: &Prepared) -> Result<()> {
     let dev = open_in_root(root, Path::new("/dev"), OFlag::O_PATH | OFlag::O_DIRECTORY)
         .step("open /dev")?;
     for (name, host_fd) in &p.fds.dev_nodes {
-        let target = touch_in_root(root, &Path::new("/dev").join(name))
+        // Relative to the fresh /dev tmpfs: no walk through the rootfs.
+        let target = touch_in_root(&dev, Path::new(name))
             .map_err(|e| StepError::new(format!("create /dev/{name}"), e.desc()))?;
         mnt(
             Some(&fd_path(host_fd)),
@@ -372,8 +373,13 @@ fn write_etc_files(root: &OwnedFd, hostname: &str, network: NetworkMode) -> Resu
 
 fn mask_proc(root: &OwnedFd) -> Result<()> {
     let null = open_in_root(root, Path::new("/dev/null"), OFlag::O_PATH).step("open /dev/null")?;
+    // Paths are resolved from the container's own procfs (mounted above),
+    // not walked from the rootfs (through every overlay layer) each time.
+    let proc = open_in_root(root, Path::new("/proc"), OFlag::O_PATH | OFlag::O_DIRECTORY)
+        .step("open /proc")?;
+    let in_proc = |path: &str| Path::new(path.strip_prefix("/proc").unwrap_or(path)).to_owned();
     for path in MASKED {
-        let target = match open_in_root(root, Path::new(path), OFlag::O_PATH | OFlag::O_NOFOLLOW) {
+        let target = match open_in_root(&proc, &in_proc(path), OFlag::O_PATH | OFlag::O_NOFOLLOW) {
             Ok(t) => t,
             Err(Errno::ENOENT) => continue,
             Err(e) => return Err(StepError::new(format!("mask {path}"), e.desc())),
@@ -402,7 +408,7 @@ fn mask_proc(root: &OwnedFd) -> Result<()> {
         }
     }
     for path in READ_ONLY {
-        let target = match open_in_root(root, Path::new(path), OFlag::O_PATH | OFlag::O_NOFOLLOW) {
+        let target = match open_in_root(&proc, &in_proc(path), OFlag::O_PATH | OFlag::O_NOFOLLOW) {
             Ok(t) => t,
             Err(Errno::ENOENT) => continue,
             Err(e) => return Err(StepError::new(format!("make {path} read-only"), e.desc())),
@@ -416,7 +422,7 @@ fn mask_proc(root: &OwnedFd) -> Result<()> {
             None,
             &step,
         )?;
-        let mounted = open_in_root(root, Path::new(path), OFlag::O_PATH | OFlag::O_NOFOLLOW)
+        let mounted = open_in_root(&proc, &in_proc(path), OFlag::O_PATH | OFlag::O_NOFOLLOW)
             .map_err(|e| StepError::new(&step, e.desc()))?;
         setattr(
             &mounted,
