@@ -20,7 +20,8 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-#[allow(clippy::large_enum_variant)] // parsed once per process; boxing buys nothing
+// Parsed once per process, so boxing the large variants buys nothing.
+#[allow(clippy::large_enum_variant)]
 // Each subcommand's arguments are built only when it is the one invoked:
 // building all of them cost every command ~0.5 ms of its start. The one-line
 // `about`s below are what the command list shows before that; each command's
@@ -53,7 +54,9 @@ enum Command {
     Artifacts(cmd::artifacts::Args),
     #[command(about = "Run a job file locally: logs on the terminal, artifacts into --out")]
     Run(cmd::run::Args),
-    #[command(about = "Check that a job's build is reproducible: run it N times with variations, compare the artifacts")]
+    #[command(
+        about = "Check that a job's build is reproducible: run it N times with variations, compare the artifacts"
+    )]
     Verify(cmd::verify::Args),
     #[command(about = "Run jobs from a coordinator")]
     Agent(cmd::agent::Args),
