@@ -391,7 +391,11 @@ pub fn load_or_create_key(
         std::fs::create_dir_all(dir).map_err(io)?;
     }
     let key = signing_key_from_seed(seed());
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // Unique per call, not just per process: `pinfold verify` signs its
+    // runs from several threads at once.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -456,6 +460,32 @@ mod tests {
                 },
             },
         }
+    }
+
+    #[test]
+    fn racing_threads_make_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys/runner.key");
+        let keys: Vec<SigningKey> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8u8)
+                .map(|i| {
+                    let path = &path;
+                    s.spawn(move || load_or_create_key(path, || [i; 32]).unwrap())
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for k in &keys {
+            assert_eq!(
+                k.to_bytes(),
+                keys[0].to_bytes(),
+                "every thread uses the winner's key"
+            );
+        }
+        assert_eq!(
+            load_or_create_key(&path, || [99; 32]).unwrap().to_bytes(),
+            keys[0].to_bytes()
+        );
     }
 
     #[test]
