@@ -165,6 +165,7 @@ fn image_layers(
     reference: &str,
     fetch: &super::image::FetchArgs,
 ) -> Result<ImageParts, pinfold_sandbox::image::ImageError> {
+    let started = std::time::Instant::now();
     let store = pinfold_sandbox::image::Store::open_default()?;
     let rec = super::image::resolve(&store, reference, fetch)?;
     let config = store.config(&rec)?;
@@ -182,6 +183,11 @@ fn image_layers(
             .map(PathBuf::from);
     }
     let (lease, dirs) = store.lease(&rec)?;
+    tracing::debug!(
+        elapsed_us = started.elapsed().as_micros() as u64,
+        layers = dirs.len(),
+        "image resolved, its cached layers leased for the overlay"
+    );
     Ok((dirs, env, workdir, Some(lease)))
 }
 
