@@ -56,15 +56,7 @@ pub fn run(a: Args) -> i32 {
             return 125;
         }
     };
-    let secrets: BTreeMap<String, String> = spec
-        .secrets
-        .iter()
-        .filter_map(|s| {
-            std::env::var(format!("PINFOLD_SECRET_{s}"))
-                .ok()
-                .map(|v| (s.to_string(), v))
-        })
-        .collect();
+    let secrets = secrets_from_env(&spec);
     let Some(home) = pinfold_api::pinfold_home() else {
         eprintln!("pinfold run: cannot find a state directory: set PINFOLD_HOME");
         return 125;
@@ -208,6 +200,19 @@ pub(super) fn builder_id() -> String {
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "localhost".into());
     format!("pinfold://{host}/run/uid/{}", nix::unistd::getuid())
+}
+
+/// The job's secrets that the environment supplies, as
+/// `PINFOLD_SECRET_<NAME>` (a local run has no server to hold them).
+pub(super) fn secrets_from_env(spec: &JobSpec) -> BTreeMap<String, String> {
+    spec.secrets
+        .iter()
+        .filter_map(|s| {
+            std::env::var(format!("PINFOLD_SECRET_{s}"))
+                .ok()
+                .map(|v| (s.to_string(), v))
+        })
+        .collect()
 }
 
 /// Signs the statement with the local runner key (made on first use under

@@ -150,15 +150,7 @@ pub fn run(a: Args) -> i32 {
         Ok(e) => e,
         Err(e) => return fail(format!("cannot find my own binary: {e}"), 125),
     };
-    let secrets: BTreeMap<String, String> = spec
-        .secrets
-        .iter()
-        .filter_map(|s| {
-            std::env::var(format!("PINFOLD_SECRET_{s}"))
-                .ok()
-                .map(|v| (s.to_string(), v))
-        })
-        .collect();
+    let secrets = super::run::secrets_from_env(&spec);
     let started_ms = pinfold_agent::runner::now_ms();
     let out = a
         .out
