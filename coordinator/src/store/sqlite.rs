@@ -134,6 +134,28 @@ pub(super) fn exec(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusql
     c.prepare_cached(sql)?.execute(p)
 }
 
+/// Inserts a job row in `state`; returns its id. Plain jobs and verify
+/// groups (the group row and its runs) alike.
+pub(super) fn insert_job(c: &Connection, job: &NewJob, state: &str) -> Result<u64> {
+    exec(
+        c,
+        "INSERT INTO jobs (spec_yaml, spec_json, image, labels, secrets, source_sha256, \
+         state, max_attempts, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            job.spec_yaml,
+            job.spec_json,
+            job.image,
+            json(&job.labels),
+            json(&job.secrets),
+            job.source_sha256,
+            state,
+            job.max_attempts as i64,
+            job.created_at as i64
+        ],
+    )?;
+    Ok(c.last_insert_rowid() as u64)
+}
+
 /// `query_row` through the connection's prepared-statement cache.
 pub(super) fn row<T>(
     c: &Connection,
@@ -480,25 +502,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_job(&self, job: NewJob) -> Result<u64> {
-        self.call(move |c| {
-            exec(
-                c,
-                "INSERT INTO jobs (spec_yaml, spec_json, image, labels, secrets, source_sha256, \
-                 state, max_attempts, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8)",
-                params![
-                    job.spec_yaml,
-                    job.spec_json,
-                    job.image,
-                    json(&job.labels),
-                    json(&job.secrets),
-                    job.source_sha256,
-                    job.max_attempts as i64,
-                    job.created_at as i64
-                ],
-            )?;
-            Ok(c.last_insert_rowid() as u64)
-        })
-        .await
+        self.call(move |c| insert_job(c, &job, "queued")).await
     }
 
     async fn job(&self, id: u64) -> Result<JobRecord> {

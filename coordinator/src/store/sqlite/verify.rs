@@ -17,7 +17,7 @@ use std::path::Path;
 use pinfold_api::wire::{ArtifactDigests, JobState, Verdict, VerifyRun, VerifyStatus};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{exec, from_json, json, row, store_log_bytes};
+use super::{exec, from_json, insert_job, json, row, store_log_bytes};
 use crate::store::{NewJob, Result, StoreError};
 
 /// Tables of this module (created beside the queue's on open).
@@ -116,25 +116,7 @@ pub(super) fn runs_of(c: &Connection, job_id: u64) -> Result<Option<Vec<u64>>> {
 /// transaction. Returns the group's id.
 pub(super) fn create_group(c: &mut Connection, logs: &Path, job: NewJob, runs: u32) -> Result<u64> {
     let tx = c.transaction()?;
-    let insert = |state: &str| -> Result<u64> {
-        exec(
-            &tx,
-            "INSERT INTO jobs (spec_yaml, spec_json, image, labels, secrets, source_sha256, \
-             state, max_attempts, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                job.spec_yaml,
-                job.spec_json,
-                job.image,
-                json(&job.labels),
-                json(&job.secrets),
-                job.source_sha256,
-                state,
-                job.max_attempts as i64,
-                job.created_at as i64
-            ],
-        )?;
-        Ok(tx.last_insert_rowid() as u64)
-    };
+    let insert = |state: &str| insert_job(&tx, &job, state);
     let group = insert("queued")?;
     exec(
         &tx,
