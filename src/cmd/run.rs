@@ -121,14 +121,7 @@ pub fn run(a: Args) -> i32 {
         let Some(out) = &out_dir else {
             return Err("not copied (no --out)".into());
         };
-        // The name is relative and free of `..` (the walk never yields one).
-        let dest = out.join(&art.name);
-        if let Some(p) = dest.parent() {
-            std::fs::create_dir_all(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        }
-        let mut f = std::fs::File::create(&dest).map_err(|e| format!("{}: {e}", dest.display()))?;
-        std::io::copy(&mut art.file, &mut f).map_err(|e| format!("{}: {e}", dest.display()))?;
-        Ok(())
+        copy_artifact(out, art)
     };
     let image = job.spec.image.as_str().to_owned();
     let report = job.run(&log, &mut fill, &mut deliver);
@@ -200,6 +193,21 @@ pub(super) fn builder_id() -> String {
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "localhost".into());
     format!("pinfold://{host}/run/uid/{}", nix::unistd::getuid())
+}
+
+/// Copies an artifact to `out/NAME`. The name is relative and free of `..`
+/// (the artifact walk never yields one).
+pub(super) fn copy_artifact(
+    out: &std::path::Path,
+    art: &mut pinfold_agent::artifacts::Artifact,
+) -> Result<(), String> {
+    let dest = out.join(&art.name);
+    if let Some(p) = dest.parent() {
+        std::fs::create_dir_all(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    let mut f = std::fs::File::create(&dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    std::io::copy(&mut art.file, &mut f).map_err(|e| format!("{}: {e}", dest.display()))?;
+    Ok(())
 }
 
 /// The job's secrets that the environment supplies, as

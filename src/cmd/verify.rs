@@ -652,13 +652,7 @@ fn run_one(s: &Shared<'_>, p: &Plan, t0: Instant) -> RunResult {
         Ok(())
     };
     let mut deliver = |art: &mut pinfold_agent::artifacts::Artifact| -> Result<(), String> {
-        let dest = out.join(&art.name);
-        if let Some(p) = dest.parent() {
-            std::fs::create_dir_all(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        }
-        let mut f = std::fs::File::create(&dest).map_err(|e| format!("{}: {e}", dest.display()))?;
-        std::io::copy(&mut art.file, &mut f).map_err(|e| format!("{}: {e}", dest.display()))?;
-        Ok(())
+        super::run::copy_artifact(&out, art)
     };
     let report = job.run_with(&log, &mut fill, &mut deliver, &opts);
     let _ = lock(&log).finish();
