@@ -672,13 +672,13 @@ impl Store {
                 };
                 let mut tar_stream = HashingReader::new(decoded, None);
                 loop {
+                    // Buffers keep their full length; each chunk says how
+                    // much of its buffer holds data.
                     let mut buf = free_rx.try_recv().unwrap_or_else(|_| vec![0; CHUNK]);
-                    buf.resize(CHUNK, 0);
                     match tar_stream.read(&mut buf) {
                         Ok(0) => break,
                         Ok(n) => {
-                            buf.truncate(n);
-                            if tx.send(Ok(buf)).is_err() {
+                            if tx.send(Ok((buf, n))).is_err() {
                                 // The applier stopped; its error decides.
                                 return Ok(None);
                             }
@@ -704,6 +704,7 @@ impl Store {
                 free: free_tx,
                 cur: Vec::new(),
                 pos: 0,
+                len: 0,
             };
             let applied = layer::apply_tar(&mut stream, &tmp.0, what, budget);
             // Read to the end: the diff_id covers trailing bytes too.
@@ -1012,26 +1013,33 @@ const CHUNKS_AHEAD: usize = 16;
 /// because it is the whole of what is needed: a `Read` over a channel of
 /// byte chunks, handing drained buffers back for reuse.
 struct ChunkReader {
-    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    rx: std::sync::mpsc::Receiver<io::Result<(Vec<u8>, usize)>>,
     free: std::sync::mpsc::Sender<Vec<u8>>,
+    /// The current buffer; bytes `pos..len` of it are still to be read.
     cur: Vec<u8>,
     pos: usize,
+    len: usize,
 }
 
 impl Read for ChunkReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.cur.len() {
+        while self.pos == self.len {
             match self.rx.recv() {
                 Ok(chunk) => {
-                    let old = std::mem::replace(&mut self.cur, chunk?);
-                    let _ = self.free.send(old);
-                    self.pos = 0;
+                    let (buf, len) = chunk?;
+                    let old = std::mem::replace(&mut self.cur, buf);
+                    // Not the empty one it starts with: a zero-length
+                    // buffer would read as the end of the stream.
+                    if !old.is_empty() {
+                        let _ = self.free.send(old);
+                    }
+                    (self.pos, self.len) = (0, len);
                 }
                 // The sender is gone: the end of the stream.
                 Err(_) => return Ok(0),
             }
         }
-        let n = buf.len().min(self.cur.len() - self.pos);
+        let n = buf.len().min(self.len - self.pos);
         buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
