@@ -23,19 +23,7 @@ const ADMIN: &str = "pfa_agent_e2e_admin";
 const REG: &str = "pfg_agent_e2e_registration";
 const SECRET: &str = "s3cr3t-deploy-key";
 
-fn sh(script: &str) -> String {
-    let o = Command::new("sh").arg("-ec").arg(script).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
-fn image() -> &'static str {
-    common::busybox_image()
-}
+use common::{busybox_image as image, host_sh as sh};
 
 struct Server {
     child: Child,

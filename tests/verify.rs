@@ -9,19 +9,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-fn sh(script: &str) -> String {
-    let o = Command::new("sh").arg("-ec").arg(script).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
-fn image() -> &'static str {
-    common::busybox_image()
-}
+use common::{busybox_image as image, host_sh as sh};
 
 /// A directory the test user can write, with `job.yaml` (these steps and
 /// `artifacts: [out/*]`) and a source tree `src/` (files a..e, sub/x).

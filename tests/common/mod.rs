@@ -200,6 +200,19 @@ pub fn exec_cmd(extra: &[&str], cmd: &[&str]) -> Command {
     c
 }
 
+/// Runs a shell snippet on the host (`sh -ec`); asserts it succeeds and
+/// returns its trimmed stdout.
+#[track_caller]
+pub fn host_sh(script: &str) -> String {
+    let o = Command::new("sh").arg("-ec").arg(script).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
 /// Runs a shell snippet in the container; returns (exit code, stdout, stderr).
 pub fn sh(extra: &[&str], script: &str) -> (i32, String, String) {
     let out = exec(extra, &["/bin/sh", "-c", script]);
