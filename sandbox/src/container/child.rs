@@ -2,7 +2,8 @@
 
 use std::os::fd::OwnedFd;
 
-use nix::unistd::{ForkResult, Gid, Uid, fork, setgroups, sethostname, setresgid, setresuid};
+use nix::errno::Errno;
+use nix::unistd::{ForkResult, fork, sethostname};
 
 use super::Prepared;
 use super::sync::{self, Step, StepError};
@@ -21,6 +22,22 @@ pub(crate) fn main(
     // 1. If the parent dies, so does the container (and with PID 1, all of it).
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    // 1b. The network namespace, made beside the steps below (see
+    // `net::PendingNetns`); in egress mode the clone made it, for pasta.
+    let netns = if p.network == NetworkMode::Egress {
+        None
+    } else {
+        match net::PendingNetns::start() {
+            Ok(n) => Some(n),
+            Err(e) => {
+                sync::report(
+                    &err,
+                    &StepError::new("start creating the network namespace", e.desc()),
+                );
+                exit(125);
+            }
+        }
+    };
     // 2. Open the host paths while our credentials are still the caller's.
     let opened = super::HostFds::open(&p);
     // 3. Id maps: write our own single-id maps, after checking the parent
@@ -50,7 +67,7 @@ pub(crate) fn main(
         }
     }
     drop(go);
-    match setup(&p) {
+    match setup(&p, netns) {
         Ok(()) => {}
         Err(e) => {
             sync::report(&err, &e);
@@ -107,15 +124,14 @@ pub(crate) fn main(
     }
 }
 
-fn setup(p: &Prepared) -> Result<(), StepError> {
+fn setup(p: &Prepared, netns: Option<net::PendingNetns>) -> Result<(), StepError> {
     // 4. Become root of the user namespace (gids first, while we may).
-    setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
-        .step("become root in the user namespace (setresgid)")?;
-    if p.setgroups_allowed {
-        setgroups(&[]).step("drop supplementary groups")?;
-    }
-    setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
-        .step("become root in the user namespace (setresuid)")?;
+    // Raw syscalls change only this thread's credentials; glibc's wrappers
+    // would signal the netns thread to change its own and wait until it
+    // returns from the kernel, i.e. until the namespace is made, which
+    // undoes the overlap. That thread exits before anything is forked, so
+    // every process of the container gets this thread's credentials.
+    become_root(p.setgroups_allowed)?;
     let t = std::time::Instant::now();
     // 5. Rootfs, mounts, pivot_root.
     mounts::setup(p)?;
@@ -133,14 +149,44 @@ fn setup(p: &Prepared) -> Result<(), StepError> {
             ));
         }
     }
-    // 7. Network: loopback up; in egress mode, pasta is attached already and
-    // private ranges are refused by policy-routing rules.
-    net::loopback_up().step("bring loopback up")?;
+    // 7. Network: join the namespace made beside the mounts (loopback up);
+    // in egress mode, bring loopback up in the clone's namespace, where
+    // pasta is attached already, and refuse private ranges by policy-routing rules.
+    match netns {
+        Some(n) => n
+            .enter()
+            .step("create the network namespace (loopback up)")?,
+        None => net::loopback_up().step("bring loopback up")?,
+    }
     if p.network == NetworkMode::Egress && !p.policy.network.allow_private {
         net::refuse_private_ranges().step("refuse private address ranges")?;
     }
     tracing::debug!(elapsed_us = t.elapsed().as_micros() as u64, "network ready");
     Ok(())
+}
+
+/// Makes the calling thread root of the user namespace: setresgid, then
+/// (where the namespace allows it) an empty group list, then setresuid, each
+/// a raw syscall for this thread alone (see `setup`).
+fn become_root(drop_groups: bool) -> Result<(), StepError> {
+    fn check(ret: libc::c_long, step: &str) -> Result<(), StepError> {
+        if ret < 0 {
+            return Err(StepError::new(step, Errno::last().desc()));
+        }
+        Ok(())
+    }
+    // SAFETY: setresgid takes three integer ids and touches no memory.
+    let ret = unsafe { libc::syscall(libc::SYS_setresgid, 0u32, 0u32, 0u32) };
+    check(ret, "become root in the user namespace (setresgid)")?;
+    if drop_groups {
+        // SAFETY: setgroups with a zero count reads no memory.
+        let ret =
+            unsafe { libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) };
+        check(ret, "drop supplementary groups")?;
+    }
+    // SAFETY: setresuid takes three integer ids and touches no memory.
+    let ret = unsafe { libc::syscall(libc::SYS_setresuid, 0u32, 0u32, 0u32) };
+    check(ret, "become root in the user namespace (setresuid)")
 }
 
 fn harden_init() {

@@ -641,13 +641,20 @@ fn run_blocked(
         None => (None, None),
     };
 
+    // The network namespace comes from the clone only in egress mode (pasta
+    // attaches to it before the release); otherwise the child makes it on a
+    // second thread while it builds its mounts (`net::PendingNetns`).
     let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWCGROUP
-        | libc::CLONE_NEWNET;
+        | if network == NetworkMode::Egress {
+            libc::CLONE_NEWNET
+        } else {
+            0
+        };
     // SAFETY: a raw clone without CLONE_VM and with a null stack behaves like
     // fork(2): the child gets a copy of this address space and continues here.
     // The process is single-threaded (checked in `run`), so no lock held by

@@ -35,6 +35,11 @@ pub(crate) const PRIVATE_RANGES: &[([u8; 4], u8)] = &[
 
 /// Brings `lo` up.
 pub(crate) fn loopback_up() -> Result<(), Errno> {
+    loopback_up_socket().map(drop)
+}
+
+/// Brings `lo` up; returns the socket it used (one of the namespace's own).
+fn loopback_up_socket() -> Result<OwnedFd, Errno> {
     let sock = socket(
         AddressFamily::Inet,
         SockType::Datagram,
@@ -51,7 +56,48 @@ pub(crate) fn loopback_up() -> Result<(), Errno> {
     if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
         return Err(Errno::last());
     }
-    Ok(())
+    Ok(sock)
+}
+
+/// A network namespace (loopback up) being made on a helper thread while the
+/// child builds its mounts. The kernel takes about 1 ms to create one
+/// (registering the loopback device, the per-namespace sysctl tables) and
+/// bubblewrap pays it inside its clone, in series with everything else; a
+/// second core does it here at the same time as the mounts. The child joins
+/// the namespace with [`PendingNetns::enter`] before anything of the job
+/// runs: nothing but pinfold's own setup runs in the host's namespace (where
+/// the child holds no capability).
+pub(crate) struct PendingNetns(std::thread::JoinHandle<Result<OwnedFd, Errno>>);
+
+impl PendingNetns {
+    pub(crate) fn start() -> Result<Self, Errno> {
+        std::thread::Builder::new()
+            .name("netns".into())
+            .stack_size(64 * 1024)
+            .spawn(|| {
+                // unshare(CLONE_NEWNET) moves only this thread; the namespace
+                // is owned by the container's user namespace, where it holds
+                // every capability.
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
+                let sock = loopback_up_socket()?;
+                // SAFETY: SIOCGSKNS takes no argument and returns a new fd for
+                // the network namespace of the socket, which this thread owns.
+                let ns = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGSKNS) };
+                if ns < 0 {
+                    return Err(Errno::last());
+                }
+                // SAFETY: `ns` is a fresh fd returned by the kernel, owned by nobody else.
+                Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(ns) })
+            })
+            .map(PendingNetns)
+            .map_err(|e| e.raw_os_error().map_or(Errno::EAGAIN, Errno::from_raw))
+    }
+
+    /// Waits for the namespace and moves the calling thread into it.
+    pub(crate) fn enter(self) -> Result<(), Errno> {
+        let ns = self.0.join().map_err(|_| Errno::EIO)??;
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
+    }
 }
 
 const FR_ACT_TO_TBL: u8 = 1;
