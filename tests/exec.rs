@@ -503,6 +503,15 @@ fn network_is_loopback_only() {
     );
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), "lo", "only loopback exists");
+    // The namespace is the job's own in both id-mapping modes (the child
+    // makes it on a second thread and joins it before forking the job).
+    let host_ns = std::fs::read_link("/proc/self/ns/net").unwrap();
+    for userns in [&[][..], &["--userns", "single"][..]] {
+        let (code, out, err) = sh(userns, "readlink /proc/self/ns/net");
+        assert_eq!(code, 0, "{err}");
+        assert!(out.trim().starts_with("net:["), "{out}");
+        assert_ne!(out.trim(), host_ns.to_str().unwrap(), "{userns:?}");
+    }
     // Loopback is up and usable under the default policy...
     let out = exec(&[], &["/bin/probe", "tcp-loopback"]);
     assert_eq!(

@@ -5,15 +5,18 @@
 //! * parent ([`run`]): resolve the policy's seccomp profile and compile it,
 //!   open every host path the child needs (rootfs layers, bind sources, device
 //!   nodes) as `O_PATH` fds while still the caller, clone the child into new
-//!   user, mount, pid, ipc, uts, cgroup and net namespaces, write its id maps
+//!   user, mount, pid, ipc, uts and cgroup namespaces (and net in `egress`),
+//!   write its id maps
 //!   ([`idmap`]) and release it (with a single-id map and no network the
 //!   child writes its own map and goes on without waiting), attach pasta in
 //!   `egress`, serve the `allowlist` proxy ([`proxy`]) on the listener the
 //!   child sends back, then wait,
 //!   forwarding signals and enforcing the timeout;
-//! * child, PID 1 of the new pid namespace ([`child`]): become root of the user
-//!   namespace, build the rootfs and mounts ([`mounts`]), pivot_root, set the
-//!   hostname, bring loopback up, then fork the job and become its init ([`init`]);
+//! * child, PID 1 of the new pid namespace ([`child`]): start making the
+//!   network namespace on a second thread (unless `egress`), become root of
+//!   the user namespace, build the rootfs and mounts ([`mounts`]), pivot_root,
+//!   set the hostname, join the network namespace (loopback up), then fork
+//!   the job and become its init ([`init`]);
 //! * job ([`process`]): rlimits, setsid, chdir + cwd check, close_range,
 //!   drop capabilities, no_new_privs, Landlock ([`landlock`]), seccomp
 //!   ([`seccomp`]) last, execve.
