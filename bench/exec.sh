@@ -16,15 +16,18 @@
 #                  /etc; one id mapped (written by the child itself), or the
 #                  caller's sub-id range through newuidmap/newgidmap.
 #
+# pinfold is the `dist` build (Cargo.toml: fat LTO, one codegen unit), the one
+# the README says to install on runners; the first run builds it (~9 min).
+#
 # Needs: bubblewrap, busybox-static, python3 (tests/setup.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-200}
-cargo build --release --quiet
+cargo build --profile dist --quiet
 work=$(mktemp -d /tmp/pinfold-bench-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 chmod 755 "$work"
-cp "${CARGO_TARGET_DIR:-target}/release/pinfold" "$work/pinfold"
+cp "${CARGO_TARGET_DIR:-target}/dist/pinfold" "$work/pinfold"
 rootfs="$work/rootfs"
 bash tests/make-busybox-rootfs.sh "$rootfs"
 as_user=()
