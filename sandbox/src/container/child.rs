@@ -24,20 +24,7 @@ pub(crate) fn main(
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     // 1b. The network namespace, made beside the steps below (see
     // `net::PendingNetns`); in egress mode the clone made it, for pasta.
-    let netns = if p.network == NetworkMode::Egress {
-        None
-    } else {
-        match net::PendingNetns::start() {
-            Ok(n) => Some(n),
-            Err(e) => {
-                sync::report(
-                    &err,
-                    &StepError::new("start creating the network namespace", e.desc()),
-                );
-                exit(125);
-            }
-        }
-    };
+    let netns = (p.network != NetworkMode::Egress).then(net::PendingNetns::start);
     // 2. Open the host paths while our credentials are still the caller's.
     let opened = super::HostFds::open(&p);
     // 3. Id maps: write our own single-id maps, after checking the parent

@@ -67,37 +67,58 @@ fn loopback_up_socket() -> Result<OwnedFd, Errno> {
 /// the namespace with [`PendingNetns::enter`] before anything of the job
 /// runs: nothing but pinfold's own setup runs in the host's namespace (where
 /// the child holds no capability).
-pub(crate) struct PendingNetns(std::thread::JoinHandle<Result<OwnedFd, Errno>>);
+pub(crate) enum PendingNetns {
+    /// Being made on the helper thread; it returns an fd of the namespace.
+    Thread(std::thread::JoinHandle<Result<OwnedFd, Errno>>),
+    /// No thread could be started (say, RLIMIT_NPROC is reached): `enter`
+    /// makes the namespace in place, in series as before.
+    Inline,
+}
 
 impl PendingNetns {
-    pub(crate) fn start() -> Result<Self, Errno> {
-        std::thread::Builder::new()
+    pub(crate) fn start() -> Self {
+        match std::thread::Builder::new()
             .name("netns".into())
             .stack_size(64 * 1024)
-            .spawn(|| {
-                // unshare(CLONE_NEWNET) moves only this thread; the namespace
-                // is owned by the container's user namespace, where it holds
-                // every capability.
-                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
-                let sock = loopback_up_socket()?;
-                // SAFETY: SIOCGSKNS takes no argument and returns a new fd for
-                // the network namespace of the socket, which this thread owns.
-                let ns = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGSKNS) };
-                if ns < 0 {
-                    return Err(Errno::last());
-                }
-                // SAFETY: `ns` is a fresh fd returned by the kernel, owned by nobody else.
-                Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(ns) })
-            })
-            .map(PendingNetns)
-            .map_err(|e| e.raw_os_error().map_or(Errno::EAGAIN, Errno::from_raw))
+            .spawn(make_netns)
+        {
+            Ok(handle) => Self::Thread(handle),
+            Err(e) => {
+                tracing::debug!(error = %e, "no thread for the network namespace: making it in place");
+                Self::Inline
+            }
+        }
     }
 
-    /// Waits for the namespace and moves the calling thread into it.
+    /// Moves the calling thread into the new namespace, loopback up.
     pub(crate) fn enter(self) -> Result<(), Errno> {
-        let ns = self.0.join().map_err(|_| Errno::EIO)??;
-        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
+        match self {
+            Self::Thread(handle) => {
+                let ns = handle.join().map_err(|_| Errno::EIO)??;
+                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            }
+            Self::Inline => {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
+                loopback_up()
+            }
+        }
     }
+}
+
+/// The helper thread: a network namespace with loopback up, as an fd.
+fn make_netns() -> Result<OwnedFd, Errno> {
+    // unshare(CLONE_NEWNET) moves only this thread; the namespace is owned
+    // by the container's user namespace, where it holds every capability.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
+    let sock = loopback_up_socket()?;
+    // SAFETY: SIOCGSKNS takes no argument and returns a new fd for the
+    // network namespace of the socket, which this thread owns.
+    let ns = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGSKNS) };
+    if ns < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: `ns` is a fresh fd returned by the kernel, owned by nobody else.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(ns) })
 }
 
 const FR_ACT_TO_TBL: u8 = 1;
