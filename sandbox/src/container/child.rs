@@ -156,24 +156,20 @@ fn setup(p: &Prepared, netns: Option<net::PendingNetns>) -> Result<(), StepError
 /// (where the namespace allows it) an empty group list, then setresuid, each
 /// a raw syscall for this thread alone (see `setup`).
 fn become_root(drop_groups: bool) -> Result<(), StepError> {
-    fn check(ret: libc::c_long, step: &str) -> Result<(), StepError> {
-        if ret < 0 {
-            return Err(StepError::new(step, Errno::last().desc()));
-        }
-        Ok(())
-    }
     // SAFETY: setresgid takes three integer ids and touches no memory.
-    let ret = unsafe { libc::syscall(libc::SYS_setresgid, 0u32, 0u32, 0u32) };
-    check(ret, "become root in the user namespace (setresgid)")?;
+    Errno::result(unsafe { libc::syscall(libc::SYS_setresgid, 0u32, 0u32, 0u32) })
+        .step("become root in the user namespace (setresgid)")?;
     if drop_groups {
         // SAFETY: setgroups with a zero count reads no memory.
-        let ret =
-            unsafe { libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) };
-        check(ret, "drop supplementary groups")?;
+        Errno::result(unsafe {
+            libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>())
+        })
+        .step("drop supplementary groups")?;
     }
     // SAFETY: setresuid takes three integer ids and touches no memory.
-    let ret = unsafe { libc::syscall(libc::SYS_setresuid, 0u32, 0u32, 0u32) };
-    check(ret, "become root in the user namespace (setresuid)")
+    Errno::result(unsafe { libc::syscall(libc::SYS_setresuid, 0u32, 0u32, 0u32) })
+        .step("become root in the user namespace (setresuid)")?;
+    Ok(())
 }
 
 fn harden_init() {
