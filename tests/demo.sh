@@ -10,6 +10,7 @@
 #   bash tests/demo.sh          (as an ordinary user, once tests/setup.sh has run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tests/toolchain.sh
 if [ "$(id -u)" = 0 ]; then bash tests/setup.sh; fi
 cargo build --release --quiet
 demo=$(mktemp -d /tmp/pinfold-demo-XXXXXX)

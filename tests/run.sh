@@ -2,6 +2,7 @@
 # The whole test suite: set-up (as root), lint, then every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tests/toolchain.sh
 if [ "$(id -u)" = 0 ]; then
   bash tests/setup.sh
 else
