@@ -2,7 +2,8 @@
 # Steady-state overhead of the sandbox (issue 5): the same work run bare and
 # inside `pinfold exec`, interleaved in one run, medians compared.
 #
-#   bench/overhead.sh [BUILD_RUNS] [LOOP_RUNS]     (as root; defaults 7 and 11)
+#   bench/overhead.sh [BUILD_RUNS] [LOOP_RUNS] [WALK_RUNS]
+#                                  (as root; defaults 7, 11 and 30)
 #
 # Workloads, both in a Debian bookworm rootfs with gcc and make (debootstrap'ed
 # once into bench/.cache/debian-build; apt's mirror):
@@ -20,6 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_RUNS=${1:-7}
 LOOP_RUNS=${2:-11}
+WALK_RUNS=${3:-30}
 [ "$(id -u)" = 0 ] || { echo "run as root (chroot for the bare runs)" >&2; exit 1; }
 id pinfold-test >/dev/null 2>&1 || { echo "user pinfold-test is missing: bash tests/setup.sh" >&2; exit 1; }
 # Numeric: chroot looks names up in the rootfs's /etc/passwd.
@@ -112,10 +114,36 @@ python3 bench/alternate.py "$BUILD_RUNS" 1 "$work/build.json" \
 echo "== syscalls: 1M rounds of getppid+stat+read+write ($LOOP_RUNS runs each, interleaved)"
 python3 bench/alternate.py "$LOOP_RUNS" 1 "$work/loop.json" \
   "bare=$work/bare-loop" "pinfold exec=$work/sandbox-loop"
+# Tree walks of the image: `du -s /usr` once and twice in one container (a
+# fresh overlay each run), and the same command's start alone (`true`), so
+# that the first and the second walk can be told apart.
+for n in 0 1 2; do
+  cat > "$work/bare-walk$n" <<EOF
+#!/bin/sh
+exec chroot --userspec=$uidgid $rootfs sh -c 'for i in \$(seq $n); do du -s /usr >/dev/null; done'
+EOF
+  cat > "$work/sandbox-walk$n" <<EOF
+#!/bin/sh
+exec runuser -u pinfold-test -- env PINFOLD_HOME=$work/home $work/pinfold exec --rootfs $rootfs -- sh -c 'for i in \$(seq $n); do du -s /usr >/dev/null; done'
+EOF
+done
+chmod 755 "$work"/*-walk*
+echo "== tree walks: du -s /usr of the image, 0, 1 and 2 times ($WALK_RUNS runs each, interleaved)"
+python3 bench/alternate.py "$WALK_RUNS" 2 "$work/walk.json" \
+  "bare 0=$work/bare-walk0" "bare 1=$work/bare-walk1" "bare 2=$work/bare-walk2" \
+  "pinfold 0=$work/sandbox-walk0" "pinfold 1=$work/sandbox-walk1" "pinfold 2=$work/sandbox-walk2"
 python3 - "$work/build.json" "$work/loop.json" <<'PY'
 import json, sys
 for name, path in zip(["build", "syscalls"], sys.argv[1:]):
     r = json.load(open(path))["results"]
     bare, box = r[0]["median_ms"], r[1]["median_ms"]
     print(f"{name:9} bare {bare/1000:7.3f}s  pinfold {box/1000:7.3f}s  overhead {100*(box/bare-1):+5.1f}%")
+PY
+python3 - "$work/walk.json" <<'PY'
+import json, sys
+m = {r["name"]: r["median_ms"] for r in json.load(open(sys.argv[1]))["results"]}
+for label, a, b in [("first walk", 0, 1), ("second walk", 1, 2)]:
+    bare = m[f"bare {b}"] - m[f"bare {a}"]
+    box = m[f"pinfold {b}"] - m[f"pinfold {a}"]
+    print(f"{label:11} bare {bare:6.1f}ms  pinfold {box:6.1f}ms  ratio {box/bare:4.2f}x")
 PY
