@@ -589,7 +589,8 @@ fn job_network_field_narrows_the_policy_and_never_widens_it() -> Result<()> {
         ),
     )?;
     sh(&format!("chmod -R a+rwX '{}'", dir.display()));
-    let (code, out, err) = run_local(dir, &["narrow.yaml"]);
+    // The runner's operator allows `trusted`; the job picks it by name.
+    let (code, out, err) = run_local(dir, &["--allow-policy", "trusted", "narrow.yaml"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("proxy=http://127.0.0.1:3128"), "{out}");
     assert!(
@@ -597,12 +598,80 @@ fn job_network_field_narrows_the_policy_and_never_widens_it() -> Result<()> {
         "{out}"
     );
     let (code, out, err) = run_local(dir, &["widen.yaml"]);
-    assert_ne!(code, 0, "{out}{err}");
+    assert_eq!(code, 125, "{out}{err}");
     assert!(
-        format!("{out}{err}").contains("more open than the policy"),
+        out.contains(
+            "==> pinfold: the job asks for network egress, above this runner's ceiling for policy \"default\" (network none; none < allowlist < egress)"
+        ),
         "{out}{err}"
     );
-    assert!(!out.contains("unreachable\n"), "{out}");
+    assert!(
+        !out.contains("==> step"),
+        "refused before its first step: {out}"
+    );
+    Ok(())
+}
+
+#[test]
+fn an_agent_runs_only_the_policies_its_operator_allows() -> Result<()> {
+    let server = Server::start(&[])?;
+    // A job naming a file as its policy (the agent's own environment, with
+    // its secrets) is refused when submitted, in one line that quotes nothing.
+    let e = server
+        .submit(
+            &job(
+                "  - name: s\n    run: echo RAN\n",
+                "policy: /proc/self/environ\n",
+            ),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("policy: must be a policy name") && e.contains("not a path"),
+        "{e}"
+    );
+    let home = common::user_dir();
+    let _agent = Agent(server.agent(
+        home.path(),
+        &[
+            "--name",
+            "ceiling",
+            "--policy",
+            "untrusted",
+            "--allow-policy",
+            "default",
+        ],
+    )?);
+    // `trusted` is not on this runner's list: the job ends before its first step.
+    let id = server.submit(
+        &job(
+            "  - name: s\n    run: echo RAN-UNDER-TRUSTED\n",
+            "policy: trusted\n",
+        ),
+        None,
+    )?;
+    let j = server.wait(id, Duration::from_secs(60))?;
+    let log = server.log(id)?;
+    assert_eq!(j.state, JobState::Error, "{log}");
+    assert_eq!(
+        j.reason.as_deref(),
+        Some(
+            "the job asks for policy \"trusted\", which this runner does not allow (it allows: untrusted, default); remove `policy:` or name one of those, or ask the runner's operator to add it with --allow-policy"
+        )
+    );
+    assert_eq!(codes(&j), vec![None], "{log}");
+    assert!(!log.contains("RAN-UNDER-TRUSTED\n"), "{log}");
+    // No `policy:`: the operator's --policy, proved from inside (untrusted's
+    // rootfs is read-only); `policy: default` is on the list and writable.
+    let write = "  - name: s\n    run: touch /etc/pwned && echo WROTE || echo READ-ONLY\n";
+    for (extra, want) in [("", "READ-ONLY\n"), ("policy: default\n", "WROTE\n")] {
+        let id = server.submit(&job(write, extra), None)?;
+        let j = server.wait(id, Duration::from_secs(60))?;
+        let log = server.log(id)?;
+        assert_eq!(j.state, JobState::Succeeded, "{log}");
+        assert!(log.contains(want), "{extra}: {log}");
+    }
     Ok(())
 }
 
@@ -1004,13 +1073,22 @@ fn vm_hwm_kb(pid: u32) -> u64 {
 fn log_flood_ends_the_job_naming_the_limit_and_the_next_job_runs() -> Result<()> {
     let server = Server::start(&[])?;
     let home = common::user_dir();
-    let agent = Agent(server.agent(home.path(), &["--name", "flood"])?);
     let pol = user_file_dir();
     let policy = pol.path().join("quiet.toml");
     std::fs::write(
         &policy,
         "description = \"a small log budget\"\n[limits]\nlog_bytes = \"32M\"\n",
     )?;
+    // The operator allows the file; jobs pick it by its name, `quiet`.
+    let agent = Agent(server.agent(
+        home.path(),
+        &[
+            "--name",
+            "flood",
+            "--allow-policy",
+            &policy.display().to_string(),
+        ],
+    )?);
     // An endless flood (`yes` writes as fast as the pipe takes it): only
     // the log limit can end it before the 120 s step timeout.
     // The agent's peak after a small job, to compare the flood with.
@@ -1020,7 +1098,7 @@ fn log_flood_ends_the_job_naming_the_limit_and_the_next_job_runs() -> Result<()>
     let id = server.submit(
         &job(
             "  - name: flood\n    run: yes 'flood flood flood flood flood flood flood'\n    timeout: 120s\n  - name: after\n    run: echo never\n",
-            &format!("policy: {}\n", policy.display()),
+            "policy: quiet\n",
         ),
         None,
     )?;
@@ -1062,7 +1140,7 @@ fn log_flood_ends_the_job_naming_the_limit_and_the_next_job_runs() -> Result<()>
     let id = server.submit(
         &job(
             "  - name: ok\n    run: echo next-job-fine\n",
-            &format!("policy: {}\n", policy.display()),
+            "policy: quiet\n",
         ),
         None,
     )?;
@@ -1071,16 +1149,12 @@ fn log_flood_ends_the_job_naming_the_limit_and_the_next_job_runs() -> Result<()>
     assert_eq!(j.state, JobState::Succeeded, "{log}");
     assert!(log.contains("next-job-fine\n"), "{log}");
     assert!(log.contains("==> limits enforced by "), "{log}");
-    // A memory bomb on the same agent: the job result names the limit.
-    let small = pol.path().join("small.toml");
-    std::fs::write(
-        &small,
-        "description = \"a small memory budget\"\n[limits]\nmemory = \"64M\"\n",
-    )?;
+    // A memory bomb on the same agent, in a job that lowers its own
+    // memory limit: the job result names the limit.
     let id = server.submit(
         &job(
             "  - name: bomb\n    run: dd if=/dev/zero of=/dev/null bs=256M count=200\n    timeout: 60s\n",
-            &format!("policy: {}\n", small.display()),
+            "limits: { memory: 64M }\n",
         ),
         None,
     )?;

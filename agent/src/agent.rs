@@ -81,6 +81,8 @@ pub struct Config {
     pub home: PathBuf,
     /// The pinfold binary.
     pub exe: PathBuf,
+    /// The policies jobs may run under (`--policy`, `--allow-policy`).
+    pub ceiling: Arc<pinfold_sandbox::ceiling::Ceiling>,
     /// How long one request may take before it is given up and retried
     /// (long-polls get their wait on top).
     pub request_timeout: Duration,
@@ -451,6 +453,7 @@ fn run_job(sh: &Shared, lease: Lease, flag: Arc<AtomicU8>) {
     };
     let job = Job {
         spec: lease.spec.clone(),
+        ceiling: sh.cfg.ceiling.clone(),
         dir: dir.join("job"),
         secrets,
         exe: sh.cfg.exe.clone(),
@@ -586,7 +589,7 @@ fn attest(
         internal: serde_json::json!({
             "state": report.state.as_str(),
             "runner": sh.cfg.name,
-            "policy": lease.spec.policy.as_str(),
+            "policy": lease.spec.policy.as_ref().map_or(sh.cfg.ceiling.names()[0], |p| p.as_str()),
         }),
     };
     let envelope = provenance::sign(&provenance::statement_for(&record), &sh.key)

@@ -8,8 +8,14 @@
 //! ```text
 //! pinfold exec --image REF --policy P --bind JOBDIR/workspace:/workspace:rw
 //!   --workdir /workspace --writable-layer JOBDIR/layer [--env NAME]...
-//!   [--timeout T] --report JOBDIR/step.json -- /bin/sh -e -c RUN
+//!   [--network N] [--limit NAME=VALUE]... [--timeout T]
+//!   --report JOBDIR/step.json -- /bin/sh -e -c RUN
 //! ```
+//!
+//! P is never the job's to choose: the runner's operator gives the
+//! [`Ceiling`] (the policies it allows), the job picks one of them by name
+//! and may only narrow it (`network:`, `limits:`). A job asking for more
+//! fails before its first step with one line naming the ceiling.
 //!
 //! The report names the resource limit that ended a step (exit 123) and the
 //! mechanism that enforced it; the runner itself enforces the policy's
@@ -39,6 +45,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use pinfold_api::JobSpec;
 use pinfold_api::wire::{ArtifactInfo, JobState, StepResult};
+use pinfold_sandbox::ceiling::{Ceiling, Chosen};
 use pinfold_sandbox::image::{ImageError, ImageRef, PullOptions, Store};
 
 use crate::artifacts::{self, Artifact};
@@ -95,6 +102,8 @@ pub mod stop {
 pub struct Job {
     /// The job.
     pub spec: JobSpec,
+    /// The policies the runner's operator allows.
+    pub ceiling: Arc<Ceiling>,
     /// Per-job directory (workspace/ and layer/ are created inside).
     pub dir: PathBuf,
     /// Secret values by name.
@@ -279,10 +288,11 @@ impl Job {
         if let Err(e) = self.check_secrets() {
             return fail(JobState::Error, e.to_string(), steps);
         }
-        let log_cap = match pinfold_sandbox::Policy::load(self.spec.policy.as_str()) {
-            Ok(p) => p.limits.log_bytes.0,
+        let chosen = match self.choose() {
+            Ok(c) => c,
             Err(e) => return fail(JobState::Error, e.to_string(), steps),
         };
+        let log_cap = chosen.policy.limits.log_bytes.0;
         lock(log).set_cap(log_cap);
         let ws = match self.prepare_dir(o) {
             Ok(ws) => ws,
@@ -312,7 +322,7 @@ impl Job {
             lock(log).line(&format!("==> step {}/{n}: {}", i + 1, step.name));
             steps[i].started_at = Some(now_ms());
             let t0 = Instant::now();
-            let code = match self.run_step(log, &step.run.0, timeout, o) {
+            let code = match self.run_step(log, &chosen, &step.run.0, timeout, o) {
                 Ok(c) => c,
                 Err(e) => {
                     steps[i].finished_at = Some(now_ms());
@@ -501,7 +511,23 @@ impl Job {
         serde_json::from_str(&text).ok()
     }
 
-    fn command(&self, run: &str, timeout: Option<Duration>, o: &RunOptions) -> Command {
+    /// The policy this job runs under: one the runner allows, narrowed as
+    /// the job asks.
+    pub fn choose(&self) -> Result<Chosen, pinfold_sandbox::ceiling::CeilingError> {
+        self.ceiling.choose(
+            self.spec.policy.as_ref().map(|p| p.as_str()),
+            self.spec.network,
+            &self.spec.limits,
+        )
+    }
+
+    fn command(
+        &self,
+        chosen: &Chosen,
+        run: &str,
+        timeout: Option<Duration>,
+        o: &RunOptions,
+    ) -> Command {
         let mut c = Command::new(&self.exe);
         c.env_clear();
         for k in PASS_ENV {
@@ -517,7 +543,7 @@ impl Job {
             .arg("--image")
             .arg(self.spec.image.as_str())
             .arg("--policy")
-            .arg(self.spec.policy.as_str())
+            .arg(&chosen.reference)
             .arg("--bind")
             .arg(format!(
                 "{}:{}:rw",
@@ -531,6 +557,7 @@ impl Job {
         if let Some(n) = self.spec.network {
             c.arg("--network").arg(n.as_str());
         }
+        c.args(pinfold_sandbox::ceiling::limit_args(&self.spec.limits));
         if let Some(h) = &o.hostname {
             c.arg("--hostname").arg(h);
         }
@@ -571,6 +598,7 @@ impl Job {
     fn run_step(
         &self,
         log: &SharedLog,
+        chosen: &Chosen,
         run: &str,
         timeout: Option<Duration>,
         o: &RunOptions,
@@ -583,7 +611,7 @@ impl Job {
         let _ = nix::fcntl::fcntl(&r, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_BYTES as i32));
         let w2 = w.try_clone().map_err(RunError::Spawn)?;
         let _ = std::fs::remove_file(self.report_path());
-        let mut cmd = self.command(run, timeout, o);
+        let mut cmd = self.command(chosen, run, timeout, o);
         let cpus = match o.cpus {
             Some(n) => Some(first_cpus(n).map_err(|e| RunError::Spawn(e.into()))?),
             None => None,

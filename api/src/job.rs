@@ -4,6 +4,7 @@
 //! image: docker://127.0.0.1:5000/busybox@sha256:<digest>
 //! policy: untrusted
 //! network: allowlist
+//! limits: { memory: 1G, cpu_time: 10m }
 //! timeout: 30m
 //! env: { GREETING: hello }
 //! secrets: [DEPLOY_KEY]
@@ -32,6 +33,8 @@ use std::time::Duration;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 
+pub use crate::units::{ByteSize, Seconds};
+
 /// A job file could not be parsed or failed validation.
 #[derive(Debug, thiserror::Error)]
 pub enum JobSpecError {
@@ -47,14 +50,21 @@ pub enum JobSpecError {
 pub struct JobSpec {
     /// The image, pinned by digest (`...@sha256:<64 hex>`).
     pub image: ImageRef,
-    /// A policy name from policies/ or a path; `default` when absent.
-    #[serde(default = "default_policy")]
-    pub policy: PolicyName,
+    /// The name of a policy the runner's operator allows (`pinfold agent
+    /// --policy NAME --allow-policy NAME`); the runner's `--policy` when
+    /// absent. Never a path: which policy files exist is the operator's
+    /// choice, not the job's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyName>,
     /// The network mode; the policy's when absent. It may be stricter than
     /// the policy's (`none` < `allowlist` < `egress`), never more open: a
-    /// more open one fails each step with a message saying so.
+    /// more open one fails the job before its first step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkMode>,
+    /// Lower limits than the policy's; a higher one fails the job before
+    /// its first step, naming the runner's ceiling.
+    #[serde(default, skip_serializing_if = "JobLimits::is_empty")]
+    pub limits: JobLimits,
     /// Wall-clock limit for the whole job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<HumanDuration>,
@@ -79,16 +89,20 @@ pub struct JobSpec {
     pub verify: Option<VerifyCount>,
 }
 
-/// A job's network mode (the sandbox's `NetworkMode`, by name: this crate
-/// does no I/O and does not depend on the sandbox).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// How a container reaches the network: a job's `network:` and a policy's
+/// `network.mode`. Openness: `none` < `allowlist` < `egress`; a job may ask
+/// for a stricter mode than its policy's, never a more open one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
-    /// Loopback only.
+    /// A private network namespace with only loopback up.
+    #[default]
     None,
-    /// Loopback plus the proxy to the policy's `network.allow` hosts.
+    /// Loopback only, plus an HTTP(S) proxy run outside the container that
+    /// reaches only the destinations in the policy's `network.allow`.
     Allowlist,
-    /// Outbound through a user-mode network stack.
+    /// Outbound connections through a user-mode network stack (pasta),
+    /// started with the container and gone with it.
     Egress,
 }
 
@@ -101,10 +115,68 @@ impl NetworkMode {
             NetworkMode::Egress => "egress",
         }
     }
+
+    /// How much a mode opens, for "the stricter wins".
+    pub fn openness(self) -> u8 {
+        match self {
+            NetworkMode::None => 0,
+            NetworkMode::Allowlist => 1,
+            NetworkMode::Egress => 2,
+        }
+    }
 }
 
-fn default_policy() -> PolicyName {
-    PolicyName("default".into())
+impl fmt::Display for NetworkMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for NetworkMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(NetworkMode::None),
+            "allowlist" => Ok(NetworkMode::Allowlist),
+            "egress" => Ok(NetworkMode::Egress),
+            other => Err(format!(
+                "network mode {other:?} is not known: use none, allowlist or egress"
+            )),
+        }
+    }
+}
+
+/// Limits a job asks for, each at most the policy's (`limits.*` and
+/// `filesystem.*_size` of the policy file, same units). Absent fields keep
+/// the policy's value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobLimits {
+    /// Memory of the whole container (`limits.memory`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<ByteSize>,
+    /// Tasks of the whole container (`limits.pids`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
+    /// CPU time of the whole container (`limits.cpu_time`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_time: Option<Seconds>,
+    /// Bytes of log output of the whole job (`limits.log_bytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_bytes: Option<ByteSize>,
+    /// The writable layer (`filesystem.writable_layer_size`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writable_layer_size: Option<ByteSize>,
+    /// /tmp (`filesystem.tmp_size`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tmp_size: Option<ByteSize>,
+}
+
+impl JobLimits {
+    /// True when the job asks for no limit of its own.
+    pub fn is_empty(&self) -> bool {
+        *self == JobLimits::default()
+    }
 }
 
 impl JobSpec {
@@ -226,11 +298,14 @@ validated_string!(
 );
 
 validated_string!(
-    /// A policy name or path.
+    /// The name of a policy the runner allows: letters, digits, `-` and
+    /// `_`, never a path.
     PolicyName,
     |s| {
-        if s.trim().is_empty() {
-            Err("policy: must not be empty".into())
+        if s.is_empty() || s.len() > 64 {
+            Err("policy: give the name of a policy the runner allows (1 to 64 letters, digits, - and _)".into())
+        } else if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            Err("policy: must be a policy name (letters, digits, - and _), not a path: the runner's operator decides which policies exist".into())
         } else {
             Ok(())
         }
@@ -362,7 +437,7 @@ mod tests {
             "image: docker://127.0.0.1:5000/busybox@sha256:{DIGEST}\npolicy: untrusted\ntimeout: 30m\nenv: {{ GREETING: hello }}\nsecrets: [DEPLOY_KEY]\nsteps:\n  - name: build\n    run: sh build.sh\n    timeout: 10m\nartifacts: [out/*.tar.gz, out/app]\n"
         );
         let j = JobSpec::from_yaml(&text).unwrap();
-        assert_eq!(j.policy.as_str(), "untrusted");
+        assert_eq!(j.policy.as_ref().unwrap().as_str(), "untrusted");
         assert_eq!(j.timeout.unwrap().0, Duration::from_secs(1800));
         assert_eq!(j.env.get(&EnvName("GREETING".into())).unwrap(), "hello");
         assert_eq!(j.secrets[0].as_str(), "DEPLOY_KEY");
@@ -377,8 +452,44 @@ mod tests {
     #[test]
     fn defaults() {
         let j = JobSpec::from_yaml(&job("")).unwrap();
-        assert_eq!(j.policy.as_str(), "default");
+        assert!(j.policy.is_none() && j.limits.is_empty());
         assert!(j.timeout.is_none() && j.env.is_empty() && j.source.is_none());
+    }
+
+    #[test]
+    fn policy_is_a_name_never_a_path() {
+        for bad in [
+            "/proc/self/environ",
+            "../policies/trusted",
+            "ci.toml",
+            "a b",
+            "",
+        ] {
+            let e = err(&job(&format!("policy: {bad:?}\n")));
+            assert!(e.contains("policy") && e.contains("line 5"), "{bad}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        let j = JobSpec::from_yaml(&job("policy: ci-strict_2\n")).unwrap();
+        assert_eq!(j.policy.unwrap().as_str(), "ci-strict_2");
+    }
+
+    #[test]
+    fn limits_parse_in_policy_units() {
+        let j = JobSpec::from_yaml(&job(
+            "limits: { memory: 512M, pids: 64, cpu_time: 5m, log_bytes: 1M, tmp_size: 64M }\n",
+        ))
+        .unwrap();
+        assert_eq!(j.limits.memory, Some(ByteSize(512 << 20)));
+        assert_eq!(j.limits.pids, Some(64));
+        assert_eq!(j.limits.cpu_time, Some(Seconds(300)));
+        assert_eq!(j.limits.log_bytes, Some(ByteSize(1 << 20)));
+        assert_eq!(j.limits.tmp_size, Some(ByteSize(64 << 20)));
+        let json = serde_json::to_string(&j).unwrap();
+        assert_eq!(serde_json::from_str::<JobSpec>(&json).unwrap(), j);
+        let e = err(&job("limits: { memory: lots }\n"));
+        assert!(e.contains("line 5"), "{e}");
+        let e = err(&job("limits: { network: egress }\n"));
+        assert!(e.contains("network") && e.contains("line 5"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 pub mod job;
 pub mod provenance;
+pub mod units;
 pub mod wire;
 
 pub use job::{JobSpec, JobSpecError};
@@ -18,9 +19,8 @@ use std::path::PathBuf;
 /// pinfold's state directory: `$PINFOLD_HOME`, else `$XDG_DATA_HOME/pinfold`,
 /// else `~/.local/share/pinfold`. `None` only when no home can be found.
 ///
-/// The same rule as `pinfold_sandbox::pinfold_home`, duplicated here so the
-/// coordinator does not depend on the sandbox crate (ARCHITECTURE.md: the
-/// coordinator never depends on sandbox). Keep the two in step.
+/// The one definition: the sandbox re-exports it, and the coordinator (which
+/// never depends on the sandbox) uses it from here.
 pub fn pinfold_home() -> Option<PathBuf> {
     if let Some(h) = std::env::var_os("PINFOLD_HOME").filter(|h| !h.is_empty()) {
         return Some(PathBuf::from(h));

@@ -1,6 +1,8 @@
 //! pinfold-sandbox: everything in pinfold that touches the kernel.
 //!
 //! * [`policy`]: the [`Policy`] type, loaded from TOML.
+//! * [`ceiling`]: the policies a runner's operator allows, and how far a job
+//!   may narrow them.
 //! * [`allowlist`]: the destinations of network mode `allowlist`.
 //! * [`image`]: the OCI image store (pull, import, verify, unpack, cache).
 //! * [`container`]: a rootless container (user, mount, pid, ipc, uts, cgroup
@@ -13,6 +15,7 @@
 #![deny(missing_docs)]
 
 pub mod allowlist;
+pub mod ceiling;
 pub mod container;
 pub mod doctor;
 pub mod image;
@@ -21,18 +24,5 @@ pub mod policy;
 pub use container::{ContainerSpec, Outcome};
 pub use policy::Policy;
 
-use std::path::PathBuf;
-
-/// pinfold's state directory: `$PINFOLD_HOME`, else `$XDG_DATA_HOME/pinfold`,
-/// else `~/.local/share/pinfold`. `None` only when no home can be found.
-pub fn pinfold_home() -> Option<PathBuf> {
-    if let Some(h) = std::env::var_os("PINFOLD_HOME").filter(|h| !h.is_empty()) {
-        return Some(PathBuf::from(h));
-    }
-    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|h| !h.is_empty()) {
-        return Some(PathBuf::from(x).join("pinfold"));
-    }
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(|h| PathBuf::from(h).join(".local/share/pinfold"))
-}
+/// pinfold's state directory (one rule for every crate, in `pinfold_api`).
+pub use pinfold_api::pinfold_home;

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use pinfold_api::units::{ByteSize, Seconds};
+
 /// Errors from loading or validating a policy.
 #[derive(Debug, thiserror::Error)]
 #[allow(missing_docs)] // variant fields are described by the messages
@@ -32,9 +34,19 @@ pub enum PolicyError {
         #[source]
         source: std::io::Error,
     },
-    /// The TOML is malformed or has an unknown key or a bad value.
-    #[error("invalid policy {path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    /// The TOML is malformed or has an unknown key or a bad value. The
+    /// message gives the position only, never the file's text (a file's
+    /// first line may be a secret); `detail` says what is wrong there, for
+    /// the operator's own `pinfold policy check`.
+    #[error(
+        "invalid policy {path}: not a valid policy at line {line}, column {column}; `pinfold policy check {path}` says what is wrong there"
+    )]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        detail: String,
+    },
     /// A value parsed but makes no sense.
     #[error("invalid policy {path}: field `{field}`: {message}")]
     Invalid {
@@ -172,55 +184,9 @@ impl Default for NetworkPolicy {
     }
 }
 
-/// How the container reaches the network.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NetworkMode {
-    /// A private network namespace with only loopback up.
-    #[default]
-    None,
-    /// Loopback only, plus an HTTP(S) proxy run outside the container that
-    /// reaches only the destinations in `network.allow`.
-    Allowlist,
-    /// Outbound connections through a user-mode network stack (pasta),
-    /// started with the container and gone with it.
-    Egress,
-}
-
-impl NetworkMode {
-    /// How much a mode opens, for "the stricter wins".
-    pub fn openness(self) -> u8 {
-        match self {
-            NetworkMode::None => 0,
-            NetworkMode::Allowlist => 1,
-            NetworkMode::Egress => 2,
-        }
-    }
-}
-
-impl std::fmt::Display for NetworkMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            NetworkMode::None => "none",
-            NetworkMode::Allowlist => "allowlist",
-            NetworkMode::Egress => "egress",
-        })
-    }
-}
-
-impl std::str::FromStr for NetworkMode {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "none" => Ok(NetworkMode::None),
-            "allowlist" => Ok(NetworkMode::Allowlist),
-            "egress" => Ok(NetworkMode::Egress),
-            other => Err(format!(
-                "network mode {other:?} is not known: use none, allowlist or egress"
-            )),
-        }
-    }
-}
+/// How the container reaches the network: the one type the job file
+/// (`network:`) and the policy (`network.mode`) share.
+pub use pinfold_api::job::NetworkMode;
 
 /// Landlock requirements.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -320,130 +286,6 @@ fn default_fsize() -> ByteSize {
     ByteSize(0)
 }
 
-/// A duration in whole seconds, written in TOML as an integer (seconds) or a
-/// string such as `"90s"`, `"10m"`, `"1h30m"`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Seconds(pub u64);
-
-impl Seconds {
-    /// Parses `"10m"`, `"1h 30m"`, `"45s"` or `"600"`.
-    pub fn parse(s: &str) -> std::result::Result<Self, String> {
-        let s = s.trim();
-        if let Ok(n) = s.parse::<u64>() {
-            return Ok(Seconds(n));
-        }
-        let d = humantime::parse_duration(s).map_err(|e| {
-            format!("bad duration {s:?} ({e}): use e.g. \"90s\", \"10m\" or \"1h30m\"")
-        })?;
-        if d.subsec_nanos() != 0 {
-            return Err(format!(
-                "bad duration {s:?}: use whole seconds (e.g. \"90s\")"
-            ));
-        }
-        Ok(Seconds(d.as_secs()))
-    }
-}
-
-impl std::fmt::Display for Seconds {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.0 == 0 {
-            return f.write_str("0");
-        }
-        let d = std::time::Duration::from_secs(self.0);
-        write!(f, "{}", humantime::format_duration(d)).map(|_| ())
-    }
-}
-
-impl Serialize for Seconds {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for Seconds {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Str(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Int(n) => Ok(Seconds(n)),
-            Raw::Str(s) => Seconds::parse(&s).map_err(serde::de::Error::custom),
-        }
-    }
-}
-
-/// A size in bytes, written in TOML as an integer or a string with a K/M/G/T suffix.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ByteSize(pub u64);
-
-impl ByteSize {
-    /// Parses `"512M"`, `"4G"`, `"1024"`, `"2k"`. Suffixes are binary (K = 1024).
-    pub fn parse(s: &str) -> std::result::Result<Self, String> {
-        let s = s.trim();
-        let (digits, mult) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-            None => (s, 1u64),
-            Some((i, _)) => {
-                let suffix = s[i..].trim().to_ascii_uppercase();
-                let mult = match suffix.trim_end_matches("IB").trim_end_matches('B') {
-                    "" => 1,
-                    "K" => 1 << 10,
-                    "M" => 1 << 20,
-                    "G" => 1 << 30,
-                    "T" => 1 << 40,
-                    _ => {
-                        return Err(format!(
-                            "bad size {s:?}: use a number with an optional K, M, G or T suffix"
-                        ));
-                    }
-                };
-                (&s[..i], mult)
-            }
-        };
-        let n: u64 = digits.parse().map_err(|_| {
-            format!("bad size {s:?}: use a number with an optional K, M, G or T suffix")
-        })?;
-        n.checked_mul(mult)
-            .map(ByteSize)
-            .ok_or_else(|| format!("size {s:?} is too large"))
-    }
-}
-
-impl std::fmt::Display for ByteSize {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.0;
-        for (shift, suffix) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
-            if n != 0 && n % (1 << shift) == 0 {
-                return write!(f, "{}{suffix}", n >> shift);
-            }
-        }
-        write!(f, "{n}")
-    }
-}
-
-impl Serialize for ByteSize {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Str(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Int(n) => Ok(ByteSize(n)),
-            Raw::Str(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
-        }
-    }
-}
-
 /// The policies shipped in `policies/`, built in as a fallback.
 const BUILTIN_POLICIES: &[(&str, &str)] = &[
     ("default", include_str!("../../policies/default.toml")),
@@ -527,9 +369,22 @@ impl Policy {
 
     /// Parses and validates policy TOML. `shown` names the file in errors.
     pub fn parse(text: &str, source: PolicySource, shown: &Path) -> Result<Policy> {
-        let mut policy: Policy = toml::from_str(text).map_err(|e| PolicyError::Parse {
-            path: shown.to_owned(),
-            message: one_line(&e.to_string()),
+        let mut policy: Policy = toml::from_str(text).map_err(|e| {
+            let at = e.span().map_or(0, |r| r.start).min(text.len());
+            let before = &text.as_bytes()[..at];
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let column = at
+                - before
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |i| i + 1)
+                + 1;
+            PolicyError::Parse {
+                path: shown.to_owned(),
+                line,
+                column,
+                detail: one_line(&e.to_string()),
+            }
         })?;
         policy.source = source;
         policy.validate(shown)?;
@@ -678,16 +533,45 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let err = Policy::parse(
+        let e = Policy::parse(
             "[limits]\nnofile = 100\nbogus = 1\n",
             PolicySource::Builtin,
             Path::new("x.toml"),
         )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("bogus"), "{err}");
-        assert!(err.contains("x.toml"), "{err}");
+        .unwrap_err();
+        let err = e.to_string();
+        assert!(
+            err.contains("x.toml") && err.contains("line 3, column 1"),
+            "{err}"
+        );
         assert!(!err.contains('\n'), "{err}");
+        assert!(full(&e).contains("bogus"), "{e:?}");
+    }
+
+    /// The message and, for a parse error, the operator-only detail.
+    fn full(e: &PolicyError) -> String {
+        match e {
+            PolicyError::Parse { detail, .. } => format!("{e} {detail}"),
+            _ => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_parse_error_never_quotes_the_file() {
+        // A job used to name `/proc/self/environ` or a token file as its
+        // policy; the error went into the job's log with the first line.
+        for text in [
+            "PINFOLD_SECRET_DEPLOY=hunter2-s3cr3t\n",
+            "hunter2-s3cr3t\n",
+            "[limits]\nmemory = \"hunter2-s3cr3t\"\n",
+            "description = 7\n[hunter2-s3cr3t]\n",
+        ] {
+            let err = Policy::parse(text, PolicySource::Builtin, Path::new("x.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(!err.contains("hunter2"), "{err}");
+            assert!(err.contains("x.toml") && err.contains("line "), "{err}");
+        }
     }
 
     #[test]
@@ -700,14 +584,14 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("limits.nofile"), "{err}");
-        let err = Policy::parse(
+        let e = Policy::parse(
             "[filesystem]\ntmp_size = \"12Q\"\n",
             PolicySource::Builtin,
             Path::new("x.toml"),
         )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("12Q"), "{err}");
+        .unwrap_err();
+        assert!(e.to_string().contains("line 2"), "{e}");
+        assert!(full(&e).contains("12Q"), "{e:?}");
     }
 
     #[test]
@@ -731,29 +615,16 @@ mod tests {
             ("cpu_time = \"soon\"", "cpu_time"),
             ("cpu_time = \"1500ms\"", "whole seconds"),
         ] {
-            let err = Policy::parse(
+            let e = Policy::parse(
                 &format!("[limits]\n{toml}\n"),
                 PolicySource::Builtin,
                 Path::new("x.toml"),
             )
-            .unwrap_err()
-            .to_string();
+            .unwrap_err();
+            let err = full(&e);
             assert!(err.contains(field), "{toml}: {err}");
             assert!(!err.contains('\n'), "{err}");
         }
-        assert_eq!(Seconds::parse("90").unwrap(), Seconds(90));
-        assert_eq!(Seconds::parse("1h30m").unwrap(), Seconds(5400));
-        assert_eq!(Seconds(600).to_string(), "10m");
-    }
-
-    #[test]
-    fn byte_sizes() {
-        assert_eq!(ByteSize::parse("4G").unwrap().0, 4 << 30);
-        assert_eq!(ByteSize::parse("512MiB").unwrap().0, 512 << 20);
-        assert_eq!(ByteSize::parse("1024").unwrap().0, 1024);
-        assert!(ByteSize::parse("G").is_err());
-        assert!(ByteSize::parse("99999999999999T").is_err());
-        assert_eq!(ByteSize(64 << 20).to_string(), "64M");
     }
 
     #[test]

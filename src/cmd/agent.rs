@@ -13,7 +13,7 @@ use anyhow::Context;
 /// ones finish for --drain, then cancel the rest.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Environment: PINFOLD_HOME, PINFOLD_SERVER, PINFOLD_REGISTRATION_TOKEN, PINFOLD_REQUEST_TIMEOUT, PINFOLD_SECRET_<NAME> (secret values the server does not hold), RUST_LOG."
+    after_help = "Environment: PINFOLD_HOME, PINFOLD_SERVER, PINFOLD_POLICY, PINFOLD_ALLOW_POLICIES (comma separated), PINFOLD_REGISTRATION_TOKEN, PINFOLD_REQUEST_TIMEOUT, PINFOLD_SECRET_<NAME> (secret values the server does not hold), RUST_LOG."
 )]
 pub struct Args {
     /// Coordinator URL.
@@ -49,6 +49,8 @@ pub struct Args {
         value_parser = humantime::parse_duration
     )]
     request_timeout: Duration,
+    #[command(flatten)]
+    ceiling: super::CeilingArgs,
 }
 
 /// Runs the subcommand; returns the exit status.
@@ -73,6 +75,7 @@ fn agent(a: Args) -> anyhow::Result<()> {
             .and_then(|h| h.into_string().ok())
             .unwrap_or_else(|| "pinfold-agent".into()),
     };
+    let ceiling = a.ceiling.load().map_err(anyhow::Error::msg)?;
     pinfold_agent::signals::install().context("installing signal handlers")?;
     let cfg = pinfold_agent::agent::Config {
         server: a.server,
@@ -85,6 +88,7 @@ fn agent(a: Args) -> anyhow::Result<()> {
         grace: a.grace,
         home,
         exe: std::env::current_exe().context("finding my own binary")?,
+        ceiling,
         request_timeout: a.request_timeout,
     };
     pinfold_agent::agent::run(cfg, &pinfold_agent::signals::received)?;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use pinfold_sandbox::Policy;
+use pinfold_sandbox::ceiling;
 use pinfold_sandbox::container::{self, Bind, ContainerSpec, IdMapMode};
 use pinfold_sandbox::image::LayerLease;
 
@@ -69,6 +70,11 @@ pub struct Args {
     /// May only be stricter than the policy's [default: the policy's].
     #[arg(long, value_name = "none|allowlist|egress")]
     network: Option<pinfold_sandbox::policy::NetworkMode>,
+    /// Lower one limit of the policy: NAME=VALUE with NAME one of memory,
+    /// pids, cpu_time, writable_layer_size, tmp_size (e.g. memory=512M,
+    /// cpu_time=5m). May only lower it. Repeatable.
+    #[arg(long = "limit", value_name = "NAME=VALUE")]
+    limits: Vec<String>,
     /// Keep the container's writes in DIR (upper/ and work/ inside) instead of
     /// a throw-away tmpfs; a later run with the same DIR continues from them.
     #[arg(long, value_name = "DIR")]
@@ -113,6 +119,11 @@ fn parse_env(items: &[String]) -> Result<Vec<(String, String)>, String> {
 /// The spec, and the lease on the image's layers to hold while it runs.
 fn build(a: Args) -> Result<(ContainerSpec, Option<LayerLease>), String> {
     let policy = Policy::load(&a.policy).map_err(|e| e.to_string())?;
+    let mut limits = pinfold_api::job::JobLimits::default();
+    for l in &a.limits {
+        ceiling::parse_limit(&mut limits, l).map_err(|e| e.to_string())?;
+    }
+    let policy = ceiling::narrowed(&policy, &a.policy, None, &limits).map_err(|e| e.to_string())?;
     let binds = a
         .binds
         .iter()

@@ -15,3 +15,42 @@ pub mod server;
 pub mod status;
 pub mod submit;
 pub mod verify;
+
+use std::sync::Arc;
+
+use pinfold_sandbox::ceiling::Ceiling;
+
+/// The runner's policy ceiling, shared by `agent`, `run` and `verify`: the
+/// operator's choice, which a job file can only narrow.
+#[derive(Debug, clap::Args)]
+pub struct CeilingArgs {
+    /// The policy jobs run under when their job file names none: a name
+    /// (default, untrusted, trusted, or NAME.toml in the policy search path)
+    /// or a path to a TOML file.
+    #[arg(
+        long = "policy",
+        value_name = "NAME|PATH",
+        default_value = "default",
+        env = "PINFOLD_POLICY"
+    )]
+    policy: String,
+    /// Another policy a job may pick with `policy: NAME` (a file is known by
+    /// its name without .toml). A job never names a path, and never gets
+    /// more than the policy it picks. Repeatable.
+    #[arg(
+        long = "allow-policy",
+        value_name = "NAME|PATH",
+        env = "PINFOLD_ALLOW_POLICIES",
+        value_delimiter = ','
+    )]
+    allow: Vec<String>,
+}
+
+impl CeilingArgs {
+    /// Loads and checks every allowed policy (an operator's error, at start).
+    pub fn load(&self) -> Result<Arc<Ceiling>, String> {
+        Ceiling::new(&self.policy, &self.allow)
+            .map(Arc::new)
+            .map_err(|e| format!("--policy/--allow-policy: {e}"))
+    }
+}

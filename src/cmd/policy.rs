@@ -51,6 +51,12 @@ pub fn run(c: Command) -> i32 {
                 Ok(p) => p,
                 Err(e) => {
                     eprintln!("pinfold policy check: {e}");
+                    // The operator's own check of a file they chose: here
+                    // (and only here) the parser's account, which may quote
+                    // the file, is shown.
+                    if let pinfold_sandbox::policy::PolicyError::Parse { detail, .. } = &e {
+                        eprintln!("pinfold policy check: the parser says: {detail}");
+                    }
                     return 1;
                 }
             };

@@ -18,7 +18,7 @@ use pinfold_api::provenance;
 /// (bad job file, image, sandbox), 130 interrupted.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Environment: PINFOLD_HOME; PINFOLD_SECRET_<NAME> gives the value of job secret NAME (masked in the log)."
+    after_help = "Environment: PINFOLD_HOME, PINFOLD_POLICY, PINFOLD_ALLOW_POLICIES (comma separated); PINFOLD_SECRET_<NAME> gives the value of job secret NAME (masked in the log)."
 )]
 pub struct Args {
     /// The job file (YAML).
@@ -38,6 +38,8 @@ pub struct Args {
     /// Keep the per-job directory (workspace and writable layer) and print its path.
     #[arg(long)]
     keep: bool,
+    #[command(flatten)]
+    ceiling: super::CeilingArgs,
 }
 
 /// Runs the subcommand; returns the exit status.
@@ -53,6 +55,13 @@ pub fn run(a: Args) -> i32 {
         Ok(s) => s,
         Err(e) => {
             eprintln!("pinfold run: {}: {e}", a.job.display());
+            return 125;
+        }
+    };
+    let ceiling = match a.ceiling.load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pinfold run: {e}");
             return 125;
         }
     };
@@ -91,6 +100,7 @@ pub fn run(a: Args) -> i32 {
     let log = LogWriter::new(out, secrets.values().cloned()).shared();
     let job = Job {
         spec,
+        ceiling,
         dir: dir.path().to_owned(),
         secrets,
         exe,

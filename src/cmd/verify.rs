@@ -67,6 +67,8 @@ pub struct Args {
     /// Between SIGTERM and SIGKILL when a step is interrupted.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     grace: Duration,
+    #[command(flatten)]
+    ceiling: super::CeilingArgs,
 }
 
 /// One run to make.
@@ -96,6 +98,7 @@ struct RunResult {
 struct Shared<'a> {
     spec_text: &'a str,
     spec: &'a JobSpec,
+    ceiling: Arc<pinfold_sandbox::ceiling::Ceiling>,
     secrets: BTreeMap<String, String>,
     exe: PathBuf,
     stop: Arc<AtomicU8>,
@@ -138,6 +141,17 @@ pub fn run(a: Args) -> i32 {
         Ok(s) => s,
         Err(e) => return fail(format!("{}: {e}", a.job.display()), 125),
     };
+    let ceiling = match a.ceiling.load() {
+        Ok(c) => c,
+        Err(e) => return fail(e, 125),
+    };
+    if let Err(e) = ceiling.choose(
+        spec.policy.as_ref().map(|p| p.as_str()),
+        spec.network,
+        &spec.limits,
+    ) {
+        return fail(e, 125);
+    }
     if let Some(src) = &a.source
         && !src.is_dir()
     {
@@ -183,6 +197,7 @@ pub fn run(a: Args) -> i32 {
     let image = spec.image.as_str().to_owned();
     let probe_job = Job {
         spec: spec.clone(),
+        ceiling: ceiling.clone(),
         dir: work.path().to_owned(),
         secrets: secrets.clone(),
         exe: exe.clone(),
@@ -244,6 +259,7 @@ pub fn run(a: Args) -> i32 {
     let shared = Shared {
         spec_text: &text,
         spec: &spec,
+        ceiling,
         secrets,
         exe,
         stop: flag.clone(),
@@ -632,6 +648,7 @@ fn run_one(s: &Shared<'_>, p: &Plan, t0: Instant) -> RunResult {
     let log = LogWriter::new(Box::new(log_file), s.secrets.values().cloned()).shared();
     let job = Job {
         spec: s.spec.clone(),
+        ceiling: s.ceiling.clone(),
         dir: dir.clone(),
         secrets: s.secrets.clone(),
         exe: s.exe.clone(),
