@@ -2,6 +2,7 @@
 //!
 //! * [`policy`]: the [`Policy`] type, loaded from TOML.
 //! * [`allowlist`]: the destinations of network mode `allowlist`.
+//! * [`net`]: address classification and the host's own network.
 //! * [`image`]: the OCI image store (pull, import, verify, unpack, cache).
 //! * [`container`]: a rootless container (user, mount, pid, ipc, uts, cgroup
 //!   and net namespaces; overlay rootfs; Landlock; seccomp; rlimits) that runs
@@ -16,6 +17,7 @@ pub mod allowlist;
 pub mod container;
 pub mod doctor;
 pub mod image;
+pub mod net;
 pub mod policy;
 
 pub use container::{ContainerSpec, Outcome};
