@@ -342,7 +342,8 @@ fn allow_private_opens_the_lan_but_never_the_host() {
         + &connect("gateway", &format!("{PUBLIC}.1"), 8080)
         + &connect("host-own-public", &format!("{PUBLIC}.2"), host_port)
         + &connect("host-own-lan", "198.51.100.2", host_port)
-        + &connect("dns-forwarder-other-port", "169.254.1.1", 8080);
+        + &connect("dns-forwarder-other-port", "169.254.1.1", 8080)
+        + "true";
     let (code, out, err) = egress_sh(policy.to_str().unwrap(), "198.51.100.1", &script);
     let _ = dns.kill();
     let _ = dns.wait();
