@@ -60,7 +60,6 @@ const fn v4(a: u8, b: u8, c: u8, d: u8, len: u8) -> Net {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 const fn v6(s: [u16; 8], len: u8) -> Net {
     Net {
         addr: IpAddr::V6(Ipv6Addr::new(
@@ -70,7 +69,7 @@ const fn v6(s: [u16; 8], len: u8) -> Net {
     }
 }
 
-/// (bits, width) of an address, left-aligned in neither: the value as is.
+/// An address as (its value, its width in bits: 32 or 128).
 fn bits(ip: IpAddr) -> (u128, u8) {
     match ip {
         IpAddr::V4(a) => (u32::from(a) as u128, 32),
