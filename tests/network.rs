@@ -1,7 +1,8 @@
 //! Network modes, proved from inside: `none` reaches nothing, `egress`
 //! reaches an "outside world" host (a network namespace this test makes,
-//! with a documentation-range address, so no traffic leaves the machine)
-//! and still cannot reach private ranges or the host's loopback.
+//! reached through routes into it, so no traffic leaves the machine) and
+//! still cannot reach the host's own addresses, on-link prefixes and
+//! gateways, special-use ranges, or the DNS forwarder on any port but 53.
 
 mod common;
 
@@ -60,7 +61,7 @@ impl OutsideWorld {
                 "-m",
                 "http.server",
                 "--bind",
-                "198.51.100.1",
+                "0.0.0.0",
                 "8080",
             ])
             .current_dir(dir.path())
@@ -95,36 +96,221 @@ impl Drop for OutsideWorld {
     }
 }
 
+/// A globally routable block the egress test routes into the outside world
+/// with host routes (/32 and /30 only, checked before any packet is sent),
+/// so none of its traffic leaves the machine. Public on purpose: a
+/// documentation address would be refused as special-use whatever else
+/// the rules did, and could not prove the host-derived rules.
+const PUBLIC: &str = "192.0.43";
+
+/// A DNS server for the outside world: answers every A query with
+/// PUBLIC.80 (AAAA with no record), on UDP; accepts and closes on TCP.
+const DNS_SERVER: &str = r#"
+import socket, threading
+def tcp():
+    t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    t.bind(("0.0.0.0", 53)); t.listen(8)
+    while True:
+        c, _ = t.accept(); c.close()
+threading.Thread(target=tcp, daemon=True).start()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 53))
+while True:
+    q, a = u.recvfrom(512)
+    end = 12
+    while q[end]: end += q[end] + 1
+    end += 5
+    is_a = q[end - 4:end - 2] == b"\x00\x01"
+    r = q[:2] + b"\x81\x80\x00\x01" + (b"\x00\x01" if is_a else b"\x00\x00") + b"\x00\x00\x00\x00" + q[12:end]
+    if is_a:
+        r += b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + bytes([192, 0, 43, 80])
+    u.sendto(r, a)
+"#;
+
+impl OutsideWorld {
+    /// Makes the outside world look like a host's real network (issue 13
+    /// point 4): the host gets a public address of its own (PUBLIC.2) on
+    /// the veth, an on-link public prefix (PUBLIC.8/30, a neighbour at .9),
+    /// a gateway that is neither on-link nor special-use (PUBLIC.1, reached
+    /// via 198.51.100.1) through which a public server (PUBLIC.80) is
+    /// routed, and 169.254.1.1 (pasta's DNS forwarder address) routed into
+    /// the outside world, so a connection pasta carries there is seen.
+    /// Starts a DNS server on 198.51.100.1:53.
+    fn add_host_network(&self) -> Child {
+        let (ns, dev) = (self.ns.as_str(), self.host_if.as_str());
+        let peer = dev.replace("pfh", "pfo");
+        for a in ["1", "9", "80"] {
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{PUBLIC}.{a}/32"),
+                "dev",
+                &peer,
+            ]);
+        }
+        ip(&["-n", ns, "addr", "add", "169.254.1.1/32", "dev", &peer]);
+        ip(&["-n", ns, "route", "add", "default", "via", "198.51.100.2"]);
+        ip(&["addr", "add", &format!("{PUBLIC}.2/32"), "dev", dev]);
+        ip(&[
+            "route",
+            "add",
+            &format!("{PUBLIC}.1/32"),
+            "via",
+            "198.51.100.1",
+            "dev",
+            dev,
+        ]);
+        ip(&[
+            "route",
+            "add",
+            &format!("{PUBLIC}.80/32"),
+            "via",
+            &format!("{PUBLIC}.1"),
+            "dev",
+            dev,
+            "onlink",
+        ]);
+        ip(&["route", "add", &format!("{PUBLIC}.8/30"), "dev", dev]);
+        ip(&["route", "add", "169.254.1.1/32", "dev", dev]);
+        // Nothing may leave the machine: every address used goes to the veth.
+        for a in [
+            format!("{PUBLIC}.1"),
+            format!("{PUBLIC}.9"),
+            format!("{PUBLIC}.80"),
+            "169.254.1.1".into(),
+        ] {
+            let out = Command::new("ip")
+                .args(["route", "get", &a])
+                .output()
+                .unwrap();
+            let route = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                route.contains(&format!("dev {dev}")),
+                "{a} must route into the test's namespace: {route}"
+            );
+        }
+        Command::new("ip")
+            .args(["netns", "exec", ns, "python3", "-c", DNS_SERVER])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+}
+
+/// `pinfold exec --policy POLICY -- sh -c SCRIPT` as the test user in a
+/// mount namespace whose /etc/resolv.conf names `nameserver`: pasta
+/// forwards the container's DNS there, so no query leaves the machine.
+fn egress_sh(policy: &str, nameserver: &str, script: &str) -> (i32, String, String) {
+    let f = fixtures();
+    let (uid, gid) = f.user.expect("run as root");
+    let d = user_dir();
+    let resolv = d.path().join("resolv.conf");
+    std::fs::write(&resolv, format!("nameserver {nameserver}\n")).unwrap();
+    let inner = format!(
+        "mount --bind {} /etc/resolv.conf && exec setpriv --reuid={uid} --regid={gid} --clear-groups \"$@\"",
+        resolv.display()
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &inner, "sh"])
+        .arg(&f.pinfold)
+        .arg("exec")
+        .arg("--rootfs")
+        .arg(&f.rootfs)
+        .args(["--policy", policy, "--", "/bin/sh", "-c", script])
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+        .env("HOME", &f.root)
+        .env("PINFOLD_HOME", f.root.join("home"))
+        .current_dir(&f.root)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The probe's line for `connect IP PORT`, labelled.
+fn connect(label: &str, ip: &str, port: u16) -> String {
+    format!("echo {label}; /bin/probe connect {ip} {port}; ")
+}
+
+/// What the probe said right after `label`.
+fn after<'a>(out: &'a str, label: &str) -> &'a str {
+    out.split_once(&format!("{label}\n"))
+        .and_then(|(_, rest)| rest.lines().next())
+        .unwrap_or("(missing)")
+}
+
 #[test]
-fn egress_reaches_the_outside_but_not_private_ranges_or_the_host() {
+fn egress_reaches_the_outside_but_not_the_hosts_network() {
     if !is_root() {
         eprintln!("skipped: needs root to create the outside-world network namespace");
         return;
     }
     let _turn = WORLD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let world = OutsideWorld::start();
-    let host_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut dns = world.add_host_network();
+    // A host service on every address (0.0.0.0): what the host's own
+    // addresses would expose.
+    let host_listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let host_port = host_listener.local_addr().unwrap().port();
-    let script = format!(
-        "/bin/probe http-get 198.51.100.1 8080 /marker.txt; \
-         /bin/probe connect 10.1.2.3 80; /bin/probe connect 192.168.1.1 80; \
-         /bin/probe connect 172.16.0.1 80; /bin/probe connect 169.254.169.254 80; \
-         /bin/probe connect 127.0.0.1 {host_port}; cat /etc/resolv.conf"
-    );
-    let (code, out, err) = sh(&["--policy", "trusted"], &script);
+    let refused: Vec<(&str, String, u16)> = vec![
+        ("lan-neighbour", "198.51.100.1".into(), 8080),
+        ("onlink-public", format!("{PUBLIC}.9"), 8080),
+        ("gateway", format!("{PUBLIC}.1"), 8080),
+        ("host-own-public", format!("{PUBLIC}.2"), host_port),
+        ("host-own-lan", "198.51.100.2".into(), host_port),
+        ("dns-forwarder-other-port", "169.254.1.1".into(), 8080),
+        ("rfc1918-10", "10.1.2.3".into(), 80),
+        ("rfc1918-192", "192.168.1.1".into(), 80),
+        ("rfc1918-172", "172.16.0.1".into(), 80),
+        ("metadata", "169.254.169.254".into(), 80),
+    ];
+    let mut script = format!("/bin/probe http-get {PUBLIC}.80 8080 /marker.txt; ");
+    for (label, ip, port) in &refused {
+        script += &connect(label, ip, *port);
+    }
+    script += &connect("dns-forwarder-tcp-53", "169.254.1.1", 53);
+    script += &connect("host-loopback", "127.0.0.1", host_port);
+    script += "nslookup outside.test 2>&1; echo \"dns=$?\"; \
+               nslookup -port=5353 outside.test 169.254.1.1 2>&1; echo \"dns-5353=$?\"; \
+               cat /etc/resolv.conf";
+    let (code, out, err) = egress_sh("trusted", "198.51.100.1", &script);
+    let _ = dns.kill();
+    let _ = dns.wait();
     assert_eq!(code, 0, "{out} {err}");
     assert!(
         out.contains("hello from outside\n") && out.contains("http-get: ALLOWED"),
-        "egress works: {out} {err}"
+        "egress reaches a public host through a gateway: {out} {err}"
     );
+    for (label, ip, port) in &refused {
+        assert_eq!(
+            after(&out, label),
+            "connect: refused (errno EACCES)",
+            "{label} {ip}:{port}: {out}"
+        );
+    }
+    // The DNS forwarder: port 53 passes the rules (TCP reaches the outside
+    // world's server through pasta), and a query is answered.
     assert_eq!(
-        out.matches("connect: refused (errno EACCES)").count(),
-        4,
-        "private ranges: {out}"
+        after(&out, "dns-forwarder-tcp-53"),
+        "connect: ALLOWED",
+        "{out}"
     );
     assert!(
-        out.contains("connect: refused (errno ECONNREFUSED)"),
-        "host loopback: {out}"
+        out.contains(&format!("Address: {PUBLIC}.80")) && out.contains("dns=0"),
+        "{out}"
+    );
+    assert!(!out.contains("dns-5353=0"), "{out}");
+    assert_eq!(
+        after(&out, "host-loopback"),
+        "connect: refused (errno ECONNREFUSED)",
+        "the container's own loopback, not the host's: {out}"
     );
     assert!(out.contains("nameserver 169.254.1.1"), "{out}");
     drop(world);
@@ -132,6 +318,55 @@ fn egress_reaches_the_outside_but_not_private_ranges_or_the_host() {
         processes_matching("pasta --config-net").is_empty(),
         "pasta stopped with the container"
     );
+}
+
+#[test]
+fn allow_private_opens_the_lan_but_never_the_host() {
+    if !is_root() {
+        eprintln!("skipped: needs root to create the outside-world network namespace");
+        return;
+    }
+    let _turn = WORLD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let world = OutsideWorld::start();
+    let mut dns = world.add_host_network();
+    let host_listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let host_port = host_listener.local_addr().unwrap().port();
+    let d = user_dir();
+    let policy = d.path().join("private.toml");
+    std::fs::write(
+        &policy,
+        "description = \"test: egress with allow_private\"\n[network]\nmode = \"egress\"\nallow_private = true\n",
+    )
+    .unwrap();
+    let script = connect("lan-neighbour", "198.51.100.1", 8080)
+        + &connect("gateway", &format!("{PUBLIC}.1"), 8080)
+        + &connect("host-own-public", &format!("{PUBLIC}.2"), host_port)
+        + &connect("host-own-lan", "198.51.100.2", host_port)
+        + &connect("dns-forwarder-other-port", "169.254.1.1", 8080)
+        + "true";
+    let (code, out, err) = egress_sh(policy.to_str().unwrap(), "198.51.100.1", &script);
+    let _ = dns.kill();
+    let _ = dns.wait();
+    assert_eq!(code, 0, "{out} {err}");
+    for label in ["lan-neighbour", "gateway"] {
+        assert_eq!(
+            after(&out, label),
+            "connect: ALLOWED",
+            "{label}: {out} {err}"
+        );
+    }
+    for label in [
+        "host-own-public",
+        "host-own-lan",
+        "dns-forwarder-other-port",
+    ] {
+        assert_eq!(
+            after(&out, label),
+            "connect: refused (errno EACCES)",
+            "{label}: {out}"
+        );
+    }
+    drop(world);
 }
 
 #[test]

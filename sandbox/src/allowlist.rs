@@ -11,15 +11,20 @@
 //! * `PORT` is a number, or `*` for every port. Without it, 80 and 443.
 //!
 //! The check resolves the name itself (the job has no DNS) and then refuses
-//! addresses in loopback, unspecified, multicast and broadcast ranges, and
-//! in private, link-local and shared ranges unless `network.allow_private`
-//! is set, so a listed name that resolves (or is rebound) to the host or the
-//! LAN is refused. An entry that names an address explicitly allows that
+//! the addresses [`crate::net::ranges::refused`] refuses: loopback,
+//! unspecified, multicast, broadcast, every other special-use range, cloud
+//! metadata endpoints, and private, link-local, shared, benchmarking and
+//! documentation ranges unless `network.allow_private` is set; an IPv6
+//! address carrying IPv4 (NAT64, 6to4, Teredo, mapped, compatible) is judged
+//! by the IPv4 address. So a listed name that resolves (or is rebound, or
+//! synthesised by DNS64) to the host or the LAN is refused. An entry that names an address explicitly allows that
 //! address whatever its range: `127.0.0.1:8080` reaches the host's own
 //! loopback port 8080. The proxy connects to the very addresses checked
 //! here, never resolving the name a second time.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
+use crate::net::ranges;
 
 /// Errors from parsing an entry or checking a destination.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -200,41 +205,6 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Never reachable through the proxy unless an entry names the address.
-fn always_refused(ip: IpAddr) -> bool {
-    match canonical(ip) {
-        IpAddr::V4(a) => {
-            a.is_loopback()
-                || a.is_unspecified()
-                || a.is_multicast()
-                || a.is_broadcast()
-                || a.octets()[0] == 0
-                || a.octets()[0] >= 240
-        }
-        IpAddr::V6(a) => a.is_loopback() || a.is_unspecified() || a.is_multicast(),
-    }
-}
-
-/// Private, link-local and shared ranges: reachable only with `allow_private`.
-fn private(ip: IpAddr) -> bool {
-    match canonical(ip) {
-        IpAddr::V4(a) => {
-            let in_range = |net: Ipv4Addr, len: u32| {
-                let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
-                u32::from(a) & mask == u32::from(net) & mask
-            };
-            crate::container::PRIVATE_RANGES
-                .iter()
-                .any(|(net, len)| in_range(Ipv4Addr::from(*net), u32::from(*len)))
-        }
-        IpAddr::V6(a) => {
-            let first = a.segments()[0];
-            // fc00::/7 unique local, fe80::/10 link-local.
-            first & 0xfe00 == 0xfc00 || first & 0xffc0 == 0xfe80 || a == Ipv6Addr::UNSPECIFIED
-        }
-    }
-}
-
 /// The parsed `network.allow` of a policy with its `allow_private`.
 #[derive(Debug, Clone, Default)]
 pub struct Allowlist {
@@ -305,7 +275,7 @@ impl Allowlist {
         let ok: Vec<SocketAddr> = found
             .iter()
             .copied()
-            .filter(|a| !always_refused(a.ip()) && (self.allow_private || !private(a.ip())))
+            .filter(|a| !ranges::refused(a.ip(), self.allow_private))
             .collect();
         if ok.is_empty() {
             return Err(AllowlistError::RefusedAddress {
@@ -367,7 +337,7 @@ mod tests {
     #[test]
     fn names_ports_and_wildcards() {
         let l = list(&["deb.debian.org", "*.crates.io:443", "198.51.100.7:*"]);
-        let public = || to(&["203.0.113.5"]);
+        let public = || to(&["93.184.216.34"]);
         assert!(l.check_with("deb.debian.org", 443, public()).is_ok());
         assert!(l.check_with("DEB.debian.org.", 80, public()).is_ok());
         assert!(matches!(
@@ -409,9 +379,9 @@ mod tests {
         }
         // Mixed answers: only the public address is dialled.
         let ok = l
-            .check_with("deb.debian.org", 443, to(&["10.0.0.1", "203.0.113.5"]))
+            .check_with("deb.debian.org", 443, to(&["10.0.0.1", "93.184.216.34"]))
             .unwrap();
-        assert_eq!(ok, vec!["203.0.113.5:443".parse().unwrap()]);
+        assert_eq!(ok, vec!["93.184.216.34:443".parse().unwrap()]);
         // Named explicitly: allowed.
         assert!(l.check_with("127.0.0.1", 8080, to(&[])).is_ok());
         assert!(l.check_with("10.0.0.9", 80, to(&[])).is_ok());
@@ -425,5 +395,44 @@ mod tests {
             lp.check_with("deb.debian.org", 443, to(&["127.0.0.1"]))
                 .is_err()
         );
+    }
+
+    /// Issue 13 point 5: a listed wildcard name whose answer carries the LAN
+    /// or the host inside IPv6 (a DNS64 network, or a hostile zone) is refused.
+    #[test]
+    fn ipv4_embedded_in_ipv6_answers_is_checked() {
+        let l = list(&["*.example.org"]);
+        for addr in [
+            "64:ff9b::a00:1",                       // NAT64 of 10.0.0.1
+            "64:ff9b::7f00:1",                      // NAT64 of 127.0.0.1
+            "64:ff9b:1:a00:0:100::",                // NAT64 /48 of 10.0.0.1
+            "2002:a00:1::1",                        // 6to4 of 10.0.0.1
+            "2002:7f00:1::1",                       // 6to4 of 127.0.0.1
+            "::a00:1",                              // IPv4-compatible 10.0.0.1
+            "::127.0.0.1",                          // IPv4-compatible 127.0.0.1
+            "2001:0:4136:e378:8000:63bf:f5ff:fffe", // Teredo client 10.0.0.1
+            "fec0::1",                              // site-local
+            "64:ff9b::a9fe:a9fe",                   // NAT64 of the metadata service
+        ] {
+            let err = l
+                .check_with("build.example.org", 443, to(&[addr]))
+                .unwrap_err();
+            assert!(
+                matches!(err, AllowlistError::RefusedAddress { .. }),
+                "{addr}: {err}"
+            );
+        }
+        assert!(
+            l.check_with("build.example.org", 443, to(&["64:ff9b::808:808"]))
+                .is_ok()
+        );
+        // Metadata stays refused with allow_private.
+        let lp = Allowlist::parse(&["*.example.org"], true).unwrap();
+        for addr in ["169.254.169.254", "168.63.129.16", "fd00:ec2::254"] {
+            assert!(
+                lp.check_with("a.example.org", 80, to(&[addr])).is_err(),
+                "{addr}"
+            );
+        }
     }
 }

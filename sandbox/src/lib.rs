@@ -4,6 +4,7 @@
 //! * [`ceiling`]: the policies a runner's operator allows, and how far a job
 //!   may narrow them.
 //! * [`allowlist`]: the destinations of network mode `allowlist`.
+//! * [`net`]: address classification and the host's own network.
 //! * [`image`]: the OCI image store (pull, import, verify, unpack, cache).
 //! * [`container`]: a rootless container (user, mount, pid, ipc, uts, cgroup
 //!   and net namespaces; overlay rootfs; Landlock; seccomp; rlimits) that runs
@@ -19,6 +20,7 @@ pub mod ceiling;
 pub mod container;
 pub mod doctor;
 pub mod image;
+pub mod net;
 pub mod policy;
 
 pub use container::{ContainerSpec, Outcome};

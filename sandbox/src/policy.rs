@@ -162,9 +162,11 @@ pub struct NetworkPolicy {
     /// Whether TCP bind/connect is allowed at all (only loopback exists in `none`).
     #[serde(default = "yes")]
     pub loopback_tcp: bool,
-    /// In `egress` and `allowlist`: whether private, link-local and shared
-    /// address ranges (10/8, 172.16/12, 192.168/16, 169.254/16, 100.64/10)
-    /// are reachable.
+    /// In `egress` and `allowlist`: whether the private classes of
+    /// [`crate::net::ranges`] (RFC 1918, shared, link-local, unique local,
+    /// documentation, benchmarking) and, in `egress`, the host's on-link
+    /// prefixes and gateways are reachable. The host's own addresses,
+    /// metadata endpoints and other special-use ranges never are.
     #[serde(default)]
     pub allow_private: bool,
     /// In `allowlist`: the destinations the proxy may reach, `HOST[:PORT]`

@@ -138,15 +138,17 @@ fn setup(p: &Prepared, netns: Option<net::PendingNetns>) -> Result<(), StepError
     }
     // 7. Network: join the namespace made beside the mounts (loopback up);
     // in egress mode, bring loopback up in the clone's namespace, where
-    // pasta is attached already, and refuse private ranges by policy-routing rules.
+    // pasta is attached already, and refuse the host's network, special-use
+    // ranges and metadata endpoints by policy-routing rules.
     match netns {
         Some(n) => n
             .enter()
             .step("create the network namespace (loopback up)")?,
         None => net::loopback_up().step("bring loopback up")?,
     }
-    if p.network == NetworkMode::Egress && !p.policy.network.allow_private {
-        net::refuse_private_ranges().step("refuse private address ranges")?;
+    if p.network == NetworkMode::Egress {
+        net::refuse_ranges(&p.egress_refused)
+            .step("refuse the host's network and special-use address ranges")?;
     }
     tracing::debug!(elapsed_us = t.elapsed().as_micros() as u64, "network ready");
     Ok(())

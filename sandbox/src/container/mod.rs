@@ -53,7 +53,6 @@ use nix::unistd::Pid;
 use crate::policy::{NetworkMode, Policy, PolicyError};
 
 pub use idmap::{IdMapMode, IdMapPlan};
-pub(crate) use net::PRIVATE_RANGES;
 
 /// Errors from setting up or running a container.
 #[derive(Debug, thiserror::Error)]
@@ -287,6 +286,9 @@ pub(crate) struct Prepared {
     pub saved_sigmask: SigSet,
     /// The effective network mode.
     pub network: NetworkMode,
+    /// `egress`: the prefixes the child refuses, read from the host by the
+    /// parent before the clone (see [`net::egress_refusals`]).
+    pub egress_refused: Vec<crate::net::ranges::Net>,
 }
 
 /// Host paths the child opens right after clone, before its id maps exist:
@@ -510,6 +512,16 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
         .iter()
         .map(|a| to_cstring("argument", a))
         .collect::<Result<Vec<_>>>()?;
+    // egress: the host's network is read here, in the host's namespace,
+    // when the container starts (addresses and routes change over time).
+    let egress_refused = if network == NetworkMode::Egress {
+        let host = crate::net::host::read()
+            .map_err(|e| ContainerError::Spec(format!("network mode egress: {e}")))?;
+        let ipv6 = Path::new("/proc/net/if_inet6").exists();
+        net::egress_refusals(&host, spec.policy.network.allow_private, ipv6)
+    } else {
+        Vec::new()
+    };
     Ok(Prepared {
         fds: HostFds::default(),
         layers,
@@ -528,6 +540,7 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
         self_map: None,
         saved_sigmask,
         network,
+        egress_refused,
     })
 }
 

@@ -363,7 +363,7 @@ fn reason(e: &AllowlistError) -> &'static str {
         AllowlistError::NotListed { .. } => "not in network.allow",
         AllowlistError::Unresolved { .. } => "name does not resolve",
         AllowlistError::RefusedAddress { .. } => {
-            "the name resolves only to loopback/private addresses"
+            "the name resolves only to refused addresses (loopback, private, special-use, metadata)"
         }
         AllowlistError::BadEntry { .. } => "bad entry",
     }
