@@ -133,6 +133,16 @@ int main(int argc, char **argv) {
         char c = 'x';
         return result(ioctl(0, TIOCSTI, &c));
     }
+    if (!strcmp(name, "socket") || !strcmp(name, "socketpair")) {
+        /* probe socket FAMILY [TYPE]: TYPE 11 is past SOCK_MAX, so the kernel
+         * itself answers EINVAL for any family it reaches; EAFNOSUPPORT then
+         * means seccomp answered before the kernel looked. */
+        int family = atoi(arg), type = argc > 3 ? atoi(argv[3]) : SOCK_STREAM;
+        int sv[2];
+        if (!strcmp(name, "socket"))
+            return result(socket(family, type, 0));
+        return result(socketpair(family, type, 0, sv));
+    }
     if (!strcmp(name, "ptrace-init"))
         return result(ptrace(PTRACE_ATTACH, 1, 0, 0));
     if (!strcmp(name, "write-file")) { /* probe write-file PATH */

@@ -1,13 +1,18 @@
 //! Seccomp: a policy's profile compiled to BPF with `seccompiler`, applied last.
 //!
 //! A profile is either a Docker/OCI seccomp profile (see [`docker`], detected
-//! by its `defaultAction` key) or seccompiler's JSON format (see `policies/seccomp/pinfold.json`,
-//! one comment per rule saying why) with two filters:
+//! by its `defaultAction` key) or pinfold's format, seccompiler's JSON read by
+//! [`profile`] (see `policies/seccomp/pinfold.json`, one comment per rule
+//! saying why, and an `allowed` list of what passes on purpose) with up to
+//! three filters:
 //!
+//! * `eafnosupport`: `socket`/`socketpair` of an address family outside
+//!   AF_UNIX, AF_INET, AF_INET6, AF_NETLINK → EAFNOSUPPORT;
 //! * `deny`: the syscalls a job may not make → EPERM (modelled on Docker's
 //!   default profile, written as a deny list so unknown new syscalls keep working);
 //! * `enosys`: `clone3` → ENOSYS, so libc falls back to `clone`, whose flags the
-//!   deny filter can inspect (clone3 keeps them in memory, out of seccomp's sight).
+//!   deny filter can inspect (clone3 keeps them in memory, out of seccomp's
+//!   sight), and calls whose callers fall back on ENOSYS (`listmount`…).
 //!
 //! The x32 syscall ABI (numbers with bit 30 set) shares the x86_64 audit arch
 //! and would otherwise walk around the deny list by number: it is refused
@@ -16,7 +21,7 @@
 //! On x86_64 a profile in pinfold's format whose filters all allow what they
 //! do not match (a deny list, as the shipped one) is compiled by [`tree`] into
 //! **one** program: arch check, then a binary search on the syscall number
-//! (`policies/seccomp/pinfold.json`: one program of 194 instructions, about
+//! (`policies/seccomp/pinfold.json`: one program of 236 instructions, about
 //! a dozen evaluated per call, instead of three programs of 10 + 387 + 4
 //! instructions walked linearly). seccompiler still parses and validates the profile (its errors
 //! are the ones users see), and the tests check the tree against its output.
@@ -30,16 +35,16 @@
 //! damaged one is ignored and rebuilt, never used.
 
 mod docker;
+mod profile;
 mod tree;
 
 use std::collections::{BTreeMap, HashMap};
-use std::str::FromStr;
 use std::sync::{Mutex, OnceLock};
 
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, TargetArch, sock_filter,
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompFilter, SeccompRule,
+    TargetArch, sock_filter,
 };
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::policy::{Policy, PolicyError};
@@ -51,14 +56,6 @@ pub enum SeccompError {
     /// The profile is not valid seccompiler JSON.
     #[error("seccomp profile {profile}: {message}")]
     Compile { profile: String, message: String },
-    /// A filter the profile must have is missing.
-    #[error(
-        "seccomp profile {profile}: no filter named {filter:?} (a profile needs \"deny\"; \"enosys\" is optional)"
-    )]
-    MissingFilter {
-        profile: String,
-        filter: &'static str,
-    },
     /// The policy named a profile that could not be read.
     #[error(transparent)]
     Policy(#[from] PolicyError),
@@ -143,19 +140,27 @@ impl Filters {
                 programs,
             });
         }
-        let tree = if docker::is_docker_profile(text) {
+        let parsed = if docker::is_docker_profile(text) {
             None
         } else {
-            compile_tree(profile, text)?
+            Some(
+                profile::parse(text).map_err(|message| SeccompError::Compile {
+                    profile: profile.to_owned(),
+                    message,
+                })?,
+            )
+        };
+        let tree = match &parsed {
+            Some(p) => compile_tree(profile, p)?,
+            None => None,
         };
         let programs = match tree {
             // The tree answers x32 numbers itself.
             Some(tree) => vec![tree],
             None => {
-                let mut programs = if docker::is_docker_profile(text) {
-                    docker::compile(profile, text)?
-                } else {
-                    compile_seccompiler(profile, text)?
+                let mut programs = match &parsed {
+                    Some(p) => compile_seccompiler(profile, p)?,
+                    None => docker::compile(profile, text)?,
                 };
                 if cfg!(target_arch = "x86_64") {
                     programs.push(x32_guard());
@@ -182,69 +187,51 @@ impl Filters {
     }
 }
 
-/// pinfold's own format: seccompiler JSON with a `deny` and an optional `enosys` filter.
-fn compile_seccompiler(profile: &str, text: &str) -> Result<Vec<BpfProgram>, SeccompError> {
+/// Compiles a pinfold-format profile (see [`profile`]) to seccompiler's
+/// programs, one per filter, in installation order.
+fn compile_seccompiler(
+    profile: &str,
+    parsed: &profile::Profile,
+) -> Result<Vec<BpfProgram>, SeccompError> {
     let arch: TargetArch = std::env::consts::ARCH
         .try_into()
         .map_err(|_| SeccompError::Arch(std::env::consts::ARCH.to_owned()))?;
-    let mut map = seccompiler::compile_from_json(text.as_bytes(), arch).map_err(|e| {
-        SeccompError::Compile {
-            profile: profile.to_owned(),
-            message: e.to_string(),
-        }
-    })?;
-    for name in map.keys() {
-        if name != "deny" && name != "enosys" {
-            return Err(SeccompError::Compile {
-                profile: profile.to_owned(),
-                message: format!("unknown filter {name:?}: use \"deny\" and \"enosys\""),
-            });
-        }
-    }
-    let deny = map
-        .remove("deny")
-        .ok_or_else(|| SeccompError::MissingFilter {
-            profile: profile.to_owned(),
-            filter: "deny",
-        })?;
+    let bad = |message: String| SeccompError::Compile {
+        profile: profile.to_owned(),
+        message,
+    };
     let mut programs = Vec::new();
-    if let Some(enosys) = map.remove("enosys") {
-        programs.push(enosys);
+    for f in &parsed.filters {
+        let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+        for (&nr, conds) in &f.syscalls {
+            let list = conds
+                .iter()
+                .map(|c| {
+                    let c = c
+                        .iter()
+                        .map(profile::Cond::to_seccompiler)
+                        .collect::<Result<Vec<_>, _>>()?;
+                    SeccompRule::new(c).map_err(|e| e.to_string())
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(format!("filter {}: {e}", f.name)))?;
+            rules.insert(i64::from(nr), list);
+        }
+        let filter = SeccompFilter::new(rules, f.mismatch.clone(), f.matched.clone(), arch)
+            .map_err(|e| bad(format!("filter {}: {e}", f.name)))?;
+        programs.push(BpfProgram::try_from(filter).map_err(|e| bad(e.to_string()))?);
     }
-    programs.push(deny);
     Ok(programs)
-}
-
-/// pinfold's JSON format, as seccompiler reads it (which validated it first).
-#[derive(Deserialize)]
-struct JsonFilter {
-    #[serde(alias = "default_action")]
-    mismatch_action: SeccompAction,
-    #[serde(alias = "filter_action")]
-    match_action: SeccompAction,
-    filter: Vec<JsonRule>,
-}
-
-#[derive(Deserialize)]
-struct JsonRule {
-    syscall: String,
-    args: Option<Vec<JsonCond>>,
-}
-
-#[derive(Deserialize)]
-struct JsonCond {
-    index: u8,
-    #[serde(rename = "type")]
-    len: SeccompCmpArgLen,
-    op: SeccompCmpOp,
-    val: u64,
 }
 
 /// The one-program form of a pinfold-format profile (see [`tree`]), or
 /// `None` where it does not apply: not x86_64, or a filter that does not
 /// allow what it leaves unmatched (an allow list), whose combination with
 /// the other filter the seccompiler programs express directly.
-fn compile_tree(profile: &str, text: &str) -> Result<Option<BpfProgram>, SeccompError> {
+fn compile_tree(
+    profile: &str,
+    parsed: &profile::Profile,
+) -> Result<Option<BpfProgram>, SeccompError> {
     if !cfg!(target_arch = "x86_64") {
         return Ok(None);
     }
@@ -253,70 +240,43 @@ fn compile_tree(profile: &str, text: &str) -> Result<Option<BpfProgram>, Seccomp
         message,
     };
     // Validation first, with seccompiler's own messages.
-    compile_seccompiler(profile, text)?;
-    let map: BTreeMap<String, JsonFilter> =
-        serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+    compile_seccompiler(profile, parsed)?;
     // In installation order: the kernel runs the last-installed filter
     // first and keeps its answer at equal precedence.
-    let installed: Vec<&JsonFilter> = ["enosys", "deny"]
-        .iter()
-        .filter_map(|n| map.get(*n))
-        .collect();
-    if installed
-        .iter()
-        .any(|f| f.mismatch_action != SeccompAction::Allow)
-    {
+    let installed = &parsed.filters;
+    if installed.iter().any(|f| f.mismatch != SeccompAction::Allow) {
         return Ok(None);
     }
     let mut syscalls: BTreeMap<u32, Vec<(usize, tree::SyscallRules)>> = BTreeMap::new();
     for (i, f) in installed.iter().enumerate() {
-        let action = u32::from(f.match_action.clone());
-        for rule in &f.filter {
-            let nr = syscalls::Sysno::from_str(&rule.syscall)
-                .map_err(|_| bad(format!("unknown syscall {:?}", rule.syscall)))?
-                .id() as u32;
-            let entries = syscalls.entry(nr).or_default();
-            let pos = match entries.iter().position(|(j, _)| *j == i) {
-                Some(p) => p,
-                None => {
-                    entries.push((
-                        i,
-                        tree::SyscallRules {
-                            rules: Vec::new(),
-                            action,
-                        },
-                    ));
-                    entries.len() - 1
-                }
-            };
-            let conds: Vec<tree::Cond> = rule
-                .args
+        let action = u32::from(f.matched.clone());
+        for (&nr, rules) in &f.syscalls {
+            let rules = rules
                 .iter()
-                .flatten()
-                .map(|c| tree::Cond {
-                    index: c.index,
-                    qword: c.len == SeccompCmpArgLen::Qword,
-                    op: match c.op {
-                        SeccompCmpOp::Eq => tree::Op::Eq,
-                        SeccompCmpOp::Ne => tree::Op::Ne,
-                        SeccompCmpOp::Lt => tree::Op::Lt,
-                        SeccompCmpOp::Le => tree::Op::Le,
-                        SeccompCmpOp::Gt => tree::Op::Gt,
-                        SeccompCmpOp::Ge => tree::Op::Ge,
-                        SeccompCmpOp::MaskedEq(m) => tree::Op::MaskedEq(m),
-                    },
-                    value: c.val,
+                .map(|conds| {
+                    conds
+                        .iter()
+                        .map(|c| tree::Cond {
+                            index: c.index,
+                            qword: c.len == SeccompCmpArgLen::Qword,
+                            op: match c.op {
+                                SeccompCmpOp::Eq => tree::Op::Eq,
+                                SeccompCmpOp::Ne => tree::Op::Ne,
+                                SeccompCmpOp::Lt => tree::Op::Lt,
+                                SeccompCmpOp::Le => tree::Op::Le,
+                                SeccompCmpOp::Gt => tree::Op::Gt,
+                                SeccompCmpOp::Ge => tree::Op::Ge,
+                                SeccompCmpOp::MaskedEq(m) => tree::Op::MaskedEq(m),
+                            },
+                            value: c.val,
+                        })
+                        .collect()
                 })
                 .collect();
-            let rules = &mut entries[pos].1.rules;
-            // A rule without conditions matches always: it is the whole
-            // entry (an empty rule list), whatever else is listed.
-            if conds.is_empty() {
-                rules.clear();
-                rules.push(Vec::new());
-            } else if !rules.iter().any(Vec::is_empty) {
-                rules.push(conds);
-            }
+            syscalls
+                .entry(nr)
+                .or_default()
+                .push((i, tree::SyscallRules { rules, action }));
         }
     }
     let syscalls = syscalls
@@ -325,16 +285,7 @@ fn compile_tree(profile: &str, text: &str) -> Result<Option<BpfProgram>, Seccomp
             // Most restrictive action first; at equal rank the filter
             // installed last (the kernel's choice).
             entries.sort_by_key(|(i, e)| (tree::precedence(e.action), std::cmp::Reverse(*i)));
-            let entries = entries
-                .into_iter()
-                .map(|(_, mut e)| {
-                    if e.rules.iter().any(Vec::is_empty) {
-                        e.rules.clear();
-                    }
-                    e
-                })
-                .collect();
-            (nr, entries)
+            (nr, entries.into_iter().map(|(_, e)| e).collect())
         })
         .collect();
     const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
@@ -439,7 +390,7 @@ mod tests {
         if cfg!(target_arch = "x86_64") {
             assert_eq!(f.programs.len(), 1, "one tree program");
             assert!(
-                f.programs[0].len() <= 200,
+                f.programs[0].len() <= 260,
                 "{} instructions",
                 f.programs[0].len()
             );
@@ -473,9 +424,10 @@ mod tests {
             .unwrap()
             .seccomp_profile_text()
             .unwrap();
-        let mut chain = compile_seccompiler("pinfold.json", &text).unwrap();
+        let parsed = profile::parse(&text).unwrap();
+        let mut chain = compile_seccompiler("pinfold.json", &parsed).unwrap();
         chain.push(x32_guard());
-        let tree = compile_tree("pinfold.json", &text).unwrap().unwrap();
+        let tree = compile_tree("pinfold.json", &parsed).unwrap().unwrap();
         const X86_64: u32 = 0xc000_003e;
         const I386: u32 = 0x4000_0003;
         let mut args_set: Vec<[u64; 6]> = vec![[0; 6], [u64::MAX; 6]];
@@ -498,6 +450,9 @@ mod tests {
             0xffff_ffff_0000_541c,
         ] {
             args_set.push([1, cmd, 0, 0, 0, 0]);
+        }
+        for family in [0u64, 1, 2, 10, 16, 17, 38, 40, 44, 1 << 32 | 1] {
+            args_set.push([family, 1, 0, 0, 0, 0]);
         }
         let mut numbers: Vec<u32> = (0..1024).collect();
         numbers.extend([
@@ -560,6 +515,35 @@ mod tests {
             tree::run(&tree, tree::X32_SYSCALL_BIT + 165, X86_64, [0; 6]),
             enosys
         );
+    }
+
+    /// The shipped profile's socket rule: the four kept families pass, every
+    /// other family (and socketpair's) answers EAFNOSUPPORT, on the low 32
+    /// bits as the kernel reads the int.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn socket_families_outside_the_kept_four_answer_eafnosupport() {
+        let policy = Policy::load("default").unwrap();
+        let tree = &Filters::for_policy(&policy).unwrap().programs[0];
+        const X86_64: u32 = 0xc000_003e;
+        let refused = libc::SECCOMP_RET_ERRNO | libc::EAFNOSUPPORT as u32;
+        for nr in [libc::SYS_socket, libc::SYS_socketpair] {
+            for family in 0..64u64 {
+                let want = if [1, 2, 10, 16].contains(&family) {
+                    libc::SECCOMP_RET_ALLOW
+                } else {
+                    refused
+                };
+                for high in [0, 1 << 32] {
+                    let got = tree::run(tree, nr as u32, X86_64, [family | high, 1, 0, 0, 0, 0]);
+                    assert_eq!(got, want, "syscall {nr} family {family} high {high:#x}");
+                }
+            }
+            assert_eq!(
+                tree::run(tree, nr as u32, X86_64, [40, 1, 0, 0, 0, 0]),
+                refused
+            );
+        }
     }
 
     /// Every comparison operator on 32 and 64 bits against direct evaluation,
