@@ -14,4 +14,5 @@ pub mod run;
 pub mod server;
 pub mod status;
 pub mod submit;
+pub mod term;
 pub mod verify;
