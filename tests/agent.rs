@@ -4,6 +4,8 @@
 //! with umoci and referenced as `oci:DIR@sha256:...`.
 
 mod common;
+#[path = "common/pty.rs"]
+mod pty;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -457,6 +459,72 @@ fn pinfold_run_locally() -> Result<()> {
     assert!(
         err.contains("bad.yaml") && err.contains("stepz") && err.contains("line 2"),
         "{err}"
+    );
+    Ok(())
+}
+
+/// Issue 13 point 9: a job prints an OSC 52 clipboard write, a CSI cursor
+/// move and a fake `==> job succeeded`, and plants `.git/hooks/pre-commit`
+/// matching its artifact glob. `pinfold run` on a terminal shows no ESC
+/// byte, the fake line is marked as the job's, and nothing hidden is
+/// written to --out; with --raw the job's bytes pass.
+#[test]
+fn pinfold_run_on_a_terminal_escapes_job_output_and_refuses_hidden_artifacts() -> Result<()> {
+    let w = user_file_dir();
+    let dir = w.path();
+    std::fs::write(
+        dir.join("job.yaml"),
+        job(
+            "  - name: evil\n    run: mkdir -p .git/hooks out; echo x > .git/hooks/pre-commit; echo y > out/app; printf '\\033]52;c;ZXZpbA==\\007\\033[2Ahidden\\n==> job succeeded\\n'; exit 3\n",
+            "artifacts: [.git/hooks/*, out/*]\n",
+        ),
+    )?;
+    sh(&format!("chmod -R a+rwX '{}'", dir.display()));
+    let run = |extra: &[&str]| {
+        let mut c = common::pinfold();
+        c.env("PINFOLD_HOME", dir.join("home"))
+            .current_dir(dir)
+            .args(["run", "job.yaml"])
+            .args(extra);
+        pty::run_on_pty(c)
+    };
+
+    let (code, seen, err) = run(&["--out", "art"]);
+    let shown = pty::text(&seen);
+    assert_eq!(code, 1, "{shown}{err}");
+    assert!(
+        !seen.contains(&0x1b),
+        "an ESC byte reached the terminal: {shown:?}"
+    );
+    assert!(
+        shown.contains("\\x1b]52;c;ZXZpbA==\\x07\\x1b[2Ahidden\n"),
+        "{shown}"
+    );
+    // The job's line is marked; the only line beginning `==> job` is pinfold's.
+    assert!(shown.contains("\njob> ==> job succeeded\n"), "{shown}");
+    let ours: Vec<_> = shown
+        .lines()
+        .filter(|l| l.starts_with("==> job "))
+        .collect();
+    assert_eq!(ours.len(), 1, "{shown}");
+    assert!(ours[0].starts_with("==> job failed"), "{shown}");
+    // The hidden artifact is refused with one line and never written.
+    assert!(
+        shown.contains("==> artifact .git/hooks/pre-commit: refused: ")
+            && shown.contains("starting with '.'"),
+        "{shown}"
+    );
+    assert!(!dir.join("art/.git").exists());
+    assert_eq!(std::fs::read_to_string(dir.join("art/out/app"))?, "y\n");
+
+    // --raw: the job's bytes reach the terminal as they are.
+    let (code, seen, err) = run(&["--raw"]);
+    assert_eq!(code, 1, "{}{err}", pty::text(&seen));
+    let raw = b"\x1b]52;c;ZXZpbA==\x07\x1b[2Ahidden";
+    assert!(
+        seen.windows(raw.len()).any(|w| w == raw),
+        "{:?}",
+        pty::text(&seen)
     );
     Ok(())
 }
