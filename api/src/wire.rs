@@ -59,6 +59,29 @@ pub struct RunnerInfo {
     pub revoked: bool,
 }
 
+/// `POST /api/v1/runners/{id}/labels` (admin token): the labels the admin
+/// trusts a runner with. Only these unlock server secrets; the labels a
+/// runner declares itself route jobs and unlock nothing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustRequest {
+    /// Labels to add.
+    #[serde(default)]
+    pub add: Vec<String>,
+    /// Labels to remove.
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// The answer to a [`TrustRequest`]: the runner's trusted labels after it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrustedLabels {
+    /// The runner.
+    pub runner_id: u64,
+    /// Its admin-assigned labels, sorted.
+    pub trusted_labels: Vec<String>,
+}
+
 /// `POST /api/v1/jobs` (admin token).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

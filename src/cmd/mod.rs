@@ -11,6 +11,7 @@ pub mod logs;
 pub mod policy;
 pub mod remote;
 pub mod run;
+pub mod runners;
 pub mod server;
 pub mod status;
 pub mod submit;
