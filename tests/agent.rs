@@ -58,6 +58,7 @@ impl Server {
             .env("PINFOLD_ADMIN_TOKEN", ADMIN)
             .env("PINFOLD_REGISTRATION_TOKEN", REG)
             .env("PINFOLD_SECRET_DEPLOY_KEY", SECRET)
+            .env("PINFOLD_SECRETS_TO", "DEPLOY_KEY=deploy")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -108,6 +109,26 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()?)
+    }
+
+    /// Waits for runner `name` to register, then trusts it with `label`
+    /// through `pinfold runners label` (so server secrets scoped to it go there).
+    fn trust(&self, name: &str, label: &str) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            if let Some(r) = self.admin().runners()?.into_iter().find(|r| r.name == name) {
+                let o = cli(
+                    self,
+                    &["runners", "label", &r.id.to_string(), "--add", label],
+                );
+                anyhow::ensure!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                bail!("runner {name} did not register");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn submit(&self, yaml: &str, source: Option<&Path>) -> Result<u64> {
@@ -206,6 +227,7 @@ fn multi_step_job_ships_log_artifacts_and_masks_secrets() -> Result<()> {
     let server = Server::start(&[])?;
     let home = common::user_dir();
     let _agent = Agent(server.agent(home.path(), &["--name", "a1"])?);
+    server.trust("a1", "deploy")?;
     let src = user_file_dir();
     std::fs::write(
         src.path().join("build.sh"),
@@ -1175,6 +1197,7 @@ fn base64_of_a_secret_is_masked_in_the_shipped_log() -> Result<()> {
     let server = Server::start(&[])?;
     let home = common::user_dir();
     let _agent = Agent(server.agent(home.path(), &["--name", "b64"])?);
+    server.trust("b64", "deploy")?;
     let id = server.submit(
         &job(
             "  - name: leak\n    run: printf %s \"$DEPLOY_KEY\" | base64; printf 'x%s' \"$DEPLOY_KEY\" | base64\n",
@@ -1195,5 +1218,65 @@ fn base64_of_a_secret_is_masked_in_the_shipped_log() -> Result<()> {
         assert!(!log.contains(&enc[start..end]), "{enc} in {log}");
     }
     assert_eq!(log.matches("***").count(), 2, "{log}");
+    Ok(())
+}
+
+/// Issue 13 point 8: an agent hands a job only the local secrets its
+/// operator listed. Without `--secret LOCAL_TOKEN`, a job naming it fails
+/// before its first step with one line saying so, though the agent's
+/// environment holds PINFOLD_SECRET_LOCAL_TOKEN; with it, the job gets it.
+#[test]
+fn an_agent_hands_out_only_the_local_secrets_its_operator_listed() -> Result<()> {
+    let server = Server::start(&[])?;
+    let home = common::user_dir();
+    let start = |extra: &[&str]| -> Result<Agent> {
+        Ok(Agent(
+            common::pinfold()
+                .env("PINFOLD_HOME", home.path())
+                .env("RUST_LOG", "warn")
+                .env("PINFOLD_SECRET_LOCAL_TOKEN", "l0cal-t0ken-value")
+                .args([
+                    "agent",
+                    "--server",
+                    &server.url,
+                    "--registration-token",
+                    REG,
+                ])
+                .args(["--name", "local", "--grace", "2s"])
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()?,
+        ))
+    };
+    let yaml = job(
+        "  - name: use\n    run: echo tok=$LOCAL_TOKEN; echo ran\n",
+        "secrets: [LOCAL_TOKEN]\n",
+    );
+
+    let agent = start(&[])?;
+    let id = server.submit(&yaml, None)?;
+    let j = server.wait(id, Duration::from_secs(60))?;
+    let log = server.log(id)?;
+    assert_eq!(j.state, JobState::Error, "{log}");
+    assert!(
+        !log.contains("l0cal-t0ken") && !log.contains("ran\n"),
+        "{log}"
+    );
+    assert!(!log.contains("==> step 1/1"), "a step ran: {log}");
+    let why: Vec<_> = log.lines().filter(|l| l.contains("LOCAL_TOKEN")).collect();
+    assert_eq!(why.len(), 1, "{log}");
+    assert!(why[0].contains("not offered by this runner"), "{log}");
+    drop(agent);
+
+    let _agent = start(&["--secret", "LOCAL_TOKEN"])?;
+    let id = server.submit(&yaml, None)?;
+    let j = server.wait(id, Duration::from_secs(60))?;
+    let log = server.log(id)?;
+    assert_eq!(j.state, JobState::Succeeded, "{log}");
+    assert!(
+        log.contains("tok=***\nran\n") && !log.contains("l0cal-t0ken"),
+        "{log}"
+    );
     Ok(())
 }

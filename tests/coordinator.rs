@@ -113,6 +113,7 @@ fn spawn(home: &Path, port: u16, args: &[&str]) -> Result<Child> {
         .env("PINFOLD_ADMIN_TOKEN", ADMIN)
         .env("PINFOLD_REGISTRATION_TOKEN", REG)
         .env("PINFOLD_SECRET_DEPLOY_KEY", SECRET)
+        .env("PINFOLD_SECRETS_TO", "DEPLOY_KEY=deploy")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -207,7 +208,16 @@ fn ship(job: &Client, id: u64, mut offset: u64, data: &[u8], deadline: Duration)
 fn submit_wait_runs_through_a_test_runner_with_source_logs_and_artifacts() -> Result<()> {
     let home = tempfile::tempdir()?;
     let srv = Server::start(home.path(), free_port(), &[])?;
-    let runner = srv.runner(&["linux", "x86_64"])?;
+    // Declaring `deploy` itself unlocks nothing; the admin trusts it below.
+    let runner = srv.runner(&["linux", "x86_64", "deploy"])?;
+    let id = srv.admin().runners()?[0].id.to_string();
+    let out = srv.pinfold(&["runners", "label", &id, "--add", "deploy"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("runner {id}: trusted labels [deploy]"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let src = tempfile::tempdir()?;
     std::fs::write(src.path().join("build.sh"), "echo building\n")?;
