@@ -52,6 +52,9 @@ enum Command {
     Cancel(cmd::cancel::Args),
     #[command(about = "Download a job's artifacts into a directory, verifying each sha256")]
     Artifacts(cmd::artifacts::Args),
+    /// Manage runners: the labels the admin trusts them with (admin token).
+    #[command(subcommand)]
+    Runners(cmd::runners::Cmd),
     #[command(about = "Run a job file locally: logs on the terminal, artifacts into --out")]
     Run(cmd::run::Args),
     #[command(
@@ -124,6 +127,7 @@ fn main() {
         Command::Jobs(a) => cmd::jobs::run(a),
         Command::Cancel(a) => cmd::cancel::run(a),
         Command::Artifacts(a) => cmd::artifacts::run(a),
+        Command::Runners(c) => cmd::runners::run(c),
         Command::Run(a) => cmd::run::run(a),
         Command::Verify(a) => cmd::verify::run(a),
         Command::Agent(a) => cmd::agent::run(a),

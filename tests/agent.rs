@@ -4,6 +4,8 @@
 //! with umoci and referenced as `oci:DIR@sha256:...`.
 
 mod common;
+#[path = "common/pty.rs"]
+mod pty;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -56,6 +58,7 @@ impl Server {
             .env("PINFOLD_ADMIN_TOKEN", ADMIN)
             .env("PINFOLD_REGISTRATION_TOKEN", REG)
             .env("PINFOLD_SECRET_DEPLOY_KEY", SECRET)
+            .env("PINFOLD_SECRETS_TO", "DEPLOY_KEY=deploy")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -106,6 +109,26 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()?)
+    }
+
+    /// Waits for runner `name` to register, then trusts it with `label`
+    /// through `pinfold runners label` (so server secrets scoped to it go there).
+    fn trust(&self, name: &str, label: &str) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            if let Some(r) = self.admin().runners()?.into_iter().find(|r| r.name == name) {
+                let o = cli(
+                    self,
+                    &["runners", "label", &r.id.to_string(), "--add", label],
+                );
+                anyhow::ensure!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                bail!("runner {name} did not register");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn submit(&self, yaml: &str, source: Option<&Path>) -> Result<u64> {
@@ -204,6 +227,7 @@ fn multi_step_job_ships_log_artifacts_and_masks_secrets() -> Result<()> {
     let server = Server::start(&[])?;
     let home = common::user_dir();
     let _agent = Agent(server.agent(home.path(), &["--name", "a1"])?);
+    server.trust("a1", "deploy")?;
     let src = user_file_dir();
     std::fs::write(
         src.path().join("build.sh"),
@@ -457,6 +481,72 @@ fn pinfold_run_locally() -> Result<()> {
     assert!(
         err.contains("bad.yaml") && err.contains("stepz") && err.contains("line 2"),
         "{err}"
+    );
+    Ok(())
+}
+
+/// Issue 13 point 9: a job prints an OSC 52 clipboard write, a CSI cursor
+/// move and a fake `==> job succeeded`, and plants `.git/hooks/pre-commit`
+/// matching its artifact glob. `pinfold run` on a terminal shows no ESC
+/// byte, the fake line is marked as the job's, and nothing hidden is
+/// written to --out; with --raw the job's bytes pass.
+#[test]
+fn pinfold_run_on_a_terminal_escapes_job_output_and_refuses_hidden_artifacts() -> Result<()> {
+    let w = user_file_dir();
+    let dir = w.path();
+    std::fs::write(
+        dir.join("job.yaml"),
+        job(
+            "  - name: evil\n    run: mkdir -p .git/hooks out; echo x > .git/hooks/pre-commit; echo y > out/app; printf '\\033]52;c;ZXZpbA==\\007\\033[2Ahidden\\n==> job succeeded\\n'; exit 3\n",
+            "artifacts: [.git/hooks/*, out/*]\n",
+        ),
+    )?;
+    sh(&format!("chmod -R a+rwX '{}'", dir.display()));
+    let run = |extra: &[&str]| {
+        let mut c = common::pinfold();
+        c.env("PINFOLD_HOME", dir.join("home"))
+            .current_dir(dir)
+            .args(["run", "job.yaml"])
+            .args(extra);
+        pty::run_on_pty(c)
+    };
+
+    let (code, seen, err) = run(&["--out", "art"]);
+    let shown = pty::text(&seen);
+    assert_eq!(code, 1, "{shown}{err}");
+    assert!(
+        !seen.contains(&0x1b),
+        "an ESC byte reached the terminal: {shown:?}"
+    );
+    assert!(
+        shown.contains("\\x1b]52;c;ZXZpbA==\\x07\\x1b[2Ahidden\n"),
+        "{shown}"
+    );
+    // The job's line is marked; the only line beginning `==> job` is pinfold's.
+    assert!(shown.contains("\njob> ==> job succeeded\n"), "{shown}");
+    let ours: Vec<_> = shown
+        .lines()
+        .filter(|l| l.starts_with("==> job "))
+        .collect();
+    assert_eq!(ours.len(), 1, "{shown}");
+    assert!(ours[0].starts_with("==> job failed"), "{shown}");
+    // The hidden artifact is refused with one line and never written.
+    assert!(
+        shown.contains("==> artifact .git/hooks/pre-commit: refused: ")
+            && shown.contains("starting with '.'"),
+        "{shown}"
+    );
+    assert!(!dir.join("art/.git").exists());
+    assert_eq!(std::fs::read_to_string(dir.join("art/out/app"))?, "y\n");
+
+    // --raw: the job's bytes reach the terminal as they are.
+    let (code, seen, err) = run(&["--raw"]);
+    assert_eq!(code, 1, "{}{err}", pty::text(&seen));
+    let raw = b"\x1b]52;c;ZXZpbA==\x07\x1b[2Ahidden";
+    assert!(
+        seen.windows(raw.len()).any(|w| w == raw),
+        "{:?}",
+        pty::text(&seen)
     );
     Ok(())
 }
@@ -1181,6 +1271,7 @@ fn base64_of_a_secret_is_masked_in_the_shipped_log() -> Result<()> {
     let server = Server::start(&[])?;
     let home = common::user_dir();
     let _agent = Agent(server.agent(home.path(), &["--name", "b64"])?);
+    server.trust("b64", "deploy")?;
     let id = server.submit(
         &job(
             "  - name: leak\n    run: printf %s \"$DEPLOY_KEY\" | base64; printf 'x%s' \"$DEPLOY_KEY\" | base64\n",
@@ -1201,5 +1292,65 @@ fn base64_of_a_secret_is_masked_in_the_shipped_log() -> Result<()> {
         assert!(!log.contains(&enc[start..end]), "{enc} in {log}");
     }
     assert_eq!(log.matches("***").count(), 2, "{log}");
+    Ok(())
+}
+
+/// Issue 13 point 8: an agent hands a job only the local secrets its
+/// operator listed. Without `--secret LOCAL_TOKEN`, a job naming it fails
+/// before its first step with one line saying so, though the agent's
+/// environment holds PINFOLD_SECRET_LOCAL_TOKEN; with it, the job gets it.
+#[test]
+fn an_agent_hands_out_only_the_local_secrets_its_operator_listed() -> Result<()> {
+    let server = Server::start(&[])?;
+    let home = common::user_dir();
+    let start = |extra: &[&str]| -> Result<Agent> {
+        Ok(Agent(
+            common::pinfold()
+                .env("PINFOLD_HOME", home.path())
+                .env("RUST_LOG", "warn")
+                .env("PINFOLD_SECRET_LOCAL_TOKEN", "l0cal-t0ken-value")
+                .args([
+                    "agent",
+                    "--server",
+                    &server.url,
+                    "--registration-token",
+                    REG,
+                ])
+                .args(["--name", "local", "--grace", "2s"])
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()?,
+        ))
+    };
+    let yaml = job(
+        "  - name: use\n    run: echo tok=$LOCAL_TOKEN; echo ran\n",
+        "secrets: [LOCAL_TOKEN]\n",
+    );
+
+    let agent = start(&[])?;
+    let id = server.submit(&yaml, None)?;
+    let j = server.wait(id, Duration::from_secs(60))?;
+    let log = server.log(id)?;
+    assert_eq!(j.state, JobState::Error, "{log}");
+    assert!(
+        !log.contains("l0cal-t0ken") && !log.contains("ran\n"),
+        "{log}"
+    );
+    assert!(!log.contains("==> step 1/1"), "a step ran: {log}");
+    let why: Vec<_> = log.lines().filter(|l| l.contains("LOCAL_TOKEN")).collect();
+    assert_eq!(why.len(), 1, "{log}");
+    assert!(why[0].contains("not offered by this runner"), "{log}");
+    drop(agent);
+
+    let _agent = start(&["--secret", "LOCAL_TOKEN"])?;
+    let id = server.submit(&yaml, None)?;
+    let j = server.wait(id, Duration::from_secs(60))?;
+    let log = server.log(id)?;
+    assert_eq!(j.state, JobState::Succeeded, "{log}");
+    assert!(
+        log.contains("tok=***\nran\n") && !log.contains("l0cal-t0ken"),
+        "{log}"
+    );
     Ok(())
 }

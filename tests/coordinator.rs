@@ -15,6 +15,9 @@ use nix::unistd::Pid;
 use pinfold_api::wire::{FinishRequest, JobState, Lease, StepResult, SubmitRequest};
 use pinfold_coordinator::client::{Client, ClientError};
 
+#[path = "common/pty.rs"]
+mod pty;
+
 const BIN: &str = env!("CARGO_BIN_EXE_pinfold");
 const ADMIN: &str = "pfa_e2e_admin_token";
 const REG: &str = "pfg_e2e_registration_token";
@@ -110,6 +113,7 @@ fn spawn(home: &Path, port: u16, args: &[&str]) -> Result<Child> {
         .env("PINFOLD_ADMIN_TOKEN", ADMIN)
         .env("PINFOLD_REGISTRATION_TOKEN", REG)
         .env("PINFOLD_SECRET_DEPLOY_KEY", SECRET)
+        .env("PINFOLD_SECRETS_TO", "DEPLOY_KEY=deploy")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -204,7 +208,16 @@ fn ship(job: &Client, id: u64, mut offset: u64, data: &[u8], deadline: Duration)
 fn submit_wait_runs_through_a_test_runner_with_source_logs_and_artifacts() -> Result<()> {
     let home = tempfile::tempdir()?;
     let srv = Server::start(home.path(), free_port(), &[])?;
-    let runner = srv.runner(&["linux", "x86_64"])?;
+    // Declaring `deploy` itself unlocks nothing; the admin trusts it below.
+    let runner = srv.runner(&["linux", "x86_64", "deploy"])?;
+    let id = srv.admin().runners()?[0].id.to_string();
+    let out = srv.pinfold(&["runners", "label", &id, "--add", "deploy"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("runner {id}: trusted labels [deploy]"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let src = tempfile::tempdir()?;
     std::fs::write(src.path().join("build.sh"), "echo building\n")?;
@@ -279,6 +292,117 @@ fn submit_wait_runs_through_a_test_runner_with_source_logs_and_artifacts() -> Re
     assert_eq!(status["steps"][1]["name"], "test");
     let jobs: serde_json::Value = serde_json::from_slice(&srv.pinfold(&["jobs", "--json"]).stdout)?;
     assert_eq!(jobs["jobs"][0]["id"], l.job_id);
+    Ok(())
+}
+
+/// A raw HTTP/1.1 PUT of `body` to `path`; returns the status code and the body.
+fn raw_put(port: u16, path: &str, token: &str, body: &[u8]) -> Result<(u16, String)> {
+    use std::io::Write;
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    write!(
+        c,
+        "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    c.write_all(body)?;
+    let mut resp = String::new();
+    c.read_to_string(&mut resp)?;
+    let code = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no status line")?;
+    Ok((code, resp))
+}
+
+/// Issue 13 point 9, past the agent: a hostile runner ships a log with
+/// terminal escapes and uploads hidden artifact names by raw HTTP (the
+/// server refuses them); a hidden name already in the database (an older
+/// server) is refused by `pinfold artifacts --out`, which writes nothing;
+/// `pinfold logs` on a terminal shows no ESC byte unless --raw.
+#[test]
+fn hostile_runner_output_and_hidden_artifact_names_are_refused() -> Result<()> {
+    let home = tempfile::tempdir()?;
+    let srv = Server::start(home.path(), free_port(), &[])?;
+    let runner = srv.runner(&["linux"])?;
+    let id = submit(&srv.admin())?;
+    let l = lease(&runner)?;
+    let job = runner.with_token(&l.job_token);
+    let log = b"\x1b]52;c;ZXZpbA==\x07\x1b[2Ahidden\n\x9b1A\xc2\x9b2J done\n";
+    ship(&job, id, 0, log, Duration::from_secs(5))?;
+
+    let content = b"#!/bin/sh\nevil\n".to_vec();
+    for name in [".git/hooks/pre-commit", ".env", "out/.hidden", "a/../b"] {
+        let path = format!(
+            "/api/v1/jobs/{id}/artifacts/{name}?sha256={}",
+            sha256(&content)
+        );
+        let (code, resp) = raw_put(srv.port, &path, &l.job_token, &content)?;
+        assert_eq!(code, 400, "{name}: {resp}");
+    }
+    job.upload_artifact(id, "out/app", &sha256(&content), &mut &content[..])?;
+    finish(&job, id, JobState::Succeeded)?;
+    assert_eq!(srv.admin().artifacts(id)?.artifacts.len(), 1);
+
+    // An older server let one in: the download refuses it before writing.
+    let db = rusqlite::Connection::open_with_flags(
+        home.path().join("coordinator/coordinator.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE,
+    )?;
+    db.busy_timeout(Duration::from_secs(5))?;
+    db.execute(
+        "INSERT INTO artifacts (job_id, name, size, sha256) VALUES (?1, '.git/hooks/pre-commit', ?2, ?3)",
+        rusqlite::params![id as i64, content.len() as i64, sha256(&content)],
+    )?;
+    drop(db);
+    let dl = tempfile::tempdir()?;
+    let out = srv.pinfold(&[
+        "artifacts",
+        &id.to_string(),
+        "--out",
+        dl.path().to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains(".git/hooks/pre-commit") && err.contains("starting with '.'"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dl.path())?.count(),
+        0,
+        "something was written"
+    );
+
+    // `pinfold logs` on a terminal: escaped; --raw: as shipped.
+    let logs = |extra: &[&str]| {
+        let mut c = Command::new(BIN);
+        c.args(["logs", &id.to_string()])
+            .args(extra)
+            .env("PINFOLD_SERVER", srv.url())
+            .env("PINFOLD_TOKEN", ADMIN)
+            .env("PINFOLD_HOME", &srv.home)
+            .stdin(Stdio::null());
+        pty::run_on_pty(c)
+    };
+    let (code, seen, err) = logs(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!seen.contains(&0x1b), "{:?}", pty::text(&seen));
+    assert!(!seen.contains(&0x9b), "{:?}", pty::text(&seen));
+    assert_eq!(
+        pty::text(&seen),
+        "\\x1b]52;c;ZXZpbA==\\x07\\x1b[2Ahidden\n\\x9b1A\\u{9b}2J done\n"
+    );
+    let (code, seen, err) = logs(&["--raw"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        seen.windows(5).any(|w| w == b"\x1b]52;"),
+        "{:?}",
+        pty::text(&seen)
+    );
+    // Not a terminal: the bytes as shipped (scripts and files get them whole).
+    assert_eq!(srv.pinfold(&["logs", &id.to_string()]).stdout, log);
     Ok(())
 }
 

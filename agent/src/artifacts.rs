@@ -128,12 +128,17 @@ pub fn collect(workspace: &Path, patterns: &[String]) -> Result<Collected, Artif
             continue;
         }
         match open_file(&root, &rel) {
-            Ok(Some((file, size, sha256))) => out.artifacts.push(Artifact {
-                name,
-                size,
-                sha256,
-                file,
-            }),
+            // Hidden names (`.git/hooks/pre-commit`, `.env`) act on whoever
+            // unpacks the artifacts; the coordinator refuses them as well.
+            Ok(Some((file, size, sha256))) => match pinfold_api::wire::check_artifact_name(&name) {
+                Err(e) => out.refused.push(format!("{name}: refused: {e}")),
+                Ok(()) => out.artifacts.push(Artifact {
+                    name,
+                    size,
+                    sha256,
+                    file,
+                }),
+            },
             Ok(None) => {} // a directory matched a pattern: not an artifact
             Err(why) => out.refused.push(format!("{name}: {why}")),
         }
@@ -246,5 +251,24 @@ mod tests {
         assert_eq!(c.refused.len(), 1, "{:?}", c.refused);
         assert!(c.refused[0].starts_with("out/evil: refused: a symlink"));
         assert_eq!(c.unmatched, ["up/*", "none/*"]);
+    }
+
+    #[test]
+    fn hidden_names_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let ws = d.path();
+        std::fs::create_dir_all(ws.join(".git/hooks")).unwrap();
+        std::fs::write(ws.join(".git/hooks/pre-commit"), b"#!/bin/sh").unwrap();
+        std::fs::write(ws.join(".env"), b"K=V").unwrap();
+        std::fs::write(ws.join("app"), b"app").unwrap();
+        let c = collect(ws, &["**".to_string()]).unwrap();
+        let names: Vec<_> = c.artifacts.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["app"]);
+        assert_eq!(c.refused.len(), 2, "{:?}", c.refused);
+        assert!(
+            c.refused.iter().all(|r| r.contains("starting with '.'")),
+            "{:?}",
+            c.refused
+        );
     }
 }

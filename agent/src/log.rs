@@ -2,6 +2,11 @@
 //! stdout/stderr, with secret values masked before anything leaves the
 //! process (also when a value is split across reads: the masker of the
 //! coordinator holds back a tail that could begin a secret).
+//!
+//! pinfold's own lines begin with [`MARKER`] at the start of a line. A job
+//! line that begins with it too is written as [`JOB_PREFIX`] followed by the
+//! line, so `==> job succeeded` at the start of a line is always pinfold's,
+//! in every view of the log (terminal, file, `--raw`, scripts).
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -24,7 +29,16 @@ pub struct LogWriter {
     cap: u64,
     /// Output arrived past the cap and was dropped.
     over: bool,
+    /// The job's output is at the start of a line.
+    line_start: bool,
+    /// Bytes at the start of a job line that may still become [`MARKER`].
+    head: Vec<u8>,
 }
+
+/// How pinfold's own lines begin.
+pub const MARKER: &[u8] = b"==>";
+/// What a job line that begins with [`MARKER`] is prefixed with.
+pub const JOB_PREFIX: &[u8] = b"job> ";
 
 /// The log shared by the step reader threads and the runner.
 pub type SharedLog = Arc<Mutex<LogWriter>>;
@@ -43,6 +57,8 @@ impl LogWriter {
             output: 0,
             cap: 0,
             over: false,
+            line_start: true,
+            head: Vec::new(),
         }
     }
 
@@ -79,7 +95,31 @@ impl LogWriter {
             }
             self.output += data.len() as u64;
         }
-        self.emit(data)
+        let guarded = self.guard(data);
+        self.emit(&guarded)
+    }
+
+    /// Prefixes job lines that begin with [`MARKER`] with [`JOB_PREFIX`],
+    /// holding back the start of a line until it is known not to be one.
+    fn guard(&mut self, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(data.len() + JOB_PREFIX.len());
+        for &b in data {
+            if !self.line_start {
+                out.push(b);
+                self.line_start = b == b'\n';
+                continue;
+            }
+            self.head.push(b);
+            if self.head == MARKER {
+                out.extend_from_slice(JOB_PREFIX);
+                out.append(&mut self.head);
+                self.line_start = false;
+            } else if !MARKER.starts_with(&self.head) {
+                out.append(&mut self.head);
+                self.line_start = b == b'\n';
+            }
+        }
+        out
     }
 
     fn emit(&mut self, data: &[u8]) -> io::Result<()> {
@@ -94,16 +134,25 @@ impl LogWriter {
         self.out.flush()
     }
 
-    /// Appends a line of pinfold's own (a marker), after any held-back bytes.
+    /// Appends a line of pinfold's own (a marker), after any held-back
+    /// bytes, on a line of its own.
     pub fn line(&mut self, text: &str) {
-        let mut s = String::with_capacity(text.len() + 2);
-        s.push_str(text);
-        s.push('\n');
-        let _ = self.emit(s.as_bytes());
+        let mut s = std::mem::take(&mut self.head);
+        if !s.is_empty() || !self.line_start {
+            s.push(b'\n');
+        }
+        s.extend_from_slice(text.as_bytes());
+        s.push(b'\n');
+        self.line_start = true;
+        let _ = self.emit(&s);
     }
 
     /// Releases what the masker holds back; the stream is complete.
     pub fn finish(&mut self) -> io::Result<()> {
+        let head = std::mem::take(&mut self.head);
+        if !head.is_empty() {
+            self.emit(&head)?;
+        }
         let m = mask(&self.pending, b"", &self.secrets, true);
         self.pending.clear();
         self.out.write_all(&m.emit)?;
@@ -214,7 +263,7 @@ mod tests {
         w.finish().unwrap();
         assert_eq!(
             String::from_utf8(buf.lock().unwrap().clone()).unwrap(),
-            "1234567890==> stopped\n"
+            "1234567890\n==> stopped\n"
         );
     }
 
@@ -232,5 +281,27 @@ mod tests {
             String::from_utf8(buf.lock().unwrap().clone()).unwrap(),
             "key=*** and hunting\n==> done\ntail hun"
         );
+    }
+
+    #[test]
+    fn job_lines_cannot_begin_with_the_marker() {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let mut w = LogWriter::new(Box::new(Sink(buf.clone())), []);
+        // A fake status line, split byte by byte, then one in a single write.
+        for b in b"==> job succeeded\n" {
+            w.write(&[*b]).unwrap();
+        }
+        w.write(b"ok\n==> step 2/2: x\n=== RUN T\n= =>\nmid ==> x\n==")
+            .unwrap();
+        w.line("==> job failed");
+        w.write(b"==").unwrap();
+        w.finish().unwrap();
+        let got = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            got,
+            "job> ==> job succeeded\nok\njob> ==> step 2/2: x\n=== RUN T\n= =>\nmid ==> x\n==\n==> job failed\n=="
+        );
+        let ours: Vec<_> = got.lines().filter(|l| l.starts_with("==>")).collect();
+        assert_eq!(ours, ["==> job failed"]);
     }
 }

@@ -471,7 +471,9 @@ impl Job {
                 )));
             }
             if !self.secrets.contains_key(s.as_str()) {
-                return Err(RunError::Secret(format!("{s}: no value was given")));
+                return Err(RunError::Secret(format!(
+                    "{s} is not offered by this runner: the server did not hand it to this runner and its operator did not offer it (`pinfold agent --secret {s}`, or PINFOLD_SECRET_{s} for `pinfold run`)"
+                )));
             }
         }
         Ok(())

@@ -1,5 +1,6 @@
 //! pinfold-api: the types the agent and the coordinator share.
 //!
+//! * [`escape`]: job output made inert for a terminal (control characters shown escaped).
 //! * [`job`]: the job file (`job.yaml`), parsed strictly.
 //! * [`wire`]: the JSON bodies of the coordinator protocol (`docs/protocol.md`).
 //! * [`provenance`]: in-toto/SLSA provenance statements, DSSE-signed with Ed25519.
@@ -7,6 +8,7 @@
 //! No I/O here beyond reading the environment in [`pinfold_home`].
 #![deny(missing_docs)]
 
+pub mod escape;
 pub mod job;
 pub mod provenance;
 pub mod units;

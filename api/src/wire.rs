@@ -59,6 +59,29 @@ pub struct RunnerInfo {
     pub revoked: bool,
 }
 
+/// `POST /api/v1/runners/{id}/labels` (admin token): the labels the admin
+/// trusts a runner with. Only these unlock server secrets; the labels a
+/// runner declares itself route jobs and unlock nothing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustRequest {
+    /// Labels to add.
+    #[serde(default)]
+    pub add: Vec<String>,
+    /// Labels to remove.
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// The answer to a [`TrustRequest`]: the runner's trusted labels after it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrustedLabels {
+    /// The runner.
+    pub runner_id: u64,
+    /// Its admin-assigned labels, sorted.
+    pub trusted_labels: Vec<String>,
+}
+
 /// `POST /api/v1/jobs` (admin token).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -370,4 +393,71 @@ pub struct ArtifactInfo {
 pub struct ArtifactList {
     /// Sorted by name.
     pub artifacts: Vec<ArtifactInfo>,
+}
+
+/// Why an artifact name is refused (by the agent, the coordinator and
+/// `pinfold artifacts --out` alike: see [`check_artifact_name`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArtifactNameError {
+    /// Empty, absolute, over 1024 bytes, with an empty part or a control character.
+    #[error(
+        "artifact name {0:?} is not a plain relative path (no leading '/', empty parts or control characters, at most 1024 bytes)"
+    )]
+    NotPlain(String),
+    /// A part starts with `.`: `..` climbs out, and hidden names such as
+    /// `.git/hooks/pre-commit` or `.env` act on whoever unpacks them.
+    #[error(
+        "artifact name {0:?} has a part starting with '.'; hidden names (.git, .env, ..) are refused: rename it in the job"
+    )]
+    Hidden(String),
+}
+
+/// Checks an artifact name: a relative path of `/`-separated parts, none
+/// empty, none starting with `.`, no control characters, at most 1024 bytes.
+pub fn check_artifact_name(name: &str) -> Result<(), ArtifactNameError> {
+    if name.is_empty()
+        || name.len() > 1024
+        || name.starts_with('/')
+        || name.split('/').any(str::is_empty)
+        || name.chars().any(char::is_control)
+    {
+        return Err(ArtifactNameError::NotPlain(name.to_string()));
+    }
+    if name.split('/').any(|c| c.starts_with('.')) {
+        return Err(ArtifactNameError::Hidden(name.to_string()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod artifact_name_tests {
+    use super::*;
+
+    #[test]
+    fn hidden_and_climbing_names_are_refused() {
+        for bad in [
+            ".git/hooks/pre-commit",
+            "a/../b",
+            ".env",
+            "out/.x",
+            "./a",
+            "..",
+        ] {
+            assert_eq!(
+                check_artifact_name(bad),
+                Err(ArtifactNameError::Hidden(bad.into())),
+                "{bad}"
+            );
+        }
+        for bad in ["", "/etc/passwd", "a//b", "a/", "a\nb", "a\u{9b}b"] {
+            assert_eq!(
+                check_artifact_name(bad),
+                Err(ArtifactNameError::NotPlain(bad.into())),
+                "{bad:?}"
+            );
+        }
+        for good in ["out/app", "dist/app-1.0.tar.gz", "a.b/c.d", "x"] {
+            assert_eq!(check_artifact_name(good), Ok(()), "{good}");
+        }
+    }
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use pinfold_api::wire::{
     ArtifactInfo, ArtifactList, ErrorBody, FinishRequest, HeartbeatResponse, JobInfo, JobList,
     Lease, LeaseRequest, LogAppendResponse, ProvenanceStored, RegisterRequest, RegisterResponse,
-    RunnerInfo, RunnerKey, RunnerKeyRequest, SubmitRequest, SubmitResponse,
+    RunnerInfo, RunnerKey, RunnerKeyRequest, SubmitRequest, SubmitResponse, TrustRequest,
+    TrustedLabels,
 };
 use serde::de::DeserializeOwned;
 use ureq::http::Response;
@@ -181,6 +182,23 @@ impl Client {
     /// `GET /api/v1/runners` (admin).
     pub fn runners(&self) -> Result<Vec<RunnerInfo>> {
         json(self.get("/api/v1/runners").call()?)
+    }
+
+    /// `POST /api/v1/runners/{id}/labels` (admin): adds and removes the
+    /// labels the admin trusts the runner with (they unlock secrets).
+    pub fn trust_labels(
+        &self,
+        id: u64,
+        add: &[String],
+        remove: &[String],
+    ) -> Result<TrustedLabels> {
+        json(
+            self.post(&format!("/api/v1/runners/{id}/labels"))
+                .send_json(TrustRequest {
+                    add: add.to_vec(),
+                    remove: remove.to_vec(),
+                })?,
+        )
     }
 
     /// `DELETE /api/v1/runners/{id}` (admin).

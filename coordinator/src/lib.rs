@@ -79,6 +79,23 @@ pub struct Config {
     pub max_artifact_bytes: u64,
     /// Largest JSON body (job submissions included).
     pub max_json_bytes: usize,
+    /// Where each server secret may go (name → scopes): a scope is a label
+    /// the admin assigned (`pinfold runners label`) or `runner:ID`. A secret
+    /// with no scope goes to no runner.
+    pub secret_scopes: BTreeMap<String, Vec<String>>,
+}
+
+impl Config {
+    /// Whether secret `name` may go to runner `runner_id`, which the admin
+    /// trusts with `trusted` labels. Self-declared labels play no part.
+    pub fn secret_may_go(&self, name: &str, runner_id: u64, trusted: &[String]) -> bool {
+        self.secret_scopes.get(name).is_some_and(|scopes| {
+            scopes.iter().any(|s| match s.strip_prefix("runner:") {
+                Some(id) => id.parse() == Ok(runner_id),
+                None => trusted.iter().any(|t| t == s),
+            })
+        })
+    }
 }
 
 impl Default for Config {
@@ -92,6 +109,7 @@ impl Default for Config {
             max_source_bytes: 1 << 30,
             max_artifact_bytes: 4 << 30,
             max_json_bytes: 1 << 20,
+            secret_scopes: BTreeMap::new(),
         }
     }
 }

@@ -177,10 +177,35 @@ fn sha(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
+/// DEPLOY_KEY may go to runners the admin trusts with the label `deploy`.
+fn scoped() -> Config {
+    Config {
+        secret_scopes: [("DEPLOY_KEY".to_string(), vec!["deploy".to_string()])].into(),
+        ..Config::default()
+    }
+}
+
+impl T {
+    /// The admin adds and removes trusted labels of a runner.
+    async fn trust(&self, runner: u64, add: &[&str], remove: &[&str]) -> Value {
+        let (s, v) = self
+            .json(
+                Method::POST,
+                &format!("/api/v1/runners/{runner}/labels"),
+                Some(ADMIN),
+                json!({"add": add, "remove": remove}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v
+    }
+}
+
 #[tokio::test]
 async fn a_job_runs_through_the_protocol() {
-    let t = setup(Config::default()).await;
+    let t = setup(scoped()).await;
     let runner = t.register(&["linux", "x86_64"]).await;
+    t.trust(runner.runner_id, &["deploy"], &[]).await;
     assert!(t.lease(&runner.token).await.is_none(), "empty queue");
     let job = t.submit(&["linux"]).await;
     let lease = t.lease(&runner.token).await.expect("a lease");
@@ -941,4 +966,76 @@ async fn runner_keys_are_checked_at_registration_and_served() {
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(v["error"].as_str().unwrap().contains("public_key"), "{v}");
+}
+
+/// Issue 13 point 8: a runner that declares the label a secret is scoped to
+/// does not get the secret; once the admin trusts it with the label it does;
+/// a secret without a scope goes to no runner; a runner cannot trust itself.
+#[tokio::test]
+async fn secrets_go_only_to_runners_the_admin_trusts() {
+    let t = setup(scoped()).await;
+    let runner = t.register(&["linux", "deploy"]).await;
+    let id = runner.runner_id;
+
+    t.submit(&["deploy"]).await;
+    let lease = t.lease(&runner.token).await.expect("a lease");
+    assert!(
+        lease.secrets.is_empty(),
+        "self-declared label unlocked {:?}",
+        lease.secrets
+    );
+
+    // The runner's own token cannot assign labels.
+    let (s, _) = t
+        .json(
+            Method::POST,
+            &format!("/api/v1/runners/{id}/labels"),
+            Some(&runner.token),
+            json!({"add": ["deploy"]}),
+        )
+        .await;
+    assert!(s.is_client_error(), "{s}");
+
+    let v = t.trust(id, &["deploy"], &[]).await;
+    assert_eq!(v["trusted_labels"], json!(["deploy"]));
+    t.submit(&["deploy"]).await;
+    let lease = t.lease(&runner.token).await.expect("a lease");
+    assert_eq!(
+        lease.secrets.get("DEPLOY_KEY").map(String::as_str),
+        Some("hunter2")
+    );
+
+    let v = t.trust(id, &[], &["deploy"]).await;
+    assert_eq!(v["trusted_labels"], json!([]));
+    t.submit(&["deploy"]).await;
+    assert!(
+        t.lease(&runner.token)
+            .await
+            .expect("a lease")
+            .secrets
+            .is_empty()
+    );
+
+    // Unscoped: even a trusted runner gets nothing. A runner id scope works.
+    let t = setup(Config::default()).await;
+    let runner = t.register(&["deploy"]).await;
+    t.trust(runner.runner_id, &["deploy"], &[]).await;
+    t.submit(&[]).await;
+    assert!(
+        t.lease(&runner.token)
+            .await
+            .expect("a lease")
+            .secrets
+            .is_empty()
+    );
+    let by_id = Config {
+        secret_scopes: [(
+            "DEPLOY_KEY".to_string(),
+            vec![format!("runner:{}", runner.runner_id)],
+        )]
+        .into(),
+        ..Config::default()
+    };
+    assert!(by_id.secret_may_go("DEPLOY_KEY", runner.runner_id, &[]));
+    assert!(!by_id.secret_may_go("DEPLOY_KEY", runner.runner_id + 1, &["deploy".into()]));
 }

@@ -13,7 +13,7 @@ use anyhow::Context;
 /// ones finish for --drain, then cancel the rest.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Environment: PINFOLD_HOME, PINFOLD_SERVER, PINFOLD_POLICY, PINFOLD_ALLOW_POLICIES (comma separated), PINFOLD_REGISTRATION_TOKEN, PINFOLD_REQUEST_TIMEOUT, PINFOLD_SECRET_<NAME> (secret values the server does not hold), RUST_LOG."
+    after_help = "Environment: PINFOLD_HOME, PINFOLD_SERVER, PINFOLD_POLICY, PINFOLD_ALLOW_POLICIES (comma separated), PINFOLD_REGISTRATION_TOKEN, PINFOLD_REQUEST_TIMEOUT, PINFOLD_AGENT_SECRETS (as --secret, comma separated), PINFOLD_SECRET_<NAME> (the value of a secret listed with --secret; any other is never handed out), RUST_LOG."
 )]
 pub struct Args {
     /// Coordinator URL.
@@ -25,9 +25,22 @@ pub struct Args {
     /// Runner name [default: the host name].
     #[arg(long)]
     name: Option<String>,
-    /// Labels offered, comma separated.
+    /// Labels offered, comma separated. They route jobs to this runner; they
+    /// unlock no server secret (only labels the admin assigns with
+    /// `pinfold runners label` do).
     #[arg(long, value_delimiter = ',')]
     labels: Vec<String>,
+    /// A local secret jobs may get: its value is PINFOLD_SECRET_<NAME> in this
+    /// agent's environment. Repeatable, or comma separated; a job naming a
+    /// secret that neither the server nor this list offers fails before its
+    /// first step.
+    #[arg(
+        long = "secret",
+        value_name = "NAME",
+        env = "PINFOLD_AGENT_SECRETS",
+        value_delimiter = ','
+    )]
+    secrets: Vec<String>,
     /// Jobs run at once.
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
@@ -82,6 +95,7 @@ fn agent(a: Args) -> anyhow::Result<()> {
         registration_token: a.registration_token,
         name,
         labels: a.labels,
+        secrets: a.secrets,
         concurrency: a.concurrency,
         ephemeral: a.ephemeral,
         drain: a.drain,

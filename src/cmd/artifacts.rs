@@ -66,6 +66,12 @@ impl<W: Write> Write for Hashing<W> {
 fn download(a: &Args) -> anyhow::Result<()> {
     let client = a.remote.client()?;
     let list = client.artifacts(a.job)?;
+    // Every name is checked before anything is written: a hostile server
+    // (or runner) must not plant `.git/hooks/...` or climb out of --out.
+    for art in &list.artifacts {
+        pinfold_api::wire::check_artifact_name(&art.name)
+            .with_context(|| format!("job {}: nothing written", a.job))?;
+    }
     for art in &list.artifacts {
         let rel = Path::new(&art.name);
         if rel.components().any(|c| !matches!(c, Component::Normal(_))) {

@@ -12,6 +12,10 @@ pub struct Args {
     /// Keep printing new output until the job ends.
     #[arg(short, long)]
     follow: bool,
+    /// Write the job's bytes as they are, control characters included
+    /// (on a terminal they are shown escaped otherwise).
+    #[arg(long)]
+    raw: bool,
     #[command(flatten)]
     remote: Remote,
 }
@@ -21,10 +25,10 @@ pub fn run(a: Args) -> i32 {
     let go = || -> anyhow::Result<()> {
         let client = a.remote.client()?;
         if a.follow {
-            super::submit::wait(&client, a.job)?;
+            super::submit::wait(&client, a.job, a.raw)?;
             return Ok(());
         }
-        let mut out = std::io::stdout().lock();
+        let mut out = super::term::job_output(std::io::stdout(), &std::io::stdout(), a.raw);
         let mut offset = 0;
         loop {
             let (data, next, complete) = client.read_log(a.job, offset)?;

@@ -11,9 +11,11 @@ pub mod logs;
 pub mod policy;
 pub mod remote;
 pub mod run;
+pub mod runners;
 pub mod server;
 pub mod status;
 pub mod submit;
+pub mod term;
 pub mod verify;
 
 use std::sync::Arc;

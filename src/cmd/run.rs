@@ -38,6 +38,10 @@ pub struct Args {
     /// Keep the per-job directory (workspace and writable layer) and print its path.
     #[arg(long)]
     keep: bool,
+    /// Write the job's bytes as they are, control characters included (on a
+    /// terminal they are shown escaped otherwise).
+    #[arg(long)]
+    raw: bool,
     #[command(flatten)]
     ceiling: super::CeilingArgs,
 }
@@ -93,9 +97,9 @@ pub fn run(a: Args) -> i32 {
     }
     let flag = cancel_on_signal();
     let out: Box<dyn Write + Send> = if a.json {
-        Box::new(std::io::stderr())
+        super::term::job_output(std::io::stderr(), &std::io::stderr(), a.raw)
     } else {
-        Box::new(std::io::stdout())
+        super::term::job_output(std::io::stdout(), &std::io::stdout(), a.raw)
     };
     let log = LogWriter::new(out, secrets.values().cloned()).shared();
     let job = Job {

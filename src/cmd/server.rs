@@ -14,7 +14,7 @@ use pinfold_coordinator::Config;
 /// registration token once; only their hashes are kept.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Environment: PINFOLD_HOME; PINFOLD_ADMIN_TOKEN and PINFOLD_REGISTRATION_TOKEN set the tokens instead of generating them; PINFOLD_SECRET_<NAME> gives the value of job secret NAME (handed to the job's runner, masked in its log); RUST_LOG."
+    after_help = "Environment: PINFOLD_HOME; PINFOLD_ADMIN_TOKEN and PINFOLD_REGISTRATION_TOKEN set the tokens instead of generating them; PINFOLD_SECRET_<NAME> gives the value of job secret NAME (handed only to runners its --secret-to names, masked in its log); PINFOLD_SECRETS_TO (as --secret-to, ';' separated); RUST_LOG."
 )]
 pub struct Args {
     /// Address to listen on (port 0 picks a free port; the address is printed).
@@ -29,6 +29,39 @@ pub struct Args {
     /// Log bytes kept per job; the rest is dropped behind a truncation marker.
     #[arg(long, default_value_t = 64 << 20)]
     max_log_bytes: u64,
+    /// Where server secret NAME may go: NAME=SCOPE[,SCOPE...], a scope being
+    /// a label the admin assigned (`pinfold runners label ID --add L`) or
+    /// runner:ID. Repeatable. A secret without one goes to no runner.
+    #[arg(
+        long = "secret-to",
+        value_name = "NAME=SCOPES",
+        env = "PINFOLD_SECRETS_TO",
+        value_delimiter = ';',
+        value_parser = parse_scope
+    )]
+    secret_to: Vec<(String, Vec<String>)>,
+}
+
+fn parse_scope(s: &str) -> Result<(String, Vec<String>), String> {
+    let (name, scopes) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected NAME=LABEL[,LABEL|runner:ID...]"))?;
+    let scopes: Vec<String> = scopes
+        .split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(str::to_string)
+        .collect();
+    if name.is_empty() || scopes.is_empty() {
+        return Err(format!("{s:?}: expected NAME=LABEL[,LABEL|runner:ID...]"));
+    }
+    if let Some(bad) = scopes.iter().find(|x| {
+        x.strip_prefix("runner:")
+            .is_some_and(|id| id.parse::<u64>().is_err())
+    }) {
+        return Err(format!("{bad:?}: runner:ID takes a runner's numeric id"));
+    }
+    Ok((name.to_string(), scopes))
 }
 
 /// Runs the subcommand; returns the exit status.
@@ -61,8 +94,18 @@ fn serve(a: Args) -> anyhow::Result<()> {
         lease_ttl: a.lease_ttl,
         max_attempts: a.max_attempts.max(1),
         max_log_bytes: a.max_log_bytes,
+        secret_scopes: a.secret_to.iter().cloned().collect(),
         ..Config::default()
     };
+    let secrets = secrets_from_env();
+    for name in secrets.keys() {
+        if !config.secret_scopes.contains_key(name) {
+            tracing::warn!(
+                secret = %name,
+                "no --secret-to {name}=...: this secret goes to no runner"
+            );
+        }
+    }
     // The only command that needs async: the sandbox commands stay
     // single-threaded, so the runtime is built here and not in main.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -75,7 +118,7 @@ fn serve(a: Args) -> anyhow::Result<()> {
             config,
             token_env("PINFOLD_ADMIN_TOKEN"),
             token_env("PINFOLD_REGISTRATION_TOKEN"),
-            secrets_from_env(),
+            secrets,
         )
         .await
         .with_context(|| format!("opening {}", home.display()))?;

@@ -33,6 +33,10 @@ pub struct Args {
     /// Stream the log and exit with the job's status.
     #[arg(long)]
     wait: bool,
+    /// With --wait, write the job's bytes as they are, control characters
+    /// included (on a terminal they are shown escaped otherwise).
+    #[arg(long, requires = "wait")]
+    raw: bool,
     /// Print {"job_id": N} instead of the bare id.
     #[arg(long)]
     json: bool,
@@ -73,15 +77,16 @@ fn submit(a: &Args) -> anyhow::Result<i32> {
     if !a.wait {
         return Ok(0);
     }
-    let state = wait(&client, job.job_id)?;
+    let state = wait(&client, job.job_id, a.raw)?;
     Ok(state.exit_code())
 }
 
 /// Streams the job's log to stdout until it ends (resuming after broken
-/// connections), then returns how it ended.
-pub fn wait(client: &Client, job: u64) -> anyhow::Result<pinfold_api::wire::JobState> {
+/// connections), then returns how it ended. On a terminal the log's control
+/// characters are shown escaped unless `raw`.
+pub fn wait(client: &Client, job: u64, raw: bool) -> anyhow::Result<pinfold_api::wire::JobState> {
     let mut offset = 0;
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = super::term::job_output(std::io::stdout(), &std::io::stdout(), raw);
     loop {
         match client.follow_log(job, offset, &mut stdout) {
             Ok(at) => offset = at,

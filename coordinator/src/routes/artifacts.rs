@@ -89,21 +89,10 @@ pub(super) struct UploadQuery {
     sha256: String,
 }
 
+/// The agent refuses these names too, but a runner may be hostile: the
+/// server checks again (`pinfold_api::wire::check_artifact_name`).
 fn check_name(name: &str) -> Result<()> {
-    let bad = name.is_empty()
-        || name.len() > 1024
-        || name.starts_with('/')
-        || name
-            .split('/')
-            .any(|c| c.is_empty() || c == "." || c == "..")
-        || name.chars().any(char::is_control);
-    if bad {
-        Err(ApiError::BadRequest(format!(
-            "bad artifact name {name:?}: a relative path without '.', '..' or empty parts"
-        )))
-    } else {
-        Ok(())
-    }
+    pinfold_api::wire::check_artifact_name(name).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 /// `PUT /api/v1/jobs/{id}/artifacts/{name}?sha256=HEX` (job token): stream

@@ -36,6 +36,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/runners", post(runners::register).get(runners::list))
         .route("/runners/{id}", axum::routing::delete(runners::revoke))
         .route("/runners/{id}/key", get(runners::key))
+        .route("/runners/{id}/labels", post(runners::trust))
         .route("/runner/lease", post(runners::lease))
         .route("/runner/key", put(runners::set_key))
         .route("/sources/{sha256}", put(artifacts::put_source))

@@ -7,7 +7,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use pinfold_api::JobSpec;
 use pinfold_api::wire::{
-    Lease, LeaseRequest, RegisterRequest, RegisterResponse, RunnerInfo, RunnerKey, RunnerKeyRequest,
+    Lease, LeaseRequest, RegisterRequest, RegisterResponse, RunnerInfo, RunnerKey,
+    RunnerKeyRequest, TrustRequest, TrustedLabels,
 };
 
 use super::Json;
@@ -182,10 +183,25 @@ pub(super) async fn lease(
         if let Some(g) = grant {
             let spec: JobSpec = serde_json::from_str(&g.job.spec_json)
                 .map_err(|e| ApiError::Store(crate::store::StoreError::Corrupt(e.to_string())))?;
+            // Only secrets scoped to this runner's id or to a label the
+            // admin trusts it with; its own labels unlock nothing.
+            let trusted = if g.job.secrets.is_empty() {
+                Vec::new()
+            } else {
+                state
+                    .store
+                    .trusted_labels(runner.id)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(%e, runner_id = runner.id, "trusted labels unreadable: no secrets");
+                        Vec::new()
+                    })
+            };
             let secrets = g
                 .job
                 .secrets
                 .iter()
+                .filter(|n| state.config.secret_may_go(n, runner.id, &trusted))
                 .filter_map(|n| state.secrets.get(n).map(|v| (n.clone(), v.clone())))
                 .collect();
             tracing::info!(
@@ -218,4 +234,25 @@ pub(super) async fn lease(
         }
     }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /api/v1/runners/{id}/labels` (admin): adds and removes the labels
+/// the admin trusts the runner with; answers the set after.
+pub(super) async fn trust(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<u64>,
+    Json(req): Json<TrustRequest>,
+) -> Result<Json<TrustedLabels>> {
+    check_labels(&req.add)?;
+    check_labels(&req.remove)?;
+    let trusted_labels = state
+        .store
+        .set_trusted_labels(id, req.add, req.remove)
+        .await?;
+    tracing::info!(runner_id = id, labels = ?trusted_labels, "trusted labels set");
+    Ok(Json(TrustedLabels {
+        runner_id: id,
+        trusted_labels,
+    }))
 }

@@ -267,6 +267,16 @@ pub trait Store: Send + Sync {
     async fn set_runner_key(&self, runner_id: u64, pem: &str) -> Result<String>;
     /// A runner's public key, if it registered one.
     async fn runner_key(&self, runner_id: u64) -> Result<Option<String>>;
+    /// The labels the admin trusts the runner with (they unlock secrets;
+    /// its own registration labels only route jobs).
+    async fn trusted_labels(&self, runner_id: u64) -> Result<Vec<String>>;
+    /// Adds, then removes, admin-trusted labels; returns the runner's set.
+    async fn set_trusted_labels(
+        &self,
+        runner_id: u64,
+        add: Vec<String>,
+        remove: Vec<String>,
+    ) -> Result<Vec<String>>;
     /// The runner that holds (or held) an attempt.
     async fn attempt_runner(&self, attempt_id: u64) -> Result<u64>;
     /// Stores the job's provenance envelope (verified by the caller),

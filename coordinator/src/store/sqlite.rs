@@ -27,6 +27,7 @@ use super::{
 };
 use crate::mask;
 
+mod trust;
 mod verify;
 
 const SCHEMA: &str = "
@@ -328,6 +329,7 @@ impl SqliteStore {
             .map_err(open)?;
         conn.execute_batch(SCHEMA).map_err(open)?;
         conn.execute_batch(verify::SCHEMA).map_err(open)?;
+        conn.execute_batch(trust::SCHEMA).map_err(open)?;
         // Plans must not depend on bound values: without this SQLite marks
         // joins whose plan looked at a parameter (the token and attempt
         // lookups, the verify-group check) to be re-prepared whenever that
@@ -981,6 +983,21 @@ impl Store for SqliteStore {
 
     async fn runner_key(&self, runner_id: u64) -> Result<Option<String>> {
         self.call(move |c| verify::runner_key(c, runner_id)).await
+    }
+
+    async fn trusted_labels(&self, runner_id: u64) -> Result<Vec<String>> {
+        self.read(move |c| trust::trusted_labels(c, runner_id))
+            .await
+    }
+
+    async fn set_trusted_labels(
+        &self,
+        runner_id: u64,
+        add: Vec<String>,
+        remove: Vec<String>,
+    ) -> Result<Vec<String>> {
+        self.call(move |c| trust::set_trusted_labels(c, runner_id, &add, &remove))
+            .await
     }
 
     async fn attempt_runner(&self, attempt_id: u64) -> Result<u64> {
