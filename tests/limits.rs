@@ -76,6 +76,129 @@ fn memory_bomb_is_killed_naming_the_memory_limit() {
     next_run_is_normal();
 }
 
+/// `memory = "64M"` with disks large enough (1G) that memory, not a disk,
+/// is the limit a 512 MiB trick crosses.
+fn shmem_policy(dir: &std::path::Path) -> String {
+    policy(
+        dir,
+        "shmem",
+        "memory = \"64M\"",
+        "tmp_size = \"1G\"\nshm_size = \"1G\"\nrootfs_writable = true\nwritable_layer_size = \"1G\"",
+    )
+}
+
+/// Asserts a run ended by the supervisor naming `limits.memory`.
+fn assert_memory_killed(what: &str, out: &std::process::Output) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(123), "{what}: {stdout} {err}");
+    assert!(
+        err.contains("pinfold: job killed: memory limit 64M exceeded (policy limits.memory)"),
+        "{what}: {err}"
+    );
+    assert!(!stdout.contains("held"), "{what} held its memory: {stdout}");
+}
+
+#[test]
+fn shared_anonymous_memory_is_charged() {
+    // 512 MiB of MAP_SHARED|MAP_ANONYMOUS pages are "shared" in statm; after
+    // MADV_DONTNEED they are not even resident in the page tables, but the
+    // shmem object still holds them.
+    let d = user_dir();
+    let p = shmem_policy(d.path());
+    for trick in ["shared-anon", "shared-anon-dontneed"] {
+        let out = exec(
+            &["--policy", &p, "--timeout", "60s"],
+            &["/bin/probe", "mem", trick, "512"],
+        );
+        assert_memory_killed(trick, &out);
+    }
+    next_run_is_normal();
+}
+
+#[test]
+fn memfd_is_charged_mapped_or_only_written() {
+    // A memfd touched through a mapping whose fd is closed, and one written
+    // with write(2) and never mapped (no process shows it as resident).
+    let d = user_dir();
+    let p = shmem_policy(d.path());
+    for trick in ["memfd-mapped", "memfd-write"] {
+        let out = exec(
+            &["--policy", &p, "--timeout", "60s"],
+            &["/bin/probe", "mem", trick, "512"],
+        );
+        assert_memory_killed(trick, &out);
+    }
+    next_run_is_normal();
+}
+
+#[test]
+fn tmpfs_files_are_charged() {
+    // Files on /tmp, /dev/shm and the writable layer (all tmpfs: the kernel
+    // holds their pages in memory), each below its disk size (1G).
+    let d = user_dir();
+    let p = shmem_policy(d.path());
+    for file in ["/tmp/fill", "/dev/shm/fill", "/root/fill"] {
+        let out = exec(
+            &["--policy", &p, "--timeout", "60s"],
+            &[
+                "/bin/sh",
+                "-c",
+                &format!("dd if=/dev/zero of={file} bs=1M count=512 && echo held"),
+            ],
+        );
+        assert_memory_killed(file, &out);
+    }
+    next_run_is_normal();
+}
+
+#[test]
+fn sysv_shm_is_charged_or_refused() {
+    let d = user_dir();
+    let p = shmem_policy(d.path());
+    // One 512 MiB segment, and 8 MiB segments touched then detached (which
+    // no process maps): refused by the IPC namespace's shmmax/shmall, which
+    // the container starts with at limits.memory.
+    for trick in ["sysv", "sysv-detached"] {
+        let out = exec(
+            &["--policy", &p, "--timeout", "60s"],
+            &["/bin/probe", "mem", trick, "512"],
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let err = String::from_utf8_lossy(&out.stderr);
+        let refused = out.status.code() == Some(3) && stdout.contains("refused");
+        let killed = out.status.code() == Some(123) && err.contains("(policy limits.memory)");
+        assert!(refused || killed, "{trick}: {stdout} {err}");
+    }
+    // An attached 48 MiB segment plus a 40 MiB memfd: each under 64M, the
+    // sum over it.
+    let out = exec(
+        &["--policy", &p, "--timeout", "60s"],
+        &[
+            "/bin/sh",
+            "-c",
+            "/bin/probe mem sysv 48 & /bin/probe mem memfd-write 40; wait",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(123), "{err}");
+    assert!(err.contains("(policy limits.memory)"), "{err}");
+    next_run_is_normal();
+}
+
+#[test]
+fn shared_memory_is_charged_once_for_all_its_processes() {
+    // 40 MiB shared by 4 processes is 40 MiB, not 160: no early kill.
+    let d = user_dir();
+    let p = shmem_policy(d.path());
+    let out = exec(
+        &["--policy", &p, "--timeout", "60s"],
+        &["/bin/probe", "mem", "shared-anon-forked", "40"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}
+
 #[test]
 fn a_job_that_hides_from_proc_is_still_measured() {
     // Non-dumpable from its first instruction: the supervisor, owner of the

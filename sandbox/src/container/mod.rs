@@ -29,6 +29,7 @@ pub mod idmap;
 mod init;
 pub mod landlock;
 pub mod limits;
+pub mod memory;
 mod mounts;
 mod net;
 mod pasta;
@@ -705,7 +706,7 @@ fn run_blocked(
     // Under cgroup v2 the child must be in its cgroup before it forks
     // anything, so a self-written map is off then (see above) and the
     // watcher starts before the release.
-    let mut watch = limits::Watcher::start(&spec.policy, child);
+    let mut watch = limits::Watcher::start(&spec.policy, child, memory::tmpfs_paths(spec));
     let mut pasta = None;
     if !self_map {
         idmap::apply(&plan, child)?;
