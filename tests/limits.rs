@@ -187,6 +187,21 @@ fn sysv_shm_is_charged_or_refused() {
 }
 
 #[test]
+fn page_cache_cannot_be_pinned_with_mlock() {
+    // mlock of a file mapping pins page cache, which is not the job's
+    // memory in the fallback's sums: RLIMIT_MEMLOCK (64K) refuses it.
+    let d = user_dir();
+    let p = shmem_policy(d.path());
+    let out = exec(
+        &["--policy", &p, "--timeout", "60s"],
+        &["/bin/probe", "mem", "mlock-file", "512"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(stdout.contains("refused: mlock after 0 MiB"), "{stdout}");
+}
+
+#[test]
 fn shared_memory_is_charged_once_for_all_its_processes() {
     // 40 MiB shared by 4 processes is 40 MiB, not 160: no early kill.
     let d = user_dir();

@@ -145,6 +145,21 @@ static int mem_trick(const char *trick, size_t mb) {
             touch(p, 8 << 20);
             shmdt(p);
         }
+    } else if (!strcmp(trick, "mlock-file")) {
+        /* Pins MB of a file's page cache (/bin/busybox, repeated mappings). */
+        int fd = open("/bin/busybox", O_RDONLY);
+        if (fd < 0)
+            return 1;
+        off_t len = lseek(fd, 0, SEEK_END);
+        for (size_t done = 0; done < n; done += len) {
+            char *p = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+            if (p == MAP_FAILED)
+                return 1;
+            if (mlock(p, len)) {
+                printf("refused: mlock after %zu MiB: %s\n", done >> 20, strerror(errno));
+                return 3;
+            }
+        }
     } else {
         fprintf(stderr, "probe: unknown memory trick %s\n", trick);
         return 2;
