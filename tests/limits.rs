@@ -355,7 +355,47 @@ fn verbose_exec_doctor_and_report_name_the_mechanism() {
         assert!(err.contains("enforced by fallback"), "{err}");
         assert!(err.contains("pid-namespace supervisor"), "{err}");
         assert!(line.contains("limits use the fallback"), "{line}");
+        // What the fallback cannot charge is said, in doctor and the report.
+        assert!(line.contains("does not charge kernel memory"), "{line}");
+        assert!(
+            v["limits_uncharged"]
+                .as_str()
+                .is_some_and(|u| u.contains("detached SysV shm")),
+            "{v}"
+        );
     }
+}
+
+#[test]
+fn require_cgroup_refuses_the_fallback() {
+    // An operator who will not accept what the fallback cannot charge sets
+    // limits.require_cgroup; without delegated cgroup v2 nothing runs.
+    let d = user_dir();
+    let p = policy(
+        d.path(),
+        "strict",
+        "memory = \"64M\"\nrequire_cgroup = true",
+        "",
+    );
+    let out = exec(
+        &["--policy", &p],
+        &["/bin/probe", "create-file", "/tmp/ran"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    if cgroup_v2_delegated() {
+        return; // Refused only when the cgroup set-up fails; not this machine.
+    }
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("ok"), "ran");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("the policy requires cgroup v2 limits (limits.require_cgroup)"),
+        "{err}"
+    );
+    // Off (the default), the same machine runs the job.
+    let p = policy(d.path(), "loose", "memory = \"64M\"", "");
+    let (code, _, err) = sh(&["--policy", &p], "true");
+    assert_eq!(code, 0, "{err}");
 }
 
 #[test]

@@ -157,6 +157,18 @@ pub fn detect() -> Mechanism {
     Mechanism::Cgroup(dir)
 }
 
+/// `limits.require_cgroup`: the one-line refusal when the limits would be
+/// enforced by the fallback.
+pub fn refuse_fallback(policy: &Policy, mechanism: &Mechanism) -> Option<String> {
+    match mechanism {
+        Mechanism::Fallback(why) if policy.limits.require_cgroup => Some(format!(
+            "the policy requires cgroup v2 limits (limits.require_cgroup) but {why}; run pinfold in a systemd unit with Delegate=yes on a cgroup v2 host, or use a policy without require_cgroup (the fallback does not charge {})",
+            super::memory::UNCHARGED
+        )),
+        _ => None,
+    }
+}
+
 /// A limit that ended a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Breach {

@@ -613,6 +613,11 @@ fn run_blocked(
         elapsed_us = started.elapsed().as_micros() as u64,
         "prepared"
     );
+    // limits.require_cgroup: refused before anything is cloned (and again
+    // below, should the cgroup set-up fail).
+    if let Some(refusal) = limits::refuse_fallback(&spec.policy, &limits::detect()) {
+        return Err(ContainerError::Spec(refusal));
+    }
     let plan = idmap::plan(spec.idmap)?;
     prepared.setgroups_allowed = plan.setgroups_allowed();
     // A single-id map may be written by the child itself (as bubblewrap
@@ -707,6 +712,9 @@ fn run_blocked(
     // anything, so a self-written map is off then (see above) and the
     // watcher starts before the release.
     let mut watch = limits::Watcher::start(&spec.policy, child, memory::tmpfs_paths(spec));
+    if let Some(refusal) = limits::refuse_fallback(&spec.policy, watch.mechanism()) {
+        return Err(ContainerError::Spec(refusal));
+    }
     let mut pasta = None;
     if !self_map {
         idmap::apply(&plan, child)?;
