@@ -76,6 +76,144 @@ fn memory_bomb_is_killed_naming_the_memory_limit() {
     next_run_is_normal();
 }
 
+/// `memory = "64M"` with disks large enough (1G) that memory, not a disk,
+/// is the limit a 512 MiB trick crosses.
+fn shmem_policy(dir: &std::path::Path) -> String {
+    policy(
+        dir,
+        "shmem",
+        "memory = \"64M\"",
+        "tmp_size = \"1G\"\nshm_size = \"1G\"\nrootfs_writable = true\nwritable_layer_size = \"1G\"",
+    )
+}
+
+/// Asserts a run ended by the supervisor naming `limits.memory`.
+fn assert_memory_killed(what: &str, out: &std::process::Output) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(123), "{what}: {stdout} {err}");
+    assert!(
+        err.contains("pinfold: job killed: memory limit 64M exceeded (policy limits.memory)"),
+        "{what}: {err}"
+    );
+    assert!(!stdout.contains("held"), "{what} held its memory: {stdout}");
+}
+
+#[test]
+fn shared_anonymous_memory_is_charged() {
+    // 512 MiB of MAP_SHARED|MAP_ANONYMOUS pages are "shared" in statm; after
+    // MADV_DONTNEED they are not even resident in the page tables, but the
+    // shmem object still holds them.
+    let d = user_dir();
+    let p = shmem_policy(d.path());
+    for trick in ["shared-anon", "shared-anon-dontneed"] {
+        let out = exec(
+            &["--policy", &p, "--timeout", "60s"],
+            &["/bin/probe", "mem", trick, "512"],
+        );
+        assert_memory_killed(trick, &out);
+    }
+    next_run_is_normal();
+}
+
+#[test]
+fn memfd_is_charged_mapped_or_only_written() {
+    // A memfd touched through a mapping whose fd is closed, and one written
+    // with write(2) and never mapped (no process shows it as resident).
+    let d = user_dir();
+    let p = shmem_policy(d.path());
+    for trick in ["memfd-mapped", "memfd-write"] {
+        let out = exec(
+            &["--policy", &p, "--timeout", "60s"],
+            &["/bin/probe", "mem", trick, "512"],
+        );
+        assert_memory_killed(trick, &out);
+    }
+    next_run_is_normal();
+}
+
+#[test]
+fn tmpfs_files_are_charged() {
+    // Files on /tmp, /dev/shm and the writable layer (all tmpfs: the kernel
+    // holds their pages in memory), each below its disk size (1G).
+    let d = user_dir();
+    let p = shmem_policy(d.path());
+    for file in ["/tmp/fill", "/dev/shm/fill", "/root/fill"] {
+        let out = exec(
+            &["--policy", &p, "--timeout", "60s"],
+            &[
+                "/bin/sh",
+                "-c",
+                &format!("dd if=/dev/zero of={file} bs=1M count=512 && echo held"),
+            ],
+        );
+        assert_memory_killed(file, &out);
+    }
+    next_run_is_normal();
+}
+
+#[test]
+fn sysv_shm_is_charged_or_refused() {
+    let d = user_dir();
+    let p = shmem_policy(d.path());
+    // One 512 MiB segment, and 8 MiB segments touched then detached (which
+    // no process maps): refused by the IPC namespace's shmmax/shmall, which
+    // the container starts with at limits.memory.
+    for trick in ["sysv", "sysv-detached"] {
+        let out = exec(
+            &["--policy", &p, "--timeout", "60s"],
+            &["/bin/probe", "mem", trick, "512"],
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let err = String::from_utf8_lossy(&out.stderr);
+        let refused = out.status.code() == Some(3) && stdout.contains("refused");
+        let killed = out.status.code() == Some(123) && err.contains("(policy limits.memory)");
+        assert!(refused || killed, "{trick}: {stdout} {err}");
+    }
+    // An attached 48 MiB segment plus a 40 MiB memfd: each under 64M, the
+    // sum over it.
+    let out = exec(
+        &["--policy", &p, "--timeout", "60s"],
+        &[
+            "/bin/sh",
+            "-c",
+            "/bin/probe mem sysv 48 & /bin/probe mem memfd-write 40; wait",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(123), "{err}");
+    assert!(err.contains("(policy limits.memory)"), "{err}");
+    next_run_is_normal();
+}
+
+#[test]
+fn page_cache_cannot_be_pinned_with_mlock() {
+    // mlock of a file mapping pins page cache, which is not the job's
+    // memory in the fallback's sums: RLIMIT_MEMLOCK (64K) refuses it.
+    let d = user_dir();
+    let p = shmem_policy(d.path());
+    let out = exec(
+        &["--policy", &p, "--timeout", "60s"],
+        &["/bin/probe", "mem", "mlock-file", "512"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(stdout.contains("refused: mlock after 0 MiB"), "{stdout}");
+}
+
+#[test]
+fn shared_memory_is_charged_once_for_all_its_processes() {
+    // 40 MiB shared by 4 processes is 40 MiB, not 160: no early kill.
+    let d = user_dir();
+    let p = shmem_policy(d.path());
+    let out = exec(
+        &["--policy", &p, "--timeout", "60s"],
+        &["/bin/probe", "mem", "shared-anon-forked", "40"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}
+
 #[test]
 fn a_job_that_hides_from_proc_is_still_measured() {
     // Non-dumpable from its first instruction: the supervisor, owner of the
@@ -217,7 +355,47 @@ fn verbose_exec_doctor_and_report_name_the_mechanism() {
         assert!(err.contains("enforced by fallback"), "{err}");
         assert!(err.contains("pid-namespace supervisor"), "{err}");
         assert!(line.contains("limits use the fallback"), "{line}");
+        // What the fallback cannot charge is said, in doctor and the report.
+        assert!(line.contains("does not charge kernel memory"), "{line}");
+        assert!(
+            v["limits_uncharged"]
+                .as_str()
+                .is_some_and(|u| u.contains("detached SysV shm")),
+            "{v}"
+        );
     }
+}
+
+#[test]
+fn require_cgroup_refuses_the_fallback() {
+    // An operator who will not accept what the fallback cannot charge sets
+    // limits.require_cgroup; without delegated cgroup v2 nothing runs.
+    let d = user_dir();
+    let p = policy(
+        d.path(),
+        "strict",
+        "memory = \"64M\"\nrequire_cgroup = true",
+        "",
+    );
+    let out = exec(
+        &["--policy", &p],
+        &["/bin/probe", "create-file", "/tmp/ran"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    if cgroup_v2_delegated() {
+        return; // Refused only when the cgroup set-up fails; not this machine.
+    }
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("ok"), "ran");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("the policy requires cgroup v2 limits (limits.require_cgroup)"),
+        "{err}"
+    );
+    // Off (the default), the same machine runs the job.
+    let p = policy(d.path(), "loose", "memory = \"64M\"", "");
+    let (code, _, err) = sh(&["--policy", &p], "true");
+    assert_eq!(code, 0, "{err}");
 }
 
 #[test]

@@ -273,7 +273,8 @@ fn check_cgroups() -> Check {
             name,
             Status::Warn,
             format!(
-                "{why}; limits use the fallback (rlimits + pid-namespace supervisor); run pinfold in a systemd unit with Delegate=yes on a cgroup v2 host for cgroup limits"
+                "{why}; limits use the fallback (rlimits + pid-namespace supervisor), whose memory sum does not charge {}; run pinfold in a systemd unit with Delegate=yes on a cgroup v2 host for cgroup limits (policies with limits.require_cgroup refuse to run until then)",
+                crate::container::memory::UNCHARGED
             ),
         ),
     }

@@ -262,6 +262,10 @@ pub struct Limits {
     /// means unlimited.
     #[serde(default)]
     pub log_bytes: ByteSize,
+    /// Refuse to run unless a delegated cgroup v2 enforces the limits: the
+    /// fallback supervisor cannot charge everything (`container::memory::UNCHARGED`).
+    #[serde(default)]
+    pub require_cgroup: bool,
 }
 
 impl Default for Limits {
@@ -274,6 +278,7 @@ impl Default for Limits {
             pids: 0,
             cpu_time: Seconds(0),
             log_bytes: ByteSize(0),
+            require_cgroup: false,
         }
     }
 }

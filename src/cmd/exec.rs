@@ -252,6 +252,11 @@ pub fn run(a: Args) -> i32 {
                     "reason": reason,
                     "limits_mechanism": done.limits.name(),
                     "limits_detail": done.limits.to_string(),
+                    // What the fallback cannot charge to limits.memory.
+                    "limits_uncharged": match done.limits {
+                        container::limits::Mechanism::Fallback(_) => Some(container::memory::UNCHARGED),
+                        container::limits::Mechanism::Cgroup(_) => None,
+                    },
                 }),
             )
         }

@@ -20,9 +20,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
+#include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -61,6 +63,111 @@ static int tcp_connect(const char *ip, int port) {
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
     inet_pton(AF_INET, ip, &a.sin_addr);
     return connect(s, (struct sockaddr *)&a, sizeof a);
+}
+
+/* Memory the kernel holds for a job without it being private resident memory:
+ * each trick touches MB MiB one way, holds it for 20 s, and exits 0 (the
+ * supervisor must kill it first), or exits 3 printing "refused" when the
+ * kernel refuses it. */
+static void touch(char *p, size_t n) {
+    for (size_t i = 0; i < n; i += 4096) /* volatile: the stores must happen */
+        ((volatile char *)p)[i] = 1;
+}
+
+static int mem_trick(const char *trick, size_t mb) {
+    size_t n = mb << 20;
+    if (!strcmp(trick, "shared-anon") || !strcmp(trick, "shared-anon-dontneed")) {
+        char *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            return 1;
+        touch(p, n);
+        /* Out of the page tables (RSS 0), still in the shmem object. */
+        if (!strcmp(trick, "shared-anon-dontneed") && madvise(p, n, MADV_DONTNEED))
+            return 1;
+    } else if (!strcmp(trick, "shared-anon-forked")) {
+        /* One mapping shared by 4 processes: the memory exists once. */
+        char *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            return 1;
+        touch(p, n);
+        for (int i = 0; i < 3; i++)
+            if (fork() == 0) {
+                touch(p, n);
+                sleep(3);
+                _exit(0);
+            }
+        sleep(3);
+        while (wait(NULL) > 0)
+            ;
+        return 0;
+    } else if (!strcmp(trick, "memfd-mapped")) {
+        /* Mapped, touched, then the fd closed: only the mapping holds it. */
+        int fd = memfd_create("trick", 0);
+        if (fd < 0 || ftruncate(fd, n))
+            return 1;
+        char *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (p == MAP_FAILED)
+            return 1;
+        close(fd);
+        touch(p, n);
+    } else if (!strcmp(trick, "memfd-write")) {
+        /* Never mapped: written with write(2), held by the fd. */
+        int fd = memfd_create("trick", 0);
+        static char buf[1 << 20];
+        memset(buf, 1, sizeof buf);
+        if (fd < 0)
+            return 1;
+        for (size_t i = 0; i < mb; i++)
+            if (write(fd, buf, sizeof buf) != (ssize_t)sizeof buf)
+                return 1;
+    } else if (!strcmp(trick, "sysv")) {
+        /* One segment, attached and touched. */
+        int id = shmget(IPC_PRIVATE, n, IPC_CREAT | 0600);
+        if (id < 0) {
+            printf("refused: shmget %zu MiB: %s\n", mb, strerror(errno));
+            return 3;
+        }
+        char *p = shmat(id, NULL, 0);
+        if (p == (void *)-1)
+            return 1;
+        touch(p, n);
+    } else if (!strcmp(trick, "sysv-detached")) {
+        /* 8 MiB segments, each touched then detached (but not removed). */
+        for (size_t done = 0; done < mb; done += 8) {
+            int id = shmget(IPC_PRIVATE, 8 << 20, IPC_CREAT | 0600);
+            if (id < 0) {
+                printf("refused: shmget after %zu MiB: %s\n", done, strerror(errno));
+                return 3;
+            }
+            char *p = shmat(id, NULL, 0);
+            if (p == (void *)-1)
+                return 1;
+            touch(p, 8 << 20);
+            shmdt(p);
+        }
+    } else if (!strcmp(trick, "mlock-file")) {
+        /* Pins MB of a file's page cache (/bin/busybox, repeated mappings). */
+        int fd = open("/bin/busybox", O_RDONLY);
+        if (fd < 0)
+            return 1;
+        off_t len = lseek(fd, 0, SEEK_END);
+        for (size_t done = 0; done < n; done += len) {
+            char *p = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+            if (p == MAP_FAILED)
+                return 1;
+            if (mlock(p, len)) {
+                printf("refused: mlock after %zu MiB: %s\n", done >> 20, strerror(errno));
+                return 3;
+            }
+        }
+    } else {
+        fprintf(stderr, "probe: unknown memory trick %s\n", trick);
+        return 2;
+    }
+    printf("held %zu MiB\n", mb);
+    fflush(stdout);
+    sleep(20);
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -226,6 +333,8 @@ int main(int argc, char **argv) {
         sleep(20);
         return 0;
     }
+    if (!strcmp(name, "mem") && argc > 3) /* probe mem TRICK MB (see mem_trick) */
+        return mem_trick(argv[2], (size_t)atoi(argv[3]));
     if (!strcmp(name, "forkbomb")) { /* probe forkbomb SECS: a bomb that retries refused forks, for SECS */
         time_t end = time(NULL) + (argc > 2 ? atoi(argv[2]) : 10);
         while (time(NULL) < end)

@@ -119,6 +119,10 @@ fn setup(p: &Prepared, netns: Option<net::PendingNetns>) -> Result<(), StepError
     // undoes the overlap. That thread exits before anything is forked, so
     // every process of the container gets this thread's credentials.
     become_root(p.setgroups_allowed)?;
+    // 4b. SysV shm of the fresh IPC namespace capped at limits.memory
+    // (while /proc/sys is still writable: see `memory::cap_sysv`).
+    super::memory::cap_sysv(p.policy.limits.memory.0)
+        .step("cap SysV shared memory at limits.memory (/proc/sys/kernel/shmall)")?;
     let t = std::time::Instant::now();
     // 5. Rootfs, mounts, pivot_root.
     mounts::setup(p)?;

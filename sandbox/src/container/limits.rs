@@ -19,10 +19,11 @@
 //!   the container's own procfs every [`POLL`] (less often for a container
 //!   with many processes: at most ~2% of a core), and kills the whole container (SIGKILL to its PID 1 takes
 //!   every process with it) when their task count reaches `pids`, their
-//!   summed private resident memory exceeds `memory`, or their summed CPU time (including
+//!   memory (private memory, shmem objects and tmpfs files, see
+//!   `container::memory`) exceeds `memory`, or their summed CPU time (including
 //!   reaped children's) exceeds `cpu_time`. Polling means a fast allocator
-//!   can overshoot `memory` by what it touches in one interval; file-backed
-//!   and shared pages are not counted (cgroup v2 counts page cache too).
+//!   can overshoot `memory` by what it touches in one interval; file page
+//!   cache and kernel memory are not counted (cgroup v2 counts both).
 //!
 //! RLIMIT_NPROC is counted by the kernel per (user namespace, uid) and checked
 //! up the namespace chain: in the container's fresh user namespace it is a
@@ -42,6 +43,7 @@ use nix::fcntl::{OFlag, open};
 use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 
+use super::memory::{Charge, Shmem};
 use crate::policy::{ByteSize, Policy};
 
 /// How often the fallback supervisor (and the cgroup event reader) looks at
@@ -155,6 +157,18 @@ pub fn detect() -> Mechanism {
     Mechanism::Cgroup(dir)
 }
 
+/// `limits.require_cgroup`: the one-line refusal when the limits would be
+/// enforced by the fallback.
+pub fn refuse_fallback(policy: &Policy, mechanism: &Mechanism) -> Option<String> {
+    match mechanism {
+        Mechanism::Fallback(why) if policy.limits.require_cgroup => Some(format!(
+            "the policy requires cgroup v2 limits (limits.require_cgroup) but {why}; run pinfold in a systemd unit with Delegate=yes on a cgroup v2 host, or use a policy without require_cgroup (the fallback does not charge {})",
+            super::memory::UNCHARGED
+        )),
+        _ => None,
+    }
+}
+
 /// A limit that ended a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Breach {
@@ -234,6 +248,10 @@ pub(crate) struct Watcher {
     init: Pid,
     /// The container's own /proc (its pid namespace's procfs), once found.
     proc: Option<OwnedFd>,
+    /// The container paths of its tmpfs mounts, opened into `shmem` once a
+    /// job process shows the container's root.
+    tmpfs: Vec<PathBuf>,
+    shmem: Shmem,
     /// `FULL_*` bits init reported.
     full: u32,
     tmp_size: u64,
@@ -252,8 +270,9 @@ fn write_file(path: &Path, value: &str) -> Result<(), LimitsError> {
 
 impl Watcher {
     /// Sets the limits up for the container whose init is `init` (cloned,
-    /// not yet released).
-    pub(crate) fn start(policy: &Policy, init: Pid) -> Watcher {
+    /// not yet released); `tmpfs`: its tmpfs mount points
+    /// (`memory::tmpfs_paths`), charged to `memory` in the fallback.
+    pub(crate) fn start(policy: &Policy, init: Pid, tmpfs: Vec<PathBuf>) -> Watcher {
         let l = &policy.limits;
         let active = l.memory.0 != 0 || l.pids != 0 || l.cpu_time.0 != 0;
         let mut w = Watcher {
@@ -264,6 +283,8 @@ impl Watcher {
             cgroup: None,
             init,
             proc: None,
+            shmem: Shmem::new(),
+            tmpfs: if l.memory.0 != 0 { tmpfs } else { Vec::new() },
             full: 0,
             tmp_size: policy.filesystem.tmp_size.0,
             layer_size: policy.filesystem.writable_layer_size.0,
@@ -409,7 +430,10 @@ impl Watcher {
 
     /// The fallback: every process of the container's pid namespace.
     fn check_namespace(&mut self) -> Option<Breach> {
-        let mut totals = Totals::default();
+        let mut totals = Totals {
+            memory: (self.memory != 0).then(Charge::default),
+            ..Totals::default()
+        };
         if self.proc.is_none() {
             let members = self.members_on_host();
             // The container's own procfs lists exactly its processes, so a
@@ -428,6 +452,8 @@ impl Watcher {
                 ) {
                     tracing::debug!(%path, "watching the container's processes");
                     self.proc = Some(fd);
+                    self.shmem
+                        .open_mounts(&format!("/proc/{pid}/root"), &self.tmpfs);
                     break;
                 }
             }
@@ -437,6 +463,7 @@ impl Watcher {
                         &format!("/proc/{pid}"),
                         pid == self.init.as_raw(),
                         self.page,
+                        &self.shmem,
                     );
                 }
             }
@@ -446,13 +473,14 @@ impl Watcher {
             for pid in pids_in(&proc) {
                 // Init (PID 1) is pinfold's: its reaped orphans' CPU time
                 // counts, its own memory and CPU do not.
-                totals.add(&format!("{proc}/{pid}"), pid == 1, self.page);
+                totals.add(&format!("{proc}/{pid}"), pid == 1, self.page, &self.shmem);
             }
         }
         if self.pids != 0 && totals.tasks >= self.pids {
             return Some(Breach::Pids(self.pids));
         }
-        if self.memory != 0 && totals.memory > self.memory {
+        let memory = totals.memory.map_or(0, |c| c.total(&self.shmem));
+        if self.memory != 0 && memory > self.memory {
             return Some(Breach::Memory(self.memory));
         }
         if self.cpu_secs != 0 && totals.ticks > self.cpu_secs * self.clk_tck {
@@ -578,14 +606,15 @@ fn collect_stale(dir: &Path) {
 #[derive(Default)]
 struct Totals {
     tasks: u64,
-    memory: u64,
+    /// The memory charge, when `memory` is limited.
+    memory: Option<Charge>,
     ticks: u64,
 }
 
 impl Totals {
     /// Adds the process whose /proc directory is `dir`; `init`: count only
     /// its reaped children's CPU time (and its task).
-    fn add(&mut self, dir: &str, init: bool, page: u64) {
+    fn add(&mut self, dir: &str, init: bool, page: u64, shmem: &Shmem) {
         let Some(st) = Stat::read(&format!("{dir}/stat")) else {
             return;
         };
@@ -593,7 +622,9 @@ impl Totals {
         self.ticks += st.children_ticks;
         if !init {
             self.ticks += st.ticks;
-            self.memory += private_pages(&format!("{dir}/statm")) * page;
+            if let Some(c) = &mut self.memory {
+                c.add_process(dir, page, shmem);
+            }
         }
     }
 }
@@ -606,21 +637,6 @@ fn pids_in(dir: &str) -> Vec<i32> {
     rd.flatten()
         .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
         .collect()
-}
-
-/// Resident pages not backed by a file or shmem (statm's resident minus
-/// shared): the memory a process holds that the kernel cannot reclaim.
-/// Shared libraries and executables mapped by many processes are not
-/// counted once per process this way; tmpfs data is capped by its size.
-fn private_pages(path: &str) -> u64 {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return 0;
-    };
-    let mut f = text
-        .split_whitespace()
-        .map(|v| v.parse::<u64>().unwrap_or(0));
-    let (_size, resident, shared) = (f.next(), f.next().unwrap_or(0), f.next().unwrap_or(0));
-    resident.saturating_sub(shared)
 }
 
 /// The fields of /proc/PID/stat the supervisor sums.
@@ -691,7 +707,7 @@ mod tests {
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(200));
-        let w = Watcher::start(&Policy::load("default").unwrap(), Pid::this());
+        let w = Watcher::start(&Policy::load("default").unwrap(), Pid::this(), Vec::new());
         let members = w.members_on_host();
         let _ = child.kill();
         let _ = child.wait();
@@ -706,7 +722,7 @@ mod tests {
     fn a_proc_directory_is_summed() {
         // The supervisor's scan pointed at the host's /proc (this test's
         // own pid namespace) counts this process's threads and memory.
-        let mut w = Watcher::start(&Policy::load("default").unwrap(), Pid::this());
+        let mut w = Watcher::start(&Policy::load("default").unwrap(), Pid::this(), Vec::new());
         w.cgroup = None;
         w.proc = Some(open("/proc", OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).unwrap());
         w.pids = 1;

@@ -29,6 +29,7 @@ pub mod idmap;
 mod init;
 pub mod landlock;
 pub mod limits;
+pub mod memory;
 mod mounts;
 mod net;
 mod pasta;
@@ -625,6 +626,11 @@ fn run_blocked(
         elapsed_us = started.elapsed().as_micros() as u64,
         "prepared"
     );
+    // limits.require_cgroup: refused before anything is cloned (and again
+    // below, should the cgroup set-up fail).
+    if let Some(refusal) = limits::refuse_fallback(&spec.policy, &limits::detect()) {
+        return Err(ContainerError::Spec(refusal));
+    }
     let plan = idmap::plan(spec.idmap)?;
     prepared.setgroups_allowed = plan.setgroups_allowed();
     // A single-id map may be written by the child itself (as bubblewrap
@@ -718,7 +724,10 @@ fn run_blocked(
     // Under cgroup v2 the child must be in its cgroup before it forks
     // anything, so a self-written map is off then (see above) and the
     // watcher starts before the release.
-    let mut watch = limits::Watcher::start(&spec.policy, child);
+    let mut watch = limits::Watcher::start(&spec.policy, child, memory::tmpfs_paths(spec));
+    if let Some(refusal) = limits::refuse_fallback(&spec.policy, watch.mechanism()) {
+        return Err(ContainerError::Spec(refusal));
+    }
     let mut pasta = None;
     if !self_map {
         idmap::apply(&plan, child)?;

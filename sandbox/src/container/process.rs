@@ -93,6 +93,9 @@ fn restore_signals(saved: &SigSet) -> Result<()> {
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(saved), None).step("restore the signal mask")
 }
 
+/// RLIMIT_MEMLOCK of every job (see `set_rlimits`).
+pub(crate) const MEMLOCK: u64 = 64 << 10;
+
 fn set_rlimits(p: &Prepared) -> Result<()> {
     let l = &p.policy.limits;
     let fsize = if l.fsize.0 == 0 {
@@ -115,6 +118,10 @@ fn set_rlimits(p: &Prepared) -> Result<()> {
     };
     for (res, value, name) in [
         (Resource::RLIMIT_CORE, 0, "core"),
+        // mlock pins pages the fallback does not charge (file page cache):
+        // 64 KiB per process, the kernel's default before systemd 253 raised
+        // it to 8 MiB, enough for the secret buffers of gpg or libsodium.
+        (Resource::RLIMIT_MEMLOCK, MEMLOCK, "memlock"),
         (Resource::RLIMIT_NOFILE, l.nofile, "nofile"),
         (Resource::RLIMIT_NPROC, nproc, "nproc"),
         (Resource::RLIMIT_FSIZE, fsize, "fsize"),
