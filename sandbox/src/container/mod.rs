@@ -54,6 +54,8 @@ use nix::unistd::Pid;
 use crate::policy::{NetworkMode, Policy, PolicyError};
 
 pub use idmap::{IdMapMode, IdMapPlan};
+#[doc(hidden)]
+pub use proxy::parse_head as parse_proxy_head;
 
 /// Errors from setting up or running a container.
 #[derive(Debug, thiserror::Error)]

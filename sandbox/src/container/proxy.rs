@@ -297,6 +297,14 @@ fn parse_request(head: &[u8]) -> Result<Request, (u16, String)> {
     })
 }
 
+/// The request-head parser as the fuzz target `proxy_head` drives it: the
+/// destination `(host, port)` and the head to send upstream (`None` for
+/// CONNECT), or the status and message the proxy answers with.
+#[doc(hidden)]
+pub fn parse_head(head: &[u8]) -> Result<(String, u16, Option<Vec<u8>>), (u16, String)> {
+    parse_request(head).map(|r| (r.host, r.port, r.forward))
+}
+
 fn serve(id: u64, mut client: TcpStream, shared: &Shared) {
     if !register(shared, id, &client) {
         return;

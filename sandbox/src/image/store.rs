@@ -217,6 +217,184 @@ fn wanted_platform() -> (String, String, Option<String>) {
     ("linux".into(), arch.into(), variant.map(str::to_owned))
 }
 
+/// What one manifest or index of an image's resolution says.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum Resolved {
+    /// An index: the descriptor it picks for the platform.
+    Next {
+        /// Digest of the chosen manifest or index.
+        digest: Digest,
+        /// Its media type, as the index declares it.
+        media_type: String,
+        /// Its size, as the index declares it.
+        size: u64,
+    },
+    /// The image manifest.
+    Manifest(Box<ImageManifest>),
+}
+
+/// One step of resolution: parses the manifest or index `bytes` (already
+/// verified against `digest`), referenced as `expected` and served as
+/// `served_type`, `depth` indexes down, for `platform` (`os`, `arch`,
+/// `variant`). Pure, so the fuzz target `oci_manifest` can drive it.
+#[doc(hidden)]
+pub fn resolve(
+    bytes: &[u8],
+    digest: &Digest,
+    expected: Option<&str>,
+    served_type: Option<String>,
+    depth: u32,
+    platform: &(String, String, Option<String>),
+) -> Result<Resolved> {
+    let (os, arch, variant) = platform;
+    let what = "manifest";
+    let v: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| ImageError::Malformed {
+            what: format!("{what} {digest}"),
+            why: format!("not JSON: {e}"),
+        })?;
+    let declared = v
+        .get("mediaType")
+        .and_then(|m| m.as_str())
+        .map(str::to_owned);
+    if let (Some(want), Some(got)) = (expected, &declared) {
+        if want != got {
+            return Err(ImageError::Malformed {
+                what: format!("{what} {digest}"),
+                why: format!("declares media type {got}, but was referenced as {want}"),
+            });
+        }
+    }
+    let kind = declared
+        .or(expected.map(str::to_owned))
+        .or(served_type.filter(|t| t != "application/json" && t != "application/octet-stream"))
+        .unwrap_or_else(|| {
+            if v.get("manifests").is_some() {
+                mt::OCI_INDEX.into()
+            } else {
+                mt::OCI_MANIFEST.into()
+            }
+        });
+    match kind.as_str() {
+        mt::OCI_INDEX | mt::DOCKER_LIST => {
+            if depth + 1 > 4 {
+                return Err(ImageError::Malformed {
+                    what: format!("index {digest}"),
+                    why: "indexes nested deeper than 4".into(),
+                });
+            }
+            let index: ImageIndex =
+                serde_json::from_slice(bytes).map_err(|e| ImageError::Malformed {
+                    what: format!("index {digest}"),
+                    why: e.to_string(),
+                })?;
+            let matches = |want_variant: Option<&str>| {
+                index.manifests().iter().find(|m| {
+                    m.platform().as_ref().is_some_and(|p| {
+                        p.os().to_string() == *os
+                            && p.architecture().to_string() == *arch
+                            && p.variant().as_deref() == want_variant
+                    })
+                })
+            };
+            let chosen = matches(variant.as_deref())
+                .or_else(|| matches(None))
+                .or_else(|| {
+                    // A nested index without platforms: follow its only entry.
+                    (index.manifests().len() == 1 && index.manifests()[0].platform().is_none())
+                        .then(|| &index.manifests()[0])
+                })
+                .ok_or_else(|| ImageError::Malformed {
+                    what: format!("index {digest}"),
+                    why: format!(
+                        "has no image for {os}/{arch}{}",
+                        variant
+                            .as_deref()
+                            .map(|v| format!("/{v}"))
+                            .unwrap_or_default()
+                    ),
+                })?;
+            Ok(Resolved::Next {
+                digest: chosen.digest().to_string().parse()?,
+                media_type: chosen.media_type().to_string(),
+                size: chosen.size(),
+            })
+        }
+        mt::OCI_MANIFEST | mt::DOCKER_MANIFEST => {
+            let m: ImageManifest =
+                serde_json::from_slice(bytes).map_err(|e| ImageError::Malformed {
+                    what: format!("manifest {digest}"),
+                    why: e.to_string(),
+                })?;
+            Ok(Resolved::Manifest(Box::new(m)))
+        }
+        other => Err(ImageError::UnsupportedMediaType {
+            what: format!("manifest {digest}"),
+            media_type: other.to_owned(),
+        }),
+    }
+}
+
+/// The digest and size of the config a manifest names (its media type checked).
+#[doc(hidden)]
+pub fn config_descriptor(manifest: &ImageManifest) -> Result<(Digest, u64)> {
+    let cdesc = manifest.config();
+    let cdigest: Digest = cdesc.digest().to_string().parse()?;
+    let ctype = cdesc.media_type().to_string();
+    if ctype != mt::OCI_CONFIG && ctype != mt::DOCKER_CONFIG {
+        return Err(ImageError::UnsupportedMediaType {
+            what: format!("config {cdigest}"),
+            media_type: ctype,
+        });
+    }
+    Ok((cdigest, cdesc.size()))
+}
+
+/// Parses the config `cbytes` (already verified against `cdigest`) and pairs
+/// the manifest's layers with its diff_ids.
+#[doc(hidden)]
+pub fn read_config(
+    manifest: &ImageManifest,
+    cdigest: &Digest,
+    cbytes: &[u8],
+) -> Result<(ImageConfiguration, Vec<LayerRecord>)> {
+    let config: ImageConfiguration =
+        serde_json::from_slice(cbytes).map_err(|e| ImageError::Malformed {
+            what: format!("config {cdigest}"),
+            why: e.to_string(),
+        })?;
+    let diff_ids = config.rootfs().diff_ids();
+    if diff_ids.len() != manifest.layers().len() {
+        return Err(ImageError::Malformed {
+            what: format!("config {cdigest}"),
+            why: format!(
+                "lists {} diff_ids for {} layers",
+                diff_ids.len(),
+                manifest.layers().len()
+            ),
+        });
+    }
+    let mut layers = Vec::new();
+    for (l, diff_id) in manifest.layers().iter().zip(diff_ids) {
+        let media_type = l.media_type().to_string();
+        let digest: Digest = l.digest().to_string().parse()?;
+        if layer_compression(&media_type).is_none() {
+            return Err(ImageError::UnsupportedMediaType {
+                what: format!("layer {digest}"),
+                media_type,
+            });
+        }
+        layers.push(LayerRecord {
+            digest,
+            diff_id: diff_id.parse()?,
+            size: l.size(),
+            media_type,
+        });
+    }
+    Ok((config, layers))
+}
+
 /// The store.
 pub struct Store {
     root: PathBuf,
@@ -402,7 +580,7 @@ impl Store {
 
     /// Resolution and layer download; returns the record (without names).
     fn fetch(&self, src: &Source, root: &Root, opts: &PullOptions) -> Result<ImageRecord> {
-        let (os, arch, variant) = wanted_platform();
+        let platform = wanted_platform();
         let mut digest = root.digest.clone();
         let mut expected = root.media_type.clone();
         let mut size = root.size;
@@ -417,140 +595,32 @@ impl Store {
                 }
                 None => self.fetch_json(src, &digest, size, true, what)?,
             };
-            let v: serde_json::Value =
-                serde_json::from_slice(&bytes).map_err(|e| ImageError::Malformed {
-                    what: format!("{what} {digest}"),
-                    why: format!("not JSON: {e}"),
-                })?;
-            let declared = v
-                .get("mediaType")
-                .and_then(|m| m.as_str())
-                .map(str::to_owned);
-            if let (Some(want), Some(got)) = (&expected, &declared) {
-                if want != got {
-                    return Err(ImageError::Malformed {
-                        what: format!("{what} {digest}"),
-                        why: format!("declares media type {got}, but was referenced as {want}"),
-                    });
-                }
-            }
-            let kind = declared
-                .or(expected.clone())
-                .or(served_type
-                    .filter(|t| t != "application/json" && t != "application/octet-stream"))
-                .unwrap_or_else(|| {
-                    if v.get("manifests").is_some() {
-                        mt::OCI_INDEX.into()
-                    } else {
-                        mt::OCI_MANIFEST.into()
-                    }
-                });
-            match kind.as_str() {
-                mt::OCI_INDEX | mt::DOCKER_LIST => {
+            match resolve(
+                &bytes,
+                &digest,
+                expected.as_deref(),
+                served_type,
+                depth,
+                &platform,
+            )? {
+                Resolved::Next {
+                    digest: next,
+                    media_type,
+                    size: next_size,
+                } => {
                     depth += 1;
-                    if depth > 4 {
-                        return Err(ImageError::Malformed {
-                            what: format!("index {digest}"),
-                            why: "indexes nested deeper than 4".into(),
-                        });
-                    }
-                    let index: ImageIndex =
-                        serde_json::from_slice(&bytes).map_err(|e| ImageError::Malformed {
-                            what: format!("index {digest}"),
-                            why: e.to_string(),
-                        })?;
-                    let matches = |want_variant: Option<&str>| {
-                        index.manifests().iter().find(|m| {
-                            m.platform().as_ref().is_some_and(|p| {
-                                p.os().to_string() == os
-                                    && p.architecture().to_string() == arch
-                                    && p.variant().as_deref() == want_variant
-                            })
-                        })
-                    };
-                    let chosen = matches(variant.as_deref())
-                        .or_else(|| matches(None))
-                        .or_else(|| {
-                            // A nested index without platforms: follow its only entry.
-                            (index.manifests().len() == 1
-                                && index.manifests()[0].platform().is_none())
-                            .then(|| &index.manifests()[0])
-                        })
-                        .ok_or_else(|| ImageError::Malformed {
-                            what: format!("index {digest}"),
-                            why: format!(
-                                "has no image for {os}/{arch}{}",
-                                variant
-                                    .as_deref()
-                                    .map(|v| format!("/{v}"))
-                                    .unwrap_or_default()
-                            ),
-                        })?;
-                    digest = chosen.digest().to_string().parse()?;
-                    expected = Some(chosen.media_type().to_string());
-                    size = Some(chosen.size());
+                    digest = next;
+                    expected = Some(media_type);
+                    size = Some(next_size);
                 }
-                mt::OCI_MANIFEST | mt::DOCKER_MANIFEST => {
-                    let m: ImageManifest =
-                        serde_json::from_slice(&bytes).map_err(|e| ImageError::Malformed {
-                            what: format!("manifest {digest}"),
-                            why: e.to_string(),
-                        })?;
-                    break (m, bytes);
-                }
-                other => {
-                    return Err(ImageError::UnsupportedMediaType {
-                        what: format!("manifest {digest}"),
-                        media_type: other.to_owned(),
-                    });
-                }
+                Resolved::Manifest(m) => break (*m, bytes),
             }
         };
         let id = digest;
         // Config.
-        let cdesc = manifest.config();
-        let cdigest: Digest = cdesc.digest().to_string().parse()?;
-        let ctype = cdesc.media_type().to_string();
-        if ctype != mt::OCI_CONFIG && ctype != mt::DOCKER_CONFIG {
-            return Err(ImageError::UnsupportedMediaType {
-                what: format!("config {cdigest}"),
-                media_type: ctype,
-            });
-        }
-        let (cbytes, _) = self.fetch_json(src, &cdigest, Some(cdesc.size()), false, "config")?;
-        let config: ImageConfiguration =
-            serde_json::from_slice(&cbytes).map_err(|e| ImageError::Malformed {
-                what: format!("config {cdigest}"),
-                why: e.to_string(),
-            })?;
-        let diff_ids = config.rootfs().diff_ids();
-        if diff_ids.len() != manifest.layers().len() {
-            return Err(ImageError::Malformed {
-                what: format!("config {cdigest}"),
-                why: format!(
-                    "lists {} diff_ids for {} layers",
-                    diff_ids.len(),
-                    manifest.layers().len()
-                ),
-            });
-        }
-        let mut layers = Vec::new();
-        for (l, diff_id) in manifest.layers().iter().zip(diff_ids) {
-            let media_type = l.media_type().to_string();
-            let digest: Digest = l.digest().to_string().parse()?;
-            if layer_compression(&media_type).is_none() {
-                return Err(ImageError::UnsupportedMediaType {
-                    what: format!("layer {digest}"),
-                    media_type,
-                });
-            }
-            layers.push(LayerRecord {
-                digest,
-                diff_id: diff_id.parse()?,
-                size: l.size(),
-                media_type,
-            });
-        }
+        let (cdigest, csize) = config_descriptor(&manifest)?;
+        let (cbytes, _) = self.fetch_json(src, &cdigest, Some(csize), false, "config")?;
+        let (config, layers) = read_config(&manifest, &cdigest, &cbytes)?;
         // Layers, in parallel (a few at a time: disk and sha256 bound).
         let budget = Budget::new(opts.limits);
         let workers = std::thread::available_parallelism()
