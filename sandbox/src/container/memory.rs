@@ -117,6 +117,8 @@ impl Shmem {
     }
 
     /// Bytes used on the container's tmpfs file systems.
+    // The statfs field types differ between libcs and architectures.
+    #[allow(clippy::unnecessary_cast)]
     fn tmpfs_bytes(&self) -> u64 {
         self.mounts
             .iter()

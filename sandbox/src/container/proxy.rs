@@ -301,7 +301,11 @@ fn parse_request(head: &[u8]) -> Result<Request, (u16, String)> {
 /// destination `(host, port)` and the head to send upstream (`None` for
 /// CONNECT), or the status and message the proxy answers with.
 #[doc(hidden)]
-pub fn parse_head(head: &[u8]) -> Result<(String, u16, Option<Vec<u8>>), (u16, String)> {
+pub type ParsedHead = Result<(String, u16, Option<Vec<u8>>), (u16, String)>;
+
+/// See [`ParsedHead`].
+#[doc(hidden)]
+pub fn parse_head(head: &[u8]) -> ParsedHead {
     parse_request(head).map(|r| (r.host, r.port, r.forward))
 }
 
