@@ -140,8 +140,21 @@ impl Ownership {
                     .map(|mut d| d.next().is_some())
                     .unwrap_or(false);
                 let mode = if used { Ownership::Squash } else { now };
-                fs::write(&file, format!("{}\n", mode.tag())).map_err(|e| io("write", e))?;
-                Ok(mode)
+                // Written whole under a temporary name and linked into place
+                // only if no one else was first: a concurrent first run (an
+                // agent with --concurrency) never reads a half-written record,
+                // and the first record wins.
+                let mut tmp =
+                    tempfile::NamedTempFile::new_in(store).map_err(|e| io("create", e))?;
+                io::Write::write_all(&mut tmp, format!("{}\n", mode.tag()).as_bytes())
+                    .map_err(|e| io("write", e))?;
+                match tmp.persist_noclobber(&file) {
+                    Ok(_) => Ok(mode),
+                    Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
+                        Ownership::for_store(store)
+                    }
+                    Err(e) => Err(io("write", e.error)),
+                }
             }
             Err(e) => Err(io("read", e)),
         }
