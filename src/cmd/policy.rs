@@ -42,7 +42,7 @@ pub fn run(c: Command) -> i32 {
                 0
             }
             Err(e) => {
-                eprintln!("pinfold policy show: {e}");
+                report("show", &e);
                 1
             }
         },
@@ -50,13 +50,7 @@ pub fn run(c: Command) -> i32 {
             let policy = match Policy::load(&file) {
                 Ok(p) => p,
                 Err(e) => {
-                    eprintln!("pinfold policy check: {e}");
-                    // The operator's own check of a file they chose: here
-                    // (and only here) the parser's account, which may quote
-                    // the file, is shown.
-                    if let pinfold_sandbox::policy::PolicyError::Parse { detail, .. } = &e {
-                        eprintln!("pinfold policy check: the parser says: {detail}");
-                    }
+                    report("check", &e);
                     return 1;
                 }
             };
@@ -76,5 +70,15 @@ pub fn run(c: Command) -> i32 {
                 }
             }
         }
+    }
+}
+
+/// A policy error for the operator's own `policy show`/`check` of a file
+/// they chose: here (and only here) the parser's account, which may quote
+/// the file, follows the position-only message.
+fn report(verb: &str, e: &pinfold_sandbox::policy::PolicyError) {
+    eprintln!("pinfold policy {verb}: {e}");
+    if let pinfold_sandbox::policy::PolicyError::Parse { detail, .. } = e {
+        eprintln!("pinfold policy {verb}: the parser says: {detail}");
     }
 }
