@@ -398,7 +398,11 @@ fn run_job(sh: &Shared, lease: Lease, flag: Arc<AtomicU8>) {
         .join("agent/jobs")
         .join(format!("{id}-{}", lease.attempt_id));
     let _ = pinfold_sandbox::image::owner::remove_run_dir(&dir);
-    let spool = std::fs::create_dir_all(&dir).and_then(|()| Spool::create(&dir.join("log")));
+    // 0700: the job's workspace and writable layer are the job's alone.
+    let spool =
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&dir)
+            .and_then(|()| Spool::create(&dir.join("log")));
     let spool = match spool {
         Ok(s) => s,
         Err(e) => {

@@ -151,6 +151,9 @@ const WHITEOUT_XATTR: &CStr = c"user.overlay.whiteout";
 const OPAQUE_XATTR: &CStr = c"user.overlay.opaque";
 pub(crate) const ROOTLESS_XATTR: &CStr = c"user.rootlesscontainers";
 
+/// The set-uid and set-gid bits, cleared from every file the store writes.
+pub const SET_ID: u32 = 0o6000;
+
 /// `name` cleaned lexically: no root, no `.`, `..` clamped at the root.
 fn clean(name: &Path) -> PathBuf {
     let mut out = PathBuf::new();
@@ -575,7 +578,11 @@ impl Applier<'_> {
                 io::copy(&mut entry, &mut file).map_err(|e| self.read_err(e))?;
                 // xattrs first: user.* needs write permission, which the mode may drop.
                 self.set_xattrs(file.as_fd(), &xattrs, &raw);
-                fchmod(file.as_fd(), Mode::from_bits_truncate(mode))
+                // Set-id bits never reach the host: a setuid-root `su` of an
+                // image, owned by the CI user in the store, would let any
+                // local user who reaches it run it as that user. Inside the
+                // container they are inert anyway (nosuid, no_new_privs).
+                fchmod(file.as_fd(), Mode::from_bits_truncate(mode & !SET_ID))
                     .map_err(self.err(&raw, "chmod"))?;
                 let t = TimeSpec::new(mtime, 0);
                 futimens(file.as_fd(), &t, &t).map_err(self.err(&raw, "set the time"))?;
@@ -1012,7 +1019,7 @@ impl Flattener<'_> {
                 if let Some(v) = get_xattr_path(&spath, ROOTLESS_XATTR) {
                     let _ = set_xattr(df.as_fd(), ROOTLESS_XATTR, &v);
                 }
-                fchmod(df.as_fd(), Mode::from_bits_truncate(mode))
+                fchmod(df.as_fd(), Mode::from_bits_truncate(mode & !SET_ID))
                     .map_err(self.e(&drel, "chmod a file"))?;
                 futimens(df.as_fd(), &t, &t).map_err(self.e(&drel, "set a time"))?;
             } else if std::os::unix::fs::FileTypeExt::is_fifo(&ft) {

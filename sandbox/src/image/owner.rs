@@ -25,7 +25,7 @@ use std::ffi::{CString, OsStr, OsString};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -355,12 +355,8 @@ fn chown_tree(dir: &Path, map: &dyn Fn(u64, u64) -> (u32, u32, bool)) -> Result<
         let (uid, gid) = stored.as_deref().map(parse_rootless).unwrap_or((0, 0));
         let (hu, hg, applied) = map(uid, gid);
         if (md.uid(), md.gid()) != (hu, hg) {
+            // chown clears set-id bits; the store never keeps any (layer.rs).
             std::os::unix::fs::lchown(&p, Some(hu), Some(hg)).map_err(io("chown", &p))?;
-            let mode = md.mode() & 0o7777;
-            if !md.file_type().is_symlink() && mode & 0o6000 != 0 {
-                fs::set_permissions(&p, fs::Permissions::from_mode(mode))
-                    .map_err(io("chmod", &p))?;
-            }
         }
         if applied && stored.is_some() {
             // SAFETY: both pointers are NUL-terminated strings.

@@ -22,6 +22,7 @@
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -424,6 +425,15 @@ impl Store {
                 source,
             })?;
         }
+        // 0700, also when an older pinfold left it open: layer files keep
+        // their image's owners and modes, so no other local user may reach them.
+        fs::set_permissions(root, fs::Permissions::from_mode(0o700)).map_err(|source| {
+            ImageError::Io {
+                op: "chmod 0700",
+                path: root.to_owned(),
+                source,
+            }
+        })?;
         Ok(Store {
             root: root.to_owned(),
             owner: Ownership::for_store(root)?,
