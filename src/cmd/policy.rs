@@ -77,8 +77,10 @@ pub fn run(c: Command) -> i32 {
 /// they chose: here (and only here) the parser's account, which may quote
 /// the file, follows the position-only message.
 fn report(verb: &str, e: &pinfold_sandbox::policy::PolicyError) {
-    eprintln!("pinfold policy {verb}: {e}");
-    if let pinfold_sandbox::policy::PolicyError::Parse { detail, .. } = e {
-        eprintln!("pinfold policy {verb}: the parser says: {detail}");
+    match e {
+        pinfold_sandbox::policy::PolicyError::Parse { detail, .. } => {
+            eprintln!("pinfold policy {verb}: {e}; the parser says: {detail}")
+        }
+        _ => eprintln!("pinfold policy {verb}: {e}"),
     }
 }
