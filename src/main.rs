@@ -93,6 +93,14 @@ fn main() {
     {
         std::process::exit(pinfold_sandbox::image::owner::helper_main(&raw[2..]));
     }
+    // The job file system's holder (pinfold_sandbox::container::jobfs),
+    // likewise single-threaded.
+    if raw
+        .get(1)
+        .is_some_and(|a| a == pinfold_sandbox::container::jobfs::HELPER_ARG)
+    {
+        std::process::exit(pinfold_sandbox::container::jobfs::helper_main(&raw[2..]));
+    }
     let args: Vec<String> = std::env::args().collect();
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,

@@ -713,26 +713,20 @@ fn user_namespaces_disabled_is_a_clear_error() {
 }
 
 #[test]
-fn a_writable_layer_dir_carries_changes_to_the_next_run() {
-    let f = fixtures();
-    let layer = user_dir();
-    let dir = layer.path().to_str().unwrap().to_owned();
-    let (code, _, err) = sh(
-        &["--writable-layer", &dir],
-        "echo step1 > /etc/state && mkdir -p /var/tool",
-    );
-    assert_eq!(code, 0, "{err}");
-    let (code, out, err) = sh(
-        &["--writable-layer", &dir],
-        "cat /etc/state; ls -d /var/tool",
-    );
-    assert_eq!(code, 0, "{err}");
-    assert_eq!(out, "step1\n/var/tool\n");
-    assert!(layer.path().join("upper/etc/state").exists());
+fn a_job_fs_without_its_holder_is_one_clear_line() {
+    // `--job-fs` takes the writable layer and the working directory from a
+    // job's holder (the runner starts one per job; tests/trust.rs and
+    // tests/agent.rs run steps on it). Without one: exit 125, one line.
+    let d = user_dir();
+    let sock = d.path().join("jobfs.sock");
+    let out = exec(&["--job-fs", sock.to_str().unwrap()], &["/bin/true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
     assert!(
-        !f.rootfs.join("etc/state").exists(),
-        "the rootfs is untouched"
+        err.contains(&format!("job file system {}:", sock.display())) && err.contains("holder"),
+        "{err}"
     );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
 
 #[test]

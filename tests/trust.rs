@@ -226,3 +226,79 @@ fn a_broken_operator_policy_fails_at_start_without_quoting_it() {
     );
     assert!(!out.contains(SECRET) && !out.contains("RAN"), "{out}");
 }
+
+/// Free bytes for an unprivileged writer on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> u64 {
+    let st = nix::sys::statvfs::statvfs(dir).unwrap();
+    st.blocks_available() * st.fragment_size()
+}
+
+#[test]
+fn a_job_cannot_fill_the_host_disk_through_its_layer_or_its_workspace() {
+    // Point 3: under the runner the writable layer and /workspace used to be
+    // host directories with no cap (20 MB went into a "1 MB" layer). Each
+    // write below asks for 10x the job's limit and lingers, so the host's
+    // free space is read while the files exist.
+    const LIMIT: u64 = 8 << 20;
+    let d = dir();
+    for (limit, target, field, what) in [
+        (
+            "writable_layer_size",
+            "/etc/fill",
+            "filesystem.writable_layer_size",
+            "the writable layer is full (8M",
+        ),
+        (
+            "workspace_size",
+            "fill",
+            "filesystem.workspace_size",
+            "the workspace is full (8M",
+        ),
+    ] {
+        let yaml = job(
+            &format!("limits: {{ {limit}: 8M }}\n"),
+            "dd if=/dev/zero of=TARGET bs=1M count=80 || true; sleep 2; exit 1"
+                .replace("TARGET", target)
+                .as_str(),
+        );
+        std::fs::write(d.path().join("job.yaml"), &yaml).unwrap();
+        std::fs::set_permissions(
+            d.path().join("job.yaml"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let before = free_bytes(d.path());
+        let mut child = common::pinfold()
+            .env("PINFOLD_HOME", d.path().join("home"))
+            .current_dir(d.path())
+            .args(["run", "job.yaml"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut least = before;
+        while child.try_wait().unwrap().is_none() {
+            least = least.min(free_bytes(d.path()));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let o = child.wait_with_output().unwrap();
+        let out = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(o.status.code(), Some(1), "{limit}: {out}");
+        assert!(out.contains("finished: exit 123"), "{limit}: {out}");
+        assert!(
+            out.contains(&format!("disk limit reached: {what}, policy {field})")),
+            "{limit}: {out}"
+        );
+        // The limit, plus room for what other tests write meanwhile; far
+        // below the 80M the job asked for.
+        let dropped = before.saturating_sub(least);
+        assert!(
+            dropped < 5 * LIMIT,
+            "{limit}: the host lost {dropped} bytes of free space"
+        );
+    }
+}

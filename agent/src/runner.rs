@@ -6,8 +6,8 @@
 //! binary, `current_exe()`):
 //!
 //! ```text
-//! pinfold exec --image REF --policy P --bind JOBDIR/workspace:/workspace:rw
-//!   --workdir /workspace --writable-layer JOBDIR/layer [--env NAME]...
+//! pinfold exec --image REF --policy P --job-fs JOBDIR/jobfs.sock
+//!   --workdir /workspace [--env NAME]...
 //!   [--network N] [--limit NAME=VALUE]... [--timeout T]
 //!   --report JOBDIR/step.json -- /bin/sh -e -c RUN
 //! ```
@@ -21,8 +21,11 @@
 //! mechanism that enforced it; the runner itself enforces the policy's
 //! `limits.log_bytes` on the job's output.
 //!
-//! The writable layer keeps rootfs changes across steps; /workspace is a
-//! host directory. Values of env entries and secrets travel in the child's
+//! The writable layer (rootfs changes) and /workspace are the job file
+//! system ([`pinfold_sandbox::container::jobfs`]): two tmpfs of the
+//! policy's `filesystem.writable_layer_size` and `workspace_size`, held for
+//! the job's life by a holder process and attached by each step, so a job
+//! cannot fill the host's disk. Values of env entries and secrets travel in the child's
 //! environment with the pass-through form `--env NAME`, never on its
 //! command line. Names that would change how the host-side `pinfold exec`
 //! itself behaves (PATH, HOME, TMPDIR, LD_*, PINFOLD_*, ...) are not put
@@ -46,6 +49,8 @@ use nix::unistd::Pid;
 use pinfold_api::JobSpec;
 use pinfold_api::wire::{ArtifactInfo, JobState, StepResult};
 use pinfold_sandbox::ceiling::{Ceiling, Chosen};
+use pinfold_sandbox::container::IdMapMode;
+use pinfold_sandbox::container::jobfs::{JobFs, JobFsError, Sizes};
 use pinfold_sandbox::image::{ImageError, ImageRef, PullOptions, Store};
 
 use crate::artifacts::{self, Artifact};
@@ -72,6 +77,9 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// The job file system could not be started.
+    #[error(transparent)]
+    JobFs(#[from] JobFsError),
     /// The source could not be fetched or unpacked.
     #[error("source: {0}")]
     Source(String),
@@ -121,8 +129,6 @@ pub struct Job {
 /// `pinfold exec` flag or to how the step's process is started.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    /// Host directory used as the workspace instead of `DIR/workspace`.
-    pub workspace: Option<PathBuf>,
     /// Where the workspace is mounted (and the working directory) in the
     /// container instead of `/workspace`.
     pub mount: Option<PathBuf>,
@@ -212,35 +218,33 @@ const PASS_ENV: &[&str] = &[
 ];
 
 impl Job {
-    fn workspace(&self, o: &RunOptions) -> PathBuf {
-        o.workspace
-            .clone()
-            .unwrap_or_else(|| self.dir.join("workspace"))
-    }
-
     fn stopped(&self) -> u8 {
         self.stop.load(Ordering::SeqCst)
     }
 
-    /// Creates the per-job directory with an empty workspace and layer
-    /// (with `o.files` in the layer).
-    pub fn prepare_dir(&self, o: &RunOptions) -> Result<PathBuf, RunError> {
-        let layer = self.dir.join("layer");
-        for d in [self.workspace(o), layer.clone()] {
-            std::fs::create_dir_all(&d).map_err(|source| RunError::Dir { path: d, source })?;
-        }
-        for (rel, content) in &o.files {
-            let path = layer.join("upper").join(rel);
-            let dir_err = |source| RunError::Dir {
-                path: path.clone(),
-                source,
-            };
-            if let Some(p) = path.parent() {
-                std::fs::create_dir_all(p).map_err(dir_err)?;
-            }
-            std::fs::write(&path, content).map_err(dir_err)?;
-        }
-        Ok(self.workspace(o))
+    /// Creates the per-job directory and starts the job file system for
+    /// the chosen policy: an empty workspace and layer (with `o.files` in
+    /// the layer).
+    pub fn prepare_dir(&self, chosen: &Chosen, o: &RunOptions) -> Result<JobFs, RunError> {
+        std::fs::create_dir_all(&self.dir).map_err(|source| RunError::Dir {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let fs = &chosen.policy.filesystem;
+        let sizes = Sizes {
+            layer: fs.writable_layer_size.0,
+            workspace: fs.workspace_size.0,
+        };
+        // The steps' own mapping (exec reads PINFOLD_USERNS too), so every
+        // id a step writes exists on the job file system.
+        let mode = std::env::var("PINFOLD_USERNS")
+            .ok()
+            .and_then(|m| IdMapMode::parse(&m).ok())
+            .unwrap_or(IdMapMode::Auto);
+        let jobfs = JobFs::start(&self.exe, &self.dir, sizes, mode)?;
+        let layer = jobfs.layer_upper();
+        jobfs.as_owner(|| write_files(&layer, &o.files))?;
+        Ok(jobfs)
     }
 
     /// Runs the whole job: image, source (`fill` puts it into the empty
@@ -294,14 +298,15 @@ impl Job {
         };
         let log_cap = chosen.policy.limits.log_bytes.0;
         lock(log).set_cap(log_cap);
-        let ws = match self.prepare_dir(o) {
-            Ok(ws) => ws,
+        let jobfs = match self.prepare_dir(&chosen, o) {
+            Ok(j) => j,
             Err(e) => return fail(JobState::Error, e.to_string(), steps),
         };
+        let ws = jobfs.workspace();
         if let Err(e) = self.resolve_image(log) {
             return fail(JobState::Error, e.to_string(), steps);
         }
-        if let Err(e) = fill(&ws) {
+        if let Err(e) = jobfs.as_owner(|| fill(&ws)) {
             return fail(JobState::Error, e.to_string(), steps);
         }
         let n = steps.len();
@@ -322,7 +327,7 @@ impl Job {
             lock(log).line(&format!("==> step {}/{n}: {}", i + 1, step.name));
             steps[i].started_at = Some(now_ms());
             let t0 = Instant::now();
-            let code = match self.run_step(log, &chosen, &step.run.0, timeout, o) {
+            let code = match self.run_step(log, &chosen, &jobfs, &step.run.0, timeout, o) {
                 Ok(c) => c,
                 Err(e) => {
                     steps[i].finished_at = Some(now_ms());
@@ -526,6 +531,7 @@ impl Job {
     fn command(
         &self,
         chosen: &Chosen,
+        jobfs: &JobFs,
         run: &str,
         timeout: Option<Duration>,
         o: &RunOptions,
@@ -546,16 +552,10 @@ impl Job {
             .arg(self.spec.image.as_str())
             .arg("--policy")
             .arg(&chosen.reference)
-            .arg("--bind")
-            .arg(format!(
-                "{}:{}:rw",
-                self.workspace(o).display(),
-                mount.display()
-            ))
+            .arg("--job-fs")
+            .arg(jobfs.socket())
             .arg("--workdir")
-            .arg(&mount)
-            .arg("--writable-layer")
-            .arg(self.dir.join("layer"));
+            .arg(&mount);
         if let Some(n) = self.spec.network {
             c.arg("--network").arg(n.as_str());
         }
@@ -601,6 +601,7 @@ impl Job {
         &self,
         log: &SharedLog,
         chosen: &Chosen,
+        jobfs: &JobFs,
         run: &str,
         timeout: Option<Duration>,
         o: &RunOptions,
@@ -613,7 +614,7 @@ impl Job {
         let _ = nix::fcntl::fcntl(&r, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_BYTES as i32));
         let w2 = w.try_clone().map_err(RunError::Spawn)?;
         let _ = std::fs::remove_file(self.report_path());
-        let mut cmd = self.command(chosen, run, timeout, o);
+        let mut cmd = self.command(chosen, jobfs, run, timeout, o);
         let cpus = match o.cpus {
             Some(n) => Some(first_cpus(n).map_err(|e| RunError::Spawn(e.into()))?),
             None => None,
@@ -681,6 +682,22 @@ impl Job {
         use std::os::unix::process::ExitStatusExt;
         Ok(status.and_then(|s| s.code().or_else(|| s.signal().map(|n| 128 + n))))
     }
+}
+
+/// Writes `files` (paths relative to `layer`) into the writable layer.
+fn write_files(layer: &Path, files: &[(PathBuf, String)]) -> Result<(), RunError> {
+    for (rel, content) in files {
+        let path = layer.join(rel);
+        let dir_err = |source| RunError::Dir {
+            path: path.clone(),
+            source,
+        };
+        if let Some(p) = path.parent() {
+            std::fs::create_dir_all(p).map_err(dir_err)?;
+        }
+        std::fs::write(&path, content).map_err(dir_err)?;
+    }
+    Ok(())
 }
 
 /// Capacity asked for the steps' output pipe, and the reads from it.

@@ -150,7 +150,7 @@ impl Variation {
                 "all CPUs of the caller; in run K one (sched_setaffinity on the step, so nproc says 1)"
             }
             Variation::DirOrder => {
-                "every run's workspace on tmpfs, the source unpacked in name order; in run K every directory's entries re-linked so readdir returns them in the reverse order"
+                "every run's workspace is a tmpfs (the job file system), the source unpacked in name order; in run K every directory's entries re-linked so readdir returns them in the reverse order"
             }
             Variation::Home => "HOME=/root; in run K HOME=/nonexistent/verify-K",
         }
@@ -271,10 +271,9 @@ pub struct Context<'a> {
     pub source_date_epoch: u64,
 }
 
-/// The runner options for run `k` (1 = control) varying `vary`; `all` is
-/// every variation applied in this verify (runs that do not vary
-/// `dir_order` still use a tmpfs workspace when any run does, so that only
-/// the order differs).
+/// The runner options for run `k` (1 = control) varying `vary` (every
+/// run's workspace is a tmpfs, the job file system's, so under `dir_order`
+/// only the order differs).
 pub fn options(
     k: usize,
     vary: &BTreeSet<Variation>,

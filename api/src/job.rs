@@ -167,6 +167,9 @@ pub struct JobLimits {
     /// The writable layer (`filesystem.writable_layer_size`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writable_layer_size: Option<ByteSize>,
+    /// The workspace (`filesystem.workspace_size`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_size: Option<ByteSize>,
     /// /tmp (`filesystem.tmp_size`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tmp_size: Option<ByteSize>,

@@ -229,6 +229,12 @@ pub fn narrowed(
         &size,
     )?;
     lower(
+        "filesystem.workspace_size",
+        l.workspace_size.map(|s| s.0),
+        &mut p.filesystem.workspace_size.0,
+        &size,
+    )?;
+    lower(
         "filesystem.tmp_size",
         l.tmp_size.map(|s| s.0),
         &mut p.filesystem.tmp_size.0,
@@ -254,6 +260,7 @@ pub fn limit_args(l: &JobLimits) -> Vec<String> {
         "writable_layer_size",
         l.writable_layer_size.map(|s| s.0.to_string()),
     );
+    push("workspace_size", l.workspace_size.map(|s| s.0.to_string()));
     push("tmp_size", l.tmp_size.map(|s| s.0.to_string()));
     v
 }
@@ -270,6 +277,7 @@ pub fn parse_limit(l: &mut JobLimits, arg: &str) -> Result<(), CeilingError> {
         "memory" => l.memory = size()?,
         "log_bytes" => l.log_bytes = size()?,
         "writable_layer_size" => l.writable_layer_size = size()?,
+        "workspace_size" => l.workspace_size = size()?,
         "tmp_size" => l.tmp_size = size()?,
         "cpu_time" => l.cpu_time = Some(Seconds::parse(value).map_err(bad)?),
         "pids" => {
@@ -281,7 +289,7 @@ pub fn parse_limit(l: &mut JobLimits, arg: &str) -> Result<(), CeilingError> {
         }
         _ => {
             return Err(bad(
-                "unknown limit: use memory, pids, cpu_time, log_bytes, writable_layer_size or tmp_size"
+                "unknown limit: use memory, pids, cpu_time, log_bytes, writable_layer_size, workspace_size or tmp_size"
                     .into(),
             ));
         }
@@ -358,6 +366,7 @@ mod tests {
             cpu_time: Some(Seconds(60)),
             log_bytes: Some(ByteSize(1 << 20)),
             writable_layer_size: Some(ByteSize(8 << 20)),
+            workspace_size: Some(ByteSize(8 << 20)),
             tmp_size: Some(ByteSize(8 << 20)),
         };
         let p = c.choose(None, None, &less).unwrap().policy;
@@ -366,6 +375,7 @@ mod tests {
         assert_eq!(p.limits.cpu_time, Seconds(60));
         assert_eq!(p.limits.log_bytes, ByteSize(1 << 20));
         assert_eq!(p.filesystem.writable_layer_size, ByteSize(8 << 20));
+        assert_eq!(p.filesystem.workspace_size, ByteSize(8 << 20));
         assert_eq!(p.filesystem.tmp_size, ByteSize(8 << 20));
         // Round trip through exec's flags.
         let mut back = JobLimits::default();

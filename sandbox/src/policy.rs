@@ -120,6 +120,10 @@ pub struct FilesystemPolicy {
     /// Size cap of the per-run writable layer.
     #[serde(default = "default_layer_size")]
     pub writable_layer_size: ByteSize,
+    /// Size cap of the job's workspace (the working directory under the
+    /// runner: a tmpfs kept across the job's steps).
+    #[serde(default = "default_workspace_size")]
+    pub workspace_size: ByteSize,
     /// Size cap of /tmp.
     #[serde(default = "default_tmp_size")]
     pub tmp_size: ByteSize,
@@ -133,6 +137,7 @@ impl Default for FilesystemPolicy {
         Self {
             rootfs_writable: true,
             writable_layer_size: default_layer_size(),
+            workspace_size: default_workspace_size(),
             tmp_size: default_tmp_size(),
             shm_size: default_shm_size(),
         }
@@ -143,6 +148,9 @@ fn yes() -> bool {
     true
 }
 fn default_layer_size() -> ByteSize {
+    ByteSize(4 << 30)
+}
+fn default_workspace_size() -> ByteSize {
     ByteSize(4 << 30)
 }
 fn default_tmp_size() -> ByteSize {
@@ -433,6 +441,7 @@ impl Policy {
                 "filesystem.writable_layer_size",
                 self.filesystem.writable_layer_size,
             ),
+            ("filesystem.workspace_size", self.filesystem.workspace_size),
             ("filesystem.tmp_size", self.filesystem.tmp_size),
             ("filesystem.shm_size", self.filesystem.shm_size),
         ] {

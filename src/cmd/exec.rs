@@ -71,14 +71,16 @@ pub struct Args {
     #[arg(long, value_name = "none|allowlist|egress")]
     network: Option<pinfold_sandbox::policy::NetworkMode>,
     /// Lower one limit of the policy: NAME=VALUE with NAME one of memory,
-    /// pids, cpu_time, writable_layer_size, tmp_size (e.g. memory=512M,
+    /// pids, cpu_time, writable_layer_size, workspace_size, tmp_size (e.g. memory=512M,
     /// cpu_time=5m). May only lower it. Repeatable.
     #[arg(long = "limit", value_name = "NAME=VALUE")]
     limits: Vec<String>,
-    /// Keep the container's writes in DIR (upper/ and work/ inside) instead of
-    /// a throw-away tmpfs; a later run with the same DIR continues from them.
-    #[arg(long, value_name = "DIR")]
-    writable_layer: Option<PathBuf>,
+    /// Take the writable layer and the working directory from the job file
+    /// system whose holder listens on SOCKET (the runner starts one per job:
+    /// both are policy-sized tmpfs kept across the job's steps) instead of
+    /// a throw-away tmpfs layer.
+    #[arg(long, value_name = "SOCKET")]
+    job_fs: Option<PathBuf>,
     /// User-namespace mapping: auto (a sub-id range when the caller has one,
     /// else the caller alone) or single (the caller alone: the fastest start).
     #[arg(
@@ -157,7 +159,7 @@ fn build(a: Args) -> Result<(ContainerSpec, Option<LayerLease>), String> {
     spec.umask = a.umask;
     spec.reverse_env = a.reverse_env;
     spec.timeout = a.timeout;
-    spec.writable_layer = a.writable_layer;
+    spec.job_fs = a.job_fs;
     spec.network = a.network;
     spec.idmap = IdMapMode::parse(&a.userns).map_err(|e| e.to_string())?;
     Ok((spec, lease))

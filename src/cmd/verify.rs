@@ -108,7 +108,6 @@ struct Shared<'a> {
     home: PathBuf,
     source_tar: Option<PathBuf>,
     source_digest: Option<String>,
-    tmpfs_ws: Option<PathBuf>,
     ctx: verify::Context<'a>,
     image: String,
 }
@@ -239,17 +238,6 @@ pub fn run(a: Args) -> i32 {
             Err(why) => not_applied.push((v, why)),
         }
     }
-    let tmpfs_ws = if applied.contains(&Variation::DirOrder) {
-        match tempfile::Builder::new()
-            .prefix("pinfold-verify-")
-            .tempdir_in(&tmpfs)
-        {
-            Ok(d) => Some(d),
-            Err(e) => return fail(format!("{}: {e}", tmpfs.display()), 125),
-        }
-    } else {
-        None
-    };
     let sde = spec
         .env
         .iter()
@@ -269,7 +257,6 @@ pub fn run(a: Args) -> i32 {
         home: home.clone(),
         source_tar,
         source_digest: source_digest.clone(),
-        tmpfs_ws: tmpfs_ws.as_ref().map(|d| d.path().to_owned()),
         ctx: verify::Context {
             layers: &layers,
             source_date_epoch: sde,
@@ -557,7 +544,6 @@ pub fn run(a: Args) -> i32 {
     if a.json {
         println!("{report}");
     }
-    drop(tmpfs_ws);
     if let Err(e) = pinfold_sandbox::image::layer::remove_tree(work.path()) {
         tracing::warn!(%e, "removing the verify work directory");
     }
@@ -633,13 +619,10 @@ fn run_one(s: &Shared<'_>, p: &Plan, t0: Instant) -> RunResult {
         let at = t0 + verify::TIME_GAP;
         std::thread::sleep(at.saturating_duration_since(Instant::now()));
     }
-    let mut opts = match verify::options(p.k, &p.vary, &s.ctx) {
+    let opts = match verify::options(p.k, &p.vary, &s.ctx) {
         Ok(o) => o,
         Err(e) => return failed(e.to_string()),
     };
-    if let Some(t) = &s.tmpfs_ws {
-        opts.workspace = Some(t.join(&p.label));
-    }
     let log_file =
         match std::fs::create_dir_all(&out).and_then(|()| std::fs::File::create(&log_path)) {
             Ok(f) => f,
@@ -717,9 +700,6 @@ fn run_one(s: &Shared<'_>, p: &Plan, t0: Instant) -> RunResult {
     }
     if let Err(e) = pinfold_sandbox::image::layer::remove_tree(&dir) {
         tracing::warn!(%e, "removing a run's directory");
-    }
-    if let Some(ws) = &opts.workspace {
-        let _ = pinfold_sandbox::image::layer::remove_tree(ws);
     }
     RunResult {
         label: p.label.clone(),

@@ -84,9 +84,10 @@ pub(crate) fn main(
         }
         Ok(ForkResult::Parent { child }) => {
             drop(keep_err);
-            // The writable layer is a policy-sized tmpfs unless it is a
-            // persistent host directory.
-            let layer_is_tmpfs = p.writable_layer.is_none() && p.policy.filesystem.rootfs_writable;
+            // The writable layer is a policy-sized tmpfs (the stage's or
+            // the job file system's); so is the job file system's workspace.
+            let layer_is_tmpfs = p.policy.filesystem.rootfs_writable;
+            let workspace = p.job_fs.is_some().then(|| p.workdir.clone());
             drop(p);
             // 10. Init: no capabilities, not dumpable (so /proc/1/exe, which
             // points at the host's pinfold binary, cannot be opened by the job).
@@ -97,7 +98,7 @@ pub(crate) fn main(
             let full = if code == 0 {
                 0
             } else {
-                super::limits::full_disks(layer_is_tmpfs)
+                super::limits::full_disks(layer_is_tmpfs, workspace.as_deref())
             };
             // Every process of the container is dead and reaped: report, so
             // the parent need not wait for the namespaces' teardown.

@@ -119,6 +119,14 @@ impl IdMapPlan {
             IdMapPlan::Root { uids, .. } => uids.start,
         }
     }
+
+    /// The host gid that container root runs as.
+    pub fn host_root_gid(&self) -> u32 {
+        match self {
+            IdMapPlan::Single { gid, .. } | IdMapPlan::SubIds { gid, .. } => *gid,
+            IdMapPlan::Root { gids, .. } => gids.start,
+        }
+    }
 }
 
 impl fmt::Display for IdMapPlan {

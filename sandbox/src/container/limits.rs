@@ -180,6 +180,8 @@ pub enum Breach {
     CpuTime(u64),
     /// `filesystem.writable_layer_size` (bytes): the rootfs's writable layer is full.
     WritableLayer(u64),
+    /// `filesystem.workspace_size` (bytes): the job's workspace is full.
+    Workspace(u64),
     /// `filesystem.tmp_size` (bytes): /tmp is full.
     Tmp(u64),
 }
@@ -192,6 +194,7 @@ impl Breach {
             Breach::Pids(_) => "limits.pids",
             Breach::CpuTime(_) => "limits.cpu_time",
             Breach::WritableLayer(_) => "filesystem.writable_layer_size",
+            Breach::Workspace(_) => "filesystem.workspace_size",
             Breach::Tmp(_) => "filesystem.tmp_size",
         }
     }
@@ -203,6 +206,7 @@ impl Breach {
             Breach::Pids(_) => "pids",
             Breach::CpuTime(_) => "cpu_time",
             Breach::WritableLayer(_) => "writable_layer",
+            Breach::Workspace(_) => "workspace",
             Breach::Tmp(_) => "tmp",
         }
     }
@@ -226,6 +230,11 @@ impl Breach {
             ),
             Breach::WritableLayer(b) => format!(
                 "job failed: disk limit reached: the writable layer is full ({}, policy {}); raise it in the policy or write less",
+                ByteSize(b),
+                self.field()
+            ),
+            Breach::Workspace(b) => format!(
+                "job failed: disk limit reached: the workspace is full ({}, policy {}); raise it in the policy or write less",
                 ByteSize(b),
                 self.field()
             ),
@@ -256,6 +265,7 @@ pub(crate) struct Watcher {
     full: u32,
     tmp_size: u64,
     layer_size: u64,
+    workspace_size: u64,
     next: Instant,
     clk_tck: u64,
     page: u64,
@@ -288,6 +298,7 @@ impl Watcher {
             full: 0,
             tmp_size: policy.filesystem.tmp_size.0,
             layer_size: policy.filesystem.writable_layer_size.0,
+            workspace_size: policy.filesystem.workspace_size.0,
             next: Instant::now() + POLL,
             clk_tck: nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
                 .ok()
@@ -533,6 +544,9 @@ impl Watcher {
         if self.full & FULL_LAYER != 0 {
             return Some(Breach::WritableLayer(self.layer_size));
         }
+        if self.full & FULL_WORKSPACE != 0 {
+            return Some(Breach::Workspace(self.workspace_size));
+        }
         if self.full & FULL_TMP != 0 {
             return Some(Breach::Tmp(self.tmp_size));
         }
@@ -545,20 +559,27 @@ pub(crate) const FULL_LAYER: u32 = 1;
 /// Init found /tmp full.
 pub(crate) const FULL_TMP: u32 = 2;
 
+/// Init found the job's workspace full.
+pub(crate) const FULL_WORKSPACE: u32 = 4;
+
 /// Init, after a failed job, before the mounts go: which of the
 /// policy-sized disks are full (`FULL_*` bits). `layer`: the rootfs's
-/// writable layer is the policy-sized tmpfs.
-pub(crate) fn full_disks(layer: bool) -> u32 {
-    let full = |path: &str| {
+/// writable layer is the policy-sized tmpfs (it is, unless the rootfs is
+/// read-only); `workspace`: where the job file system's workspace is.
+pub(crate) fn full_disks(layer: bool, workspace: Option<&Path>) -> u32 {
+    let full = |path: &Path| {
         // Full: no block (or inode) left for an unprivileged writer.
         nix::sys::statvfs::statvfs(path)
             .is_ok_and(|st| st.blocks_available() == 0 || st.files_available() == 0)
     };
     let mut bits = 0;
-    if layer && full("/") {
+    if layer && full(Path::new("/")) {
         bits |= FULL_LAYER;
     }
-    if full("/tmp") {
+    if workspace.is_some_and(full) {
+        bits |= FULL_WORKSPACE;
+    }
+    if full(Path::new("/tmp")) {
         bits |= FULL_TMP;
     }
     bits

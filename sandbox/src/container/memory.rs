@@ -41,15 +41,14 @@ and detached SysV shm up to limits.memory (shmall)";
 
 /// The container paths pinfold mounts a tmpfs on, for a spec: /tmp,
 /// /dev/shm, /dev, the working directory (a tmpfs when the rootfs is
-/// read-only) and `/` (an overlay whose upper layer is the stage tmpfs)
-/// unless the writable layer is a host directory. Bind destinations are
-/// left out: a bind is the host's file system, not the job's memory.
+/// read-only, or the job file system's workspace) and `/` (an overlay
+/// whose upper layer is a tmpfs: the stage's or the job file system's).
+/// Bind destinations are left out: a bind is the host's file system, not
+/// the job's memory.
 pub(crate) fn tmpfs_paths(spec: &super::ContainerSpec) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = ["/tmp", "/dev/shm", "/dev"].map(PathBuf::from).into();
     v.push(spec.workdir.clone());
-    if spec.writable_layer.is_none() {
-        v.push(PathBuf::from("/"));
-    }
+    v.push(PathBuf::from("/"));
     v.retain(|p| !spec.binds.iter().any(|b| &b.dest == p));
     v
 }

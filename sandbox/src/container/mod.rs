@@ -27,6 +27,7 @@
 mod child;
 pub mod idmap;
 mod init;
+pub mod jobfs;
 pub mod landlock;
 pub mod limits;
 pub mod memory;
@@ -81,6 +82,9 @@ pub enum ContainerError {
     /// The id maps could not be planned or written.
     #[error(transparent)]
     IdMap(#[from] idmap::IdMapError),
+    /// The job file system could not be fetched.
+    #[error(transparent)]
+    JobFs(#[from] jobfs::JobFsError),
     /// A step in the parent failed.
     #[error("{step}: {source}{}", hint_suffix(.hint))]
     Parent {
@@ -200,11 +204,11 @@ pub struct ContainerSpec {
     /// The network mode asked for; `None` takes the policy's. A mode more
     /// open than the policy's is refused (the stricter wins).
     pub network: Option<NetworkMode>,
-    /// A host directory for the writable layer (`upper/` and `work/` are
-    /// created in it), kept after the run so a later run on the same layers
-    /// continues where this one stopped, as a job's steps do. `None`: a
-    /// private tmpfs, thrown away with the container.
-    pub writable_layer: Option<PathBuf>,
+    /// The socket of a job file system's holder ([`jobfs`]): its
+    /// policy-sized writable layer and workspace, kept across a job's steps,
+    /// become this run's writable layer and working directory. `None`: a
+    /// private tmpfs layer, thrown away with the container.
+    pub job_fs: Option<PathBuf>,
     /// Fds the caller keeps open for the container's life (an image's
     /// [`crate::image::LayerLease`]). The child closes its copies at once,
     /// so neither init nor the job holds them.
@@ -227,7 +231,7 @@ impl ContainerSpec {
             timeout: None,
             argv,
             idmap: IdMapMode::Auto,
-            writable_layer: None,
+            job_fs: None,
             network: None,
             parent_only_fds: Vec::new(),
         }
@@ -269,8 +273,8 @@ pub(crate) struct Prepared {
     pub fds: HostFds,
     /// Rootfs layers, absolute, topmost first.
     pub layers: Vec<PathBuf>,
-    /// The persistent writable layer's directory, absolute.
-    pub writable_layer: Option<PathBuf>,
+    /// The job file system's mounts, fetched before the clone.
+    pub job_fs: Option<jobfs::Mounts>,
     /// Each bind with whether its source is a directory (same order as `fds.binds`).
     pub binds: Vec<(Bind, bool)>,
     pub policy: Policy,
@@ -302,8 +306,6 @@ pub(crate) struct HostFds {
     pub layers: Vec<OwnedFd>,
     pub binds: Vec<OwnedFd>,
     pub dev_nodes: Vec<(&'static str, OwnedFd)>,
-    /// `upper/` and `work/` of a persistent writable layer.
-    pub writable_layer: Option<(OwnedFd, OwnedFd)>,
 }
 
 impl HostFds {
@@ -323,13 +325,6 @@ impl HostFds {
                 .iter()
                 .map(|n| Ok((*n, open_path("device", &Path::new("/dev").join(n), false)?)))
                 .collect::<Result<_>>()?,
-            writable_layer: match &p.writable_layer {
-                Some(dir) => Some((
-                    open_path("writable layer", &dir.join("upper"), true)?,
-                    open_path("writable layer", &dir.join("work"), true)?,
-                )),
-                None => None,
-            },
         })
     }
 }
@@ -442,17 +437,8 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
                 .map_err(|e| ContainerError::Spec(format!("rootfs {}: {e}", l.display())))?,
         );
     }
-    let writable_layer = match &spec.writable_layer {
-        Some(dir) => {
-            for sub in ["upper", "work"] {
-                std::fs::create_dir_all(dir.join(sub)).map_err(|e| {
-                    ContainerError::Spec(format!("writable layer {}: {e}", dir.join(sub).display()))
-                })?;
-            }
-            Some(std::path::absolute(dir).map_err(|e| {
-                ContainerError::Spec(format!("writable layer {}: {e}", dir.display()))
-            })?)
-        }
+    let job_fs = match &spec.job_fs {
+        Some(socket) => Some(jobfs::fetch(socket, &spec.policy.filesystem)?),
         None => None,
     };
     let mut binds = Vec::new();
@@ -528,7 +514,7 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
     Ok(Prepared {
         fds: HostFds::default(),
         layers,
-        writable_layer,
+        job_fs,
         binds,
         policy: spec.policy.clone(),
         workdir: spec.workdir.clone(),

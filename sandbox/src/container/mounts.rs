@@ -112,27 +112,38 @@ pub(crate) fn setup(p: &Prepared) -> Result<()> {
         "make mounts private",
     )?;
 
-    // 2. The stage and the rootfs.
+    // 2. The stage and the rootfs. The stage is the job file system's layer
+    // (kept across a job's steps, `upper/`, `work/` and `root/` made by its
+    // holder) or a private tmpfs; either is policy-sized.
     let fs = &p.policy.filesystem;
-    mnt(
-        Some("tmpfs"),
-        STAGE,
-        Some("tmpfs"),
-        NOSUID_NODEV,
-        Some(&format!("mode=0700,size={}", fs.writable_layer_size.0)),
-        "mount the writable layer's tmpfs",
-    )?;
-    for d in ["upper", "work", "root"] {
-        std::fs::create_dir(Path::new(STAGE).join(d)).step("create the writable layer")?;
+    match &p.job_fs {
+        Some(m) => {
+            let stage = nix::fcntl::open(
+                STAGE,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .step("open the stage")?;
+            super::jobfs::attach(&m.layer, &stage)
+                .step("attach the job file system's writable layer")?;
+        }
+        None => {
+            mnt(
+                Some("tmpfs"),
+                STAGE,
+                Some("tmpfs"),
+                NOSUID_NODEV,
+                Some(&format!("mode=0700,size={}", fs.writable_layer_size.0)),
+                "mount the writable layer's tmpfs",
+            )?;
+            for d in ["upper", "work", "root"] {
+                std::fs::create_dir(Path::new(STAGE).join(d)).step("create the writable layer")?;
+            }
+        }
     }
     let root_path = format!("{STAGE}/root");
     let lowers: Vec<String> = p.fds.layers.iter().map(fd_path).collect();
-    // A persistent writable layer (kept across runs, e.g. a job's steps) is a
-    // host directory the child opened itself; otherwise the stage tmpfs holds it.
-    let (upper, work) = match &p.fds.writable_layer {
-        Some((u, w)) => (fd_path(u), fd_path(w)),
-        None => (format!("{STAGE}/upper"), format!("{STAGE}/work")),
-    };
+    let (upper, work) = (format!("{STAGE}/upper"), format!("{STAGE}/work"));
     let opts = format!(
         "lowerdir={},upperdir={upper},workdir={work},userxattr",
         lowers.join(":")
@@ -176,7 +187,10 @@ pub(crate) fn setup(p: &Prepared) -> Result<()> {
         )
     })?;
     let workdir_bound = p.binds.iter().any(|(b, _)| b.dest == p.workdir);
-    if !fs.rootfs_writable && !workdir_bound {
+    if let Some(m) = &p.job_fs {
+        super::jobfs::attach(&m.workspace, &workdir)
+            .step("attach the job file system's workspace")?;
+    } else if !fs.rootfs_writable && !workdir_bound {
         // A read-only rootfs still needs a writable working directory.
         mnt(
             Some("tmpfs"),

@@ -300,9 +300,7 @@ pub(crate) fn refuse_ranges(refused: &[Net]) -> Result<(), Errno> {
 /// it from outside. Our copy is closed on return, so neither init nor the
 /// job holds it.
 pub(crate) fn hand_over_proxy_listener(channel: &OwnedFd) -> Result<(), Errno> {
-    use nix::sys::socket::{
-        Backlog, ControlMessage, MsgFlags, SockaddrIn, bind, listen, sendmsg, setsockopt, sockopt,
-    };
+    use nix::sys::socket::{Backlog, SockaddrIn, bind, listen, setsockopt, sockopt};
     let listener = socket(
         AddressFamily::Inet,
         SockType::Stream,
@@ -313,48 +311,14 @@ pub(crate) fn hand_over_proxy_listener(channel: &OwnedFd) -> Result<(), Errno> {
     let ([a, b, c, d], port) = super::proxy::PROXY_ADDR;
     bind(listener.as_raw_fd(), &SockaddrIn::new(a, b, c, d, port))?;
     listen(&listener, Backlog::new(128)?)?;
-    let fds = [listener.as_raw_fd()];
-    let iov = [std::io::IoSlice::new(b"L")];
-    sendmsg::<()>(
-        channel.as_raw_fd(),
-        &iov,
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::empty(),
-        None,
-    )?;
+    super::sync::send_fds(channel, &[listener.as_raw_fd()])?;
     Ok(())
 }
 
 /// Parent: receives the listener sent by [`hand_over_proxy_listener`];
 /// `None` when the child ended before sending it (its setup failed).
 pub(crate) fn receive_proxy_listener(channel: &OwnedFd) -> Result<Option<OwnedFd>, Errno> {
-    use std::os::fd::FromRawFd;
-
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    let mut byte = [0u8; 1];
-    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = loop {
-        match recvmsg::<()>(
-            channel.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Err(Errno::EINTR) => continue,
-            other => break other?,
-        }
-    };
-    for cmsg in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(fds) = cmsg
-            && let Some(&fd) = fds.first()
-        {
-            // SAFETY: the kernel just installed this fd in our table for us
-            // (SCM_RIGHTS); nothing else owns it.
-            return Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }));
-        }
-    }
-    Ok(None)
+    Ok(super::sync::recv_fds(channel)?.into_iter().next())
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //!   and exits; EOF with no record means the command was executed.
 
 use std::io::Read;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -208,4 +208,57 @@ pub(crate) fn read_error(err_pipe: &OwnedFd) -> Option<ContainerError> {
         hint,
         code,
     })
+}
+
+/// Sends `fds` over the UNIX socket `channel` (SCM_RIGHTS), with one byte
+/// of data so the receiver can tell a message from EOF.
+pub(crate) fn send_fds(channel: &impl AsRawFd, fds: &[RawFd]) -> std::result::Result<(), Errno> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let iov = [std::io::IoSlice::new(b"F")];
+    loop {
+        match sendmsg::<()>(
+            channel.as_raw_fd(),
+            &iov,
+            &[ControlMessage::ScmRights(fds)],
+            MsgFlags::empty(),
+            None,
+        ) {
+            Err(Errno::EINTR) => continue,
+            other => return other.map(drop),
+        }
+    }
+}
+
+/// Receives what [`send_fds`] sent (close-on-exec, at most 4 fds); empty
+/// when the sender closed the socket without sending.
+pub(crate) fn recv_fds(channel: &impl AsRawFd) -> std::result::Result<Vec<OwnedFd>, Errno> {
+    use std::os::fd::FromRawFd;
+
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let msg = loop {
+        match recvmsg::<()>(
+            channel.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(Errno::EINTR) => continue,
+            other => break other?,
+        }
+    };
+    let mut out = Vec::new();
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            // SAFETY: the kernel just installed these fds in our table for
+            // us (SCM_RIGHTS); nothing else owns them.
+            out.extend(
+                fds.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    Ok(out)
 }
