@@ -1,10 +1,11 @@
 //! A rootless container that runs one command.
 //!
-//! The setup reads top to bottom in the order of `shared/ARCHITECTURE.md`:
+//! The setup reads top to bottom in the order it happens:
 //!
 //! * parent ([`run`]): resolve the policy's seccomp profile and compile it,
 //!   open every host path the child needs (rootfs layers, bind sources, device
-//!   nodes) as `O_PATH` fds while still the caller, clone the child into new
+//!   nodes) as `O_PATH` fds while still the caller, fetch the job file
+//!   system's mounts from its holder ([`jobfs`]) under the runner, clone the child into new
 //!   user, mount, pid, ipc, uts and cgroup namespaces (and net in `egress`),
 //!   write its id maps
 //!   ([`idmap`]) and release it (with a single-id map and no network the
@@ -14,7 +15,8 @@
 //!   forwarding signals and enforcing the timeout;
 //! * child, PID 1 of the new pid namespace ([`child`]): start making the
 //!   network namespace on a second thread (unless `egress`), become root of
-//!   the user namespace, build the rootfs and mounts ([`mounts`]), pivot_root,
+//!   the user namespace, build the rootfs and mounts ([`mounts`]; the job
+//!   file system's layer and workspace attached with `move_mount`), pivot_root,
 //!   set the hostname, join the network namespace (loopback up), then fork
 //!   the job and become its init ([`init`]);
 //! * job ([`process`]): rlimits, setsid, chdir + cwd check, close_range,
