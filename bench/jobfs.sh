@@ -44,13 +44,13 @@ job 1 "dd if=/dev/zero of=ws bs=1M count=64 2>/dev/null; dd if=/dev/zero of=/etc
 as_user=()
 if [ "$(id -u)" = 0 ]; then
   chown -R pinfold-test: "$work"
-  as_user=(runuser -u pinfold-test --)
+  as_user=("$(command -v runuser)" -u pinfold-test --)
 fi
 # One home per binary, the image imported once (untimed).
 for b in old new; do
   "${as_user[@]}" env PINFOLD_HOME="$work/home-$b" "$work/$b" run "$work/one.yaml" >/dev/null
 done
-cmd() { echo "${as_user[*]} env PINFOLD_HOME=$work/home-$1 $work/$1 run $work/$2.yaml"; }
+cmd() { echo "${as_user[*]} $(command -v env) PINFOLD_HOME=$work/home-$1 $work/$1 run $work/$2.yaml"; }
 loop=()
 if [ "$(id -u)" = 0 ]; then
   mkdir "$work/mnt"
@@ -62,7 +62,7 @@ mount -o loop $work/loop.img $work/mnt
 umount $work/mnt
 rm $work/loop.img
 LOOP
-  loop=("loop ext4 per job (root)=bash $work/loop.sh")
+  loop=("loop ext4 per job (root)=$(command -v bash) $work/loop.sh")
 fi
 python3 bench/alternate.py "$RUNS" 3 "$work/result.json" \
   "host dirs, 1 step=$(cmd old one)" \
