@@ -470,7 +470,7 @@ fn run_job(sh: &Shared, lease: Lease, flag: Arc<AtomicU8>) {
         grace: sh.cfg.grace,
     };
     let source_sha = lease.source_sha256.clone();
-    let mut fill = |ws: &Path| -> Result<(), RunError> {
+    let mut fill = |ws: &crate::runner::Workspace<'_>| -> Result<(), RunError> {
         if let Some(src) = &lease.spec.source {
             return Err(RunError::Source(format!(
                 "git sources ({}) are not supported by this agent yet",
@@ -505,7 +505,7 @@ fn run_job(sh: &Shared, lease: Lease, flag: Arc<AtomicU8>) {
             )));
         }
         f.rewind().map_err(|e| RunError::Source(e.to_string()))?;
-        crate::source::unpack(std::io::BufReader::new(f), ws)
+        ws.write(|ws| crate::source::unpack(std::io::BufReader::new(f), ws))
             .map_err(|e| RunError::Source(e.to_string()))?;
         let _ = std::fs::remove_file(&tar_path);
         Ok(())

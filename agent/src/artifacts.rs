@@ -77,8 +77,17 @@ fn open_beneath(root: &OwnedFd, rel: &Path, flags: OFlag) -> nix::Result<OwnedFd
     pinfold_sandbox::image::layer::open_beneath(root.as_fd(), rel, flags)
 }
 
-/// Finds, opens and hashes the files under `workspace` that match `patterns`.
-pub fn collect(workspace: &Path, patterns: &[String]) -> Result<Collected, ArtifactError> {
+/// Finds, opens and hashes the files under `workspace` that match `patterns`,
+/// `budget` bytes in all at most (the workspace's size: hard links and
+/// sparse files would otherwise let a job ship far more than it could
+/// hold, onto the runner's disk and the coordinator's); a file past it is
+/// refused, unread.
+pub fn collect(
+    workspace: &Path,
+    patterns: &[String],
+    budget: u64,
+) -> Result<Collected, ArtifactError> {
+    let mut left = budget;
     let mut out = Collected::default();
     if patterns.is_empty() {
         return Ok(out);
@@ -127,7 +136,7 @@ pub fn collect(workspace: &Path, patterns: &[String]) -> Result<Collected, Artif
                 .push(format!("{name}: more than {MAX_ARTIFACTS} artifacts"));
             continue;
         }
-        match open_file(&root, &rel) {
+        match open_file(&root, &rel, &mut left, budget) {
             // Hidden names (`.git/hooks/pre-commit`, `.env`) act on whoever
             // unpacks the artifacts; the coordinator refuses them as well.
             Ok(Some((file, size, sha256))) => match pinfold_api::wire::check_artifact_name(&name) {
@@ -188,7 +197,12 @@ fn walk(
 }
 
 /// Opens a regular file without following any symlink, hashes it, rewinds.
-fn open_file(root: &OwnedFd, rel: &Path) -> Result<Option<(File, u64, String)>, String> {
+fn open_file(
+    root: &OwnedFd,
+    rel: &Path,
+    left: &mut u64,
+    budget: u64,
+) -> Result<Option<(File, u64, String)>, String> {
     let fd = match open_beneath(root, rel, OFlag::O_RDONLY | OFlag::O_NONBLOCK) {
         Ok(fd) => fd,
         Err(Errno::ELOOP) => {
@@ -206,8 +220,23 @@ fn open_file(root: &OwnedFd, rel: &Path) -> Result<Option<(File, u64, String)>, 
     if kind != SFlag::S_IFREG {
         return Err("refused: not a regular file".into());
     }
+    let refuse = || {
+        format!(
+            "refused: {} bytes would take the artifacts past {} (policy filesystem.workspace_size)",
+            st.st_size,
+            pinfold_api::units::ByteSize(budget)
+        )
+    };
+    if st.st_size as u64 > *left {
+        return Err(refuse());
+    }
     let mut file = File::from(fd);
-    let (size, sha) = hash(&mut file).map_err(|e| format!("read: {e}"))?;
+    // At most what is left, should the file have grown since fstat.
+    let (size, sha) = hash(&mut (&mut file).take(*left)).map_err(|e| format!("read: {e}"))?;
+    if size < st.st_size as u64 {
+        return Err(format!("read: {size} of {} bytes", st.st_size));
+    }
+    *left -= size;
     file.rewind().map_err(|e| format!("rewind: {e}"))?;
     Ok(Some((file, size, sha)))
 }
@@ -242,7 +271,12 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", ws.join("out/evil")).unwrap();
         std::os::unix::fs::symlink("..", ws.join("up")).unwrap();
         let pats = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let c = collect(ws, &pats(&["out/*", "up/*", "**/*.tar.gz", "none/*"])).unwrap();
+        let c = collect(
+            ws,
+            &pats(&["out/*", "up/*", "**/*.tar.gz", "none/*"]),
+            1 << 20,
+        )
+        .unwrap();
         let names: Vec<_> = c.artifacts.iter().map(|a| a.name.as_str()).collect();
         // `*` stays in one component; `up/*` never walks through the link.
         assert_eq!(names, ["out/app", "out/deep/x.tar.gz"]);
@@ -261,12 +295,38 @@ mod tests {
         std::fs::write(ws.join(".git/hooks/pre-commit"), b"#!/bin/sh").unwrap();
         std::fs::write(ws.join(".env"), b"K=V").unwrap();
         std::fs::write(ws.join("app"), b"app").unwrap();
-        let c = collect(ws, &["**".to_string()]).unwrap();
+        let c = collect(ws, &["**".to_string()], 1 << 20).unwrap();
         let names: Vec<_> = c.artifacts.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(names, ["app"]);
         assert_eq!(c.refused.len(), 2, "{:?}", c.refused);
         assert!(
             c.refused.iter().all(|r| r.contains("starting with '.'")),
+            "{:?}",
+            c.refused
+        );
+    }
+
+    #[test]
+    fn sparse_files_and_hard_links_cannot_ship_more_than_the_workspace_holds() {
+        // The hostile review's attack: a 1G sparse file and 20 links to one
+        // 4K file, from an 8K-block workspace, used to reach the runner's
+        // disk in full.
+        let d = tempfile::tempdir().unwrap();
+        let ws = d.path();
+        std::fs::write(ws.join("h0"), vec![7u8; 4096]).unwrap();
+        for i in 1..20 {
+            std::fs::hard_link(ws.join("h0"), ws.join(format!("h{i}"))).unwrap();
+        }
+        let f = std::fs::File::create(ws.join("sparse")).unwrap();
+        f.set_len(1 << 30).unwrap();
+        let c = collect(ws, &["h*".to_string(), "sparse".to_string()], 10 << 10).unwrap();
+        let shipped: u64 = c.artifacts.iter().map(|a| a.size).sum();
+        assert_eq!(shipped, 8192, "two links fit in 10K: {:?}", c.refused);
+        assert_eq!(c.refused.len(), 19, "{:?}", c.refused);
+        assert!(
+            c.refused
+                .iter()
+                .all(|r| r.contains("past 10K (policy filesystem.workspace_size)")),
             "{:?}",
             c.refused
         );

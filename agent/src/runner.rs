@@ -80,6 +80,9 @@ pub enum RunError {
     /// The job file system could not be started.
     #[error(transparent)]
     JobFs(#[from] JobFsError),
+    /// The runner's own settings are unusable (e.g. `PINFOLD_USERNS`).
+    #[error("runner configuration: {0}")]
+    Config(String),
     /// The source could not be fetched or unpacked.
     #[error("source: {0}")]
     Source(String),
@@ -237,10 +240,11 @@ impl Job {
         };
         // The steps' own mapping (exec reads PINFOLD_USERNS too), so every
         // id a step writes exists on the job file system.
-        let mode = std::env::var("PINFOLD_USERNS")
-            .ok()
-            .and_then(|m| IdMapMode::parse(&m).ok())
-            .unwrap_or(IdMapMode::Auto);
+        let mode = match std::env::var("PINFOLD_USERNS") {
+            Ok(m) => IdMapMode::parse(&m)
+                .map_err(|e| RunError::Config(format!("PINFOLD_USERNS: {e}")))?,
+            Err(_) => IdMapMode::Auto,
+        };
         let jobfs = JobFs::start(&self.exe, &self.dir, sizes, mode)?;
         let layer = jobfs.layer_upper();
         jobfs.as_owner(|| write_files(&layer, &o.files))?;
@@ -252,7 +256,7 @@ impl Job {
     pub fn run(
         &self,
         log: &SharedLog,
-        fill: &mut dyn FnMut(&Path) -> Result<(), RunError>,
+        fill: &mut dyn FnMut(&Workspace<'_>) -> Result<(), RunError>,
         deliver: &mut Deliver<'_>,
     ) -> Report {
         self.run_with(log, fill, deliver, &RunOptions::default())
@@ -262,7 +266,7 @@ impl Job {
     pub fn run_with(
         &self,
         log: &SharedLog,
-        fill: &mut dyn FnMut(&Path) -> Result<(), RunError>,
+        fill: &mut dyn FnMut(&Workspace<'_>) -> Result<(), RunError>,
         deliver: &mut Deliver<'_>,
         o: &RunOptions,
     ) -> Report {
@@ -306,7 +310,7 @@ impl Job {
         if let Err(e) = self.resolve_image(log) {
             return fail(JobState::Error, e.to_string(), steps);
         }
-        if let Err(e) = jobfs.as_owner(|| fill(&ws)) {
+        if let Err(e) = fill(&Workspace(&jobfs)) {
             return fail(JobState::Error, e.to_string(), steps);
         }
         let n = steps.len();
@@ -417,7 +421,8 @@ impl Job {
         // lease is gone.
         let mut delivered = Vec::new();
         if self.stopped() != stop::LEASE_LOST {
-            match artifacts::collect(&ws, &self.patterns()) {
+            let budget = chosen.policy.filesystem.workspace_size.0;
+            match artifacts::collect(&ws, &self.patterns(), budget) {
                 Ok(c) => {
                     let mut w = lock(log);
                     for p in &c.unmatched {
@@ -681,6 +686,25 @@ impl Job {
         }
         use std::os::unix::process::ExitStatusExt;
         Ok(status.and_then(|s| s.code().or_else(|| s.signal().map(|n| 128 + n))))
+    }
+}
+
+/// The job's empty workspace, as the `fill` of [`Job::run`] gets it.
+pub struct Workspace<'a>(&'a JobFs);
+
+impl Workspace<'_> {
+    /// Where the host side reaches it.
+    pub fn path(&self) -> PathBuf {
+        self.0.workspace()
+    }
+
+    /// Runs `f`, which writes into the workspace at the path it is given,
+    /// as the workspace's owner (see [`JobFs::as_owner`]): only what writes
+    /// into it, never what reads the caller's own files (the owner may not
+    /// read them when the runner is root).
+    pub fn write<T>(&self, f: impl FnOnce(&Path) -> T) -> T {
+        let path = self.path();
+        self.0.as_owner(|| f(&path))
     }
 }
 

@@ -75,9 +75,13 @@ pub fn run(a: Args) -> i32 {
         return 125;
     };
     let runs = home.join("run");
-    let dir = match std::fs::create_dir_all(&runs)
-        .and_then(|()| tempfile::Builder::new().prefix("job-").tempdir_in(&runs))
-    {
+    let dir = match std::fs::create_dir_all(&runs).and_then(|()| {
+        // 0700 like the agent's: the job file system's socket is in it.
+        tempfile::Builder::new()
+            .prefix("job-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir_in(&runs)
+    }) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("pinfold run: {}: {e}", runs.display());
@@ -114,7 +118,7 @@ pub fn run(a: Args) -> i32 {
     let source = a.source.clone();
     let mut source_digest: Option<String> = None;
     let started_ms = pinfold_agent::runner::now_ms();
-    let mut fill = |ws: &std::path::Path| -> Result<(), RunError> {
+    let mut fill = |ws: &pinfold_agent::runner::Workspace<'_>| -> Result<(), RunError> {
         let Some(src) = &source else { return Ok(()) };
         if !src.is_dir() {
             return Err(RunError::Source(format!(
@@ -127,7 +131,7 @@ pub fn run(a: Args) -> i32 {
         // The source's digest goes into the provenance (packing is deterministic).
         source_digest =
             Some(sha256_and_rewind(&mut tar).map_err(|e| RunError::Source(e.to_string()))?);
-        pinfold_agent::source::unpack(std::io::BufReader::new(tar), ws)
+        ws.write(|ws| pinfold_agent::source::unpack(std::io::BufReader::new(tar), ws))
             .map_err(|e| RunError::Source(e.to_string()))
     };
     let out_dir = a.out.clone();

@@ -171,8 +171,10 @@ pub fn run(a: Args) -> i32 {
         .unwrap_or_else(|| home.join("verify").join(format!("verify-{started_ms}")));
     let work = match std::fs::create_dir_all(home.join("run"))
         .and_then(|()| {
+            // 0700 like the agent's: the runs' job file system sockets are in it.
             tempfile::Builder::new()
                 .prefix("verify-")
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
                 .tempdir_in(home.join("run"))
         })
         .and_then(|w| std::fs::create_dir_all(&out).map(|()| w))
@@ -639,17 +641,19 @@ fn run_one(s: &Shared<'_>, p: &Plan, t0: Instant) -> RunResult {
         grace: s.grace,
     };
     let reorder = p.vary.contains(&Variation::DirOrder);
-    let mut fill = |ws: &Path| -> Result<(), RunError> {
+    let mut fill = |ws: &pinfold_agent::runner::Workspace<'_>| -> Result<(), RunError> {
         let Some(tar) = &s.source_tar else {
             return Ok(());
         };
         let f = std::fs::File::open(tar).map_err(|e| RunError::Source(e.to_string()))?;
-        pinfold_agent::source::unpack(std::io::BufReader::new(f), ws)
-            .map_err(|e| RunError::Source(e.to_string()))?;
-        if reorder {
-            verify::reverse_dir_order(ws).map_err(|e| RunError::Source(e.to_string()))?;
-        }
-        Ok(())
+        ws.write(|ws| {
+            pinfold_agent::source::unpack(std::io::BufReader::new(f), ws)
+                .map_err(|e| RunError::Source(e.to_string()))?;
+            if reorder {
+                verify::reverse_dir_order(ws).map_err(|e| RunError::Source(e.to_string()))?;
+            }
+            Ok(())
+        })
     };
     let mut deliver = |art: &mut pinfold_agent::artifacts::Artifact| -> Result<(), String> {
         super::run::copy_artifact(&out, art)

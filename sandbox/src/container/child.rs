@@ -176,6 +176,12 @@ fn become_root(drop_groups: bool) -> Result<(), StepError> {
     // SAFETY: setresuid takes three integer ids and touches no memory.
     Errno::result(unsafe { libc::syscall(libc::SYS_setresuid, 0u32, 0u32, 0u32) })
         .step("become root in the user namespace (setresuid)")?;
+    // The kernel clears the parent-death signal when the effective uid
+    // changes, which it does when pinfold runs as real root (host 0 → an
+    // unprivileged range): arm it again, or a killed runner would leave the
+    // container running.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     Ok(())
 }
 

@@ -229,12 +229,18 @@ impl JobFs {
         if !Uid::effective().is_root() {
             return f();
         }
+        /// Restores this thread's file-system ids, also when `f` panics.
+        struct Restore(Uid, Gid);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                setfsuid(self.0);
+                setfsgid(self.1);
+            }
+        }
         let old_gid = setfsgid(Gid::from_raw(self.owner.1));
         let old_uid = setfsuid(Uid::from_raw(self.owner.0));
-        let out = f();
-        setfsuid(old_uid);
-        setfsgid(old_gid);
-        out
+        let _restore = Restore(old_uid, old_gid);
+        f()
     }
 }
 
@@ -272,6 +278,15 @@ fn hold(args: &[std::ffi::OsString]) -> std::result::Result<(), String> {
             .ok_or_else(|| format!("bad size {s:?}"))
     };
     let (layer_size, ws_size) = (size(layer)?, size(workspace)?);
+    // Nothing the runner happened to leave open stays open for the job's
+    // life: the holder needs stdin, stdout and stderr only.
+    // SAFETY: close_range takes integers only; the fds above 2 are no
+    // Rust object's (nothing is open yet in this process but std's 0-2).
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    // The socket is the caller's alone: 0600 under umask 077, in the
+    // caller's 0700 job directory. (SO_PEERCRED cannot tell the caller here:
+    // in this namespace every unmapped user reads as the overflow id.)
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     use nix::sched::{CloneFlags, unshare};
     unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)
         .map_err(|e| format!("create the holder's namespaces: {e}"))?;
@@ -313,7 +328,7 @@ fn hold(args: &[std::ffi::OsString]) -> std::result::Result<(), String> {
             &target,
             Some("tmpfs"),
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some(format!("mode=0755,uid=0,gid=0,size={bytes}").as_str()),
+            Some(format!("{},uid=0,gid=0", super::mounts::tmpfs_data("0755", bytes)).as_str()),
         )
         .map_err(|e| step(what, e))?;
         let fd = nix::fcntl::open(
@@ -334,6 +349,10 @@ fn hold(args: &[std::ffi::OsString]) -> std::result::Result<(), String> {
     nix::unistd::setresgid(root.0, root.0, root.0)
         .and_then(|()| nix::unistd::setresuid(root.1, root.1, root.1))
         .map_err(|e| step("become root of the holder's namespace", e))?;
+    // A change of effective uid (real root → an unprivileged range) clears
+    // the parent-death signal the runner armed: arm it again.
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| step("arm the parent-death signal", e))?;
     for d in ["upper", "work", "root"] {
         nix::sys::stat::mkdirat(&layer, d, nix::sys::stat::Mode::from_bits_truncate(0o755))
             .map_err(|e| step("create the writable layer", e))?;
@@ -376,6 +395,14 @@ fn serve(
     }
 }
 
+/// Whether the peer of `conn` runs as `uid` (SO_PEERCRED: its credentials
+/// when it connected or listened, as this process's user namespace sees
+/// them).
+fn same_uid(conn: &impl AsFd, uid: nix::unistd::Uid) -> bool {
+    nix::sys::socket::getsockopt(conn, nix::sys::socket::sockopt::PeerCredentials)
+        .is_ok_and(|c| c.uid() == uid.as_raw())
+}
+
 /// A detached copy of the mount whose root is `root`
 /// (`open_tree(OPEN_TREE_CLONE)`).
 fn clone_mount(root: &OwnedFd) -> std::result::Result<OwnedFd, Errno> {
@@ -407,6 +434,11 @@ pub(crate) fn fetch(socket: &Path, fs: &crate::policy::FilesystemPolicy) -> Resu
         why,
     };
     let conn = UnixStream::connect(socket).map_err(|e| fail(e.to_string()))?;
+    // Only a holder of this user's own: another user who could put a socket
+    // there must not choose this job's file systems.
+    if !same_uid(&conn, nix::unistd::getuid()) {
+        return Err(fail("the socket's holder runs as another user".into()));
+    }
     let fds = super::sync::recv_fds(&conn).map_err(|e| fail(e.desc().to_owned()))?;
     let Ok([layer, workspace]) = <[OwnedFd; 2]>::try_from(fds) else {
         return Err(fail("the holder sent no mounts".into()));
@@ -425,6 +457,10 @@ pub(crate) fn fetch(socket: &Path, fs: &crate::policy::FilesystemPolicy) -> Resu
             fs.workspace_size.0,
         ),
     ] {
+        let fs_type = nix::sys::statfs::fstatfs(fd).map_err(|e| fail(e.desc().to_owned()))?;
+        if fs_type.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC {
+            return Err(fail(format!("the {what} it sent is not a tmpfs")));
+        }
         let st = nix::sys::statvfs::fstatvfs(fd).map_err(|e| fail(e.desc().to_owned()))?;
         let size = st.blocks() * st.fragment_size();
         // tmpfs rounds its size up to whole pages.

@@ -115,7 +115,8 @@ impl Shmem {
         }
     }
 
-    /// Bytes used on the container's tmpfs file systems.
+    /// Bytes used on the container's tmpfs file systems: their used blocks,
+    /// and [`INODE_BYTES`] per used inode (kernel memory no block shows).
     // The statfs field types differ between libcs and architectures.
     #[allow(clippy::unnecessary_cast)]
     fn tmpfs_bytes(&self) -> u64 {
@@ -125,10 +126,15 @@ impl Shmem {
             .map(|fs| {
                 (fs.blocks() as u64).saturating_sub(fs.blocks_free() as u64)
                     * fs.block_size() as u64
+                    + (fs.files() as u64).saturating_sub(fs.files_free() as u64) * INODE_BYTES
             })
             .sum()
     }
 }
+
+/// What one tmpfs inode costs the kernel, about: the shmem inode and its
+/// dentry.
+const INODE_BYTES: u64 = 1 << 10;
 
 /// One sample's charge, summed over the container's processes.
 #[derive(Default)]

@@ -55,6 +55,19 @@ const READ_ONLY: &[&str] = &[
     "/proc/sysrq-trigger",
 ];
 
+/// Bytes of a policy-sized tmpfs per inode it may hold. Inodes take kernel
+/// memory (about 1 KiB each with their dentry) but no blocks: without a cap
+/// a tmpfs of any `size=` takes millions of empty files. One per 8 KiB
+/// still gives a 1G tmpfs 131072 files, a 4G one 524288.
+pub(crate) const BYTES_PER_INODE: u64 = 8 << 10;
+
+/// The mount data of a policy-sized tmpfs: mode, size and an inode cap
+/// ([`BYTES_PER_INODE`], at least 1024).
+pub(crate) fn tmpfs_data(mode: &str, size: u64) -> String {
+    let inodes = (size / BYTES_PER_INODE).max(1024);
+    format!("mode={mode},size={size},nr_inodes={inodes}")
+}
+
 fn mnt(
     src: Option<&str>,
     target: &str,
@@ -133,7 +146,7 @@ pub(crate) fn setup(p: &Prepared) -> Result<()> {
                 STAGE,
                 Some("tmpfs"),
                 NOSUID_NODEV,
-                Some(&format!("mode=0700,size={}", fs.writable_layer_size.0)),
+                Some(&tmpfs_data("0700", fs.writable_layer_size.0)),
                 "mount the writable layer's tmpfs",
             )?;
             for d in ["upper", "work", "root"] {
@@ -175,7 +188,7 @@ pub(crate) fn setup(p: &Prepared) -> Result<()> {
         &fd_path(&tmp),
         Some("tmpfs"),
         NOSUID_NODEV,
-        Some(&format!("mode=1777,size={}", fs.tmp_size.0)),
+        Some(&tmpfs_data("1777", fs.tmp_size.0)),
         "mount /tmp",
     )?;
     drop(tmp);
@@ -197,7 +210,7 @@ pub(crate) fn setup(p: &Prepared) -> Result<()> {
             &fd_path(&workdir),
             Some("tmpfs"),
             NOSUID_NODEV,
-            Some(&format!("mode=0755,size={}", fs.writable_layer_size.0)),
+            Some(&tmpfs_data("0755", fs.writable_layer_size.0)),
             "mount the working directory",
         )?;
     }
@@ -293,10 +306,7 @@ fn mount_dev(root: &OwnedFd, p: &Prepared) -> Result<()> {
         &fd_path(&shm),
         Some("tmpfs"),
         NOSUID_NODEV,
-        Some(&format!(
-            "mode=1777,size={}",
-            p.policy.filesystem.shm_size.0
-        )),
+        Some(&tmpfs_data("1777", p.policy.filesystem.shm_size.0)),
         "mount /dev/shm",
     )?;
     let dev = open_in_root(root, Path::new("/dev"), OFlag::O_PATH | OFlag::O_DIRECTORY)
