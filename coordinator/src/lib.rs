@@ -19,7 +19,6 @@ pub mod auth;
 pub mod blobs;
 pub mod client;
 pub mod error;
-pub mod mask;
 mod routes;
 pub mod store;
 pub mod token;
