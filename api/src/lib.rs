@@ -11,7 +11,8 @@
 //! the workspace and depending on none of them. No network I/O and no
 //! runtime (no HTTP client or server, no async, no database); the only I/O is
 //! reading the environment in [`pinfold_home`] and the signing key file in
-//! [`provenance::load_or_create_key`].
+//! [`provenance::load_or_create_key`]. Code that talks to the coordinator
+//! belongs in `pinfold-client`, code that serves it in `pinfold-coordinator`.
 #![deny(missing_docs)]
 
 pub mod escape;

@@ -9,15 +9,12 @@
 //! * [`blobs`]: content-addressed files (sources and artifacts).
 //! * [`token`]: how tokens are made and hashed; [`auth`]: the extractors
 //!   that check them.
-//! * [`client`]: a blocking client of the protocol, used by the CLI, the
-//!   tests and the benchmark, and meant for the agent.
 //!
 //! The protocol is documented endpoint by endpoint in `docs/protocol.md`.
 #![deny(missing_docs)]
 
 pub mod auth;
 pub mod blobs;
-pub mod client;
 pub mod error;
 mod routes;
 pub mod store;
