@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use pinfold_api::wire::{JobInfo, JobState, SubmitRequest};
-use pinfold_coordinator::client::Client;
+use pinfold_client::Client;
 
 const ADMIN: &str = "pfa_agent_e2e_admin";
 const REG: &str = "pfg_agent_e2e_registration";

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use pinfold_api::wire::{FinishRequest, JobState, Lease, StepResult, SubmitRequest};
-use pinfold_coordinator::client::{Client, ClientError};
+use pinfold_client::{Client, ClientError};
 
 #[path = "common/pty.rs"]
 mod pty;

@@ -9,5 +9,23 @@ else
   echo "tests/run.sh: not root, skipping tests/setup.sh (run it once as root)" >&2
 fi
 cargo fmt --all --check
+# A runner must not link the server: the agent reaches the coordinator
+# through pinfold-client alone, so neither the coordinator nor its axum and
+# SQLite may turn up in the agent's tree. `cargo tree -i` refuses a package
+# that is not in the graph at all ("did not match"): that counts as absent.
+err=$(mktemp)
+trap 'rm -f "$err"' EXIT
+for inv in "pinfold-coordinator" "rusqlite -e normal" "axum -e normal"; do
+  # shellcheck disable=SC2086
+  if ! tree=$(cargo tree --locked -p pinfold-agent -i $inv 2>"$err") &&
+    ! grep -q 'did not match any packages' "$err"; then
+    cat "$err" >&2
+    exit 1
+  fi
+  if [ -n "$tree" ]; then
+    echo "tests/run.sh: pinfold-agent depends on ${inv%% *} (cargo tree -p pinfold-agent -i $inv): a runner must not link the server" >&2
+    exit 1
+  fi
+done
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

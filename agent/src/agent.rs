@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use pinfold_api::provenance::{self, SigningKey};
 use pinfold_api::wire::{FinishRequest, JobState, Lease, LogAppendResponse};
-use pinfold_coordinator::client::{Client, ClientError};
+use pinfold_client::{Client, ClientError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use pinfold_coordinator::mask::mask;
+use pinfold_api::mask::mask;
 
 /// A masked log stream into any writer, with an optional cap on the bytes
 /// of step output it takes (the policy's `limits.log_bytes`).

@@ -4,12 +4,20 @@
 //! * [`job`]: the job file (`job.yaml`), parsed strictly.
 //! * [`wire`]: the JSON bodies of the coordinator protocol (`docs/protocol.md`).
 //! * [`provenance`]: in-toto/SLSA provenance statements, DSSE-signed with Ed25519.
+//! * [`mask`]: secret masking of logs that arrive in chunks (the agent masks
+//!   before it sends, the coordinator again before it stores).
 //!
-//! No I/O here beyond reading the environment in [`pinfold_home`].
+//! Pure: data types and functions over bytes, shared by every other crate of
+//! the workspace and depending on none of them. No network I/O and no
+//! runtime (no HTTP client or server, no async, no database); the only I/O is
+//! reading the environment in [`pinfold_home`] and the signing key file in
+//! [`provenance::load_or_create_key`]. Code that talks to the coordinator
+//! belongs in `pinfold-client`, code that serves it in `pinfold-coordinator`.
 #![deny(missing_docs)]
 
 pub mod escape;
 pub mod job;
+pub mod mask;
 pub mod provenance;
 pub mod units;
 pub mod wire;

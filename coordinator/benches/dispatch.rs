@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use pinfold_api::wire::{FinishRequest, JobState, SubmitRequest};
+use pinfold_client::Client;
 use pinfold_coordinator::Config;
-use pinfold_coordinator::client::Client;
 
 const ADMIN: &str = "pfa_bench";
 const REG: &str = "pfg_bench";

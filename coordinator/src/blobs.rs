@@ -94,7 +94,7 @@ impl BlobStore {
     /// is already there keeps the existing file (deduplication).
     pub async fn put(&self, sha256: &str, body: Body, limit: u64) -> Result<u64> {
         let dest = self.path(sha256)?;
-        let tmp = self.root.join("tmp").join(crate::auth::new_token(""));
+        let tmp = self.root.join("tmp").join(crate::token::new_token(""));
         let outcome = self.receive(&tmp, body.into_data_stream(), limit).await;
         let (size, actual) = match outcome {
             Ok(v) => v,

@@ -7,19 +7,18 @@
 //!   SQLite implementation; a PostgreSQL one can slot in without touching
 //!   handlers.
 //! * [`blobs`]: content-addressed files (sources and artifacts).
-//! * [`client`]: a blocking client of the protocol, used by the CLI, the
-//!   tests and the benchmark, and meant for the agent.
+//! * [`token`]: how tokens are made and hashed; [`auth`]: the extractors
+//!   that check them.
 //!
 //! The protocol is documented endpoint by endpoint in `docs/protocol.md`.
 #![deny(missing_docs)]
 
 pub mod auth;
 pub mod blobs;
-pub mod client;
 pub mod error;
-pub mod mask;
 mod routes;
 pub mod store;
+pub mod token;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -220,25 +219,25 @@ pub async fn open(
     let mut boot = Bootstrap::default();
     let mut hashes = Vec::new();
     for (key, given, prefix, slot) in [
-        ("admin_token_sha256", admin_token, auth::ADMIN_PREFIX, 0),
+        ("admin_token_sha256", admin_token, token::ADMIN_PREFIX, 0),
         (
             "registration_token_sha256",
             registration_token,
-            auth::REGISTRATION_PREFIX,
+            token::REGISTRATION_PREFIX,
             1,
         ),
     ] {
         let hash = match given {
             Some(t) => {
-                let h = auth::hash_token(&t);
+                let h = token::hash_token(&t);
                 store.set_meta(key, &h).await?;
                 h
             }
             None => match store.get_meta(key).await? {
                 Some(h) => h,
                 None => {
-                    let t = auth::new_token(prefix);
-                    let h = auth::hash_token(&t);
+                    let t = token::new_token(prefix);
+                    let h = token::hash_token(&t);
                     store.set_meta(key, &h).await?;
                     if slot == 0 {
                         boot.new_admin_token = Some(t);

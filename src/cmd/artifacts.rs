@@ -128,7 +128,7 @@ fn download(a: &Args) -> anyhow::Result<()> {
 /// --verify fetches the signing runner's key. Returns a JSON summary.
 fn provenance(
     a: &Args,
-    client: &pinfold_coordinator::client::Client,
+    client: &pinfold_client::Client,
 ) -> anyhow::Result<Option<serde_json::Value>> {
     let Some((runner, envelope)) = client.provenance(a.job)? else {
         if a.verify || a.key_out.is_some() {

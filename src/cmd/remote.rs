@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pinfold_coordinator::client::Client;
+use pinfold_client::Client;
 
 /// Options of every command that talks to a coordinator.
 #[derive(Debug, Clone, clap::Args)]

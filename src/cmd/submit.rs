@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use pinfold_api::JobSpec;
 use pinfold_api::wire::SubmitRequest;
-use pinfold_coordinator::client::Client;
+use pinfold_client::Client;
 use sha2::{Digest, Sha256};
 
 use super::remote::{Remote, fail};

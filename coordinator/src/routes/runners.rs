@@ -12,8 +12,9 @@ use pinfold_api::wire::{
 };
 
 use super::Json;
-use crate::auth::{self, Admin, Registration, Runner};
+use crate::auth::{Admin, Registration, Runner};
 use crate::error::{ApiError, Result};
+use crate::token::{JOB_PREFIX, RUNNER_PREFIX, hash_token, new_token};
 use crate::{AppState, now_ms};
 
 fn check_label(l: &str) -> Result<()> {
@@ -89,10 +90,10 @@ pub(super) async fn register(
     if let Some(pem) = &req.public_key {
         check_key(pem)?;
     }
-    let token = auth::new_token(auth::RUNNER_PREFIX);
+    let token = new_token(RUNNER_PREFIX);
     let runner_id = state
         .store
-        .create_runner(&req.name, &req.labels, &auth::hash_token(&token), now_ms())
+        .create_runner(&req.name, &req.labels, &hash_token(&token), now_ms())
         .await?;
     if let Some(pem) = &req.public_key {
         state.store.set_runner_key(runner_id, pem).await?;
@@ -168,14 +169,14 @@ pub(super) async fn lease(
     let ttl = state.config.lease_ttl;
     loop {
         queue.borrow_and_update();
-        let token = auth::new_token(auth::JOB_PREFIX);
+        let token = new_token(JOB_PREFIX);
         let now = now_ms();
         let grant = state
             .store
             .lease(
                 runner.id,
                 &runner.labels,
-                &auth::hash_token(&token),
+                &hash_token(&token),
                 now,
                 now + ttl.as_millis() as u64,
             )

@@ -5,7 +5,7 @@
 //! checks the caller's attempt inside the same transaction (fencing), so a
 //! second backend (PostgreSQL: `SELECT ... FOR UPDATE SKIP LOCKED` for the
 //! lease, the same tables) can implement it without touching handlers. Log
-//! masking and capping are pure functions in [`crate::mask`] that a backend
+//! masking and capping are pure functions in [`pinfold_api::mask`] that a backend
 //! calls inside its append transaction.
 
 mod sqlite;

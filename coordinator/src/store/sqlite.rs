@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use axum::body::Bytes;
+use pinfold_api::mask;
 use pinfold_api::wire::{ArtifactInfo, FinishRequest, JobInfo, JobState, StepResult, VerifyStatus};
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
@@ -25,7 +26,6 @@ use super::{
     AppendOutcome, Counts, JobRecord, JobTokenRecord, LeaseGrant, LogRead, NewJob, Result,
     RunnerRecord, Store, StoreError,
 };
-use crate::mask;
 
 mod trust;
 mod verify;

@@ -1,6 +1,14 @@
-//! A blocking client of the coordinator protocol: the CLI uses it, the tests
-//! and the benchmark drive the server with it as a runner would, and the
-//! agent can reuse it. One method per endpoint of `docs/protocol.md`.
+//! pinfold-client: the blocking HTTP client of the coordinator protocol, one
+//! method per endpoint of `docs/protocol.md`. The runner agent talks to its
+//! coordinator through it, the CLI's remote commands (`submit`, `jobs`,
+//! `logs`, `artifacts`, ...) use it, and the coordinator's tests and
+//! benchmark drive the server with it as a runner would.
+//!
+//! It is what a runner links to reach the server, so it stays small: it
+//! depends on `pinfold-api` (the wire types) and a synchronous HTTP client,
+//! never on `pinfold-coordinator` (the server: axum, tokio, SQLite) nor on
+//! `pinfold-sandbox`, and nothing server-side may come in through it.
+#![deny(missing_docs)]
 
 use std::io::{Read, Write};
 use std::time::Duration;
