@@ -118,7 +118,7 @@ pub struct NewJob {
 
 /// A stored job.
 #[derive(Debug, Clone)]
-pub struct JobRecord {
+pub struct StoredJob {
     /// What clients see.
     pub info: JobInfo,
     /// The validated spec as JSON.
@@ -131,7 +131,7 @@ pub struct JobRecord {
 #[derive(Debug, Clone)]
 pub struct LeaseGrant {
     /// The job, now running.
-    pub job: JobRecord,
+    pub job: StoredJob,
     /// The attempt's id.
     pub attempt_id: u64,
     /// The attempt's number (1-based).
@@ -203,9 +203,9 @@ pub trait Store: Send + Sync {
     /// Enqueues a job; returns its id.
     async fn create_job(&self, job: NewJob) -> Result<u64>;
     /// One job.
-    async fn job(&self, id: u64) -> Result<JobRecord>;
+    async fn job(&self, id: u64) -> Result<StoredJob>;
     /// Jobs, newest first.
-    async fn list_jobs(&self, state: Option<JobState>, limit: u32) -> Result<Vec<JobRecord>>;
+    async fn list_jobs(&self, state: Option<JobState>, limit: u32) -> Result<Vec<StoredJob>>;
 
     /// Leases the oldest queued job whose labels the runner has, creating an
     /// attempt with this job-token hash that expires at `expires`.

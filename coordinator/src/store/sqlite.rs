@@ -23,8 +23,8 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{
-    AppendOutcome, Counts, JobRecord, JobTokenRecord, LeaseGrant, LogRead, NewJob, Result,
-    RunnerRecord, Store, StoreError,
+    AppendOutcome, Counts, JobTokenRecord, LeaseGrant, LogRead, NewJob, Result, RunnerRecord,
+    Store, StoreError, StoredJob,
 };
 
 mod trust;
@@ -171,7 +171,7 @@ fn opt_u64(v: Option<i64>) -> Option<u64> {
     v.map(|v| v as u64)
 }
 
-fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(JobRecord, String, String, String, String)> {
+fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(StoredJob, String, String, String, String)> {
     let info = JobInfo {
         id: row.get::<_, i64>(0)? as u64,
         state: JobState::Queued,
@@ -190,7 +190,7 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(JobRecord, String, String, S
         verify: None,
         verify_of: None,
     };
-    let rec = JobRecord {
+    let rec = StoredJob {
         info,
         spec_json: row.get(1)?,
         secrets: Vec::new(),
@@ -199,8 +199,8 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(JobRecord, String, String, S
 }
 
 fn finish_job_row(
-    (mut rec, labels, secrets, state, steps): (JobRecord, String, String, String, String),
-) -> Result<JobRecord> {
+    (mut rec, labels, secrets, state, steps): (StoredJob, String, String, String, String),
+) -> Result<StoredJob> {
     rec.info.labels = from_json(&labels)?;
     rec.secrets = from_json(&secrets)?;
     rec.info.steps = from_json::<Vec<StepResult>>(&steps)?;
@@ -209,7 +209,7 @@ fn finish_job_row(
     Ok(rec)
 }
 
-fn load_job(conn: &Connection, id: u64) -> Result<JobRecord> {
+fn load_job(conn: &Connection, id: u64) -> Result<StoredJob> {
     let row = row(
         conn,
         &format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"),
@@ -507,11 +507,11 @@ impl Store for SqliteStore {
         self.call(move |c| insert_job(c, &job, "queued")).await
     }
 
-    async fn job(&self, id: u64) -> Result<JobRecord> {
+    async fn job(&self, id: u64) -> Result<StoredJob> {
         self.lookup(move |c| load_job(c, id)).await
     }
 
-    async fn list_jobs(&self, state: Option<JobState>, limit: u32) -> Result<Vec<JobRecord>> {
+    async fn list_jobs(&self, state: Option<JobState>, limit: u32) -> Result<Vec<StoredJob>> {
         self.read(move |c| {
             let mut st = c.prepare(&format!(
                 "SELECT {JOB_COLS} FROM jobs WHERE (?1 IS NULL OR state = ?1) ORDER BY id DESC LIMIT ?2"
