@@ -519,7 +519,7 @@ fn run_job(sh: &Shared, lease: Lease, flag: Arc<AtomicU8>) {
         .map(drop)
         .map_err(|e| format!("upload failed: {e}"))
     };
-    let started_ms = crate::runner::now_ms();
+    let started_ms = pinfold_api::now_ms();
     let report = job.run(&log, &mut fill, &mut deliver);
     if !report.artifacts.is_empty() && flag.load(Ordering::SeqCst) != stop::LEASE_LOST {
         let line = match attest(sh, &jc, &lease, &report, started_ms, ttl) {
@@ -594,7 +594,7 @@ fn attest(
             lease.job_id, lease.attempt
         ),
         started_ms,
-        finished_ms: crate::runner::now_ms(),
+        finished_ms: pinfold_api::now_ms(),
         internal: serde_json::json!({
             "state": report.state.as_str(),
             "runner": sh.cfg.name,

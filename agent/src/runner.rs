@@ -41,13 +41,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use pinfold_api::JobSpec;
 use pinfold_api::wire::{ArtifactInfo, JobState, StepResult};
+use pinfold_api::{JobSpec, now_ms};
 use pinfold_sandbox::ceiling::{Ceiling, Chosen};
 use pinfold_sandbox::container::IdMapMode;
 use pinfold_sandbox::container::jobfs::{JobFs, JobFsError, Sizes};
@@ -168,14 +168,6 @@ pub struct Report {
 
 /// Where artifacts go: a directory (`pinfold run`) or the coordinator.
 pub type Deliver<'a> = dyn FnMut(&mut Artifact) -> Result<(), String> + 'a;
-
-/// Milliseconds since the epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// Environment names that change how the host-side `pinfold exec` (or the
 /// dynamic loader under it) behaves.

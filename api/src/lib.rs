@@ -43,6 +43,15 @@ pub fn pinfold_home() -> Option<PathBuf> {
         .map(|h| PathBuf::from(h).join(".local/share/pinfold"))
 }
 
+/// Milliseconds since the Unix epoch (0 before it). The one clock the
+/// coordinator and the agent stamp jobs, steps and leases with.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// True when `s` is 64 lowercase hex digits (a sha256 in hex).
 pub fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use pinfold_api::now_ms;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -262,14 +263,6 @@ pub async fn open(
 /// The coordinator's HTTP API.
 pub fn app(state: AppState) -> Router {
     routes::router(state)
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Requeues or fails the jobs whose lease ran out; returns how many.

@@ -117,7 +117,7 @@ pub fn run(a: Args) -> i32 {
     };
     let source = a.source.clone();
     let mut source_digest: Option<String> = None;
-    let started_ms = pinfold_agent::runner::now_ms();
+    let started_ms = pinfold_api::now_ms();
     let mut fill = |ws: &pinfold_agent::runner::Workspace<'_>| -> Result<(), RunError> {
         let Some(src) = &source else { return Ok(()) };
         if !src.is_dir() {
@@ -163,7 +163,7 @@ pub fn run(a: Args) -> i32 {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             started_ms,
-            finished_ms: pinfold_agent::runner::now_ms(),
+            finished_ms: pinfold_api::now_ms(),
             internal: serde_json::json!({ "state": report.state.as_str() }),
         };
         match write_provenance(&home, out, &record) {

@@ -164,7 +164,7 @@ pub fn run(a: Args) -> i32 {
         Err(e) => return fail(format!("cannot find my own binary: {e}"), 125),
     };
     let secrets = super::run::secrets_from_env(&spec);
-    let started_ms = pinfold_agent::runner::now_ms();
+    let started_ms = pinfold_api::now_ms();
     let out = a
         .out
         .clone()
@@ -603,7 +603,7 @@ fn run_one(s: &Shared<'_>, p: &Plan, t0: Instant) -> RunResult {
     let out = s.out.join(&p.label);
     let log_path = out.join("log.txt");
     let varied: Vec<Variation> = p.vary.iter().copied().collect();
-    let started_ms = pinfold_agent::runner::now_ms();
+    let started_ms = pinfold_api::now_ms();
     let failed = |reason: String| RunResult {
         label: p.label.clone(),
         varied: varied.clone(),
@@ -611,7 +611,7 @@ fn run_one(s: &Shared<'_>, p: &Plan, t0: Instant) -> RunResult {
         reason: Some(reason),
         artifacts: BTreeMap::new(),
         started_ms,
-        finished_ms: pinfold_agent::runner::now_ms(),
+        finished_ms: pinfold_api::now_ms(),
         log: log_path.clone(),
         provenance: None,
     };
@@ -660,7 +660,7 @@ fn run_one(s: &Shared<'_>, p: &Plan, t0: Instant) -> RunResult {
     };
     let report = job.run_with(&log, &mut fill, &mut deliver, &opts);
     let _ = lock(&log).finish();
-    let finished_ms = pinfold_agent::runner::now_ms();
+    let finished_ms = pinfold_api::now_ms();
     let record = provenance::JobRecord {
         job_yaml: s.spec_text,
         image: (

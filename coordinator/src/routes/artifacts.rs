@@ -116,7 +116,7 @@ pub(super) async fn upload(
     let ttl = state.config.lease_ttl.as_millis() as u64;
     state
         .store
-        .heartbeat(id, t.attempt_id, crate::now_ms() + ttl)
+        .heartbeat(id, t.attempt_id, pinfold_api::now_ms() + ttl)
         .await?;
     let size = state.blobs.put(&q.sha256, body, limit).await?;
     let info = ArtifactInfo {

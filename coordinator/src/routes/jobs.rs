@@ -10,10 +10,11 @@ use pinfold_api::wire::{
 use serde::Deserialize;
 
 use super::Json;
+use crate::AppState;
 use crate::auth::{Admin, JobToken};
 use crate::error::{ApiError, Result};
 use crate::store::NewJob;
-use crate::{AppState, now_ms};
+use pinfold_api::now_ms;
 
 /// `POST /api/v1/jobs`: validate the job file and enqueue it.
 pub(super) async fn submit(

@@ -12,10 +12,11 @@ use pinfold_api::wire::{
 };
 
 use super::Json;
+use crate::AppState;
 use crate::auth::{Admin, Registration, Runner};
 use crate::error::{ApiError, Result};
 use crate::token::{JOB_PREFIX, RUNNER_PREFIX, hash_token, new_token};
-use crate::{AppState, now_ms};
+use pinfold_api::now_ms;
 
 fn check_label(l: &str) -> Result<()> {
     let ok = !l.is_empty()
