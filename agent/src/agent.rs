@@ -69,9 +69,9 @@ pub struct Config {
     pub name: String,
     /// Labels offered.
     pub labels: Vec<String>,
-    /// Local secrets the operator lets jobs have (`--secret NAME`): only
-    /// these `PINFOLD_SECRET_<NAME>` are read.
-    pub secrets: Vec<String>,
+    /// Local secrets the operator lets jobs have (`--secret NAME`), name →
+    /// value: the binary reads them (`PINFOLD_SECRET_<NAME>`), never this crate.
+    pub secrets: BTreeMap<String, String>,
     /// Jobs run at once.
     pub concurrency: usize,
     /// Exit after one job.
@@ -421,15 +421,14 @@ fn run_job(sh: &Shared, lease: Lease, flag: Arc<AtomicU8>) {
         }
     };
     tracing::info!(job = id, attempt = lease.attempt, "running");
-    // Secrets: the server's, plus the agent's own PINFOLD_SECRET_<NAME> for
-    // the names its operator listed (--secret); no other is ever read.
+    // Secrets: the server's, plus the agent's own for the names its
+    // operator listed (--secret) that the job asks for.
     let mut secrets: BTreeMap<String, String> = lease.secrets.clone();
     for s in &lease.spec.secrets {
         if !secrets.contains_key(s.as_str())
-            && sh.cfg.secrets.iter().any(|n| n == s.as_str())
-            && let Ok(v) = std::env::var(format!("PINFOLD_SECRET_{s}"))
+            && let Some(v) = sh.cfg.secrets.get(s.as_str())
         {
-            secrets.insert(s.to_string(), v);
+            secrets.insert(s.to_string(), v.clone());
         }
     }
     let reader = spool.reader();

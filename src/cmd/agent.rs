@@ -95,7 +95,7 @@ fn agent(a: Args) -> anyhow::Result<()> {
         registration_token: a.registration_token,
         name,
         labels: a.labels,
-        secrets: a.secrets,
+        secrets: crate::secrets::named(a.secrets.iter().map(String::as_str)),
         concurrency: a.concurrency,
         ephemeral: a.ephemeral,
         drain: a.drain,

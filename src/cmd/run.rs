@@ -1,6 +1,5 @@
 //! `pinfold run`: run a job file locally, no server.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -69,7 +68,8 @@ pub fn run(a: Args) -> i32 {
             return 125;
         }
     };
-    let secrets = secrets_from_env(&spec);
+    // A local run has no server to hold the job's secrets: the environment gives them.
+    let secrets = crate::secrets::named(spec.secrets.iter().map(|s| s.as_str()));
     let Some(home) = pinfold_api::pinfold_home() else {
         eprintln!("pinfold run: cannot find a state directory: set PINFOLD_HOME");
         return 125;
@@ -226,19 +226,6 @@ pub(super) fn copy_artifact(
     let mut f = std::fs::File::create(&dest).map_err(|e| format!("{}: {e}", dest.display()))?;
     std::io::copy(&mut art.file, &mut f).map_err(|e| format!("{}: {e}", dest.display()))?;
     Ok(())
-}
-
-/// The job's secrets that the environment supplies, as
-/// `PINFOLD_SECRET_<NAME>` (a local run has no server to hold them).
-pub(super) fn secrets_from_env(spec: &JobSpec) -> BTreeMap<String, String> {
-    spec.secrets
-        .iter()
-        .filter_map(|s| {
-            std::env::var(format!("PINFOLD_SECRET_{s}"))
-                .ok()
-                .map(|v| (s.to_string(), v))
-        })
-        .collect()
 }
 
 /// Signs the statement with the local runner key (made on first use under

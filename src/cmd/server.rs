@@ -1,6 +1,5 @@
 //! `pinfold server`: the coordinator.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -72,16 +71,6 @@ pub fn run(a: Args) -> i32 {
     }
 }
 
-fn secrets_from_env() -> BTreeMap<String, String> {
-    std::env::vars()
-        .filter_map(|(k, v)| {
-            k.strip_prefix("PINFOLD_SECRET_")
-                .filter(|n| !n.is_empty())
-                .map(|n| (n.to_string(), v))
-        })
-        .collect()
-}
-
 fn token_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|t| !t.trim().is_empty())
 }
@@ -97,7 +86,7 @@ fn serve(a: Args) -> anyhow::Result<()> {
         secret_scopes: a.secret_to.iter().cloned().collect(),
         ..Config::default()
     };
-    let secrets = secrets_from_env();
+    let secrets = crate::secrets::from_env();
     for name in secrets.keys() {
         if !config.secret_scopes.contains_key(name) {
             tracing::warn!(

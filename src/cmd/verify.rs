@@ -163,7 +163,7 @@ pub fn run(a: Args) -> i32 {
         Ok(e) => e,
         Err(e) => return fail(format!("cannot find my own binary: {e}"), 125),
     };
-    let secrets = super::run::secrets_from_env(&spec);
+    let secrets = crate::secrets::named(spec.secrets.iter().map(|s| s.as_str()));
     let started_ms = pinfold_api::now_ms();
     let out = a
         .out
