@@ -104,23 +104,6 @@ pub fn token_path(home: &Path, server: &str) -> PathBuf {
     home.join("agent").join(format!("runner-{}.json", &h[..16]))
 }
 
-/// The runner's signing key: `$PINFOLD_HOME/keys/runner.key` (PKCS#8 PEM,
-/// 0600, made on first use, `runner.key.pub` beside it), the same identity
-/// `pinfold run` signs local provenance with.
-pub fn key_path(home: &Path) -> PathBuf {
-    home.join("keys/runner.key")
-}
-
-fn runner_key(home: &Path) -> Result<SigningKey, AgentError> {
-    Ok(provenance::load_or_create_key(&key_path(home), || {
-        let mut s = [0u8; 32];
-        getrandom::fill(&mut s).expect("the kernel's random source failed");
-        s
-    })?)
-}
-
-/// The stored runner token for the server, or a new registration that
-/// sends the runner's public key.
 fn runner_token(cfg: &Config, key: &SigningKey, fresh: bool) -> Result<StoredToken, AgentError> {
     let path = token_path(&cfg.home, &cfg.server);
     let terr = |source| AgentError::Token {
@@ -219,7 +202,7 @@ pub fn run(mut cfg: Config, shutdown: &dyn Fn() -> bool) -> Result<(), AgentErro
         cfg.concurrency = 1;
     }
     cfg.concurrency = cfg.concurrency.max(1);
-    let key = runner_key(&cfg.home)?;
+    let key = crate::provenance::runner_key(&cfg.home)?;
     let stored = runner_token(&cfg, &key, false)?;
     let base = Client::new(&cfg.server, None, cfg.request_timeout);
     ensure_key(&base.with_token(&stored.token), &key);
@@ -494,16 +477,13 @@ fn run_job(sh: &Shared, lease: Lease, flag: Arc<AtomicU8>) {
             jc.download_source(id, &mut f)
         })
         .map_err(|e| RunError::Source(format!("download: {e}")))?;
-        use std::io::Seek;
-        f.rewind().map_err(|e| RunError::Source(e.to_string()))?;
-        let (_, got) =
-            crate::artifacts::hash(&mut f).map_err(|e| RunError::Source(e.to_string()))?;
+        let got =
+            crate::artifacts::hash_file(&mut f).map_err(|e| RunError::Source(e.to_string()))?;
         if &got != want {
             return Err(RunError::Source(format!(
                 "sha256 mismatch: the lease pins {want}, the download is {got}"
             )));
         }
-        f.rewind().map_err(|e| RunError::Source(e.to_string()))?;
         ws.write(|ws| crate::source::unpack(std::io::BufReader::new(f), ws))
             .map_err(|e| RunError::Source(e.to_string()))?;
         let _ = std::fs::remove_file(&tar_path);
@@ -573,35 +553,34 @@ fn attest(
 ) -> Result<String, String> {
     let server = sh.cfg.server.trim_end_matches('/');
     let runner_id = sh.runner_id.load(Ordering::SeqCst);
-    let image = lease.spec.image.as_str();
-    let artifacts: Vec<(String, String)> = report
-        .artifacts
-        .iter()
-        .map(|a| (a.name.clone(), a.sha256.clone()))
-        .collect();
-    let record = provenance::JobRecord {
-        job_yaml: &lease.spec_yaml,
-        image: (image, image.rsplit_once("@sha256:").map_or("", |(_, d)| d)),
-        source: lease
-            .source_sha256
-            .as_deref()
-            .map(|d| ("source.tar", "sha256", d)),
-        artifacts: &artifacts,
-        builder_id: &format!("{server}/api/v1/runners/{runner_id}"),
-        invocation_id: &format!(
-            "{server}/api/v1/jobs/{}#attempt-{}",
-            lease.job_id, lease.attempt
-        ),
-        started_ms,
-        finished_ms: pinfold_api::now_ms(),
-        internal: serde_json::json!({
-            "state": report.state.as_str(),
-            "runner": sh.cfg.name,
-            "policy": lease.spec.policy.as_ref().map_or(sh.cfg.ceiling.names()[0], |p| p.as_str()),
-        }),
-    };
-    let envelope = provenance::sign(&provenance::statement_for(&record), &sh.key)
-        .map_err(|e| e.to_string())?;
+    let mut internal = serde_json::Map::new();
+    internal.insert("runner".into(), sh.cfg.name.clone().into());
+    internal.insert(
+        "policy".into(),
+        lease
+            .spec
+            .policy
+            .as_ref()
+            .map_or(sh.cfg.ceiling.names()[0], |p| p.as_str())
+            .into(),
+    );
+    let statement = crate::provenance::statement(
+        &lease.spec_yaml,
+        lease.spec.image.as_str(),
+        lease.source_sha256.as_deref(),
+        report,
+        &crate::provenance::Invocation {
+            builder_id: &format!("{server}/api/v1/runners/{runner_id}"),
+            invocation_id: &format!(
+                "{server}/api/v1/jobs/{}#attempt-{}",
+                lease.job_id, lease.attempt
+            ),
+            started_ms,
+            finished_ms: pinfold_api::now_ms(),
+        },
+        internal,
+    );
+    let envelope = provenance::sign(&statement, &sh.key).map_err(|e| e.to_string())?;
     let body = serde_json::to_vec_pretty(&envelope).map_err(|e| e.to_string())?;
     let stored =
         retry(ttl, || jc.upload_provenance(lease.job_id, &body)).map_err(|e| e.to_string())?;

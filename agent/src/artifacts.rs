@@ -256,6 +256,29 @@ pub fn hash(r: &mut dyn Read) -> io::Result<(u64, String)> {
     }
 }
 
+/// sha256 of the whole file, from its start; the file is left rewound to
+/// its start, ready to be read again (a source tar, before it is unpacked
+/// or uploaded).
+pub fn hash_file(f: &mut File) -> io::Result<String> {
+    f.rewind()?;
+    let (_, sha) = hash(f)?;
+    f.rewind()?;
+    Ok(sha)
+}
+
+/// Copies an artifact to `out/NAME`, making the directories on the way:
+/// delivery into a directory (`pinfold run --out`, `pinfold verify`). The
+/// name is relative and free of `..` (the artifact walk never yields one).
+pub fn copy_to_dir(out: &Path, art: &mut Artifact) -> Result<(), String> {
+    let dest = out.join(&art.name);
+    if let Some(p) = dest.parent() {
+        std::fs::create_dir_all(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    let mut f = File::create(&dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    io::copy(&mut art.file, &mut f).map_err(|e| format!("{}: {e}", dest.display()))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

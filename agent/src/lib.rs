@@ -7,6 +7,8 @@
 //! * [`artifacts`]: glob matching and opening under the workspace without
 //!   following symlinks.
 //! * [`agent`]: the runner agent loop against a coordinator (`pinfold agent`).
+//! * [`provenance`]: the in-toto/SLSA statement of a run, built once for
+//!   the agent, `pinfold run` and `pinfold verify`, and the runner key.
 //! * [`signals`]: SIGTERM/SIGINT as a flag.
 //! * [`verify`]: the variations `pinfold verify` applies between runs.
 #![deny(missing_docs)]
@@ -14,6 +16,7 @@
 pub mod agent;
 pub mod artifacts;
 pub mod log;
+pub mod provenance;
 pub mod runner;
 pub mod signals;
 pub mod source;

@@ -1,6 +1,8 @@
 //! SIGTERM and SIGINT turned into a flag the loops poll.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::Duration;
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
@@ -28,4 +30,20 @@ pub fn install() -> nix::Result<()> {
 /// True once SIGTERM or SIGINT arrived.
 pub fn received() -> bool {
     SIGNALLED.load(Ordering::SeqCst)
+}
+
+/// A job's stop flag, set to [`stop::CANCELLED`](crate::runner::stop::CANCELLED)
+/// by a thread once SIGTERM or SIGINT arrives (call [`install`] first):
+/// how `pinfold run` and `pinfold verify` cancel their jobs.
+pub fn stop_flag() -> Arc<AtomicU8> {
+    use crate::runner::stop;
+    let flag = Arc::new(AtomicU8::new(stop::NONE));
+    let set = flag.clone();
+    std::thread::spawn(move || {
+        while !received() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        set.store(stop::CANCELLED, Ordering::SeqCst);
+    });
+    flag
 }

@@ -2,14 +2,11 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use pinfold_agent::log::{LogWriter, lock};
-use pinfold_agent::runner::{Job, RunError, stop};
+use pinfold_agent::runner::{Job, RunError};
 use pinfold_api::JobSpec;
-use pinfold_api::provenance;
 
 /// Run a job file locally: logs on the terminal, artifacts into --out.
 ///
@@ -99,7 +96,7 @@ pub fn run(a: Args) -> i32 {
         eprintln!("pinfold run: installing signal handlers: {e}");
         return 125;
     }
-    let flag = cancel_on_signal();
+    let flag = pinfold_agent::signals::stop_flag();
     let out: Box<dyn Write + Send> = if a.json {
         super::term::job_output(std::io::stderr(), &std::io::stderr(), a.raw)
     } else {
@@ -129,8 +126,10 @@ pub fn run(a: Args) -> i32 {
         let mut tar =
             pinfold_agent::source::pack_dir(src).map_err(|e| RunError::Source(e.to_string()))?;
         // The source's digest goes into the provenance (packing is deterministic).
-        source_digest =
-            Some(sha256_and_rewind(&mut tar).map_err(|e| RunError::Source(e.to_string()))?);
+        source_digest = Some(
+            pinfold_agent::artifacts::hash_file(&mut tar)
+                .map_err(|e| RunError::Source(e.to_string()))?,
+        );
         ws.write(|ws| pinfold_agent::source::unpack(std::io::BufReader::new(tar), ws))
             .map_err(|e| RunError::Source(e.to_string()))
     };
@@ -139,34 +138,30 @@ pub fn run(a: Args) -> i32 {
         let Some(out) = &out_dir else {
             return Err("not copied (no --out)".into());
         };
-        copy_artifact(out, art)
+        pinfold_agent::artifacts::copy_to_dir(out, art)
     };
     let image = job.spec.image.as_str().to_owned();
     let report = job.run(&log, &mut fill, &mut deliver);
     let _ = lock(&log).finish();
     if let Some(out) = &a.out {
-        let record = provenance::JobRecord {
-            job_yaml: &text,
-            image: (&image, image.rsplit_once("@sha256:").map_or("", |(_, d)| d)),
-            source: source_digest
-                .as_deref()
-                .map(|d| ("source.tar", "sha256", d)),
-            artifacts: &report
-                .artifacts
-                .iter()
-                .map(|x| (x.name.clone(), x.sha256.clone()))
-                .collect::<Vec<_>>(),
-            builder_id: &builder_id(),
-            invocation_id: &dir
-                .path()
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            started_ms,
-            finished_ms: pinfold_api::now_ms(),
-            internal: serde_json::json!({ "state": report.state.as_str() }),
-        };
-        match write_provenance(&home, out, &record) {
+        let statement = pinfold_agent::provenance::statement(
+            &text,
+            &image,
+            source_digest.as_deref(),
+            &report,
+            &pinfold_agent::provenance::Invocation {
+                builder_id: &pinfold_agent::provenance::local_builder_id(),
+                invocation_id: &dir
+                    .path()
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                started_ms,
+                finished_ms: pinfold_api::now_ms(),
+            },
+            serde_json::Map::new(),
+        );
+        match pinfold_agent::provenance::write_local(&home, out, &statement) {
             Ok((file, key)) => eprintln!(
                 "pinfold run: provenance in {}; check it with `pinfold attest verify {} --key {}`",
                 file.display(),
@@ -195,74 +190,4 @@ pub fn run(a: Args) -> i32 {
         println!("{v}");
     }
     report.state.exit_code()
-}
-
-fn sha256_and_rewind(f: &mut std::fs::File) -> anyhow::Result<String> {
-    use std::io::{Seek, SeekFrom};
-    f.seek(SeekFrom::Start(0))?;
-    let digest = super::submit::sha256_of(f)?;
-    f.seek(SeekFrom::Start(0))?;
-    Ok(digest)
-}
-
-/// The identity a local run signs as.
-pub(super) fn builder_id() -> String {
-    let host = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "localhost".into());
-    format!("pinfold://{host}/run/uid/{}", nix::unistd::getuid())
-}
-
-/// Copies an artifact to `out/NAME`. The name is relative and free of `..`
-/// (the artifact walk never yields one).
-pub(super) fn copy_artifact(
-    out: &std::path::Path,
-    art: &mut pinfold_agent::artifacts::Artifact,
-) -> Result<(), String> {
-    let dest = out.join(&art.name);
-    if let Some(p) = dest.parent() {
-        std::fs::create_dir_all(p).map_err(|e| format!("{}: {e}", p.display()))?;
-    }
-    let mut f = std::fs::File::create(&dest).map_err(|e| format!("{}: {e}", dest.display()))?;
-    std::io::copy(&mut art.file, &mut f).map_err(|e| format!("{}: {e}", dest.display()))?;
-    Ok(())
-}
-
-/// Signs the statement with the local runner key (made on first use under
-/// `$PINFOLD_HOME/keys/`) and writes `OUT/provenance.intoto.json`.
-pub(super) fn write_provenance(
-    home: &std::path::Path,
-    out: &std::path::Path,
-    record: &provenance::JobRecord<'_>,
-) -> Result<(std::path::PathBuf, std::path::PathBuf), String> {
-    let key_path = home.join("keys/runner.key");
-    let key = provenance::load_or_create_key(&key_path, || {
-        let mut s = [0u8; 32];
-        getrandom::fill(&mut s).expect("the kernel's random source failed");
-        s
-    })
-    .map_err(|e| e.to_string())?;
-    let envelope =
-        provenance::sign(&provenance::statement_for(record), &key).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let file = out.join("provenance.intoto.json");
-    let json = serde_json::to_vec_pretty(&envelope).map_err(|e| e.to_string())?;
-    std::fs::write(&file, json).map_err(|e| format!("{}: {e}", file.display()))?;
-    let mut pub_key = key_path.into_os_string();
-    pub_key.push(".pub");
-    Ok((file, pub_key.into()))
-}
-
-/// A job's stop flag, set to cancelled by a thread once SIGTERM or SIGINT
-/// arrives (the handlers are [`pinfold_agent::signals::install`]ed first).
-pub(super) fn cancel_on_signal() -> Arc<AtomicU8> {
-    let flag = Arc::new(AtomicU8::new(stop::NONE));
-    let set = flag.clone();
-    std::thread::spawn(move || {
-        while !pinfold_agent::signals::received() {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        set.store(stop::CANCELLED, Ordering::SeqCst);
-    });
-    flag
 }

@@ -14,7 +14,6 @@ use pinfold_agent::log::{LogWriter, lock};
 use pinfold_agent::runner::{Job, RunError, stop};
 use pinfold_agent::verify::{self, Variation};
 use pinfold_api::JobSpec;
-use pinfold_api::provenance;
 use pinfold_api::wire::JobState;
 
 /// Check that a job's build is reproducible: run it N times, varying build
@@ -185,7 +184,7 @@ pub fn run(a: Args) -> i32 {
     if let Err(e) = pinfold_agent::signals::install() {
         return fail(format!("installing signal handlers: {e}"), 125);
     }
-    let flag = super::run::cancel_on_signal();
+    let flag = pinfold_agent::signals::stop_flag();
     // The human summary: on stdout, or on stderr when stdout has the JSON.
     let mut term: Box<dyn Write> = if a.json {
         Box::new(std::io::stderr())
@@ -656,46 +655,41 @@ fn run_one(s: &Shared<'_>, p: &Plan, t0: Instant) -> RunResult {
         })
     };
     let mut deliver = |art: &mut pinfold_agent::artifacts::Artifact| -> Result<(), String> {
-        super::run::copy_artifact(&out, art)
+        pinfold_agent::artifacts::copy_to_dir(&out, art)
     };
     let report = job.run_with(&log, &mut fill, &mut deliver, &opts);
     let _ = lock(&log).finish();
     let finished_ms = pinfold_api::now_ms();
-    let record = provenance::JobRecord {
-        job_yaml: s.spec_text,
-        image: (
-            &s.image,
-            s.image.rsplit_once("@sha256:").map_or("", |(_, d)| d),
-        ),
-        source: s
-            .source_digest
-            .as_deref()
-            .map(|d| ("source.tar", "sha256", d)),
-        artifacts: &report
-            .artifacts
-            .iter()
-            .map(|x| (x.name.clone(), x.sha256.clone()))
-            .collect::<Vec<_>>(),
-        builder_id: &super::run::builder_id(),
-        invocation_id: &format!(
-            "{}/{}",
-            s.work
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            p.label
-        ),
-        started_ms,
-        finished_ms,
-        internal: serde_json::json!({
-            "state": report.state.as_str(),
-            "verify": { "run": p.label, "varied": varied },
-        }),
-    };
-    let (provenance, mut reason) = match super::run::write_provenance(&s.home, &out, &record) {
-        Ok((file, _)) => (Some(file), report.reason.clone()),
-        Err(e) => (None, Some(format!("writing provenance: {e}"))),
-    };
+    let mut internal = serde_json::Map::new();
+    internal.insert(
+        "verify".into(),
+        serde_json::json!({ "run": p.label, "varied": varied }),
+    );
+    let statement = pinfold_agent::provenance::statement(
+        s.spec_text,
+        &s.image,
+        s.source_digest.as_deref(),
+        &report,
+        &pinfold_agent::provenance::Invocation {
+            builder_id: &pinfold_agent::provenance::local_builder_id(),
+            invocation_id: &format!(
+                "{}/{}",
+                s.work
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                p.label
+            ),
+            started_ms,
+            finished_ms,
+        },
+        internal,
+    );
+    let (provenance, mut reason) =
+        match pinfold_agent::provenance::write_local(&s.home, &out, &statement) {
+            Ok((file, _)) => (Some(file), report.reason.clone()),
+            Err(e) => (None, Some(format!("writing provenance: {e}"))),
+        };
     let mut state = report.state.as_str();
     if provenance.is_none() {
         state = JobState::Error.as_str();
@@ -745,7 +739,7 @@ fn pack_source(src: &Path, work: &Path) -> anyhow::Result<(PathBuf, String)> {
     let mut f = std::fs::File::create(&path)?;
     std::io::copy(&mut tar, &mut f)?;
     drop(f);
-    let digest = super::submit::sha256_of(&mut std::fs::File::open(&path)?)?;
+    let digest = pinfold_agent::artifacts::hash_file(&mut std::fs::File::open(&path)?)?;
     Ok((path, digest))
 }
 
