@@ -71,8 +71,8 @@ pub fn verify_with(
             ));
         }
         let got = std::fs::File::open(dir.join(name))
-            .map_err(anyhow::Error::from)
-            .and_then(|mut f| super::submit::sha256_of(&mut f))
+            .and_then(|mut f| pinfold_agent::artifacts::hash(&mut f))
+            .map(|(_, sha)| sha)
             .map_err(|e| format!("artifact {name}: {e} (give --artifacts DIR)"))?;
         if &got != want {
             return Err(format!(

@@ -1,7 +1,7 @@
 //! `pinfold submit`: send a job (and its source) to a coordinator.
 
 use std::fs::File;
-use std::io::{Read, Seek, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -9,7 +9,6 @@ use anyhow::{Context, bail};
 use pinfold_api::JobSpec;
 use pinfold_api::wire::SubmitRequest;
 use pinfold_client::Client;
-use sha2::{Digest, Sha256};
 
 use super::remote::{Remote, fail};
 
@@ -126,9 +125,7 @@ fn upload_source(client: &Client, dir: &Path) -> anyhow::Result<String> {
         add_dir(&mut b, dir, Path::new(""))?;
         b.finish().context("writing the source tar")?;
     }
-    file.rewind()?;
-    let sha = sha256_of(&mut file)?;
-    file.rewind()?;
+    let sha = pinfold_agent::artifacts::hash_file(&mut file)?;
     client
         .upload_source(&sha, &file)
         .context("uploading the source")?;
@@ -152,17 +149,4 @@ fn add_dir(b: &mut tar::Builder<&mut File>, root: &Path, rel: &Path) -> anyhow::
         }
     }
     Ok(())
-}
-
-/// sha256 of everything `r` yields, in hex.
-pub fn sha256_of(r: &mut dyn Read) -> anyhow::Result<String> {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 256 << 10];
-    loop {
-        let n = r.read(&mut buf)?;
-        if n == 0 {
-            return Ok(hex::encode(h.finalize()));
-        }
-        h.update(&buf[..n]);
-    }
 }
