@@ -2,7 +2,9 @@
 //! `cmd/`, all the work in the library crates.
 
 mod cmd;
+mod remote;
 mod secrets;
+mod term;
 
 use clap::{Parser, Subcommand};
 

@@ -70,7 +70,7 @@ pub struct Args {
 pub fn run(a: Args) -> i32 {
     match agent(a) {
         Ok(()) => 0,
-        Err(e) => super::remote::fail("agent", &e),
+        Err(e) => crate::remote::fail("agent", &e),
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 
-use super::remote::{Remote, fail};
+use crate::remote::{Remote, fail};
 
 /// Download a job's artifacts into a directory, verifying each sha256.
 ///

@@ -1,6 +1,6 @@
 //! `pinfold cancel`: stop a job.
 
-use super::remote::{Remote, fail};
+use crate::remote::{Remote, fail};
 
 /// Cancel a job: a queued job ends at once; a running one is told through
 /// its runner's next heartbeat (SIGTERM, a grace period, then SIGKILL).

@@ -1,6 +1,6 @@
 //! `pinfold jobs`: list jobs.
 
-use super::remote::{Remote, fail};
+use crate::remote::{Remote, fail};
 
 /// List jobs, newest first.
 #[derive(Debug, clap::Args)]

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use super::remote::{Remote, fail};
+use crate::remote::{Remote, fail};
 
 /// Print a job's log (secrets masked); --follow streams it until the job ends.
 #[derive(Debug, clap::Args)]
@@ -25,10 +25,10 @@ pub fn run(a: Args) -> i32 {
     let go = || -> anyhow::Result<()> {
         let client = a.remote.client()?;
         if a.follow {
-            super::submit::wait(&client, a.job, a.raw)?;
+            crate::remote::wait(&client, a.job, a.raw)?;
             return Ok(());
         }
-        let mut out = super::term::job_output(std::io::stdout(), &std::io::stdout(), a.raw);
+        let mut out = crate::term::job_output(std::io::stdout(), &std::io::stdout(), a.raw);
         let mut offset = 0;
         loop {
             let (data, next, complete) = client.read_log(a.job, offset)?;

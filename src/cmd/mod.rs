@@ -9,13 +9,11 @@ pub mod image;
 pub mod jobs;
 pub mod logs;
 pub mod policy;
-pub mod remote;
 pub mod run;
 pub mod runners;
 pub mod server;
 pub mod status;
 pub mod submit;
-pub mod term;
 pub mod verify;
 
 use std::sync::Arc;

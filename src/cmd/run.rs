@@ -98,9 +98,9 @@ pub fn run(a: Args) -> i32 {
     }
     let flag = pinfold_agent::signals::stop_flag();
     let out: Box<dyn Write + Send> = if a.json {
-        super::term::job_output(std::io::stderr(), &std::io::stderr(), a.raw)
+        crate::term::job_output(std::io::stderr(), &std::io::stderr(), a.raw)
     } else {
-        super::term::job_output(std::io::stdout(), &std::io::stdout(), a.raw)
+        crate::term::job_output(std::io::stdout(), &std::io::stdout(), a.raw)
     };
     let log = LogWriter::new(out, secrets.values().cloned()).shared();
     let job = Job {

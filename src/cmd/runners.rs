@@ -1,6 +1,6 @@
 //! `pinfold runners`: what the admin decides about runners.
 
-use super::remote::{Remote, fail};
+use crate::remote::{Remote, fail};
 
 /// Manage runners (admin token).
 #[derive(Debug, clap::Subcommand)]

@@ -67,7 +67,7 @@ fn parse_scope(s: &str) -> Result<(String, Vec<String>), String> {
 pub fn run(a: Args) -> i32 {
     match serve(a) {
         Ok(()) => 0,
-        Err(e) => super::remote::fail("server", &e),
+        Err(e) => crate::remote::fail("server", &e),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use pinfold_api::wire::JobInfo;
 
-use super::remote::{Remote, fail};
+use crate::remote::{Remote, fail};
 
 /// Show a job's state, attempts and step results.
 ///

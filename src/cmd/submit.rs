@@ -1,16 +1,14 @@
 //! `pinfold submit`: send a job (and its source) to a coordinator.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use pinfold_api::JobSpec;
 use pinfold_api::wire::SubmitRequest;
 use pinfold_client::Client;
 
-use super::remote::{Remote, fail};
+use crate::remote::{Remote, fail};
 
 /// Submit a job file to a coordinator.
 ///
@@ -76,38 +74,8 @@ fn submit(a: &Args) -> anyhow::Result<i32> {
     if !a.wait {
         return Ok(0);
     }
-    let state = wait(&client, job.job_id, a.raw)?;
+    let state = crate::remote::wait(&client, job.job_id, a.raw)?;
     Ok(state.exit_code())
-}
-
-/// Streams the job's log to stdout until it ends (resuming after broken
-/// connections), then returns how it ended. On a terminal the log's control
-/// characters are shown escaped unless `raw`.
-pub fn wait(client: &Client, job: u64, raw: bool) -> anyhow::Result<pinfold_api::wire::JobState> {
-    let mut offset = 0;
-    let mut stdout = super::term::job_output(std::io::stdout(), &std::io::stdout(), raw);
-    loop {
-        match client.follow_log(job, offset, &mut stdout) {
-            Ok(at) => offset = at,
-            Err(e) => {
-                tracing::warn!(%e, "log stream broke; resuming");
-                std::thread::sleep(Duration::from_millis(500));
-                continue;
-            }
-        }
-        let info = client.job(job)?;
-        if info.state.is_terminal() && offset >= info.log_bytes {
-            stdout.flush()?;
-            if let Some(r) = &info.reason {
-                eprintln!("pinfold submit: job {job} {}: {r}", info.state.as_str());
-            } else {
-                eprintln!("pinfold submit: job {job} {}", info.state.as_str());
-            }
-            return Ok(info.state);
-        }
-        // The stream ended early (server shutting down): try again.
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 /// Tars `dir` into a temporary file (entries sorted, times and owners
