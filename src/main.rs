@@ -2,6 +2,7 @@
 //! `cmd/`, all the work in the library crates.
 
 mod cmd;
+mod fetch;
 mod remote;
 mod secrets;
 mod term;

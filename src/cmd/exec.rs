@@ -34,7 +34,7 @@ pub struct Args {
     #[arg(long, value_name = "REF")]
     image: Option<String>,
     #[command(flatten)]
-    fetch: super::image::FetchArgs,
+    fetch: crate::fetch::FetchArgs,
     /// Policy: a shipped name (default, untrusted, trusted) or a path to a TOML file.
     #[arg(long, default_value = "default", env = "PINFOLD_POLICY")]
     policy: String,
@@ -176,11 +176,11 @@ type ImageParts = (
 /// with a lease that keeps `image gc` off its layers while the job runs.
 fn image_layers(
     reference: &str,
-    fetch: &super::image::FetchArgs,
+    fetch: &crate::fetch::FetchArgs,
 ) -> Result<ImageParts, pinfold_sandbox::image::ImageError> {
     let started = std::time::Instant::now();
     let store = pinfold_sandbox::image::Store::open_default()?;
-    let rec = super::image::resolve(&store, reference, fetch)?;
+    let rec = crate::fetch::resolve(&store, reference, fetch)?;
     let config = store.config(&rec)?;
     let (mut env, mut workdir) = (Vec::new(), None);
     if let Some(c) = config.config() {
