@@ -1,6 +1,7 @@
 //! `pinfold`: the command line. Thin by design; one file per subcommand in
 //! `cmd/`, all the work in the library crates.
 
+mod attestation;
 mod cmd;
 mod fetch;
 mod remote;

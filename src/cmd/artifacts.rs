@@ -162,7 +162,7 @@ fn provenance(
     summary["keyid"] = key.keyid.clone().into();
     if a.verify {
         let public = pinfold_api::provenance::parse_public_key(&key.public_key)?;
-        let v = super::attest::verify_with(&file, &public, Some(a.out.clone()))
+        let v = crate::attestation::verify_with(&file, &public, Some(a.out.clone()))
             .map_err(|e| anyhow::anyhow!("provenance of job {}: {e}", a.job))?;
         summary["verified"] = v;
         if !a.json {
