@@ -1,5 +1,8 @@
 //! `pinfold`: the command line. Thin by design; one file per subcommand in
-//! `cmd/`, all the work in the library crates.
+//! `cmd/`, all the work in the library crates. Subcommands never import each
+//! other: the CLI plumbing several of them share (server options, terminal
+//! output, image fetch options, secrets from the environment, provenance
+//! checks) is in the modules beside `cmd/`.
 
 mod attestation;
 mod cmd;
