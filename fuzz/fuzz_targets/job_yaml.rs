@@ -14,9 +14,13 @@ fuzz_target!(|data: &[u8]| {
     match JobSpec::from_yaml(text) {
         Ok(spec) => {
             let json = serde_json::to_string(&spec).expect("a parsed job serializes");
-            let back: JobSpec = serde_json::from_str(&json)
-                .unwrap_or_else(|e| panic!("the lease JSON of an accepted job does not parse: {e}"));
-            assert_eq!(back, spec, "the job changed on its way through the lease JSON");
+            let back: JobSpec = serde_json::from_str(&json).unwrap_or_else(|e| {
+                panic!("the lease JSON of an accepted job does not parse: {e}")
+            });
+            assert_eq!(
+                back, spec,
+                "the job changed on its way through the lease JSON"
+            );
         }
         Err(e) => {
             let msg = e.to_string();

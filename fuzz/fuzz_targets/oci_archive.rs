@@ -27,7 +27,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Ok(root) = local.docker_root() {
-        let bytes = root.bytes.expect("a docker archive's manifest is synthesized");
+        let bytes = root
+            .bytes
+            .expect("a docker archive's manifest is synthesized");
         root.digest
             .verify("synthesized manifest", &bytes)
             .expect("the synthesized manifest matches its digest");

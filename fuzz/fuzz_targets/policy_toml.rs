@@ -19,12 +19,18 @@ fuzz_target!(|data: &[u8]| {
             let rendered = policy.to_toml();
             let again = Policy::parse(&rendered, PolicySource::Builtin, shown)
                 .unwrap_or_else(|e| panic!("the rendered policy does not parse: {e}\n{rendered}"));
-            assert_eq!(again, policy, "the policy changed through to_toml:\n{rendered}");
+            assert_eq!(
+                again, policy,
+                "the policy changed through to_toml:\n{rendered}"
+            );
         }
         Err(e) => {
             let msg = e.to_string();
             assert!(!msg.contains('\n'), "a policy error spans lines: {msg:?}");
-            assert!(msg.contains("fuzz.toml"), "a policy error does not name the file: {msg:?}");
+            assert!(
+                msg.contains("fuzz.toml"),
+                "a policy error does not name the file: {msg:?}"
+            );
         }
     }
 });

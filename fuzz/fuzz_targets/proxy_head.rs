@@ -22,7 +22,11 @@ fuzz_target!(|data: &[u8]| {
             "the forwarded head ends more than once: {text:?}"
         );
         for line in text.split("\r\n").skip(1) {
-            let name = line.split(':').next().unwrap_or_default().to_ascii_lowercase();
+            let name = line
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
             assert!(!name.starts_with("proxy-"), "forwarded {line:?}");
         }
     }

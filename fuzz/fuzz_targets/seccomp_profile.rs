@@ -13,7 +13,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Ok(filters) = Filters::compile("fuzz.json", text) {
-        assert!(!filters.programs.is_empty(), "a compiled profile has no program");
+        assert!(
+            !filters.programs.is_empty(),
+            "a compiled profile has no program"
+        );
         for p in &filters.programs {
             assert!(!p.is_empty(), "an empty BPF program");
             assert!(p.len() <= 4096, "a BPF program of {} instructions", p.len());
