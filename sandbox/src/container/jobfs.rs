@@ -420,7 +420,7 @@ fn clone_mount(root: &OwnedFd) -> std::result::Result<OwnedFd, Errno> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// The two mounts a step received (detached; attached by [`attach`]).
+/// The two mounts a step received (detached; attached by `mounts::attach`).
 pub(crate) struct Mounts {
     pub layer: OwnedFd,
     pub workspace: OwnedFd,
@@ -474,26 +474,4 @@ pub(crate) fn fetch(socket: &Path, fs: &crate::policy::FilesystemPolicy) -> Resu
         }
     }
     Ok(Mounts { layer, workspace })
-}
-
-/// Attaches the detached mount `mount` on `target` (an `O_PATH` fd of a
-/// directory in this mount namespace).
-pub(crate) fn attach(mount: &OwnedFd, target: &impl AsRawFd) -> std::result::Result<(), Errno> {
-    let flags = libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH;
-    // SAFETY: move_mount reads two static empty C strings (used with the
-    // EMPTY_PATH flags) and two valid fds; no other memory is touched.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            mount.as_raw_fd(),
-            c"".as_ptr(),
-            target.as_raw_fd(),
-            c"".as_ptr(),
-            flags,
-        )
-    };
-    if rc < 0 {
-        return Err(Errno::last());
-    }
-    Ok(())
 }

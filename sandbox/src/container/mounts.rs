@@ -113,6 +113,29 @@ fn setattr(fd: &impl AsRawFd, set: u64, recursive: bool, step: &str) -> Result<(
     Ok(())
 }
 
+/// Attaches the detached mount `mount` (from the job file system, see
+/// [`super::jobfs`]) on `target` (an `O_PATH` fd of a
+/// directory in this mount namespace).
+fn attach(mount: &OwnedFd, target: &impl AsRawFd) -> std::result::Result<(), Errno> {
+    let flags = libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH;
+    // SAFETY: move_mount reads two static empty C strings (used with the
+    // EMPTY_PATH flags) and two valid fds; no other memory is touched.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mount.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+        )
+    };
+    if rc < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
 /// Builds the rootfs and every mount, then pivots into it.
 pub(crate) fn setup(p: &Prepared) -> Result<()> {
     // 1. Private propagation.
@@ -137,8 +160,7 @@ pub(crate) fn setup(p: &Prepared) -> Result<()> {
                 Mode::empty(),
             )
             .step("open the stage")?;
-            super::jobfs::attach(&m.layer, &stage)
-                .step("attach the job file system's writable layer")?;
+            attach(&m.layer, &stage).step("attach the job file system's writable layer")?;
         }
         None => {
             mnt(
@@ -201,8 +223,7 @@ pub(crate) fn setup(p: &Prepared) -> Result<()> {
     })?;
     let workdir_bound = p.binds.iter().any(|(b, _)| b.dest == p.workdir);
     if let Some(m) = &p.job_fs {
-        super::jobfs::attach(&m.workspace, &workdir)
-            .step("attach the job file system's workspace")?;
+        attach(&m.workspace, &workdir).step("attach the job file system's workspace")?;
     } else if !fs.rootfs_writable && !workdir_bound {
         // A read-only rootfs still needs a writable working directory.
         mnt(
