@@ -11,10 +11,11 @@
 //! group settles: its state, reason and verdict are written in the same
 //! transaction that ended that run.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use pinfold_api::wire::{ArtifactDigests, JobState, Verdict, VerifyRun, VerifyStatus};
+use pinfold_api::verdict::Verdict;
+use pinfold_api::wire::{JobState, VerifyRun, VerifyStatus};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{exec, from_json, insert_job, json, row, store_log_bytes};
@@ -208,50 +209,21 @@ fn run_rows(c: &Connection, group: u64) -> Result<Vec<RunRow>> {
     .collect()
 }
 
-/// Compares the artifacts of runs that all succeeded.
+/// Compares the artifacts of runs that all succeeded (the verdict itself
+/// is [`pinfold_api::verdict::compare`]).
 fn compare(c: &Connection, runs: &[RunRow]) -> Result<Verdict> {
-    let mut by_name: BTreeMap<String, BTreeMap<u64, Option<String>>> = BTreeMap::new();
     let mut per_run = Vec::new();
     for r in runs {
         let mut st =
             c.prepare_cached("SELECT name, sha256 FROM artifacts WHERE job_id = ?1 ORDER BY name")?;
-        let arts: Vec<(String, String)> = st
+        let arts: BTreeMap<String, String> = st
             .query_map([r.job_id as i64], |x| Ok((x.get(0)?, x.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
-        for (name, _) in &arts {
-            by_name.entry(name.clone()).or_default();
-        }
         per_run.push((r.runner_id.unwrap_or(0), arts));
     }
-    for (runner, arts) in &per_run {
-        let have: BTreeMap<&str, &str> =
-            arts.iter().map(|(n, d)| (n.as_str(), d.as_str())).collect();
-        for (name, m) in by_name.iter_mut() {
-            m.insert(*runner, have.get(name.as_str()).map(|d| d.to_string()));
-        }
-    }
-    let artifacts: Vec<ArtifactDigests> = by_name
-        .into_iter()
-        .map(|(name, by_runner)| {
-            let distinct: BTreeSet<&Option<String>> = by_runner.values().collect();
-            let identical = distinct.len() == 1 && by_runner.values().all(Option::is_some);
-            ArtifactDigests {
-                name,
-                identical,
-                by_runner,
-            }
-        })
-        .collect();
-    let differing: Vec<String> = artifacts
-        .iter()
-        .filter(|a| !a.identical)
-        .map(|a| a.name.clone())
-        .collect();
-    Ok(Verdict {
-        reproducible: differing.is_empty() && !artifacts.is_empty(),
-        differing,
-        artifacts,
-    })
+    Ok(pinfold_api::verdict::compare(
+        per_run.iter().map(|(runner, arts)| (*runner, arts)),
+    ))
 }
 
 fn short(d: &Option<String>) -> String {
