@@ -8,35 +8,13 @@ use pinfold_api::wire::{FinishRequest, JobInfo, JobState, StepResult, VerifyStat
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::logs::store_log_bytes;
-use super::{SqliteStore, exec, from_json, json, opt_u64, row, verify};
+use super::{SqliteStore, exec, from_json, insert_job, json, opt_u64, row, verify};
 use crate::store::{
     JobStore, JobTokenRecord, LeaseGrant, NewJob, Result, StoreError, StoredJob, VerifyStore,
 };
 
 const JOB_COLS: &str = "id, spec_json, image, labels, secrets, source_sha256, state, reason, \
      steps, attempts, runner_id, cancel_requested, created_at, started_at, finished_at, log_len";
-
-/// Inserts a job row in `state`; returns its id. Plain jobs and verify
-/// groups (the group row and its runs) alike.
-pub(super) fn insert_job(c: &Connection, job: &NewJob, state: &str) -> Result<u64> {
-    exec(
-        c,
-        "INSERT INTO jobs (spec_yaml, spec_json, image, labels, secrets, source_sha256, \
-         state, max_attempts, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
-            job.spec_yaml,
-            job.spec_json,
-            job.image,
-            json(&job.labels),
-            json(&job.secrets),
-            job.source_sha256,
-            state,
-            job.max_attempts as i64,
-            job.created_at as i64
-        ],
-    )?;
-    Ok(c.last_insert_rowid() as u64)
-}
 
 fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(StoredJob, String, String, String, String)> {
     let info = JobInfo {

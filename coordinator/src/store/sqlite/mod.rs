@@ -24,9 +24,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use pinfold_api::wire::JobState;
 use rusqlite::config::DbConfig;
-use rusqlite::{Connection, OptionalExtension, Row};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{Counts, MetaStore, Result, StoreError};
+use super::{Counts, MetaStore, NewJob, Result, StoreError};
 
 mod artifacts;
 mod jobs;
@@ -132,6 +132,28 @@ fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
 /// `execute` through the connection's prepared-statement cache.
 pub(super) fn exec(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize> {
     c.prepare_cached(sql)?.execute(p)
+}
+
+/// Inserts a job row in `state`; returns its id. Plain jobs and verify
+/// groups (the group row and its runs) alike.
+pub(super) fn insert_job(c: &Connection, job: &NewJob, state: &str) -> Result<u64> {
+    exec(
+        c,
+        "INSERT INTO jobs (spec_yaml, spec_json, image, labels, secrets, source_sha256, \
+         state, max_attempts, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            job.spec_yaml,
+            job.spec_json,
+            job.image,
+            json(&job.labels),
+            json(&job.secrets),
+            job.source_sha256,
+            state,
+            job.max_attempts as i64,
+            job.created_at as i64
+        ],
+    )?;
+    Ok(c.last_insert_rowid() as u64)
 }
 
 /// `query_row` through the connection's prepared-statement cache.

@@ -17,9 +17,8 @@ use std::path::Path;
 use pinfold_api::wire::{ArtifactDigests, JobState, Verdict, VerifyRun, VerifyStatus};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::jobs::insert_job;
 use super::logs::store_log_bytes;
-use super::{exec, from_json, json, row};
+use super::{exec, from_json, insert_job, json, row};
 use crate::store::{NewJob, Result, StoreError};
 
 /// Tables of this module (created beside the queue's on open).
