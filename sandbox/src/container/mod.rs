@@ -34,10 +34,7 @@ pub mod landlock;
 pub mod limits;
 pub mod memory;
 mod mounts;
-mod net;
-mod pasta;
 mod process;
-mod proxy;
 mod rootpath;
 pub mod seccomp;
 mod sync;
@@ -54,11 +51,10 @@ use nix::sys::stat::Mode;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use crate::policy::{NetworkMode, Policy, PolicyError};
+use crate::net::{self, netns, pasta, proxy};
+use crate::policy::{FilesystemPolicy, Limits, NetworkMode, Policy, PolicyError};
 
 pub use idmap::{IdMapMode, IdMapPlan};
-#[doc(hidden)]
-pub use proxy::parse_head as parse_proxy_head;
 
 /// Errors from setting up or running a container.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +83,9 @@ pub enum ContainerError {
     /// The job file system could not be fetched.
     #[error(transparent)]
     JobFs(#[from] jobfs::JobFsError),
+    /// pasta could not be attached (network mode `egress`).
+    #[error(transparent)]
+    Pasta(#[from] net::PastaError),
     /// A step in the parent failed.
     #[error("{step}: {source}{}", hint_suffix(.hint))]
     Parent {
@@ -279,7 +278,12 @@ pub(crate) struct Prepared {
     pub job_fs: Option<jobfs::Mounts>,
     /// Each bind with whether its source is a directory (same order as `fds.binds`).
     pub binds: Vec<(Bind, bool)>,
-    pub policy: Policy,
+    /// The parts of the policy the child applies. Not the whole policy:
+    /// its network mode is the ceiling, and the child sees only `network`.
+    pub filesystem: FilesystemPolicy,
+    pub limits: Limits,
+    pub landlock_min_abi: u32,
+    pub loopback_tcp: bool,
     pub workdir: PathBuf,
     pub hostname: String,
     pub domainname: Option<String>,
@@ -293,10 +297,10 @@ pub(crate) struct Prepared {
     /// (see [`run_blocked`]); `None` when the parent writes them.
     pub self_map: Option<(u32, u32)>,
     pub saved_sigmask: SigSet,
-    /// The effective network mode.
+    /// The effective network mode ([`net::effective`]): the only one.
     pub network: NetworkMode,
     /// `egress`: the prefixes the child refuses, read from the host by the
-    /// parent before the clone (see [`net::egress_refusals`]).
+    /// parent before the clone (see [`netns::egress_refusals`]).
     pub egress_refused: Vec<crate::net::ranges::Net>,
 }
 
@@ -415,16 +419,8 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
             "bad umask {m:o}: give an octal mode up to 0777"
         )));
     }
-    let network = match spec.network {
-        None => spec.policy.network.mode,
-        Some(asked) if asked.openness() <= spec.policy.network.mode.openness() => asked,
-        Some(asked) => {
-            return Err(ContainerError::Spec(format!(
-                "network mode {asked} is more open than the policy's ({}): choose a policy that allows it",
-                spec.policy.network.mode
-            )));
-        }
-    };
+    let network = net::effective(spec.policy.network.mode, spec.network)
+        .map_err(|e| ContainerError::Spec(format!("{e}: choose a policy that allows it")))?;
     let t = Instant::now();
     let filters = seccomp::Filters::for_policy(&spec.policy)?;
     tracing::debug!(elapsed_us = t.elapsed().as_micros() as u64, profile = %filters.profile, "seccomp filters ready");
@@ -468,13 +464,7 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
         env.push(("TERM".into(), term));
     }
     if network == NetworkMode::Allowlist {
-        let url = proxy::proxy_url();
-        for k in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"] {
-            env.push((k.into(), url.clone()));
-        }
-        for k in ["no_proxy", "NO_PROXY"] {
-            env.push((k.into(), "localhost,127.0.0.1,::1".into()));
-        }
+        env.extend(proxy::job_env());
     }
     for (k, v) in &spec.env {
         if k.is_empty() || k.contains('=') {
@@ -503,13 +493,9 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
         .iter()
         .map(|a| to_cstring("argument", a))
         .collect::<Result<Vec<_>>>()?;
-    // egress: the host's network is read here, in the host's namespace,
-    // when the container starts (addresses and routes change over time).
     let egress_refused = if network == NetworkMode::Egress {
-        let host = crate::net::host::read()
-            .map_err(|e| ContainerError::Spec(format!("network mode egress: {e}")))?;
-        let ipv6 = Path::new("/proc/net/if_inet6").exists();
-        net::egress_refusals(&host, spec.policy.network.allow_private, ipv6)
+        netns::egress_refusals_now(spec.policy.network.allow_private)
+            .map_err(|e| ContainerError::Spec(format!("network mode egress: {e}")))?
     } else {
         Vec::new()
     };
@@ -518,7 +504,10 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
         layers,
         job_fs,
         binds,
-        policy: spec.policy.clone(),
+        filesystem: spec.policy.filesystem.clone(),
+        limits: spec.policy.limits.clone(),
+        landlock_min_abi: spec.policy.landlock.min_abi,
+        loopback_tcp: spec.policy.network.loopback_tcp,
         workdir: spec.workdir.clone(),
         hostname: spec.hostname.clone(),
         domainname: spec.domainname.clone(),
@@ -602,16 +591,9 @@ fn run_blocked(
 ) -> Result<Finished> {
     let mut prepared = prepare(spec, saved)?;
     let network = prepared.network;
-    let allowlist = match network {
-        NetworkMode::Allowlist => Some(
-            crate::allowlist::Allowlist::parse(
-                &spec.policy.network.allow,
-                spec.policy.network.allow_private,
-            )
-            .map_err(|e| ContainerError::Spec(format!("network.allow: {e}")))?,
-        ),
-        _ => None,
-    };
+    // Parsed when the policy was loaded; only `allowlist` serves it.
+    let allowlist =
+        (network == NetworkMode::Allowlist).then(|| spec.policy.network.allowlist().clone());
     tracing::debug!(
         elapsed_us = started.elapsed().as_micros() as u64,
         "prepared"
@@ -655,7 +637,7 @@ fn run_blocked(
 
     // The network namespace comes from the clone only in egress mode (pasta
     // attaches to it before the release); otherwise the child makes it on a
-    // second thread while it builds its mounts (`net::PendingNetns`).
+    // second thread while it builds its mounts (`netns::PendingNetns`).
     let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
@@ -734,20 +716,23 @@ fn run_blocked(
     // up; nothing arrives when its setup failed (the error pipe says why).
     // The process turns multi-threaded here, after the clone.
     let proxy = match (proxy_parent, allowlist) {
-        (Some(channel), Some(allow)) => match net::receive_proxy_listener(&channel) {
-            Ok(Some(listener)) => Some(
-                proxy::start(listener, allow, spec.policy.source.to_string())
-                    .map_err(|e| ContainerError::Spec(format!("start the allowlist proxy: {e}")))?,
-            ),
-            Ok(None) => None,
-            Err(source) => {
-                return Err(ContainerError::Parent {
-                    step: "receive the allowlist proxy's socket",
-                    source,
-                    hint: None,
-                });
+        (Some(channel), Some(allow)) => {
+            match sync::recv_fds(&channel).map(|f| f.into_iter().next()) {
+                Ok(Some(listener)) => Some(
+                    proxy::start(listener, allow, spec.policy.source.to_string()).map_err(|e| {
+                        ContainerError::Spec(format!("start the allowlist proxy: {e}"))
+                    })?,
+                ),
+                Ok(None) => None,
+                Err(source) => {
+                    return Err(ContainerError::Parent {
+                        step: "receive the allowlist proxy's socket",
+                        source,
+                        hint: None,
+                    });
+                }
             }
-        },
+        }
         _ => None,
     };
     // With a self-written map the child polls the go pipe once to learn
