@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pinfold_sandbox::container::parse_proxy_head;
+use pinfold_sandbox::net::parse_proxy_head;
 
 fuzz_target!(|data: &[u8]| {
     let Ok((host, port, forward)) = parse_proxy_head(data) else {

@@ -171,18 +171,15 @@ pub fn narrowed(
         ceiling,
         policy: name.to_owned(),
     };
-    if let Some(n) = network {
-        if n.openness() > p.network.mode.openness() {
-            return Err(wider(
+    if network.is_some() {
+        let mode = crate::net::effective(p.network.mode, network).map_err(|e| {
+            wider(
                 "network",
-                n.to_string(),
-                format!("{}; none < allowlist < egress", p.network.mode),
-            ));
-        }
-        p.network.mode = n;
-        if n == NetworkMode::None {
-            p.network.allow.clear();
-        }
+                e.asked.to_string(),
+                format!("{}; none < allowlist < egress", e.policy),
+            )
+        })?;
+        p.network.narrow_to(mode);
     }
     // A zero in the policy is "unlimited" for these: any value narrows it.
     let lower = |field, asked: Option<u64>, ceiling: &mut u64, show: &dyn Fn(u64) -> String| {

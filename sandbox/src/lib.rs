@@ -3,8 +3,9 @@
 //! * [`policy`]: the [`Policy`] type, loaded from TOML.
 //! * [`ceiling`]: the policies a runner's operator allows, and how far a job
 //!   may narrow them.
-//! * [`allowlist`]: the destinations of network mode `allowlist`.
-//! * [`net`]: address classification and the host's own network.
+//! * [`net`]: the network policy's home: the effective mode, the allowlist
+//!   (parsed once), the proxy, pasta, the network namespace, and the
+//!   address ranges.
 //! * [`image`]: the OCI image store (pull, import, verify, unpack, cache).
 //! * [`container`]: a rootless container (user, mount, pid, ipc, uts, cgroup
 //!   and net namespaces; overlay rootfs; Landlock; seccomp; rlimits) that runs
@@ -15,7 +16,6 @@
 //! spawn `pinfold exec` instead.
 #![deny(missing_docs)]
 
-pub mod allowlist;
 pub mod ceiling;
 pub mod container;
 pub mod doctor;

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::net::allowlist::Allowlist;
 pub use pinfold_api::units::{ByteSize, Seconds};
 
 /// Errors from loading or validating a policy.
@@ -178,9 +179,13 @@ pub struct NetworkPolicy {
     #[serde(default)]
     pub allow_private: bool,
     /// In `allowlist`: the destinations the proxy may reach, `HOST[:PORT]`
-    /// (syntax in [`crate::allowlist`]).
+    /// (syntax in [`crate::net::allowlist`]), as written.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<String>,
+    /// `allow` parsed, with `allow_private`: made once, by [`Policy::parse`]
+    /// (which refuses a bad entry), and handed as it is to the proxy.
+    #[serde(skip)]
+    allowlist: Allowlist,
 }
 
 impl Default for NetworkPolicy {
@@ -190,6 +195,25 @@ impl Default for NetworkPolicy {
             loopback_tcp: true,
             allow_private: false,
             allow: Vec::new(),
+            allowlist: Allowlist::default(),
+        }
+    }
+}
+
+impl NetworkPolicy {
+    /// The destinations of mode `allowlist`, parsed when the policy was
+    /// validated.
+    pub fn allowlist(&self) -> &Allowlist {
+        &self.allowlist
+    }
+
+    /// Takes `mode`, decided by [`crate::net::effective`]; `none` drops the
+    /// allow list (it has no effect there, and validation refuses it).
+    pub fn narrow_to(&mut self, mode: NetworkMode) {
+        self.mode = mode;
+        if mode == NetworkMode::None {
+            self.allow.clear();
+            self.allowlist.clear();
         }
     }
 }
@@ -406,7 +430,8 @@ impl Policy {
         Ok(policy)
     }
 
-    fn validate(&self, shown: &Path) -> Result<()> {
+    /// Checks every field; parses `network.allow` into `network.allowlist`.
+    fn validate(&mut self, shown: &Path) -> Result<()> {
         let invalid = |field, message: &str| PolicyError::Invalid {
             path: shown.to_owned(),
             field,
@@ -455,10 +480,9 @@ impl Policy {
                 "must be true with mode = \"egress\" (egress is TCP and UDP through a user-mode stack)",
             ));
         }
-        if let Err(e) =
-            crate::allowlist::Allowlist::parse(&self.network.allow, self.network.allow_private)
-        {
-            return Err(invalid("network.allow", &e.to_string()));
+        match Allowlist::parse(&self.network.allow, self.network.allow_private) {
+            Ok(list) => self.network.allowlist = list,
+            Err(e) => return Err(invalid("network.allow", &e.to_string())),
         }
         if !self.network.allow.is_empty() && self.network.mode == NetworkMode::None {
             return Err(invalid(
@@ -641,6 +665,22 @@ mod tests {
             assert!(err.contains(field), "{toml}: {err}");
             assert!(!err.contains('\n'), "{err}");
         }
+    }
+
+    #[test]
+    fn the_allow_list_is_parsed_with_the_policy() {
+        let mut p = Policy::parse(
+            "[network]\nmode = \"allowlist\"\nallow = [\"198.51.100.7:8080\"]\n",
+            PolicySource::Builtin,
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        let list = p.network.allowlist();
+        assert!(list.check("198.51.100.7", 8080).is_ok());
+        assert!(list.check("198.51.100.7", 443).is_err());
+        p.network.narrow_to(NetworkMode::None);
+        assert!(p.network.allow.is_empty());
+        assert!(p.network.allowlist().check("198.51.100.7", 8080).is_err());
     }
 
     #[test]

@@ -7,7 +7,8 @@ use nix::unistd::{ForkResult, fork, sethostname};
 
 use super::Prepared;
 use super::sync::{self, Step, StepError};
-use super::{idmap, init, mounts, net, process};
+use super::{idmap, init, mounts, process};
+use crate::net::netns;
 use crate::policy::NetworkMode;
 
 /// Never returns: exits with the job's status, or 125 after reporting a failure.
@@ -23,8 +24,8 @@ pub(crate) fn main(
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     // 1b. The network namespace, made beside the steps below (see
-    // `net::PendingNetns`); in egress mode the clone made it, for pasta.
-    let netns = (p.network != NetworkMode::Egress).then(net::PendingNetns::start);
+    // `netns::PendingNetns`); in egress mode the clone made it, for pasta.
+    let pending_netns = (p.network != NetworkMode::Egress).then(netns::PendingNetns::start);
     // 2. Open the host paths while our credentials are still the caller's.
     let opened = super::HostFds::open(&p);
     // 3. Id maps: write our own single-id maps, after checking the parent
@@ -54,16 +55,19 @@ pub(crate) fn main(
         }
     }
     drop(go);
-    match setup(&p, netns) {
+    match setup(&p, pending_netns) {
         Ok(()) => {}
         Err(e) => {
             sync::report(&err, &e);
             exit(e.code);
         }
     }
-    // 7b. allowlist: the proxy's listener, made here, served by the parent.
+    // 7b. allowlist: the proxy's listener, made here, sent to the parent
+    // (SCM_RIGHTS), which serves it; our copy is closed at once.
     if let Some(channel) = proxy {
-        if let Err(e) = net::hand_over_proxy_listener(&channel) {
+        let sent = netns::proxy_listener()
+            .and_then(|l| sync::send_fds(&channel, &[std::os::fd::AsRawFd::as_raw_fd(&l)]));
+        if let Err(e) = sent {
             let e = StepError::new("create the allowlist proxy's socket", e.desc());
             sync::report(&err, &e);
             exit(e.code);
@@ -86,7 +90,7 @@ pub(crate) fn main(
             drop(keep_err);
             // The writable layer is a policy-sized tmpfs (the stage's or
             // the job file system's); so is the job file system's workspace.
-            let layer_is_tmpfs = p.policy.filesystem.rootfs_writable;
+            let layer_is_tmpfs = p.filesystem.rootfs_writable;
             let workspace = p.job_fs.is_some().then(|| p.workdir.clone());
             drop(p);
             // 10. Init: no capabilities, not dumpable (so /proc/1/exe, which
@@ -112,7 +116,7 @@ pub(crate) fn main(
     }
 }
 
-fn setup(p: &Prepared, netns: Option<net::PendingNetns>) -> Result<(), StepError> {
+fn setup(p: &Prepared, pending: Option<netns::PendingNetns>) -> Result<(), StepError> {
     // 4. Become root of the user namespace (gids first, while we may).
     // Raw syscalls change only this thread's credentials; glibc's wrappers
     // would signal the netns thread to change its own and wait until it
@@ -122,7 +126,7 @@ fn setup(p: &Prepared, netns: Option<net::PendingNetns>) -> Result<(), StepError
     become_root(p.setgroups_allowed)?;
     // 4b. SysV shm of the fresh IPC namespace capped at limits.memory
     // (while /proc/sys is still writable: see `memory::cap_sysv`).
-    super::memory::cap_sysv(p.policy.limits.memory.0)
+    super::memory::cap_sysv(p.limits.memory.0)
         .step("cap SysV shared memory at limits.memory (/proc/sys/kernel/shmall)")?;
     let t = std::time::Instant::now();
     // 5. Rootfs, mounts, pivot_root.
@@ -145,14 +149,14 @@ fn setup(p: &Prepared, netns: Option<net::PendingNetns>) -> Result<(), StepError
     // in egress mode, bring loopback up in the clone's namespace, where
     // pasta is attached already, and refuse the host's network, special-use
     // ranges and metadata endpoints by policy-routing rules.
-    match netns {
+    match pending {
         Some(n) => n
             .enter()
             .step("create the network namespace (loopback up)")?,
-        None => net::loopback_up().step("bring loopback up")?,
+        None => netns::loopback_up().step("bring loopback up")?,
     }
     if p.network == NetworkMode::Egress {
-        net::refuse_ranges(&p.egress_refused)
+        netns::refuse_ranges(&p.egress_refused)
             .step("refuse the host's network and special-use address ranges")?;
     }
     tracing::debug!(elapsed_us = t.elapsed().as_micros() as u64, "network ready");

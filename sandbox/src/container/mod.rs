@@ -1,18 +1,24 @@
-//! A rootless container that runs one command.
+//! A rootless container that runs one command. This file's one job is the
+//! container setup sequence: prepare in the parent, clone, release, wait.
+//! What a caller gives and gets back is in `spec` ([`ContainerSpec`],
+//! [`Outcome`]); how the container reaches the network (the effective
+//! mode, the allowlist proxy, pasta, the network namespace) is decided and
+//! enforced in [`crate::net`].
 //!
 //! The setup reads top to bottom in the order it happens:
 //!
 //! * parent ([`run`]): resolve the policy's seccomp profile and compile it,
-//!   open every host path the child needs (rootfs layers, bind sources, device
+//!   decide the effective network mode ([`crate::net::effective`]), open
+//!   every host path the child needs (rootfs layers, bind sources, device
 //!   nodes) as `O_PATH` fds while still the caller, fetch the job file
-//!   system's mounts from its holder ([`jobfs`]) under the runner, clone the child into new
-//!   user, mount, pid, ipc, uts and cgroup namespaces (and net in `egress`),
-//!   write its id maps
-//!   ([`idmap`]) and release it (with a single-id map and no network the
-//!   child writes its own map and goes on without waiting), attach pasta in
-//!   `egress`, serve the `allowlist` proxy ([`proxy`]) on the listener the
-//!   child sends back, then wait,
-//!   forwarding signals and enforcing the timeout;
+//!   system's mounts from its holder ([`jobfs`]) under the runner, clone the
+//!   child into new user, mount, pid, ipc, uts and cgroup namespaces (and
+//!   net in `egress`), write its id maps ([`idmap`]) and release it (with a
+//!   single-id map and no network the child writes its own map and goes on
+//!   without waiting), attach pasta in `egress`, serve the `allowlist` proxy
+//!   (with the allowlist parsed when the policy was loaded) on the listener
+//!   the child sends back, then wait, forwarding signals and enforcing the
+//!   timeout;
 //! * child, PID 1 of the new pid namespace ([`child`]): start making the
 //!   network namespace on a second thread (unless `egress`), become root of
 //!   the user namespace, build the rootfs and mounts ([`mounts`]; the job
@@ -34,13 +40,11 @@ pub mod landlock;
 pub mod limits;
 pub mod memory;
 mod mounts;
-mod net;
-mod pasta;
 mod process;
-mod proxy;
 pub mod report;
 mod rootpath;
 pub mod seccomp;
+mod spec;
 mod sync;
 
 use std::ffi::CString;
@@ -55,11 +59,11 @@ use nix::sys::stat::Mode;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use crate::policy::{NetworkMode, Policy, PolicyError};
+use crate::net::{self, netns, pasta, proxy};
+use crate::policy::{FilesystemPolicy, Limits, NetworkMode, PolicyError};
 
 pub use idmap::{IdMapMode, IdMapPlan};
-#[doc(hidden)]
-pub use proxy::parse_head as parse_proxy_head;
+pub use spec::{Bind, ContainerSpec, Finished, Outcome};
 
 /// Errors from setting up or running a container.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +92,9 @@ pub enum ContainerError {
     /// The job file system could not be fetched.
     #[error(transparent)]
     JobFs(#[from] jobfs::JobFsError),
+    /// pasta could not be attached (network mode `egress`).
+    #[error(transparent)]
+    Pasta(#[from] net::PastaError),
     /// A step in the parent failed.
     #[error("{step}: {source}{}", hint_suffix(.hint))]
     Parent {
@@ -129,146 +136,6 @@ impl ContainerError {
 /// Result alias for this module.
 pub type Result<T> = std::result::Result<T, ContainerError>;
 
-/// A host path mounted into the container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Bind {
-    /// Host path (file or directory).
-    pub source: PathBuf,
-    /// Absolute path inside the container.
-    pub dest: PathBuf,
-    /// Whether the job may write through the bind.
-    pub writable: bool,
-}
-
-impl Bind {
-    /// Parses `SRC:DST[:ro|rw]` (read-only unless `rw`).
-    pub fn parse(s: &str) -> Result<Bind> {
-        let parts: Vec<&str> = s.split(':').collect();
-        let (src, dst, mode) = match parts.as_slice() {
-            [src, dst] => (*src, *dst, "ro"),
-            [src, dst, mode] => (*src, *dst, *mode),
-            _ => {
-                return Err(ContainerError::Spec(format!(
-                    "bad --bind {s:?}: write SRC:DST, SRC:DST:ro or SRC:DST:rw"
-                )));
-            }
-        };
-        let writable = match mode {
-            "ro" => false,
-            "rw" => true,
-            other => {
-                return Err(ContainerError::Spec(format!(
-                    "bad --bind {s:?}: mode {other:?} is neither ro nor rw"
-                )));
-            }
-        };
-        if src.is_empty() || !dst.starts_with('/') {
-            return Err(ContainerError::Spec(format!(
-                "bad --bind {s:?}: the source must be non-empty and the destination absolute"
-            )));
-        }
-        Ok(Bind {
-            source: PathBuf::from(src),
-            dest: PathBuf::from(dst),
-            writable,
-        })
-    }
-}
-
-/// Everything needed to run one command in a container.
-#[derive(Debug, Clone)]
-pub struct ContainerSpec {
-    /// Read-only rootfs layers, topmost first. A plain `--rootfs DIR` is one layer.
-    pub layers: Vec<PathBuf>,
-    /// The policy in force.
-    pub policy: Policy,
-    /// Host paths to mount in.
-    pub binds: Vec<Bind>,
-    /// Working directory inside the container (created when missing).
-    pub workdir: PathBuf,
-    /// Environment of the command, in order; later entries win.
-    pub env: Vec<(String, String)>,
-    /// Container hostname.
-    pub hostname: String,
-    /// NIS domain name of the container's UTS namespace (`None`: the
-    /// kernel's default, "(none)").
-    pub domainname: Option<String>,
-    /// The job's file mode creation mask (`None`: the caller's).
-    pub umask: Option<u32>,
-    /// Hand the command its environment in reverse order (PATH, HOME, … last):
-    /// a build must not depend on the order of `environ`.
-    pub reverse_env: bool,
-    /// Wall-clock limit for the whole container.
-    pub timeout: Option<Duration>,
-    /// The command and its arguments.
-    pub argv: Vec<String>,
-    /// How to map ids (normally [`IdMapMode::Auto`]).
-    pub idmap: IdMapMode,
-    /// The network mode asked for; `None` takes the policy's. A mode more
-    /// open than the policy's is refused (the stricter wins).
-    pub network: Option<NetworkMode>,
-    /// The socket of a job file system's holder ([`jobfs`]): its
-    /// policy-sized writable layer and workspace, kept across a job's steps,
-    /// become this run's writable layer and working directory. `None`: a
-    /// private tmpfs layer, thrown away with the container.
-    pub job_fs: Option<PathBuf>,
-    /// Fds the caller keeps open for the container's life (an image's
-    /// [`crate::image::LayerLease`]). The child closes its copies at once,
-    /// so neither init nor the job holds them.
-    pub parent_only_fds: Vec<std::os::fd::RawFd>,
-}
-
-impl ContainerSpec {
-    /// A spec with pinfold's defaults: workdir `/workspace`, hostname `pinfold`.
-    pub fn new(layers: Vec<PathBuf>, policy: Policy, argv: Vec<String>) -> Self {
-        Self {
-            layers,
-            policy,
-            binds: Vec::new(),
-            workdir: PathBuf::from("/workspace"),
-            env: Vec::new(),
-            hostname: "pinfold".to_owned(),
-            domainname: None,
-            umask: None,
-            reverse_env: false,
-            timeout: None,
-            argv,
-            idmap: IdMapMode::Auto,
-            job_fs: None,
-            network: None,
-            parent_only_fds: Vec::new(),
-        }
-    }
-}
-
-/// How the command ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// It exited with this code.
-    Exited(i32),
-    /// It was killed by this signal.
-    Signaled(i32),
-    /// The timeout fired and every process of the container was killed.
-    TimedOut,
-    /// A resource limit ended the run (see [`limits`]): the container was
-    /// killed, or its command failed with the named disk full.
-    LimitExceeded(limits::Breach),
-}
-
-impl Outcome {
-    /// The exit status contract of `pinfold exec`: the code, 128+N for
-    /// signal N, 124 for a timeout, 123 ([`limits::EXIT_LIMIT`]) for a
-    /// resource limit.
-    pub fn exit_code(&self) -> i32 {
-        match *self {
-            Outcome::Exited(c) => c,
-            Outcome::Signaled(s) => 128 + s,
-            Outcome::TimedOut => 124,
-            Outcome::LimitExceeded(_) => limits::EXIT_LIMIT,
-        }
-    }
-}
-
 /// What the parent prepares for the child before cloning: all host resources
 /// are opened here, as the caller, so the child never resolves a host path.
 pub(crate) struct Prepared {
@@ -280,7 +147,12 @@ pub(crate) struct Prepared {
     pub job_fs: Option<jobfs::Mounts>,
     /// Each bind with whether its source is a directory (same order as `fds.binds`).
     pub binds: Vec<(Bind, bool)>,
-    pub policy: Policy,
+    /// The parts of the policy the child applies. Not the whole policy:
+    /// its network mode is the ceiling, and the child sees only `network`.
+    pub filesystem: FilesystemPolicy,
+    pub limits: Limits,
+    pub landlock_min_abi: u32,
+    pub loopback_tcp: bool,
     pub workdir: PathBuf,
     pub hostname: String,
     pub domainname: Option<String>,
@@ -294,10 +166,10 @@ pub(crate) struct Prepared {
     /// (see [`run_blocked`]); `None` when the parent writes them.
     pub self_map: Option<(u32, u32)>,
     pub saved_sigmask: SigSet,
-    /// The effective network mode.
+    /// The effective network mode ([`net::effective`]): the only one.
     pub network: NetworkMode,
     /// `egress`: the prefixes the child refuses, read from the host by the
-    /// parent before the clone (see [`net::egress_refusals`]).
+    /// parent before the clone (see [`netns::egress_refusals`]).
     pub egress_refused: Vec<crate::net::ranges::Net>,
 }
 
@@ -416,16 +288,8 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
             "bad umask {m:o}: give an octal mode up to 0777"
         )));
     }
-    let network = match spec.network {
-        None => spec.policy.network.mode,
-        Some(asked) if asked.openness() <= spec.policy.network.mode.openness() => asked,
-        Some(asked) => {
-            return Err(ContainerError::Spec(format!(
-                "network mode {asked} is more open than the policy's ({}): choose a policy that allows it",
-                spec.policy.network.mode
-            )));
-        }
-    };
+    let network = net::effective(spec.policy.network.mode, spec.network)
+        .map_err(|e| ContainerError::Spec(format!("{e}: choose a policy that allows it")))?;
     let t = Instant::now();
     let filters = seccomp::Filters::for_policy(&spec.policy)?;
     tracing::debug!(elapsed_us = t.elapsed().as_micros() as u64, profile = %filters.profile, "seccomp filters ready");
@@ -469,13 +333,7 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
         env.push(("TERM".into(), term));
     }
     if network == NetworkMode::Allowlist {
-        let url = proxy::proxy_url();
-        for k in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"] {
-            env.push((k.into(), url.clone()));
-        }
-        for k in ["no_proxy", "NO_PROXY"] {
-            env.push((k.into(), "localhost,127.0.0.1,::1".into()));
-        }
+        env.extend(proxy::job_env());
     }
     for (k, v) in &spec.env {
         if k.is_empty() || k.contains('=') {
@@ -504,13 +362,9 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
         .iter()
         .map(|a| to_cstring("argument", a))
         .collect::<Result<Vec<_>>>()?;
-    // egress: the host's network is read here, in the host's namespace,
-    // when the container starts (addresses and routes change over time).
     let egress_refused = if network == NetworkMode::Egress {
-        let host = crate::net::host::read()
-            .map_err(|e| ContainerError::Spec(format!("network mode egress: {e}")))?;
-        let ipv6 = Path::new("/proc/net/if_inet6").exists();
-        net::egress_refusals(&host, spec.policy.network.allow_private, ipv6)
+        netns::egress_refusals_now(spec.policy.network.allow_private)
+            .map_err(|e| ContainerError::Spec(format!("network mode egress: {e}")))?
     } else {
         Vec::new()
     };
@@ -519,7 +373,10 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
         layers,
         job_fs,
         binds,
-        policy: spec.policy.clone(),
+        filesystem: spec.policy.filesystem.clone(),
+        limits: spec.policy.limits.clone(),
+        landlock_min_abi: spec.policy.landlock.min_abi,
+        loopback_tcp: spec.policy.network.loopback_tcp,
         workdir: spec.workdir.clone(),
         hostname: spec.hostname.clone(),
         domainname: spec.domainname.clone(),
@@ -548,15 +405,6 @@ fn threads_in_process() -> usize {
 /// signals in the calling thread while the container runs.
 pub fn run(spec: &ContainerSpec) -> Result<Outcome> {
     run_reporting(spec).map(|r| r.outcome)
-}
-
-/// How a run ended and which mechanism enforced its resource limits.
-#[derive(Debug, Clone)]
-pub struct Finished {
-    /// How the command ended.
-    pub outcome: Outcome,
-    /// What enforced memory, pids and CPU time.
-    pub limits: limits::Mechanism,
 }
 
 /// [`run`], also saying which mechanism enforced the resource limits.
@@ -603,16 +451,9 @@ fn run_blocked(
 ) -> Result<Finished> {
     let mut prepared = prepare(spec, saved)?;
     let network = prepared.network;
-    let allowlist = match network {
-        NetworkMode::Allowlist => Some(
-            crate::allowlist::Allowlist::parse(
-                &spec.policy.network.allow,
-                spec.policy.network.allow_private,
-            )
-            .map_err(|e| ContainerError::Spec(format!("network.allow: {e}")))?,
-        ),
-        _ => None,
-    };
+    // Parsed when the policy was loaded; only `allowlist` serves it.
+    let allowlist =
+        (network == NetworkMode::Allowlist).then(|| spec.policy.network.allowlist().clone());
     tracing::debug!(
         elapsed_us = started.elapsed().as_micros() as u64,
         "prepared"
@@ -656,7 +497,7 @@ fn run_blocked(
 
     // The network namespace comes from the clone only in egress mode (pasta
     // attaches to it before the release); otherwise the child makes it on a
-    // second thread while it builds its mounts (`net::PendingNetns`).
+    // second thread while it builds its mounts (`netns::PendingNetns`).
     let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
@@ -735,20 +576,23 @@ fn run_blocked(
     // up; nothing arrives when its setup failed (the error pipe says why).
     // The process turns multi-threaded here, after the clone.
     let proxy = match (proxy_parent, allowlist) {
-        (Some(channel), Some(allow)) => match net::receive_proxy_listener(&channel) {
-            Ok(Some(listener)) => Some(
-                proxy::start(listener, allow, spec.policy.source.to_string())
-                    .map_err(|e| ContainerError::Spec(format!("start the allowlist proxy: {e}")))?,
-            ),
-            Ok(None) => None,
-            Err(source) => {
-                return Err(ContainerError::Parent {
-                    step: "receive the allowlist proxy's socket",
-                    source,
-                    hint: None,
-                });
+        (Some(channel), Some(allow)) => {
+            match sync::recv_fds(&channel).map(|f| f.into_iter().next()) {
+                Ok(Some(listener)) => Some(
+                    proxy::start(listener, allow, spec.policy.source.to_string()).map_err(|e| {
+                        ContainerError::Spec(format!("start the allowlist proxy: {e}"))
+                    })?,
+                ),
+                Ok(None) => None,
+                Err(source) => {
+                    return Err(ContainerError::Parent {
+                        step: "receive the allowlist proxy's socket",
+                        source,
+                        hint: None,
+                    });
+                }
             }
-        },
+        }
         _ => None,
     };
     // With a self-written map the child polls the go pipe once to learn

@@ -151,7 +151,7 @@ pub(crate) fn setup(p: &Prepared) -> Result<()> {
     // 2. The stage and the rootfs. The stage is the job file system's layer
     // (kept across a job's steps, `upper/`, `work/` and `root/` made by its
     // holder) or a private tmpfs; either is policy-sized.
-    let fs = &p.policy.filesystem;
+    let fs = &p.filesystem;
     match &p.job_fs {
         Some(m) => {
             let stage = nix::fcntl::open(
@@ -327,7 +327,7 @@ fn mount_dev(root: &OwnedFd, p: &Prepared) -> Result<()> {
         &fd_path(&shm),
         Some("tmpfs"),
         NOSUID_NODEV,
-        Some(&tmpfs_data("1777", p.policy.filesystem.shm_size.0)),
+        Some(&tmpfs_data("1777", p.filesystem.shm_size.0)),
         "mount /dev/shm",
     )?;
     let dev = open_in_root(root, Path::new("/dev"), OFlag::O_PATH | OFlag::O_DIRECTORY)
@@ -378,7 +378,7 @@ fn write_etc_files(root: &OwnedFd, hostname: &str, network: NetworkMode) -> Resu
         NetworkMode::None => "# pinfold: network mode none, no name server\n".to_owned(),
         NetworkMode::Allowlist => "# pinfold: network mode allowlist, no name server: the proxy in $https_proxy resolves names\n".to_owned(),
         NetworkMode::Egress => {
-            let [a, b, c, d] = super::net::DNS_FORWARD;
+            let [a, b, c, d] = crate::net::netns::DNS_FORWARD;
             format!(
                 "# pinfold: network mode egress, pasta forwards DNS to the host's resolver\nnameserver {a}.{b}.{c}.{d}\n"
             )
@@ -493,7 +493,7 @@ pub(crate) fn writable_paths(p: &Prepared) -> Vec<PathBuf> {
             .filter(|(b, _)| b.writable)
             .map(|(b, _)| b.dest.clone()),
     );
-    if p.policy.filesystem.rootfs_writable
+    if p.filesystem.rootfs_writable
         && let Ok(entries) = std::fs::read_dir("/")
     {
         for e in entries.flatten() {

@@ -52,12 +52,12 @@ fn harden(p: &Prepared) -> Result<()> {
         .iter()
         .map(PathBuf::from)
         .collect(),
-        allow_tcp: p.policy.network.loopback_tcp,
+        allow_tcp: p.loopback_tcp,
         connect_ports: match p.network {
-            crate::policy::NetworkMode::Allowlist => vec![super::proxy::PROXY_ADDR.1],
+            crate::policy::NetworkMode::Allowlist => vec![crate::net::proxy::PROXY_ADDR.1],
             _ => Vec::new(),
         },
-        min_abi: p.policy.landlock.min_abi,
+        min_abi: p.landlock_min_abi,
     };
     match landlock::apply(&rules) {
         Ok(Enforcement::Full) => {}
@@ -97,7 +97,7 @@ fn restore_signals(saved: &SigSet) -> Result<()> {
 pub(crate) const MEMLOCK: u64 = 64 << 10;
 
 fn set_rlimits(p: &Prepared) -> Result<()> {
-    let l = &p.policy.limits;
+    let l = &p.limits;
     let fsize = if l.fsize.0 == 0 {
         libc::RLIM_INFINITY
     } else {

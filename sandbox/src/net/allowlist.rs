@@ -206,7 +206,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// The parsed `network.allow` of a policy with its `allow_private`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Allowlist {
     rules: Vec<AllowRule>,
     allow_private: bool,
@@ -225,6 +225,11 @@ impl Allowlist {
                 .collect::<Result<_, _>>()?,
             allow_private,
         })
+    }
+
+    /// Drops every entry: nothing is reachable.
+    pub fn clear(&mut self) {
+        self.rules.clear();
     }
 
     /// Checks `host:port` and returns the addresses the proxy may dial, in

@@ -28,15 +28,29 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::allowlist::{Allowlist, AllowlistError};
+use super::allowlist::{Allowlist, AllowlistError};
 
 /// Where the job finds the proxy, inside the container.
 pub(crate) const PROXY_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 3128);
 
 /// The proxy URL given to the job.
-pub(crate) fn proxy_url() -> String {
+fn proxy_url() -> String {
     let ([a, b, c, d], port) = PROXY_ADDR;
     format!("http://{a}.{b}.{c}.{d}:{port}")
+}
+
+/// The environment an `allowlist` job starts with (its own entries win):
+/// the proxy for HTTP and HTTPS, none for loopback.
+pub(crate) fn job_env() -> Vec<(String, String)> {
+    let url = proxy_url();
+    let mut env: Vec<(String, String)> = ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"]
+        .into_iter()
+        .map(|k| (k.into(), url.clone()))
+        .collect();
+    for k in ["no_proxy", "NO_PROXY"] {
+        env.push((k.into(), "localhost,127.0.0.1,::1".into()));
+    }
+    env
 }
 
 /// The longest request head read before answering 431.

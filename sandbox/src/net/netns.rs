@@ -2,8 +2,8 @@
 //! CAP_NET_ADMIN in its own user namespace (the job never does).
 //!
 //! * `none`: loopback up, nothing else exists.
-//! * `allowlist`: the same, plus the proxy's listening socket, made here and
-//!   handed to the parent (see [`super::proxy`]).
+//! * `allowlist`: the same, plus the proxy's listening socket, made here
+//!   ([`proxy_listener`]) and handed to the parent (see [`super::proxy`]).
 //! * `egress`: the parent has attached pasta (a user-mode stack, from
 //!   Debian's `passt`) to the namespace before releasing the child; the
 //!   child adds policy-routing rules that answer "prohibited" (EACCES) for
@@ -31,8 +31,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use nix::errno::Errno;
 use nix::sys::socket::{AddressFamily, SockFlag, SockProtocol, SockType, socket};
 
-use crate::net::host::HostNets;
-use crate::net::ranges::{self, Net};
+use super::host::{HostNetError, HostNets};
+use super::ranges::{self, Net};
 
 /// The address pasta forwards DNS queries from (to the host's resolver).
 pub(crate) const DNS_FORWARD: [u8; 4] = [169, 254, 1, 1];
@@ -58,6 +58,15 @@ pub(crate) fn egress_refusals(host: &HostNets, allow_private: bool, ipv6: bool) 
     nets.retain(|n| ipv6 || n.addr.is_ipv4());
     ranges::coalesce(&mut nets);
     nets
+}
+
+/// [`egress_refusals`] for the host as it is now: read in the host's
+/// network namespace when a container starts (addresses and routes change
+/// over time).
+pub(crate) fn egress_refusals_now(allow_private: bool) -> Result<Vec<Net>, HostNetError> {
+    let host = super::host::read()?;
+    let ipv6 = std::path::Path::new("/proc/net/if_inet6").exists();
+    Ok(egress_refusals(&host, allow_private, ipv6))
 }
 
 /// Brings `lo` up.
@@ -295,11 +304,10 @@ pub(crate) fn refuse_ranges(refused: &[Net]) -> Result<(), Errno> {
 }
 
 /// `allowlist`: creates the proxy's listening socket on
-/// [`super::proxy::PROXY_ADDR`] in this (the container's) network namespace
-/// and sends it to the parent over `channel` (SCM_RIGHTS); the parent serves
-/// it from outside. Our copy is closed on return, so neither init nor the
-/// job holds it.
-pub(crate) fn hand_over_proxy_listener(channel: &OwnedFd) -> Result<(), Errno> {
+/// [`super::proxy::PROXY_ADDR`] in this (the container's) network
+/// namespace. The child sends it to the parent, which serves it from
+/// outside, and closes its own copy, so neither init nor the job holds it.
+pub(crate) fn proxy_listener() -> Result<OwnedFd, Errno> {
     use nix::sys::socket::{Backlog, SockaddrIn, bind, listen, setsockopt, sockopt};
     let listener = socket(
         AddressFamily::Inet,
@@ -311,14 +319,7 @@ pub(crate) fn hand_over_proxy_listener(channel: &OwnedFd) -> Result<(), Errno> {
     let ([a, b, c, d], port) = super::proxy::PROXY_ADDR;
     bind(listener.as_raw_fd(), &SockaddrIn::new(a, b, c, d, port))?;
     listen(&listener, Backlog::new(128)?)?;
-    super::sync::send_fds(channel, &[listener.as_raw_fd()])?;
-    Ok(())
-}
-
-/// Parent: receives the listener sent by [`hand_over_proxy_listener`];
-/// `None` when the child ended before sending it (its setup failed).
-pub(crate) fn receive_proxy_listener(channel: &OwnedFd) -> Result<Option<OwnedFd>, Errno> {
-    Ok(super::sync::recv_fds(channel)?.into_iter().next())
+    Ok(listener)
 }
 
 #[cfg(test)]

@@ -16,7 +16,29 @@ use std::process::{Command, Stdio};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::{ContainerError, Result};
+/// Errors from attaching pasta (the container reports them as its own).
+#[derive(Debug, thiserror::Error)]
+pub enum PastaError {
+    /// pasta's pid-file directory could not be made.
+    #[error("egress: temporary directory: {0}")]
+    TempDir(#[source] std::io::Error),
+    /// pasta could not be started.
+    #[error(
+        "network mode egress needs pasta: {0} (apt-get install passt, or use network mode none)"
+    )]
+    Spawn(#[source] std::io::Error),
+    /// pasta exited before its interface was up.
+    #[error("network mode egress: pasta failed ({status}): {stderr} (run `pinfold doctor`)")]
+    Failed {
+        /// How it exited.
+        status: std::process::ExitStatus,
+        /// Its stderr, on one line.
+        stderr: String,
+    },
+    /// pasta did not configure its interface in time.
+    #[error("network mode egress: pasta did not come up within 10s")]
+    Timeout,
+}
 
 /// A running pasta, our child: killed with us (PDEATHSIG) if pinfold dies.
 pub(crate) struct Pasta {
@@ -26,14 +48,14 @@ pub(crate) struct Pasta {
 
 /// Attaches pasta to the namespaces of `child`; returns once its interface
 /// is configured (pasta writes its pid file only then).
-pub(crate) fn start(child: Pid) -> Result<Pasta> {
+pub(crate) fn start(child: Pid) -> Result<Pasta, PastaError> {
     use std::os::unix::process::CommandExt;
     let dir = tempfile::Builder::new()
         .prefix("pinfold-pasta-")
         .tempdir()
-        .map_err(|e| ContainerError::Spec(format!("egress: temporary directory: {e}")))?;
+        .map_err(PastaError::TempDir)?;
     let pid_file = dir.path().join("pid");
-    let dns = super::net::DNS_FORWARD.map(|b| b.to_string()).join(".");
+    let dns = super::netns::DNS_FORWARD.map(|b| b.to_string()).join(".");
     let mut cmd = Command::new("pasta");
     cmd.args([
         "--config-net",
@@ -59,11 +81,7 @@ pub(crate) fn start(child: Pid) -> Result<Pasta> {
             Ok(())
         });
     }
-    let mut proc = cmd.spawn().map_err(|e| {
-        ContainerError::Spec(format!(
-            "network mode egress needs pasta: {e} (apt-get install passt, or use network mode none)"
-        ))
-    })?;
+    let mut proc = cmd.spawn().map_err(PastaError::Spawn)?;
     let started = std::time::Instant::now();
     loop {
         if std::fs::metadata(&pid_file).is_ok_and(|m| m.len() > 0) {
@@ -81,17 +99,15 @@ pub(crate) fn start(child: Pid) -> Result<Pasta> {
             if let Some(mut e) = proc.stderr.take() {
                 let _ = std::io::Read::read_to_string(&mut e, &mut err);
             }
-            return Err(ContainerError::Spec(format!(
-                "network mode egress: pasta failed ({status}): {} (run `pinfold doctor`)",
-                err.trim().replace('\n', "; ")
-            )));
+            return Err(PastaError::Failed {
+                status,
+                stderr: err.trim().replace('\n', "; "),
+            });
         }
         if started.elapsed() > std::time::Duration::from_secs(10) {
             let _ = proc.kill();
             let _ = proc.wait();
-            return Err(ContainerError::Spec(
-                "network mode egress: pasta did not come up within 10s".into(),
-            ));
+            return Err(PastaError::Timeout);
         }
         std::thread::sleep(std::time::Duration::from_micros(200));
     }
