@@ -73,7 +73,7 @@ pub fn key_path(home: &Path) -> PathBuf {
 
 /// Reads the runner key under `home`, making it on first use.
 pub fn runner_key(home: &Path) -> Result<SigningKey, ProvenanceError> {
-    provenance::load_or_create_key(&key_path(home), || {
+    load_or_create_key(&key_path(home), || {
         let mut s = [0u8; 32];
         getrandom::fill(&mut s).expect("the kernel's random source failed");
         s
@@ -96,4 +96,88 @@ pub fn write_local(
     let mut pub_key = key_path(home).into_os_string();
     pub_key.push(".pub");
     Ok((file, pub_key.into()))
+}
+
+/// Reads the signing key at `path`, creating it (mode 0600, with `path.pub`
+/// beside it) when missing. The agent, `pinfold run`, `pinfold verify` and
+/// `pinfold attest keygen` all need the same key handling; `pinfold-api`
+/// stays free of file I/O.
+pub fn load_or_create_key(
+    path: &std::path::Path,
+    seed: impl FnOnce() -> [u8; 32],
+) -> Result<SigningKey, ProvenanceError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::read_to_string(path) {
+        Ok(pem) => return provenance::parse_private_key(&pem),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(ProvenanceError::Key(format!("{}: {e}", path.display())));
+        }
+        Err(_) => {}
+    }
+    let io = |e: std::io::Error| ProvenanceError::Key(format!("{}: {e}", path.display()));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let key = provenance::signing_key_from_seed(seed());
+    // Unique per call, not just per process: `pinfold verify` signs its
+    // runs from several threads at once.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(provenance::private_key_pem(&key)?.as_bytes()).map_err(io)?;
+    drop(f);
+    // link(2) fails when the key already exists: of two racing runs, the
+    // first wins and both use its key.
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            let mut pub_path = path.as_os_str().to_owned();
+            pub_path.push(".pub");
+            std::fs::write(&pub_path, provenance::public_key_pem(&key.verifying_key())?).map_err(io)?;
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            provenance::parse_private_key(&std::fs::read_to_string(path).map_err(io)?)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn racing_threads_make_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys/runner.key");
+        let keys: Vec<SigningKey> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8u8)
+                .map(|i| {
+                    let path = &path;
+                    s.spawn(move || load_or_create_key(path, || [i; 32]).unwrap())
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for k in &keys {
+            assert_eq!(
+                k.to_bytes(),
+                keys[0].to_bytes(),
+                "every thread uses the winner's key"
+            );
+        }
+        assert_eq!(
+            load_or_create_key(&path, || [99; 32]).unwrap().to_bytes(),
+            keys[0].to_bytes()
+        );
+    }
 }

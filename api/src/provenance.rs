@@ -370,58 +370,6 @@ pub fn statement_for(job: &JobRecord<'_>) -> Statement {
     }
 }
 
-/// Reads the signing key at `path`, creating it (mode 0600, with `path.pub`
-/// beside it) when missing. The one piece of file I/O in this crate: the
-/// agent, `pinfold run` and `pinfold attest` all need the same key handling.
-pub fn load_or_create_key(
-    path: &std::path::Path,
-    seed: impl FnOnce() -> [u8; 32],
-) -> Result<SigningKey, ProvenanceError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::read_to_string(path) {
-        Ok(pem) => return parse_private_key(&pem),
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(ProvenanceError::Key(format!("{}: {e}", path.display())));
-        }
-        Err(_) => {}
-    }
-    let io = |e: std::io::Error| ProvenanceError::Key(format!("{}: {e}", path.display()));
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let key = signing_key_from_seed(seed());
-    // Unique per call, not just per process: `pinfold verify` signs its
-    // runs from several threads at once.
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(private_key_pem(&key)?.as_bytes()).map_err(io)?;
-    drop(f);
-    // link(2) fails when the key already exists: of two racing runs, the
-    // first wins and both use its key.
-    let linked = std::fs::hard_link(&tmp, path);
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {
-            let mut pub_path = path.as_os_str().to_owned();
-            pub_path.push(".pub");
-            std::fs::write(&pub_path, public_key_pem(&key.verifying_key())?).map_err(io)?;
-            Ok(key)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            parse_private_key(&std::fs::read_to_string(path).map_err(io)?)
-        }
-        Err(e) => Err(io(e)),
-    }
-}
-
 /// RFC 3339 (UTC, seconds) of a time in milliseconds since the Unix epoch.
 pub fn rfc3339(ms: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
@@ -460,32 +408,6 @@ mod tests {
                 },
             },
         }
-    }
-
-    #[test]
-    fn racing_threads_make_one_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("keys/runner.key");
-        let keys: Vec<SigningKey> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..8u8)
-                .map(|i| {
-                    let path = &path;
-                    s.spawn(move || load_or_create_key(path, || [i; 32]).unwrap())
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        for k in &keys {
-            assert_eq!(
-                k.to_bytes(),
-                keys[0].to_bytes(),
-                "every thread uses the winner's key"
-            );
-        }
-        assert_eq!(
-            load_or_create_key(&path, || [99; 32]).unwrap().to_bytes(),
-            keys[0].to_bytes()
-        );
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub fn run(c: Command) -> i32 {
                 );
                 return 1;
             }
-            match provenance::load_or_create_key(&out, seed) {
+            match pinfold_agent::provenance::load_or_create_key(&out, seed) {
                 Ok(_) => {
                     println!("wrote {} and {}.pub", out.display(), out.display());
                     0
