@@ -3,14 +3,21 @@
 //! * [`app`] builds the axum [`Router`] over an [`AppState`]; tests drive it
 //!   with `tower::ServiceExt::oneshot`, [`serve`] runs it on a socket with
 //!   graceful shutdown and the lease reaper.
-//! * [`store`]: the [`Store`] trait (queue, leases, logs, metadata) and its
-//!   SQLite implementation; a PostgreSQL one can slot in without touching
-//!   handlers.
+//! * [`store`]: the [`Store`] traits, one per concern (runners, jobs and
+//!   leases, logs, artifacts, provenance, verify groups), and their SQLite
+//!   implementation, one file per concern; a PostgreSQL one can slot in
+//!   without touching handlers.
 //! * [`blobs`]: content-addressed files (sources and artifacts).
 //! * [`token`]: how tokens are made and hashed; [`auth`]: the extractors
 //!   that check them.
 //!
 //! The protocol is documented endpoint by endpoint in `docs/protocol.md`.
+//!
+//! Depends on `pinfold-api` only among pinfold's crates (`pinfold-client`
+//! in its tests and benchmark). It may not depend on `pinfold-sandbox` or
+//! `pinfold-agent`, and nothing that runs jobs may depend on it: a runner
+//! host never links the server (`tests/run.sh` checks the agent's tree).
+//! The layout and its directions: `docs/architecture.md`.
 #![deny(missing_docs)]
 
 pub mod auth;
