@@ -13,7 +13,7 @@
 //! `--limit NAME=VALUE` flags ([`limit_args`], parsed back by
 //! [`parse_limit`]), which exec checks again against the policy it loads.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use pinfold_api::job::{JobLimits, NetworkMode};
 
@@ -87,11 +87,11 @@ pub struct Chosen {
 
 impl Ceiling {
     /// Loads `policy` (the default for jobs that name none) and each of
-    /// `allow`: names (searched as [`Policy::load`] does) or paths.
-    pub fn new(policy: &str, allow: &[String]) -> Result<Ceiling, CeilingError> {
+    /// `allow`: names (searched in `dirs` as [`Policy::load`] does) or paths.
+    pub fn new(policy: &str, allow: &[String], dirs: &[PathBuf]) -> Result<Ceiling, CeilingError> {
         let mut allowed: Vec<Allowed> = Vec::new();
         for entry in std::iter::once(policy).chain(allow.iter().map(String::as_str)) {
-            let loaded = Policy::load(entry)?;
+            let loaded = Policy::load(entry, dirs)?;
             let (name, reference) = match &loaded.source {
                 PolicySource::File(path) => {
                     let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
@@ -302,7 +302,7 @@ mod tests {
     use super::*;
 
     fn ceiling() -> Ceiling {
-        Ceiling::new("untrusted", &["default".into()]).unwrap()
+        Ceiling::new("untrusted", &["default".into()], &[]).unwrap()
     }
 
     #[test]
@@ -312,7 +312,7 @@ mod tests {
         let chosen = c.choose(None, None, &JobLimits::default()).unwrap();
         assert_eq!(chosen.name, "untrusted");
         assert_eq!(chosen.reference, "untrusted");
-        assert_eq!(chosen.policy, Policy::load("untrusted").unwrap());
+        assert_eq!(chosen.policy, Policy::load("untrusted", &[]).unwrap());
     }
 
     #[test]
@@ -398,7 +398,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("ci-strict.toml");
         std::fs::write(&file, "[limits]\nmemory = \"1G\"\n").unwrap();
-        let c = Ceiling::new(file.to_str().unwrap(), &[]).unwrap();
+        let c = Ceiling::new(file.to_str().unwrap(), &[], &[]).unwrap();
         assert_eq!(c.names(), ["ci-strict"]);
         let chosen = c
             .choose(Some("ci-strict"), None, &JobLimits::default())
@@ -407,7 +407,8 @@ mod tests {
         let other = dir.path().join("x/ci-strict.toml");
         std::fs::create_dir_all(other.parent().unwrap()).unwrap();
         std::fs::write(&other, "").unwrap();
-        let e = Ceiling::new(file.to_str().unwrap(), &[other.display().to_string()]).unwrap_err();
+        let e =
+            Ceiling::new(file.to_str().unwrap(), &[other.display().to_string()], &[]).unwrap_err();
         assert!(matches!(e, CeilingError::Duplicate { .. }), "{e}");
     }
 

@@ -6,6 +6,7 @@
 //! * [`allowlist`]: the destinations of network mode `allowlist`.
 //! * [`net`]: address classification and the host's own network.
 //! * [`image`]: the OCI image store (pull, import, verify, unpack, cache).
+//! * [`settings`]: what the binary read from the environment (the library reads none).
 //! * [`container`]: a rootless container (user, mount, pid, ipc, uts, cgroup
 //!   and net namespaces; overlay rootfs; Landlock; seccomp; rlimits) that runs
 //!   one command and reports how it ended.
@@ -22,9 +23,8 @@ pub mod doctor;
 pub mod image;
 pub mod net;
 pub mod policy;
+pub mod settings;
 
 pub use container::{ContainerSpec, Outcome};
 pub use policy::Policy;
-
-/// pinfold's state directory (one rule for every crate, in `pinfold_api`).
-pub use pinfold_api::pinfold_home;
+pub use settings::Settings;

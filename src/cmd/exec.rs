@@ -120,7 +120,8 @@ fn parse_env(items: &[String]) -> Result<Vec<(String, String)>, String> {
 
 /// The spec, and the lease on the image's layers to hold while it runs.
 fn build(a: Args) -> Result<(ContainerSpec, Option<LayerLease>), String> {
-    let policy = Policy::load(&a.policy).map_err(|e| e.to_string())?;
+    let settings = crate::env::settings();
+    let policy = Policy::load(&a.policy, &settings.policy_dirs()).map_err(|e| e.to_string())?;
     let mut limits = pinfold_api::job::JobLimits::default();
     for l in &a.limits {
         ceiling::parse_limit(&mut limits, l).map_err(|e| e.to_string())?;
@@ -142,7 +143,9 @@ fn build(a: Args) -> Result<(ContainerSpec, Option<LayerLease>), String> {
             }
             (vec![rootfs.clone()], Vec::new(), None, None)
         }
-        (None, Some(image)) => image_layers(image, &a.fetch).map_err(|e| e.to_string())?,
+        (None, Some(image)) => {
+            image_layers(image, &a.fetch, &settings).map_err(|e| e.to_string())?
+        }
         (None, None) => return Err("give --rootfs DIR or --image REF".into()),
     };
     let mut spec = ContainerSpec::new(layers, policy, a.command);
@@ -162,6 +165,7 @@ fn build(a: Args) -> Result<(ContainerSpec, Option<LayerLease>), String> {
     spec.job_fs = a.job_fs;
     spec.network = a.network;
     spec.idmap = IdMapMode::parse(&a.userns).map_err(|e| e.to_string())?;
+    spec.settings = settings;
     Ok((spec, lease))
 }
 
@@ -177,9 +181,10 @@ type ImageParts = (
 fn image_layers(
     reference: &str,
     fetch: &crate::fetch::FetchArgs,
+    settings: &pinfold_sandbox::Settings,
 ) -> Result<ImageParts, pinfold_sandbox::image::ImageError> {
     let started = std::time::Instant::now();
-    let store = pinfold_sandbox::image::Store::open_default()?;
+    let store = pinfold_sandbox::image::Store::open_default(settings)?;
     let rec = crate::fetch::resolve(&store, reference, fetch)?;
     let config = store.config(&rec)?;
     let (mut env, mut workdir) = (Vec::new(), None);

@@ -15,6 +15,7 @@ use pinfold_agent::runner::{Job, RunError, stop};
 use pinfold_agent::verify::{self, Variation};
 use pinfold_api::JobSpec;
 use pinfold_api::wire::JobState;
+use pinfold_sandbox::Settings;
 
 /// Check that a job's build is reproducible: run it N times, varying build
 /// path, time, hostname, umask, time zone, locale, user names, environment
@@ -105,6 +106,7 @@ struct Shared<'a> {
     work: PathBuf,
     out: PathBuf,
     home: PathBuf,
+    settings: Settings,
     source_tar: Option<PathBuf>,
     source_digest: Option<String>,
     ctx: verify::Context<'a>,
@@ -139,7 +141,8 @@ pub fn run(a: Args) -> i32 {
         Ok(s) => s,
         Err(e) => return fail(format!("{}: {e}", a.job.display()), 125),
     };
-    let ceiling = match a.ceiling.load() {
+    let settings = crate::env::settings();
+    let ceiling = match a.ceiling.load(&settings) {
         Ok(c) => c,
         Err(e) => return fail(e, 125),
     };
@@ -155,7 +158,7 @@ pub fn run(a: Args) -> i32 {
     {
         return fail(format!("--source {}: not a directory", src.display()), 125);
     }
-    let Some(home) = pinfold_api::pinfold_home() else {
+    let Some(home) = settings.home.clone() else {
         return fail("cannot find a state directory: set PINFOLD_HOME", 125);
     };
     let exe = match std::env::current_exe() {
@@ -203,12 +206,13 @@ pub fn run(a: Args) -> i32 {
         exe: exe.clone(),
         stop: flag.clone(),
         grace: a.grace,
+        settings: settings.clone(),
     };
     let image_log = LogWriter::new(Box::new(std::io::stderr()), []).shared();
     if let Err(e) = probe_job.resolve_image(&image_log) {
         return fail(e, 125);
     }
-    let layers = match image_layers(&image) {
+    let layers = match image_layers(&image, &settings) {
         Ok(l) => l,
         Err(e) => return fail(format!("image {image}: {e}"), 125),
     };
@@ -256,6 +260,7 @@ pub fn run(a: Args) -> i32 {
         work: work.path().to_owned(),
         out: out.clone(),
         home: home.clone(),
+        settings,
         source_tar,
         source_digest: source_digest.clone(),
         ctx: verify::Context {
@@ -638,6 +643,7 @@ fn run_one(s: &Shared<'_>, p: &Plan, t0: Instant) -> RunResult {
         exe: s.exe.clone(),
         stop: s.stop.clone(),
         grace: s.grace,
+        settings: s.settings.clone(),
     };
     let reorder = p.vary.contains(&Variation::DirOrder);
     let mut fill = |ws: &pinfold_agent::runner::Workspace<'_>| -> Result<(), RunError> {
@@ -743,8 +749,8 @@ fn pack_source(src: &Path, work: &Path) -> anyhow::Result<(PathBuf, String)> {
     Ok((path, digest))
 }
 
-fn image_layers(image: &str) -> anyhow::Result<Vec<PathBuf>> {
-    let store = pinfold_sandbox::image::Store::open_default()?;
+fn image_layers(image: &str, settings: &Settings) -> anyhow::Result<Vec<PathBuf>> {
+    let store = pinfold_sandbox::image::Store::open_default(settings)?;
     let rec = store.find(image)?;
     Ok(store.layer_dirs(&rec)?)
 }

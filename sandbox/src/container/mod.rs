@@ -215,6 +215,10 @@ pub struct ContainerSpec {
     /// [`crate::image::LayerLease`]). The child closes its copies at once,
     /// so neither init nor the job holds them.
     pub parent_only_fds: Vec<std::os::fd::RawFd>,
+    /// What the caller read from its environment: `TERM` (handed on to the
+    /// command), the id map settings, the policy search directories and
+    /// the seccomp cache's home.
+    pub settings: crate::Settings,
 }
 
 impl ContainerSpec {
@@ -236,6 +240,7 @@ impl ContainerSpec {
             job_fs: None,
             network: None,
             parent_only_fds: Vec::new(),
+            settings: crate::Settings::default(),
         }
     }
 }
@@ -426,7 +431,7 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
         }
     };
     let t = Instant::now();
-    let filters = seccomp::Filters::for_policy(&spec.policy)?;
+    let filters = seccomp::Filters::for_policy(&spec.policy, &spec.settings)?;
     tracing::debug!(elapsed_us = t.elapsed().as_micros() as u64, profile = %filters.profile, "seccomp filters ready");
     // Check every host path now, as the caller, for a clear early error. The
     // child opens them again itself: overlayfs and bind mounts need fds that
@@ -464,8 +469,8 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
         ("HOME".into(), "/root".into()),
         ("HOSTNAME".into(), spec.hostname.clone()),
     ];
-    if let Ok(term) = std::env::var("TERM") {
-        env.push(("TERM".into(), term));
+    if let Some(term) = &spec.settings.term {
+        env.push(("TERM".into(), term.clone()));
     }
     if network == NetworkMode::Allowlist {
         let url = proxy::proxy_url();
@@ -621,7 +626,7 @@ fn run_blocked(
     if let Some(refusal) = limits::refuse_fallback(&spec.policy, &limits::detect()) {
         return Err(ContainerError::Spec(refusal));
     }
-    let plan = idmap::plan(spec.idmap)?;
+    let plan = idmap::plan(spec.idmap, &spec.settings)?;
     prepared.setgroups_allowed = plan.setgroups_allowed();
     // A single-id map may be written by the child itself (as bubblewrap
     // does): the parent then has nothing to do between clone and the

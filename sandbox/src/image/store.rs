@@ -36,6 +36,7 @@ use super::layer::{self, Budget, Compression, LayerError, Limits};
 use super::owner::{OwnerError, Ownership};
 use super::reference::{ImageRef, ReferenceError};
 use super::registry::{Registry, RegistryError};
+use crate::settings::Settings;
 
 /// Errors from the image store (gathers every image module's errors).
 #[derive(Debug, thiserror::Error)]
@@ -201,9 +202,9 @@ impl Source {
     }
 }
 
-/// The host platform, or `$PINFOLD_PLATFORM` (`os/arch[/variant]`).
-fn wanted_platform() -> (String, String, Option<String>) {
-    if let Ok(p) = std::env::var("PINFOLD_PLATFORM") {
+/// The host platform, or `platform` (`$PINFOLD_PLATFORM`: `os/arch[/variant]`).
+fn wanted_platform(platform: Option<&str>) -> (String, String, Option<String>) {
+    if let Some(p) = platform {
         let mut it = p.split('/');
         if let (Some(os), Some(arch)) = (it.next(), it.next()) {
             return (os.into(), arch.into(), it.next().map(str::to_owned));
@@ -400,6 +401,10 @@ pub fn read_config(
 pub struct Store {
     root: PathBuf,
     owner: Ownership,
+    /// The platform images are resolved for: `(os, arch, variant)`.
+    platform: (String, String, Option<String>),
+    /// The registry credential files, in search order.
+    auth_files: Vec<PathBuf>,
 }
 
 fn now() -> u64 {
@@ -409,14 +414,15 @@ fn now() -> u64 {
 }
 
 impl Store {
-    /// The store of `$PINFOLD_HOME` (see [`crate::pinfold_home`]), created when missing.
-    pub fn open_default() -> Result<Store> {
-        let home = crate::pinfold_home().ok_or(ImageError::NoHome)?;
-        Store::open(&home.join("images"))
+    /// The store of the home of `settings` (`$PINFOLD_HOME`), created when missing.
+    pub fn open_default(settings: &Settings) -> Result<Store> {
+        let root = settings.image_store().ok_or(ImageError::NoHome)?;
+        Store::open(&root, settings)
     }
 
-    /// The store at `root`, created when missing.
-    pub fn open(root: &Path) -> Result<Store> {
+    /// The store at `root`, created when missing, pulling for the platform
+    /// and with the credentials `settings` name.
+    pub fn open(root: &Path, settings: &Settings) -> Result<Store> {
         for d in ["images", "blobs/sha256", "layers", "locks", "tmp"] {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(|source| ImageError::Io {
@@ -436,7 +442,9 @@ impl Store {
         })?;
         Ok(Store {
             root: root.to_owned(),
-            owner: Ownership::for_store(root)?,
+            owner: Ownership::for_store(root, settings)?,
+            platform: wanted_platform(settings.platform.as_deref()),
+            auth_files: settings.registry_auth_files.clone(),
         })
     }
 
@@ -499,7 +507,7 @@ impl Store {
                 tag,
                 digest,
             } => {
-                let reg = Registry::new(host, repo, &opts.insecure)?;
+                let reg = Registry::new(host, repo, &opts.insecure, &self.auth_files)?;
                 let mut names = Vec::new();
                 let (d, media_type) = match (digest, tag) {
                     (Some(d), _) => (d.clone(), None),
@@ -590,7 +598,6 @@ impl Store {
 
     /// Resolution and layer download; returns the record (without names).
     fn fetch(&self, src: &Source, root: &Root, opts: &PullOptions) -> Result<ImageRecord> {
-        let platform = wanted_platform();
         let mut digest = root.digest.clone();
         let mut expected = root.media_type.clone();
         let mut size = root.size;
@@ -611,7 +618,7 @@ impl Store {
                 expected.as_deref(),
                 served_type,
                 depth,
-                &platform,
+                &self.platform,
             )? {
                 Resolved::Next {
                     digest: next,
