@@ -5,6 +5,7 @@
 //!   may narrow them.
 //! * [`allowlist`]: the destinations of network mode `allowlist`.
 //! * [`net`]: address classification and the host's own network.
+//! * [`fs`]: the one openat2 helper (opening paths beneath a directory fd).
 //! * [`image`]: the OCI image store (pull, import, verify, unpack, cache).
 //! * [`settings`]: what the binary read from the environment (the library reads none).
 //! * [`container`]: a rootless container (user, mount, pid, ipc, uts, cgroup
@@ -20,6 +21,7 @@ pub mod allowlist;
 pub mod ceiling;
 pub mod container;
 pub mod doctor;
+pub mod fs;
 pub mod image;
 pub mod net;
 pub mod policy;

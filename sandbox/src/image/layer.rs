@@ -38,12 +38,14 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::errno::Errno;
-use nix::fcntl::{AT_FDCWD, OFlag, OpenHow, ResolveFlag, openat, openat2};
+use nix::fcntl::{AT_FDCWD, OFlag, openat};
 use nix::sys::stat::{
     FileStat, Mode, SFlag, UtimensatFlags, fchmod, fstatat, futimens, mkdirat, utimensat,
 };
 use nix::sys::time::TimeSpec;
 use nix::unistd::{UnlinkatFlags, linkat, mkfifoat, symlinkat, unlinkat};
+
+use crate::fs::beneath::{MkdirStep, mkdir_all_beneath, open_dir_beneath};
 
 /// Errors from applying a layer.
 #[derive(Debug, thiserror::Error)]
@@ -167,34 +169,6 @@ fn clean(name: &Path) -> PathBuf {
         }
     }
     out
-}
-
-fn beneath() -> ResolveFlag {
-    ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_XDEV
-}
-
-/// Opens `rel` under `root` without following any symlink or leaving
-/// `root` (`openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV)`
-/// plus `O_NOFOLLOW`); an empty `rel` is `root` itself. Shared with the
-/// agent, which opens artifacts in a job's workspace the same way.
-pub fn open_beneath(root: BorrowedFd<'_>, rel: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
-    let rel = if rel.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        rel
-    };
-    openat2(
-        root,
-        rel,
-        OpenHow::new()
-            .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
-            .resolve(beneath()),
-    )
-}
-
-/// Opens directory `rel` under `root` without following any symlink.
-fn open_dir_beneath(root: BorrowedFd<'_>, rel: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
-    open_beneath(root, rel, flags | OFlag::O_DIRECTORY)
 }
 
 fn set_xattr(fd: BorrowedFd<'_>, name: &CStr, value: &[u8]) -> nix::Result<()> {
@@ -398,30 +372,20 @@ impl Applier<'_> {
     }
 
     fn create_parents(&self, parent: &Path, entry: &Path) -> Result<OwnedFd> {
-        let mut cur = self
+        let root = self
             .root
             .try_clone()
             .map_err(|_| self.err(entry, "dup")(Errno::EMFILE))?;
-        for c in parent.components() {
-            let next = match open_dir_beneath(cur.as_fd(), Path::new(c.as_os_str()), OFlag::O_PATH)
-            {
-                Err(Errno::ENOENT) => {
-                    mkdirat(cur.as_fd(), c.as_os_str(), Mode::from_bits_truncate(0o755))
-                        .map_err(self.err(entry, "create a parent directory"))?;
-                    open_dir_beneath(cur.as_fd(), Path::new(c.as_os_str()), OFlag::O_PATH)
-                        .map_err(self.err(entry, "open a parent directory"))?
-                }
-                Err(Errno::ELOOP | Errno::ENOTDIR | Errno::EXDEV) => {
-                    return Err(self.refused(
-                        entry,
-                        "a parent is a symlink or not a directory; refusing to write through it",
-                    ));
-                }
-                r => r.map_err(self.err(entry, "open a parent directory"))?,
-            };
-            cur = next;
-        }
-        Ok(cur)
+        mkdir_all_beneath(root, parent, Mode::from_bits_truncate(0o755)).map_err(|e| {
+            match (e.step, e.errno) {
+                (MkdirStep::Open, Errno::ELOOP | Errno::ENOTDIR | Errno::EXDEV) => self.refused(
+                    entry,
+                    "a parent is a symlink or not a directory; refusing to write through it",
+                ),
+                (MkdirStep::Create, errno) => self.err(entry, "create a parent directory")(errno),
+                (_, errno) => self.err(entry, "open a parent directory")(errno),
+            }
+        })
     }
 
     fn apply<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<()> {
