@@ -6,6 +6,7 @@
 
 mod attestation;
 mod cmd;
+mod env;
 mod fetch;
 mod remote;
 mod secrets;

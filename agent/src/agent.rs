@@ -86,6 +86,8 @@ pub struct Config {
     pub exe: PathBuf,
     /// The policies jobs may run under (`--policy`, `--allow-policy`).
     pub ceiling: Arc<pinfold_sandbox::ceiling::Ceiling>,
+    /// What the binary read from its environment for the sandbox.
+    pub settings: pinfold_sandbox::Settings,
     /// How long one request may take before it is given up and retried
     /// (long-polls get their wait on top).
     pub request_timeout: Duration,
@@ -380,7 +382,7 @@ fn run_job(sh: &Shared, lease: Lease, flag: Arc<AtomicU8>) {
         .home
         .join("agent/jobs")
         .join(format!("{id}-{}", lease.attempt_id));
-    let _ = pinfold_sandbox::image::owner::remove_run_dir(&dir);
+    let _ = pinfold_sandbox::image::owner::remove_run_dir(&dir, &sh.cfg.settings);
     // 0700: the job's workspace and writable layer are the job's alone.
     let spool =
         std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
@@ -450,6 +452,7 @@ fn run_job(sh: &Shared, lease: Lease, flag: Arc<AtomicU8>) {
         exe: sh.cfg.exe.clone(),
         stop: flag.clone(),
         grace: sh.cfg.grace,
+        settings: sh.cfg.settings.clone(),
     };
     let source_sha = lease.source_sha256.clone();
     let mut fill = |ws: &crate::runner::Workspace<'_>| -> Result<(), RunError> {
@@ -538,7 +541,7 @@ fn run_job(sh: &Shared, lease: Lease, flag: Arc<AtomicU8>) {
             Err(e) => tracing::error!(%e, job = id, "finish failed"),
         }
     }
-    let _ = pinfold_sandbox::image::owner::remove_run_dir(&dir);
+    let _ = pinfold_sandbox::image::owner::remove_run_dir(&dir, &sh.cfg.settings);
 }
 
 /// Builds the job's in-toto/SLSA statement (subjects: the uploaded

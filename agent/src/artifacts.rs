@@ -14,14 +14,15 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Seek};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use nix::errno::Errno;
-use nix::fcntl::{AT_FDCWD, OFlag, OpenHow, ResolveFlag, openat2};
-use nix::sys::stat::{SFlag, fstat};
+use nix::fcntl::{AT_FDCWD, OFlag, ResolveFlag};
+use nix::sys::stat::{Mode, SFlag, fstat};
+use pinfold_sandbox::fs::beneath::{open_at, open_beneath};
 use sha2::{Digest, Sha256};
 
 /// Errors from collecting artifacts.
@@ -73,10 +74,6 @@ pub struct Collected {
     pub unmatched: Vec<String>,
 }
 
-fn open_beneath(root: &OwnedFd, rel: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
-    pinfold_sandbox::image::layer::open_beneath(root.as_fd(), rel, flags)
-}
-
 /// Finds, opens and hashes the files under `workspace` that match `patterns`,
 /// `budget` bytes in all at most (the workspace's size: hard links and
 /// sparse files would otherwise let a job ship far more than it could
@@ -113,12 +110,12 @@ pub fn collect(
         let path = path.to_owned();
         move |source| ArtifactError::Walk { path, source }
     };
-    let root = openat2(
+    let root = open_at(
         AT_FDCWD,
         workspace,
-        OpenHow::new()
-            .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
-            .resolve(ResolveFlag::empty()),
+        OFlag::O_PATH | OFlag::O_DIRECTORY,
+        Mode::empty(),
+        ResolveFlag::empty(),
     )
     .map_err(walk_err(workspace))?;
     let mut matches = Vec::new();

@@ -131,7 +131,8 @@ pub fn load_or_create_key(
         .mode(0o600)
         .open(&tmp)
         .map_err(io)?;
-    f.write_all(provenance::private_key_pem(&key)?.as_bytes()).map_err(io)?;
+    f.write_all(provenance::private_key_pem(&key)?.as_bytes())
+        .map_err(io)?;
     drop(f);
     // link(2) fails when the key already exists: of two racing runs, the
     // first wins and both use its key.
@@ -141,7 +142,8 @@ pub fn load_or_create_key(
         Ok(()) => {
             let mut pub_path = path.as_os_str().to_owned();
             pub_path.push(".pub");
-            std::fs::write(&pub_path, provenance::public_key_pem(&key.verifying_key())?).map_err(io)?;
+            std::fs::write(&pub_path, provenance::public_key_pem(&key.verifying_key())?)
+                .map_err(io)?;
             Ok(key)
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {

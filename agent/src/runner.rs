@@ -125,6 +125,9 @@ pub struct Job {
     pub stop: Arc<AtomicU8>,
     /// Between SIGTERM and SIGKILL when stopping a step.
     pub grace: Duration,
+    /// What the binary read from its environment for the sandbox (the
+    /// image store, the job file system's id map).
+    pub settings: pinfold_sandbox::Settings,
 }
 
 /// How one run differs from a plain one (`pinfold verify` varies these
@@ -237,7 +240,7 @@ impl Job {
                 .map_err(|e| RunError::Config(format!("PINFOLD_USERNS: {e}")))?,
             Err(_) => IdMapMode::Auto,
         };
-        let jobfs = JobFs::start(&self.exe, &self.dir, sizes, mode)?;
+        let jobfs = JobFs::start(&self.exe, &self.dir, sizes, mode, &self.settings)?;
         let layer = jobfs.layer_upper();
         jobfs.as_owner(|| write_files(&layer, &o.files))?;
         Ok(jobfs)
@@ -488,7 +491,7 @@ impl Job {
             image: image.to_string(),
             source,
         };
-        let store = Store::open_default().map_err(err)?;
+        let store = Store::open_default(&self.settings).map_err(err)?;
         let t0 = Instant::now();
         match store.find(image) {
             Ok(_) => lock(log).line(&format!("==> image {image} (cached)")),

@@ -6,7 +6,8 @@
 //! applied with the image store's layer applier
 //! (`pinfold_sandbox::image::layer::apply_tar`): every entry's parent is
 //! opened with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
-//! RESOLVE_NO_XDEV)` from the workspace root and the last component is
+//! RESOLVE_NO_XDEV)` (`pinfold_sandbox::fs::beneath`, the one openat2
+//! helper) from the workspace root and the last component is
 //! created with `*at` calls that never follow it, so `..`, absolute names
 //! and symlinks planted earlier in the tar cannot reach outside; sizes and
 //! entry counts are bounded. One consequence of reusing the layer applier:

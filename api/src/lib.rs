@@ -10,8 +10,8 @@
 //!
 //! Pure: data types and functions over bytes, shared by every other crate of
 //! the workspace and depending on none of them. No network I/O and no
-//! runtime (no HTTP client or server, no async, no database); the only I/O is
-//! reading the environment in [`pinfold_home`] and the signing key file in
+//! runtime (no HTTP client or server, no async, no database) and no
+//! environment variable read; the only I/O is the signing key file in
 //! [`provenance::load_or_create_key`]. Code that talks to the coordinator
 //! belongs in `pinfold-client`, code that serves it in `pinfold-coordinator`.
 #![deny(missing_docs)]
@@ -25,25 +25,6 @@ pub mod verdict;
 pub mod wire;
 
 pub use job::{JobSpec, JobSpecError};
-
-use std::path::PathBuf;
-
-/// pinfold's state directory: `$PINFOLD_HOME`, else `$XDG_DATA_HOME/pinfold`,
-/// else `~/.local/share/pinfold`. `None` only when no home can be found.
-///
-/// The one definition: the sandbox re-exports it, and the coordinator (which
-/// never depends on the sandbox) uses it from here.
-pub fn pinfold_home() -> Option<PathBuf> {
-    if let Some(h) = std::env::var_os("PINFOLD_HOME").filter(|h| !h.is_empty()) {
-        return Some(PathBuf::from(h));
-    }
-    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|h| !h.is_empty()) {
-        return Some(PathBuf::from(x).join("pinfold"));
-    }
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(|h| PathBuf::from(h).join(".local/share/pinfold"))
-}
 
 /// Milliseconds since the Unix epoch (0 before it). The one clock the
 /// coordinator and the agent stamp jobs, steps and leases with.

@@ -13,7 +13,7 @@
 //! `--limit NAME=VALUE` flags ([`limit_args`], parsed back by
 //! [`parse_limit`]), which exec checks again against the policy it loads.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use pinfold_api::job::{JobLimits, NetworkMode};
 
@@ -87,11 +87,11 @@ pub struct Chosen {
 
 impl Ceiling {
     /// Loads `policy` (the default for jobs that name none) and each of
-    /// `allow`: names (searched as [`Policy::load`] does) or paths.
-    pub fn new(policy: &str, allow: &[String]) -> Result<Ceiling, CeilingError> {
+    /// `allow`: names (searched in `dirs` as [`Policy::load`] does) or paths.
+    pub fn new(policy: &str, allow: &[String], dirs: &[PathBuf]) -> Result<Ceiling, CeilingError> {
         let mut allowed: Vec<Allowed> = Vec::new();
         for entry in std::iter::once(policy).chain(allow.iter().map(String::as_str)) {
-            let loaded = Policy::load(entry)?;
+            let loaded = Policy::load(entry, dirs)?;
             let (name, reference) = match &loaded.source {
                 PolicySource::File(path) => {
                     let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
@@ -296,8 +296,12 @@ pub fn parse_limit(l: &mut JobLimits, arg: &str) -> Result<(), CeilingError> {
 
 /// The policy `pinfold exec` runs under: `policy` (a shipped name or a
 /// path) lowered by its `--limit NAME=VALUE` arguments.
-pub fn load_with_limits(policy: &str, limit_args: &[String]) -> Result<Policy, CeilingError> {
-    let loaded = Policy::load(policy)?;
+pub fn load_with_limits(
+    policy: &str,
+    limit_args: &[String],
+    dirs: &[PathBuf],
+) -> Result<Policy, CeilingError> {
+    let loaded = Policy::load(policy, dirs)?;
     let mut limits = JobLimits::default();
     for l in limit_args {
         parse_limit(&mut limits, l)?;
@@ -310,7 +314,7 @@ mod tests {
     use super::*;
 
     fn ceiling() -> Ceiling {
-        Ceiling::new("untrusted", &["default".into()]).unwrap()
+        Ceiling::new("untrusted", &["default".into()], &[]).unwrap()
     }
 
     #[test]
@@ -320,7 +324,7 @@ mod tests {
         let chosen = c.choose(None, None, &JobLimits::default()).unwrap();
         assert_eq!(chosen.name, "untrusted");
         assert_eq!(chosen.reference, "untrusted");
-        assert_eq!(chosen.policy, Policy::load("untrusted").unwrap());
+        assert_eq!(chosen.policy, Policy::load("untrusted", &[]).unwrap());
     }
 
     #[test]
@@ -406,7 +410,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("ci-strict.toml");
         std::fs::write(&file, "[limits]\nmemory = \"1G\"\n").unwrap();
-        let c = Ceiling::new(file.to_str().unwrap(), &[]).unwrap();
+        let c = Ceiling::new(file.to_str().unwrap(), &[], &[]).unwrap();
         assert_eq!(c.names(), ["ci-strict"]);
         let chosen = c
             .choose(Some("ci-strict"), None, &JobLimits::default())
@@ -415,7 +419,8 @@ mod tests {
         let other = dir.path().join("x/ci-strict.toml");
         std::fs::create_dir_all(other.parent().unwrap()).unwrap();
         std::fs::write(&other, "").unwrap();
-        let e = Ceiling::new(file.to_str().unwrap(), &[other.display().to_string()]).unwrap_err();
+        let e =
+            Ceiling::new(file.to_str().unwrap(), &[other.display().to_string()], &[]).unwrap_err();
         assert!(matches!(e, CeilingError::Duplicate { .. }), "{e}");
     }
 

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::container::{idmap, landlock};
 use crate::policy::Policy;
+use crate::settings::Settings;
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -189,9 +190,9 @@ fn check_no_new_privs() -> Check {
     }
 }
 
-fn check_idmap() -> Check {
+fn check_idmap(settings: &Settings) -> Check {
     let name = "id mapping";
-    match idmap::plan(idmap::IdMapMode::Auto) {
+    match idmap::plan(idmap::IdMapMode::Auto, settings) {
         Ok(plan @ idmap::IdMapPlan::Single { .. }) => check(
             name,
             Status::Warn,
@@ -204,12 +205,12 @@ fn check_idmap() -> Check {
     }
 }
 
-fn check_landlock() -> Check {
+fn check_landlock(settings: &Settings) -> Check {
     let abi = landlock::kernel_abi();
     let mut needs = Vec::new();
     let mut worst = Status::Ok;
     for name in ["default", "untrusted"] {
-        if let Ok(p) = Policy::load(name) {
+        if let Ok(p) = Policy::load(name, &settings.policy_dirs()) {
             needs.push(format!("{name} needs >= {}", p.landlock.min_abi));
             if abi < p.landlock.min_abi {
                 worst = Status::Fail;
@@ -280,13 +281,10 @@ fn check_cgroups() -> Check {
     }
 }
 
-fn check_user_net() -> Check {
+fn check_user_net(settings: &Settings) -> Check {
     let found: Vec<&str> = ["pasta", "slirp4netns"]
         .into_iter()
-        .filter(|p| {
-            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-                .any(|d| d.join(p).is_file())
-        })
+        .filter(|p| settings.which(p, "").is_some())
         .collect();
     if found.is_empty() {
         check(
@@ -303,16 +301,17 @@ fn check_user_net() -> Check {
     }
 }
 
-/// Runs every check, in the order the report prints them.
-pub fn run_checks() -> Vec<Check> {
+/// Runs every check, in the order the report prints them; `settings` are
+/// what the caller read from its environment (`PATH`, policy directories).
+pub fn run_checks(settings: &Settings) -> Vec<Check> {
     vec![
         check_userns(),
         check_no_new_privs(),
-        check_idmap(),
+        check_idmap(settings),
         check_overlay(),
-        check_landlock(),
+        check_landlock(settings),
         check_seccomp(),
         check_cgroups(),
-        check_user_net(),
+        check_user_net(settings),
     ]
 }

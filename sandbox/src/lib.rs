@@ -6,7 +6,9 @@
 //! * [`net`]: the network policy's home: the effective mode, the allowlist
 //!   (parsed once), the proxy, pasta, the network namespace, and the
 //!   address ranges.
+//! * [`fs`]: the one openat2 helper (opening paths beneath a directory fd).
 //! * [`image`]: the OCI image store (pull, import, verify, unpack, cache).
+//! * [`settings`]: what the binary read from the environment (the library reads none).
 //! * [`container`]: a rootless container (user, mount, pid, ipc, uts, cgroup
 //!   and net namespaces; overlay rootfs; Landlock; seccomp; rlimits) that runs
 //!   one command and reports how it ended.
@@ -19,12 +21,12 @@
 pub mod ceiling;
 pub mod container;
 pub mod doctor;
+pub mod fs;
 pub mod image;
 pub mod net;
 pub mod policy;
+pub mod settings;
 
 pub use container::{ContainerSpec, Outcome};
 pub use policy::Policy;
-
-/// pinfold's state directory (one rule for every crate, in `pinfold_api`).
-pub use pinfold_api::pinfold_home;
+pub use settings::Settings;

@@ -338,19 +338,6 @@ const BUILTIN_PROFILES: &[(&str, &str)] = &[(
     include_str!("../../policies/seccomp/pinfold.json"),
 )];
 
-/// The directories searched for policies by name, in order (the built-in set comes last).
-pub fn search_dirs() -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    if let Some(p) = std::env::var_os("PINFOLD_POLICY_PATH") {
-        dirs.extend(std::env::split_paths(&p).filter(|p| !p.as_os_str().is_empty()));
-    }
-    if let Some(home) = crate::pinfold_home() {
-        dirs.push(home.join("policies"));
-    }
-    dirs.push(PathBuf::from("/etc/pinfold/policies"));
-    dirs
-}
-
 fn looks_like_path(s: &str) -> bool {
     s.contains('/') || s.ends_with(".toml") || s.ends_with(".json")
 }
@@ -362,8 +349,9 @@ fn describe(dirs: &[PathBuf]) -> String {
 }
 
 impl Policy {
-    /// Loads a policy by name (see the module docs for the search order) or by path.
-    pub fn load(name_or_path: &str) -> Result<Policy> {
+    /// Loads a policy by name, searched in `dirs` then among the built-in
+    /// ones (see the module docs for the order the binary passes), or by path.
+    pub fn load(name_or_path: &str, dirs: &[PathBuf]) -> Result<Policy> {
         if looks_like_path(name_or_path) {
             return Self::from_file(Path::new(name_or_path));
         }
@@ -377,8 +365,7 @@ impl Policy {
                 searched: "nowhere: a policy name is letters, digits, - and _".to_owned(),
             });
         }
-        let dirs = search_dirs();
-        for dir in &dirs {
+        for dir in dirs {
             let candidate = dir.join(format!("{name_or_path}.toml"));
             if candidate.is_file() {
                 return Self::from_file(&candidate);
@@ -392,7 +379,7 @@ impl Policy {
             ),
             None => Err(PolicyError::NotFound {
                 name: name_or_path.to_owned(),
-                searched: describe(&dirs),
+                searched: describe(dirs),
             }),
         }
     }
@@ -502,7 +489,9 @@ impl Policy {
     }
 
     /// Reads the seccomp profile this policy names: `(where it came from, JSON text)`.
-    pub fn seccomp_profile_text(&self) -> Result<(String, String)> {
+    /// A name is searched beside the policy's file, then under `seccomp/`
+    /// of each of `search` (the policy search directories), then built in.
+    pub fn seccomp_profile_text(&self, search: &[PathBuf]) -> Result<(String, String)> {
         let name = &self.seccomp.profile;
         if looks_like_path(name) {
             let mut path = PathBuf::from(name);
@@ -524,7 +513,7 @@ impl Policy {
         {
             dirs.push(dir.join("seccomp"));
         }
-        dirs.extend(search_dirs().into_iter().map(|d| d.join("seccomp")));
+        dirs.extend(search.iter().map(|d| d.join("seccomp")));
         for dir in &dirs {
             let candidate = dir.join(format!("{name}.json"));
             if candidate.is_file() {
@@ -565,7 +554,7 @@ mod tests {
             let p = Policy::parse(text, PolicySource::Builtin, Path::new(name)).unwrap();
             assert!(!p.description.is_empty(), "{name} has a description");
         }
-        let untrusted = Policy::load("untrusted").unwrap();
+        let untrusted = Policy::load("untrusted", &[]).unwrap();
         assert!(!untrusted.network.loopback_tcp);
         assert!(!untrusted.filesystem.rootfs_writable);
         assert_eq!(untrusted.landlock.min_abi, 6);
@@ -646,7 +635,7 @@ mod tests {
         assert_eq!(p.limits.pids, 512);
         assert_eq!(p.limits.cpu_time, Seconds(600));
         assert_eq!(p.limits.log_bytes, ByteSize(64 << 20));
-        let untrusted = Policy::load("untrusted").unwrap();
+        let untrusted = Policy::load("untrusted", &[]).unwrap();
         assert_eq!(untrusted.limits.pids, 512);
         for (toml, field) in [
             ("memory = \"1M\"", "limits.memory"),
@@ -685,7 +674,7 @@ mod tests {
 
     #[test]
     fn round_trip_through_show() {
-        let p = Policy::load("default").unwrap();
+        let p = Policy::load("default", &[]).unwrap();
         let shown = p.to_toml();
         let again = Policy::parse(&shown, PolicySource::Builtin, Path::new("shown")).unwrap();
         assert_eq!(p, again);
@@ -693,8 +682,8 @@ mod tests {
 
     #[test]
     fn builtin_profile_found() {
-        let p = Policy::load("default").unwrap();
-        let (_, text) = p.seccomp_profile_text().unwrap();
+        let p = Policy::load("default", &[]).unwrap();
+        let (_, text) = p.seccomp_profile_text(&[]).unwrap();
         assert!(text.contains("clone3"));
     }
 }

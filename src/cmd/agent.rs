@@ -79,8 +79,9 @@ fn agent(a: Args) -> anyhow::Result<()> {
         !a.request_timeout.is_zero(),
         "--request-timeout must be longer than 0s (it bounds each request to the server)"
     );
+    let settings = crate::env::settings();
     let home: PathBuf =
-        pinfold_api::pinfold_home().context("cannot find a state directory: set PINFOLD_HOME")?;
+        (settings.home.clone()).context("cannot find a state directory: set PINFOLD_HOME")?;
     let name = match a.name {
         Some(n) => n,
         None => nix::unistd::gethostname()
@@ -88,7 +89,7 @@ fn agent(a: Args) -> anyhow::Result<()> {
             .and_then(|h| h.into_string().ok())
             .unwrap_or_else(|| "pinfold-agent".into()),
     };
-    let ceiling = a.ceiling.load().map_err(anyhow::Error::msg)?;
+    let ceiling = a.ceiling.load(&settings).map_err(anyhow::Error::msg)?;
     pinfold_agent::signals::install().context("installing signal handlers")?;
     let cfg = pinfold_agent::agent::Config {
         server: a.server,
@@ -103,6 +104,7 @@ fn agent(a: Args) -> anyhow::Result<()> {
         home,
         exe: std::env::current_exe().context("finding my own binary")?,
         ceiling,
+        settings,
         request_timeout: a.request_timeout,
     };
     pinfold_agent::agent::run(cfg, &pinfold_agent::signals::received)?;

@@ -15,7 +15,7 @@ pub struct Args {
 
 /// Runs the subcommand; returns the exit status.
 pub fn run(a: Args) -> i32 {
-    let checks = doctor::run_checks();
+    let checks = doctor::run_checks(&crate::env::settings());
     let failed = checks.iter().any(|c| c.status == Status::Fail);
     if a.json {
         match serde_json::to_string_pretty(&checks) {

@@ -120,7 +120,9 @@ fn parse_env(items: &[String]) -> Result<Vec<(String, String)>, String> {
 
 /// The spec, and the lease on the image's layers to hold while it runs.
 fn build(a: Args) -> Result<(ContainerSpec, Option<LayerLease>), String> {
-    let policy = ceiling::load_with_limits(&a.policy, &a.limits).map_err(|e| e.to_string())?;
+    let settings = crate::env::settings();
+    let policy = ceiling::load_with_limits(&a.policy, &a.limits, &settings.policy_dirs())
+        .map_err(|e| e.to_string())?;
     let binds = a
         .binds
         .iter()
@@ -140,7 +142,7 @@ fn build(a: Args) -> Result<(ContainerSpec, Option<LayerLease>), String> {
         (None, Some(image)) => {
             // Fetched first when missing; the lease keeps `image gc` off
             // the layers while the command runs.
-            let store = Store::open_default().map_err(|e| e.to_string())?;
+            let store = Store::open_default(&settings).map_err(|e| e.to_string())?;
             let rec = crate::fetch::resolve(&store, image, &a.fetch).map_err(|e| e.to_string())?;
             let i = store.runtime(&rec).map_err(|e| e.to_string())?;
             (i.layers, i.env, i.workdir, Some(i.lease))
@@ -164,6 +166,7 @@ fn build(a: Args) -> Result<(ContainerSpec, Option<LayerLease>), String> {
     spec.job_fs = a.job_fs;
     spec.network = a.network;
     spec.idmap = IdMapMode::parse(&a.userns).map_err(|e| e.to_string())?;
+    spec.settings = settings;
     Ok((spec, lease))
 }
 

@@ -62,7 +62,7 @@ pub enum Command {
 }
 
 fn run_inner(c: Command) -> Result<(), ImageError> {
-    let store = Store::open_default()?;
+    let store = Store::open_default(&crate::env::settings())?;
     match c {
         Command::Pull {
             reference,

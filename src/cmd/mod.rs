@@ -18,6 +18,7 @@ pub mod verify;
 
 use std::sync::Arc;
 
+use pinfold_sandbox::Settings;
 use pinfold_sandbox::ceiling::Ceiling;
 
 /// The runner's policy ceiling, shared by `agent`, `run` and `verify`: the
@@ -47,9 +48,10 @@ pub struct CeilingArgs {
 }
 
 impl CeilingArgs {
-    /// Loads and checks every allowed policy (an operator's error, at start).
-    pub fn load(&self) -> Result<Arc<Ceiling>, String> {
-        Ceiling::new(&self.policy, &self.allow)
+    /// Loads and checks every allowed policy (an operator's error, at
+    /// start), names searched in the policy directories of `settings`.
+    pub fn load(&self, settings: &Settings) -> Result<Arc<Ceiling>, String> {
+        Ceiling::new(&self.policy, &self.allow, &settings.policy_dirs())
             .map(Arc::new)
             .map_err(|e| format!("--policy/--allow-policy: {e}"))
     }

@@ -24,8 +24,9 @@ pub enum Command {
 
 /// Runs the subcommand; returns the exit status.
 pub fn run(c: Command) -> i32 {
+    let settings = crate::env::settings();
     match c {
-        Command::Show { name, json } => match Policy::load(&name) {
+        Command::Show { name, json } => match Policy::load(&name, &settings.policy_dirs()) {
             Ok(p) => {
                 if json {
                     match serde_json::to_string_pretty(&p) {
@@ -47,14 +48,14 @@ pub fn run(c: Command) -> i32 {
             }
         },
         Command::Check { file } => {
-            let policy = match Policy::load(&file) {
+            let policy = match Policy::load(&file, &settings.policy_dirs()) {
                 Ok(p) => p,
                 Err(e) => {
                     report("check", &e);
                     return 1;
                 }
             };
-            match Filters::for_policy(&policy) {
+            match Filters::for_policy(&policy, &settings) {
                 Ok(f) => {
                     println!(
                         "ok: {file} is valid ({}); seccomp profile {} compiles to {} filters",

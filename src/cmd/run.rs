@@ -58,7 +58,8 @@ pub fn run(a: Args) -> i32 {
             return 125;
         }
     };
-    let ceiling = match a.ceiling.load() {
+    let settings = crate::env::settings();
+    let ceiling = match a.ceiling.load(&settings) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("pinfold run: {e}");
@@ -67,7 +68,7 @@ pub fn run(a: Args) -> i32 {
     };
     // A local run has no server to hold the job's secrets: the environment gives them.
     let secrets = crate::secrets::named(spec.secrets.iter().map(|s| s.as_str()));
-    let Some(home) = pinfold_api::pinfold_home() else {
+    let Some(home) = settings.home.clone() else {
         eprintln!("pinfold run: cannot find a state directory: set PINFOLD_HOME");
         return 125;
     };
@@ -111,6 +112,7 @@ pub fn run(a: Args) -> i32 {
         exe,
         stop: flag,
         grace: a.grace,
+        settings: settings.clone(),
     };
     let source = a.source.clone();
     let mut source_digest: Option<String> = None;
@@ -177,7 +179,7 @@ pub fn run(a: Args) -> i32 {
     if a.keep {
         let kept = dir.keep();
         eprintln!("pinfold run: job directory kept at {}", kept.display());
-    } else if let Err(e) = pinfold_sandbox::image::owner::remove_run_dir(dir.path()) {
+    } else if let Err(e) = pinfold_sandbox::image::owner::remove_run_dir(dir.path(), &settings) {
         tracing::warn!(%e, "removing the job directory");
     }
     if a.json {

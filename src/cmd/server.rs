@@ -76,7 +76,7 @@ fn token_env(name: &str) -> Option<String> {
 }
 
 fn serve(a: Args) -> anyhow::Result<()> {
-    let home = pinfold_api::pinfold_home()
+    let home = crate::env::pinfold_home()
         .context("cannot find a state directory: set PINFOLD_HOME")?
         .join("coordinator");
     let config = Config {

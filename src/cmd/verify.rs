@@ -90,14 +90,15 @@ pub fn run(a: Args) -> i32 {
         Ok(s) => s,
         Err(e) => return fail(format!("{}: {e}", a.job.display()), 125),
     };
-    let ceiling = match a.ceiling.load() {
+    let env = crate::env::settings();
+    let ceiling = match a.ceiling.load(&env) {
         Ok(c) => c,
         Err(e) => return fail(e, 125),
     };
     if let Err(e) = reproduce::check(&spec, &ceiling, a.source.as_deref()) {
         return fail(e, 125);
     }
-    let Some(home) = pinfold_api::pinfold_home() else {
+    let Some(home) = env.home.clone() else {
         return fail("cannot find a state directory: set PINFOLD_HOME", 125);
     };
     let exe = match std::env::current_exe() {
@@ -134,6 +135,7 @@ pub fn run(a: Args) -> i32 {
             .map_or_else(|| PathBuf::from("/dev/shm"), PathBuf::from),
         diffoscope: which("diffoscope"),
         started_ms,
+        sandbox: env,
     };
     // The human summary: on stdout, or on stderr when stdout has the JSON.
     let mut term: Box<dyn Write> = if a.json {

@@ -127,6 +127,9 @@ pub struct Settings {
     /// When the check started (names the default output directory and is
     /// the default `SOURCE_DATE_EPOCH`).
     pub started_ms: u64,
+    /// What the binary read from the environment, for the runs' steps and
+    /// the image store.
+    pub sandbox: pinfold_sandbox::Settings,
 }
 
 /// The checks made before anything is prepared: the ceiling allows the
@@ -176,13 +179,15 @@ pub fn run(s: Settings, term: &mut dyn Write) -> Result<Report, ReproduceError> 
         exe: s.exe.clone(),
         stop: s.stop.clone(),
         grace: s.grace,
+        settings: s.sandbox.clone(),
     };
     let image_log = LogWriter::new(Box::new(std::io::stderr()), []).shared();
     probe_job.resolve_image(&image_log)?;
-    let layers = image_layers(&s.home, &image).map_err(|source| ReproduceError::Layers {
-        image: image.clone(),
-        source,
-    })?;
+    let layers =
+        image_layers(&s.home, &s.sandbox, &image).map_err(|source| ReproduceError::Layers {
+            image: image.clone(),
+            source,
+        })?;
     // The source, packed once: every run unpacks the same tar.
     let (source_tar, source_digest) = match &s.source {
         None => (None, None),
@@ -235,6 +240,7 @@ pub fn run(s: Settings, term: &mut dyn Write) -> Result<Report, ReproduceError> 
             source_date_epoch: sde,
         },
         image: image.clone(),
+        sandbox: s.sandbox.clone(),
     };
     let cpus = crate::runner::allowed_cpus();
     let at_once = s.jobs.unwrap_or(cpus).min(s.runs).max(1);
@@ -365,8 +371,12 @@ fn pack_source(src: &Path, work: &Path) -> std::io::Result<(PathBuf, String)> {
 }
 
 /// The image's cached layer directories, topmost first.
-fn image_layers(home: &Path, image: &str) -> Result<Vec<PathBuf>, ImageError> {
-    let store = pinfold_sandbox::image::Store::open(&home.join("images"))?;
+fn image_layers(
+    home: &Path,
+    settings: &pinfold_sandbox::Settings,
+    image: &str,
+) -> Result<Vec<PathBuf>, ImageError> {
+    let store = pinfold_sandbox::image::Store::open(&home.join("images"), settings)?;
     let rec = store.find(image)?;
     store.layer_dirs(&rec)
 }

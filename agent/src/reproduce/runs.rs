@@ -72,6 +72,7 @@ pub(super) struct Shared<'a> {
     pub source_digest: Option<String>,
     pub ctx: variation::Context<'a>,
     pub image: String,
+    pub sandbox: pinfold_sandbox::Settings,
 }
 
 /// A fresh control and a run varying only `v`, to be started together.
@@ -161,6 +162,7 @@ fn run_one(s: &Shared<'_>, p: &Plan, t0: Instant) -> RunResult {
         exe: s.exe.clone(),
         stop: s.stop.clone(),
         grace: s.grace,
+        settings: s.sandbox.clone(),
     };
     let reorder = p.vary.contains(&Variation::DirOrder);
     let mut fill = |ws: &crate::runner::Workspace<'_>| -> Result<(), RunError> {

@@ -365,7 +365,7 @@ fn image_file(layers: &[PathBuf], rel: &str) -> Result<Option<String>, Variation
     };
     for layer in layers {
         let root = std::fs::File::open(layer).map_err(err)?;
-        match pinfold_sandbox::image::layer::open_beneath(
+        match pinfold_sandbox::fs::beneath::open_beneath(
             root.as_fd(),
             Path::new(rel),
             OFlag::O_RDONLY,

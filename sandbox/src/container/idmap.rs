@@ -22,6 +22,8 @@ use std::process::{Command, Stdio};
 
 use nix::unistd::{Gid, Pid, Uid, User};
 
+use crate::settings::Settings;
+
 /// Errors from planning or writing id maps.
 #[derive(Debug, thiserror::Error)]
 #[allow(missing_docs)] // variant fields are described by the messages
@@ -197,22 +199,19 @@ fn parse_range(s: &str) -> Result<Range> {
     Ok(Range { start, count })
 }
 
-fn which(prog: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    std::env::split_paths(&path)
-        .map(|d| d.join(prog))
-        .find(|p| p.is_file())
-}
+/// Where `newuidmap` and `newgidmap` are looked for when `PATH` is unset.
+const DEFAULT_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// Chooses the mapping for this caller.
-pub fn plan(mode: IdMapMode) -> Result<IdMapPlan> {
+/// Chooses the mapping for this caller; `settings` give root's range
+/// (`PINFOLD_ROOT_IDMAP`) and the `PATH` searched for `newuidmap`.
+pub fn plan(mode: IdMapMode, settings: &Settings) -> Result<IdMapPlan> {
     let uid = Uid::current().as_raw();
     let gid = Gid::current().as_raw();
     if Uid::effective().is_root() {
-        if let Ok(s) = std::env::var("PINFOLD_ROOT_IDMAP")
+        if let Some(s) = &settings.root_idmap
             && !s.is_empty()
         {
-            let r = parse_range(&s)?;
+            let r = parse_range(s)?;
             return Ok(IdMapPlan::Root { uids: r, gids: r });
         }
         let service = User::from_name("pinfold").ok().flatten();
@@ -237,7 +236,12 @@ pub fn plan(mode: IdMapMode) -> Result<IdMapPlan> {
         .map(|u| u.name);
     let uids = find_subid_range(Path::new("/etc/subuid"), name.as_deref(), uid);
     let gids = find_subid_range(Path::new("/etc/subgid"), name.as_deref(), uid);
-    match (uids, gids, which("newuidmap"), which("newgidmap")) {
+    match (
+        uids,
+        gids,
+        settings.which("newuidmap", DEFAULT_PATH),
+        settings.which("newgidmap", DEFAULT_PATH),
+    ) {
         (Some(uids), Some(gids), Some(_), Some(_)) => Ok(IdMapPlan::SubIds {
             uid,
             gid,

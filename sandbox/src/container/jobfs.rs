@@ -121,8 +121,15 @@ pub struct JobFs {
 impl JobFs {
     /// Starts the holder for the job directory `dir` (created if missing)
     /// with `exe` (this binary), mapping ids as `mode` says (as the steps
-    /// do, so every id a step writes exists on the file systems).
-    pub fn start(exe: &Path, dir: &Path, sizes: Sizes, mode: IdMapMode) -> Result<JobFs> {
+    /// do, so every id a step writes exists on the file systems; `settings`
+    /// as the steps get them).
+    pub fn start(
+        exe: &Path,
+        dir: &Path,
+        sizes: Sizes,
+        mode: IdMapMode,
+        settings: &crate::Settings,
+    ) -> Result<JobFs> {
         let dir = std::path::absolute(dir).map_err(|source| JobFsError::Dir {
             path: dir.to_owned(),
             source,
@@ -131,7 +138,7 @@ impl JobFs {
             let path = dir.join(d);
             std::fs::create_dir_all(&path).map_err(|source| JobFsError::Dir { path, source })?;
         }
-        let plan = idmap::plan(mode)?;
+        let plan = idmap::plan(mode, settings)?;
         let mut cmd = Command::new(exe);
         cmd.arg(HELPER_ARG)
             .arg(&dir)

@@ -728,7 +728,11 @@ mod tests {
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(200));
-        let w = Watcher::start(&Policy::load("default").unwrap(), Pid::this(), Vec::new());
+        let w = Watcher::start(
+            &Policy::load("default", &[]).unwrap(),
+            Pid::this(),
+            Vec::new(),
+        );
         let members = w.members_on_host();
         let _ = child.kill();
         let _ = child.wait();
@@ -743,7 +747,11 @@ mod tests {
     fn a_proc_directory_is_summed() {
         // The supervisor's scan pointed at the host's /proc (this test's
         // own pid namespace) counts this process's threads and memory.
-        let mut w = Watcher::start(&Policy::load("default").unwrap(), Pid::this(), Vec::new());
+        let mut w = Watcher::start(
+            &Policy::load("default", &[]).unwrap(),
+            Pid::this(),
+            Vec::new(),
+        );
         w.cgroup = None;
         w.proc = Some(open("/proc", OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).unwrap());
         w.pids = 1;

@@ -291,7 +291,7 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
     let network = net::effective(spec.policy.network.mode, spec.network)
         .map_err(|e| ContainerError::Spec(format!("{e}: choose a policy that allows it")))?;
     let t = Instant::now();
-    let filters = seccomp::Filters::for_policy(&spec.policy)?;
+    let filters = seccomp::Filters::for_policy(&spec.policy, &spec.settings)?;
     tracing::debug!(elapsed_us = t.elapsed().as_micros() as u64, profile = %filters.profile, "seccomp filters ready");
     // Check every host path now, as the caller, for a clear early error. The
     // child opens them again itself: overlayfs and bind mounts need fds that
@@ -329,8 +329,8 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
         ("HOME".into(), "/root".into()),
         ("HOSTNAME".into(), spec.hostname.clone()),
     ];
-    if let Ok(term) = std::env::var("TERM") {
-        env.push(("TERM".into(), term));
+    if let Some(term) = &spec.settings.term {
+        env.push(("TERM".into(), term.clone()));
     }
     if network == NetworkMode::Allowlist {
         env.extend(proxy::job_env());
@@ -463,7 +463,7 @@ fn run_blocked(
     if let Some(refusal) = limits::refuse_fallback(&spec.policy, &limits::detect()) {
         return Err(ContainerError::Spec(refusal));
     }
-    let plan = idmap::plan(spec.idmap)?;
+    let plan = idmap::plan(spec.idmap, &spec.settings)?;
     prepared.setgroups_allowed = plan.setgroups_allowed();
     // A single-id map may be written by the child itself (as bubblewrap
     // does): the parent then has nothing to do between clone and the

@@ -1,8 +1,9 @@
 //! Resolving paths inside the container's rootfs without ever leaving it.
 //!
-//! Every lookup goes through openat2(2) with `RESOLVE_IN_ROOT`, so `..` and
-//! absolute symlinks planted by an image resolve against the rootfs, never the
-//! host, and `RESOLVE_NO_MAGICLINKS` refuses /proc magic links. Mount targets
+//! Every lookup goes through openat2(2) with `RESOLVE_IN_ROOT`
+//! ([`crate::fs::beneath::IN_ROOT`]), so `..` and absolute symlinks planted
+//! by an image resolve against the rootfs, never the host, and
+//! `RESOLVE_NO_MAGICLINKS` refuses /proc magic links. Mount targets
 //! are then addressed as `/proc/self/fd/N`, so nothing can be swapped between
 //! the check and the mount. (Hand-written rather than the `pathrs` crate: we
 //! need three small operations and no extra dependency in the hot path.)
@@ -11,11 +12,11 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::fcntl::readlinkat;
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 use nix::sys::stat::{Mode, mkdirat};
 
-const RESOLVE: ResolveFlag = ResolveFlag::RESOLVE_IN_ROOT.union(ResolveFlag::RESOLVE_NO_MAGICLINKS);
+use crate::fs::beneath::{IN_ROOT, open_at};
 
 /// The path that reaches an open fd (for mount(2) and friends).
 pub(crate) fn fd_path(fd: &impl AsRawFd) -> String {
@@ -24,25 +25,7 @@ pub(crate) fn fd_path(fd: &impl AsRawFd) -> String {
 
 /// Opens `path` inside `root` with `flags` (plus O_CLOEXEC).
 pub(crate) fn open_in_root(root: &impl AsFd, path: &Path, flags: OFlag) -> Result<OwnedFd, Errno> {
-    let how = OpenHow::new()
-        .flags(flags | OFlag::O_CLOEXEC)
-        .mode(Mode::empty())
-        .resolve(RESOLVE);
-    retry_eagain(|| openat2(root.as_fd(), path, how))
-}
-
-/// openat2(2) answers EAGAIN when a rename or mount anywhere on the system
-/// raced with its resolution of `..` under RESOLVE_IN_ROOT; the man page's
-/// advice is to retry. Bounded, so a livelock still ends in an error.
-fn retry_eagain<T>(mut f: impl FnMut() -> Result<T, Errno>) -> Result<T, Errno> {
-    let mut last = Errno::EAGAIN;
-    for _ in 0..256 {
-        match f() {
-            Err(Errno::EAGAIN) => last = Errno::EAGAIN,
-            other => return other,
-        }
-    }
-    Err(last)
+    open_at(root, path, flags, Mode::empty(), IN_ROOT)
 }
 
 /// Opens the directory `path` inside `root`, creating missing components
@@ -125,11 +108,13 @@ pub(crate) fn touch_in_root(root: &impl AsFd, path: &Path) -> Result<OwnedFd, Er
     let parent = path.parent().ok_or(Errno::EINVAL)?;
     let name = path.file_name().ok_or(Errno::EINVAL)?;
     let dir = mkdir_all_in_root(root, parent)?;
-    let how = OpenHow::new()
-        .flags(OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
-        .mode(Mode::from_bits_truncate(0o644))
-        .resolve(RESOLVE);
-    match retry_eagain(|| openat2(dir.as_fd(), Path::new(name), how)) {
+    match open_at(
+        &dir,
+        Path::new(name),
+        OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW,
+        Mode::from_bits_truncate(0o644),
+        IN_ROOT,
+    ) {
         Ok(fd) => Ok(fd),
         // An existing file we may not write to is still a fine mount point.
         Err(Errno::EACCES) | Err(Errno::EROFS) | Err(Errno::ETXTBSY) => {

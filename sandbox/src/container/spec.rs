@@ -96,6 +96,10 @@ pub struct ContainerSpec {
     /// [`crate::image::LayerLease`]). The child closes its copies at once,
     /// so neither init nor the job holds them.
     pub parent_only_fds: Vec<std::os::fd::RawFd>,
+    /// What the caller read from its environment: `TERM` (handed on to the
+    /// command), the id map settings, the policy search directories and
+    /// the seccomp cache's home.
+    pub settings: crate::Settings,
 }
 
 impl ContainerSpec {
@@ -117,6 +121,7 @@ impl ContainerSpec {
             job_fs: None,
             network: None,
             parent_only_fds: Vec::new(),
+            settings: crate::Settings::default(),
         }
     }
 }

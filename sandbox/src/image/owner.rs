@@ -34,6 +34,7 @@ use nix::unistd::Pid;
 
 use super::layer::{self, ROOTLESS_XATTR};
 use crate::container::idmap::{self, IdMapMode, IdMapPlan, Range};
+use crate::settings::Settings;
 
 /// The first argument that makes the `pinfold` binary run [`helper_main`].
 pub const HELPER_ARG: &str = "__pinfold-userns-helper";
@@ -85,9 +86,9 @@ pub enum Ownership {
 
 impl Ownership {
     /// The ownership that matches the containers this caller runs by
-    /// default (the `auto` id map).
-    pub fn detect() -> Result<Ownership> {
-        Ok(match idmap::plan(IdMapMode::Auto)? {
+    /// default (the `auto` id map under `settings`).
+    pub fn detect(settings: &Settings) -> Result<Ownership> {
+        Ok(match idmap::plan(IdMapMode::Auto, settings)? {
             IdMapPlan::Single { .. } => Ownership::Squash,
             IdMapPlan::Root { uids, gids } => Ownership::Root { uids, gids },
             p @ IdMapPlan::SubIds { .. } => Ownership::SubIds(p),
@@ -118,8 +119,8 @@ impl Ownership {
     /// The store's mode: the recorded one, which must match this run's map;
     /// a store without a record is squashed if it already holds layers
     /// (made before ownership was spread), else it takes this run's map.
-    pub fn for_store(store: &Path) -> Result<Ownership> {
-        let now = Ownership::detect()?;
+    pub fn for_store(store: &Path, settings: &Settings) -> Result<Ownership> {
+        let now = Ownership::detect(settings)?;
         let file = store.join("ownership");
         let io = |op, source| OwnerError::Io {
             op,
@@ -151,7 +152,7 @@ impl Ownership {
                 match tmp.persist_noclobber(&file) {
                     Ok(_) => Ok(mode),
                     Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
-                        Ownership::for_store(store)
+                        Ownership::for_store(store, settings)
                     }
                     Err(e) => Err(io("write", e.error)),
                 }
@@ -213,8 +214,8 @@ impl Ownership {
 
 /// Removes `path` (a per-run directory whose files a container may have
 /// chowned to sub-ids) with this caller's default ownership mode.
-pub fn remove_run_dir(path: &Path) -> Result<()> {
-    Ownership::detect()?.remove(&[path.to_owned()])
+pub fn remove_run_dir(path: &Path, settings: &Settings) -> Result<()> {
+    Ownership::detect(settings)?.remove(&[path.to_owned()])
 }
 
 /// Runs `pinfold HELPER_ARG op args…` in a new user namespace with `plan`.

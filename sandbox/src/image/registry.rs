@@ -91,9 +91,15 @@ pub fn is_loopback(host: &str) -> bool {
 }
 
 impl Registry {
-    /// A client for `host`/`repo`. Plain HTTP only for a loopback host or one
+    /// A client for `host`/`repo`, with the credentials of the first of
+    /// `auth_files` that has some. Plain HTTP only for a loopback host or one
     /// listed in `insecure`.
-    pub fn new(host: &str, repo: &str, insecure: &[String]) -> Result<Registry> {
+    pub fn new(
+        host: &str,
+        repo: &str,
+        insecure: &[String],
+        auth_files: &[PathBuf],
+    ) -> Result<Registry> {
         let plain = is_loopback(host) || insecure.iter().any(|h| h == host);
         let api_host = if host == "docker.io" {
             "registry-1.docker.io"
@@ -116,7 +122,7 @@ impl Registry {
             repo: repo.to_owned(),
             base,
             agent,
-            basic: basic_credentials(host, repo)?,
+            basic: basic_credentials(host, repo, auth_files)?,
             auth: Mutex::new(None),
         })
     }
@@ -299,32 +305,9 @@ fn parse_challenge(s: &str) -> Vec<(String, String)> {
     out
 }
 
-/// The files podman reads, in its order: `$REGISTRY_AUTH_FILE`, else
-/// `$XDG_RUNTIME_DIR/containers/auth.json`, `~/.config/containers/auth.json`
-/// and `~/.docker/config.json`.
-fn auth_files() -> Vec<PathBuf> {
-    if let Some(p) = std::env::var_os("REGISTRY_AUTH_FILE").filter(|p| !p.is_empty()) {
-        return vec![PathBuf::from(p)];
-    }
-    let mut v = Vec::new();
-    if let Some(r) = std::env::var_os("XDG_RUNTIME_DIR") {
-        v.push(PathBuf::from(r).join("containers/auth.json"));
-    }
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    match std::env::var_os("XDG_CONFIG_HOME") {
-        Some(c) => v.push(PathBuf::from(c).join("containers/auth.json")),
-        None => v.extend(
-            home.as_ref()
-                .map(|h| h.join(".config/containers/auth.json")),
-        ),
-    }
-    v.extend(home.map(|h| h.join(".docker/config.json")));
-    v
-}
-
-/// The base64 `user:password` for `host`/`repo`, from the first auth file
-/// that has an entry (most specific key wins: `host/repo`, …, `host`).
-fn basic_credentials(host: &str, repo: &str) -> Result<Option<String>> {
+/// The base64 `user:password` for `host`/`repo`, from the first of
+/// `auth_files` that has an entry (most specific key wins: `host/repo`, …, `host`).
+fn basic_credentials(host: &str, repo: &str, auth_files: &[PathBuf]) -> Result<Option<String>> {
     let mut keys = Vec::new();
     let mut scope = format!("{host}/{repo}");
     loop {
@@ -339,7 +322,8 @@ fn basic_credentials(host: &str, repo: &str) -> Result<Option<String>> {
     if host == "docker.io" {
         keys.push("https://index.docker.io/v1/".into());
     }
-    for path in auth_files() {
+    for path in auth_files {
+        let path = path.clone();
         let text = match std::fs::read(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,

@@ -48,6 +48,7 @@ use seccompiler::{
 use sha2::{Digest, Sha256};
 
 use crate::policy::{Policy, PolicyError};
+use crate::settings::Settings;
 
 /// Errors from compiling or applying a profile.
 #[derive(Debug, thiserror::Error)]
@@ -114,12 +115,15 @@ fn x32_guard() -> BpfProgram {
 }
 
 impl Filters {
-    /// Compiles the profile a policy names (or loads it from the disk cache).
-    pub fn for_policy(policy: &Policy) -> Result<Filters, SeccompError> {
-        let (profile, text) = policy.seccomp_profile_text()?;
+    /// Compiles the profile a policy names (or loads it from the disk cache
+    /// under the home of `settings`, where its policy search directories
+    /// find a named profile).
+    pub fn for_policy(policy: &Policy, settings: &Settings) -> Result<Filters, SeccompError> {
+        let (profile, text) = policy.seccomp_profile_text(&settings.policy_dirs())?;
         let key = cache_key(&text);
-        let path =
-            crate::pinfold_home().map(|h| h.join("cache/seccomp").join(format!("{key}.bpf")));
+        let path = settings
+            .seccomp_cache()
+            .map(|c| c.join(format!("{key}.bpf")));
         if let Some(programs) = path.as_deref().and_then(|p| load_cached(p, &key)) {
             return Ok(Filters { profile, programs });
         }
@@ -385,8 +389,8 @@ mod tests {
 
     #[test]
     fn shipped_profile_compiles() {
-        let policy = Policy::load("default").unwrap();
-        let f = Filters::for_policy(&policy).unwrap();
+        let policy = Policy::load("default", &[]).unwrap();
+        let f = Filters::for_policy(&policy, &crate::Settings::default()).unwrap();
         if cfg!(target_arch = "x86_64") {
             assert_eq!(f.programs.len(), 1, "one tree program");
             assert!(
@@ -420,9 +424,9 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn tree_matches_the_seccompiler_programs() {
-        let (_, text) = Policy::load("default")
+        let (_, text) = Policy::load("default", &[])
             .unwrap()
-            .seccomp_profile_text()
+            .seccomp_profile_text(&[])
             .unwrap();
         let parsed = profile::parse(&text).unwrap();
         let mut chain = compile_seccompiler("pinfold.json", &parsed).unwrap();
@@ -523,8 +527,10 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn socket_families_outside_the_kept_four_answer_eafnosupport() {
-        let policy = Policy::load("default").unwrap();
-        let tree = &Filters::for_policy(&policy).unwrap().programs[0];
+        let policy = Policy::load("default", &[]).unwrap();
+        let tree = &Filters::for_policy(&policy, &crate::Settings::default())
+            .unwrap()
+            .programs[0];
         const X86_64: u32 = 0xc000_003e;
         let refused = libc::SECCOMP_RET_ERRNO | libc::EAFNOSUPPORT as u32;
         for nr in [libc::SYS_socket, libc::SYS_socketpair] {
@@ -662,8 +668,10 @@ mod tests {
 
     #[test]
     fn disk_cache_round_trips_and_rejects_damage() {
-        let policy = Policy::load("default").unwrap();
-        let compiled = Filters::for_policy(&policy).unwrap().programs;
+        let policy = Policy::load("default", &[]).unwrap();
+        let compiled = Filters::for_policy(&policy, &crate::Settings::default())
+            .unwrap()
+            .programs;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.bpf");
         store_cached(&path, "k", &compiled).unwrap();
