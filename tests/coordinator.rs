@@ -2,11 +2,10 @@
 //! 127.0.0.1 with its own PINFOLD_HOME, the real CLI, and a test runner
 //! (the protocol client of pinfold-coordinator, driven as an agent would).
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -17,11 +16,11 @@ use pinfold_client::{Client, ClientError};
 
 #[path = "common/pty.rs"]
 mod pty;
+#[path = "common/server.rs"]
+mod server;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pinfold");
-const ADMIN: &str = "pfa_e2e_admin_token";
-const REG: &str = "pfg_e2e_registration_token";
-const SECRET: &str = "s3cr3t-deploy-key";
+use server::{ADMIN, BIN, REG, SECRET, admin_cli, spawn_server};
+
 const DIGEST: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 struct Server {
@@ -33,29 +32,12 @@ struct Server {
 
 impl Server {
     fn start(home: &Path, port: u16, args: &[&str]) -> Result<Server> {
-        let mut s = Server {
-            child: spawn(home, port, args)?,
+        Ok(Server {
+            child: spawn_server(home, port, args)?,
             home: home.to_path_buf(),
             port,
             args: args.iter().map(|a| a.to_string()).collect(),
-        };
-        s.wait_ready()?;
-        Ok(s)
-    }
-
-    fn wait_ready(&mut self) -> Result<()> {
-        let out = self.child.stdout.take().context("server stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
-                if line.contains("listening on") {
-                    let _ = tx.send(line);
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(20))
-            .context("server did not start")?;
-        Ok(())
+        })
     }
 
     fn url(&self) -> String {
@@ -73,9 +55,8 @@ impl Server {
     fn kill9_and_restart(&mut self) -> Result<()> {
         self.child.kill()?; // SIGKILL
         self.child.wait()?;
-        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        self.child = spawn(&self.home, self.port, &args)?;
-        self.wait_ready()
+        self.child = spawn_server(&self.home, self.port, &self.args)?;
+        Ok(())
     }
 
     /// A registered runner with `labels`.
@@ -86,14 +67,15 @@ impl Server {
         Ok(reg.with_token(&r.token))
     }
 
+    /// The CLI as the admin against this server, over its PINFOLD_HOME.
+    fn cli(&self) -> Command {
+        let mut c = admin_cli(&self.url());
+        c.env("PINFOLD_HOME", &self.home);
+        c
+    }
+
     fn pinfold(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .env("PINFOLD_SERVER", self.url())
-            .env("PINFOLD_TOKEN", ADMIN)
-            .env("PINFOLD_HOME", &self.home)
-            .output()
-            .expect("run pinfold")
+        self.cli().args(args).output().expect("run pinfold")
     }
 }
 
@@ -103,21 +85,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn spawn(home: &Path, port: u16, args: &[&str]) -> Result<Child> {
-    Ok(Command::new(BIN)
-        .args(["server", "--listen", &format!("127.0.0.1:{port}")])
-        .args(args)
-        .env("PINFOLD_HOME", home)
-        .env("PINFOLD_ADMIN_TOKEN", ADMIN)
-        .env("PINFOLD_REGISTRATION_TOKEN", REG)
-        .env("PINFOLD_SECRET_DEPLOY_KEY", SECRET)
-        .env("PINFOLD_SECRETS_TO", "DEPLOY_KEY=deploy")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?)
 }
 
 fn free_port() -> u16 {
@@ -227,12 +194,10 @@ fn submit_wait_runs_through_a_test_runner_with_source_logs_and_artifacts() -> Re
     std::fs::write(&job_file, job_yaml("artifacts: [out/app]\n"))?;
 
     // The user: submit --wait in the background, like a CI step would.
-    let submitter = Command::new(BIN)
+    let submitter = admin_cli(&srv.url())
         .args(["submit", "--label", "linux", "--wait", "--source"])
         .arg(src.path())
         .arg(&job_file)
-        .env("PINFOLD_SERVER", srv.url())
-        .env("PINFOLD_TOKEN", ADMIN)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
@@ -377,12 +342,9 @@ fn hostile_runner_output_and_hidden_artifact_names_are_refused() -> Result<()> {
 
     // `pinfold logs` on a terminal: escaped; --raw: as shipped.
     let logs = |extra: &[&str]| {
-        let mut c = Command::new(BIN);
+        let mut c = srv.cli();
         c.args(["logs", &id.to_string()])
             .args(extra)
-            .env("PINFOLD_SERVER", srv.url())
-            .env("PINFOLD_TOKEN", ADMIN)
-            .env("PINFOLD_HOME", &srv.home)
             .stdin(Stdio::null());
         pty::run_on_pty(c)
     };
@@ -418,11 +380,9 @@ fn submit_wait_exits_with_the_jobs_status() -> Result<()> {
         (JobState::TimedOut, 124),
         (JobState::Error, 125),
     ] {
-        let waiter = Command::new(BIN)
+        let waiter = admin_cli(&srv.url())
             .args(["submit", "--wait"])
             .arg(&job_file)
-            .env("PINFOLD_SERVER", srv.url())
-            .env("PINFOLD_TOKEN", ADMIN)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
