@@ -4,7 +4,6 @@
 
 use std::io::Read;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -25,16 +24,19 @@ const DIGEST: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789
 
 struct Server {
     child: Child,
-    home: PathBuf,
+    home: tempfile::TempDir,
     port: u16,
     args: Vec<String>,
 }
 
 impl Server {
-    fn start(home: &Path, port: u16, args: &[&str]) -> Result<Server> {
+    /// A server on a free port over a fresh PINFOLD_HOME.
+    fn start(args: &[&str]) -> Result<Server> {
+        let home = tempfile::tempdir()?;
+        let port = free_port();
         Ok(Server {
-            child: spawn_server(home, port, args)?,
-            home: home.to_path_buf(),
+            child: spawn_server(home.path(), port, args)?,
+            home,
             port,
             args: args.iter().map(|a| a.to_string()).collect(),
         })
@@ -55,7 +57,7 @@ impl Server {
     fn kill9_and_restart(&mut self) -> Result<()> {
         self.child.kill()?; // SIGKILL
         self.child.wait()?;
-        self.child = spawn_server(&self.home, self.port, &self.args)?;
+        self.child = spawn_server(self.home.path(), self.port, &self.args)?;
         Ok(())
     }
 
@@ -70,7 +72,7 @@ impl Server {
     /// The CLI as the admin against this server, over its PINFOLD_HOME.
     fn cli(&self) -> Command {
         let mut c = admin_cli(&self.url());
-        c.env("PINFOLD_HOME", &self.home);
+        c.env("PINFOLD_HOME", self.home.path());
         c
     }
 
@@ -173,8 +175,7 @@ fn ship(job: &Client, id: u64, mut offset: u64, data: &[u8], deadline: Duration)
 
 #[test]
 fn submit_wait_runs_through_a_test_runner_with_source_logs_and_artifacts() -> Result<()> {
-    let home = tempfile::tempdir()?;
-    let srv = Server::start(home.path(), free_port(), &[])?;
+    let srv = Server::start(&[])?;
     // Declaring `deploy` itself unlocks nothing; the admin trusts it below.
     let runner = srv.runner(&["linux", "x86_64", "deploy"])?;
     let id = srv.admin().runners()?[0].id.to_string();
@@ -190,7 +191,7 @@ fn submit_wait_runs_through_a_test_runner_with_source_logs_and_artifacts() -> Re
     std::fs::write(src.path().join("build.sh"), "echo building\n")?;
     std::fs::create_dir(src.path().join("sub"))?;
     std::fs::write(src.path().join("sub/data"), "payload")?;
-    let job_file = home.path().join("job.yaml");
+    let job_file = srv.home.path().join("job.yaml");
     std::fs::write(&job_file, job_yaml("artifacts: [out/app]\n"))?;
 
     // The user: submit --wait in the background, like a CI step would.
@@ -287,8 +288,7 @@ fn raw_put(port: u16, path: &str, token: &str, body: &[u8]) -> Result<(u16, Stri
 /// `pinfold logs` on a terminal shows no ESC byte unless --raw.
 #[test]
 fn hostile_runner_output_and_hidden_artifact_names_are_refused() -> Result<()> {
-    let home = tempfile::tempdir()?;
-    let srv = Server::start(home.path(), free_port(), &[])?;
+    let srv = Server::start(&[])?;
     let runner = srv.runner(&["linux"])?;
     let id = submit(&srv.admin())?;
     let l = lease(&runner)?;
@@ -311,7 +311,7 @@ fn hostile_runner_output_and_hidden_artifact_names_are_refused() -> Result<()> {
 
     // An older server let one in: the download refuses it before writing.
     let db = rusqlite::Connection::open_with_flags(
-        home.path().join("coordinator/coordinator.db"),
+        srv.home.path().join("coordinator/coordinator.db"),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE,
     )?;
     db.busy_timeout(Duration::from_secs(5))?;
@@ -370,10 +370,9 @@ fn hostile_runner_output_and_hidden_artifact_names_are_refused() -> Result<()> {
 
 #[test]
 fn submit_wait_exits_with_the_jobs_status() -> Result<()> {
-    let home = tempfile::tempdir()?;
-    let srv = Server::start(home.path(), free_port(), &[])?;
+    let srv = Server::start(&[])?;
     let runner = srv.runner(&[])?;
-    let job_file = home.path().join("job.yaml");
+    let job_file = srv.home.path().join("job.yaml");
     std::fs::write(&job_file, job_yaml(""))?;
     for (state, code) in [
         (JobState::Failed, 1),
@@ -408,8 +407,7 @@ fn submit_wait_exits_with_the_jobs_status() -> Result<()> {
 
 #[test]
 fn an_expired_lease_goes_to_a_second_runner_and_the_first_is_fenced() -> Result<()> {
-    let home = tempfile::tempdir()?;
-    let srv = Server::start(home.path(), free_port(), &["--lease-ttl", "1s"])?;
+    let srv = Server::start(&["--lease-ttl", "1s"])?;
     let (r1, r2) = (srv.runner(&[])?, srv.runner(&[])?);
     let id = submit(&srv.admin())?;
     let l1 = lease(&r1)?;
@@ -449,12 +447,7 @@ fn an_expired_lease_goes_to_a_second_runner_and_the_first_is_fenced() -> Result<
 
 #[test]
 fn a_runner_lost_max_attempts_times_fails_the_job() -> Result<()> {
-    let home = tempfile::tempdir()?;
-    let srv = Server::start(
-        home.path(),
-        free_port(),
-        &["--lease-ttl", "1s", "--max-attempts", "2"],
-    )?;
+    let srv = Server::start(&["--lease-ttl", "1s", "--max-attempts", "2"])?;
     let r = srv.runner(&[])?;
     let id = submit(&srv.admin())?;
     lease(&r)?;
@@ -487,8 +480,7 @@ fn a_runner_lost_max_attempts_times_fails_the_job() -> Result<()> {
 
 #[test]
 fn a_server_killed_and_restarted_loses_no_job_or_log_byte() -> Result<()> {
-    let home = tempfile::tempdir()?;
-    let mut srv = Server::start(home.path(), free_port(), &[])?;
+    let mut srv = Server::start(&[])?;
     let runner = srv.runner(&[])?;
     let id = submit(&srv.admin())?;
     let queued = submit(&srv.admin())?;
@@ -518,8 +510,7 @@ fn a_server_killed_and_restarted_loses_no_job_or_log_byte() -> Result<()> {
 
 #[test]
 fn a_server_paused_past_the_request_timeout_keeps_the_log_whole() -> Result<()> {
-    let home = tempfile::tempdir()?;
-    let srv = Server::start(home.path(), free_port(), &["--lease-ttl", "2s"])?;
+    let srv = Server::start(&["--lease-ttl", "2s"])?;
     let runner = srv.runner(&[])?;
     let id = submit(&srv.admin())?;
     let l = lease(&runner)?;
@@ -563,8 +554,7 @@ fn a_server_paused_past_the_request_timeout_keeps_the_log_whole() -> Result<()> 
 
 #[test]
 fn tokens_are_refused_outside_their_scope() -> Result<()> {
-    let home = tempfile::tempdir()?;
-    let srv = Server::start(home.path(), free_port(), &[])?;
+    let srv = Server::start(&[])?;
     let r = srv.runner(&[])?;
     let (a, b) = (submit(&srv.admin())?, submit(&srv.admin())?);
     let la = lease(&r)?;
@@ -612,9 +602,8 @@ fn tokens_are_refused_outside_their_scope() -> Result<()> {
 
 #[test]
 fn malformed_jobs_and_oversized_bodies_get_clear_errors() -> Result<()> {
-    let home = tempfile::tempdir()?;
-    let srv = Server::start(home.path(), free_port(), &[])?;
-    let bad = home.path().join("bad.yaml");
+    let srv = Server::start(&[])?;
+    let bad = srv.home.path().join("bad.yaml");
     std::fs::write(&bad, job_yaml("retries: 3\n"))?;
     let out = srv.pinfold(&["submit", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
