@@ -731,23 +731,14 @@ fn a_job_fs_without_its_holder_is_one_clear_line() {
 
 #[test]
 fn policy_check_validates_files_and_their_profiles() {
-    let out = pinfold()
-        .args(["policy", "check", "trusted"])
-        .output()
-        .unwrap();
+    let out = policy_check("trusted");
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok:"));
 
     let d = user_dir();
     let bad_value = d.path().join("bad.toml");
     std::fs::write(&bad_value, "[network]\nmode = \"everywhere\"\n").unwrap();
-    let out = pinfold()
-        .args(["policy", "check"])
-        .arg(&bad_value)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = policy_refused(&bad_value);
     assert!(
         err.contains("everywhere") && err.contains("bad.toml"),
         "{err}"
@@ -755,13 +746,7 @@ fn policy_check_validates_files_and_their_profiles() {
 
     let bad_profile = d.path().join("prof.toml");
     std::fs::write(&bad_profile, "[seccomp]\nprofile = \"./missing.json\"\n").unwrap();
-    let out = pinfold()
-        .args(["policy", "check"])
-        .arg(&bad_profile)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = policy_refused(&bad_profile);
     assert!(
         err.contains("seccomp.profile") && err.contains("missing.json"),
         "{err}"

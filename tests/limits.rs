@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{exec, fixtures, pinfold, sh, user_dir};
+use common::{exec, fixtures, pinfold, policy_check, sh, user_dir};
 
 /// Writes a policy file (default + `extra` TOML) the test user can read.
 fn policy(dir: &std::path::Path, name: &str, limits: &str, filesystem: &str) -> String {
@@ -378,7 +378,7 @@ fn bad_limit_values_name_the_field() {
         ("log_bytes = \"100\"", "limits.log_bytes"),
     ] {
         let p = policy(d.path(), "bad", toml, "");
-        let out = pinfold().args(["policy", "check", &p]).output().unwrap();
+        let out = policy_check(&p);
         assert!(!out.status.success(), "{toml}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(field), "{toml}: {err}");
