@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{exec, fixtures, pinfold, policy_check, sh, user_dir};
+use common::{exec, fixtures, pinfold, policy_check, sh_ok, user_dir};
 
 /// Writes a policy file (default + `extra` TOML) the test user can read.
 fn policy(dir: &std::path::Path, name: &str, limits: &str, filesystem: &str) -> String {
@@ -57,8 +57,7 @@ fn sh_c(script: &str) -> [&str; 3] {
 
 /// The host is fine: a plain run afterwards works.
 fn next_run_is_normal() {
-    let (code, out, err) = sh(&[], "echo still-fine; ulimit -u");
-    assert_eq!(code, 0, "{err}");
+    let out = sh_ok(&[], "echo still-fine; ulimit -u");
     assert!(out.starts_with("still-fine\n"), "{out}");
 }
 
@@ -87,11 +86,10 @@ fn memory_bomb_is_killed_naming_the_memory_limit() {
         "pinfold: job killed: memory limit 64M exceeded (policy limits.memory); raise it in the policy or reduce the build's memory",
     );
     // Under the limit the same kind of work runs.
-    let (code, _, err) = sh(
+    sh_ok(
         &["--policy", &p],
         "dd if=/dev/zero of=/dev/null bs=8M count=4 2>/dev/null",
     );
-    assert_eq!(code, 0, "{err}");
     next_run_is_normal();
 }
 
@@ -249,11 +247,10 @@ fn filling_tmp_fails_naming_the_tmp_size() {
     );
     assert!(err.contains("No space left on device"), "{err}");
     // A job that handles the full disk and succeeds keeps its status.
-    let (code, _, err) = sh(
+    sh_ok(
         &["--policy", &p],
         "dd if=/dev/zero of=/tmp/fill bs=64k count=64 2>/dev/null || echo handled",
     );
-    assert_eq!(code, 0, "{err}");
     next_run_is_normal();
 }
 
@@ -364,8 +361,7 @@ fn require_cgroup_refuses_the_fallback() {
     );
     // Off (the default), the same machine runs the job.
     let p = policy(d.path(), "loose", "memory = \"64M\"", "");
-    let (code, _, err) = sh(&["--policy", &p], "true");
-    assert_eq!(code, 0, "{err}");
+    sh_ok(&["--policy", &p], "true");
 }
 
 #[test]

@@ -245,6 +245,15 @@ pub fn sh(extra: &[&str], script: &str) -> (i32, String, String) {
     )
 }
 
+/// Runs a shell snippet in the container; asserts it exits 0 (showing its
+/// stderr if not) and returns its stdout.
+#[track_caller]
+pub fn sh_ok(extra: &[&str], script: &str) -> String {
+    let (code, out, err) = sh(extra, script);
+    assert_eq!(code, 0, "{err}");
+    out
+}
+
 /// Runs the probe; asserts it reports the attempt refused.
 #[track_caller]
 pub fn assert_refused(extra: &[&str], probe: &[&str]) {
