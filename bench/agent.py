@@ -17,51 +17,26 @@ as root) on 127.0.0.1 with a busybox image built by tests/make-busybox-image.sh.
   bytes / (job finished - printing step started); agent peak RSS is VmHWM.
 Never asserts timings.
 """
-import hashlib, json, os, re, pwd, statistics, subprocess, sys, tempfile, time, urllib.request
+import hashlib, json, os, re, statistics, subprocess, sys, time, urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PF = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release/pinfold")
+sys.dont_write_bytecode = True
+from lib import ADMIN, get, make_work, start_agent, start_server, submit as submit_spec
+
 MIB = int(sys.argv[2]) if len(sys.argv) > 2 else 200
 RUNS = int(sys.argv[3]) if len(sys.argv) > 3 else 20
-ADMIN, REG = "pfa_bench_admin", "pfg_bench_registration"
 LINE = "pinfold log throughput 0123456789abcdefghijklmnopqrstuvwxyz"
 
-work = tempfile.mkdtemp(prefix="pinfold-agent-bench-", dir="/tmp")
-os.chmod(work, 0o755)
-subprocess.run(["cp", PF, f"{work}/pinfold"], check=True)
-image = subprocess.run(["bash", f"{ROOT}/tests/make-busybox-image.sh", f"{work}/image"], check=True, capture_output=True, text=True).stdout.strip()
-as_user = []
-if os.geteuid() == 0:
-    subprocess.run(["chown", "-R", "pinfold-test:", work], check=True)
-    as_user = ["setpriv", "--reuid=pinfold-test", "--regid=pinfold-test", "--init-groups"]
-    os.makedirs(f"{work}/agent-home", exist_ok=True)
-    subprocess.run(["chown", "pinfold-test:", f"{work}/agent-home"], check=True)
-
-port = 18000 + os.getpid() % 1000
-url = f"http://127.0.0.1:{port}"
-server = subprocess.Popen([f"{work}/pinfold", "server", "--listen", f"127.0.0.1:{port}", "--max-log-bytes", str((MIB + 16) << 20)],
-                          env={**os.environ, "PINFOLD_HOME": f"{work}/server-home", "PINFOLD_ADMIN_TOKEN": ADMIN, "PINFOLD_REGISTRATION_TOKEN": REG, "RUST_LOG": "warn"},
-                          stdout=subprocess.PIPE, text=True)
-for line in server.stdout:
-    if "listening on" in line:
-        break
-agent = subprocess.Popen(as_user + ["env", "-i", "PATH=/usr/bin:/bin:/usr/sbin:/sbin", f"HOME={work}", f"PINFOLD_HOME={work}/agent-home", "RUST_LOG=warn",
-                                    f"{work}/pinfold", "agent", "--server", url, "--registration-token", REG, "--name", "bench"])
+work, image, as_user = make_work("pinfold-agent-bench-", ["agent-home"] if os.geteuid() == 0 else [])
+server, url = start_server(work, 18000 + os.getpid() % 1000, ["--max-log-bytes", str((MIB + 16) << 20)])
+agent = start_agent(work, as_user, url, "agent-home", "bench")
 
 
 def api(path):
-    req = urllib.request.Request(url + path, headers={"Authorization": f"Bearer {ADMIN}"})
-    with urllib.request.urlopen(req) as r:
-        return r.read()
+    return get(url, path)
 
 
 def submit(steps):
-    spec = f"image: {image}\nsteps:\n{steps}"
-    body = json.dumps({"spec": spec, "labels": []}).encode()
-    req = urllib.request.Request(url + "/api/v1/jobs", data=body, method="POST",
-                                 headers={"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(req) as r:
-        return json.loads(r.read())["job_id"]
+    return submit_spec(url, f"image: {image}\nsteps:\n{steps}", labels=[])
 
 
 def wait(job):

@@ -22,19 +22,13 @@
 # Needs: bubblewrap, busybox-static, python3 (tests/setup.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 RUNS=${1:-200}
-cargo build --profile dist --quiet
-work=$(mktemp -d /tmp/pinfold-bench-XXXXXX)
-trap 'rm -rf "$work"' EXIT
-chmod 755 "$work"
-cp "${CARGO_TARGET_DIR:-target}/dist/pinfold" "$work/pinfold"
+bin=$(pinfold_bin dist)
+make_work pinfold-bench "$bin"
 rootfs="$work/rootfs"
 bash tests/make-busybox-rootfs.sh "$rootfs"
-as_user=()
-if [ "$(id -u)" = 0 ]; then
-  chown -R pinfold-test: "$work"
-  as_user=(runuser -u pinfold-test --)
-fi
+own_work
 run() { "${as_user[@]}" env PINFOLD_HOME="$work/home" "$@"; }
 # pinfold's compiled seccomp program, raw, for bwrap --seccomp (the cache
 # file is: u32 length, the instructions, sha256).

@@ -26,11 +26,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OLD=${1:?usage: bench/jobfs.sh OLD_PINFOLD [RUNS]}
 RUNS=${2:-30}
-cargo build --release --quiet -p pinfold
-work=$(mktemp -d /tmp/pinfold-bench-XXXXXX)
-trap 'rm -rf "$work"' EXIT
-chmod 755 "$work"
-cp "${CARGO_TARGET_DIR:-target}/release/pinfold" "$work/new"
+. bench/lib.sh
+bin=$(pinfold_bin release)
+make_work pinfold-bench
+cp "$bin" "$work/new"
 cp "$OLD" "$work/old"
 image=$(bash tests/make-busybox-image.sh "$work/image")
 job() {
@@ -41,11 +40,7 @@ job() {
 job 1 true > "$work/one.yaml"
 job 5 true > "$work/five.yaml"
 job 1 "dd if=/dev/zero of=ws bs=1M count=64 2>/dev/null; dd if=/dev/zero of=/etc/layer bs=1M count=64 2>/dev/null; cat ws /etc/layer >/dev/null" > "$work/write.yaml"
-as_user=()
-if [ "$(id -u)" = 0 ]; then
-  chown -R pinfold-test: "$work"
-  as_user=("$(command -v runuser)" -u pinfold-test --)
-fi
+own_work
 # One home per binary, the image imported once (untimed).
 for b in old new; do
   "${as_user[@]}" env PINFOLD_HOME="$work/home-$b" "$work/$b" run "$work/one.yaml" >/dev/null

@@ -13,24 +13,15 @@
 # Needs: hyperfine, busybox-static (tests/setup.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 RUNS=${1:-30}
-if [ -z "${PINFOLD:-}" ]; then
-  cargo build --release --quiet
-  PINFOLD=${CARGO_TARGET_DIR:-target}/release/pinfold
-fi
-work=$(mktemp -d /tmp/pinfold-bench-XXXXXX)
-trap 'rm -rf "$work"' EXIT
-chmod 755 "$work"
-cp "$PINFOLD" "$work/pinfold"
+bin=$(pinfold_bin release "${PINFOLD:-}")
+make_work pinfold-bench "$bin"
 rootfs="$work/rootfs"
 bash tests/make-busybox-rootfs.sh "$rootfs"
 printf 'description = "limits on"\n[limits]\nmemory = "4G"\npids = 4096\ncpu_time = "1h"\n' >"$work/on.toml"
 printf 'description = "limits off"\n[limits]\nmemory = 0\npids = 0\ncpu_time = 0\n' >"$work/off.toml"
-as_user=()
-if [ "$(id -u)" = 0 ]; then
-  chown -R pinfold-test: "$work"
-  as_user=(runuser -u pinfold-test --)
-fi
+own_work
 fork='i=0; while [ $i -lt 2000 ]; do /bin/true; i=$((i+1)); done'
 cpu='i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done'
 run() {

@@ -22,12 +22,9 @@ if [ "$(id -u)" != 0 ]; then
   echo "bench/network.sh: run as root (it creates a network namespace and a veth pair)" >&2
   exit 2
 fi
-bin=${PINFOLD_BIN:-}
-if [ -z "$bin" ]; then
-  cargo build --release --quiet
-  bin="${CARGO_TARGET_DIR:-target}/release/pinfold"
-fi
-work=$(mktemp -d /tmp/pinfold-bench-XXXXXX)
+. bench/lib.sh
+bin=$(pinfold_bin release "${PINFOLD_BIN:-}")
+make_work pinfold-bench "$bin"
 ns="pf-bench-$$"
 cleanup() {
   [ -n "${server:-}" ] && kill "$server" 2>/dev/null || true
@@ -36,8 +33,6 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-chmod 755 "$work"
-cp "$bin" "$work/pinfold"
 rootfs="$work/rootfs"
 bash tests/make-busybox-rootfs.sh "$rootfs" >/dev/null
 mkdir "$work/www"

@@ -16,57 +16,29 @@ With `light` the build is `echo`s only, which leaves the coordination
 (dispatch, upload, provenance, settling) instead of CPU contention.
 Reports medians. Never asserts timings.
 """
-import json, os, statistics, subprocess, sys, tempfile, time, urllib.request
+import json, os, statistics, subprocess, sys, time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PF = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release/pinfold")
+sys.dont_write_bytecode = True
+from lib import get, make_work, start_agent, start_server, submit
+
 RUNS = int(sys.argv[2]) if len(sys.argv) > 2 else 10
-ADMIN, REG = "pfa_bench_admin", "pfg_bench_registration"
 
-work = tempfile.mkdtemp(prefix="pinfold-verify-bench-", dir="/tmp")
-os.chmod(work, 0o755)
-subprocess.run(["cp", PF, f"{work}/pinfold"], check=True)
-image = subprocess.run(["bash", f"{ROOT}/tests/make-busybox-image.sh", f"{work}/image"], check=True, capture_output=True, text=True).stdout.strip()
-as_user = []
-if os.geteuid() == 0:
-    subprocess.run(["chown", "-R", "pinfold-test:", work], check=True)
-    as_user = ["setpriv", "--reuid=pinfold-test", "--regid=pinfold-test", "--init-groups"]
-for a in ("a1", "a2"):
-    os.makedirs(f"{work}/{a}", exist_ok=True)
-    if as_user:
-        subprocess.run(["chown", "pinfold-test:", f"{work}/{a}"], check=True)
-
-port = 19000 + os.getpid() % 1000
-url = f"http://127.0.0.1:{port}"
-server = subprocess.Popen([f"{work}/pinfold", "server", "--listen", f"127.0.0.1:{port}"],
-                          env={**os.environ, "PINFOLD_HOME": f"{work}/server-home", "PINFOLD_ADMIN_TOKEN": ADMIN, "PINFOLD_REGISTRATION_TOKEN": REG, "RUST_LOG": "warn"},
-                          stdout=subprocess.PIPE, text=True)
-for line in server.stdout:
-    if "listening on" in line:
-        break
-agents = [subprocess.Popen(as_user + ["env", "-i", "PATH=/usr/bin:/bin:/usr/sbin:/sbin", f"HOME={work}", f"PINFOLD_HOME={work}/{a}", "RUST_LOG=warn",
-                                      f"{work}/pinfold", "agent", "--server", url, "--registration-token", REG, "--name", a])
-          for a in ("a1", "a2")]
+work, image, as_user = make_work("pinfold-verify-bench-", ["a1", "a2"])
+server, url = start_server(work, 19000 + os.getpid() % 1000)
+agents = [start_agent(work, as_user, url, a, a) for a in ("a1", "a2")]
 
 LIGHT = len(sys.argv) > 3 and sys.argv[3] == "light"
 STEPS = ("  - name: build\n    run: mkdir -p out; echo a > out/list; echo b > out/list.gz\n" if LIGHT else
          "  - name: build\n    run: mkdir -p out; seq 1 300000 > out/list; gzip -n -9 -c out/list > out/list.gz\n")
 
 
-def api(path, body=None):
-    req = urllib.request.Request(url + path, data=body, method="POST" if body else "GET",
-                                 headers={"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(req) as r:
-        return json.loads(r.read())
-
-
 def run(verify):
     extra = "verify: 2\n" if verify else ""
     spec = f"image: {image}\n{extra}artifacts: [out/list, out/list.gz]\nsteps:\n{STEPS}"
     t0 = time.monotonic()
-    job = api("/api/v1/jobs", json.dumps({"spec": spec}).encode())["job_id"]
+    job = submit(url, spec)
     while True:
-        j = api(f"/api/v1/jobs/{job}")
+        j = json.loads(get(url, f"/api/v1/jobs/{job}"))
         if j["state"] not in ("queued", "running"):
             break
         time.sleep(0.01)

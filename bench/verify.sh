@@ -10,15 +10,10 @@
 # Needs: hyperfine, umoci, busybox-static, python3 (tests/setup.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 RUNS=${1:-5}
-if [ -z "${PINFOLD_BIN:-}" ]; then
-  cargo build --release --quiet
-  PINFOLD_BIN=${CARGO_TARGET_DIR:-target}/release/pinfold
-fi
-work=$(mktemp -d /tmp/pinfold-bench-verify-XXXXXX)
-trap 'rm -rf "$work"' EXIT
-chmod 755 "$work"
-cp "$PINFOLD_BIN" "$work/pinfold"
+bin=$(pinfold_bin release "${PINFOLD_BIN:-}")
+make_work pinfold-bench-verify "$bin"
 
 # A busybox OCI image (as tests/verify.rs builds it).
 l=$work/img/layout b=$work/img/bundle
@@ -55,11 +50,7 @@ steps:
 artifacts: [out/*]
 EOF
 
-as_user=()
-if [ "$(id -u)" = 0 ]; then
-  chown -R pinfold-test: "$work"
-  as_user=(runuser -u pinfold-test --)
-fi
+own_work
 cd "$work"
 P="$work/pinfold"
 # Pull the image into the store once (both sides then find it cached).

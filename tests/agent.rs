@@ -6,13 +6,13 @@
 mod common;
 #[path = "common/pty.rs"]
 mod pty;
+#[path = "common/server.rs"]
+mod server;
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -21,11 +21,8 @@ use nix::unistd::Pid;
 use pinfold_api::wire::{JobInfo, JobState, SubmitRequest};
 use pinfold_client::Client;
 
-const ADMIN: &str = "pfa_agent_e2e_admin";
-const REG: &str = "pfg_agent_e2e_registration";
-const SECRET: &str = "s3cr3t-deploy-key";
-
 use common::{busybox_image as image, host_sh as sh};
+use server::{ADMIN, REG, SECRET, admin_cli, spawn_server};
 
 struct Server {
     child: Child,
@@ -41,43 +38,12 @@ impl Server {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         Ok(Server {
-            child: Self::spawn(home.path(), port, &args)?,
+            child: spawn_server(home.path(), port, &args)?,
             url: format!("http://127.0.0.1:{port}"),
             port,
             args,
             home,
         })
-    }
-
-    /// `pinfold server` on `port` over `home`, once it listens.
-    fn spawn(home: &Path, port: u16, args: &[String]) -> Result<Child> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pinfold"))
-            .args(["server", "--listen", &format!("127.0.0.1:{port}")])
-            .args(args)
-            .env("PINFOLD_HOME", home)
-            .env("PINFOLD_ADMIN_TOKEN", ADMIN)
-            .env("PINFOLD_REGISTRATION_TOKEN", REG)
-            .env("PINFOLD_SECRET_DEPLOY_KEY", SECRET)
-            .env("PINFOLD_SECRETS_TO", "DEPLOY_KEY=deploy")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let out = child.stdout.take().context("server stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
-                if line.contains("listening on") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        if rx.recv_timeout(Duration::from_secs(20)).is_err() {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("server did not start");
-        }
-        Ok(child)
     }
 
     /// SIGKILL (no goodbye), `down` with nothing listening, then the same
@@ -86,7 +52,7 @@ impl Server {
         self.child.kill()?;
         self.child.wait()?;
         std::thread::sleep(down);
-        self.child = Self::spawn(self.home.path(), self.port, &self.args)?;
+        self.child = spawn_server(self.home.path(), self.port, &self.args)?;
         Ok(())
     }
 
@@ -109,6 +75,13 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()?)
+    }
+
+    /// `pinfold agent` as above, in a fresh home of its own.
+    fn new_agent(&self, extra: &[&str]) -> Result<(tempfile::TempDir, Agent)> {
+        let home = common::user_dir();
+        let agent = Agent(self.agent(home.path(), extra)?);
+        Ok((home, agent))
     }
 
     /// Waits for runner `name` to register, then trusts it with `label`
@@ -153,6 +126,11 @@ impl Server {
             .job_id)
     }
 
+    /// Submits `job(steps, extra)` without a source.
+    fn submit_job(&self, steps: &str, extra: &str) -> Result<u64> {
+        self.submit(&job(steps, extra), None)
+    }
+
     fn wait(&self, id: u64, within: Duration) -> Result<JobInfo> {
         let start = Instant::now();
         loop {
@@ -165,6 +143,14 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Waits for job `id` and asserts it succeeded; the job and its log.
+    fn wait_succeeded(&self, id: u64, within: Duration) -> Result<(JobInfo, String)> {
+        let j = self.wait(id, within)?;
+        let log = self.log(id)?;
+        assert_eq!(j.state, JobState::Succeeded, "{log}");
+        Ok((j, log))
     }
 
     fn log(&self, id: u64) -> Result<String> {
@@ -216,6 +202,27 @@ fn codes(j: &JobInfo) -> Vec<Option<i32>> {
     j.steps.iter().map(|s| s.exit_code).collect()
 }
 
+/// Writes `job(steps, extra)` to `dir/name`.
+fn write_job(dir: &Path, name: &str, steps: &str, extra: &str) -> Result<()> {
+    Ok(std::fs::write(dir.join(name), job(steps, extra))?)
+}
+
+/// Lets the test user read and write everything below `dir`.
+fn open_to_all(dir: &Path) {
+    sh(&format!("chmod -R a+rwX '{}'", dir.display()));
+}
+
+/// A directory the test user may write holding the job files given as
+/// (name, steps, extra), each `job(steps, extra)`.
+fn job_dir(jobs: &[(&str, &str, &str)]) -> Result<tempfile::TempDir> {
+    let w = user_file_dir();
+    for (name, steps, extra) in jobs {
+        write_job(w.path(), name, steps, extra)?;
+    }
+    open_to_all(w.path());
+    Ok(w)
+}
+
 fn user_file_dir() -> tempfile::TempDir {
     let d = common::user_dir();
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -225,8 +232,7 @@ fn user_file_dir() -> tempfile::TempDir {
 #[test]
 fn multi_step_job_ships_log_artifacts_and_masks_secrets() -> Result<()> {
     let server = Server::start(&[])?;
-    let home = common::user_dir();
-    let _agent = Agent(server.agent(home.path(), &["--name", "a1"])?);
+    let (home, _agent) = server.new_agent(&["--name", "a1"])?;
     server.trust("a1", "deploy")?;
     let src = user_file_dir();
     std::fs::write(
@@ -238,9 +244,7 @@ fn multi_step_job_ships_log_artifacts_and_masks_secrets() -> Result<()> {
         "env: { GREETING: hello }\nsecrets: [DEPLOY_KEY]\nartifacts: [out/app, out/evil]\n",
     );
     let id = server.submit(&yaml, Some(src.path()))?;
-    let j = server.wait(id, Duration::from_secs(60))?;
-    let log = server.log(id)?;
-    assert_eq!(j.state, JobState::Succeeded, "{log}");
+    let (j, log) = server.wait_succeeded(id, Duration::from_secs(60))?;
     assert_eq!(codes(&j), vec![Some(0), Some(0)]);
     assert!(j.steps.iter().all(|s| s.started_at <= s.finished_at));
     // Markers, both streams in order, state persisting across steps.
@@ -276,23 +280,13 @@ fn multi_step_job_ships_log_artifacts_and_masks_secrets() -> Result<()> {
 #[test]
 fn failing_step_timeout_and_cancel() -> Result<()> {
     let server = Server::start(&[])?;
-    let home = common::user_dir();
-    let mut agent = Agent(server.agent(home.path(), &["--concurrency", "3"])?);
-    let failing = server.submit(
-        &job(
-            "  - name: a\n    run: echo about to fail; exit 3\n  - name: b\n    run: echo never\n",
-            "",
-        ),
-        None,
+    let (_home, mut agent) = server.new_agent(&["--concurrency", "3"])?;
+    let failing = server.submit_job(
+        "  - name: a\n    run: echo about to fail; exit 3\n  - name: b\n    run: echo never\n",
+        "",
     )?;
-    let slow = server.submit(
-        &job("  - name: slow\n    run: sleep 30\n    timeout: 2s\n", ""),
-        None,
-    )?;
-    let long = server.submit(
-        &job("  - name: long\n    run: echo started; sleep 60\n", ""),
-        None,
-    )?;
+    let slow = server.submit_job("  - name: slow\n    run: sleep 30\n    timeout: 2s\n", "")?;
+    let long = server.submit_job("  - name: long\n    run: echo started; sleep 60\n", "")?;
     server.wait_log(long, "started", Duration::from_secs(30))?;
     let t0 = Instant::now();
     server.admin().cancel(long)?;
@@ -333,22 +327,16 @@ fn failing_step_timeout_and_cancel() -> Result<()> {
 #[test]
 fn killed_agent_job_is_finished_by_a_second_agent() -> Result<()> {
     let server = Server::start(&["--lease-ttl", "3s"])?;
-    let (h1, h2) = (common::user_dir(), common::user_dir());
-    let mut first = Agent(server.agent(h1.path(), &["--name", "first"])?);
-    let id = server.submit(
-        &job(
-            "  - name: work\n    run: echo working; sleep 3; mkdir -p out; echo done > out/result\n",
-            "artifacts: [out/result]\n",
-        ),
-        None,
+    let (_h1, mut first) = server.new_agent(&["--name", "first"])?;
+    let id = server.submit_job(
+        "  - name: work\n    run: echo working; sleep 3; mkdir -p out; echo done > out/result\n",
+        "artifacts: [out/result]\n",
     )?;
     server.wait_log(id, "working", Duration::from_secs(30))?;
     first.0.kill()?; // SIGKILL: no goodbye, the lease just stops renewing
     first.0.wait()?;
-    let _second = Agent(server.agent(h2.path(), &["--name", "second", "--ephemeral"])?);
-    let j = server.wait(id, Duration::from_secs(60))?;
-    let log = server.log(id)?;
-    assert_eq!(j.state, JobState::Succeeded, "{log}");
+    let (_h2, _second) = server.new_agent(&["--name", "second", "--ephemeral"])?;
+    let (j, log) = server.wait_succeeded(id, Duration::from_secs(60))?;
     assert_eq!(j.attempts, 2, "{log}");
     assert!(log.contains("attempt 2 on runner second"), "{log}");
     let arts = server.admin().artifacts(id)?.artifacts;
@@ -359,12 +347,8 @@ fn killed_agent_job_is_finished_by_a_second_agent() -> Result<()> {
 #[test]
 fn sigterm_drains_then_cancels_and_a_restart_reuses_the_token() -> Result<()> {
     let server = Server::start(&[])?;
-    let home = common::user_dir();
-    let mut agent = Agent(server.agent(home.path(), &["--drain", "1s"])?);
-    let id = server.submit(
-        &job("  - name: long\n    run: echo started; sleep 60\n", ""),
-        None,
-    )?;
+    let (home, mut agent) = server.new_agent(&["--drain", "1s"])?;
+    let id = server.submit_job("  - name: long\n    run: echo started; sleep 60\n", "")?;
     server.wait_log(id, "started", Duration::from_secs(30))?;
     kill(Pid::from_raw(agent.0.id() as i32), Signal::SIGTERM)?;
     let j = server.wait(id, Duration::from_secs(30))?;
@@ -382,9 +366,8 @@ fn sigterm_drains_then_cancels_and_a_restart_reuses_the_token() -> Result<()> {
             .stdout(Stdio::null())
             .spawn()?,
     );
-    let id = server.submit(&job("  - name: a\n    run: echo again\n", ""), None)?;
-    let j = server.wait(id, Duration::from_secs(30))?;
-    assert_eq!(j.state, JobState::Succeeded, "{}", server.log(id)?);
+    let id = server.submit_job("  - name: a\n    run: echo again\n", "")?;
+    server.wait_succeeded(id, Duration::from_secs(30))?;
     assert_eq!(server.admin().runners()?.len(), 1);
     Ok(())
 }
@@ -412,14 +395,13 @@ fn pinfold_run_locally() -> Result<()> {
     let src = dir.join("src");
     std::fs::create_dir(&src)?;
     std::fs::write(src.join("input"), "from the source\n")?;
-    std::fs::write(
-        dir.join("job.yaml"),
-        job(
-            "  - name: build\n    run: mkdir -p out; cat input > out/app; echo tok=$TOKEN\n  - name: link\n    run: ln -s /etc/passwd out/passwd\n",
-            "secrets: [TOKEN]\nartifacts: [out/*]\n",
-        ),
+    write_job(
+        dir,
+        "job.yaml",
+        "  - name: build\n    run: mkdir -p out; cat input > out/app; echo tok=$TOKEN\n  - name: link\n    run: ln -s /etc/passwd out/passwd\n",
+        "secrets: [TOKEN]\nartifacts: [out/*]\n",
     )?;
-    sh(&format!("chmod -R a+rwX '{}'", dir.display()));
+    open_to_all(dir);
     let (code, out, err) = run_local(dir, &["job.yaml", "--source", "src", "--out", "art"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("tok=***") && !out.contains("hunter2"), "{out}");
@@ -434,16 +416,7 @@ fn pinfold_run_locally() -> Result<()> {
     // verified offline; a changed artifact fails the check.
     let statement = dir.join("art/provenance.intoto.json");
     let key = dir.join("home/keys/runner.key.pub");
-    let verify = || {
-        common::pinfold()
-            .args(["attest", "verify"])
-            .arg(&statement)
-            .arg("--key")
-            .arg(&key)
-            .arg("--json")
-            .output()
-            .expect("run pinfold attest")
-    };
+    let verify = || attest_verify(common::pinfold(), &statement, &key);
     let o = verify();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;
@@ -459,10 +432,7 @@ fn pinfold_run_locally() -> Result<()> {
     assert!(String::from_utf8_lossy(&o.stderr).contains("does not match"));
 
     // --json: the summary on stdout; a failing step exits 1.
-    std::fs::write(
-        dir.join("fail.yaml"),
-        job("  - name: f\n    run: exit 7\n", ""),
-    )?;
+    write_job(dir, "fail.yaml", "  - name: f\n    run: exit 7\n", "")?;
     let (code, out, _) = run_local(dir, &["fail.yaml", "--json"]);
     assert_eq!(code, 1);
     let v: serde_json::Value = serde_json::from_str(out.trim())?;
@@ -470,10 +440,7 @@ fn pinfold_run_locally() -> Result<()> {
     assert_eq!(v["steps"][0]["exit_code"], 7);
 
     // A malformed job file: one clear line naming the file and the line.
-    std::fs::write(
-        dir.join("bad.yaml"),
-        job("  - name: x\n    run: y\n", "stepz: 1\n"),
-    )?;
+    write_job(dir, "bad.yaml", "  - name: x\n    run: y\n", "stepz: 1\n")?;
     let (code, out, err) = run_local(dir, &["bad.yaml"]);
     assert_eq!(code, 125);
     assert!(out.is_empty());
@@ -492,16 +459,12 @@ fn pinfold_run_locally() -> Result<()> {
 /// written to --out; with --raw the job's bytes pass.
 #[test]
 fn pinfold_run_on_a_terminal_escapes_job_output_and_refuses_hidden_artifacts() -> Result<()> {
-    let w = user_file_dir();
+    let w = job_dir(&[(
+        "job.yaml",
+        "  - name: evil\n    run: mkdir -p .git/hooks out; echo x > .git/hooks/pre-commit; echo y > out/app; printf '\\033]52;c;ZXZpbA==\\007\\033[2Ahidden\\n==> job succeeded\\n'; exit 3\n",
+        "artifacts: [.git/hooks/*, out/*]\n",
+    )])?;
     let dir = w.path();
-    std::fs::write(
-        dir.join("job.yaml"),
-        job(
-            "  - name: evil\n    run: mkdir -p .git/hooks out; echo x > .git/hooks/pre-commit; echo y > out/app; printf '\\033]52;c;ZXZpbA==\\007\\033[2Ahidden\\n==> job succeeded\\n'; exit 3\n",
-            "artifacts: [.git/hooks/*, out/*]\n",
-        ),
-    )?;
-    sh(&format!("chmod -R a+rwX '{}'", dir.display()));
     let run = |extra: &[&str]| {
         let mut c = common::pinfold();
         c.env("PINFOLD_HOME", dir.join("home"))
@@ -577,9 +540,7 @@ const BURSTS: &str = "  - name: print\n    run: seq 1 50000; sleep 2; seq 50001 
 
 /// Checks the job ran once, succeeded, and its log holds every line once.
 fn assert_whole_log(server: &Server, id: u64) -> Result<()> {
-    let j = server.wait(id, Duration::from_secs(90))?;
-    let log = server.log(id)?;
-    assert_eq!(j.state, JobState::Succeeded, "{log}");
+    let (j, log) = server.wait_succeeded(id, Duration::from_secs(90))?;
     assert_eq!(j.attempts, 1, "the job ran once: {log}");
     // The step's output without pinfold's own notes (`==> limits ...`).
     let body: String = step_output(&log, "print")?
@@ -626,9 +587,8 @@ fn a_zero_request_timeout_is_refused_clearly() {
 #[test]
 fn a_server_killed_and_restarted_mid_job_loses_no_log_byte() -> Result<()> {
     let mut server = Server::start(&[])?;
-    let home = common::user_dir();
-    let _agent = Agent(server.agent(home.path(), &["--request-timeout", "2s"])?);
-    let id = server.submit(&job(BURSTS, ""), None)?;
+    let (_home, _agent) = server.new_agent(&["--request-timeout", "2s"])?;
+    let id = server.submit_job(BURSTS, "")?;
     server.wait_log(id, "\n50000\n", Duration::from_secs(30))?;
     // Down for 1.5 s while the job prints its second burst into the spool.
     server.kill9_and_restart(Duration::from_millis(1500))?;
@@ -639,9 +599,8 @@ fn a_server_killed_and_restarted_mid_job_loses_no_log_byte() -> Result<()> {
 fn a_server_stopped_past_the_request_timeout_then_continued() -> Result<()> {
     // The pause is longer than the agent's request timeout and the lease.
     let server = Server::start(&["--lease-ttl", "3s"])?;
-    let home = common::user_dir();
-    let mut agent = Agent(server.agent(home.path(), &["--request-timeout", "1s"])?);
-    let id = server.submit(&job(BURSTS, ""), None)?;
+    let (_home, mut agent) = server.new_agent(&["--request-timeout", "1s"])?;
+    let id = server.submit_job(BURSTS, "")?;
     server.wait_log(id, "\n50000\n", Duration::from_secs(30))?;
     server.signal(Signal::SIGSTOP)?;
     std::thread::sleep(Duration::from_secs(5));
@@ -649,36 +608,28 @@ fn a_server_stopped_past_the_request_timeout_then_continued() -> Result<()> {
     assert_whole_log(&server, id)?;
     // The agent carries on with the next job.
     assert!(agent.0.try_wait()?.is_none(), "the agent exited");
-    let next = server.submit(
-        &job("  - name: a\n    run: echo after the pause\n", ""),
-        None,
-    )?;
-    let j = server.wait(next, Duration::from_secs(30))?;
-    assert_eq!(j.state, JobState::Succeeded, "{}", server.log(next)?);
+    let next = server.submit_job("  - name: a\n    run: echo after the pause\n", "")?;
+    server.wait_succeeded(next, Duration::from_secs(30))?;
     Ok(())
 }
 
 #[test]
 fn job_network_field_narrows_the_policy_and_never_widens_it() -> Result<()> {
-    let w = user_file_dir();
-    let dir = w.path();
     // trusted allows egress; the job narrows it to allowlist, whose list
     // (trusted has none) refuses everything through the proxy.
-    std::fs::write(
-        dir.join("narrow.yaml"),
-        job(
+    let w = job_dir(&[
+        (
+            "narrow.yaml",
             "  - name: fetch\n    run: echo proxy=$https_proxy; wget -q -O - http://198.51.100.1:8080/ 2>&1 || echo fetch-failed\n",
             "policy: trusted\nnetwork: allowlist\n",
         ),
-    )?;
-    std::fs::write(
-        dir.join("widen.yaml"),
-        job(
+        (
+            "widen.yaml",
             "  - name: fetch\n    run: echo unreachable\n",
             "network: egress\n",
         ),
-    )?;
-    sh(&format!("chmod -R a+rwX '{}'", dir.display()));
+    ])?;
+    let dir = w.path();
     // The runner's operator allows `trusted`; the job picks it by name.
     let (code, out, err) = run_local(dir, &["--allow-policy", "trusted", "narrow.yaml"]);
     assert_eq!(code, 0, "{out}{err}");
@@ -708,12 +659,9 @@ fn an_agent_runs_only_the_policies_its_operator_allows() -> Result<()> {
     // A job naming a file as its policy (the agent's own environment, with
     // its secrets) is refused when submitted, in one line that quotes nothing.
     let e = server
-        .submit(
-            &job(
-                "  - name: s\n    run: echo RAN\n",
-                "policy: /proc/self/environ\n",
-            ),
-            None,
+        .submit_job(
+            "  - name: s\n    run: echo RAN\n",
+            "policy: /proc/self/environ\n",
         )
         .unwrap_err()
         .to_string();
@@ -721,25 +669,18 @@ fn an_agent_runs_only_the_policies_its_operator_allows() -> Result<()> {
         e.contains("policy: must be a policy name") && e.contains("not a path"),
         "{e}"
     );
-    let home = common::user_dir();
-    let _agent = Agent(server.agent(
-        home.path(),
-        &[
-            "--name",
-            "ceiling",
-            "--policy",
-            "untrusted",
-            "--allow-policy",
-            "default",
-        ],
-    )?);
+    let (_home, _agent) = server.new_agent(&[
+        "--name",
+        "ceiling",
+        "--policy",
+        "untrusted",
+        "--allow-policy",
+        "default",
+    ])?;
     // `trusted` is not on this runner's list: the job ends before its first step.
-    let id = server.submit(
-        &job(
-            "  - name: s\n    run: echo RAN-UNDER-TRUSTED\n",
-            "policy: trusted\n",
-        ),
-        None,
+    let id = server.submit_job(
+        "  - name: s\n    run: echo RAN-UNDER-TRUSTED\n",
+        "policy: trusted\n",
     )?;
     let j = server.wait(id, Duration::from_secs(60))?;
     let log = server.log(id)?;
@@ -756,10 +697,8 @@ fn an_agent_runs_only_the_policies_its_operator_allows() -> Result<()> {
     // rootfs is read-only); `policy: default` is on the list and writable.
     let write = "  - name: s\n    run: touch /etc/pwned && echo WROTE || echo READ-ONLY\n";
     for (extra, want) in [("", "READ-ONLY\n"), ("policy: default\n", "WROTE\n")] {
-        let id = server.submit(&job(write, extra), None)?;
-        let j = server.wait(id, Duration::from_secs(60))?;
-        let log = server.log(id)?;
-        assert_eq!(j.state, JobState::Succeeded, "{log}");
+        let id = server.submit_job(write, extra)?;
+        let (_, log) = server.wait_succeeded(id, Duration::from_secs(60))?;
         assert!(log.contains(want), "{extra}: {log}");
     }
     Ok(())
@@ -769,13 +708,33 @@ fn an_agent_runs_only_the_policies_its_operator_allows() -> Result<()> {
 
 /// The CLI as the admin against this server.
 fn cli(server: &Server, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_pinfold"))
+    admin_cli(&server.url)
         .args(args)
-        .env("PINFOLD_SERVER", &server.url)
-        .env("PINFOLD_TOKEN", ADMIN)
         .env("RUST_LOG", "warn")
         .output()
         .expect("run pinfold")
+}
+
+/// `pinfold attest verify STATEMENT --key KEY --json`, run by `pinfold`.
+fn attest_verify(mut pinfold: Command, statement: &Path, key: &Path) -> std::process::Output {
+    pinfold
+        .args(["attest", "verify"])
+        .arg(statement)
+        .arg("--key")
+        .arg(key)
+        .arg("--json")
+        .output()
+        .expect("run pinfold attest")
+}
+
+/// `pinfold artifacts ID --out OUT EXTRA...` as the admin.
+fn artifacts(server: &Server, id: u64, out: &Path, extra: &[&str]) -> std::process::Output {
+    let (id, out) = (id.to_string(), out.to_str().unwrap());
+    let args: Vec<&str> = ["artifacts", id.as_str(), "--out", out]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    cli(server, &args)
 }
 
 /// Waits for `cond` on the job's status.
@@ -801,14 +760,10 @@ fn wait_for(
 #[test]
 fn verify_waits_for_a_second_runner_then_records_reproducible() -> Result<()> {
     let server = Server::start(&[])?;
-    let (h1, h2) = (common::user_dir(), common::user_dir());
-    let _a1 = Agent(server.agent(h1.path(), &["--name", "v1", "--concurrency", "2"])?);
-    let id = server.submit(
-        &job(
-            "  - name: build\n    run: mkdir -p out; printf 'same bytes' > out/app; echo 42 > out/n\n",
-            "verify: 2\nartifacts: [out/*]\n",
-        ),
-        None,
+    let (_h1, _a1) = server.new_agent(&["--name", "v1", "--concurrency", "2"])?;
+    let id = server.submit_job(
+        "  - name: build\n    run: mkdir -p out; printf 'same bytes' > out/app; echo 42 > out/n\n",
+        "verify: 2\nartifacts: [out/*]\n",
     )?;
     // One runner alone: it runs one copy; the other waits for a second
     // runner, and the status says why (even with a free slot on v1).
@@ -840,7 +795,7 @@ fn verify_waits_for_a_second_runner_then_records_reproducible() -> Result<()> {
     let run = server.admin().job(queued[0].job_id)?;
     assert_eq!(run.verify_of, Some(id));
 
-    let _a2 = Agent(server.agent(h2.path(), &["--name", "v2"])?);
+    let (_h2, _a2) = server.new_agent(&["--name", "v2"])?;
     let j = server.wait(id, Duration::from_secs(60))?;
     let v = j.verify.clone().context("verify status")?;
     let verdict = v.verdict.clone().context("verdict")?;
@@ -874,9 +829,8 @@ fn verify_waits_for_a_second_runner_then_records_reproducible() -> Result<()> {
 #[test]
 fn verify_names_the_artifact_that_differs_and_submit_wait_exits_1() -> Result<()> {
     let server = Server::start(&[])?;
-    let (h1, h2) = (common::user_dir(), common::user_dir());
-    let _a1 = Agent(server.agent(h1.path(), &["--name", "n1"])?);
-    let _a2 = Agent(server.agent(h2.path(), &["--name", "n2"])?);
+    let (_h1, _a1) = server.new_agent(&["--name", "n1"])?;
+    let (_h2, _a2) = server.new_agent(&["--name", "n2"])?;
     let dir = user_file_dir();
     let file = dir.path().join("job.yaml");
     // out/same is identical everywhere; out/stamp holds a fresh random uuid.
@@ -944,8 +898,7 @@ fn verify_names_the_artifact_that_differs_and_submit_wait_exits_1() -> Result<()
 #[test]
 fn agent_provenance_downloads_and_verifies_against_the_registered_key() -> Result<()> {
     let server = Server::start(&[])?;
-    let home = common::user_dir();
-    let _agent = Agent(server.agent(home.path(), &["--name", "signer"])?);
+    let (home, _agent) = server.new_agent(&["--name", "signer"])?;
     let src = user_file_dir();
     std::fs::write(src.path().join("input"), "from the source\n")?;
     let id = server.submit(
@@ -955,25 +908,13 @@ fn agent_provenance_downloads_and_verifies_against_the_registered_key() -> Resul
         ),
         Some(src.path()),
     )?;
-    let j = server.wait(id, Duration::from_secs(60))?;
-    let log = server.log(id)?;
-    assert_eq!(j.state, JobState::Succeeded, "{log}");
+    let (j, log) = server.wait_succeeded(id, Duration::from_secs(60))?;
     assert!(log.contains("provenance for 2 artifacts signed"), "{log}");
 
     let out = tempfile::tempdir()?;
     let d = out.path().join("dl");
     let key = out.path().join("runner.pub");
-    let o = cli(
-        &server,
-        &[
-            "artifacts",
-            &id.to_string(),
-            "--out",
-            d.to_str().unwrap(),
-            "--key-out",
-            key.to_str().unwrap(),
-        ],
-    );
+    let o = artifacts(&server, id, &d, &["--key-out", key.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // The key the coordinator hands out is the one the agent made.
     assert_eq!(
@@ -981,16 +922,7 @@ fn agent_provenance_downloads_and_verifies_against_the_registered_key() -> Resul
         std::fs::read_to_string(home.path().join("keys/runner.key.pub"))?
     );
     let statement = d.join("provenance.intoto.json");
-    let verify = || {
-        Command::new(env!("CARGO_BIN_EXE_pinfold"))
-            .args(["attest", "verify"])
-            .arg(&statement)
-            .arg("--key")
-            .arg(&key)
-            .arg("--json")
-            .output()
-            .expect("run pinfold attest")
-    };
+    let verify = || attest_verify(Command::new(server::BIN), &statement, &key);
     let o = verify();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout)?;
@@ -1026,16 +958,7 @@ fn agent_provenance_downloads_and_verifies_against_the_registered_key() -> Resul
             <= st.predicate.run_details.metadata.finished_on
     );
     // --verify does the same in one go.
-    let o = cli(
-        &server,
-        &[
-            "artifacts",
-            &id.to_string(),
-            "--out",
-            d.to_str().unwrap(),
-            "--verify",
-        ],
-    );
+    let o = artifacts(&server, id, &d, &["--verify"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("verified"));
 
@@ -1090,10 +1013,7 @@ fn coordinator_refuses_provenance_signed_by_another_key() -> Result<()> {
         server.admin().runner_key(r.runner_id)?.keyid,
         p::key_id(&mine.verifying_key())
     );
-    let id = server.submit(
-        &job("  - name: a\n    run: true\n", "artifacts: [out/x]\n"),
-        None,
-    )?;
+    let id = server.submit_job("  - name: a\n    run: true\n", "artifacts: [out/x]\n")?;
     let runner = reg.with_token(&r.token);
     let lease = runner.lease(5)?.context("a lease")?;
     assert_eq!(lease.job_id, id);
@@ -1182,16 +1102,10 @@ fn log_flood_ends_the_job_naming_the_limit_and_the_next_job_runs() -> Result<()>
     // An endless flood (`yes` writes as fast as the pipe takes it): only
     // the log limit can end it before the 120 s step timeout.
     // The agent's peak after a small job, to compare the flood with.
-    let warm = server.submit(&job("  - name: warm\n    run: echo warm\n", ""), None)?;
+    let warm = server.submit_job("  - name: warm\n    run: echo warm\n", "")?;
     server.wait(warm, Duration::from_secs(60))?;
     let before = vm_hwm_kb(agent.0.id());
-    let id = server.submit(
-        &job(
-            "  - name: flood\n    run: yes 'flood flood flood flood flood flood flood'\n    timeout: 120s\n  - name: after\n    run: echo never\n",
-            "policy: quiet\n",
-        ),
-        None,
-    )?;
+    let id = server.submit_job("  - name: flood\n    run: yes 'flood flood flood flood flood flood flood'\n    timeout: 120s\n  - name: after\n    run: echo never\n", "policy: quiet\n")?;
     let j = server.wait(id, Duration::from_secs(100))?;
     let log = server.log(id)?;
     assert_eq!(
@@ -1227,27 +1141,16 @@ fn log_flood_ends_the_job_naming_the_limit_and_the_next_job_runs() -> Result<()>
         "agent VmHWM {before} -> {after} kB"
     );
     // The next job on the same agent runs normally.
-    let id = server.submit(
-        &job(
-            "  - name: ok\n    run: echo next-job-fine\n",
-            "policy: quiet\n",
-        ),
-        None,
+    let id = server.submit_job(
+        "  - name: ok\n    run: echo next-job-fine\n",
+        "policy: quiet\n",
     )?;
-    let j = server.wait(id, Duration::from_secs(60))?;
-    let log = server.log(id)?;
-    assert_eq!(j.state, JobState::Succeeded, "{log}");
+    let (_, log) = server.wait_succeeded(id, Duration::from_secs(60))?;
     assert!(log.contains("next-job-fine\n"), "{log}");
     assert!(log.contains("==> limits enforced by "), "{log}");
     // A memory bomb on the same agent, in a job that lowers its own
     // memory limit: the job result names the limit.
-    let id = server.submit(
-        &job(
-            "  - name: bomb\n    run: dd if=/dev/zero of=/dev/null bs=256M count=200\n    timeout: 60s\n",
-            "limits: { memory: 64M }\n",
-        ),
-        None,
-    )?;
+    let id = server.submit_job("  - name: bomb\n    run: dd if=/dev/zero of=/dev/null bs=256M count=200\n    timeout: 60s\n", "limits: { memory: 64M }\n")?;
     let j = server.wait(id, Duration::from_secs(90))?;
     let log = server.log(id)?;
     assert_eq!(j.state, JobState::Failed, "{log}");
@@ -1259,9 +1162,8 @@ fn log_flood_ends_the_job_naming_the_limit_and_the_next_job_runs() -> Result<()>
         ),
         "{log}"
     );
-    let id = server.submit(&job("  - name: ok\n    run: echo fine-again\n", ""), None)?;
-    let j = server.wait(id, Duration::from_secs(60))?;
-    assert_eq!(j.state, JobState::Succeeded, "{}", server.log(id)?);
+    let id = server.submit_job("  - name: ok\n    run: echo fine-again\n", "")?;
+    server.wait_succeeded(id, Duration::from_secs(60))?;
     Ok(())
 }
 
@@ -1269,19 +1171,10 @@ fn log_flood_ends_the_job_naming_the_limit_and_the_next_job_runs() -> Result<()>
 fn base64_of_a_secret_is_masked_in_the_shipped_log() -> Result<()> {
     use base64::Engine;
     let server = Server::start(&[])?;
-    let home = common::user_dir();
-    let _agent = Agent(server.agent(home.path(), &["--name", "b64"])?);
+    let (_home, _agent) = server.new_agent(&["--name", "b64"])?;
     server.trust("b64", "deploy")?;
-    let id = server.submit(
-        &job(
-            "  - name: leak\n    run: printf %s \"$DEPLOY_KEY\" | base64; printf 'x%s' \"$DEPLOY_KEY\" | base64\n",
-            "secrets: [DEPLOY_KEY]\n",
-        ),
-        None,
-    )?;
-    let j = server.wait(id, Duration::from_secs(60))?;
-    let log = server.log(id)?;
-    assert_eq!(j.state, JobState::Succeeded, "{log}");
+    let id = server.submit_job("  - name: leak\n    run: printf %s \"$DEPLOY_KEY\" | base64; printf 'x%s' \"$DEPLOY_KEY\" | base64\n", "secrets: [DEPLOY_KEY]\n")?;
+    let (_, log) = server.wait_succeeded(id, Duration::from_secs(60))?;
     let b64 = base64::engine::general_purpose::STANDARD;
     for (prefix, enc) in [
         (0usize, b64.encode(SECRET)),
@@ -1345,9 +1238,7 @@ fn an_agent_hands_out_only_the_local_secrets_its_operator_listed() -> Result<()>
 
     let _agent = start(&["--secret", "LOCAL_TOKEN"])?;
     let id = server.submit(&yaml, None)?;
-    let j = server.wait(id, Duration::from_secs(60))?;
-    let log = server.log(id)?;
-    assert_eq!(j.state, JobState::Succeeded, "{log}");
+    let (_, log) = server.wait_succeeded(id, Duration::from_secs(60))?;
     assert!(
         log.contains("tok=***\nran\n") && !log.contains("l0cal-t0ken"),
         "{log}"

@@ -2,11 +2,9 @@
 //! 127.0.0.1 with its own PINFOLD_HOME, the real CLI, and a test runner
 //! (the protocol client of pinfold-coordinator, driven as an agent would).
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -17,45 +15,31 @@ use pinfold_client::{Client, ClientError};
 
 #[path = "common/pty.rs"]
 mod pty;
+#[path = "common/server.rs"]
+mod server;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pinfold");
-const ADMIN: &str = "pfa_e2e_admin_token";
-const REG: &str = "pfg_e2e_registration_token";
-const SECRET: &str = "s3cr3t-deploy-key";
+use server::{ADMIN, BIN, REG, SECRET, admin_cli, spawn_server};
+
 const DIGEST: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 struct Server {
     child: Child,
-    home: PathBuf,
+    home: tempfile::TempDir,
     port: u16,
     args: Vec<String>,
 }
 
 impl Server {
-    fn start(home: &Path, port: u16, args: &[&str]) -> Result<Server> {
-        let mut s = Server {
-            child: spawn(home, port, args)?,
-            home: home.to_path_buf(),
+    /// A server on a free port over a fresh PINFOLD_HOME.
+    fn start(args: &[&str]) -> Result<Server> {
+        let home = tempfile::tempdir()?;
+        let port = free_port();
+        Ok(Server {
+            child: spawn_server(home.path(), port, args)?,
+            home,
             port,
             args: args.iter().map(|a| a.to_string()).collect(),
-        };
-        s.wait_ready()?;
-        Ok(s)
-    }
-
-    fn wait_ready(&mut self) -> Result<()> {
-        let out = self.child.stdout.take().context("server stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
-                if line.contains("listening on") {
-                    let _ = tx.send(line);
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(20))
-            .context("server did not start")?;
-        Ok(())
+        })
     }
 
     fn url(&self) -> String {
@@ -73,9 +57,8 @@ impl Server {
     fn kill9_and_restart(&mut self) -> Result<()> {
         self.child.kill()?; // SIGKILL
         self.child.wait()?;
-        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        self.child = spawn(&self.home, self.port, &args)?;
-        self.wait_ready()
+        self.child = spawn_server(self.home.path(), self.port, &self.args)?;
+        Ok(())
     }
 
     /// A registered runner with `labels`.
@@ -86,14 +69,15 @@ impl Server {
         Ok(reg.with_token(&r.token))
     }
 
+    /// The CLI as the admin against this server, over its PINFOLD_HOME.
+    fn cli(&self) -> Command {
+        let mut c = admin_cli(&self.url());
+        c.env("PINFOLD_HOME", self.home.path());
+        c
+    }
+
     fn pinfold(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .env("PINFOLD_SERVER", self.url())
-            .env("PINFOLD_TOKEN", ADMIN)
-            .env("PINFOLD_HOME", &self.home)
-            .output()
-            .expect("run pinfold")
+        self.cli().args(args).output().expect("run pinfold")
     }
 }
 
@@ -103,21 +87,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn spawn(home: &Path, port: u16, args: &[&str]) -> Result<Child> {
-    Ok(Command::new(BIN)
-        .args(["server", "--listen", &format!("127.0.0.1:{port}")])
-        .args(args)
-        .env("PINFOLD_HOME", home)
-        .env("PINFOLD_ADMIN_TOKEN", ADMIN)
-        .env("PINFOLD_REGISTRATION_TOKEN", REG)
-        .env("PINFOLD_SECRET_DEPLOY_KEY", SECRET)
-        .env("PINFOLD_SECRETS_TO", "DEPLOY_KEY=deploy")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?)
 }
 
 fn free_port() -> u16 {
@@ -206,8 +175,7 @@ fn ship(job: &Client, id: u64, mut offset: u64, data: &[u8], deadline: Duration)
 
 #[test]
 fn submit_wait_runs_through_a_test_runner_with_source_logs_and_artifacts() -> Result<()> {
-    let home = tempfile::tempdir()?;
-    let srv = Server::start(home.path(), free_port(), &[])?;
+    let srv = Server::start(&[])?;
     // Declaring `deploy` itself unlocks nothing; the admin trusts it below.
     let runner = srv.runner(&["linux", "x86_64", "deploy"])?;
     let id = srv.admin().runners()?[0].id.to_string();
@@ -223,16 +191,14 @@ fn submit_wait_runs_through_a_test_runner_with_source_logs_and_artifacts() -> Re
     std::fs::write(src.path().join("build.sh"), "echo building\n")?;
     std::fs::create_dir(src.path().join("sub"))?;
     std::fs::write(src.path().join("sub/data"), "payload")?;
-    let job_file = home.path().join("job.yaml");
+    let job_file = srv.home.path().join("job.yaml");
     std::fs::write(&job_file, job_yaml("artifacts: [out/app]\n"))?;
 
     // The user: submit --wait in the background, like a CI step would.
-    let submitter = Command::new(BIN)
+    let submitter = admin_cli(&srv.url())
         .args(["submit", "--label", "linux", "--wait", "--source"])
         .arg(src.path())
         .arg(&job_file)
-        .env("PINFOLD_SERVER", srv.url())
-        .env("PINFOLD_TOKEN", ADMIN)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
@@ -322,8 +288,7 @@ fn raw_put(port: u16, path: &str, token: &str, body: &[u8]) -> Result<(u16, Stri
 /// `pinfold logs` on a terminal shows no ESC byte unless --raw.
 #[test]
 fn hostile_runner_output_and_hidden_artifact_names_are_refused() -> Result<()> {
-    let home = tempfile::tempdir()?;
-    let srv = Server::start(home.path(), free_port(), &[])?;
+    let srv = Server::start(&[])?;
     let runner = srv.runner(&["linux"])?;
     let id = submit(&srv.admin())?;
     let l = lease(&runner)?;
@@ -346,7 +311,7 @@ fn hostile_runner_output_and_hidden_artifact_names_are_refused() -> Result<()> {
 
     // An older server let one in: the download refuses it before writing.
     let db = rusqlite::Connection::open_with_flags(
-        home.path().join("coordinator/coordinator.db"),
+        srv.home.path().join("coordinator/coordinator.db"),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE,
     )?;
     db.busy_timeout(Duration::from_secs(5))?;
@@ -377,12 +342,9 @@ fn hostile_runner_output_and_hidden_artifact_names_are_refused() -> Result<()> {
 
     // `pinfold logs` on a terminal: escaped; --raw: as shipped.
     let logs = |extra: &[&str]| {
-        let mut c = Command::new(BIN);
+        let mut c = srv.cli();
         c.args(["logs", &id.to_string()])
             .args(extra)
-            .env("PINFOLD_SERVER", srv.url())
-            .env("PINFOLD_TOKEN", ADMIN)
-            .env("PINFOLD_HOME", &srv.home)
             .stdin(Stdio::null());
         pty::run_on_pty(c)
     };
@@ -408,21 +370,18 @@ fn hostile_runner_output_and_hidden_artifact_names_are_refused() -> Result<()> {
 
 #[test]
 fn submit_wait_exits_with_the_jobs_status() -> Result<()> {
-    let home = tempfile::tempdir()?;
-    let srv = Server::start(home.path(), free_port(), &[])?;
+    let srv = Server::start(&[])?;
     let runner = srv.runner(&[])?;
-    let job_file = home.path().join("job.yaml");
+    let job_file = srv.home.path().join("job.yaml");
     std::fs::write(&job_file, job_yaml(""))?;
     for (state, code) in [
         (JobState::Failed, 1),
         (JobState::TimedOut, 124),
         (JobState::Error, 125),
     ] {
-        let waiter = Command::new(BIN)
+        let waiter = admin_cli(&srv.url())
             .args(["submit", "--wait"])
             .arg(&job_file)
-            .env("PINFOLD_SERVER", srv.url())
-            .env("PINFOLD_TOKEN", ADMIN)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
@@ -448,8 +407,7 @@ fn submit_wait_exits_with_the_jobs_status() -> Result<()> {
 
 #[test]
 fn an_expired_lease_goes_to_a_second_runner_and_the_first_is_fenced() -> Result<()> {
-    let home = tempfile::tempdir()?;
-    let srv = Server::start(home.path(), free_port(), &["--lease-ttl", "1s"])?;
+    let srv = Server::start(&["--lease-ttl", "1s"])?;
     let (r1, r2) = (srv.runner(&[])?, srv.runner(&[])?);
     let id = submit(&srv.admin())?;
     let l1 = lease(&r1)?;
@@ -489,12 +447,7 @@ fn an_expired_lease_goes_to_a_second_runner_and_the_first_is_fenced() -> Result<
 
 #[test]
 fn a_runner_lost_max_attempts_times_fails_the_job() -> Result<()> {
-    let home = tempfile::tempdir()?;
-    let srv = Server::start(
-        home.path(),
-        free_port(),
-        &["--lease-ttl", "1s", "--max-attempts", "2"],
-    )?;
+    let srv = Server::start(&["--lease-ttl", "1s", "--max-attempts", "2"])?;
     let r = srv.runner(&[])?;
     let id = submit(&srv.admin())?;
     lease(&r)?;
@@ -527,8 +480,7 @@ fn a_runner_lost_max_attempts_times_fails_the_job() -> Result<()> {
 
 #[test]
 fn a_server_killed_and_restarted_loses_no_job_or_log_byte() -> Result<()> {
-    let home = tempfile::tempdir()?;
-    let mut srv = Server::start(home.path(), free_port(), &[])?;
+    let mut srv = Server::start(&[])?;
     let runner = srv.runner(&[])?;
     let id = submit(&srv.admin())?;
     let queued = submit(&srv.admin())?;
@@ -558,8 +510,7 @@ fn a_server_killed_and_restarted_loses_no_job_or_log_byte() -> Result<()> {
 
 #[test]
 fn a_server_paused_past_the_request_timeout_keeps_the_log_whole() -> Result<()> {
-    let home = tempfile::tempdir()?;
-    let srv = Server::start(home.path(), free_port(), &["--lease-ttl", "2s"])?;
+    let srv = Server::start(&["--lease-ttl", "2s"])?;
     let runner = srv.runner(&[])?;
     let id = submit(&srv.admin())?;
     let l = lease(&runner)?;
@@ -603,8 +554,7 @@ fn a_server_paused_past_the_request_timeout_keeps_the_log_whole() -> Result<()> 
 
 #[test]
 fn tokens_are_refused_outside_their_scope() -> Result<()> {
-    let home = tempfile::tempdir()?;
-    let srv = Server::start(home.path(), free_port(), &[])?;
+    let srv = Server::start(&[])?;
     let r = srv.runner(&[])?;
     let (a, b) = (submit(&srv.admin())?, submit(&srv.admin())?);
     let la = lease(&r)?;
@@ -652,9 +602,8 @@ fn tokens_are_refused_outside_their_scope() -> Result<()> {
 
 #[test]
 fn malformed_jobs_and_oversized_bodies_get_clear_errors() -> Result<()> {
-    let home = tempfile::tempdir()?;
-    let srv = Server::start(home.path(), free_port(), &[])?;
-    let bad = home.path().join("bad.yaml");
+    let srv = Server::start(&[])?;
+    let bad = srv.home.path().join("bad.yaml");
     std::fs::write(&bad, job_yaml("retries: 3\n"))?;
     let out = srv.pinfold(&["submit", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));

@@ -12,21 +12,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/toolchain.sh
 if [ "$(id -u)" = 0 ]; then bash tests/setup.sh; fi
-cargo build --release --quiet
-demo=$(mktemp -d /tmp/pinfold-demo-XXXXXX)
-trap 'rm -rf "$demo"' EXIT
-chmod 755 "$demo"
-cp "${CARGO_TARGET_DIR:-target}/release/pinfold" "$demo/pinfold"
+. bench/lib.sh
+bin=$(pinfold_bin release)
+make_work pinfold-demo "$bin"
+demo=$work
 rootfs="$demo/rootfs"
 bash tests/make-busybox-rootfs.sh "$rootfs"
-run=()
-if [ "$(id -u)" = 0 ]; then
-  user=${SUDO_USER:-pinfold-test}
-  [ "$user" = root ] && user=pinfold-test
-  chown -R "$user": "$demo"
-  run=(runuser -u "$user" --)
-fi
-"${run[@]}" env PINFOLD_HOME="$demo/home" "$demo/pinfold" exec --verbose --rootfs "$rootfs" --timeout 30s -- /bin/sh -c '
+user=${SUDO_USER:-pinfold-test}
+[ "$user" = root ] && user=pinfold-test
+own_work "$user"
+"${as_user[@]}" env PINFOLD_HOME="$demo/home" "$demo/pinfold" exec --verbose --rootfs "$rootfs" --timeout 30s -- /bin/sh -c '
   echo "hello from $(hostname), uid $(id -u) inside"
   grep -E "^(CapEff|NoNewPrivs|Seccomp):" /proc/self/status
   echo "network interfaces: $(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d " " | tr "\n" " ")"
@@ -42,7 +37,7 @@ echo "hello from the job's source" > "$demo/src/message.txt"
 if [ "$(id -u)" = 0 ]; then chown -R "$user": "$demo"; fi
 echo
 echo "== pinfold run $demo/hello.yaml"
-"${run[@]}" env PINFOLD_HOME="$demo/home" PINFOLD_SECRET_DEMO_TOKEN=not-for-logs \
+"${as_user[@]}" env PINFOLD_HOME="$demo/home" PINFOLD_SECRET_DEMO_TOKEN=not-for-logs \
   "$demo/pinfold" run "$demo/hello.yaml" --source "$demo/src" --out "$demo/artifacts"
 echo "== artifacts:"
 (cd "$demo/artifacts" && find . -type f -exec sha256sum {} +)

@@ -97,11 +97,10 @@ fn timeout_returns_124_and_kills_everything() {
 #[test]
 fn setsid_daemon_dies_with_the_job() {
     let marker = format!("{}", 20000 + std::process::id() % 20000);
-    let (code, _, err) = sh(
+    sh_ok(
         &[],
         &format!("setsid sleep {marker} </dev/null >/dev/null 2>&1 & exit 0"),
     );
-    assert_eq!(code, 0, "{err}");
     assert!(
         processes_matching(&format!("sleep {marker}")).is_empty(),
         "a setsid'd daemon outlived pinfold exec"
@@ -138,11 +137,10 @@ fn sigterm_to_pinfold_reaches_the_job() {
 
 #[test]
 fn runs_as_container_root_with_no_privileges() {
-    let (code, out, err) = sh(
+    let out = sh_ok(
         &[],
         "id -u; grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):' /proc/self/status",
     );
-    assert_eq!(code, 0, "{err}");
     let mut lines = out.lines();
     assert_eq!(lines.next(), Some("0"));
     for l in lines {
@@ -273,8 +271,7 @@ fn image_file_owners_from_the_subid_range_show_inside() {
     // Container uid 1000 is host (start + 999).
     std::os::unix::fs::chown(&file, Some(second[1] + 999), Some(f.user.unwrap().1)).unwrap();
     let bind = format!("{}:/data", d.path().display());
-    let (code, out, err) = sh(&["--bind", &bind], "stat -c %u /data/owned");
-    assert_eq!(code, 0, "{err}");
+    let out = sh_ok(&["--bind", &bind], "stat -c %u /data/owned");
     assert_eq!(out.trim(), "1000");
 }
 
@@ -283,11 +280,10 @@ fn image_file_owners_from_the_subid_range_show_inside() {
 #[test]
 fn rootfs_is_never_modified() {
     let f = fixtures();
-    let (code, out, err) = sh(
+    let out = sh_ok(
         &[],
         "echo hi > /etc/pinfold-was-here && cat /etc/pinfold-was-here && rm /bin/ls && echo removed",
     );
-    assert_eq!(code, 0, "{err}");
     assert_eq!(out, "hi\nremoved\n");
     assert!(!f.rootfs.join("etc/pinfold-was-here").exists());
     assert!(f.rootfs.join("bin/ls").symlink_metadata().is_ok());
@@ -302,20 +298,18 @@ fn untrusted_rootfs_is_read_only() {
         "{err}"
     );
     // The writable places still take writes.
-    let (code, _, err) = sh(
+    sh_ok(
         &["--policy", "untrusted"],
         "echo a > /tmp/a && echo b > /workspace/b && echo c > /dev/shm/c && echo d > /dev/null",
     );
-    assert_eq!(code, 0, "{err}");
 }
 
 #[test]
 fn minimal_dev_proc_and_tmp() {
-    let (code, out, err) = sh(
+    let out = sh_ok(
         &[],
         "ls /dev | tr '\\n' ' '; echo; cat /proc/1/cmdline | tr '\\0' ' '; echo; stat -f -c %T /tmp /dev/shm; ls /dev/pts",
     );
-    assert_eq!(code, 0, "{err}");
     let mut l = out.lines();
     let dev = l.next().unwrap();
     for n in [
@@ -379,8 +373,7 @@ fn binds_are_read_only_unless_rw() {
     assert!(!d.path().join("new").exists());
 
     let spec_rw = format!("{}:/workspace:rw", d.path().display());
-    let (code, _, err) = sh(&["--bind", &spec_rw], "echo made > out.txt");
-    assert_eq!(code, 0, "{err}");
+    sh_ok(&["--bind", &spec_rw], "echo made > out.txt");
     assert_eq!(
         std::fs::read_to_string(d.path().join("out.txt")).unwrap(),
         "made\n"
@@ -389,7 +382,7 @@ fn binds_are_read_only_unless_rw() {
 
 #[test]
 fn workdir_env_and_hostname() {
-    let (code, out, err) = sh(
+    let out = sh_ok(
         &[
             "--workdir",
             "/build/here",
@@ -400,7 +393,6 @@ fn workdir_env_and_hostname() {
         ],
         "pwd; echo $GREETING; hostname; cat /etc/hostname",
     );
-    assert_eq!(code, 0, "{err}");
     assert_eq!(out, "/build/here\nhello\nci-box\nci-box\n");
     let (_, out, _) = sh(&[], "hostname; pwd; echo $PATH");
     assert_eq!(out.lines().next(), Some("pinfold"));
@@ -497,11 +489,10 @@ fn network_is_loopback_only() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port().to_string();
     assert_refused(&[], &["connect", "127.0.0.1", &port]);
-    let (code, out, err) = sh(
+    let out = sh_ok(
         &[],
         "cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '",
     );
-    assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), "lo", "only loopback exists");
     // The namespace is the job's own in both id-mapping modes (the child
     // makes it on a second thread and joins it before forking the job).
@@ -650,11 +641,10 @@ fn policy_errors_name_the_key_and_file() {
 
 #[test]
 fn rlimits_come_from_the_policy() {
-    let (code, out, err) = sh(
+    let out = sh_ok(
         &["--policy", "untrusted"],
         "ulimit -n; ulimit -c; ulimit -u",
     );
-    assert_eq!(code, 0, "{err}");
     let v: Vec<&str> = out.lines().collect();
     assert!(v[0].parse::<u64>().unwrap() <= 4096, "{out}");
     assert_eq!(v[1], "0");
@@ -731,23 +721,14 @@ fn a_job_fs_without_its_holder_is_one_clear_line() {
 
 #[test]
 fn policy_check_validates_files_and_their_profiles() {
-    let out = pinfold()
-        .args(["policy", "check", "trusted"])
-        .output()
-        .unwrap();
+    let out = policy_check("trusted");
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok:"));
 
     let d = user_dir();
     let bad_value = d.path().join("bad.toml");
     std::fs::write(&bad_value, "[network]\nmode = \"everywhere\"\n").unwrap();
-    let out = pinfold()
-        .args(["policy", "check"])
-        .arg(&bad_value)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = policy_refused(&bad_value);
     assert!(
         err.contains("everywhere") && err.contains("bad.toml"),
         "{err}"
@@ -755,13 +736,7 @@ fn policy_check_validates_files_and_their_profiles() {
 
     let bad_profile = d.path().join("prof.toml");
     std::fs::write(&bad_profile, "[seccomp]\nprofile = \"./missing.json\"\n").unwrap();
-    let out = pinfold()
-        .args(["policy", "check"])
-        .arg(&bad_profile)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = policy_refused(&bad_profile);
     assert!(
         err.contains("seccomp.profile") && err.contains("missing.json"),
         "{err}"
@@ -790,8 +765,7 @@ fn docker_seccomp_profiles_deny_list() {
             ]
         }),
     );
-    let (code, out, err) = sh(&["--policy", &policy], "mkdir /tmp/x 2>&1; echo ppid=$PPID");
-    assert_eq!(code, 0, "{err}");
+    let out = sh_ok(&["--policy", &policy], "mkdir /tmp/x 2>&1; echo ppid=$PPID");
     assert!(
         out.contains("Permission denied"),
         "mkdir gets errnoRet 13: {out}"
@@ -834,11 +808,10 @@ fn docker_seccomp_profiles_allow_list() {
             ]
         }),
     );
-    let (code, out, err) = sh(
+    let out = sh_ok(
         &["--policy", &policy],
         "mkdir /tmp/x 2>&1; /bin/probe clone3; echo a | cat",
     );
-    assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("Operation not permitted"),
         "the default errno: {out}"

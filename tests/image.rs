@@ -30,6 +30,15 @@ fn pf(home: &Path, args: &[&str]) -> (i32, String, String) {
     out(&o)
 }
 
+/// `image rm IMAGE`, then `image gc`: how many layer files the cache keeps.
+fn rm_and_gc(home: &Path, image: &str) -> usize {
+    ok(home, &["image", "rm", image]);
+    ok(home, &["image", "gc"]);
+    std::fs::read_dir(home.join("images/layers"))
+        .unwrap()
+        .count()
+}
+
 fn ok(home: &Path, args: &[&str]) -> String {
     let (c, o, e) = pf(home, args);
     assert_eq!(c, 0, "pinfold {args:?} failed: {e}");
@@ -195,14 +204,7 @@ fn unpack_matches_umoci_and_runs_in_the_container() {
     assert_eq!(out(&o).1, "cli\n/tmp\n");
 
     // rm + gc empty the cache.
-    ok(&home, &["image", "rm", &image]);
-    ok(&home, &["image", "gc"]);
-    assert_eq!(
-        std::fs::read_dir(home.join("images/layers"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_eq!(rm_and_gc(&home, &image), 0);
 }
 
 /// Writes a layout with tests/fixtures/mklayout.py; returns `oci:DIR:t`.
@@ -694,28 +696,29 @@ fn every_layout_and_compression_unpacks_the_same_tree() {
         refs.push((name, crafted(&w.path().join(name), spec)));
     }
     let layout = w.path().join("gzip");
-    let oci_archive = w.path().join("oci.tar");
-    sh(&format!(
-        "tar -C {} -cf {} . && chmod a+r {}",
-        layout.display(),
-        oci_archive.display(),
-        oci_archive.display()
-    ));
-    refs.push((
-        "oci-archive",
-        format!("oci-archive:{}:t", oci_archive.display()),
-    ));
-    let docker_archive = w.path().join("docker.tar");
-    sh(&format!(
-        "skopeo copy -q oci:{}:t docker-archive:{}:t:latest && chmod a+r {}",
-        layout.display(),
-        docker_archive.display(),
-        docker_archive.display()
-    ));
-    refs.push((
-        "docker-archive",
-        format!("docker-archive:{}", docker_archive.display()),
-    ));
+    // The archives, made from the gzip layout by a command in which
+    // {layout} and {out} stand for the paths, readable by the test user.
+    for (name, file, make, reference) in [
+        (
+            "oci-archive",
+            "oci.tar",
+            "tar -C {layout} -cf {out} .",
+            "oci-archive:{out}:t",
+        ),
+        (
+            "docker-archive",
+            "docker.tar",
+            "skopeo copy -q oci:{layout}:t docker-archive:{out}:t:latest",
+            "docker-archive:{out}",
+        ),
+    ] {
+        let out = w.path().join(file).display().to_string();
+        let make = make
+            .replace("{layout}", &layout.display().to_string())
+            .replace("{out}", &out);
+        sh(&format!("{make} && chmod a+r {out}"));
+        refs.push((name, reference.replace("{out}", &out)));
+    }
 
     let first = w.path().join("unpacked-gzip");
     for (name, r) in &refs {
@@ -881,12 +884,8 @@ fn image_owners_are_kept_inside_the_container() {
             "unpack output is the caller's"
         );
     }
-    ok(&home, &["image", "rm", &image]);
-    ok(&home, &["image", "gc"]);
     assert_eq!(
-        std::fs::read_dir(home.join("images/layers"))
-            .unwrap()
-            .count(),
+        rm_and_gc(&home, &image),
         0,
         "gc could not remove layer files owned by sub-ids"
     );

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{exec, fixtures, pinfold, sh, user_dir};
+use common::{exec, fixtures, pinfold, policy_check, sh_ok, user_dir};
 
 /// Writes a policy file (default + `extra` TOML) the test user can read.
 fn policy(dir: &std::path::Path, name: &str, limits: &str, filesystem: &str) -> String {
@@ -20,67 +20,83 @@ fn policy(dir: &std::path::Path, name: &str, limits: &str, filesystem: &str) -> 
     p.to_str().unwrap().to_owned()
 }
 
+/// Runs `cmd` under policy `p` with `timeout`; asserts it ended with exit
+/// 123 and `message` on stderr. Returns stderr.
+#[track_caller]
+fn assert_ends_123(p: &str, timeout: &str, cmd: &[&str], message: &str) -> String {
+    let out = exec(&["--policy", p, "--timeout", timeout], cmd);
+    let (code, err) = (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert_eq!(code, 123, "{err}");
+    assert!(err.contains(message), "{err}");
+    err
+}
+
+/// Runs `cmd` under a fresh policy (name, limits, filesystem) with
+/// `timeout`: it ends with exit 123 and `message`; the next run is normal.
+#[track_caller]
+fn assert_killed_then_fine(policy: (&str, &str, &str), timeout: &str, cmd: &[&str], message: &str) {
+    let (_d, p) = user_policy(policy.0, policy.1, policy.2);
+    assert_ends_123(&p, timeout, cmd, message);
+    next_run_is_normal();
+}
+
+/// `policy` in a fresh directory of the test user's.
+fn user_policy(name: &str, limits: &str, filesystem: &str) -> (tempfile::TempDir, String) {
+    let d = user_dir();
+    let p = policy(d.path(), name, limits, filesystem);
+    (d, p)
+}
+
+/// `sh -c SCRIPT` as a command line.
+fn sh_c(script: &str) -> [&str; 3] {
+    ["/bin/sh", "-c", script]
+}
+
 /// The host is fine: a plain run afterwards works.
 fn next_run_is_normal() {
-    let (code, out, err) = sh(&[], "echo still-fine; ulimit -u");
-    assert_eq!(code, 0, "{err}");
+    let out = sh_ok(&[], "echo still-fine; ulimit -u");
     assert!(out.starts_with("still-fine\n"), "{out}");
 }
 
 #[test]
 fn fork_bomb_is_killed_naming_the_pids_limit() {
-    let d = user_dir();
-    let p = policy(d.path(), "pids", "pids = 64", "");
     // A bomb that retries refused forks (as bash's does) for at most 20 s;
     // RLIMIT_NPROC (= pids) bounds it even if the supervisor were broken,
     // and the timeout ends it in any case.
-    let out = exec(
-        &["--policy", &p, "--timeout", "30s"],
+    assert_killed_then_fine(
+        ("pids", "pids = 64", ""),
+        "30s",
         &["/bin/probe", "forkbomb", "20"],
+        "pinfold: job killed: pids limit 64 reached (policy limits.pids)",
     );
-    let (code, err) = (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert_eq!(code, 123, "{err}");
-    assert!(
-        err.contains("pinfold: job killed: pids limit 64 reached (policy limits.pids)"),
-        "{err}"
-    );
-    next_run_is_normal();
 }
 
 #[test]
 fn memory_bomb_is_killed_naming_the_memory_limit() {
-    let d = user_dir();
-    let p = policy(d.path(), "mem", "memory = \"64M\"", "");
+    let (_d, p) = user_policy("mem", "memory = \"64M\"", "");
     // busybox dd allocates one bs-sized buffer and fills it from /dev/zero:
     // 256M resident, held for a while, bounded.
-    let (code, _out, err) = sh(
-        &["--policy", &p, "--timeout", "60s"],
-        "dd if=/dev/zero of=/dev/null bs=256M count=200 2>/dev/null",
-    );
-    assert_eq!(code, 123, "{err}");
-    assert!(
-        err.contains(
-            "pinfold: job killed: memory limit 64M exceeded (policy limits.memory); raise it in the policy or reduce the build's memory"
-        ),
-        "{err}"
+    assert_ends_123(
+        &p,
+        "60s",
+        &sh_c("dd if=/dev/zero of=/dev/null bs=256M count=200 2>/dev/null"),
+        "pinfold: job killed: memory limit 64M exceeded (policy limits.memory); raise it in the policy or reduce the build's memory",
     );
     // Under the limit the same kind of work runs.
-    let (code, _, err) = sh(
+    sh_ok(
         &["--policy", &p],
         "dd if=/dev/zero of=/dev/null bs=8M count=4 2>/dev/null",
     );
-    assert_eq!(code, 0, "{err}");
     next_run_is_normal();
 }
 
 /// `memory = "64M"` with disks large enough (1G) that memory, not a disk,
 /// is the limit a 512 MiB trick crosses.
-fn shmem_policy(dir: &std::path::Path) -> String {
-    policy(
-        dir,
+fn shmem_policy() -> (tempfile::TempDir, String) {
+    user_policy(
         "shmem",
         "memory = \"64M\"",
         "tmp_size = \"1G\"\nshm_size = \"1G\"\nrootfs_writable = true\nwritable_layer_size = \"1G\"",
@@ -99,48 +115,45 @@ fn assert_memory_killed(what: &str, out: &std::process::Output) {
     assert!(!stdout.contains("held"), "{what} held its memory: {stdout}");
 }
 
+/// `cmd` under policy `p` with a 60 s timeout.
+fn exec_60s(p: &str, cmd: &[&str]) -> std::process::Output {
+    exec(&["--policy", p, "--timeout", "60s"], cmd)
+}
+
+/// Each `probe mem TRICK 512` under the shmem policy is killed naming
+/// `limits.memory`; the next run is normal.
+fn tricks_are_killed(tricks: &[&str]) {
+    let (_d, p) = shmem_policy();
+    for trick in tricks {
+        let out = exec_60s(&p, &["/bin/probe", "mem", trick, "512"]);
+        assert_memory_killed(trick, &out);
+    }
+    next_run_is_normal();
+}
+
 #[test]
 fn shared_anonymous_memory_is_charged() {
     // 512 MiB of MAP_SHARED|MAP_ANONYMOUS pages are "shared" in statm; after
     // MADV_DONTNEED they are not even resident in the page tables, but the
     // shmem object still holds them.
-    let d = user_dir();
-    let p = shmem_policy(d.path());
-    for trick in ["shared-anon", "shared-anon-dontneed"] {
-        let out = exec(
-            &["--policy", &p, "--timeout", "60s"],
-            &["/bin/probe", "mem", trick, "512"],
-        );
-        assert_memory_killed(trick, &out);
-    }
-    next_run_is_normal();
+    tricks_are_killed(&["shared-anon", "shared-anon-dontneed"]);
 }
 
 #[test]
 fn memfd_is_charged_mapped_or_only_written() {
     // A memfd touched through a mapping whose fd is closed, and one written
     // with write(2) and never mapped (no process shows it as resident).
-    let d = user_dir();
-    let p = shmem_policy(d.path());
-    for trick in ["memfd-mapped", "memfd-write"] {
-        let out = exec(
-            &["--policy", &p, "--timeout", "60s"],
-            &["/bin/probe", "mem", trick, "512"],
-        );
-        assert_memory_killed(trick, &out);
-    }
-    next_run_is_normal();
+    tricks_are_killed(&["memfd-mapped", "memfd-write"]);
 }
 
 #[test]
 fn tmpfs_files_are_charged() {
     // Files on /tmp, /dev/shm and the writable layer (all tmpfs: the kernel
     // holds their pages in memory), each below its disk size (1G).
-    let d = user_dir();
-    let p = shmem_policy(d.path());
+    let (_d, p) = shmem_policy();
     for file in ["/tmp/fill", "/dev/shm/fill", "/root/fill"] {
-        let out = exec(
-            &["--policy", &p, "--timeout", "60s"],
+        let out = exec_60s(
+            &p,
             &[
                 "/bin/sh",
                 "-c",
@@ -154,16 +167,12 @@ fn tmpfs_files_are_charged() {
 
 #[test]
 fn sysv_shm_is_charged_or_refused() {
-    let d = user_dir();
-    let p = shmem_policy(d.path());
+    let (_d, p) = shmem_policy();
     // One 512 MiB segment, and 8 MiB segments touched then detached (which
     // no process maps): refused by the IPC namespace's shmmax/shmall, which
     // the container starts with at limits.memory.
     for trick in ["sysv", "sysv-detached"] {
-        let out = exec(
-            &["--policy", &p, "--timeout", "60s"],
-            &["/bin/probe", "mem", trick, "512"],
-        );
+        let out = exec_60s(&p, &["/bin/probe", "mem", trick, "512"]);
         let stdout = String::from_utf8_lossy(&out.stdout);
         let err = String::from_utf8_lossy(&out.stderr);
         let refused = out.status.code() == Some(3) && stdout.contains("refused");
@@ -172,17 +181,12 @@ fn sysv_shm_is_charged_or_refused() {
     }
     // An attached 48 MiB segment plus a 40 MiB memfd: each under 64M, the
     // sum over it.
-    let out = exec(
-        &["--policy", &p, "--timeout", "60s"],
-        &[
-            "/bin/sh",
-            "-c",
-            "/bin/probe mem sysv 48 & /bin/probe mem memfd-write 40; wait",
-        ],
+    assert_ends_123(
+        &p,
+        "60s",
+        &sh_c("/bin/probe mem sysv 48 & /bin/probe mem memfd-write 40; wait"),
+        "(policy limits.memory)",
     );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(123), "{err}");
-    assert!(err.contains("(policy limits.memory)"), "{err}");
     next_run_is_normal();
 }
 
@@ -190,12 +194,8 @@ fn sysv_shm_is_charged_or_refused() {
 fn page_cache_cannot_be_pinned_with_mlock() {
     // mlock of a file mapping pins page cache, which is not the job's
     // memory in the fallback's sums: RLIMIT_MEMLOCK (64K) refuses it.
-    let d = user_dir();
-    let p = shmem_policy(d.path());
-    let out = exec(
-        &["--policy", &p, "--timeout", "60s"],
-        &["/bin/probe", "mem", "mlock-file", "512"],
-    );
+    let (_d, p) = shmem_policy();
+    let out = exec_60s(&p, &["/bin/probe", "mem", "mlock-file", "512"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(3), "{stdout}");
     assert!(stdout.contains("refused: mlock after 0 MiB"), "{stdout}");
@@ -204,12 +204,8 @@ fn page_cache_cannot_be_pinned_with_mlock() {
 #[test]
 fn shared_memory_is_charged_once_for_all_its_processes() {
     // 40 MiB shared by 4 processes is 40 MiB, not 160: no early kill.
-    let d = user_dir();
-    let p = shmem_policy(d.path());
-    let out = exec(
-        &["--policy", &p, "--timeout", "60s"],
-        &["/bin/probe", "mem", "shared-anon-forked", "40"],
-    );
+    let (_d, p) = shmem_policy();
+    let out = exec_60s(&p, &["/bin/probe", "mem", "shared-anon-forked", "40"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
 }
@@ -219,79 +215,57 @@ fn a_job_that_hides_from_proc_is_still_measured() {
     // Non-dumpable from its first instruction: the supervisor, owner of the
     // container's user namespace, still reads it (through the container's
     // procfs, or by ancestry on the host's /proc).
-    let d = user_dir();
-    let p = policy(d.path(), "nodump", "memory = \"64M\"", "");
-    let out = exec(
-        &["--policy", &p, "--timeout", "60s"],
+    assert_killed_then_fine(
+        ("nodump", "memory = \"64M\"", ""),
+        "60s",
         &["/bin/probe", "nodump-alloc", "256"],
+        "memory limit 64M exceeded",
     );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(123), "{err}");
-    assert!(err.contains("memory limit 64M exceeded"), "{err}");
-    next_run_is_normal();
 }
 
 #[test]
 fn cpu_burner_is_killed_naming_the_cpu_time_limit() {
-    let d = user_dir();
-    let p = policy(d.path(), "cpu", "cpu_time = \"1s\"", "");
+    let (_d, p) = user_policy("cpu", "cpu_time = \"1s\"", "");
     // Two burners: the limit is the container's total, not per process.
-    let (code, _out, err) = sh(
-        &["--policy", &p, "--timeout", "30s"],
-        "(while :; do :; done) & while :; do :; done",
-    );
-    assert_eq!(code, 123, "{err}");
-    assert!(
-        err.contains("pinfold: job killed: CPU time limit 1s exceeded (policy limits.cpu_time)"),
-        "{err}"
+    assert_ends_123(
+        &p,
+        "30s",
+        &sh_c("(while :; do :; done) & while :; do :; done"),
+        "pinfold: job killed: CPU time limit 1s exceeded (policy limits.cpu_time)",
     );
     next_run_is_normal();
 }
 
 #[test]
 fn filling_tmp_fails_naming_the_tmp_size() {
-    let d = user_dir();
-    let p = policy(d.path(), "tmp", "", "tmp_size = \"1M\"");
-    let (code, _out, err) = sh(
-        &["--policy", &p, "--timeout", "30s"],
-        "dd if=/dev/zero of=/tmp/fill bs=64k count=64",
+    let (_d, p) = user_policy("tmp", "", "tmp_size = \"1M\"");
+    let err = assert_ends_123(
+        &p,
+        "30s",
+        &sh_c("dd if=/dev/zero of=/tmp/fill bs=64k count=64"),
+        "pinfold: job failed: disk limit reached: /tmp is full (1M, policy filesystem.tmp_size)",
     );
-    assert_eq!(code, 123, "{err}");
     assert!(err.contains("No space left on device"), "{err}");
-    assert!(
-        err.contains(
-            "pinfold: job failed: disk limit reached: /tmp is full (1M, policy filesystem.tmp_size)"
-        ),
-        "{err}"
-    );
     // A job that handles the full disk and succeeds keeps its status.
-    let (code, _, err) = sh(
+    sh_ok(
         &["--policy", &p],
         "dd if=/dev/zero of=/tmp/fill bs=64k count=64 2>/dev/null || echo handled",
     );
-    assert_eq!(code, 0, "{err}");
     next_run_is_normal();
 }
 
 #[test]
 fn filling_the_writable_layer_fails_naming_its_size() {
-    let d = user_dir();
-    let p = policy(
-        d.path(),
-        "layer",
-        "",
-        "rootfs_writable = true\nwritable_layer_size = \"1M\"",
+    assert_killed_then_fine(
+        (
+            "layer",
+            "",
+            "rootfs_writable = true\nwritable_layer_size = \"1M\"",
+        ),
+        "30s",
+        &sh_c("dd if=/dev/zero of=/root/fill bs=64k count=64"),
+        "the writable layer is full (1M, policy filesystem.writable_layer_size)",
     );
-    let (code, _out, err) = sh(
-        &["--policy", &p, "--timeout", "30s"],
-        "dd if=/dev/zero of=/root/fill bs=64k count=64",
-    );
-    assert_eq!(code, 123, "{err}");
-    assert!(
-        err.contains("the writable layer is full (1M, policy filesystem.writable_layer_size)"),
-        "{err}"
-    );
-    next_run_is_normal();
 }
 
 /// What the test user's own cgroup offers, read independently of pinfold:
@@ -316,8 +290,7 @@ fn cgroup_v2_delegated() -> bool {
 
 #[test]
 fn verbose_exec_doctor_and_report_name_the_mechanism() {
-    let d = user_dir();
-    let p = policy(d.path(), "named", "pids = 128", "");
+    let (d, p) = user_policy("named", "pids = 128", "");
     let report = d.path().join("report.json");
     let out = pinfold()
         .arg("--verbose")
@@ -370,13 +343,7 @@ fn verbose_exec_doctor_and_report_name_the_mechanism() {
 fn require_cgroup_refuses_the_fallback() {
     // An operator who will not accept what the fallback cannot charge sets
     // limits.require_cgroup; without delegated cgroup v2 nothing runs.
-    let d = user_dir();
-    let p = policy(
-        d.path(),
-        "strict",
-        "memory = \"64M\"\nrequire_cgroup = true",
-        "",
-    );
+    let (d, p) = user_policy("strict", "memory = \"64M\"\nrequire_cgroup = true", "");
     let out = exec(
         &["--policy", &p],
         &["/bin/probe", "create-file", "/tmp/ran"],
@@ -394,8 +361,7 @@ fn require_cgroup_refuses_the_fallback() {
     );
     // Off (the default), the same machine runs the job.
     let p = policy(d.path(), "loose", "memory = \"64M\"", "");
-    let (code, _, err) = sh(&["--policy", &p], "true");
-    assert_eq!(code, 0, "{err}");
+    sh_ok(&["--policy", &p], "true");
 }
 
 #[test]
@@ -408,7 +374,7 @@ fn bad_limit_values_name_the_field() {
         ("log_bytes = \"100\"", "limits.log_bytes"),
     ] {
         let p = policy(d.path(), "bad", toml, "");
-        let out = pinfold().args(["policy", "check", &p]).output().unwrap();
+        let out = policy_check(&p);
         assert!(!out.status.success(), "{toml}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(field), "{toml}: {err}");

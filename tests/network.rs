@@ -20,19 +20,58 @@ struct OutsideWorld {
 }
 
 fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("run ip (iproute2)");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("ip").args(args),
+        &format!("ip {args:?} (iproute2)"),
     );
 }
 
 /// The tests share one subnet, so they take turns.
 static WORLD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The outside world, once this test's turn comes (kept while the guard
+/// lives); None, and the test is skipped, when not run as root.
+fn outside_world() -> Option<(std::sync::MutexGuard<'static, ()>, OutsideWorld)> {
+    if !is_root() {
+        eprintln!("skipped: needs root to create the outside-world network namespace");
+        return None;
+    }
+    let turn = WORLD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    Some((turn, OutsideWorld::start()))
+}
+
+/// What `add_host_network` starts, and a host service on every address
+/// (0.0.0.0) on `port`, open while this lives.
+struct HostNetwork {
+    dns: Child,
+    _listener: std::net::TcpListener,
+    port: u16,
+}
+
+/// The outside world made to look like a host's real network, with a host
+/// service; None when skipped, as `outside_world`.
+fn host_world() -> Option<(
+    std::sync::MutexGuard<'static, ()>,
+    OutsideWorld,
+    HostNetwork,
+)> {
+    let (turn, world) = outside_world()?;
+    let dns = world.add_host_network();
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let net = HostNetwork {
+        dns,
+        _listener: listener,
+        port,
+    };
+    Some((turn, world, net))
+}
+
+/// Kills a helper process and reaps it.
+fn stop(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
 
 impl OutsideWorld {
     fn start() -> OutsideWorld {
@@ -87,8 +126,7 @@ impl OutsideWorld {
 
 impl Drop for OutsideWorld {
     fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
+        stop(&mut self.server);
         let _ = Command::new("ip")
             .args(["link", "del", &self.host_if])
             .status();
@@ -248,17 +286,12 @@ fn after<'a>(out: &'a str, label: &str) -> &'a str {
 
 #[test]
 fn egress_reaches_the_outside_but_not_the_hosts_network() {
-    if !is_root() {
-        eprintln!("skipped: needs root to create the outside-world network namespace");
-        return;
-    }
-    let _turn = WORLD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let world = OutsideWorld::start();
-    let mut dns = world.add_host_network();
-    // A host service on every address (0.0.0.0): what the host's own
+    // With a host service on every address (0.0.0.0): what the host's own
     // addresses would expose.
-    let host_listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
-    let host_port = host_listener.local_addr().unwrap().port();
+    let Some((_turn, world, mut net)) = host_world() else {
+        return;
+    };
+    let host_port = net.port;
     let refused: Vec<(&str, String, u16)> = vec![
         ("lan-neighbour", "198.51.100.1".into(), 8080),
         ("onlink-public", format!("{PUBLIC}.9"), 8080),
@@ -281,8 +314,7 @@ fn egress_reaches_the_outside_but_not_the_hosts_network() {
                nslookup -port=5353 outside.test 169.254.1.1 2>&1; echo \"dns-5353=$?\"; \
                cat /etc/resolv.conf";
     let (code, out, err) = egress_sh("trusted", "198.51.100.1", &script);
-    let _ = dns.kill();
-    let _ = dns.wait();
+    stop(&mut net.dns);
     assert_eq!(code, 0, "{out} {err}");
     assert!(
         out.contains("hello from outside\n") && out.contains("http-get: ALLOWED"),
@@ -322,15 +354,10 @@ fn egress_reaches_the_outside_but_not_the_hosts_network() {
 
 #[test]
 fn allow_private_opens_the_lan_but_never_the_host() {
-    if !is_root() {
-        eprintln!("skipped: needs root to create the outside-world network namespace");
+    let Some((_turn, world, mut net)) = host_world() else {
         return;
-    }
-    let _turn = WORLD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let world = OutsideWorld::start();
-    let mut dns = world.add_host_network();
-    let host_listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
-    let host_port = host_listener.local_addr().unwrap().port();
+    };
+    let host_port = net.port;
     let d = user_dir();
     let policy = d.path().join("private.toml");
     std::fs::write(
@@ -345,8 +372,7 @@ fn allow_private_opens_the_lan_but_never_the_host() {
         + &connect("dns-forwarder-other-port", "169.254.1.1", 8080)
         + "true";
     let (code, out, err) = egress_sh(policy.to_str().unwrap(), "198.51.100.1", &script);
-    let _ = dns.kill();
-    let _ = dns.wait();
+    stop(&mut net.dns);
     assert_eq!(code, 0, "{out} {err}");
     for label in ["lan-neighbour", "gateway"] {
         assert_eq!(
@@ -371,12 +397,9 @@ fn allow_private_opens_the_lan_but_never_the_host() {
 
 #[test]
 fn none_reaches_nothing_and_the_stricter_mode_wins() {
-    if !is_root() {
-        eprintln!("skipped: needs root to create the outside-world network namespace");
+    let Some((_turn, _world)) = outside_world() else {
         return;
-    }
-    let _turn = WORLD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let _world = OutsideWorld::start();
+    };
     // The job asks for none under a policy that allows egress: none wins.
     let (code, out, _) = sh(
         &["--policy", "trusted", "--network", "none"],
@@ -435,12 +458,9 @@ fn allowlist_policy(dir: &std::path::Path, allow: &[String]) -> String {
 
 #[test]
 fn allowlist_reaches_listed_hosts_only_through_the_proxy() {
-    if !is_root() {
-        eprintln!("skipped: needs root to create the outside-world network namespace");
+    let Some((_turn, _world)) = outside_world() else {
         return;
-    }
-    let _turn = WORLD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let _world = OutsideWorld::start();
+    };
     let named = host_http_server("hello from the host loopback\n");
     let unnamed = host_http_server("the host loopback must stay out of reach\n");
     let d = user_dir();
@@ -578,9 +598,7 @@ fn allowlist_entries_are_checked_with_the_field_named() {
         ("foo.*.org", "wildcard"),
     ] {
         let path = allowlist_policy(d.path(), &[entry.into()]);
-        let out = pinfold().args(["policy", "check", &path]).output().unwrap();
-        assert_eq!(out.status.code(), Some(1));
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = policy_refused(&path);
         assert!(
             err.contains("network.allow") && err.contains(entry) && err.contains(why),
             "{err}"
@@ -591,7 +609,7 @@ fn allowlist_entries_are_checked_with_the_field_named() {
         d.path(),
         &["*.crates.io:443".into(), "deb.debian.org".into()],
     );
-    let out = pinfold().args(["policy", "check", &path]).output().unwrap();
+    let out = policy_check(&path);
     assert!(out.status.success(), "{out:?}");
     // A job may narrow egress to allowlist, never widen allowlist to egress.
     let out = exec(&["--policy", &path, "--network", "egress"], &["/bin/true"]);
@@ -603,11 +621,5 @@ fn allowlist_entries_are_checked_with_the_field_named() {
         "[network]\nmode = \"none\"\nallow = [\"deb.debian.org\"]\n",
     )
     .unwrap();
-    let out = pinfold()
-        .args(["policy", "check"])
-        .arg(&none)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("network.allow"));
+    assert!(policy_refused(&none).contains("network.allow"));
 }

@@ -89,14 +89,48 @@ impl T {
         (s, v)
     }
 
+    async fn get(&self, uri: &str, token: &str) -> (StatusCode, Value) {
+        self.json(Method::GET, uri, Some(token), Value::Null).await
+    }
+
+    async fn post(&self, uri: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.json(Method::POST, uri, Some(token), body).await
+    }
+
+    async fn put(&self, uri: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.json(Method::PUT, uri, Some(token), body).await
+    }
+
+    async fn delete(&self, uri: &str, token: &str) -> (StatusCode, Value) {
+        self.json(Method::DELETE, uri, Some(token), Value::Null)
+            .await
+    }
+
+    /// POSTs to `/api/v1/jobs/{job}/{action}`: heartbeat, finish or cancel.
+    async fn on_job(
+        &self,
+        job: u64,
+        action: &str,
+        token: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        self.post(&format!("/api/v1/jobs/{job}/{action}"), token, body)
+            .await
+    }
+
+    /// GETs `uri` as the admin; the raw body.
+    async fn get_bytes(&self, uri: &str) -> (StatusCode, Vec<u8>) {
+        self.req(Method::GET, uri, Some(ADMIN), Body::empty()).await
+    }
+
+    /// Registers a runner with the registration token.
+    async fn register_as(&self, body: Value) -> (StatusCode, Value) {
+        self.post("/api/v1/runners", REG, body).await
+    }
+
     async fn register(&self, labels: &[&str]) -> RegisterResponse {
         let (s, v) = self
-            .json(
-                Method::POST,
-                "/api/v1/runners",
-                Some(REG),
-                json!({"name": "r", "labels": labels}),
-            )
+            .register_as(json!({"name": "r", "labels": labels}))
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
         serde_json::from_value(v).unwrap()
@@ -107,10 +141,9 @@ impl T {
             "image: busybox@sha256:{DIGEST}\nsecrets: [DEPLOY_KEY]\nsteps:\n  - name: a\n    run: echo hi\n"
         );
         let (s, v) = self
-            .json(
-                Method::POST,
+            .post(
                 "/api/v1/jobs",
-                Some(ADMIN),
+                ADMIN,
                 json!({"spec": spec, "labels": labels}),
             )
             .await;
@@ -120,10 +153,9 @@ impl T {
 
     async fn lease(&self, runner_token: &str) -> Option<Lease> {
         let (s, v) = self
-            .json(
-                Method::POST,
+            .post(
                 "/api/v1/runner/lease",
-                Some(runner_token),
+                runner_token,
                 json!({"wait_secs": 0}),
             )
             .await;
@@ -147,27 +179,13 @@ impl T {
     }
 
     async fn log(&self, job: u64) -> Vec<u8> {
-        let (s, b) = self
-            .req(
-                Method::GET,
-                &format!("/api/v1/jobs/{job}/log"),
-                Some(ADMIN),
-                Body::empty(),
-            )
-            .await;
+        let (s, b) = self.get_bytes(&format!("/api/v1/jobs/{job}/log")).await;
         assert_eq!(s, StatusCode::OK);
         b
     }
 
     async fn status(&self, job: u64) -> JobInfo {
-        let (s, v) = self
-            .json(
-                Method::GET,
-                &format!("/api/v1/jobs/{job}"),
-                Some(ADMIN),
-                Value::Null,
-            )
-            .await;
+        let (s, v) = self.get(&format!("/api/v1/jobs/{job}"), ADMIN).await;
         assert_eq!(s, StatusCode::OK, "{v}");
         serde_json::from_value(v).unwrap()
     }
@@ -186,13 +204,19 @@ fn scoped() -> Config {
 }
 
 impl T {
+    /// Submits a job with `labels` and leases it as the runner: the
+    /// secrets that lease carries.
+    async fn secrets_for(&self, labels: &[&str], runner_token: &str) -> BTreeMap<String, String> {
+        self.submit(labels).await;
+        self.lease(runner_token).await.expect("a lease").secrets
+    }
+
     /// The admin adds and removes trusted labels of a runner.
     async fn trust(&self, runner: u64, add: &[&str], remove: &[&str]) -> Value {
         let (s, v) = self
-            .json(
-                Method::POST,
+            .post(
                 &format!("/api/v1/runners/{runner}/labels"),
-                Some(ADMIN),
+                ADMIN,
                 json!({"add": add, "remove": remove}),
             )
             .await;
@@ -216,14 +240,7 @@ async fn a_job_runs_through_the_protocol() {
     );
     let jt = lease.job_token.as_str();
 
-    let (s, v) = t
-        .json(
-            Method::POST,
-            &format!("/api/v1/jobs/{job}/heartbeat"),
-            Some(jt),
-            Value::Null,
-        )
-        .await;
+    let (s, v) = t.on_job(job, "heartbeat", jt, Value::Null).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["cancel"], false);
 
@@ -267,47 +284,21 @@ async fn a_job_runs_through_the_protocol() {
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(String::from_utf8_lossy(&b).contains("sha256 mismatch"));
-    let (s, v) = t
-        .json(
-            Method::GET,
-            &format!("/api/v1/jobs/{job}/artifacts"),
-            Some(ADMIN),
-            Value::Null,
-        )
-        .await;
+    let (s, v) = t.get(&format!("/api/v1/jobs/{job}/artifacts"), ADMIN).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(
         v["artifacts"],
         json!([{"name": "out/app", "size": 7, "sha256": sha(&content)}])
     );
     let (s, b) = t
-        .req(
-            Method::GET,
-            &format!("/api/v1/jobs/{job}/artifacts/out/app"),
-            Some(ADMIN),
-            Body::empty(),
-        )
+        .get_bytes(&format!("/api/v1/jobs/{job}/artifacts/out/app"))
         .await;
     assert_eq!((s, b), (StatusCode::OK, content));
 
     let fin = json!({"state": "succeeded", "steps": [{"name": "a", "exit_code": 0, "started_at": 1, "finished_at": 2}]});
-    let (s, v) = t
-        .json(
-            Method::POST,
-            &format!("/api/v1/jobs/{job}/finish"),
-            Some(jt),
-            fin.clone(),
-        )
-        .await;
+    let (s, v) = t.on_job(job, "finish", jt, fin.clone()).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let (s, _) = t
-        .json(
-            Method::POST,
-            &format!("/api/v1/jobs/{job}/finish"),
-            Some(jt),
-            fin,
-        )
-        .await;
+    let (s, _) = t.on_job(job, "finish", jt, fin).await;
     assert_eq!(s, StatusCode::OK, "a retried finish is a no-op");
     let info = t.status(job).await;
     assert_eq!(info.state.as_str(), "succeeded");
@@ -360,10 +351,10 @@ async fn an_append_ahead_of_the_log_waits_for_the_one_before_it() {
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     assert_eq!(v["expected_offset"], 12);
     let (s, _) = t
-        .json(
-            Method::POST,
-            &format!("/api/v1/jobs/{job}/finish"),
-            Some(jt),
+        .on_job(
+            job,
+            "finish",
+            jt,
             json!({"state": "succeeded", "steps": []}),
         )
         .await;
@@ -400,27 +391,13 @@ async fn tokens_are_scoped() {
             .contains(&format!("for job {j1}")),
         "{v}"
     );
-    let (s, _) = t
-        .json(
-            Method::GET,
-            &format!("/api/v1/jobs/{j1}"),
-            Some(&l1.job_token),
-            Value::Null,
-        )
-        .await;
+    let (s, _) = t.get(&format!("/api/v1/jobs/{j1}"), &l1.job_token).await;
     assert_eq!(
         s,
         StatusCode::UNAUTHORIZED,
         "a job token is not an admin token"
     );
-    let (s, v) = t
-        .json(
-            Method::POST,
-            "/api/v1/jobs",
-            Some(&r.token),
-            json!({"spec": ""}),
-        )
-        .await;
+    let (s, v) = t.post("/api/v1/jobs", &r.token, json!({"spec": ""})).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
     let (s, v) = t
         .json(Method::POST, "/api/v1/runner/lease", None, json!({}))
@@ -430,22 +407,10 @@ async fn tokens_are_scoped() {
 
     // Revoking the runner refuses its token and the job tokens it holds.
     let (s, _) = t
-        .json(
-            Method::DELETE,
-            &format!("/api/v1/runners/{}", r.runner_id),
-            Some(ADMIN),
-            Value::Null,
-        )
+        .delete(&format!("/api/v1/runners/{}", r.runner_id), ADMIN)
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, v) = t
-        .json(
-            Method::POST,
-            "/api/v1/runner/lease",
-            Some(&r.token),
-            json!({}),
-        )
-        .await;
+    let (s, v) = t.post("/api/v1/runner/lease", &r.token, json!({})).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert!(v["error"].as_str().unwrap().contains("revoked"), "{v}");
     let (s, _) = t.append(j1, &l1.job_token, 0, b"x").await;
@@ -482,7 +447,7 @@ async fn expired_leases_requeue_then_fail_and_fence_stale_writers() {
             json!({"state": "succeeded"}),
         ),
     ] {
-        let (s, v) = t.json(Method::POST, &uri, Some(&l1.job_token), body).await;
+        let (s, v) = t.post(&uri, &l1.job_token, body).await;
         assert_eq!(s, StatusCode::CONFLICT, "{uri}: {v}");
         assert!(v["error"].as_str().unwrap().contains("stale lease"), "{v}");
     }
@@ -502,14 +467,7 @@ async fn cancel_reaches_the_runner_through_the_heartbeat() {
     let t = setup(Config::default()).await;
     let r = t.register(&[]).await;
     let queued = t.submit(&[]).await;
-    let (s, v) = t
-        .json(
-            Method::POST,
-            &format!("/api/v1/jobs/{queued}/cancel"),
-            Some(ADMIN),
-            Value::Null,
-        )
-        .await;
+    let (s, v) = t.on_job(queued, "cancel", ADMIN, Value::Null).await;
     assert_eq!(
         (s, v["state"].as_str()),
         (StatusCode::OK, Some("cancelled"))
@@ -517,39 +475,21 @@ async fn cancel_reaches_the_runner_through_the_heartbeat() {
     let running = t.submit(&[]).await;
     let l = t.lease(&r.token).await.unwrap();
     assert_eq!(l.job_id, running);
-    t.json(
-        Method::POST,
-        &format!("/api/v1/jobs/{running}/cancel"),
-        Some(ADMIN),
-        Value::Null,
-    )
-    .await;
+    t.on_job(running, "cancel", ADMIN, Value::Null).await;
     let (_, v) = t
-        .json(
-            Method::POST,
-            &format!("/api/v1/jobs/{running}/heartbeat"),
-            Some(&l.job_token),
-            Value::Null,
-        )
+        .on_job(running, "heartbeat", &l.job_token, Value::Null)
         .await;
     assert_eq!(v["cancel"], true);
     let (s, _) = t
-        .json(
-            Method::POST,
-            &format!("/api/v1/jobs/{running}/finish"),
-            Some(&l.job_token),
+        .on_job(
+            running,
+            "finish",
+            &l.job_token,
             json!({"state": "cancelled"}),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
-    let (s, v) = t
-        .json(
-            Method::POST,
-            &format!("/api/v1/jobs/{running}/cancel"),
-            Some(ADMIN),
-            Value::Null,
-        )
-        .await;
+    let (s, v) = t.on_job(running, "cancel", ADMIN, Value::Null).await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
 }
 
@@ -634,9 +574,7 @@ async fn bad_input_gets_a_clear_json_error() {
         ),
     ];
     for (what, body, status, needle) in cases {
-        let (s, v) = t
-            .json(Method::POST, "/api/v1/jobs", Some(ADMIN), body)
-            .await;
+        let (s, v) = t.post("/api/v1/jobs", ADMIN, body).await;
         assert_eq!(s, status, "{what}: {v}");
         let msg = v["error"]
             .as_str()
@@ -653,25 +591,17 @@ async fn bad_input_gets_a_clear_json_error() {
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(serde_json::from_slice::<Value>(&b).unwrap()["error"].is_string());
-    let (s, v) = t
-        .json(Method::GET, "/api/v1/nope", Some(ADMIN), Value::Null)
-        .await;
+    let (s, v) = t.get("/api/v1/nope", ADMIN).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert!(v["error"].is_string());
-    let (s, v) = t
-        .json(Method::GET, "/api/v1/jobs/42", Some(ADMIN), Value::Null)
-        .await;
+    let (s, v) = t.get("/api/v1/jobs/42", ADMIN).await;
     assert_eq!(
         (s, v["error"].as_str()),
         (StatusCode::NOT_FOUND, Some("no job 42"))
     );
-    let (s, v) = t
-        .json(Method::GET, "/api/v1/jobs/abc", Some(ADMIN), Value::Null)
-        .await;
+    let (s, v) = t.get("/api/v1/jobs/abc", ADMIN).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
-    let (s, v) = t
-        .json(Method::PUT, "/api/v1/jobs", Some(ADMIN), Value::Null)
-        .await;
+    let (s, v) = t.put("/api/v1/jobs", ADMIN, Value::Null).await;
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{v}");
 
     let r = t.register(&[]).await;
@@ -715,9 +645,7 @@ async fn first_start_generates_tokens_once_and_stores_only_hashes() {
         "the token itself is not stored"
     );
     let t = T { state, _dir: dir };
-    let (s, _) = t
-        .json(Method::GET, "/api/v1/jobs", Some(&admin), Value::Null)
-        .await;
+    let (s, _) = t.get("/api/v1/jobs", &admin).await;
     assert_eq!(s, StatusCode::OK);
 }
 
@@ -727,12 +655,7 @@ impl T {
             "image: busybox@sha256:{DIGEST}\nverify: {n}\nsteps:\n  - name: a\n    run: echo hi\nartifacts: [out/*]\n"
         );
         let (s, v) = self
-            .json(
-                Method::POST,
-                "/api/v1/jobs",
-                Some(ADMIN),
-                json!({"spec": spec}),
-            )
+            .post("/api/v1/jobs", ADMIN, json!({"spec": spec}))
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
         serde_json::from_value::<SubmitResponse>(v).unwrap().job_id
@@ -756,12 +679,7 @@ impl T {
 
     async fn finish(&self, l: &Lease, state: &str) {
         let (s, v) = self
-            .json(
-                Method::POST,
-                &format!("/api/v1/jobs/{}/finish", l.job_id),
-                Some(&l.job_token),
-                json!({ "state": state }),
-            )
+            .on_job(l.job_id, "finish", &l.job_token, json!({ "state": state }))
             .await;
         assert_eq!(s, StatusCode::OK, "{v}");
     }
@@ -835,25 +753,13 @@ async fn a_failed_or_cancelled_run_ends_the_verify_job_without_verdict() {
     // learns it at its heartbeat; the group ends when it confirms.
     let g = t.submit_verify(2).await;
     let a = t.lease(&r1.token).await.unwrap();
-    let (s, v) = t
-        .json(
-            Method::POST,
-            &format!("/api/v1/jobs/{g}/cancel"),
-            Some(ADMIN),
-            Value::Null,
-        )
-        .await;
+    let (s, v) = t.on_job(g, "cancel", ADMIN, Value::Null).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let runs = t.status(g).await.verify.unwrap().run_jobs;
     assert_eq!(runs[1].state.as_str(), "cancelled");
     assert_eq!(t.status(g).await.state.as_str(), "running");
     let (_, hb) = t
-        .json(
-            Method::POST,
-            &format!("/api/v1/jobs/{}/heartbeat", a.job_id),
-            Some(&a.job_token),
-            Value::Null,
-        )
+        .on_job(a.job_id, "heartbeat", &a.job_token, Value::Null)
         .await;
     assert_eq!(hb["cancel"], true);
     t.finish(&a, "cancelled").await;
@@ -865,24 +771,10 @@ async fn runner_keys_are_checked_at_registration_and_served() {
     let t = setup(Config::default()).await;
     let key = pinfold_api::provenance::signing_key_from_seed([3; 32]);
     let pem = pinfold_api::provenance::public_key_pem(&key.verifying_key()).unwrap();
-    let (s, v) = t
-        .json(
-            Method::POST,
-            "/api/v1/runners",
-            Some(REG),
-            json!({"name": "k", "public_key": pem}),
-        )
-        .await;
+    let (s, v) = t.register_as(json!({"name": "k", "public_key": pem})).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let id = v["runner_id"].as_u64().unwrap();
-    let (s, v) = t
-        .json(
-            Method::GET,
-            &format!("/api/v1/runners/{id}/key"),
-            Some(ADMIN),
-            Value::Null,
-        )
-        .await;
+    let (s, v) = t.get(&format!("/api/v1/runners/{id}/key"), ADMIN).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["public_key"], pem.as_str());
     assert_eq!(
@@ -891,53 +783,26 @@ async fn runner_keys_are_checked_at_registration_and_served() {
     );
     // Runner tokens do not read keys; a runner without one is a 404.
     let r = t.register(&[]).await;
-    let (s, _) = t
-        .json(
-            Method::GET,
-            &format!("/api/v1/runners/{id}/key"),
-            Some(&r.token),
-            Value::Null,
-        )
-        .await;
+    let (s, _) = t.get(&format!("/api/v1/runners/{id}/key"), &r.token).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, v) = t
-        .json(
-            Method::GET,
-            &format!("/api/v1/runners/{}/key", r.runner_id),
-            Some(ADMIN),
-            Value::Null,
-        )
+        .get(&format!("/api/v1/runners/{}/key", r.runner_id), ADMIN)
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
     assert!(v["error"].as_str().unwrap().contains("no public key"));
     // A runner registered without a key (an older agent) sets one, once.
     let (s, v) = t
-        .json(
-            Method::PUT,
-            "/api/v1/runner/key",
-            Some(&r.token),
-            json!({"public_key": pem}),
-        )
+        .put("/api/v1/runner/key", &r.token, json!({"public_key": pem}))
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let (s, _) = t
-        .json(
-            Method::PUT,
-            "/api/v1/runner/key",
-            Some(&r.token),
-            json!({"public_key": pem}),
-        )
+        .put("/api/v1/runner/key", &r.token, json!({"public_key": pem}))
         .await;
     assert_eq!(s, StatusCode::OK, "the same key again is fine");
     let other = pinfold_api::provenance::signing_key_from_seed([4; 32]);
     let other = pinfold_api::provenance::public_key_pem(&other.verifying_key()).unwrap();
     let (s, v) = t
-        .json(
-            Method::PUT,
-            "/api/v1/runner/key",
-            Some(&r.token),
-            json!({"public_key": other}),
-        )
+        .put("/api/v1/runner/key", &r.token, json!({"public_key": other}))
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     assert!(
@@ -945,24 +810,14 @@ async fn runner_keys_are_checked_at_registration_and_served() {
         "{v}"
     );
     let (s, v) = t
-        .json(
-            Method::GET,
-            &format!("/api/v1/runners/{}/key", r.runner_id),
-            Some(ADMIN),
-            Value::Null,
-        )
+        .get(&format!("/api/v1/runners/{}/key", r.runner_id), ADMIN)
         .await;
     assert_eq!(
         (s, v["public_key"].as_str()),
         (StatusCode::OK, Some(pem.as_str()))
     );
     let (s, v) = t
-        .json(
-            Method::POST,
-            "/api/v1/runners",
-            Some(REG),
-            json!({"name": "bad", "public_key": "not a key"}),
-        )
+        .register_as(json!({"name": "bad", "public_key": "not a key"}))
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(v["error"].as_str().unwrap().contains("public_key"), "{v}");
@@ -977,20 +832,18 @@ async fn secrets_go_only_to_runners_the_admin_trusts() {
     let runner = t.register(&["linux", "deploy"]).await;
     let id = runner.runner_id;
 
-    t.submit(&["deploy"]).await;
-    let lease = t.lease(&runner.token).await.expect("a lease");
+    let secrets = t.secrets_for(&["deploy"], &runner.token).await;
     assert!(
-        lease.secrets.is_empty(),
+        secrets.is_empty(),
         "self-declared label unlocked {:?}",
-        lease.secrets
+        secrets
     );
 
     // The runner's own token cannot assign labels.
     let (s, _) = t
-        .json(
-            Method::POST,
+        .post(
             &format!("/api/v1/runners/{id}/labels"),
-            Some(&runner.token),
+            &runner.token,
             json!({"add": ["deploy"]}),
         )
         .await;
@@ -998,36 +851,21 @@ async fn secrets_go_only_to_runners_the_admin_trusts() {
 
     let v = t.trust(id, &["deploy"], &[]).await;
     assert_eq!(v["trusted_labels"], json!(["deploy"]));
-    t.submit(&["deploy"]).await;
-    let lease = t.lease(&runner.token).await.expect("a lease");
+    let secrets = t.secrets_for(&["deploy"], &runner.token).await;
     assert_eq!(
-        lease.secrets.get("DEPLOY_KEY").map(String::as_str),
+        secrets.get("DEPLOY_KEY").map(String::as_str),
         Some("hunter2")
     );
 
     let v = t.trust(id, &[], &["deploy"]).await;
     assert_eq!(v["trusted_labels"], json!([]));
-    t.submit(&["deploy"]).await;
-    assert!(
-        t.lease(&runner.token)
-            .await
-            .expect("a lease")
-            .secrets
-            .is_empty()
-    );
+    assert!(t.secrets_for(&["deploy"], &runner.token).await.is_empty());
 
     // Unscoped: even a trusted runner gets nothing. A runner id scope works.
     let t = setup(Config::default()).await;
     let runner = t.register(&["deploy"]).await;
     t.trust(runner.runner_id, &["deploy"], &[]).await;
-    t.submit(&[]).await;
-    assert!(
-        t.lease(&runner.token)
-            .await
-            .expect("a lease")
-            .secrets
-            .is_empty()
-    );
+    assert!(t.secrets_for(&[], &runner.token).await.is_empty());
     let by_id = Config {
         secret_scopes: [(
             "DEPLOY_KEY".to_string(),

@@ -73,6 +73,17 @@ async fn call(
     (status, bytes)
 }
 
+/// POSTs `body` as JSON.
+async fn post_json(
+    router: &axum::Router,
+    uri: &str,
+    token: &str,
+    body: &serde_json::Value,
+) -> (u16, Vec<u8>) {
+    let body = serde_json::to_vec(body).expect("JSON");
+    call(router, Method::POST, uri, token, "application/json", body).await
+}
+
 fn json(b: &[u8]) -> serde_json::Value {
     serde_json::from_slice(b).expect("JSON")
 }
@@ -80,28 +91,13 @@ fn json(b: &[u8]) -> serde_json::Value {
 /// Submits a job declaring the secret and leases it (first leasing, and
 /// leaving, any older jobs the inputs queued): its token and id.
 async fn new_job(router: &axum::Router, runner: &str) -> Job {
-    let body = serde_json::to_vec(&serde_json::json!({"spec": SPEC})).expect("JSON");
-    let (s, b) = call(
-        router,
-        Method::POST,
-        "/api/v1/jobs",
-        ADMIN,
-        "application/json",
-        body,
-    )
-    .await;
+    let job = serde_json::json!({"spec": SPEC});
+    let (s, b) = post_json(router, "/api/v1/jobs", ADMIN, &job).await;
     assert_eq!(s, 201, "{}", String::from_utf8_lossy(&b));
     let want = json(&b)["job_id"].as_u64().expect("a job id");
+    let any = serde_json::json!({});
     loop {
-        let (s, b) = call(
-            router,
-            Method::POST,
-            "/api/v1/runner/lease",
-            runner,
-            "application/json",
-            b"{}".to_vec(),
-        )
-        .await;
+        let (s, b) = post_json(router, "/api/v1/runner/lease", runner, &any).await;
         assert_eq!(
             s,
             200,
@@ -144,16 +140,7 @@ fn world() -> &'static World {
         let router = app(state);
         let (runner, runner_id, job) = rt.block_on(async {
             let reg = serde_json::json!({"name": "fuzz", "public_key": KEY});
-            let reg = serde_json::to_vec(&reg).expect("JSON");
-            let (s, b) = call(
-                &router,
-                Method::POST,
-                "/api/v1/runners",
-                REG,
-                "application/json",
-                reg,
-            )
-            .await;
+            let (s, b) = post_json(&router, "/api/v1/runners", REG, &reg).await;
             assert_eq!(s, 201, "{}", String::from_utf8_lossy(&b));
             let reg = json(&b);
             let runner = reg["token"].as_str().expect("a runner token").to_owned();

@@ -3,6 +3,8 @@
 //! error is one line naming the file.
 #![no_main]
 
+mod common;
+
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
@@ -10,27 +12,27 @@ use pinfold_sandbox::Policy;
 use pinfold_sandbox::policy::PolicySource;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
+    let Some(text) = common::text(data) else {
         return;
     };
     let shown = Path::new("fuzz.toml");
-    match Policy::parse(text, PolicySource::Builtin, shown) {
-        Ok(policy) => {
+    let refused = common::check_parse(
+        Policy::parse(text, PolicySource::Builtin, shown),
+        |policy| {
             let rendered = policy.to_toml();
             let again = Policy::parse(&rendered, PolicySource::Builtin, shown)
                 .unwrap_or_else(|e| panic!("the rendered policy does not parse: {e}\n{rendered}"));
-            assert_eq!(
-                again, policy,
-                "the policy changed through to_toml:\n{rendered}"
-            );
-        }
-        Err(e) => {
-            let msg = e.to_string();
-            assert!(!msg.contains('\n'), "a policy error spans lines: {msg:?}");
-            assert!(
-                msg.contains("fuzz.toml"),
-                "a policy error does not name the file: {msg:?}"
-            );
-        }
+            (
+                again,
+                format!("the policy changed through to_toml:\n{rendered}"),
+            )
+        },
+        "a policy error",
+    );
+    if let Some(msg) = refused {
+        assert!(
+            msg.contains("fuzz.toml"),
+            "a policy error does not name the file: {msg:?}"
+        );
     }
 });

@@ -5,11 +5,13 @@
 //! one, none empty, none over BPF_MAXINSNS (4096) instructions.
 #![no_main]
 
+mod common;
+
 use libfuzzer_sys::fuzz_target;
 use pinfold_sandbox::container::seccomp::Filters;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
+    let Some(text) = common::text(data) else {
         return;
     };
     if let Ok(filters) = Filters::compile("fuzz.json", text) {

@@ -92,17 +92,26 @@ pub fn build_rootfs(dir: &Path, probe: &Path) {
 
 fn compile_probe(out: &Path) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/probe/probe.c");
-    let res = Command::new("cc")
-        .args(["-static", "-O2", "-Wall", "-o"])
-        .arg(out)
-        .arg(&src)
-        .output()
-        .expect("run cc (install gcc and libc6-dev: sudo tests/setup.sh)");
-    assert!(
-        res.status.success(),
-        "cc -static probe.c failed: {}",
-        String::from_utf8_lossy(&res.stderr)
+    run_ok(
+        Command::new("cc")
+            .args(["-static", "-O2", "-Wall", "-o"])
+            .arg(out)
+            .arg(&src),
+        "cc -static probe.c (install gcc and libc6-dev: sudo tests/setup.sh)",
     );
+}
+
+/// Runs `cmd` on the host; asserts it ran and succeeded, naming `what` and
+/// its stderr.
+#[track_caller]
+pub fn run_ok(cmd: &mut Command, what: &str) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 pub fn fixtures() -> &'static Fixtures {
@@ -200,16 +209,29 @@ pub fn exec_cmd(extra: &[&str], cmd: &[&str]) -> Command {
     c
 }
 
+/// `pinfold policy check POLICY` (a name or a file), as the test user.
+pub fn policy_check(policy: impl AsRef<std::ffi::OsStr>) -> Output {
+    pinfold()
+        .args(["policy", "check"])
+        .arg(policy)
+        .output()
+        .expect("run pinfold policy check")
+}
+
+/// `pinfold policy check POLICY` for a policy it must refuse: exit 1.
+/// Returns stderr.
+#[track_caller]
+pub fn policy_refused(policy: impl AsRef<std::ffi::OsStr>) -> String {
+    let out = policy_check(policy);
+    assert_eq!(out.status.code(), Some(1));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Runs a shell snippet on the host (`sh -ec`); asserts it succeeds and
 /// returns its trimmed stdout.
 #[track_caller]
 pub fn host_sh(script: &str) -> String {
-    let o = Command::new("sh").arg("-ec").arg(script).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let o = run_ok(Command::new("sh").arg("-ec").arg(script), script);
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
@@ -221,6 +243,15 @@ pub fn sh(extra: &[&str], script: &str) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Runs a shell snippet in the container; asserts it exits 0 (showing its
+/// stderr if not) and returns its stdout.
+#[track_caller]
+pub fn sh_ok(extra: &[&str], script: &str) -> String {
+    let (code, out, err) = sh(extra, script);
+    assert_eq!(code, 0, "{err}");
+    out
 }
 
 /// Runs the probe; asserts it reports the attempt refused.
@@ -357,11 +388,9 @@ python3 -c "import json;print(json.load(open('$l/index.json'))['manifests'][0]['
 "#,
             root = root.display()
         );
-        let o = Command::new("sh").arg("-ec").arg(&script).output().unwrap();
-        assert!(
-            o.status.success(),
-            "building the busybox image: {}",
-            String::from_utf8_lossy(&o.stderr)
+        let o = run_ok(
+            Command::new("sh").arg("-ec").arg(&script),
+            "building the busybox image",
         );
         let d = String::from_utf8_lossy(&o.stdout).trim().to_string();
         format!("oci:{}/layout@{d}", root.display())

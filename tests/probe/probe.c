@@ -74,6 +74,22 @@ static void touch(char *p, size_t n) {
         ((volatile char *)p)[i] = 1;
 }
 
+/* A SysV segment of SIZE bytes, attached (at *AT) and touched: 0; 3 when
+ * shmget refuses it, said on stdout as "refused: shmget <WHERE><MB> MiB:
+ * <error>"; 1 when it cannot be attached. */
+static int sysv_touch(size_t size, const char *where, size_t mb, char **at) {
+    int id = shmget(IPC_PRIVATE, size, IPC_CREAT | 0600);
+    if (id < 0) {
+        printf("refused: shmget %s%zu MiB: %s\n", where, mb, strerror(errno));
+        return 3;
+    }
+    *at = shmat(id, NULL, 0);
+    if (*at == (void *)-1)
+        return 1;
+    touch(*at, size);
+    return 0;
+}
+
 static int mem_trick(const char *trick, size_t mb) {
     size_t n = mb << 20;
     if (!strcmp(trick, "shared-anon") || !strcmp(trick, "shared-anon-dontneed")) {
@@ -122,27 +138,17 @@ static int mem_trick(const char *trick, size_t mb) {
                 return 1;
     } else if (!strcmp(trick, "sysv")) {
         /* One segment, attached and touched. */
-        int id = shmget(IPC_PRIVATE, n, IPC_CREAT | 0600);
-        if (id < 0) {
-            printf("refused: shmget %zu MiB: %s\n", mb, strerror(errno));
-            return 3;
-        }
-        char *p = shmat(id, NULL, 0);
-        if (p == (void *)-1)
-            return 1;
-        touch(p, n);
+        char *p;
+        int rc = sysv_touch(n, "", mb, &p);
+        if (rc)
+            return rc;
     } else if (!strcmp(trick, "sysv-detached")) {
         /* 8 MiB segments, each touched then detached (but not removed). */
         for (size_t done = 0; done < mb; done += 8) {
-            int id = shmget(IPC_PRIVATE, 8 << 20, IPC_CREAT | 0600);
-            if (id < 0) {
-                printf("refused: shmget after %zu MiB: %s\n", done, strerror(errno));
-                return 3;
-            }
-            char *p = shmat(id, NULL, 0);
-            if (p == (void *)-1)
-                return 1;
-            touch(p, 8 << 20);
+            char *p;
+            int rc = sysv_touch(8 << 20, "after ", done, &p);
+            if (rc)
+                return rc;
             shmdt(p);
         }
     } else if (!strcmp(trick, "mlock-file")) {
