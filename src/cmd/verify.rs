@@ -203,6 +203,7 @@ pub fn run(a: Args) -> i32 {
         exe: exe.clone(),
         stop: flag.clone(),
         grace: a.grace,
+        host: pinfold_agent::runner::HostEnv::from_vars(|k| std::env::var_os(k)),
     };
     let image_log = LogWriter::new(Box::new(std::io::stderr()), []).shared();
     if let Err(e) = probe_job.resolve_image(&image_log) {
@@ -638,6 +639,7 @@ fn run_one(s: &Shared<'_>, p: &Plan, t0: Instant) -> RunResult {
         exe: s.exe.clone(),
         stop: s.stop.clone(),
         grace: s.grace,
+        host: pinfold_agent::runner::HostEnv::from_vars(|k| std::env::var_os(k)),
     };
     let reorder = p.vary.contains(&Variation::DirOrder);
     let mut fill = |ws: &pinfold_agent::runner::Workspace<'_>| -> Result<(), RunError> {
