@@ -34,7 +34,8 @@
 //! refused. stdout and stderr share one pipe so their order is kept.
 //!
 //! What each step's child gets (arguments, environment) is planned, pure,
-//! in `plan`; this module prepares the job and runs the plan. It reads
+//! in `plan`, and what a step's end means for the job in `outcome`; this
+//! module prepares the job and runs the plan. It reads
 //! no environment: the binary hands the runner's own in [`Job::host`].
 
 use std::collections::BTreeMap;
@@ -56,9 +57,12 @@ use pinfold_sandbox::ceiling::{Ceiling, Chosen};
 use pinfold_sandbox::container::jobfs::{JobFs, JobFsError, Sizes};
 use pinfold_sandbox::image::{ImageError, ImageRef, PullOptions, Store};
 
+mod outcome;
 mod plan;
 
 pub use plan::{HostEnv, PASS_ENV, RunOptions, StepInputs, StepPlan, reserved_name, step_timeout};
+
+pub use outcome::{job_end, step_end, stop};
 
 use crate::artifacts::{self, Artifact};
 use crate::log::{SharedLog, lock};
@@ -102,18 +106,6 @@ pub enum RunError {
     /// Artifacts could not be collected.
     #[error("artifacts: {0}")]
     Artifacts(#[from] artifacts::ArtifactError),
-}
-
-/// Why a job is being stopped (0: it is not).
-pub mod stop {
-    /// Not stopped.
-    pub const NONE: u8 = 0;
-    /// A user cancelled it.
-    pub const CANCELLED: u8 = 1;
-    /// The agent is shutting down and the drain time is over.
-    pub const SHUTDOWN: u8 = 2;
-    /// The lease was lost (stale or revoked): nothing more may be written.
-    pub const LEASE_LOST: u8 = 3;
 }
 
 /// One job to run.
@@ -298,53 +290,14 @@ impl Job {
             let limit_reason = report
                 .as_ref()
                 .filter(|r| r["outcome"] == "limit_exceeded")
-                .and_then(|r| r["reason"].as_str().map(str::to_owned));
-            match code {
-                Some(0) => {}
-                Some(_) if limit_reason.is_some() => {
-                    let why = limit_reason.unwrap_or_default();
-                    end = Some((JobState::Failed, format!("step {}: {why}", step.name)));
-                    break;
-                }
-                Some(124) => {
-                    let job_hit = deadline.is_some_and(|d| Instant::now() >= d);
-                    let why = if job_hit {
-                        "job timeout reached".to_string()
-                    } else {
-                        format!("step {} timed out", step.name)
-                    };
-                    end = Some((JobState::TimedOut, why));
-                    break;
-                }
-                Some(125) => {
-                    end = Some((
-                        JobState::Error,
-                        format!("step {}: the sandbox failed (exit 125)", step.name),
-                    ));
-                    break;
-                }
-                Some(c) => {
-                    end = Some((JobState::Failed, format!("step {} exited {c}", step.name)));
-                    break;
-                }
-                None => {
-                    end = Some((JobState::Failed, format!("step {} was killed", step.name)));
-                    break;
-                }
+                .and_then(|r| r["reason"].as_str());
+            let time_up = deadline.is_some_and(|d| Instant::now() >= d);
+            end = step_end(&step.name.0, code, limit_reason, time_up);
+            if end.is_some() {
+                break;
             }
         }
-        let (state, reason) = match self.stopped() {
-            stop::CANCELLED => (JobState::Cancelled, Some("cancelled".to_string())),
-            stop::SHUTDOWN => (
-                JobState::Cancelled,
-                Some("the agent shut down before the job finished".to_string()),
-            ),
-            stop::LEASE_LOST => (JobState::Error, Some("lease lost".to_string())),
-            _ => match end {
-                Some((s, r)) => (s, Some(r)),
-                None => (JobState::Succeeded, None),
-            },
-        };
+        let (state, reason) = job_end(self.stopped(), end);
         // Artifacts of failed jobs matter too (test reports); not when the
         // lease is gone.
         let mut delivered = Vec::new();
