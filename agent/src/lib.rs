@@ -12,14 +12,14 @@
 //! * [`provenance`]: the in-toto/SLSA statement of a run, built once for
 //!   the agent, `pinfold run` and `pinfold verify`, and the runner key.
 //! * [`signals`]: SIGTERM/SIGINT as a flag.
-//! * [`verify`]: the variations `pinfold verify` applies between runs.
+//! * [`reproduce`]: `pinfold verify`: runs with variations, compared, bisected.
 #![deny(missing_docs)]
 
 pub mod agent;
 pub mod artifacts;
 pub mod log;
 pub mod provenance;
+pub mod reproduce;
 pub mod runner;
 pub mod signals;
 pub mod source;
-pub mod verify;

@@ -4,6 +4,7 @@
 //! * [`job`]: the job file (`job.yaml`), parsed strictly.
 //! * [`wire`]: the JSON bodies of the coordinator protocol (`docs/protocol.md`).
 //! * [`provenance`]: in-toto/SLSA provenance statements, DSSE-signed with Ed25519.
+//! * [`verdict`]: whether several runs of a job built identical artifacts.
 //! * [`mask`]: secret masking of logs that arrive in chunks (the agent masks
 //!   before it sends, the coordinator again before it stores).
 //!
@@ -20,6 +21,7 @@ pub mod job;
 pub mod mask;
 pub mod provenance;
 pub mod units;
+pub mod verdict;
 pub mod wire;
 
 pub use job::{JobSpec, JobSpecError};

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::job::JobSpec;
+pub use crate::verdict::{ArtifactDigests, Verdict};
 
 /// Every error response: `{"error": "..."}`, plus the log offset the server
 /// expects when a log append was refused for a gap.
@@ -315,28 +316,6 @@ pub struct VerifyRun {
     pub state: JobState,
     /// The runner that holds or ran it.
     pub runner_id: Option<u64>,
-}
-
-/// Whether the runs of a `verify: N` job built identical artifacts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Verdict {
-    /// Every artifact was built by every run with the same sha256.
-    pub reproducible: bool,
-    /// Names of the artifacts that differ (or are missing from some run).
-    pub differing: Vec<String>,
-    /// Every artifact with its digest per runner, by name.
-    pub artifacts: Vec<ArtifactDigests>,
-}
-
-/// One artifact across the runs of a `verify: N` job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ArtifactDigests {
-    /// Its path relative to /workspace.
-    pub name: String,
-    /// All runs have it with one digest.
-    pub identical: bool,
-    /// Runner id → sha256 (null when that run did not produce it).
-    pub by_runner: BTreeMap<u64, Option<String>>,
 }
 
 /// `PUT /api/v1/runner/key` (runner token): a runner registered without a

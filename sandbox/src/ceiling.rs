@@ -297,6 +297,17 @@ pub fn parse_limit(l: &mut JobLimits, arg: &str) -> Result<(), CeilingError> {
     Ok(())
 }
 
+/// The policy `pinfold exec` runs under: `policy` (a shipped name or a
+/// path) lowered by its `--limit NAME=VALUE` arguments.
+pub fn load_with_limits(policy: &str, limit_args: &[String]) -> Result<Policy, CeilingError> {
+    let loaded = Policy::load(policy)?;
+    let mut limits = JobLimits::default();
+    for l in limit_args {
+        parse_limit(&mut limits, l)?;
+    }
+    narrowed(&loaded, policy, None, &limits)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

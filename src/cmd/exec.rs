@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pinfold_sandbox::Policy;
 use pinfold_sandbox::ceiling;
+use pinfold_sandbox::container::report::ExitReport;
 use pinfold_sandbox::container::{self, Bind, ContainerSpec, IdMapMode};
-use pinfold_sandbox::image::LayerLease;
+use pinfold_sandbox::image::{LayerLease, Store};
 
 /// Run a command in a hardened rootless container.
 ///
@@ -120,12 +120,7 @@ fn parse_env(items: &[String]) -> Result<Vec<(String, String)>, String> {
 
 /// The spec, and the lease on the image's layers to hold while it runs.
 fn build(a: Args) -> Result<(ContainerSpec, Option<LayerLease>), String> {
-    let policy = Policy::load(&a.policy).map_err(|e| e.to_string())?;
-    let mut limits = pinfold_api::job::JobLimits::default();
-    for l in &a.limits {
-        ceiling::parse_limit(&mut limits, l).map_err(|e| e.to_string())?;
-    }
-    let policy = ceiling::narrowed(&policy, &a.policy, None, &limits).map_err(|e| e.to_string())?;
+    let policy = ceiling::load_with_limits(&a.policy, &a.limits).map_err(|e| e.to_string())?;
     let binds = a
         .binds
         .iter()
@@ -142,7 +137,14 @@ fn build(a: Args) -> Result<(ContainerSpec, Option<LayerLease>), String> {
             }
             (vec![rootfs.clone()], Vec::new(), None, None)
         }
-        (None, Some(image)) => image_layers(image, &a.fetch).map_err(|e| e.to_string())?,
+        (None, Some(image)) => {
+            // Fetched first when missing; the lease keeps `image gc` off
+            // the layers while the command runs.
+            let store = Store::open_default().map_err(|e| e.to_string())?;
+            let rec = crate::fetch::resolve(&store, image, &a.fetch).map_err(|e| e.to_string())?;
+            let i = store.runtime(&rec).map_err(|e| e.to_string())?;
+            (i.layers, i.env, i.workdir, Some(i.lease))
+        }
         (None, None) => return Err("give --rootfs DIR or --image REF".into()),
     };
     let mut spec = ContainerSpec::new(layers, policy, a.command);
@@ -165,124 +167,33 @@ fn build(a: Args) -> Result<(ContainerSpec, Option<LayerLease>), String> {
     Ok((spec, lease))
 }
 
-type ImageParts = (
-    Vec<PathBuf>,
-    Vec<(String, String)>,
-    Option<PathBuf>,
-    Option<LayerLease>,
-);
-
-/// The cached layer dirs (topmost first), Env and WorkingDir of an image,
-/// with a lease that keeps `image gc` off its layers while the job runs.
-fn image_layers(
-    reference: &str,
-    fetch: &crate::fetch::FetchArgs,
-) -> Result<ImageParts, pinfold_sandbox::image::ImageError> {
-    let started = std::time::Instant::now();
-    let store = pinfold_sandbox::image::Store::open_default()?;
-    let rec = crate::fetch::resolve(&store, reference, fetch)?;
-    let config = store.config(&rec)?;
-    let (mut env, mut workdir) = (Vec::new(), None);
-    if let Some(c) = config.config() {
-        for kv in c.env().iter().flatten() {
-            if let Some((k, v)) = kv.split_once('=') {
-                env.push((k.to_owned(), v.to_owned()));
-            }
-        }
-        workdir = c
-            .working_dir()
-            .as_ref()
-            .filter(|w| w.starts_with('/'))
-            .map(PathBuf::from);
-    }
-    let (lease, dirs) = store.lease(&rec)?;
-    tracing::debug!(
-        elapsed_us = started.elapsed().as_micros() as u64,
-        layers = dirs.len(),
-        "image resolved, its cached layers leased for the overlay"
-    );
-    Ok((dirs, env, workdir, Some(lease)))
-}
-
 /// Runs the subcommand; returns the exit status.
 pub fn run(a: Args) -> i32 {
     let timeout = a.timeout;
     let report = a.report.clone();
-    let (spec, _lease) = match build(a) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("pinfold exec: {e}");
-            return 125;
-        }
+    let Ok((spec, _lease)) = build(a).map_err(|e| eprintln!("pinfold exec: {e}")) else {
+        return 125;
     };
-    let (code, json) = match container::run_reporting(&spec) {
+    let result = container::run_reporting(&spec);
+    let ended = ExitReport::new(&result, timeout);
+    match &result {
         Ok(done) => {
-            tracing::info!(mechanism = %done.limits, "resource limits were enforced by {}", done.limits.name());
-            let outcome = done.outcome;
-            let mut reason = None;
-            let mut limit = None;
-            match outcome {
-                container::Outcome::TimedOut => {
-                    let r = format!(
-                        "timed out after {}; every process of the container was killed",
-                        humantime::format_duration(timeout.unwrap_or_default())
-                    );
-                    eprintln!("pinfold exec: {r}");
-                    reason = Some(r);
-                    limit = Some("wall_time");
-                }
-                container::Outcome::LimitExceeded(b) => {
-                    let r = b.reason();
-                    eprintln!("pinfold: {r}");
-                    reason = Some(r);
-                    limit = Some(b.name());
-                }
-                _ => {}
-            }
-            let kind = match outcome {
-                container::Outcome::Exited(_) => "exited",
-                container::Outcome::Signaled(_) => "signaled",
-                container::Outcome::TimedOut => "timed_out",
-                container::Outcome::LimitExceeded(_) => "limit_exceeded",
-            };
-            (
-                outcome.exit_code(),
-                serde_json::json!({
-                    "exit_code": outcome.exit_code(),
-                    "outcome": kind,
-                    "limit": limit,
-                    "reason": reason,
-                    "limits_mechanism": done.limits.name(),
-                    "limits_detail": done.limits.to_string(),
-                    // What the fallback cannot charge to limits.memory.
-                    "limits_uncharged": match done.limits {
-                        container::limits::Mechanism::Fallback(_) => Some(container::memory::UNCHARGED),
-                        container::limits::Mechanism::Cgroup(_) => None,
-                    },
-                }),
-            )
+            tracing::info!(mechanism = %done.limits, "resource limits were enforced by {}", done.limits.name())
         }
-        Err(e) => {
-            eprintln!("pinfold exec: {e}");
-            (
-                e.exit_code(),
-                serde_json::json!({
-                    "exit_code": e.exit_code(),
-                    "outcome": "error",
-                    "limit": null,
-                    "reason": e.to_string(),
-                    "limits_mechanism": null,
-                }),
-            )
-        }
-    };
+        Err(e) => eprintln!("pinfold exec: {e}"),
+    }
+    match (ended.limit, &ended.reason) {
+        (Some("wall_time"), Some(r)) => eprintln!("pinfold exec: {r}"),
+        (Some(_), Some(r)) => eprintln!("pinfold: {r}"),
+        _ => {}
+    }
     if let Some(path) = report
-        && let Err(e) = std::fs::write(&path, format!("{json}\n"))
+        && let Err(e) = std::fs::write(&path, format!("{}\n", ended.json))
     {
         eprintln!(
             "pinfold exec: cannot write --report {}: {e}",
             path.display()
         );
     }
-    code
+    ended.exit_code
 }

@@ -16,6 +16,32 @@ pub(super) async fn healthz(State(state): State<AppState>) -> Result<&'static st
     Ok("ok\n")
 }
 
+/// Name, type and help of each metric, in the order `/metrics` writes them.
+const METRICS: [(&str, &str, &str); 6] = [
+    ("pinfold_queue_depth", "gauge", "Jobs waiting for a runner."),
+    ("pinfold_leases_active", "gauge", "Jobs leased to a runner."),
+    (
+        "pinfold_leases_expired_total",
+        "counter",
+        "Leases that ran out without a heartbeat (runner lost).",
+    ),
+    (
+        "pinfold_jobs_finished_total",
+        "counter",
+        "Finished jobs by outcome.",
+    ),
+    (
+        "pinfold_log_bytes_total",
+        "counter",
+        "Log bytes stored (after masking and truncation).",
+    ),
+    (
+        "pinfold_runners",
+        "gauge",
+        "Registered runners that are not revoked.",
+    ),
+];
+
 /// Prometheus text exposition. Every figure is read from the store at
 /// scrape time, so they are exact across restarts and across several
 /// coordinators sharing one database; a metrics registry crate would only
@@ -28,31 +54,7 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Result<impl IntoRe
             .find(|(st, _)| *st == s)
             .map_or(0, |(_, n)| *n)
     };
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, u64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, v) in lines {
-            let _ = writeln!(out, "{name}{labels} {v}");
-        }
-    };
-    metric(
-        "pinfold_queue_depth",
-        "gauge",
-        "Jobs waiting for a runner.",
-        &[(String::new(), count(JobState::Queued))],
-    );
-    metric(
-        "pinfold_leases_active",
-        "gauge",
-        "Jobs leased to a runner.",
-        &[(String::new(), c.leases)],
-    );
-    metric(
-        "pinfold_leases_expired_total",
-        "counter",
-        "Leases that ran out without a heartbeat (runner lost).",
-        &[(String::new(), c.leases_expired)],
-    );
+    let one = |v: u64| vec![(String::new(), v)];
     let outcomes: Vec<(String, u64)> = [
         JobState::Succeeded,
         JobState::Failed,
@@ -63,23 +65,21 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Result<impl IntoRe
     .into_iter()
     .map(|s| (format!("{{outcome=\"{}\"}}", s.as_str()), count(s)))
     .collect();
-    metric(
-        "pinfold_jobs_finished_total",
-        "counter",
-        "Finished jobs by outcome.",
-        &outcomes,
-    );
-    metric(
-        "pinfold_log_bytes_total",
-        "counter",
-        "Log bytes stored (after masking and truncation).",
-        &[(String::new(), c.log_bytes)],
-    );
-    metric(
-        "pinfold_runners",
-        "gauge",
-        "Registered runners that are not revoked.",
-        &[(String::new(), c.runners)],
-    );
+    // In the order of METRICS.
+    let values = [
+        one(count(JobState::Queued)),
+        one(c.leases),
+        one(c.leases_expired),
+        outcomes,
+        one(c.log_bytes),
+        one(c.runners),
+    ];
+    let mut out = String::new();
+    for ((name, kind, help), lines) in METRICS.iter().zip(values) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in lines {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    }
     Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4")], out))
 }

@@ -108,20 +108,7 @@ pub(super) async fn register(
 
 /// `GET /api/v1/runners` (admin).
 pub(super) async fn list(_: Admin, State(state): State<AppState>) -> Result<Json<Vec<RunnerInfo>>> {
-    let runners = state.store.list_runners().await?;
-    Ok(Json(
-        runners
-            .into_iter()
-            .map(|r| RunnerInfo {
-                id: r.id,
-                name: r.name,
-                labels: r.labels,
-                created_at: r.created_at,
-                last_seen: r.last_seen,
-                revoked: r.revoked,
-            })
-            .collect(),
-    ))
+    Ok(Json(state.store.list_runners().await?))
 }
 
 /// `DELETE /api/v1/runners/{id}` (admin).

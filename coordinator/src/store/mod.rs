@@ -1,7 +1,9 @@
 //! Storage behind the handlers: runners, the job queue with leases and
 //! attempts, logs, and artifact metadata.
 //!
-//! Handlers see only the [`Store`] trait. Every method that changes a job
+//! Handlers see only the [`Store`] trait: one trait per concern (meta,
+//! runners, jobs and leases, logs, artifacts, provenance, verify groups),
+//! which a backend implements one file each. Every method that changes a job
 //! checks the caller's attempt inside the same transaction (fencing), so a
 //! second backend (PostgreSQL: `SELECT ... FOR UPDATE SKIP LOCKED` for the
 //! lease, the same tables) can implement it without touching handlers. Log
@@ -14,7 +16,7 @@ pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use axum::body::Bytes;
-use pinfold_api::wire::{ArtifactInfo, FinishRequest, JobInfo, JobState, VerifyStatus};
+use pinfold_api::wire::{ArtifactInfo, FinishRequest, JobInfo, JobState, RunnerInfo, VerifyStatus};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -64,23 +66,6 @@ pub enum StoreError {
 
 /// Result of a store operation.
 pub type Result<T> = std::result::Result<T, StoreError>;
-
-/// A registered runner.
-#[derive(Debug, Clone)]
-pub struct RunnerRecord {
-    /// Its id.
-    pub id: u64,
-    /// Its name.
-    pub name: String,
-    /// Its labels.
-    pub labels: Vec<String>,
-    /// Registration time (ms).
-    pub created_at: u64,
-    /// Last lease request (ms).
-    pub last_seen: Option<u64>,
-    /// Refused everywhere once set.
-    pub revoked: bool,
-}
 
 /// What a per-job token grants.
 #[derive(Debug, Clone)]
@@ -177,14 +162,38 @@ pub struct Counts {
     pub leases_expired: u64,
 }
 
-/// The coordinator's storage.
+/// The coordinator's storage: every concern below, as one trait object
+/// for the handlers.
+pub trait Store:
+    MetaStore + RunnerStore + JobStore + LogStore + ArtifactStore + ProvenanceStore + VerifyStore
+{
+}
+
+impl<T> Store for T where
+    T: MetaStore
+        + RunnerStore
+        + JobStore
+        + LogStore
+        + ArtifactStore
+        + ProvenanceStore
+        + VerifyStore
+{
+}
+
+/// Server settings and figures.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait MetaStore: Send + Sync {
     /// A server setting.
     async fn get_meta(&self, key: &str) -> Result<Option<String>>;
     /// Sets a server setting.
     async fn set_meta(&self, key: &str, value: &str) -> Result<()>;
+    /// Figures for `/metrics`.
+    async fn counts(&self) -> Result<Counts>;
+}
 
+/// Runners: registration, token lookup, revocation, admin-trusted labels.
+#[async_trait]
+pub trait RunnerStore: Send + Sync {
     /// Registers a runner; returns its id.
     async fn create_runner(
         &self,
@@ -194,19 +203,32 @@ pub trait Store: Send + Sync {
         now: u64,
     ) -> Result<u64>;
     /// The runner with this token hash.
-    async fn runner_by_token(&self, token_sha256: &str) -> Result<Option<RunnerRecord>>;
+    async fn runner_by_token(&self, token_sha256: &str) -> Result<Option<RunnerInfo>>;
     /// All runners.
-    async fn list_runners(&self) -> Result<Vec<RunnerRecord>>;
+    async fn list_runners(&self) -> Result<Vec<RunnerInfo>>;
     /// Revokes a runner; its leases stop renewing and its job tokens stop working.
     async fn revoke_runner(&self, id: u64) -> Result<()>;
+    /// The labels the admin trusts the runner with (they unlock secrets;
+    /// its own registration labels only route jobs).
+    async fn trusted_labels(&self, runner_id: u64) -> Result<Vec<String>>;
+    /// Adds, then removes, admin-trusted labels; returns the runner's set.
+    async fn set_trusted_labels(
+        &self,
+        runner_id: u64,
+        add: Vec<String>,
+        remove: Vec<String>,
+    ) -> Result<Vec<String>>;
+}
 
+/// The job queue: jobs, leases and their attempts.
+#[async_trait]
+pub trait JobStore: Send + Sync {
     /// Enqueues a job; returns its id.
     async fn create_job(&self, job: NewJob) -> Result<u64>;
     /// One job.
     async fn job(&self, id: u64) -> Result<StoredJob>;
     /// Jobs, newest first.
     async fn list_jobs(&self, state: Option<JobState>, limit: u32) -> Result<Vec<StoredJob>>;
-
     /// Leases the oldest queued job whose labels the runner has, creating an
     /// attempt with this job-token hash that expires at `expires`.
     async fn lease(
@@ -221,20 +243,6 @@ pub trait Store: Send + Sync {
     async fn job_token(&self, token_sha256: &str) -> Result<Option<JobTokenRecord>>;
     /// Renews a lease; returns whether a cancel was requested.
     async fn heartbeat(&self, job_id: u64, attempt_id: u64, expires: u64) -> Result<bool>;
-    /// Appends `data`, sent from byte `offset`, to the job's log: a repeat
-    /// of received bytes is skipped, a gap is refused, `secrets` are masked
-    /// and at most `cap` bytes are stored.
-    async fn append_log(
-        &self,
-        job_id: u64,
-        attempt_id: u64,
-        offset: u64,
-        data: Bytes,
-        secrets: Vec<Vec<u8>>,
-        cap: u64,
-    ) -> Result<AppendOutcome>;
-    /// Up to `max` stored log bytes from `offset`.
-    async fn read_log(&self, job_id: u64, offset: u64, max: usize) -> Result<LogRead>;
     /// Ends the attempt and the job. Repeating the same finish is a no-op.
     async fn finish(
         &self,
@@ -251,32 +259,44 @@ pub trait Store: Send + Sync {
     async fn expire_leases(&self, now: u64) -> Result<usize>;
     /// Pushes every active lease's expiry to at least `until`.
     async fn extend_leases(&self, until: u64) -> Result<()>;
+}
 
+/// Job logs.
+#[async_trait]
+pub trait LogStore: Send + Sync {
+    /// Appends `data`, sent from byte `offset`, to the job's log: a repeat
+    /// of received bytes is skipped, a gap is refused, `secrets` are masked
+    /// and at most `cap` bytes are stored.
+    async fn append_log(
+        &self,
+        job_id: u64,
+        attempt_id: u64,
+        offset: u64,
+        data: Bytes,
+        secrets: Vec<Vec<u8>>,
+        cap: u64,
+    ) -> Result<AppendOutcome>;
+    /// Up to `max` stored log bytes from `offset`.
+    async fn read_log(&self, job_id: u64, offset: u64, max: usize) -> Result<LogRead>;
+}
+
+/// Artifact metadata (the bytes are in the blob store).
+#[async_trait]
+pub trait ArtifactStore: Send + Sync {
     /// Records an uploaded artifact (replacing one of the same name).
     async fn add_artifact(&self, job_id: u64, attempt_id: u64, info: ArtifactInfo) -> Result<()>;
     /// A job's artifacts, by name.
     async fn artifacts(&self, job_id: u64) -> Result<Vec<ArtifactInfo>>;
+}
 
-    /// Figures for `/metrics`.
-    async fn counts(&self) -> Result<Counts>;
-
-    // Issue 6: runner keys, provenance and `verify: N` jobs.
-
+/// Issue 6: runner keys and the provenance they sign.
+#[async_trait]
+pub trait ProvenanceStore: Send + Sync {
     /// Records a runner's public key (SPKI PEM) unless it has one (a key,
     /// once set, is fixed); returns the key the runner has afterwards.
     async fn set_runner_key(&self, runner_id: u64, pem: &str) -> Result<String>;
     /// A runner's public key, if it registered one.
     async fn runner_key(&self, runner_id: u64) -> Result<Option<String>>;
-    /// The labels the admin trusts the runner with (they unlock secrets;
-    /// its own registration labels only route jobs).
-    async fn trusted_labels(&self, runner_id: u64) -> Result<Vec<String>>;
-    /// Adds, then removes, admin-trusted labels; returns the runner's set.
-    async fn set_trusted_labels(
-        &self,
-        runner_id: u64,
-        add: Vec<String>,
-        remove: Vec<String>,
-    ) -> Result<Vec<String>>;
     /// The runner that holds (or held) an attempt.
     async fn attempt_runner(&self, attempt_id: u64) -> Result<u64>;
     /// Stores the job's provenance envelope (verified by the caller),
@@ -290,6 +310,11 @@ pub trait Store: Send + Sync {
     ) -> Result<()>;
     /// A job's provenance: (signing runner, envelope JSON).
     async fn provenance(&self, job_id: u64) -> Result<Option<(u64, String)>>;
+}
+
+/// Issue 6: `verify: N` jobs.
+#[async_trait]
+pub trait VerifyStore: Send + Sync {
     /// Enqueues a `verify: runs` job: a group that is never leased and
     /// `runs` ordinary jobs, each leased by a different runner. Returns the
     /// group's id.

@@ -38,6 +38,7 @@ mod net;
 mod pasta;
 mod process;
 mod proxy;
+pub mod report;
 mod rootpath;
 pub mod seccomp;
 mod sync;

@@ -42,19 +42,19 @@ pub(super) fn set_trusted_labels(
     if known == 0 {
         return Err(StoreError::NotFound(format!("no runner {runner_id}")));
     }
-    for l in add {
-        exec(
-            &tx,
+    for (sql, labels) in [
+        (
             "INSERT OR IGNORE INTO runner_trusted_labels (runner_id, label) VALUES (?1, ?2)",
-            params![runner_id as i64, l],
-        )?;
-    }
-    for l in remove {
-        exec(
-            &tx,
+            add,
+        ),
+        (
             "DELETE FROM runner_trusted_labels WHERE runner_id = ?1 AND label = ?2",
-            params![runner_id as i64, l],
-        )?;
+            remove,
+        ),
+    ] {
+        for l in labels {
+            exec(&tx, sql, params![runner_id as i64, l])?;
+        }
     }
     let out = trusted_labels(&tx, runner_id)?;
     tx.commit()?;

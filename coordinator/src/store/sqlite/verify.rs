@@ -1,6 +1,6 @@
-//! Issue 6 in the SQLite store: runner keys, stored provenance, and
-//! `verify: N` jobs. Kept apart from the queue code: new tables only, and
-//! small hooks that the queue calls inside its own transactions.
+//! Issue 6 in the SQLite store: `verify: N` jobs. Kept apart from the
+//! queue code: new tables only, and small hooks that the queue calls inside
+//! its own transactions.
 //!
 //! A `verify: N` job is a *group*: one jobs row that is never leased (it
 //! carries the status, the verdict and a short log) plus N *runs*, each an
@@ -11,27 +11,19 @@
 //! group settles: its state, reason and verdict are written in the same
 //! transaction that ended that run.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use pinfold_api::wire::{ArtifactDigests, JobState, Verdict, VerifyRun, VerifyStatus};
+use pinfold_api::verdict::Verdict;
+use pinfold_api::wire::{JobState, VerifyRun, VerifyStatus};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{exec, from_json, insert_job, json, row, store_log_bytes};
+use super::logs::store_log_bytes;
+use super::{exec, from_json, insert_job, json, row};
 use crate::store::{NewJob, Result, StoreError};
 
 /// Tables of this module (created beside the queue's on open).
 pub(super) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS runner_keys (
-    runner_id INTEGER PRIMARY KEY REFERENCES runners (id),
-    public_key TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS provenance (
-    job_id INTEGER PRIMARY KEY REFERENCES jobs (id),
-    attempt_id INTEGER NOT NULL,
-    runner_id INTEGER NOT NULL,
-    envelope TEXT NOT NULL
-);
 CREATE TABLE IF NOT EXISTS verify_groups (
     job_id INTEGER PRIMARY KEY REFERENCES jobs (id),
     runs INTEGER NOT NULL,
@@ -208,50 +200,21 @@ fn run_rows(c: &Connection, group: u64) -> Result<Vec<RunRow>> {
     .collect()
 }
 
-/// Compares the artifacts of runs that all succeeded.
+/// Compares the artifacts of runs that all succeeded (the verdict itself
+/// is [`pinfold_api::verdict::compare`]).
 fn compare(c: &Connection, runs: &[RunRow]) -> Result<Verdict> {
-    let mut by_name: BTreeMap<String, BTreeMap<u64, Option<String>>> = BTreeMap::new();
     let mut per_run = Vec::new();
     for r in runs {
         let mut st =
             c.prepare_cached("SELECT name, sha256 FROM artifacts WHERE job_id = ?1 ORDER BY name")?;
-        let arts: Vec<(String, String)> = st
+        let arts: BTreeMap<String, String> = st
             .query_map([r.job_id as i64], |x| Ok((x.get(0)?, x.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
-        for (name, _) in &arts {
-            by_name.entry(name.clone()).or_default();
-        }
         per_run.push((r.runner_id.unwrap_or(0), arts));
     }
-    for (runner, arts) in &per_run {
-        let have: BTreeMap<&str, &str> =
-            arts.iter().map(|(n, d)| (n.as_str(), d.as_str())).collect();
-        for (name, m) in by_name.iter_mut() {
-            m.insert(*runner, have.get(name.as_str()).map(|d| d.to_string()));
-        }
-    }
-    let artifacts: Vec<ArtifactDigests> = by_name
-        .into_iter()
-        .map(|(name, by_runner)| {
-            let distinct: BTreeSet<&Option<String>> = by_runner.values().collect();
-            let identical = distinct.len() == 1 && by_runner.values().all(Option::is_some);
-            ArtifactDigests {
-                name,
-                identical,
-                by_runner,
-            }
-        })
-        .collect();
-    let differing: Vec<String> = artifacts
-        .iter()
-        .filter(|a| !a.identical)
-        .map(|a| a.name.clone())
-        .collect();
-    Ok(Verdict {
-        reproducible: differing.is_empty() && !artifacts.is_empty(),
-        differing,
-        artifacts,
-    })
+    Ok(pinfold_api::verdict::compare(
+        per_run.iter().map(|(runner, arts)| (*runner, arts)),
+    ))
 }
 
 fn short(d: &Option<String>) -> String {
@@ -415,69 +378,4 @@ pub(super) fn status(c: &Connection, job_id: u64, now: u64) -> Result<Option<Ver
         waiting,
         verdict: verdict.map(|v| from_json(&v)).transpose()?,
     }))
-}
-
-/// Records a runner's public key (PEM) unless it has one already (a key,
-/// once set, is fixed); returns the key the runner has afterwards.
-pub(super) fn set_runner_key(c: &Connection, runner_id: u64, pem: &str) -> Result<String> {
-    exec(
-        c,
-        "INSERT INTO runner_keys (runner_id, public_key) VALUES (?1, ?2) \
-         ON CONFLICT (runner_id) DO NOTHING",
-        params![runner_id as i64, pem],
-    )?;
-    runner_key(c, runner_id)?.ok_or_else(|| StoreError::NotFound(format!("no runner {runner_id}")))
-}
-
-/// A runner's public key (PEM), if it registered one.
-pub(super) fn runner_key(c: &Connection, runner_id: u64) -> Result<Option<String>> {
-    Ok(row(
-        c,
-        "SELECT public_key FROM runner_keys WHERE runner_id = ?1",
-        [runner_id as i64],
-        |r| r.get(0),
-    )
-    .optional()?)
-}
-
-/// The runner holding `attempt_id`.
-pub(super) fn attempt_runner(c: &Connection, attempt_id: u64) -> Result<u64> {
-    row(
-        c,
-        "SELECT runner_id FROM attempts WHERE id = ?1",
-        [attempt_id as i64],
-        |r| r.get::<_, i64>(0),
-    )
-    .optional()?
-    .map(|v| v as u64)
-    .ok_or_else(|| StoreError::NotFound(format!("no attempt {attempt_id}")))
-}
-
-/// Stores a job's provenance envelope (replacing an earlier one).
-pub(super) fn put_provenance(
-    c: &Connection,
-    job_id: u64,
-    attempt_id: u64,
-    runner_id: u64,
-    envelope: &str,
-) -> Result<()> {
-    exec(
-        c,
-        "INSERT INTO provenance (job_id, attempt_id, runner_id, envelope) VALUES (?1, ?2, ?3, ?4) \
-         ON CONFLICT (job_id) DO UPDATE SET attempt_id = excluded.attempt_id, \
-         runner_id = excluded.runner_id, envelope = excluded.envelope",
-        params![job_id as i64, attempt_id as i64, runner_id as i64, envelope],
-    )?;
-    Ok(())
-}
-
-/// A job's provenance: (runner id, envelope JSON).
-pub(super) fn provenance(c: &Connection, job_id: u64) -> Result<Option<(u64, String)>> {
-    Ok(row(
-        c,
-        "SELECT runner_id, envelope FROM provenance WHERE job_id = ?1",
-        [job_id as i64],
-        |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
-    )
-    .optional()?)
 }

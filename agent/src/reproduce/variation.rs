@@ -1,6 +1,5 @@
-//! `pinfold verify`: what a reproducible build must not depend on, and how
-//! one run of a job is made to differ in it (in the spirit of Debian's
-//! reprotest).
+//! What a reproducible build must not depend on, and how one run of a job
+//! is made to differ in it (in the spirit of Debian's reprotest).
 //!
 //! Run 1 is the control (pinfold's plain defaults); every later run varies
 //! the chosen [`Variation`]s. Each variation maps onto the existing runner
@@ -20,7 +19,7 @@ use crate::runner::RunOptions;
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
-pub enum VerifyError {
+pub enum VariationError {
     /// A `--vary` item names no variation.
     #[error("--vary: unknown variation {0:?}; known: all, {known}", known = Variation::names())]
     UnknownVariation(String),
@@ -156,18 +155,18 @@ impl Variation {
         }
     }
 
-    fn parse(s: &str) -> Result<Variation, VerifyError> {
+    fn parse(s: &str) -> Result<Variation, VariationError> {
         let norm = s.trim().replace('-', "_");
         Self::ALL
             .into_iter()
             .find(|v| v.name() == norm)
-            .ok_or_else(|| VerifyError::UnknownVariation(s.trim().to_string()))
+            .ok_or_else(|| VariationError::UnknownVariation(s.trim().to_string()))
     }
 }
 
 /// Parses `--vary`: `all`; a list of names (only those); or `-name` items
 /// (all but those), e.g. `all,-time` or `-time`.
-pub fn parse_vary(s: &str) -> Result<BTreeSet<Variation>, VerifyError> {
+pub fn parse_vary(s: &str) -> Result<BTreeSet<Variation>, VariationError> {
     let items: Vec<&str> = s
         .split(',')
         .map(str::trim)
@@ -237,10 +236,10 @@ fn read_names(dir: &Path) -> std::io::Result<Vec<std::ffi::OsString>> {
 /// system that lists entries by when they were linked (tmpfs lists the
 /// newest first): each entry is renamed away and back, in the current
 /// order. Symlinks are not followed.
-pub fn reverse_dir_order(root: &Path) -> Result<(), VerifyError> {
+pub fn reverse_dir_order(root: &Path) -> Result<(), VariationError> {
     let err = |path: &Path| {
         let path = path.to_owned();
-        move |source| VerifyError::Reorder { path, source }
+        move |source| VariationError::Reorder { path, source }
     };
     let names = read_names(root).map_err(err(root))?;
     let tmp = root.join(".pinfold-verify-relink");
@@ -278,7 +277,7 @@ pub fn options(
     k: usize,
     vary: &BTreeSet<Variation>,
     ctx: &Context<'_>,
-) -> Result<RunOptions, VerifyError> {
+) -> Result<RunOptions, VariationError> {
     let mut o = RunOptions {
         umask: Some(0o022),
         env: vec![(
@@ -359,8 +358,8 @@ fn rename_id0(db: Option<&str>, name: &str, line: &str) -> String {
 /// The content of `rel` in the image: from the topmost layer that has it,
 /// opened without following symlinks (the image is untrusted: a link must
 /// not pull a host file into the container). `None` when no layer has it.
-fn image_file(layers: &[PathBuf], rel: &str) -> Result<Option<String>, VerifyError> {
-    let err = |source| VerifyError::ImageFile {
+fn image_file(layers: &[PathBuf], rel: &str) -> Result<Option<String>, VariationError> {
+    let err = |source| VariationError::ImageFile {
         path: rel.to_string(),
         source,
     };
