@@ -106,6 +106,7 @@ fn agent(a: Args) -> anyhow::Result<()> {
         ceiling,
         settings,
         request_timeout: a.request_timeout,
+        host: pinfold_agent::runner::HostEnv::from_vars(|k| std::env::var_os(k)),
     };
     pinfold_agent::agent::run(cfg, &pinfold_agent::signals::received)?;
     Ok(())

@@ -33,7 +33,7 @@ pub use runs::RunResult;
 pub use variation::{Variation, VariationError, parse_vary};
 
 use crate::log::LogWriter;
-use crate::runner::{Job, RunError, stop};
+use crate::runner::{HostEnv, Job, RunError, stop};
 use runs::{Plan, Shared, execute};
 
 /// Errors that end a check before it has a verdict.
@@ -120,6 +120,8 @@ pub struct Settings {
     pub grace: Duration,
     /// Set by SIGINT/SIGTERM ([`crate::signals::stop_flag`]).
     pub stop: Arc<AtomicU8>,
+    /// The runner's own environment, as the binary read it.
+    pub host: HostEnv,
     /// The tmpfs `dir_order` is checked on.
     pub tmpfs: PathBuf,
     /// diffoscope, when installed.
@@ -180,6 +182,7 @@ pub fn run(s: Settings, term: &mut dyn Write) -> Result<Report, ReproduceError> 
         stop: s.stop.clone(),
         grace: s.grace,
         settings: s.sandbox.clone(),
+        host: s.host.clone(),
     };
     let image_log = LogWriter::new(Box::new(std::io::stderr()), []).shared();
     probe_job.resolve_image(&image_log)?;
@@ -230,6 +233,7 @@ pub fn run(s: Settings, term: &mut dyn Write) -> Result<Report, ReproduceError> 
         exe: s.exe.clone(),
         stop: s.stop.clone(),
         grace: s.grace,
+        host: s.host.clone(),
         work: work.path().to_owned(),
         out: out.clone(),
         home: s.home.clone(),

@@ -15,7 +15,7 @@ use pinfold_sandbox::ceiling::Ceiling;
 
 use super::variation::{self, Variation};
 use crate::log::{LogWriter, lock};
-use crate::runner::{Job, RunError};
+use crate::runner::{HostEnv, Job, RunError};
 
 /// One run to make.
 pub(super) struct Plan {
@@ -65,6 +65,7 @@ pub(super) struct Shared<'a> {
     pub exe: PathBuf,
     pub stop: Arc<AtomicU8>,
     pub grace: Duration,
+    pub host: HostEnv,
     pub work: PathBuf,
     pub out: PathBuf,
     pub home: PathBuf,
@@ -163,6 +164,7 @@ fn run_one(s: &Shared<'_>, p: &Plan, t0: Instant) -> RunResult {
         stop: s.stop.clone(),
         grace: s.grace,
         settings: s.sandbox.clone(),
+        host: s.host.clone(),
     };
     let reorder = p.vary.contains(&Variation::DirOrder);
     let mut fill = |ws: &crate::runner::Workspace<'_>| -> Result<(), RunError> {

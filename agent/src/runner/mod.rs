@@ -32,6 +32,11 @@
 //! into its environment: for a plain env entry (its value is in the job
 //! file anyway) they go as `--env NAME=VALUE`; a secret with such a name is
 //! refused. stdout and stderr share one pipe so their order is kept.
+//!
+//! What each step's child gets (arguments, environment) is planned, pure,
+//! in `plan`, and what a step's end means for the job in `outcome`; this
+//! module prepares the job and runs the plan. It reads
+//! no environment: the binary hands the runner's own in [`Job::host`].
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -49,9 +54,15 @@ use nix::unistd::Pid;
 use pinfold_api::wire::{ArtifactInfo, JobState, StepResult};
 use pinfold_api::{JobSpec, now_ms};
 use pinfold_sandbox::ceiling::{Ceiling, Chosen};
-use pinfold_sandbox::container::IdMapMode;
 use pinfold_sandbox::container::jobfs::{JobFs, JobFsError, Sizes};
 use pinfold_sandbox::image::{ImageError, ImageRef, PullOptions, Store};
+
+mod outcome;
+mod plan;
+
+pub use plan::{HostEnv, PASS_ENV, RunOptions, StepInputs, StepPlan, reserved_name, step_timeout};
+
+pub use outcome::{job_end, step_end, stop};
 
 use crate::artifacts::{self, Artifact};
 use crate::log::{SharedLog, lock};
@@ -97,18 +108,6 @@ pub enum RunError {
     Artifacts(#[from] artifacts::ArtifactError),
 }
 
-/// Why a job is being stopped (0: it is not).
-pub mod stop {
-    /// Not stopped.
-    pub const NONE: u8 = 0;
-    /// A user cancelled it.
-    pub const CANCELLED: u8 = 1;
-    /// The agent is shutting down and the drain time is over.
-    pub const SHUTDOWN: u8 = 2;
-    /// The lease was lost (stale or revoked): nothing more may be written.
-    pub const LEASE_LOST: u8 = 3;
-}
-
 /// One job to run.
 pub struct Job {
     /// The job.
@@ -128,32 +127,8 @@ pub struct Job {
     /// What the binary read from its environment for the sandbox (the
     /// image store, the job file system's id map).
     pub settings: pinfold_sandbox::Settings,
-}
-
-/// How one run differs from a plain one (`pinfold verify` varies these
-/// on purpose; [`Default`] is a plain run). Each field maps to a
-/// `pinfold exec` flag or to how the step's process is started.
-#[derive(Debug, Clone, Default)]
-pub struct RunOptions {
-    /// Where the workspace is mounted (and the working directory) in the
-    /// container instead of `/workspace`.
-    pub mount: Option<PathBuf>,
-    /// `--hostname`.
-    pub hostname: Option<String>,
-    /// `--domainname`.
-    pub domainname: Option<String>,
-    /// `--umask`.
-    pub umask: Option<u32>,
-    /// `--reverse-env`.
-    pub reverse_env: bool,
-    /// Environment set before the job's own `env` (which wins on a clash).
-    pub env: Vec<(String, String)>,
-    /// Files written into the container's writable layer before the first
-    /// step, by path relative to its root (e.g. `etc/passwd`).
-    pub files: Vec<(PathBuf, String)>,
-    /// Restrict the steps to this many CPUs (the first ones of the
-    /// caller's affinity mask), with `sched_setaffinity` on the child.
-    pub cpus: Option<usize>,
+    /// The runner's own environment, as the binary read it.
+    pub host: HostEnv,
 }
 
 /// How a job ended.
@@ -171,49 +146,6 @@ pub struct Report {
 
 /// Where artifacts go: a directory (`pinfold run`) or the coordinator.
 pub type Deliver<'a> = dyn FnMut(&mut Artifact) -> Result<(), String> + 'a;
-
-/// Environment names that change how the host-side `pinfold exec` (or the
-/// dynamic loader under it) behaves.
-pub fn reserved_name(name: &str) -> bool {
-    const EXACT: &[&str] = &[
-        "PATH",
-        "HOME",
-        "TMPDIR",
-        "XDG_DATA_HOME",
-        "XDG_CONFIG_HOME",
-        "XDG_RUNTIME_DIR",
-        "REGISTRY_AUTH_FILE",
-        "GLIBC_TUNABLES",
-        "GCONV_PATH",
-        "LOCPATH",
-        "NLSPATH",
-        "MALLOC_TRACE",
-        "HOSTALIASES",
-        "RES_OPTIONS",
-        "LOCALDOMAIN",
-        "TZDIR",
-    ];
-    EXACT.contains(&name)
-        || ["PINFOLD_", "LD_", "RUST_", "CARGO_", "MALLOC_"]
-            .iter()
-            .any(|p| name.starts_with(p))
-}
-
-/// What of the caller's environment the `pinfold exec` child keeps.
-const PASS_ENV: &[&str] = &[
-    "PATH",
-    "HOME",
-    "PINFOLD_HOME",
-    "XDG_DATA_HOME",
-    "PINFOLD_POLICY_PATH",
-    "PINFOLD_ROOT_IDMAP",
-    "PINFOLD_USERNS",
-    "PINFOLD_PLATFORM",
-    "REGISTRY_AUTH_FILE",
-    "XDG_RUNTIME_DIR",
-    "XDG_CONFIG_HOME",
-    "RUST_LOG",
-];
 
 impl Job {
     fn stopped(&self) -> u8 {
@@ -233,13 +165,12 @@ impl Job {
             layer: fs.writable_layer_size.0,
             workspace: fs.workspace_size.0,
         };
-        // The steps' own mapping (exec reads PINFOLD_USERNS too), so every
-        // id a step writes exists on the job file system.
-        let mode = match std::env::var("PINFOLD_USERNS") {
-            Ok(m) => IdMapMode::parse(&m)
-                .map_err(|e| RunError::Config(format!("PINFOLD_USERNS: {e}")))?,
-            Err(_) => IdMapMode::Auto,
-        };
+        // The steps' own mapping, so every id a step writes exists on the
+        // job file system.
+        let mode = self
+            .host
+            .id_map_mode()
+            .map_err(|e| RunError::Config(format!("PINFOLD_USERNS: {e}")))?;
         let jobfs = JobFs::start(&self.exe, &self.dir, sizes, mode, &self.settings)?;
         let layer = jobfs.layer_upper();
         jobfs.as_owner(|| write_files(&layer, &o.files))?;
@@ -319,10 +250,7 @@ impl Job {
             if self.stopped() != stop::NONE {
                 break;
             }
-            let timeout = match (step.timeout.map(|t| t.0), remaining) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let timeout = step_timeout(step.timeout.map(|t| t.0), remaining);
             lock(log).line(&format!("==> step {}/{n}: {}", i + 1, step.name));
             steps[i].started_at = Some(now_ms());
             let t0 = Instant::now();
@@ -365,53 +293,14 @@ impl Job {
             let limit_reason = report
                 .as_ref()
                 .filter(|r| r["outcome"] == "limit_exceeded")
-                .and_then(|r| r["reason"].as_str().map(str::to_owned));
-            match code {
-                Some(0) => {}
-                Some(_) if limit_reason.is_some() => {
-                    let why = limit_reason.unwrap_or_default();
-                    end = Some((JobState::Failed, format!("step {}: {why}", step.name)));
-                    break;
-                }
-                Some(124) => {
-                    let job_hit = deadline.is_some_and(|d| Instant::now() >= d);
-                    let why = if job_hit {
-                        "job timeout reached".to_string()
-                    } else {
-                        format!("step {} timed out", step.name)
-                    };
-                    end = Some((JobState::TimedOut, why));
-                    break;
-                }
-                Some(125) => {
-                    end = Some((
-                        JobState::Error,
-                        format!("step {}: the sandbox failed (exit 125)", step.name),
-                    ));
-                    break;
-                }
-                Some(c) => {
-                    end = Some((JobState::Failed, format!("step {} exited {c}", step.name)));
-                    break;
-                }
-                None => {
-                    end = Some((JobState::Failed, format!("step {} was killed", step.name)));
-                    break;
-                }
+                .and_then(|r| r["reason"].as_str());
+            let time_up = deadline.is_some_and(|d| Instant::now() >= d);
+            end = step_end(&step.name.0, code, limit_reason, time_up);
+            if end.is_some() {
+                break;
             }
         }
-        let (state, reason) = match self.stopped() {
-            stop::CANCELLED => (JobState::Cancelled, Some("cancelled".to_string())),
-            stop::SHUTDOWN => (
-                JobState::Cancelled,
-                Some("the agent shut down before the job finished".to_string()),
-            ),
-            stop::LEASE_LOST => (JobState::Error, Some("lease lost".to_string())),
-            _ => match end {
-                Some((s, r)) => (s, Some(r)),
-                None => (JobState::Succeeded, None),
-            },
-        };
+        let (state, reason) = job_end(self.stopped(), end);
         // Artifacts of failed jobs matter too (test reports); not when the
         // lease is gone.
         let mut delivered = Vec::new();
@@ -528,6 +417,7 @@ impl Job {
         )
     }
 
+    /// The `pinfold exec` child that runs `run` (see [`plan`]).
     fn command(
         &self,
         chosen: &Chosen,
@@ -536,63 +426,19 @@ impl Job {
         timeout: Option<Duration>,
         o: &RunOptions,
     ) -> Command {
-        let mut c = Command::new(&self.exe);
-        c.env_clear();
-        for k in PASS_ENV {
-            if let Some(v) = std::env::var_os(k) {
-                c.env(k, v);
-            }
+        let report = self.report_path();
+        let p = StepInputs {
+            exe: &self.exe,
+            spec: &self.spec,
+            secrets: &self.secrets,
+            host: &self.host,
+            policy: &chosen.reference,
+            job_fs: &jobfs.socket(),
+            report: &report,
         }
-        let mount = o
-            .mount
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("/workspace"));
-        c.arg("exec")
-            .arg("--image")
-            .arg(self.spec.image.as_str())
-            .arg("--policy")
-            .arg(&chosen.reference)
-            .arg("--job-fs")
-            .arg(jobfs.socket())
-            .arg("--workdir")
-            .arg(&mount);
-        if let Some(n) = self.spec.network {
-            c.arg("--network").arg(n.as_str());
-        }
-        c.args(pinfold_sandbox::ceiling::limit_args(&self.spec.limits));
-        if let Some(h) = &o.hostname {
-            c.arg("--hostname").arg(h);
-        }
-        if let Some(d) = &o.domainname {
-            c.arg("--domainname").arg(d);
-        }
-        if let Some(m) = o.umask {
-            c.arg("--umask").arg(format!("{m:03o}"));
-        }
-        if o.reverse_env {
-            c.arg("--reverse-env");
-        }
-        for (k, v) in &o.env {
-            c.arg("--env").arg(format!("{k}={v}"));
-        }
-        for (k, v) in &self.spec.env {
-            if reserved_name(k.as_str()) {
-                c.arg("--env").arg(format!("{k}={v}"));
-            } else {
-                c.env(k.as_str(), v).arg("--env").arg(k.as_str());
-            }
-        }
-        for k in &self.spec.secrets {
-            if let Some(v) = self.secrets.get(k.as_str()) {
-                c.env(k.as_str(), v).arg("--env").arg(k.as_str());
-            }
-        }
-        if let Some(t) = timeout {
-            c.arg("--timeout")
-                .arg(format!("{}ms", t.as_millis().max(1)));
-        }
-        c.arg("--report").arg(self.report_path());
-        c.arg("--").args(["/bin/sh", "-e", "-c", run]);
+        .plan(run, timeout, o);
+        let mut c = Command::new(p.program);
+        c.env_clear().envs(p.env).args(p.args);
         c
     }
 
@@ -766,25 +612,4 @@ fn terminate(child: &mut Child, grace: Duration) {
 
 fn humantime_secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_that_steer_the_host_side_are_reserved() {
-        for n in [
-            "PATH",
-            "LD_PRELOAD",
-            "PINFOLD_HOME",
-            "GLIBC_TUNABLES",
-            "TMPDIR",
-        ] {
-            assert!(reserved_name(n), "{n}");
-        }
-        for n in ["GREETING", "DEPLOY_KEY", "CI", "PATHS"] {
-            assert!(!reserved_name(n), "{n}");
-        }
-    }
 }

@@ -1,0 +1,449 @@
+//! Step planning, pure: what each step's `pinfold exec` child gets (its
+//! program, arguments and whole environment) from the job spec, the
+//! chosen policy, the run's [`RunOptions`] and the runner's [`HostEnv`].
+//! Nothing here starts a process, touches a file or reads the
+//! environment, so it is unit-tested without user namespaces; running the
+//! plan is [`super`]'s job.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pinfold_api::JobSpec;
+use pinfold_sandbox::container::IdMapMode;
+use pinfold_sandbox::container::idmap::IdMapError;
+
+/// Environment names that change how the host-side `pinfold exec` (or the
+/// dynamic loader under it) behaves.
+pub fn reserved_name(name: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "PATH",
+        "HOME",
+        "TMPDIR",
+        "XDG_DATA_HOME",
+        "XDG_CONFIG_HOME",
+        "XDG_RUNTIME_DIR",
+        "REGISTRY_AUTH_FILE",
+        "GLIBC_TUNABLES",
+        "GCONV_PATH",
+        "LOCPATH",
+        "NLSPATH",
+        "MALLOC_TRACE",
+        "HOSTALIASES",
+        "RES_OPTIONS",
+        "LOCALDOMAIN",
+        "TZDIR",
+    ];
+    EXACT.contains(&name)
+        || ["PINFOLD_", "LD_", "RUST_", "CARGO_", "MALLOC_"]
+            .iter()
+            .any(|p| name.starts_with(p))
+}
+
+/// What of the caller's environment the `pinfold exec` child keeps.
+pub const PASS_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "PINFOLD_HOME",
+    "XDG_DATA_HOME",
+    "PINFOLD_POLICY_PATH",
+    "PINFOLD_ROOT_IDMAP",
+    "PINFOLD_USERNS",
+    "PINFOLD_PLATFORM",
+    "REGISTRY_AUTH_FILE",
+    "XDG_RUNTIME_DIR",
+    "XDG_CONFIG_HOME",
+    "RUST_LOG",
+];
+
+/// The runner's own environment, as the binary read it: this crate reads
+/// no environment variables.
+#[derive(Debug, Clone, Default)]
+pub struct HostEnv {
+    /// The [`PASS_ENV`] variables that are set, in that order: each
+    /// step's `pinfold exec` keeps them (and nothing else of the caller's).
+    pub pass: Vec<(String, OsString)>,
+    /// `PINFOLD_USERNS` (`None`: unset or not unicode, which is `auto`):
+    /// the steps' id mapping, which the job file system must share.
+    pub userns: Option<String>,
+}
+
+impl HostEnv {
+    /// Reads what the runner needs of an environment through `var` (the
+    /// binary passes `std::env::var_os`).
+    pub fn from_vars(var: impl Fn(&str) -> Option<OsString>) -> HostEnv {
+        HostEnv {
+            pass: PASS_ENV
+                .iter()
+                .filter_map(|k| var(k).map(|v| (k.to_string(), v)))
+                .collect(),
+            userns: var("PINFOLD_USERNS").and_then(|v| v.into_string().ok()),
+        }
+    }
+
+    /// The steps' id mapping (exec reads `PINFOLD_USERNS` too), so every
+    /// id a step writes exists on the job file system.
+    pub fn id_map_mode(&self) -> Result<IdMapMode, IdMapError> {
+        match &self.userns {
+            Some(m) => IdMapMode::parse(m),
+            None => Ok(IdMapMode::Auto),
+        }
+    }
+}
+
+/// How one run differs from a plain one (`pinfold verify` varies these
+/// on purpose; [`Default`] is a plain run). Each field maps to a
+/// `pinfold exec` flag or to how the step's process is started.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Where the workspace is mounted (and the working directory) in the
+    /// container instead of `/workspace`.
+    pub mount: Option<PathBuf>,
+    /// `--hostname`.
+    pub hostname: Option<String>,
+    /// `--domainname`.
+    pub domainname: Option<String>,
+    /// `--umask`.
+    pub umask: Option<u32>,
+    /// `--reverse-env`.
+    pub reverse_env: bool,
+    /// Environment set before the job's own `env` (which wins on a clash).
+    pub env: Vec<(String, String)>,
+    /// Files written into the container's writable layer before the first
+    /// step, by path relative to its root (e.g. `etc/passwd`).
+    pub files: Vec<(PathBuf, String)>,
+    /// Restrict the steps to this many CPUs (the first ones of the
+    /// caller's affinity mask), with `sched_setaffinity` on the child.
+    pub cpus: Option<usize>,
+}
+
+/// What every step of one job shares.
+pub struct StepInputs<'a> {
+    /// The pinfold binary.
+    pub exe: &'a Path,
+    /// The job.
+    pub spec: &'a JobSpec,
+    /// Secret values by name.
+    pub secrets: &'a BTreeMap<String, String>,
+    /// The runner's environment.
+    pub host: &'a HostEnv,
+    /// The chosen policy, as `pinfold exec --policy` takes it.
+    pub policy: &'a str,
+    /// The job file system's socket.
+    pub job_fs: &'a Path,
+    /// Where exec writes the step's report.
+    pub report: &'a Path,
+}
+
+/// One step's `pinfold exec` child: started with exactly `env` (nothing
+/// else of the caller's environment) and `args`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepPlan {
+    /// The program (the pinfold binary).
+    pub program: PathBuf,
+    /// Its arguments, `exec` first.
+    pub args: Vec<OsString>,
+    /// Its whole environment, in the order set (a later entry wins).
+    pub env: Vec<(OsString, OsString)>,
+}
+
+impl StepInputs<'_> {
+    /// The child that runs `run` with `/bin/sh -e -c`, within `timeout`.
+    pub fn plan(&self, run: &str, timeout: Option<Duration>, o: &RunOptions) -> StepPlan {
+        let mut args: Vec<OsString> = Vec::new();
+        let mut env: Vec<(OsString, OsString)> = self
+            .host
+            .pass
+            .iter()
+            .map(|(k, v)| (k.into(), v.clone()))
+            .collect();
+        let mut arg = |a: &dyn AsRef<std::ffi::OsStr>| args.push(a.as_ref().to_owned());
+        let mount = o
+            .mount
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/workspace"));
+        arg(&"exec");
+        arg(&"--image");
+        arg(&self.spec.image.as_str());
+        arg(&"--policy");
+        arg(&self.policy);
+        arg(&"--job-fs");
+        arg(&self.job_fs);
+        arg(&"--workdir");
+        arg(&mount);
+        if let Some(n) = self.spec.network {
+            arg(&"--network");
+            arg(&n.as_str());
+        }
+        for a in pinfold_sandbox::ceiling::limit_args(&self.spec.limits) {
+            arg(&a);
+        }
+        if let Some(h) = &o.hostname {
+            arg(&"--hostname");
+            arg(h);
+        }
+        if let Some(d) = &o.domainname {
+            arg(&"--domainname");
+            arg(d);
+        }
+        if let Some(m) = o.umask {
+            arg(&"--umask");
+            arg(&format!("{m:03o}"));
+        }
+        if o.reverse_env {
+            arg(&"--reverse-env");
+        }
+        for (k, v) in &o.env {
+            arg(&"--env");
+            arg(&format!("{k}={v}"));
+        }
+        // Values travel in the child's environment, named by `--env NAME`;
+        // a name that would steer the host-side exec goes as NAME=VALUE.
+        for (k, v) in &self.spec.env {
+            arg(&"--env");
+            if reserved_name(k.as_str()) {
+                arg(&format!("{k}={v}"));
+            } else {
+                env.push((k.as_str().into(), v.into()));
+                arg(&k.as_str());
+            }
+        }
+        for k in &self.spec.secrets {
+            if let Some(v) = self.secrets.get(k.as_str()) {
+                env.push((k.as_str().into(), v.into()));
+                arg(&"--env");
+                arg(&k.as_str());
+            }
+        }
+        if let Some(t) = timeout {
+            arg(&"--timeout");
+            arg(&format!("{}ms", t.as_millis().max(1)));
+        }
+        arg(&"--report");
+        arg(&self.report);
+        arg(&"--");
+        for a in ["/bin/sh", "-e", "-c", run] {
+            arg(&a);
+        }
+        StepPlan {
+            program: self.exe.to_owned(),
+            args,
+            env,
+        }
+    }
+}
+
+/// A step's time limit: its own and what is left of the job's, whichever
+/// is shorter.
+pub fn step_timeout(step: Option<Duration>, job_left: Option<Duration>) -> Option<Duration> {
+    match (step, job_left) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml: &str) -> JobSpec {
+        JobSpec::from_yaml(yaml).unwrap()
+    }
+
+    const IMAGE: &str = "registry.example/busybox@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn plan_of(
+        spec: &JobSpec,
+        secrets: &BTreeMap<String, String>,
+        host: &HostEnv,
+        timeout: Option<Duration>,
+        o: &RunOptions,
+    ) -> StepPlan {
+        StepInputs {
+            exe: Path::new("/usr/bin/pinfold"),
+            spec,
+            secrets,
+            host,
+            policy: "/etc/pinfold/ci.toml",
+            job_fs: Path::new("/jobs/1/jobfs.sock"),
+            report: Path::new("/jobs/1/step.json"),
+        }
+        .plan("make test", timeout, o)
+    }
+
+    fn strs(v: &[OsString]) -> Vec<&str> {
+        v.iter().map(|a| a.to_str().unwrap()).collect()
+    }
+
+    fn env_of(p: &StepPlan) -> Vec<(&str, &str)> {
+        p.env
+            .iter()
+            .map(|(k, v)| (k.to_str().unwrap(), v.to_str().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn a_plain_step_runs_exec_with_the_chosen_policy_and_the_job_fs() {
+        let s = spec(&format!(
+            "image: {IMAGE}\nsteps:\n  - name: test\n    run: make test\n"
+        ));
+        let p = plan_of(
+            &s,
+            &BTreeMap::new(),
+            &HostEnv::default(),
+            None,
+            &RunOptions::default(),
+        );
+        assert_eq!(p.program, Path::new("/usr/bin/pinfold"));
+        assert_eq!(
+            strs(&p.args),
+            [
+                "exec",
+                "--image",
+                IMAGE,
+                "--policy",
+                "/etc/pinfold/ci.toml",
+                "--job-fs",
+                "/jobs/1/jobfs.sock",
+                "--workdir",
+                "/workspace",
+                "--report",
+                "/jobs/1/step.json",
+                "--",
+                "/bin/sh",
+                "-e",
+                "-c",
+                "make test",
+            ]
+        );
+        assert!(p.env.is_empty(), "nothing of the caller's: {:?}", p.env);
+    }
+
+    #[test]
+    fn env_values_and_secrets_travel_in_the_environment_not_on_the_command_line() {
+        let s = spec(&format!(
+            "image: {IMAGE}\nenv:\n  GREETING: hello\n  PATH: /opt/bin\nsecrets: [DEPLOY_KEY, MISSING]\nsteps:\n  - name: test\n    run: make test\n"
+        ));
+        let secrets = BTreeMap::from([("DEPLOY_KEY".to_string(), "s3cret".to_string())]);
+        let p = plan_of(
+            &s,
+            &secrets,
+            &HostEnv::default(),
+            None,
+            &RunOptions::default(),
+        );
+        let args = strs(&p.args);
+        assert!(
+            !args
+                .iter()
+                .any(|a| a.contains("hello") || a.contains("s3cret"))
+        );
+        // A reserved name (it would steer the host-side exec) goes as NAME=VALUE.
+        let env_args: Vec<_> = args
+            .windows(2)
+            .filter(|w| w[0] == "--env")
+            .map(|w| w[1])
+            .collect();
+        assert_eq!(env_args, ["GREETING", "PATH=/opt/bin", "DEPLOY_KEY"]);
+        assert_eq!(
+            env_of(&p),
+            [("GREETING", "hello"), ("DEPLOY_KEY", "s3cret")]
+        );
+    }
+
+    #[test]
+    fn the_host_keeps_only_what_it_passes_and_options_map_to_flags() {
+        let host = HostEnv::from_vars(|k| match k {
+            "PATH" => Some("/usr/bin".into()),
+            "PINFOLD_HOME" => Some("/var/lib/pinfold".into()),
+            "SSH_AUTH_SOCK" | "AWS_SECRET_ACCESS_KEY" => Some("leak".into()),
+            _ => None,
+        });
+        let s = spec(&format!(
+            "image: {IMAGE}\nnetwork: none\nlimits:\n  pids: 64\nsteps:\n  - name: test\n    run: make test\n"
+        ));
+        let o = RunOptions {
+            mount: Some("/build".into()),
+            hostname: Some("h1".into()),
+            domainname: Some("d1".into()),
+            umask: Some(0o22),
+            reverse_env: true,
+            env: vec![("TZ".into(), "UTC".into())],
+            ..RunOptions::default()
+        };
+        let p = plan_of(
+            &s,
+            &BTreeMap::new(),
+            &host,
+            Some(Duration::from_micros(10)),
+            &o,
+        );
+        assert_eq!(
+            env_of(&p),
+            [("PATH", "/usr/bin"), ("PINFOLD_HOME", "/var/lib/pinfold")]
+        );
+        let args = strs(&p.args);
+        let after = |flag: &str| {
+            let i = args.iter().position(|a| *a == flag).unwrap();
+            args[i + 1]
+        };
+        assert_eq!(after("--workdir"), "/build");
+        assert_eq!(after("--network"), "none");
+        assert_eq!(after("--limit"), "pids=64");
+        assert_eq!(after("--hostname"), "h1");
+        assert_eq!(after("--domainname"), "d1");
+        assert_eq!(after("--umask"), "022");
+        assert_eq!(after("--env"), "TZ=UTC");
+        // Under a millisecond still limits: never `0ms` (no limit).
+        assert_eq!(after("--timeout"), "1ms");
+        assert!(args.contains(&"--reverse-env"));
+        assert_eq!(
+            &args[args.len() - 5..],
+            ["--", "/bin/sh", "-e", "-c", "make test"]
+        );
+    }
+
+    #[test]
+    fn userns_from_the_host_is_parsed_with_the_same_default() {
+        assert_eq!(HostEnv::default().id_map_mode().unwrap(), IdMapMode::Auto);
+        let single = HostEnv::from_vars(|k| (k == "PINFOLD_USERNS").then(|| "single".into()));
+        assert_eq!(single.id_map_mode().unwrap(), IdMapMode::Single);
+        assert_eq!(
+            single.pass,
+            [("PINFOLD_USERNS".to_string(), "single".into())]
+        );
+        let bad = HostEnv {
+            userns: Some("both".into()),
+            ..HostEnv::default()
+        };
+        let e = bad.id_map_mode().unwrap_err().to_string();
+        assert!(e.contains("\"both\" is not understood"), "{e}");
+    }
+
+    #[test]
+    fn a_step_gets_the_shorter_of_its_own_and_the_jobs_time_left() {
+        let s = |n| Some(Duration::from_secs(n));
+        assert_eq!(step_timeout(s(10), s(3)), s(3));
+        assert_eq!(step_timeout(s(2), s(3)), s(2));
+        assert_eq!(step_timeout(None, s(3)), s(3));
+        assert_eq!(step_timeout(s(10), None), s(10));
+        assert_eq!(step_timeout(None, None), None);
+    }
+
+    #[test]
+    fn names_that_steer_the_host_side_are_reserved() {
+        for n in [
+            "PATH",
+            "LD_PRELOAD",
+            "PINFOLD_HOME",
+            "GLIBC_TUNABLES",
+            "TMPDIR",
+        ] {
+            assert!(reserved_name(n), "{n}");
+        }
+        for n in ["GREETING", "DEPLOY_KEY", "CI", "PATHS"] {
+            assert!(!reserved_name(n), "{n}");
+        }
+    }
+}
