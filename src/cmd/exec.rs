@@ -56,7 +56,7 @@ pub struct Args {
     domainname: Option<String>,
     /// File mode creation mask of the command, in octal (e.g. 022)
     /// [default: the caller's].
-    #[arg(long, value_name = "OCTAL", value_parser = parse_umask)]
+    #[arg(long, value_name = "OCTAL", value_parser = ContainerSpec::parse_umask)]
     umask: Option<u32>,
     /// Give the command its environment in reverse order (to test that a
     /// build does not depend on it).
@@ -97,13 +97,6 @@ pub struct Args {
     /// The command and its arguments (after `--`).
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     command: Vec<String>,
-}
-
-fn parse_umask(s: &str) -> Result<u32, String> {
-    u32::from_str_radix(s, 8)
-        .ok()
-        .filter(|m| *m <= 0o777)
-        .ok_or_else(|| format!("{s:?} is not an octal mode from 000 to 777"))
 }
 
 fn parse_env(items: &[String]) -> Result<Vec<(String, String)>, String> {

@@ -357,7 +357,7 @@ pub fn run(s: Settings, term: &mut dyn Write) -> Result<Report, ReproduceError> 
         })?;
     }
     report.write_summary(term, &report_file);
-    if let Err(e) = pinfold_sandbox::image::layer::remove_tree(work.path()) {
+    if let Err(e) = pinfold_sandbox::fs::remove::remove_tree(work.path()) {
         tracing::warn!(%e, "removing the verify work directory");
     }
     Ok(report)

@@ -222,7 +222,7 @@ fn run_one(s: &Shared<'_>, p: &Plan, t0: Instant) -> RunResult {
     } else if reason.is_none() && report.state != JobState::Succeeded {
         reason = Some(state.to_string());
     }
-    if let Err(e) = pinfold_sandbox::image::layer::remove_tree(&dir) {
+    if let Err(e) = pinfold_sandbox::fs::remove::remove_tree(&dir) {
         tracing::warn!(%e, "removing a run's directory");
     }
     RunResult {

@@ -103,6 +103,14 @@ pub struct ContainerSpec {
 }
 
 impl ContainerSpec {
+    /// Parses a umask given as octal text (`022`), up to 0777.
+    pub fn parse_umask(s: &str) -> std::result::Result<u32, String> {
+        u32::from_str_radix(s, 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| format!("{s:?} is not an octal mode from 000 to 777"))
+    }
+
     /// A spec with pinfold's defaults: workdir `/workspace`, hostname `pinfold`.
     pub fn new(layers: Vec<PathBuf>, policy: Policy, argv: Vec<String>) -> Self {
         Self {

@@ -3,5 +3,7 @@
 //!
 //! * [`beneath`]: the one openat2(2) helper: opening and creating paths
 //!   under a directory fd without leaving it.
+//! * [`remove`]: removing a tree without following symlinks.
 
 pub mod beneath;
+pub mod remove;

@@ -188,7 +188,7 @@ impl Ownership {
             }
             _ => {
                 for p in paths {
-                    layer::remove_tree(p).map_err(|source| OwnerError::Io {
+                    crate::fs::remove::remove_tree(p).map_err(|source| OwnerError::Io {
                         op: "remove",
                         path: p.clone(),
                         source,
@@ -293,7 +293,7 @@ pub fn helper_main(args: &[OsString]) -> i32 {
         .map_err(|e| e.to_string()),
         [op, paths @ ..] if op == "rm" => paths
             .iter()
-            .try_for_each(|p| layer::remove_tree(Path::new(p)))
+            .try_for_each(|p| crate::fs::remove::remove_tree(Path::new(p)))
             .map_err(|e| e.to_string()),
         [op, dest, layers @ ..] if op == "flatten" => {
             let layers: Vec<PathBuf> = layers.iter().map(PathBuf::from).collect();

@@ -335,7 +335,7 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        if let Err(e) = layer::remove_tree(&self.0) {
+        if let Err(e) = crate::fs::remove::remove_tree(&self.0) {
             tracing::warn!(path = ?self.0, %e, "could not remove a work directory; `pinfold image gc` will");
         }
     }
