@@ -13,6 +13,14 @@
 //!   the agent, `pinfold run` and `pinfold verify`, and the runner key.
 //! * [`signals`]: SIGTERM/SIGINT as a flag.
 //! * [`reproduce`]: `pinfold verify`: runs with variations, compared, bisected.
+//!
+//! Depends on `pinfold-api`, `pinfold-client` (to reach a coordinator) and
+//! `pinfold-sandbox` (the image store, the ceiling, the job file system).
+//! It may not depend on `pinfold-coordinator`: a runner host never links
+//! the server (axum, SQLite), and `tests/run.sh` fails the build if it
+//! does. It reads no environment variable: the binary passes
+//! [`runner::HostEnv`] and the sandbox's settings down. The layout and its
+//! directions: `docs/architecture.md`.
 #![deny(missing_docs)]
 
 pub mod agent;

@@ -9,11 +9,12 @@
 //!   before it sends, the coordinator again before it stores).
 //!
 //! Pure: data types and functions over bytes, shared by every other crate of
-//! the workspace and depending on none of them. No network I/O and no
+//! the workspace and depending on none of them. No file or network I/O, no
 //! runtime (no HTTP client or server, no async, no database) and no
-//! environment variable read; the only I/O is the signing key file in
-//! [`provenance::load_or_create_key`]. Code that talks to the coordinator
-//! belongs in `pinfold-client`, code that serves it in `pinfold-coordinator`.
+//! environment variable read: the runner key's file lives in
+//! `pinfold-agent`, code that talks to the coordinator in `pinfold-client`,
+//! code that serves it in `pinfold-coordinator`. The layout and its
+//! directions: `docs/architecture.md`.
 #![deny(missing_docs)]
 
 pub mod escape;

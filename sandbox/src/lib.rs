@@ -6,7 +6,8 @@
 //! * [`net`]: the network policy's home: the effective mode, the allowlist
 //!   (parsed once), the proxy, pasta, the network namespace, and the
 //!   address ranges.
-//! * [`fs`]: the one openat2 helper (opening paths beneath a directory fd).
+//! * [`fs`]: the one openat2 helper (opening paths beneath a directory fd),
+//!   and removing a tree without following symlinks.
 //! * [`image`]: the OCI image store (pull, import, verify, unpack, cache).
 //! * [`settings`]: what the binary read from the environment (the library reads none).
 //! * [`container`]: a rootless container (user, mount, pid, ipc, uts, cgroup
@@ -16,6 +17,13 @@
 //! [`container::run`] forks, so it must be called from a single-threaded
 //! process (the `pinfold exec` binary). Multi-threaded callers (the agent)
 //! spawn `pinfold exec` instead.
+//!
+//! Depends on `pinfold-api` only, for the types it shares with job files
+//! (`NetworkMode`, the job's limits and units). It may not depend on
+//! `pinfold-client`, `pinfold-coordinator` or `pinfold-agent`, and reads no
+//! environment variable: the binary fills [`Settings`]. Inside, `net/`
+//! never imports `container/`. The layout, its directions and the
+//! container's setup sequence: `docs/architecture.md`.
 #![deny(missing_docs)]
 
 pub mod ceiling;
