@@ -19,6 +19,8 @@
 # pinfold is the `dist` build (Cargo.toml: fat LTO, one codegen unit), the one
 # the README says to install on runners; the first run builds it (~9 min).
 #
+#   PINFOLD_BASE=OLD/pinfold bench/exec.sh   adds OLD's starts, interleaved
+#
 # Needs: bubblewrap, busybox-static, python3 (tests/setup.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,8 +43,17 @@ assert len(data) == 4 + 8 * n, "one program expected"
 open(sys.argv[2], "wb").write(data[4:])
 PY
 chmod 644 "$work/seccomp.raw"
+# PINFOLD_BASE=BINARY adds an older build's two starts, interleaved with the
+# rest (a before/after of a change, in one run).
+base=()
+if [ -n "${PINFOLD_BASE:-}" ]; then
+  cp "$PINFOLD_BASE" "$work/pinfold-base"
+  chmod 755 "$work/pinfold-base"
+  base=("base single=$work/pinfold-base exec --userns single --rootfs $rootfs -- /bin/true"
+    "base sub-id=$work/pinfold-base exec --rootfs $rootfs -- /bin/true")
+fi
 run python3 bench/alternate.py "$RUNS" 20 "$work/result.json" \
   "bwrap=$(command -v bwrap) --unshare-all --die-with-parent --bind $rootfs / --proc /proc --dev /dev /bin/true" \
   "bwrap matched=$(command -v bwrap) --unshare-all --die-with-parent --new-session --hostname pinfold --ro-bind $rootfs / --proc /proc --dev /dev --tmpfs /tmp --seccomp 3 3<$work/seccomp.raw /bin/true" \
   "pinfold single=$work/pinfold exec --userns single --rootfs $rootfs -- /bin/true" \
-  "pinfold sub-id=$work/pinfold exec --rootfs $rootfs -- /bin/true"
+  "pinfold sub-id=$work/pinfold exec --rootfs $rootfs -- /bin/true" "${base[@]}"
