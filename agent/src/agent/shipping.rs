@@ -205,7 +205,6 @@ pub(super) fn ship(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::VecDeque;
     use std::io::Write;
     use std::sync::{Condvar, Mutex};
 
@@ -234,8 +233,9 @@ mod tests {
         grew: Condvar,
         /// Largest body taken (413 above).
         max_body: usize,
-        /// Faults for the appends, in the order they arrive.
-        faults: Mutex<VecDeque<Option<Fault>>>,
+        /// Faults, each for the first append at its offset (by offset, not
+        /// by arrival: the window's appends arrive in any order).
+        faults: Mutex<Vec<(u64, Fault)>>,
         /// Each append, as it arrived.
         calls: Mutex<Vec<Call>>,
     }
@@ -249,18 +249,22 @@ mod tests {
     }
 
     impl FakeLog {
-        fn new(held: &[u8], faults: Vec<Option<Fault>>) -> FakeLog {
+        fn new(held: &[u8], faults: Vec<(u64, Fault)>) -> FakeLog {
             FakeLog {
                 log: Mutex::new(held.to_vec()),
                 grew: Condvar::new(),
                 max_body: 4 << 20,
-                faults: Mutex::new(faults.into()),
+                faults: Mutex::new(faults),
                 calls: Mutex::new(Vec::new()),
             }
         }
 
         fn append(&self, at: u64, data: &[u8]) -> Result<LogAppendResponse, ClientError> {
-            let fault = self.faults.lock().unwrap().pop_front().flatten();
+            let fault = {
+                let mut faults = self.faults.lock().unwrap();
+                let i = faults.iter().position(|(o, _)| *o == at);
+                i.map(|i| faults.remove(i).1)
+            };
             let out = self.store(at, data, &fault);
             let seen = match &out {
                 Ok(r) => Ok(r.offset),
@@ -364,10 +368,14 @@ mod tests {
 
     #[test]
     fn a_refused_gap_resumes_at_the_servers_expected_offset() {
-        // The first chunk is held up past the server's wait: the two
-        // behind it are refused with the log's end, the lease's offset.
+        // The first chunk is held up past the server's wait (whichever of
+        // the window's appends reaches the server first): the two behind
+        // it are refused with the log's end, the lease's offset.
         let start = 5;
-        let server = FakeLog::new(b"12345", vec![Some(Fault::Delay(Duration::from_secs(1)))]);
+        let server = FakeLog::new(
+            b"12345",
+            vec![(start, Fault::Delay(Duration::from_secs(1)))],
+        );
         let out = output(SHIP_CHUNK * 3);
         let (_dir, r) = spool(&out);
         let (shipped, _) = ship_to(&server, start, &r);
@@ -387,7 +395,7 @@ mod tests {
 
     #[test]
     fn a_resend_after_a_lost_answer_never_duplicates_bytes() {
-        let server = FakeLog::new(b"", vec![Some(Fault::LoseAnswer)]);
+        let server = FakeLog::new(b"", vec![(0, Fault::LoseAnswer)]);
         let out = output(1000);
         let (_dir, r) = spool(&out);
         let (shipped, _) = ship_to(&server, 0, &r);
@@ -418,7 +426,7 @@ mod tests {
 
     #[test]
     fn a_refusal_without_an_offset_means_the_lease_is_lost() {
-        let server = FakeLog::new(b"", vec![Some(Fault::LeaseGone)]);
+        let server = FakeLog::new(b"", vec![(0, Fault::LeaseGone)]);
         let (_dir, r) = spool(b"hello\n");
         let (shipped, flag) = ship_to(&server, 0, &r);
         assert_eq!(shipped.unwrap_err().status(), Some(409));
