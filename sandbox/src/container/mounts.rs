@@ -79,6 +79,20 @@ fn mnt(
     mount(src, target, fstype, flags, data).map_err(|e| StepError::new(step, e.desc()))
 }
 
+/// Creates `path` in the rootfs and mounts a new `fstype` file system on it
+/// (steps "create PATH", then "mount PATH").
+fn mount_fresh(root: &OwnedFd, path: &str, fstype: &str, flags: MsFlags, data: &str) -> Result<()> {
+    let dir = mkdir_all_in_root(root, Path::new(path)).step(&format!("create {path}"))?;
+    mnt(
+        Some(fstype),
+        &fd_path(&dir),
+        Some(fstype),
+        flags,
+        Some(data),
+        &format!("mount {path}"),
+    )
+}
+
 /// Changes the flags of the mount at `fd` (and below, with `recursive`) with
 /// mount_setattr(2): unlike a bind remount this also works recursively and
 /// keeps the flags the kernel locked.
@@ -204,16 +218,13 @@ pub(crate) fn setup(p: &Prepared) -> Result<()> {
 
     // 3. Mounts inside the rootfs.
     mount_proc(&root)?;
-    let tmp = mkdir_all_in_root(&root, Path::new("/tmp")).step("create /tmp")?;
-    mnt(
-        Some("tmpfs"),
-        &fd_path(&tmp),
-        Some("tmpfs"),
+    mount_fresh(
+        &root,
+        "/tmp",
+        "tmpfs",
         NOSUID_NODEV,
-        Some(&tmpfs_data("1777", fs.tmp_size.0)),
-        "mount /tmp",
+        &tmpfs_data("1777", fs.tmp_size.0),
     )?;
-    drop(tmp);
     mount_dev(&root, p)?;
     let workdir = mkdir_all_in_root(&root, &p.workdir).map_err(|e| {
         StepError::new(
@@ -277,14 +288,12 @@ fn mount_proc(root: &OwnedFd) -> Result<()> {
 }
 
 fn mount_dev(root: &OwnedFd, p: &Prepared) -> Result<()> {
-    let dev = mkdir_all_in_root(root, Path::new("/dev")).step("create /dev")?;
-    mnt(
-        Some("tmpfs"),
-        &fd_path(&dev),
-        Some("tmpfs"),
+    mount_fresh(
+        root,
+        "/dev",
+        "tmpfs",
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("mode=0755,size=65536"),
-        "mount /dev",
+        "mode=0755,size=65536",
     )?;
     // Reopen: `dev` is the directory under the new mount.
     let dev = open_in_root(root, Path::new("/dev"), OFlag::O_PATH | OFlag::O_DIRECTORY)
@@ -312,23 +321,19 @@ fn mount_dev(root: &OwnedFd, p: &Prepared) -> Result<()> {
         symlinkat(to, dev.as_fd(), link)
             .map_err(|e| StepError::new(format!("create /dev/{link}"), e.desc()))?;
     }
-    let pts = mkdir_all_in_root(root, Path::new("/dev/pts")).step("create /dev/pts")?;
-    mnt(
-        Some("devpts"),
-        &fd_path(&pts),
-        Some("devpts"),
+    mount_fresh(
+        root,
+        "/dev/pts",
+        "devpts",
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620"),
-        "mount /dev/pts",
+        "newinstance,ptmxmode=0666,mode=0620",
     )?;
-    let shm = mkdir_all_in_root(root, Path::new("/dev/shm")).step("create /dev/shm")?;
-    mnt(
-        Some("tmpfs"),
-        &fd_path(&shm),
-        Some("tmpfs"),
+    mount_fresh(
+        root,
+        "/dev/shm",
+        "tmpfs",
         NOSUID_NODEV,
-        Some(&tmpfs_data("1777", p.filesystem.shm_size.0)),
-        "mount /dev/shm",
+        &tmpfs_data("1777", p.filesystem.shm_size.0),
     )?;
     let dev = open_in_root(root, Path::new("/dev"), OFlag::O_PATH | OFlag::O_DIRECTORY)
         .step("open /dev")?;
