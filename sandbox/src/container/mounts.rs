@@ -21,6 +21,7 @@ use nix::unistd::{chdir, fchdir, pivot_root, symlinkat};
 use super::Prepared;
 use super::rootpath::{fd_path, mkdir_all_in_root, open_in_root, touch_in_root};
 use super::sync::{Step, StepError};
+use crate::fs::mount::make_mounts_private;
 use crate::policy::NetworkMode;
 
 type Result<T> = std::result::Result<T, StepError>;
@@ -153,14 +154,7 @@ fn attach(mount: &OwnedFd, target: &impl AsRawFd) -> std::result::Result<(), Err
 /// Builds the rootfs and every mount, then pivots into it.
 pub(crate) fn setup(p: &Prepared) -> Result<()> {
     // 1. Private propagation.
-    mnt(
-        None,
-        "/",
-        None,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None,
-        "make mounts private",
-    )?;
+    make_mounts_private().step("make mounts private")?;
 
     // 2. The stage and the rootfs. The stage is the job file system's layer
     // (kept across a job's steps, `upper/`, `work/` and `root/` made by its

@@ -3,5 +3,7 @@
 //!
 //! * [`beneath`]: the one openat2(2) helper: opening and creating paths
 //!   under a directory fd without leaving it.
+//! * `mount`: making a new mount namespace's mounts private.
 
 pub mod beneath;
+pub(crate) mod mount;
