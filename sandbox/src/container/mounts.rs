@@ -94,6 +94,19 @@ fn mount_fresh(root: &OwnedFd, path: &str, fstype: &str, flags: MsFlags, data: &
     )
 }
 
+/// Bind-mounts `src` on `target` (both fds; `MS_REC` in `flags` for a
+/// recursive bind).
+fn bind(src: &impl AsRawFd, target: &impl AsRawFd, flags: MsFlags, step: &str) -> Result<()> {
+    mnt(
+        Some(&fd_path(src)),
+        &fd_path(target),
+        None,
+        MsFlags::MS_BIND | flags,
+        None,
+        step,
+    )
+}
+
 /// Changes the flags of the mount at `fd` (and below, with `recursive`) with
 /// mount_setattr(2): unlike a bind remount this also works recursively and
 /// keeps the flags the kernel locked.
@@ -296,12 +309,10 @@ fn mount_dev(root: &OwnedFd, p: &Prepared) -> Result<()> {
         // Relative to the fresh /dev tmpfs: no walk through the rootfs.
         let target = touch_in_root(&dev, Path::new(name))
             .map_err(|e| StepError::new(format!("create /dev/{name}"), e.desc()))?;
-        mnt(
-            Some(&fd_path(host_fd)),
-            &fd_path(&target),
-            None,
-            MsFlags::MS_BIND,
-            None,
+        bind(
+            host_fd,
+            &target,
+            MsFlags::empty(),
             &format!("bind /dev/{name}"),
         )?;
     }
@@ -353,14 +364,7 @@ fn mount_bind(
             e.desc(),
         )
     })?;
-    mnt(
-        Some(&fd_path(src)),
-        &fd_path(&target),
-        None,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None,
-        &step,
-    )?;
+    bind(src, &target, MsFlags::MS_REC, &step)?;
     let mounted =
         open_in_root(root, dest, OFlag::O_PATH).map_err(|e| StepError::new(&step, e.desc()))?;
     let mut attrs = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
@@ -441,14 +445,7 @@ fn mask_proc(root: &OwnedFd) -> Result<()> {
                 &format!("mask {path}"),
             )?;
         } else {
-            mnt(
-                Some(&fd_path(&null)),
-                &fd_path(&target),
-                None,
-                MsFlags::MS_BIND,
-                None,
-                &format!("mask {path}"),
-            )?;
+            bind(&null, &target, MsFlags::empty(), &format!("mask {path}"))?;
         }
     }
     for path in READ_ONLY {
@@ -458,14 +455,7 @@ fn mask_proc(root: &OwnedFd) -> Result<()> {
             Err(e) => return Err(StepError::new(format!("make {path} read-only"), e.desc())),
         };
         let step = format!("make {path} read-only");
-        mnt(
-            Some(&fd_path(&target)),
-            &fd_path(&target),
-            None,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None,
-            &step,
-        )?;
+        bind(&target, &target, MsFlags::MS_REC, &step)?;
         let mounted = open_in_root(&proc, &in_proc(path), OFlag::O_PATH | OFlag::O_NOFOLLOW)
             .map_err(|e| StepError::new(&step, e.desc()))?;
         setattr(
