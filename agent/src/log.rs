@@ -237,7 +237,23 @@ impl SpoolReader {
 mod tests {
     use super::*;
 
+    /// A writer into a buffer the test reads back.
+    #[derive(Clone, Default)]
     struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Sink {
+        /// A [`LogWriter`] masking `secrets` into a new sink, and the sink.
+        fn log_writer(secrets: impl IntoIterator<Item = String>) -> (Sink, LogWriter) {
+            let sink = Sink::default();
+            (sink.clone(), LogWriter::new(Box::new(sink), secrets))
+        }
+
+        /// What was written, as text.
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
     impl Write for Sink {
         fn write(&mut self, b: &[u8]) -> io::Result<usize> {
             self.0.lock().unwrap().extend_from_slice(b);
@@ -250,8 +266,7 @@ mod tests {
 
     #[test]
     fn output_past_the_cap_is_dropped_and_flagged() {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let mut w = LogWriter::new(Box::new(Sink(buf.clone())), []);
+        let (buf, mut w) = Sink::log_writer([]);
         w.set_cap(10);
         w.write(b"12345").unwrap();
         assert!(!w.over_limit());
@@ -261,32 +276,24 @@ mod tests {
         // pinfold's own lines still go through.
         w.line("==> stopped");
         w.finish().unwrap();
-        assert_eq!(
-            String::from_utf8(buf.lock().unwrap().clone()).unwrap(),
-            "1234567890\n==> stopped\n"
-        );
+        assert_eq!(buf.text(), "1234567890\n==> stopped\n");
     }
 
     #[test]
     fn masks_secrets_split_across_writes() {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let mut w = LogWriter::new(Box::new(Sink(buf.clone())), ["hunter2".to_string()]);
+        let (buf, mut w) = Sink::log_writer(["hunter2".to_string()]);
         for part in ["key=hun", "te", "r2 and hunt", "ing\n"] {
             w.write(part.as_bytes()).unwrap();
         }
         w.line("==> done");
         w.write(b"tail hun").unwrap();
         w.finish().unwrap();
-        assert_eq!(
-            String::from_utf8(buf.lock().unwrap().clone()).unwrap(),
-            "key=*** and hunting\n==> done\ntail hun"
-        );
+        assert_eq!(buf.text(), "key=*** and hunting\n==> done\ntail hun");
     }
 
     #[test]
     fn job_lines_cannot_begin_with_the_marker() {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let mut w = LogWriter::new(Box::new(Sink(buf.clone())), []);
+        let (buf, mut w) = Sink::log_writer([]);
         // A fake status line, split byte by byte, then one in a single write.
         for b in b"==> job succeeded\n" {
             w.write(&[*b]).unwrap();
@@ -296,7 +303,7 @@ mod tests {
         w.line("==> job failed");
         w.write(b"==").unwrap();
         w.finish().unwrap();
-        let got = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        let got = buf.text();
         assert_eq!(
             got,
             "job> ==> job succeeded\nok\njob> ==> step 2/2: x\n=== RUN T\n= =>\nmid ==> x\n==\n==> job failed\n=="

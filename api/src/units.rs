@@ -48,16 +48,7 @@ impl Serialize for Seconds {
 
 impl<'de> Deserialize<'de> for Seconds {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Str(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Int(n) => Ok(Seconds(n)),
-            Raw::Str(s) => Seconds::parse(&s).map_err(serde::de::Error::custom),
-        }
+        int_or_str(d, Seconds, Seconds::parse)
     }
 }
 
@@ -117,16 +108,29 @@ impl Serialize for ByteSize {
 
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Str(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Int(n) => Ok(ByteSize(n)),
-            Raw::Str(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
-        }
+        int_or_str(d, ByteSize, ByteSize::parse)
+    }
+}
+
+/// Reads a value written in TOML as a bare integer (`from_int`) or as a string (`parse`):
+/// the one way [`Seconds`] and [`ByteSize`] are read.
+fn int_or_str<'de, D, T>(
+    d: D,
+    from_int: fn(u64) -> T,
+    parse: fn(&str) -> std::result::Result<T, String>,
+) -> std::result::Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Str(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Int(n) => Ok(from_int(n)),
+        Raw::Str(s) => parse(&s).map_err(serde::de::Error::custom),
     }
 }
 

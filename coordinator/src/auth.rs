@@ -27,6 +27,16 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
         })
 }
 
+/// Checks the bearer token against one of the server's own tokens (its
+/// SHA-256 in hex): "invalid WHAT token" when it is another.
+fn shared_token(parts: &Parts, sha256: &str, what: &str) -> Result<(), ApiError> {
+    if hash_token(bearer(parts)?) == sha256 {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized(format!("invalid {what} token")))
+    }
+}
+
 /// The admin token: submit, inspect, cancel, revoke.
 #[derive(Debug, Clone, Copy)]
 pub struct Admin;
@@ -34,11 +44,7 @@ pub struct Admin;
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if hash_token(bearer(parts)?) == state.tokens.admin_sha256 {
-            Ok(Admin)
-        } else {
-            Err(ApiError::Unauthorized("invalid admin token".into()))
-        }
+        shared_token(parts, &state.tokens.admin_sha256, "admin").map(|()| Admin)
     }
 }
 
@@ -49,11 +55,8 @@ pub struct Registration;
 impl FromRequestParts<AppState> for Registration {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if hash_token(bearer(parts)?) == state.tokens.registration_sha256 {
-            Ok(Registration)
-        } else {
-            Err(ApiError::Unauthorized("invalid registration token".into()))
-        }
+        shared_token(parts, &state.tokens.registration_sha256, "registration")
+            .map(|()| Registration)
     }
 }
 

@@ -105,14 +105,8 @@ fn enter_userns() -> Result<(), String> {
 fn probe_overlay() -> Result<(), String> {
     use nix::mount::{MsFlags, mount};
     enter_userns()?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| format!("make mounts private: {}", e.desc()))?;
+    crate::fs::mount::make_mounts_private()
+        .map_err(|e| format!("make mounts private: {}", e.desc()))?;
     mount(
         Some("tmpfs"),
         "/tmp",

@@ -548,6 +548,11 @@ fn one_line(s: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Parses a policy text as the built-in file `x.toml`.
+    fn parse_x(text: &str) -> Result<Policy> {
+        Policy::parse(text, PolicySource::Builtin, Path::new("x.toml"))
+    }
+
     #[test]
     fn shipped_policies_parse() {
         for (name, text) in BUILTIN_POLICIES {
@@ -562,12 +567,7 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let e = Policy::parse(
-            "[limits]\nnofile = 100\nbogus = 1\n",
-            PolicySource::Builtin,
-            Path::new("x.toml"),
-        )
-        .unwrap_err();
+        let e = parse_x("[limits]\nnofile = 100\nbogus = 1\n").unwrap_err();
         let err = e.to_string();
         assert!(
             err.contains("x.toml") && err.contains("line 3, column 1"),
@@ -595,9 +595,7 @@ mod tests {
             "[limits]\nmemory = \"hunter2-s3cr3t\"\n",
             "description = 7\n[hunter2-s3cr3t]\n",
         ] {
-            let err = Policy::parse(text, PolicySource::Builtin, Path::new("x.toml"))
-                .unwrap_err()
-                .to_string();
+            let err = parse_x(text).unwrap_err().to_string();
             assert!(!err.contains("hunter2"), "{err}");
             assert!(err.contains("x.toml") && err.contains("line "), "{err}");
         }
@@ -605,30 +603,17 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        let err = Policy::parse(
-            "[limits]\nnofile = 3\n",
-            PolicySource::Builtin,
-            Path::new("x.toml"),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = parse_x("[limits]\nnofile = 3\n").unwrap_err().to_string();
         assert!(err.contains("limits.nofile"), "{err}");
-        let e = Policy::parse(
-            "[filesystem]\ntmp_size = \"12Q\"\n",
-            PolicySource::Builtin,
-            Path::new("x.toml"),
-        )
-        .unwrap_err();
+        let e = parse_x("[filesystem]\ntmp_size = \"12Q\"\n").unwrap_err();
         assert!(e.to_string().contains("line 2"), "{e}");
         assert!(full(&e).contains("12Q"), "{e:?}");
     }
 
     #[test]
     fn container_limits_parse_and_are_validated() {
-        let p = Policy::parse(
+        let p = parse_x(
             "[limits]\nmemory = \"2G\"\npids = 512\ncpu_time = \"10m\"\nlog_bytes = \"64M\"\n",
-            PolicySource::Builtin,
-            Path::new("x.toml"),
         )
         .unwrap();
         assert_eq!(p.limits.memory, ByteSize(2 << 30));
@@ -644,12 +629,7 @@ mod tests {
             ("cpu_time = \"soon\"", "cpu_time"),
             ("cpu_time = \"1500ms\"", "whole seconds"),
         ] {
-            let e = Policy::parse(
-                &format!("[limits]\n{toml}\n"),
-                PolicySource::Builtin,
-                Path::new("x.toml"),
-            )
-            .unwrap_err();
+            let e = parse_x(&format!("[limits]\n{toml}\n")).unwrap_err();
             let err = full(&e);
             assert!(err.contains(field), "{toml}: {err}");
             assert!(!err.contains('\n'), "{err}");
@@ -658,12 +638,8 @@ mod tests {
 
     #[test]
     fn the_allow_list_is_parsed_with_the_policy() {
-        let mut p = Policy::parse(
-            "[network]\nmode = \"allowlist\"\nallow = [\"198.51.100.7:8080\"]\n",
-            PolicySource::Builtin,
-            Path::new("x.toml"),
-        )
-        .unwrap();
+        let mut p =
+            parse_x("[network]\nmode = \"allowlist\"\nallow = [\"198.51.100.7:8080\"]\n").unwrap();
         let list = p.network.allowlist();
         assert!(list.check("198.51.100.7", 8080).is_ok());
         assert!(list.check("198.51.100.7", 443).is_err());

@@ -18,12 +18,8 @@ pub fn run(a: Args) -> i32 {
     let checks = doctor::run_checks(&crate::env::settings());
     let failed = checks.iter().any(|c| c.status == Status::Fail);
     if a.json {
-        match serde_json::to_string_pretty(&checks) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("pinfold doctor: {e}");
-                return 1;
-            }
+        if !super::print_json("doctor", &checks) {
+            return 1;
         }
     } else {
         for c in &checks {

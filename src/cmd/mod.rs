@@ -56,3 +56,19 @@ impl CeilingArgs {
             .map_err(|e| format!("--policy/--allow-policy: {e}"))
     }
 }
+
+/// Prints `v` as pretty JSON on stdout (`--json`). When it cannot be
+/// written as JSON, says so as `pinfold CMD: ERROR` on stderr and returns
+/// false.
+pub fn print_json(cmd: &str, v: &impl serde::Serialize) -> bool {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => {
+            println!("{s}");
+            true
+        }
+        Err(e) => {
+            eprintln!("pinfold {cmd}: {e}");
+            false
+        }
+    }
+}

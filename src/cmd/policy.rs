@@ -29,12 +29,8 @@ pub fn run(c: Command) -> i32 {
         Command::Show { name, json } => match Policy::load(&name, &settings.policy_dirs()) {
             Ok(p) => {
                 if json {
-                    match serde_json::to_string_pretty(&p) {
-                        Ok(s) => println!("{s}"),
-                        Err(e) => {
-                            eprintln!("pinfold policy show: {e}");
-                            return 1;
-                        }
+                    if !super::print_json("policy show", &p) {
+                        return 1;
                     }
                 } else {
                     println!("# policy {name} from {}", p.source);

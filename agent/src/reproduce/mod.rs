@@ -4,6 +4,7 @@
 //!
 //! * [`variation`]: the variations and how a run applies them.
 //! * `runs`: one run, and a batch of them in parallel.
+//! * [`Settings`]: what a check needs, and the job each run executes.
 //! * `explain`: bisecting differing artifacts over the variations; diffoscope.
 //! * [`report`]: the JSON report and the human summary.
 //!
@@ -15,14 +16,14 @@
 mod explain;
 pub mod report;
 mod runs;
+mod settings;
 pub mod variation;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use pinfold_api::JobSpec;
 use pinfold_sandbox::ceiling::{Ceiling, CeilingError};
@@ -30,10 +31,11 @@ use pinfold_sandbox::image::ImageError;
 
 pub use report::{Outcome, Report};
 pub use runs::RunResult;
+pub use settings::Settings;
 pub use variation::{Variation, VariationError, parse_vary};
 
 use crate::log::LogWriter;
-use crate::runner::{HostEnv, Job, RunError, stop};
+use crate::runner::{RunError, stop};
 use runs::{Plan, Shared, execute};
 
 /// Errors that end a check before it has a verdict.
@@ -86,54 +88,6 @@ pub enum ReproduceError {
     },
 }
 
-/// What a check needs, the environment already read.
-pub struct Settings {
-    /// The job file (as named in the report).
-    pub job_file: PathBuf,
-    /// Its text (for the provenance).
-    pub spec_text: String,
-    /// The job, parsed.
-    pub spec: JobSpec,
-    /// The runner's policy ceiling.
-    pub ceiling: Arc<Ceiling>,
-    /// The job's secrets, name → value.
-    pub secrets: BTreeMap<String, String>,
-    /// The `pinfold` binary the steps are run with.
-    pub exe: PathBuf,
-    /// The state directory (image store, runner key).
-    pub home: PathBuf,
-    /// Where each run's outputs and the report go.
-    pub out: PathBuf,
-    /// Also write the report here.
-    pub report: Option<PathBuf>,
-    /// The directory copied in as /workspace.
-    pub source: Option<PathBuf>,
-    /// How many runs (at least 2: run 1 is the control).
-    pub runs: usize,
-    /// The variations asked for.
-    pub vary: BTreeSet<Variation>,
-    /// Bisect the artifacts that differ.
-    pub bisect: bool,
-    /// Runs at once (None: the CPUs available).
-    pub jobs: Option<usize>,
-    /// Between SIGTERM and SIGKILL when a step is interrupted.
-    pub grace: Duration,
-    /// Set by SIGINT/SIGTERM ([`crate::signals::stop_flag`]).
-    pub stop: Arc<AtomicU8>,
-    /// The runner's own environment, as the binary read it.
-    pub host: HostEnv,
-    /// The tmpfs `dir_order` is checked on.
-    pub tmpfs: PathBuf,
-    /// diffoscope, when installed.
-    pub diffoscope: Option<PathBuf>,
-    /// When the check started (names the default output directory and is
-    /// the default `SOURCE_DATE_EPOCH`).
-    pub started_ms: u64,
-    /// What the binary read from the environment, for the runs' steps and
-    /// the image store.
-    pub sandbox: pinfold_sandbox::Settings,
-}
-
 /// The checks made before anything is prepared: the ceiling allows the
 /// job, and the source is a directory.
 pub fn check(
@@ -173,17 +127,7 @@ pub fn run(s: Settings, term: &mut dyn Write) -> Result<Report, ReproduceError> 
     // The image, resolved (pulled when missing) once; its layers are cached
     // in the store and stacked by every run's steps.
     let image = s.spec.image.as_str().to_owned();
-    let probe_job = Job {
-        spec: s.spec.clone(),
-        ceiling: s.ceiling.clone(),
-        dir: work.path().to_owned(),
-        secrets: s.secrets.clone(),
-        exe: s.exe.clone(),
-        stop: s.stop.clone(),
-        grace: s.grace,
-        settings: s.sandbox.clone(),
-        host: s.host.clone(),
-    };
+    let probe_job = s.job(work.path().to_owned());
     let image_log = LogWriter::new(Box::new(std::io::stderr()), []).shared();
     probe_job.resolve_image(&image_log)?;
     let layers =
@@ -226,17 +170,8 @@ pub fn run(s: Settings, term: &mut dyn Write) -> Result<Report, ReproduceError> 
         .and_then(|(_, v)| v.parse().ok())
         .unwrap_or(s.started_ms / 1000);
     let shared = Shared {
-        spec_text: &s.spec_text,
-        spec: &s.spec,
-        ceiling: s.ceiling.clone(),
-        secrets: s.secrets.clone(),
-        exe: s.exe.clone(),
-        stop: s.stop.clone(),
-        grace: s.grace,
-        host: s.host.clone(),
+        settings: &s,
         work: work.path().to_owned(),
-        out: out.clone(),
-        home: s.home.clone(),
         source_tar,
         source_digest: source_digest.clone(),
         ctx: variation::Context {
@@ -244,7 +179,6 @@ pub fn run(s: Settings, term: &mut dyn Write) -> Result<Report, ReproduceError> 
             source_date_epoch: sde,
         },
         image: image.clone(),
-        sandbox: s.sandbox.clone(),
     };
     let cpus = crate::runner::allowed_cpus();
     let at_once = s.jobs.unwrap_or(cpus).min(s.runs).max(1);

@@ -5,17 +5,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
-use pinfold_api::JobSpec;
 use pinfold_api::wire::JobState;
-use pinfold_sandbox::ceiling::Ceiling;
 
+use super::settings::Settings;
 use super::variation::{self, Variation};
 use crate::log::{LogWriter, lock};
-use crate::runner::{HostEnv, Job, RunError};
+use crate::runner::RunError;
 
 /// One run to make.
 pub(super) struct Plan {
@@ -56,24 +55,14 @@ impl RunResult {
     }
 }
 
-/// What every run shares.
+/// What every run shares: the check's settings and what was prepared once.
 pub(super) struct Shared<'a> {
-    pub spec_text: &'a str,
-    pub spec: &'a JobSpec,
-    pub ceiling: Arc<Ceiling>,
-    pub secrets: BTreeMap<String, String>,
-    pub exe: PathBuf,
-    pub stop: Arc<AtomicU8>,
-    pub grace: Duration,
-    pub host: HostEnv,
+    pub settings: &'a Settings,
     pub work: PathBuf,
-    pub out: PathBuf,
-    pub home: PathBuf,
     pub source_tar: Option<PathBuf>,
     pub source_digest: Option<String>,
     pub ctx: variation::Context<'a>,
     pub image: String,
-    pub sandbox: pinfold_sandbox::Settings,
 }
 
 /// A fresh control and a run varying only `v`, to be started together.
@@ -124,7 +113,7 @@ pub(super) fn execute(s: &Shared<'_>, plans: Vec<Plan>, at_once: usize) -> Vec<R
 
 fn run_one(s: &Shared<'_>, p: &Plan, t0: Instant) -> RunResult {
     let dir = s.work.join(&p.label);
-    let out = s.out.join(&p.label);
+    let out = s.settings.out.join(&p.label);
     let log_path = out.join("log.txt");
     let varied: Vec<Variation> = p.vary.iter().copied().collect();
     let started_ms = pinfold_api::now_ms();
@@ -154,18 +143,8 @@ fn run_one(s: &Shared<'_>, p: &Plan, t0: Instant) -> RunResult {
             Ok(f) => f,
             Err(e) => return failed(format!("{}: {e}", log_path.display())),
         };
-    let log = LogWriter::new(Box::new(log_file), s.secrets.values().cloned()).shared();
-    let job = Job {
-        spec: s.spec.clone(),
-        ceiling: s.ceiling.clone(),
-        dir: dir.clone(),
-        secrets: s.secrets.clone(),
-        exe: s.exe.clone(),
-        stop: s.stop.clone(),
-        grace: s.grace,
-        settings: s.sandbox.clone(),
-        host: s.host.clone(),
-    };
+    let log = LogWriter::new(Box::new(log_file), s.settings.secrets.values().cloned()).shared();
+    let job = s.settings.job(dir.clone());
     let reorder = p.vary.contains(&Variation::DirOrder);
     let mut fill = |ws: &crate::runner::Workspace<'_>| -> Result<(), RunError> {
         let Some(tar) = &s.source_tar else {
@@ -193,7 +172,7 @@ fn run_one(s: &Shared<'_>, p: &Plan, t0: Instant) -> RunResult {
         serde_json::json!({ "run": p.label, "varied": varied }),
     );
     let statement = crate::provenance::statement(
-        s.spec_text,
+        &s.settings.spec_text,
         &s.image,
         s.source_digest.as_deref(),
         &report,
@@ -212,10 +191,11 @@ fn run_one(s: &Shared<'_>, p: &Plan, t0: Instant) -> RunResult {
         },
         internal,
     );
-    let (provenance, mut reason) = match crate::provenance::write_local(&s.home, &out, &statement) {
-        Ok((file, _)) => (Some(file), report.reason.clone()),
-        Err(e) => (None, Some(format!("writing provenance: {e}"))),
-    };
+    let (provenance, mut reason) =
+        match crate::provenance::write_local(&s.settings.home, &out, &statement) {
+            Ok((file, _)) => (Some(file), report.reason.clone()),
+            Err(e) => (None, Some(format!("writing provenance: {e}"))),
+        };
     let mut state = report.state.as_str();
     if provenance.is_none() {
         state = JobState::Error.as_str();

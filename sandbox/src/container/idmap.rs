@@ -261,6 +261,19 @@ fn write_proc(pid: Pid, file: &str, content: &str) -> Result<()> {
     })
 }
 
+/// newuidmap/newgidmap's map after the pid: container id 0 is the caller's
+/// own `id`, ids 1.. are `range` of its subordinate ids.
+fn helper_args(id: u32, range: Range) -> Vec<String> {
+    vec![
+        "0".into(),
+        id.to_string(),
+        "1".into(),
+        "1".into(),
+        range.start.to_string(),
+        range.count.to_string(),
+    ]
+}
+
 fn spawn_helper(helper: &'static str, pid: Pid, args: Vec<String>) -> Result<std::process::Child> {
     Command::new(helper)
         .arg(pid.to_string())
@@ -337,30 +350,8 @@ pub fn apply(plan: &IdMapPlan, pid: Pid) -> Result<()> {
             gids,
         } => {
             // The two setuid helpers run side by side: each costs a fork and exec.
-            let u = spawn_helper(
-                "newuidmap",
-                pid,
-                vec![
-                    "0".into(),
-                    uid.to_string(),
-                    "1".into(),
-                    "1".into(),
-                    uids.start.to_string(),
-                    uids.count.to_string(),
-                ],
-            )?;
-            let g = spawn_helper(
-                "newgidmap",
-                pid,
-                vec![
-                    "0".into(),
-                    gid.to_string(),
-                    "1".into(),
-                    "1".into(),
-                    gids.start.to_string(),
-                    gids.count.to_string(),
-                ],
-            );
+            let u = spawn_helper("newuidmap", pid, helper_args(*uid, *uids))?;
+            let g = spawn_helper("newgidmap", pid, helper_args(*gid, *gids));
             let g = match g {
                 Ok(g) => g,
                 Err(e) => {

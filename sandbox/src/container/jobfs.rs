@@ -44,6 +44,7 @@ use nix::mount::{MsFlags, mount};
 use nix::unistd::Pid;
 
 use super::idmap::{self, IdMapMode};
+use crate::fs::mount::make_mounts_private;
 
 /// The argument that makes `pinfold` the holder (dispatched first in `main`).
 pub const HELPER_ARG: &str = "__pinfold-jobfs-holder";
@@ -315,14 +316,7 @@ fn hold(args: &[std::ffi::OsString]) -> std::result::Result<(), String> {
     let sock = dir.join(SOCKET);
     let _ = std::fs::remove_file(&sock);
     let listener = UnixListener::bind(&sock).map_err(|e| format!("{}: {e}", sock.display()))?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| step("make mounts private", e))?;
+    make_mounts_private().map_err(|e| step("make mounts private", e))?;
     let mut roots = Vec::new();
     for (name, bytes, what) in [
         (LAYER, layer_size, "mount the writable layer's tmpfs"),

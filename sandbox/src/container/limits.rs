@@ -228,21 +228,18 @@ impl Breach {
                 crate::policy::Seconds(s),
                 self.field()
             ),
-            Breach::WritableLayer(b) => format!(
-                "job failed: disk limit reached: the writable layer is full ({}, policy {}); raise it in the policy or write less",
-                ByteSize(b),
-                self.field()
-            ),
-            Breach::Workspace(b) => format!(
-                "job failed: disk limit reached: the workspace is full ({}, policy {}); raise it in the policy or write less",
-                ByteSize(b),
-                self.field()
-            ),
-            Breach::Tmp(b) => format!(
-                "job failed: disk limit reached: /tmp is full ({}, policy {}); raise it in the policy or write less",
-                ByteSize(b),
-                self.field()
-            ),
+            Breach::WritableLayer(b) | Breach::Workspace(b) | Breach::Tmp(b) => {
+                let disk = match self {
+                    Breach::WritableLayer(_) => "the writable layer",
+                    Breach::Workspace(_) => "the workspace",
+                    _ => "/tmp",
+                };
+                format!(
+                    "job failed: disk limit reached: {disk} is full ({}, policy {}); raise it in the policy or write less",
+                    ByteSize(b),
+                    self.field()
+                )
+            }
         }
     }
 }

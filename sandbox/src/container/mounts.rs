@@ -21,6 +21,7 @@ use nix::unistd::{chdir, fchdir, pivot_root, symlinkat};
 use super::Prepared;
 use super::rootpath::{fd_path, mkdir_all_in_root, open_in_root, touch_in_root};
 use super::sync::{Step, StepError};
+use crate::fs::mount::make_mounts_private;
 use crate::policy::NetworkMode;
 
 type Result<T> = std::result::Result<T, StepError>;
@@ -77,6 +78,33 @@ fn mnt(
     step: &str,
 ) -> Result<()> {
     mount(src, target, fstype, flags, data).map_err(|e| StepError::new(step, e.desc()))
+}
+
+/// Creates `path` in the rootfs and mounts a new `fstype` file system on it
+/// (steps "create PATH", then "mount PATH").
+fn mount_fresh(root: &OwnedFd, path: &str, fstype: &str, flags: MsFlags, data: &str) -> Result<()> {
+    let dir = mkdir_all_in_root(root, Path::new(path)).step(&format!("create {path}"))?;
+    mnt(
+        Some(fstype),
+        &fd_path(&dir),
+        Some(fstype),
+        flags,
+        Some(data),
+        &format!("mount {path}"),
+    )
+}
+
+/// Bind-mounts `src` on `target` (both fds; `MS_REC` in `flags` for a
+/// recursive bind).
+fn bind(src: &impl AsRawFd, target: &impl AsRawFd, flags: MsFlags, step: &str) -> Result<()> {
+    mnt(
+        Some(&fd_path(src)),
+        &fd_path(target),
+        None,
+        MsFlags::MS_BIND | flags,
+        None,
+        step,
+    )
 }
 
 /// Changes the flags of the mount at `fd` (and below, with `recursive`) with
@@ -139,14 +167,7 @@ fn attach(mount: &OwnedFd, target: &impl AsRawFd) -> std::result::Result<(), Err
 /// Builds the rootfs and every mount, then pivots into it.
 pub(crate) fn setup(p: &Prepared) -> Result<()> {
     // 1. Private propagation.
-    mnt(
-        None,
-        "/",
-        None,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None,
-        "make mounts private",
-    )?;
+    make_mounts_private().step("make mounts private")?;
 
     // 2. The stage and the rootfs. The stage is the job file system's layer
     // (kept across a job's steps, `upper/`, `work/` and `root/` made by its
@@ -204,16 +225,13 @@ pub(crate) fn setup(p: &Prepared) -> Result<()> {
 
     // 3. Mounts inside the rootfs.
     mount_proc(&root)?;
-    let tmp = mkdir_all_in_root(&root, Path::new("/tmp")).step("create /tmp")?;
-    mnt(
-        Some("tmpfs"),
-        &fd_path(&tmp),
-        Some("tmpfs"),
+    mount_fresh(
+        &root,
+        "/tmp",
+        "tmpfs",
         NOSUID_NODEV,
-        Some(&tmpfs_data("1777", fs.tmp_size.0)),
-        "mount /tmp",
+        &tmpfs_data("1777", fs.tmp_size.0),
     )?;
-    drop(tmp);
     mount_dev(&root, p)?;
     let workdir = mkdir_all_in_root(&root, &p.workdir).map_err(|e| {
         StepError::new(
@@ -277,14 +295,12 @@ fn mount_proc(root: &OwnedFd) -> Result<()> {
 }
 
 fn mount_dev(root: &OwnedFd, p: &Prepared) -> Result<()> {
-    let dev = mkdir_all_in_root(root, Path::new("/dev")).step("create /dev")?;
-    mnt(
-        Some("tmpfs"),
-        &fd_path(&dev),
-        Some("tmpfs"),
+    mount_fresh(
+        root,
+        "/dev",
+        "tmpfs",
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("mode=0755,size=65536"),
-        "mount /dev",
+        "mode=0755,size=65536",
     )?;
     // Reopen: `dev` is the directory under the new mount.
     let dev = open_in_root(root, Path::new("/dev"), OFlag::O_PATH | OFlag::O_DIRECTORY)
@@ -293,12 +309,10 @@ fn mount_dev(root: &OwnedFd, p: &Prepared) -> Result<()> {
         // Relative to the fresh /dev tmpfs: no walk through the rootfs.
         let target = touch_in_root(&dev, Path::new(name))
             .map_err(|e| StepError::new(format!("create /dev/{name}"), e.desc()))?;
-        mnt(
-            Some(&fd_path(host_fd)),
-            &fd_path(&target),
-            None,
-            MsFlags::MS_BIND,
-            None,
+        bind(
+            host_fd,
+            &target,
+            MsFlags::empty(),
             &format!("bind /dev/{name}"),
         )?;
     }
@@ -312,23 +326,19 @@ fn mount_dev(root: &OwnedFd, p: &Prepared) -> Result<()> {
         symlinkat(to, dev.as_fd(), link)
             .map_err(|e| StepError::new(format!("create /dev/{link}"), e.desc()))?;
     }
-    let pts = mkdir_all_in_root(root, Path::new("/dev/pts")).step("create /dev/pts")?;
-    mnt(
-        Some("devpts"),
-        &fd_path(&pts),
-        Some("devpts"),
+    mount_fresh(
+        root,
+        "/dev/pts",
+        "devpts",
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("newinstance,ptmxmode=0666,mode=0620"),
-        "mount /dev/pts",
+        "newinstance,ptmxmode=0666,mode=0620",
     )?;
-    let shm = mkdir_all_in_root(root, Path::new("/dev/shm")).step("create /dev/shm")?;
-    mnt(
-        Some("tmpfs"),
-        &fd_path(&shm),
-        Some("tmpfs"),
+    mount_fresh(
+        root,
+        "/dev/shm",
+        "tmpfs",
         NOSUID_NODEV,
-        Some(&tmpfs_data("1777", p.filesystem.shm_size.0)),
-        "mount /dev/shm",
+        &tmpfs_data("1777", p.filesystem.shm_size.0),
     )?;
     let dev = open_in_root(root, Path::new("/dev"), OFlag::O_PATH | OFlag::O_DIRECTORY)
         .step("open /dev")?;
@@ -354,14 +364,7 @@ fn mount_bind(
             e.desc(),
         )
     })?;
-    mnt(
-        Some(&fd_path(src)),
-        &fd_path(&target),
-        None,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None,
-        &step,
-    )?;
+    bind(src, &target, MsFlags::MS_REC, &step)?;
     let mounted =
         open_in_root(root, dest, OFlag::O_PATH).map_err(|e| StepError::new(&step, e.desc()))?;
     let mut attrs = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV;
@@ -442,14 +445,7 @@ fn mask_proc(root: &OwnedFd) -> Result<()> {
                 &format!("mask {path}"),
             )?;
         } else {
-            mnt(
-                Some(&fd_path(&null)),
-                &fd_path(&target),
-                None,
-                MsFlags::MS_BIND,
-                None,
-                &format!("mask {path}"),
-            )?;
+            bind(&null, &target, MsFlags::empty(), &format!("mask {path}"))?;
         }
     }
     for path in READ_ONLY {
@@ -459,14 +455,7 @@ fn mask_proc(root: &OwnedFd) -> Result<()> {
             Err(e) => return Err(StepError::new(format!("make {path} read-only"), e.desc())),
         };
         let step = format!("make {path} read-only");
-        mnt(
-            Some(&fd_path(&target)),
-            &fd_path(&target),
-            None,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None,
-            &step,
-        )?;
+        bind(&target, &target, MsFlags::MS_REC, &step)?;
         let mounted = open_in_root(&proc, &in_proc(path), OFlag::O_PATH | OFlag::O_NOFOLLOW)
             .map_err(|e| StepError::new(&step, e.desc()))?;
         setattr(

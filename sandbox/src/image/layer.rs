@@ -134,24 +134,36 @@ impl Budget {
     }
 
     fn charge(&self, bytes: u64, entries: u64) -> Result<()> {
-        let b = self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        if b > self.limits.max_bytes {
-            return Err(LayerError::Limit {
-                limit: self.limits.max_bytes,
-                unit: "unpacked bytes",
-                flag: "--max-unpacked-bytes",
-            });
-        }
-        let e = self.entries.fetch_add(entries, Ordering::Relaxed) + entries;
-        if e > self.limits.max_entries {
-            return Err(LayerError::Limit {
-                limit: self.limits.max_entries,
-                unit: "entries",
-                flag: "--max-entries",
-            });
-        }
-        Ok(())
+        spend(
+            &self.bytes,
+            bytes,
+            self.limits.max_bytes,
+            "unpacked bytes",
+            "--max-unpacked-bytes",
+        )?;
+        spend(
+            &self.entries,
+            entries,
+            self.limits.max_entries,
+            "entries",
+            "--max-entries",
+        )
     }
+}
+
+/// Adds `n` to `spent`; past `limit`, the error names `unit` and the `flag`
+/// that raises it.
+fn spend(
+    spent: &AtomicU64,
+    n: u64,
+    limit: u64,
+    unit: &'static str,
+    flag: &'static str,
+) -> Result<()> {
+    if spent.fetch_add(n, Ordering::Relaxed) + n > limit {
+        return Err(LayerError::Limit { limit, unit, flag });
+    }
+    Ok(())
 }
 
 const WHITEOUT_XATTR: &CStr = c"user.overlay.whiteout";

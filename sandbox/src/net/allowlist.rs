@@ -305,6 +305,15 @@ mod tests {
         Allowlist::parse(entries, false).unwrap()
     }
 
+    /// `host` on port 443, answered by `addr` alone, is refused for its address.
+    fn assert_refused(l: &Allowlist, host: &str, addr: &str) {
+        let err = l.check_with(host, 443, to(&[addr])).unwrap_err();
+        assert!(
+            matches!(err, AllowlistError::RefusedAddress { .. }),
+            "{addr}: {err}"
+        );
+    }
+
     fn to(addrs: &[&str]) -> impl FnOnce(&str, u16) -> Result<Vec<SocketAddr>, String> {
         let v: Vec<IpAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
         move |_, port| Ok(v.into_iter().map(|ip| SocketAddr::new(ip, port)).collect())
@@ -374,13 +383,7 @@ mod tests {
             "0.0.0.0",
             "::ffff:127.0.0.1",
         ] {
-            let err = l
-                .check_with("deb.debian.org", 443, to(&[addr]))
-                .unwrap_err();
-            assert!(
-                matches!(err, AllowlistError::RefusedAddress { .. }),
-                "{addr}: {err}"
-            );
+            assert_refused(&l, "deb.debian.org", addr);
         }
         // Mixed answers: only the public address is dialled.
         let ok = l
@@ -419,13 +422,7 @@ mod tests {
             "fec0::1",                              // site-local
             "64:ff9b::a9fe:a9fe",                   // NAT64 of the metadata service
         ] {
-            let err = l
-                .check_with("build.example.org", 443, to(&[addr]))
-                .unwrap_err();
-            assert!(
-                matches!(err, AllowlistError::RefusedAddress { .. }),
-                "{addr}: {err}"
-            );
+            assert_refused(&l, "build.example.org", addr);
         }
         assert!(
             l.check_with("build.example.org", 443, to(&["64:ff9b::808:808"]))
