@@ -64,13 +64,19 @@ impl Server {
         Client::new(&self.url, Some(ADMIN.into()), Duration::from_secs(10))
     }
 
-    /// `pinfold agent` as the test user with its own PINFOLD_HOME.
+    /// `pinfold agent` as the test user with its own PINFOLD_HOME (and
+    /// `--grace 2s` unless `extra` sets it).
     fn agent(&self, home: &Path, extra: &[&str]) -> Result<Child> {
+        let grace: &[&str] = if extra.contains(&"--grace") {
+            &[]
+        } else {
+            &["--grace", "2s"]
+        };
         Ok(common::pinfold()
             .env("PINFOLD_HOME", home)
             .env("RUST_LOG", "warn")
             .args(["agent", "--server", &self.url, "--registration-token", REG])
-            .args(["--grace", "2s"])
+            .args(grace)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -369,6 +375,77 @@ fn sigterm_drains_then_cancels_and_a_restart_reuses_the_token() -> Result<()> {
     let id = server.submit_job("  - name: a\n    run: echo again\n", "")?;
     server.wait_succeeded(id, Duration::from_secs(30))?;
     assert_eq!(server.admin().runners()?.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn sigterm_with_the_coordinator_killed_exits_within_drain_and_grace() -> Result<()> {
+    // The case: connections are refused, every retry fails at once.
+    sigterm_with_the_coordinator_gone(|s| {
+        s.child.kill()?;
+        s.child.wait()?;
+        Ok(())
+    })
+}
+
+#[test]
+fn sigterm_with_the_coordinator_hung_exits_within_drain_and_grace() -> Result<()> {
+    // Stopped: connections are accepted and never answered, each request
+    // hangs for the whole (default, 30 s) request timeout.
+    sigterm_with_the_coordinator_gone(|s| s.signal(Signal::SIGSTOP))
+}
+
+/// A job runs, the coordinator goes away (`gone`), then the agent gets
+/// SIGTERM. It must not retry past its drain: the job is cancelled at the
+/// deadline (SIGTERM, --grace, SIGKILL), its undeliverable log and result
+/// are dropped, and the agent exits within drain + grace + 5 s, leaving no
+/// process of the job behind.
+fn sigterm_with_the_coordinator_gone(gone: fn(&mut Server) -> Result<()>) -> Result<()> {
+    let (drain, grace) = (Duration::from_secs(3), Duration::from_secs(1));
+    let mut server = Server::start(&[])?;
+    let (home, mut agent) = server.new_agent(&["--drain", "3s", "--grace", "1s"])?;
+    let marker = "sleep 2917";
+    let id = server.submit_job(
+        &format!("  - name: long\n    run: echo started; {marker}\n"),
+        "",
+    )?;
+    server.wait_log(id, "started", Duration::from_secs(30))?;
+    gone(&mut server)?;
+    kill(Pid::from_raw(agent.0.id() as i32), Signal::SIGTERM)?;
+    let t0 = Instant::now();
+    let bound = drain + grace + Duration::from_secs(5);
+    let status = loop {
+        if let Some(s) = agent.0.try_wait()? {
+            break s;
+        }
+        if t0.elapsed() > bound + Duration::from_secs(1) {
+            bail!("the agent still runs {:?} after SIGTERM", t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!(
+        "the agent exited {:?} after SIGTERM: {status}",
+        t0.elapsed()
+    );
+    assert!(status.code().is_some(), "{status:?}");
+    // Nothing of the job is left: no step shell or sleep, no `pinfold
+    // exec` or job holder over the agent's home.
+    let home = home.path().to_string_lossy().into_owned();
+    let left = || {
+        let mut v = common::processes_matching(marker);
+        v.extend(common::processes_matching(&home));
+        v
+    };
+    let start = Instant::now();
+    while !left().is_empty() && start.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left: Vec<String> = left()
+        .into_iter()
+        .filter_map(|p| std::fs::read(format!("/proc/{p}/cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .collect();
+    assert!(left.is_empty(), "left running: {left:?}");
     Ok(())
 }
 

@@ -10,7 +10,10 @@ use anyhow::Context;
 /// Registers once (the runner token is kept in $PINFOLD_HOME/agent, mode
 /// 0600, one file per server, and reused on restart), then long-polls for
 /// jobs whose labels it has. SIGTERM/SIGINT: take no more jobs, let running
-/// ones finish for --drain, then cancel the rest.
+/// ones finish for --drain, then cancel the rest (SIGTERM, --grace, SIGKILL)
+/// and retry nothing: a log or result the server does not take at the first
+/// try is dropped with one log line. The agent exits within drain + grace +
+/// 5 s, whatever the network does.
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Environment: PINFOLD_HOME, PINFOLD_SERVER, PINFOLD_POLICY, PINFOLD_ALLOW_POLICIES (comma separated), PINFOLD_REGISTRATION_TOKEN, PINFOLD_REQUEST_TIMEOUT, PINFOLD_AGENT_SECRETS (as --secret, comma separated), PINFOLD_SECRET_<NAME> (the value of a secret listed with --secret; any other is never handed out), RUST_LOG."
@@ -47,7 +50,8 @@ pub struct Args {
     /// Exit after one job.
     #[arg(long)]
     ephemeral: bool,
-    /// After SIGTERM, how long running jobs may go on before they are cancelled.
+    /// After SIGTERM, how long running jobs may go on before they are
+    /// cancelled (and nothing more is retried).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     drain: Duration,
     /// Between SIGTERM and SIGKILL when a job is cancelled.

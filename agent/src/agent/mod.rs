@@ -8,6 +8,14 @@
 //! that tails the job's masked spool file; its source, artifacts and
 //! provenance go through `transfer`. Who this runner is at the server is
 //! `identity`; retries of unanswered requests are `retry`.
+//!
+//! Stopping (SIGTERM/SIGINT) ends whatever the network does: no new jobs;
+//! running ones get `--drain`; at that deadline (the [`Cutoff`]) they are
+//! cancelled (SIGTERM to the step's `pinfold exec`, `--grace`, SIGKILL) and
+//! no request is retried any more, so a log, artifact, provenance or result
+//! the coordinator does not take at the first try is dropped with one log
+//! line; [`run`] returns by the deadline + grace + [`STOP_BOUND`] at the
+//! latest, leaving behind a request that still hangs.
 
 mod config;
 mod heartbeat;
@@ -27,7 +35,7 @@ use pinfold_client::Client;
 
 pub use config::{AgentError, Config};
 pub use identity::token_path;
-use retry::{Backoff, retry};
+use retry::{Backoff, Cutoff, retry};
 
 use crate::artifacts::Artifact;
 use crate::log::{LogWriter, Spool, lock};
@@ -44,14 +52,22 @@ struct Shared {
     reregistered: AtomicBool,
     /// SIGTERM/SIGINT seen: take no more jobs.
     draining: AtomicBool,
-    /// Stop flags of running jobs.
-    running: Mutex<Vec<Arc<AtomicU8>>>,
+    /// The drain deadline, set with the SIGTERM/SIGINT: past it nothing
+    /// is retried.
+    cutoff: Cutoff,
+    /// Running jobs: id and stop flag.
+    running: Mutex<Vec<(u64, Arc<AtomicU8>)>>,
     jobs_done: AtomicUsize,
     fatal: Mutex<Option<AgentError>>,
 }
 
-/// Runs the agent until `shutdown()` says so (then drains) or, with
-/// `ephemeral`, after one job.
+/// How long after the drain deadline plus `--grace` [`run`] waits at most
+/// for its workers: a cancelled step is gone within the grace; what is left
+/// is one try at each undelivered request (and a step's output closing).
+pub const STOP_BOUND: Duration = Duration::from_secs(5);
+
+/// Runs the agent until `shutdown()` says so (then drains; returns within
+/// `drain` + `grace` + [`STOP_BOUND`]) or, with `ephemeral`, after one job.
 pub fn run(mut cfg: Config, shutdown: &dyn Fn() -> bool) -> Result<(), AgentError> {
     if cfg.ephemeral {
         cfg.concurrency = 1;
@@ -68,6 +84,7 @@ pub fn run(mut cfg: Config, shutdown: &dyn Fn() -> bool) -> Result<(), AgentErro
         reregistered: AtomicBool::new(false),
         cfg,
         draining: AtomicBool::new(false),
+        cutoff: Cutoff::default(),
         running: Mutex::new(Vec::new()),
         jobs_done: AtomicUsize::new(0),
         fatal: Mutex::new(None),
@@ -78,20 +95,20 @@ pub fn run(mut cfg: Config, shutdown: &dyn Fn() -> bool) -> Result<(), AgentErro
             std::thread::spawn(move || worker(&sh))
         })
         .collect();
-    let mut drain_deadline = None;
+    let mut abandoned = false;
     loop {
         if workers.iter().all(|w| w.is_finished()) {
             break;
         }
-        if drain_deadline.is_none() && shutdown() {
+        if sh.cutoff.at().is_none() && shutdown() {
             tracing::info!("shutting down: no new jobs; draining running ones");
             sh.draining.store(true, Ordering::SeqCst);
-            drain_deadline = Some(Instant::now() + sh.cfg.drain);
+            sh.cutoff.set(Instant::now() + sh.cfg.drain);
         }
-        if let Some(d) = drain_deadline
+        if let Some(d) = sh.cutoff.at()
             && Instant::now() >= d
         {
-            for s in lock_vec(&sh.running).iter() {
+            for (_, s) in lock_vec(&sh.running).iter() {
                 let _ = s.compare_exchange(
                     stop::NONE,
                     stop::SHUTDOWN,
@@ -99,15 +116,42 @@ pub fn run(mut cfg: Config, shutdown: &dyn Fn() -> bool) -> Result<(), AgentErro
                     Ordering::SeqCst,
                 );
             }
+            if Instant::now() >= d + sh.cfg.grace + STOP_BOUND {
+                abandon(&sh, workers.iter().filter(|w| !w.is_finished()).count());
+                abandoned = true;
+                break;
+            }
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    for w in workers {
-        let _ = w.join();
+    if !abandoned {
+        for w in workers {
+            let _ = w.join();
+        }
     }
     match sh.fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Past the drain deadline + grace + [`STOP_BOUND`]: `busy` workers still
+/// wait on the coordinator. One line for each job whose result is dropped;
+/// the caller returns without them (their steps were stopped at the
+/// deadline, and any left die with the process: PR_SET_PDEATHSIG).
+fn abandon(sh: &Shared, busy: usize) {
+    let jobs = lock_vec(&sh.running);
+    for (id, _) in jobs.iter() {
+        tracing::error!(
+            job = id,
+            "the coordinator did not answer by the drain deadline; exiting: the job's undelivered log and result are dropped"
+        );
+    }
+    if busy > jobs.len() {
+        tracing::warn!(
+            requests = busy - jobs.len(),
+            "exiting with requests to the coordinator unanswered"
+        );
     }
 }
 
@@ -133,9 +177,9 @@ fn worker(sh: &Shared) {
         match answer {
             Ok(Some(lease)) => {
                 let flag = Arc::new(AtomicU8::new(stop::NONE));
-                lock_vec(&sh.running).push(flag.clone());
+                lock_vec(&sh.running).push((lease.job_id, flag.clone()));
                 run_job(sh, lease, flag.clone());
-                lock_vec(&sh.running).retain(|f| !Arc::ptr_eq(f, &flag));
+                lock_vec(&sh.running).retain(|(_, f)| !Arc::ptr_eq(f, &flag));
                 sh.jobs_done.fetch_add(1, Ordering::SeqCst);
             }
             Ok(None) => {}
@@ -166,7 +210,7 @@ fn worker(sh: &Shared) {
             }
             Err(e) => {
                 tracing::warn!(%e, "lease failed; retrying");
-                backoff.sleep();
+                backoff.sleep(&sh.cutoff);
                 continue;
             }
         }
@@ -192,7 +236,7 @@ fn run_job(sh: &Shared, lease: Lease, flag: Arc<AtomicU8>) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(%e, job = id, "cannot create the job directory");
-            let _ = retry(ttl, || {
+            let _ = retry(ttl, &sh.cutoff, || {
                 jc.finish(
                     id,
                     &FinishRequest {
@@ -232,9 +276,10 @@ fn run_job(sh: &Shared, lease: Lease, flag: Arc<AtomicU8>) {
             let jc = jc.clone();
             let flag = flag.clone();
             let start = lease.log_offset;
+            let cutoff = sh.cutoff.clone();
             Some(std::thread::spawn(move || {
                 let append = |at: u64, data: &[u8]| jc.append_log(id, at, data);
-                shipping::ship(&append, id, start, &r, &flag)
+                shipping::ship(&append, id, start, &r, &flag, &cutoff)
             }))
         }
         Err(e) => {
@@ -258,8 +303,9 @@ fn run_job(sh: &Shared, lease: Lease, flag: Arc<AtomicU8>) {
         host: sh.cfg.host.clone(),
         settings: sh.cfg.settings.clone(),
     };
-    let mut fill = |ws: &Workspace<'_>| transfer::fetch_source(&jc, &lease, &dir, ttl, ws);
-    let mut deliver = |a: &mut Artifact| transfer::upload_artifact(&jc, id, ttl * 2, a);
+    let cutoff = &sh.cutoff;
+    let mut fill = |ws: &Workspace<'_>| transfer::fetch_source(&jc, &lease, &dir, ttl, cutoff, ws);
+    let mut deliver = |a: &mut Artifact| transfer::upload_artifact(&jc, id, ttl * 2, cutoff, a);
     let started_ms = pinfold_api::now_ms();
     let report = job.run(&log, &mut fill, &mut deliver);
     if !report.artifacts.is_empty() && flag.load(Ordering::SeqCst) != stop::LEASE_LOST {
@@ -270,7 +316,7 @@ fn run_job(sh: &Shared, lease: Lease, flag: Arc<AtomicU8>) {
             default_policy: sh.cfg.ceiling.names()[0],
             key: &sh.key,
         };
-        let line = match transfer::attest(&builder, &jc, &lease, &report, started_ms, ttl) {
+        let line = match transfer::attest(&builder, &jc, &lease, &report, started_ms, ttl, cutoff) {
             Ok(keyid) => format!(
                 "==> pinfold: provenance for {} artifacts signed by runner key {} and uploaded",
                 report.artifacts.len(),
@@ -288,6 +334,11 @@ fn run_job(sh: &Shared, lease: Lease, flag: Arc<AtomicU8>) {
     if let Some(s) = shipper {
         match s.join() {
             Ok(Ok(_)) => {}
+            Ok(Err(e)) if cutoff.passed() => tracing::error!(
+                %e,
+                job = id,
+                "the rest of the job's log was not delivered by the drain deadline; dropped"
+            ),
             Ok(Err(e)) => tracing::warn!(%e, job = id, "log shipping ended early"),
             Err(_) => tracing::error!(job = id, "log shipper panicked"),
         }
@@ -302,8 +353,14 @@ fn run_job(sh: &Shared, lease: Lease, flag: Arc<AtomicU8>) {
             reason: report.reason.clone(),
             steps: report.steps.clone(),
         };
-        match retry(ttl * 2, || jc.finish(id, &req)) {
+        match retry(ttl * 2, cutoff, || jc.finish(id, &req)) {
             Ok(_) => tracing::info!(job = id, state = report.state.as_str(), "finished"),
+            Err(e) if cutoff.passed() => tracing::error!(
+                %e,
+                job = id,
+                state = report.state.as_str(),
+                "the job's result was not delivered by the drain deadline; dropped"
+            ),
             Err(e) => tracing::error!(%e, job = id, "finish failed"),
         }
     }

@@ -3,7 +3,9 @@
 //! `log_offset`, up to [`SHIP_WINDOW`] appends in flight. A transport
 //! error resends the same chunk with backoff (the server skips bytes it
 //! already has), a 409 resumes at the server's `expected_offset`, a 413
-//! halves the chunk; memory stays bounded whatever the log size.
+//! halves the chunk; memory stays bounded whatever the log size. Past the
+//! drain's cutoff nothing is resent: what the server did not take is
+//! dropped and shipping ends with the error.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 use pinfold_api::wire::LogAppendResponse;
 use pinfold_client::ClientError;
 
-use super::retry::Backoff;
+use super::retry::{Backoff, Cutoff};
 use crate::log::SpoolReader;
 use crate::runner::stop;
 
@@ -40,12 +42,14 @@ enum Sent {
     Gap(u64),
     /// Refused as too large for this server.
     TooLarge,
-    /// Refused for good (stale lease, revoked, patience exhausted).
+    /// Refused for good (stale lease, revoked, patience exhausted, the
+    /// drain's cutoff passed).
     Failed(ClientError),
 }
 
-/// Appends one chunk at `at`, retrying transport errors with backoff (the
-/// server skips bytes it already has, so a resend never duplicates).
+/// Appends one chunk at `at`, retrying transport errors with backoff until
+/// `cutoff` passes (the server skips bytes it already has, so a resend
+/// never duplicates).
 fn send_chunk(
     append: &Append<'_>,
     id: u64,
@@ -53,6 +57,7 @@ fn send_chunk(
     data: &[u8],
     flag: &AtomicU8,
     stop_all: &AtomicBool,
+    cutoff: &Cutoff,
 ) -> Sent {
     let first = Instant::now();
     let mut backoff = Backoff::new();
@@ -69,10 +74,11 @@ fn send_chunk(
             Err(e @ (ClientError::Transport(_) | ClientError::Io(_)))
                 if first.elapsed() < SHIP_PATIENCE
                     && flag.load(Ordering::SeqCst) != stop::LEASE_LOST
-                    && !stop_all.load(Ordering::SeqCst) =>
+                    && !stop_all.load(Ordering::SeqCst)
+                    && !cutoff.passed() =>
             {
                 tracing::debug!(%e, job = id, at, "log append failed; resending");
-                backoff.sleep();
+                backoff.sleep(cutoff);
             }
             Err(e) => {
                 if matches!(e.status(), Some(403 | 409)) {
@@ -89,13 +95,15 @@ fn send_chunk(
 /// (memory stays bounded), [`SHIP_WINDOW`] of them in flight so the network
 /// and the server work while the next chunk is read. A refused chunk (409
 /// with the server's `expected_offset`) lets the window drain, then shipping
-/// resumes at the server's offset.
+/// resumes at the server's offset. Past `cutoff`, the first append the
+/// server does not take ends shipping with its error.
 pub(super) fn ship(
     append: &Append<'_>,
     id: u64,
     start: u64,
     r: &SpoolReader,
     flag: &AtomicU8,
+    cutoff: &Cutoff,
 ) -> Result<u64, ClientError> {
     let stop_all = AtomicBool::new(false);
     let (tx, rx) = std::sync::mpsc::channel::<(u64, Vec<u8>, Sent)>();
@@ -144,7 +152,7 @@ pub(super) fn ship(
                 in_flight += 1;
                 let (tx, stop_all) = (tx.clone(), &stop_all);
                 s.spawn(move || {
-                    let out = send_chunk(append, id, at, &buf, flag, stop_all);
+                    let out = send_chunk(append, id, at, &buf, flag, stop_all, cutoff);
                     let _ = tx.send((at, buf, out));
                 });
             }
@@ -336,7 +344,7 @@ mod tests {
     fn ship_to(server: &FakeLog, start: u64, r: &SpoolReader) -> (Result<u64, ClientError>, u8) {
         let flag = AtomicU8::new(stop::NONE);
         let append = |at: u64, data: &[u8]| server.append(at, data);
-        let out = ship(&append, 7, start, r, &flag);
+        let out = ship(&append, 7, start, r, &flag, &Cutoff::default());
         (out, flag.load(Ordering::SeqCst))
     }
 
@@ -429,6 +437,24 @@ mod tests {
             }
         }
         assert!(*server.log.lock().unwrap() == out);
+    }
+
+    #[test]
+    fn past_the_drain_cutoff_an_unanswered_append_is_dropped_not_resent() {
+        let (_dir, r) = spool(&output(SHIP_CHUNK * 2));
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let append = |_: u64, _: &[u8]| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(ClientError::Io(std::io::Error::other("connection refused")))
+        };
+        let cutoff = Cutoff::default();
+        cutoff.set(Instant::now());
+        let flag = AtomicU8::new(stop::NONE);
+        let t0 = Instant::now();
+        assert!(ship(&append, 7, 0, &r, &flag, &cutoff).is_err());
+        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+        let n = calls.load(Ordering::SeqCst);
+        assert!((1..=SHIP_WINDOW).contains(&n), "one try per chunk: {n}");
     }
 
     #[test]

@@ -12,18 +12,19 @@ use pinfold_api::provenance::{self, SigningKey};
 use pinfold_api::wire::Lease;
 use pinfold_client::Client;
 
-use super::retry::retry;
+use super::retry::{Cutoff, retry};
 use crate::artifacts::Artifact;
 use crate::runner::{Report, RunError, Workspace};
 
 /// Fills the job's empty workspace with the lease's source: downloaded
-/// into `dir/source.tar` (retried through transport errors for `ttl`),
-/// checked against the sha256 the lease pins, unpacked.
+/// into `dir/source.tar` (retried through transport errors for `ttl`, or
+/// until `cutoff`), checked against the sha256 the lease pins, unpacked.
 pub(super) fn fetch_source(
     jc: &Client,
     lease: &Lease,
     dir: &Path,
     ttl: Duration,
+    cutoff: &Cutoff,
     ws: &Workspace<'_>,
 ) -> Result<(), RunError> {
     if let Some(src) = &lease.spec.source {
@@ -43,7 +44,7 @@ pub(super) fn fetch_source(
         .write(true)
         .open(&tar_path)
         .map_err(|e| RunError::Source(e.to_string()))?;
-    retry(ttl, || {
+    retry(ttl, cutoff, || {
         f.rewind()?;
         f.set_len(0)?;
         jc.download_source(lease.job_id, &mut f)
@@ -62,14 +63,15 @@ pub(super) fn fetch_source(
 }
 
 /// Uploads one artifact of job `id` with its sha256, resent from its
-/// start through transport errors for `patience`.
+/// start through transport errors for `patience` (or until `cutoff`).
 pub(super) fn upload_artifact(
     jc: &Client,
     id: u64,
     patience: Duration,
+    cutoff: &Cutoff,
     a: &mut Artifact,
 ) -> Result<(), String> {
-    retry(patience, || {
+    retry(patience, cutoff, || {
         a.file.rewind()?;
         jc.upload_artifact(id, &a.name, &a.sha256, &mut a.file)
     })
@@ -92,7 +94,8 @@ pub(super) struct Builder<'a> {
 }
 
 /// Builds the job's in-toto/SLSA statement (subjects: the uploaded
-/// artifacts), signs it with the runner key and uploads it; returns the key id.
+/// artifacts), signs it with the runner key and uploads it (retried for
+/// `ttl`, or until `cutoff`); returns the key id.
 pub(super) fn attest(
     b: &Builder<'_>,
     jc: &Client,
@@ -100,6 +103,7 @@ pub(super) fn attest(
     report: &Report,
     started_ms: u64,
     ttl: Duration,
+    cutoff: &Cutoff,
 ) -> Result<String, String> {
     let server = b.server.trim_end_matches('/');
     let runner_id = b.runner_id;
@@ -132,7 +136,7 @@ pub(super) fn attest(
     );
     let envelope = provenance::sign(&statement, b.key).map_err(|e| e.to_string())?;
     let body = serde_json::to_vec_pretty(&envelope).map_err(|e| e.to_string())?;
-    let stored =
-        retry(ttl, || jc.upload_provenance(lease.job_id, &body)).map_err(|e| e.to_string())?;
+    let stored = retry(ttl, cutoff, || jc.upload_provenance(lease.job_id, &body))
+        .map_err(|e| e.to_string())?;
     Ok(stored.keyid)
 }
