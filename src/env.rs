@@ -61,5 +61,6 @@ pub fn settings() -> Settings {
         platform: std::env::var("PINFOLD_PLATFORM").ok(),
         registry_auth_files: registry_auth_files(),
         term: std::env::var("TERM").ok(),
+        proc_sys: None,
     }
 }

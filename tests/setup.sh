@@ -15,6 +15,8 @@ PACKAGES=(
   apache2-utils    # htpasswd, for the basic-auth registry run
   python3          # crafts hostile layer tars
   diffoscope-minimal # pinfold verify's optional report on a differing artifact
+  apparmor         # apparmor_parser parses ci-templates/apparmor/pinfold (tests/host.rs)
+  systemd          # systemd-analyze verify on ci-templates/systemd/ (tests/host.rs)
 )
 
 if [ "$(id -u)" != 0 ]; then

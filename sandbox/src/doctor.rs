@@ -44,7 +44,7 @@ fn check(name: &'static str, status: Status, detail: impl Into<String>) -> Check
     }
 }
 
-fn read_trim(path: &str) -> Option<String> {
+fn read_trim(path: &Path) -> Option<String> {
     std::fs::read_to_string(path)
         .ok()
         .map(|s| s.trim().to_owned())
@@ -128,39 +128,89 @@ fn probe_overlay() -> Result<(), String> {
     .map_err(|e| format!("mount overlay: {}", e.desc()))
 }
 
-fn check_userns() -> Check {
+/// The command that installs pinfold's AppArmor profile (from a checkout;
+/// the Debian package installs it itself). The profile names
+/// `/usr/bin/pinfold`.
+pub const APPARMOR_INSTALL: &str = "sudo install -m644 ci-templates/apparmor/pinfold /etc/apparmor.d/pinfold && sudo apparmor_parser -r /etc/apparmor.d/pinfold";
+
+/// The sysctls that decide whether an unprivileged user namespace may be
+/// created, as read (trimmed; `None`: absent).
+#[derive(Debug, Default)]
+struct UsernsSysctls {
+    max_user_namespaces: Option<String>,
+    unprivileged_userns_clone: Option<String>,
+    apparmor_restrict: Option<String>,
+}
+
+impl UsernsSysctls {
+    fn read(settings: &Settings) -> UsernsSysctls {
+        let read = |name: &str| read_trim(&settings.sysctl_path(name));
+        UsernsSysctls {
+            max_user_namespaces: read("user/max_user_namespaces"),
+            unprivileged_userns_clone: read("kernel/unprivileged_userns_clone"),
+            apparmor_restrict: read("kernel/apparmor_restrict_unprivileged_userns"),
+        }
+    }
+}
+
+fn check_userns(settings: &Settings) -> Check {
+    let root = nix::unistd::geteuid().is_root();
+    userns_verdict(&UsernsSysctls::read(settings), root, || {
+        in_child(enter_userns)
+    })
+}
+
+/// The user-namespace check from the sysctls, whether the caller is root
+/// (exempt from AppArmor's restriction) and the probe, run only when the
+/// sysctls allow it.
+fn userns_verdict(
+    sysctls: &UsernsSysctls,
+    root: bool,
+    probe: impl FnOnce() -> Result<(), String>,
+) -> Check {
     let name = "user namespaces";
-    if read_trim("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
+    if sysctls.max_user_namespaces.as_deref() == Some("0") {
         return check(
             name,
             Status::Fail,
             "disabled by user.max_user_namespaces=0: run `sysctl -w user.max_user_namespaces=15000` (and persist it in /etc/sysctl.d)",
         );
     }
-    if read_trim("/proc/sys/kernel/unprivileged_userns_clone").as_deref() == Some("0") {
+    if sysctls.unprivileged_userns_clone.as_deref() == Some("0") {
         return check(
             name,
             Status::Fail,
             "disabled by kernel.unprivileged_userns_clone=0: run `sysctl -w kernel.unprivileged_userns_clone=1`",
         );
     }
-    match in_child(enter_userns) {
+    let restricted = sysctls.apparmor_restrict.as_deref() == Some("1");
+    let install = format!(
+        "AppArmor restricts unprivileged user namespaces (kernel.apparmor_restrict_unprivileged_userns=1): install pinfold's profile, which allows them for /usr/bin/pinfold: `{APPARMOR_INSTALL}`"
+    );
+    match probe() {
+        Ok(()) if restricted && root => check(
+            name,
+            Status::Warn,
+            format!("root may create one, other users may not: {install}"),
+        ),
+        Ok(()) if restricted => check(
+            name,
+            Status::Ok,
+            "an unprivileged user namespace can be created (AppArmor restricts them, and a profile allows this binary)",
+        ),
         Ok(()) => check(
             name,
             Status::Ok,
             "an unprivileged user namespace can be created",
         ),
-        Err(e) => {
-            let hint = if read_trim("/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
-                .as_deref()
-                == Some("1")
-            {
-                "AppArmor restricts them: run `sysctl -w kernel.apparmor_restrict_unprivileged_userns=0` or give pinfold an AppArmor profile with `userns,`"
-            } else {
-                "check the sysctls user.max_user_namespaces and kernel.apparmor_restrict_unprivileged_userns, and any seccomp or LSM policy of the caller"
-            };
-            check(name, Status::Fail, format!("{e}: {hint}"))
-        }
+        Err(e) if restricted => check(name, Status::Fail, format!("{e}: {install}")),
+        Err(e) => check(
+            name,
+            Status::Fail,
+            format!(
+                "{e}: check the sysctls user.max_user_namespaces and kernel.apparmor_restrict_unprivileged_userns, and any seccomp or LSM policy of the caller"
+            ),
+        ),
     }
 }
 
@@ -299,7 +349,7 @@ fn check_user_net(settings: &Settings) -> Check {
 /// what the caller read from its environment (`PATH`, policy directories).
 pub fn run_checks(settings: &Settings) -> Vec<Check> {
     vec![
-        check_userns(),
+        check_userns(settings),
         check_no_new_privs(),
         check_idmap(settings),
         check_overlay(),
@@ -308,4 +358,70 @@ pub fn run_checks(settings: &Settings) -> Vec<Check> {
         check_cgroups(),
         check_user_net(settings),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn restricted(dir: &Path) -> Settings {
+        let kernel = dir.join("kernel");
+        std::fs::create_dir_all(&kernel).unwrap();
+        std::fs::write(kernel.join("apparmor_restrict_unprivileged_userns"), "1\n").unwrap();
+        Settings {
+            proc_sys: Some(dir.to_path_buf()),
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn apparmor_restriction_prints_the_profile_install_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = UsernsSysctls::read(&restricted(dir.path()));
+        assert_eq!(s.apparmor_restrict.as_deref(), Some("1"));
+        let failing = || Err("uid_map: Operation not permitted".to_owned());
+        let c = userns_verdict(&s, false, failing);
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.detail.contains(APPARMOR_INSTALL), "{}", c.detail);
+        assert!(
+            c.detail.contains(
+                "sudo install -m644 ci-templates/apparmor/pinfold /etc/apparmor.d/pinfold && sudo apparmor_parser -r /etc/apparmor.d/pinfold"
+            ),
+            "{}",
+            c.detail
+        );
+        // Root is exempt from the restriction: it passes, and is told
+        // that other users will not.
+        let c = userns_verdict(&s, true, || Ok(()));
+        assert_eq!(c.status, Status::Warn);
+        assert!(c.detail.contains(APPARMOR_INSTALL), "{}", c.detail);
+        // A profile in place: the probe passes as a user.
+        let c = userns_verdict(&s, false, || Ok(()));
+        assert_eq!(c.status, Status::Ok);
+    }
+
+    #[test]
+    fn no_restriction_no_profile_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = UsernsSysctls::read(&Settings {
+            proc_sys: Some(dir.path().to_path_buf()),
+            ..Settings::default()
+        });
+        let c = userns_verdict(&s, false, || Ok(()));
+        assert_eq!(c.status, Status::Ok);
+        let c = userns_verdict(&s, false, || Err("unshare(CLONE_NEWUSER): EPERM".into()));
+        assert_eq!(c.status, Status::Fail);
+        assert!(!c.detail.contains(APPARMOR_INSTALL), "{}", c.detail);
+    }
+
+    #[test]
+    fn disabled_sysctls_fail_before_the_probe() {
+        let s = UsernsSysctls {
+            max_user_namespaces: Some("0".into()),
+            ..UsernsSysctls::default()
+        };
+        let c = userns_verdict(&s, false, || panic!("probed"));
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.detail.contains("user.max_user_namespaces=0"));
+    }
 }

@@ -27,6 +27,9 @@ pub struct Settings {
     pub registry_auth_files: Vec<PathBuf>,
     /// `$TERM`, handed on to the container's command.
     pub term: Option<String>,
+    /// Where `pinfold doctor` reads sysctls (`None`: `/proc/sys`); a test
+    /// points it at a directory of its own files.
+    pub proc_sys: Option<PathBuf>,
 }
 
 impl Settings {
@@ -49,6 +52,15 @@ impl Settings {
         std::env::split_paths(&path)
             .map(|d| d.join(prog))
             .find(|p| p.is_file())
+    }
+
+    /// The file of sysctl `name` (`kernel/unprivileged_userns_clone`)
+    /// under [`Settings::proc_sys`].
+    pub fn sysctl_path(&self, name: &str) -> PathBuf {
+        self.proc_sys
+            .as_deref()
+            .unwrap_or(Path::new("/proc/sys"))
+            .join(name)
     }
 
     /// The directory of cached seccomp filters, when there is a home.

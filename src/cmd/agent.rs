@@ -16,7 +16,7 @@ use anyhow::Context;
 /// 5 s, whatever the network does.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Environment: PINFOLD_HOME, PINFOLD_SERVER, PINFOLD_POLICY, PINFOLD_ALLOW_POLICIES (comma separated), PINFOLD_REGISTRATION_TOKEN, PINFOLD_REQUEST_TIMEOUT, PINFOLD_AGENT_SECRETS (as --secret, comma separated), PINFOLD_SECRET_<NAME> (the value of a secret listed with --secret; any other is never handed out), RUST_LOG."
+    after_help = "Environment: PINFOLD_HOME, PINFOLD_SERVER, PINFOLD_AGENT_NAME, PINFOLD_LABELS (comma separated), PINFOLD_CONCURRENCY, PINFOLD_DRAIN, PINFOLD_GRACE, PINFOLD_POLICY, PINFOLD_ALLOW_POLICIES (comma separated), PINFOLD_REGISTRATION_TOKEN, PINFOLD_REQUEST_TIMEOUT, PINFOLD_AGENT_SECRETS (as --secret, comma separated), PINFOLD_SECRET_<NAME> (the value of a secret listed with --secret; any other is never handed out), RUST_LOG."
 )]
 pub struct Args {
     /// Coordinator URL.
@@ -26,12 +26,12 @@ pub struct Args {
     #[arg(long, env = "PINFOLD_REGISTRATION_TOKEN", hide_env_values = true)]
     registration_token: Option<String>,
     /// Runner name [default: the host name].
-    #[arg(long)]
+    #[arg(long, env = "PINFOLD_AGENT_NAME")]
     name: Option<String>,
     /// Labels offered, comma separated. They route jobs to this runner; they
     /// unlock no server secret (only labels the admin assigns with
     /// `pinfold runners label` do).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "PINFOLD_LABELS", value_delimiter = ',')]
     labels: Vec<String>,
     /// A local secret jobs may get: its value is PINFOLD_SECRET_<NAME> in this
     /// agent's environment. Repeatable, or comma separated; a job naming a
@@ -45,17 +45,17 @@ pub struct Args {
     )]
     secrets: Vec<String>,
     /// Jobs run at once.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "PINFOLD_CONCURRENCY", default_value_t = 1)]
     concurrency: usize,
     /// Exit after one job.
     #[arg(long)]
     ephemeral: bool,
     /// After SIGTERM, how long running jobs may go on before they are
     /// cancelled (and nothing more is retried).
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PINFOLD_DRAIN", default_value = "30s", value_parser = humantime::parse_duration)]
     drain: Duration,
     /// Between SIGTERM and SIGKILL when a job is cancelled.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PINFOLD_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     grace: Duration,
     /// How long one request to the server may take before it is retried
     /// (with backoff; a long-poll gets its wait on top).
