@@ -62,7 +62,9 @@ rootdir="$cache/root-$recipe"
 if [ ! -f "$rootdir/root.img" ]; then
   for old in "$cache"/root-*; do [ "$old" = "$rootdir" ] || rm -rf "$old"; done
   echo "tests/vm/run.sh: building the Debian 12 root (debootstrap, once per recipe)" >&2
+  t=$SECONDS
   bash "$here/build-root.sh" "$rootdir" >&2
+  echo "tests/vm/run.sh: root built in $((SECONDS - t)) s" >&2
 fi
 
 # --- the payload: fresh pinfold, the probe, a busybox rootfs, the whiteout image -
@@ -120,4 +122,5 @@ for k in "${kernels[@]}"; do
   python3 "$here/summarize.py" "$k" "$share/out" "$status" || fail=1
   rm -f "$disk"
 done
+echo "tests/vm/run.sh: $SECONDS s in all" >&2
 exit $fail

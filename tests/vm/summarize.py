@@ -64,7 +64,13 @@ def main():
     mech = {}
     for who in ("user", "root"):
         try:
-            mech[who] = json.loads(read(out, f"report-{who}.json") or "null")["limits_mechanism"]
+            rep = json.loads(read(out, f"report-{who}.json") or "null")
+            mech[who] = rep["limits_mechanism"]
+            # Why a delegated cgroup was not used, when pinfold says (the
+            # errno text after the last colon of its set-up error).
+            m = re.search(r"cgroup set-up failed: .*: ([^:()]+) \(os error", rep.get("limits_detail") or "")
+            if m:
+                mech[who] += f" (cgroup set-up failed: {m.group(1)})"
         except (ValueError, KeyError, TypeError):
             mech[who] = "?"
     r["limits_mechanism"] = mech
