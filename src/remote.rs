@@ -31,10 +31,28 @@ impl Remote {
     }
 }
 
+/// The arguments of a command about one job at a coordinator.
+#[derive(Debug, Clone, clap::Args)]
+pub struct JobAt {
+    /// The job id.
+    pub job: u64,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
 /// Prints `err` for `cmd` and returns exit status 1.
 pub fn fail(cmd: &str, err: &anyhow::Error) -> i32 {
     eprintln!("pinfold {cmd}: {err:#}");
     1
+}
+
+/// The exit status of `cmd` after `outcome`: 0, or 1 with the error
+/// printed as [`fail`] does.
+pub fn exit_status(cmd: &str, outcome: anyhow::Result<()>) -> i32 {
+    match outcome {
+        Ok(()) => 0,
+        Err(e) => fail(cmd, &e),
+    }
 }
 
 /// Streams the job's log to stdout until it ends (resuming after broken

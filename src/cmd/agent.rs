@@ -72,10 +72,7 @@ pub struct Args {
 
 /// Runs the subcommand; returns the exit status.
 pub fn run(a: Args) -> i32 {
-    match agent(a) {
-        Ok(()) => 0,
-        Err(e) => crate::remote::fail("agent", &e),
-    }
+    crate::remote::exit_status("agent", agent(a))
 }
 
 fn agent(a: Args) -> anyhow::Result<()> {

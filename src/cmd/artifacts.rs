@@ -7,7 +7,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 
-use crate::remote::{Remote, fail};
+use crate::remote::{JobAt, exit_status};
 
 /// Download a job's artifacts into a directory, verifying each sha256.
 ///
@@ -19,8 +19,6 @@ use crate::remote::{Remote, fail};
 /// Exit status: 0 downloaded (and verified), 1 a download or verification failed.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The job id.
-    job: u64,
     /// Directory to write them into (created; names keep their sub-paths).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
@@ -35,15 +33,12 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     key_out: Option<PathBuf>,
     #[command(flatten)]
-    remote: Remote,
+    at: JobAt,
 }
 
 /// Runs the subcommand; returns the exit status.
 pub fn run(a: Args) -> i32 {
-    match download(&a) {
-        Ok(()) => 0,
-        Err(e) => fail("artifacts", &e),
-    }
+    exit_status("artifacts", download(&a))
 }
 
 /// Writes what it is given while hashing it.
@@ -64,13 +59,13 @@ impl<W: Write> Write for Hashing<W> {
 }
 
 fn download(a: &Args) -> anyhow::Result<()> {
-    let client = a.remote.client()?;
-    let list = client.artifacts(a.job)?;
+    let client = a.at.remote.client()?;
+    let list = client.artifacts(a.at.job)?;
     // Every name is checked before anything is written: a hostile server
     // (or runner) must not plant `.git/hooks/...` or climb out of --out.
     for art in &list.artifacts {
         pinfold_api::wire::check_artifact_name(&art.name)
-            .with_context(|| format!("job {}: nothing written", a.job))?;
+            .with_context(|| format!("job {}: nothing written", a.at.job))?;
     }
     for art in &list.artifacts {
         let rel = Path::new(&art.name);
@@ -83,7 +78,7 @@ fn download(a: &Args) -> anyhow::Result<()> {
         if art.name == PROVENANCE_FILE {
             bail!(
                 "job {} has an artifact named {PROVENANCE_FILE}, which would be overwritten by its provenance; rename it in the job",
-                a.job
+                a.at.job
             );
         }
         let dest = a.out.join(rel);
@@ -98,7 +93,7 @@ fn download(a: &Args) -> anyhow::Result<()> {
             hash: Sha256::new(),
         };
         client
-            .download_artifact(a.job, &art.name, &mut w)
+            .download_artifact(a.at.job, &art.name, &mut w)
             .with_context(|| format!("downloading {}", art.name))?;
         w.flush()?;
         let got = hex::encode(w.hash.finalize());
@@ -130,15 +125,15 @@ fn provenance(
     a: &Args,
     client: &pinfold_client::Client,
 ) -> anyhow::Result<Option<serde_json::Value>> {
-    let Some((runner, envelope)) = client.provenance(a.job)? else {
+    let Some((runner, envelope)) = client.provenance(a.at.job)? else {
         if a.verify || a.key_out.is_some() {
             bail!(
                 "job {} has no provenance to verify (no artifacts, not finished, or its runner has no key)",
-                a.job
+                a.at.job
             );
         }
         if !a.json {
-            eprintln!("pinfold artifacts: job {} has no provenance", a.job);
+            eprintln!("pinfold artifacts: job {} has no provenance", a.at.job);
         }
         return Ok(None);
     };
@@ -163,7 +158,7 @@ fn provenance(
     if a.verify {
         let public = pinfold_api::provenance::parse_public_key(&key.public_key)?;
         let v = crate::attestation::verify_with(&file, &public, Some(a.out.clone()))
-            .map_err(|e| anyhow::anyhow!("provenance of job {}: {e}", a.job))?;
+            .map_err(|e| anyhow::anyhow!("provenance of job {}: {e}", a.at.job))?;
         summary["verified"] = v;
         if !a.json {
             println!(

@@ -1,6 +1,6 @@
 //! `pinfold jobs`: list jobs.
 
-use crate::remote::{Remote, fail};
+use crate::remote::{Remote, exit_status};
 
 /// List jobs, newest first.
 #[derive(Debug, clap::Args)]
@@ -42,8 +42,5 @@ pub fn run(a: Args) -> i32 {
         }
         Ok(())
     };
-    match go() {
-        Ok(()) => 0,
-        Err(e) => fail("jobs", &e),
-    }
+    exit_status("jobs", go())
 }

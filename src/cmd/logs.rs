@@ -2,13 +2,11 @@
 
 use std::io::Write;
 
-use crate::remote::{Remote, fail};
+use crate::remote::{JobAt, exit_status};
 
 /// Print a job's log (secrets masked); --follow streams it until the job ends.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The job id.
-    job: u64,
     /// Keep printing new output until the job ends.
     #[arg(short, long)]
     follow: bool,
@@ -17,21 +15,21 @@ pub struct Args {
     #[arg(long)]
     raw: bool,
     #[command(flatten)]
-    remote: Remote,
+    at: JobAt,
 }
 
 /// Runs the subcommand; returns the exit status.
 pub fn run(a: Args) -> i32 {
     let go = || -> anyhow::Result<()> {
-        let client = a.remote.client()?;
+        let client = a.at.remote.client()?;
         if a.follow {
-            crate::remote::wait(&client, a.job, a.raw)?;
+            crate::remote::wait(&client, a.at.job, a.raw)?;
             return Ok(());
         }
         let mut out = crate::term::job_output(std::io::stdout(), &std::io::stdout(), a.raw);
         let mut offset = 0;
         loop {
-            let (data, next, complete) = client.read_log(a.job, offset)?;
+            let (data, next, complete) = client.read_log(a.at.job, offset)?;
             out.write_all(&data)?;
             if data.is_empty() || complete {
                 return Ok(out.flush()?);
@@ -39,8 +37,5 @@ pub fn run(a: Args) -> i32 {
             offset = next;
         }
     };
-    match go() {
-        Ok(()) => 0,
-        Err(e) => fail("logs", &e),
-    }
+    exit_status("logs", go())
 }

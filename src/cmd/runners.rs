@@ -1,6 +1,6 @@
 //! `pinfold runners`: what the admin decides about runners.
 
-use crate::remote::{Remote, fail};
+use crate::remote::{Remote, exit_status};
 
 /// Manage runners (admin token).
 #[derive(Debug, clap::Subcommand)]
@@ -49,8 +49,5 @@ pub fn run(c: Cmd) -> i32 {
         }
         Ok(())
     };
-    match go() {
-        Ok(()) => 0,
-        Err(e) => fail("runners", &e),
-    }
+    exit_status("runners", go())
 }

@@ -65,10 +65,7 @@ fn parse_scope(s: &str) -> Result<(String, Vec<String>), String> {
 
 /// Runs the subcommand; returns the exit status.
 pub fn run(a: Args) -> i32 {
-    match serve(a) {
-        Ok(()) => 0,
-        Err(e) => crate::remote::fail("server", &e),
-    }
+    crate::remote::exit_status("server", serve(a))
 }
 
 fn token_env(name: &str) -> Option<String> {

@@ -2,26 +2,24 @@
 
 use pinfold_api::wire::JobInfo;
 
-use crate::remote::{Remote, fail};
+use crate::remote::{JobAt, exit_status};
 
 /// Show a job's state, attempts and step results.
 ///
 /// Exit status: 0 when the job could be read (whatever its state).
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The job id.
-    job: u64,
     /// Print the server's JSON.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    remote: Remote,
+    at: JobAt,
 }
 
 /// Runs the subcommand; returns the exit status.
 pub fn run(a: Args) -> i32 {
     let go = || -> anyhow::Result<()> {
-        let info = a.remote.client()?.job(a.job)?;
+        let info = a.at.remote.client()?.job(a.at.job)?;
         if a.json {
             println!("{}", serde_json::to_string_pretty(&info)?);
         } else {
@@ -29,10 +27,7 @@ pub fn run(a: Args) -> i32 {
         }
         Ok(())
     };
-    match go() {
-        Ok(()) => 0,
-        Err(e) => fail("status", &e),
-    }
+    exit_status("status", go())
 }
 
 fn print_job(j: &JobInfo) {
