@@ -45,6 +45,12 @@ fn registry_auth_files() -> Vec<PathBuf> {
     v
 }
 
+/// What the runner (`pinfold run`, `agent`, `verify`) needs from this
+/// process's environment: the variables its steps keep, `PINFOLD_USERNS`.
+pub fn host() -> pinfold_agent::runner::HostEnv {
+    pinfold_agent::runner::HostEnv::from_vars(|k| std::env::var_os(k))
+}
+
 /// What the sandbox library needs from this process's environment.
 pub fn settings() -> Settings {
     Settings {

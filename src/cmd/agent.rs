@@ -107,7 +107,7 @@ fn agent(a: Args) -> anyhow::Result<()> {
         ceiling,
         settings,
         request_timeout: a.request_timeout,
-        host: pinfold_agent::runner::HostEnv::from_vars(|k| std::env::var_os(k)),
+        host: crate::env::host(),
     };
     pinfold_agent::agent::run(cfg, &pinfold_agent::signals::received)?;
     Ok(())

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use pinfold_agent::log::{LogWriter, lock};
-use pinfold_agent::runner::{HostEnv, Job, RunError};
+use pinfold_agent::runner::{Job, RunError};
 use pinfold_api::JobSpec;
 
 /// Run a job file locally: logs on the terminal, artifacts into --out.
@@ -113,7 +113,7 @@ pub fn run(a: Args) -> i32 {
         stop: flag,
         grace: a.grace,
         settings: settings.clone(),
-        host: HostEnv::from_vars(|k| std::env::var_os(k)),
+        host: crate::env::host(),
     };
     let source = a.source.clone();
     let mut source_digest: Option<String> = None;

@@ -131,7 +131,7 @@ pub fn run(a: Args) -> i32 {
         jobs: a.jobs,
         grace: a.grace,
         stop: pinfold_agent::signals::stop_flag(),
-        host: pinfold_agent::runner::HostEnv::from_vars(|k| std::env::var_os(k)),
+        host: crate::env::host(),
         tmpfs: std::env::var_os("PINFOLD_VERIFY_TMPFS")
             .map_or_else(|| PathBuf::from("/dev/shm"), PathBuf::from),
         diffoscope: which("diffoscope"),
