@@ -134,7 +134,8 @@ pub fn run(a: Args) -> i32 {
         host: crate::env::host(),
         tmpfs: std::env::var_os("PINFOLD_VERIFY_TMPFS")
             .map_or_else(|| PathBuf::from("/dev/shm"), PathBuf::from),
-        diffoscope: which("diffoscope"),
+        // Only where PATH says: no default directories when it is unset.
+        diffoscope: env.path.as_ref().and(env.which("diffoscope", "")),
         started_ms,
         sandbox: env,
     };
@@ -153,13 +154,4 @@ pub fn run(a: Args) -> i32 {
         }
         Err(e) => fail(e, 125),
     }
-}
-
-/// `name` on PATH, if it is there.
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    })
 }

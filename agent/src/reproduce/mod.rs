@@ -130,11 +130,10 @@ pub fn run(s: Settings, term: &mut dyn Write) -> Result<Report, ReproduceError> 
     let probe_job = s.job(work.path().to_owned());
     let image_log = LogWriter::new(Box::new(std::io::stderr()), []).shared();
     probe_job.resolve_image(&image_log)?;
-    let layers =
-        image_layers(&s.home, &s.sandbox, &image).map_err(|source| ReproduceError::Layers {
-            image: image.clone(),
-            source,
-        })?;
+    let layers = image_layers(&s.sandbox, &image).map_err(|source| ReproduceError::Layers {
+        image: image.clone(),
+        source,
+    })?;
     // The source, packed once: every run unpacks the same tar.
     let (source_tar, source_digest) = match &s.source {
         None => (None, None),
@@ -310,11 +309,10 @@ fn pack_source(src: &Path, work: &Path) -> std::io::Result<(PathBuf, String)> {
 
 /// The image's cached layer directories, topmost first.
 fn image_layers(
-    home: &Path,
     settings: &pinfold_sandbox::Settings,
     image: &str,
 ) -> Result<Vec<PathBuf>, ImageError> {
-    let store = pinfold_sandbox::image::Store::open(&home.join("images"), settings)?;
+    let store = pinfold_sandbox::image::Store::open_default(settings)?;
     let rec = store.find(image)?;
     store.layer_dirs(&rec)
 }
