@@ -5,7 +5,9 @@
 #   sudo bash tests/vm/run.sh
 # Env: PINFOLD_VM_KERNELS="pkg ..." (default: bookworm's linux-image-amd64
 # dependency, the 6.1 stock kernel, and linux-image-6.12-amd64's), PINFOLD_VM_TIMEOUT
-# (seconds per boot, default 300), PINFOLD_VM_CACHE (default tests/vm/.cache).
+# (seconds per boot, default 300), PINFOLD_VM_CACHE (downloaded kernels and the
+# built root, default tests/vm/.cache; several checkouts may share one),
+# PINFOLD_VM_RUN (this run's payload, disks and results, default tests/vm/.run).
 # Exit status: 0 when every row is green or a documented refusal, 1 otherwise.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -70,7 +72,7 @@ fi
 # --- the payload: fresh pinfold, the probe, a busybox rootfs, the whiteout image -
 echo "tests/vm/run.sh: building pinfold" >&2
 (cd "$repo" && cargo build -q --bin pinfold) || die "cargo build --bin pinfold failed"
-run="$cache/run"
+run=${PINFOLD_VM_RUN:-$here/.run}
 rm -rf "$run"; mkdir -p "$run/payload"
 p="$run/payload"
 objcopy --strip-debug "$repo/target/debug/pinfold" "$p/pinfold" || cp "$repo/target/debug/pinfold" "$p/pinfold"
