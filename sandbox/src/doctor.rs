@@ -303,14 +303,14 @@ fn check_overlay() -> Check {
 }
 
 fn check_cgroups() -> Check {
-    use crate::container::limits::{Mechanism, detect};
+    use crate::container::cgroup::{Mechanism, detect};
     let name = "cgroup v2 delegation";
     match detect() {
         Mechanism::Cgroup(dir) => check(
             name,
             Status::Ok,
             format!(
-                "{} is delegated with memory, pids and cpu: limits use cgroup v2",
+                "{} is delegated with memory, pids and cpu, and pinfold is alone in it: limits use cgroup v2",
                 dir.display()
             ),
         ),
@@ -318,10 +318,49 @@ fn check_cgroups() -> Check {
             name,
             Status::Warn,
             format!(
-                "{why}; limits use the fallback (rlimits + pid-namespace supervisor), whose memory sum does not charge {}; run pinfold in a systemd unit with Delegate=yes on a cgroup v2 host for cgroup limits (policies with limits.require_cgroup refuse to run until then)",
-                crate::container::memory::UNCHARGED
+                "{why}; limits use the fallback (rlimits + pid-namespace supervisor), whose memory sum does not charge {}; {} (policies with limits.require_cgroup refuse to run until then)",
+                crate::container::memory::UNCHARGED,
+                delegation_hint(nix::unistd::geteuid().as_raw())
             ),
         ),
+    }
+}
+
+/// What to do, on this host, for cgroup v2 limits.
+fn delegation_hint(uid: u32) -> String {
+    use crate::container::cgroup::{USER_DELEGATE_DROP_IN, unified_only, user_manager_controllers};
+    if !unified_only() {
+        return "this host's cgroups are hybrid or v1, so cgroup v2 limits need a host booted on the unified hierarchy (systemd.unified_cgroup_hierarchy=1, the default of every current systemd distribution)".into();
+    }
+    let scope = if uid == 0 {
+        "run pinfold as a unit with Delegate=yes (ci-templates/systemd/pinfold-agent.service) or as `systemd-run --scope -p Delegate=yes pinfold ...`"
+    } else {
+        "run pinfold as `systemd-run --user --scope -p Delegate=yes pinfold ...` or as a unit with Delegate=yes"
+    };
+    let scope = format!(
+        "{scope}; pinfold run and pinfold agent started that way give each step a cgroup of its own"
+    );
+    if uid == 0 {
+        return scope;
+    }
+    match user_manager_controllers(uid) {
+        None => format!(
+            "no systemd user manager runs for uid {uid}: `sudo loginctl enable-linger $USER`, install the drop-in `{USER_DELEGATE_DROP_IN}`, then {scope}"
+        ),
+        Some(have) => {
+            let missing: Vec<&str> = crate::container::cgroup::CONTROLLERS
+                .into_iter()
+                .filter(|c| !have.iter().any(|h| h == c))
+                .collect();
+            if missing.is_empty() {
+                scope
+            } else {
+                format!(
+                    "the user manager (user@{uid}.service) is not delegated {}: install the drop-in `{USER_DELEGATE_DROP_IN}`, then {scope}",
+                    missing.join(", ")
+                )
+            }
+        }
     }
 }
 

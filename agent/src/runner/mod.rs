@@ -54,6 +54,7 @@ use nix::unistd::Pid;
 use pinfold_api::wire::{ArtifactInfo, JobState, StepResult};
 use pinfold_api::{JobSpec, now_ms};
 use pinfold_sandbox::ceiling::{Ceiling, Chosen};
+use pinfold_sandbox::container::cgroup::Children;
 use pinfold_sandbox::container::jobfs::{JobFs, JobFsError, Sizes};
 use pinfold_sandbox::image::{ImageError, ImageRef, PullOptions, Store};
 
@@ -156,6 +157,12 @@ impl Job {
     /// the chosen policy: an empty workspace and layer (with `o.files` in
     /// the layer).
     pub fn prepare_dir(&self, chosen: &Chosen, o: &RunOptions) -> Result<JobFs, RunError> {
+        // Before this process starts its first child: a delegated cgroup is
+        // prepared so that each step gets a cgroup of its own (once per
+        // process; where it cannot be, each step's exec decides alone).
+        if let Err(why) = Children::get() {
+            tracing::debug!(why, "steps run in this process's cgroup");
+        }
         std::fs::create_dir_all(&self.dir).map_err(|source| RunError::Dir {
             path: self.dir.clone(),
             source,
@@ -461,6 +468,19 @@ impl Job {
         let w2 = w.try_clone().map_err(RunError::Spawn)?;
         let _ = std::fs::remove_file(self.report_path());
         let mut cmd = self.command(chosen, jobfs, run, timeout, o);
+        // A cgroup of its own, where the step's exec can enable cgroup v2
+        // limits; dropped (what is left killed, then removed) at the end.
+        let cgroup = match Children::get() {
+            Ok(children) => match children.step() {
+                Ok(cg) => Some(Arc::new(cg)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no cgroup for the step; its limits fall back");
+                    None
+                }
+            },
+            Err(_) => None,
+        };
+        let step_cg = cgroup.clone();
         let cpus = match o.cpus {
             Some(n) => Some(first_cpus(n).map_err(|e| RunError::Spawn(e.into()))?),
             None => None,
@@ -472,10 +492,14 @@ impl Job {
         // no memory of the parent; the step dies with the thread that
         // started it (the job's thread, alive until the step is reaped).
         // sched_setaffinity is a plain system call on a set computed
-        // before the fork.
+        // before the fork, and entering the cgroup one write(2) to a
+        // descriptor opened before it.
         unsafe {
             cmd.pre_exec(move || {
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+                if let Some(cg) = &step_cg {
+                    cg.enter()?;
+                }
                 if let Some(set) = &cpus {
                     nix::sched::sched_setaffinity(Pid::from_raw(0), set)
                         .map_err(std::io::Error::from)?;
@@ -522,6 +546,8 @@ impl Job {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
+        // Whatever the step left in its cgroup dies now, so its output closes.
+        drop(cgroup);
         if rx.recv_timeout(Duration::from_secs(5)).is_err() {
             lock(log).line("==> pinfold: the step's output did not close; moving on");
         }

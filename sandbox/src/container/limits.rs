@@ -2,11 +2,13 @@
 //! disks (the writable layer and /tmp tmpfs), with the limit that ended a
 //! run named.
 //!
-//! Two mechanisms, chosen per run by [`detect`]:
+//! Two mechanisms, chosen per run by `cgroup::detect`:
 //!
 //! * **cgroup v2**, when the caller's own cgroup is on the unified hierarchy,
-//!   has the memory, pids and cpu controllers and is writable by the caller
-//!   (a systemd unit with `Delegate=yes`, or a user session with delegation).
+//!   has the memory, pids and cpu controllers, is writable by the caller
+//!   (a systemd unit with `Delegate=yes`, or a user session with delegation)
+//!   and holds no other process (a runner gives each step's exec a cgroup of
+//!   its own: `cgroup::Children`).
 //!   The parent moves itself into a leaf and creates a sibling cgroup per
 //!   run (see `Watcher::make_cgroup`), sets `memory.max`,
 //!   `memory.swap.max = 0`, `memory.oom.group = 1` and `pids.max`, moves the
@@ -43,6 +45,9 @@ use nix::fcntl::{OFlag, open};
 use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 
+use super::cgroup::{
+    CgroupError, Mechanism, detect_with, enable_controllers, kill_and_remove, read_trim, write_file,
+};
 use super::memory::{Charge, Shmem};
 use crate::policy::{ByteSize, Policy};
 
@@ -58,104 +63,6 @@ const MAX_WALK: usize = 1 << 16;
 
 /// The exit status `pinfold exec` reports when a resource limit ended the run.
 pub const EXIT_LIMIT: i32 = 123;
-
-/// Errors of the cgroup set-up (they make a run fall back, never fail).
-#[derive(Debug, thiserror::Error)]
-pub enum LimitsError {
-    /// A cgroup file could not be written.
-    #[error("cgroup {path}: {source}")]
-    Cgroup {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// Which mechanism enforces memory, pids and CPU time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mechanism {
-    /// A delegated cgroup v2 directory (the caller's own cgroup).
-    Cgroup(PathBuf),
-    /// rlimits plus the supervisor; the text says why cgroup v2 is not used.
-    Fallback(String),
-}
-
-impl std::fmt::Display for Mechanism {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Mechanism::Cgroup(dir) => write!(f, "cgroup v2 ({})", dir.display()),
-            Mechanism::Fallback(why) => {
-                write!(f, "fallback: rlimits + pid-namespace supervisor ({why})")
-            }
-        }
-    }
-}
-
-impl Mechanism {
-    /// A short name for scripts: `cgroup-v2` or `fallback`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Mechanism::Cgroup(_) => "cgroup-v2",
-            Mechanism::Fallback(_) => "fallback",
-        }
-    }
-}
-
-fn read_trim(path: &Path) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim().to_owned())
-}
-
-/// The caller's cgroup v2 directory, if the unified hierarchy is mounted
-/// (at /sys/fs/cgroup, or at /sys/fs/cgroup/unified on hybrid hosts).
-pub fn own_cgroup() -> Option<PathBuf> {
-    let line = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let rel = line.lines().find_map(|l| l.strip_prefix("0::"))?;
-    for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
-        if Path::new(base).join("cgroup.procs").exists() {
-            let fs_type = nix::sys::statfs::statfs(base).ok()?.filesystem_type();
-            if fs_type == nix::sys::statfs::CGROUP2_SUPER_MAGIC {
-                return Some(Path::new(base).join(rel.trim_start_matches('/')));
-            }
-        }
-    }
-    None
-}
-
-const CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
-
-/// Decides the mechanism for this process (see the module docs).
-pub fn detect() -> Mechanism {
-    let Some(dir) = own_cgroup() else {
-        return Mechanism::Fallback("no cgroup v2 hierarchy is mounted".into());
-    };
-    let available = read_trim(&dir.join("cgroup.controllers")).unwrap_or_default();
-    let missing: Vec<&str> = CONTROLLERS
-        .into_iter()
-        .filter(|c| !available.split_whitespace().any(|x| x == *c))
-        .collect();
-    if !missing.is_empty() {
-        return Mechanism::Fallback(format!(
-            "the unified hierarchy at {} lacks the {} controller(s): cgroups are not delegated (hybrid or v1 host)",
-            dir.display(),
-            missing.join(", ")
-        ));
-    }
-    let writable = ["cgroup.procs", "cgroup.subtree_control"]
-        .iter()
-        .all(|f| nix::unistd::access(&dir.join(f), nix::unistd::AccessFlags::W_OK).is_ok())
-        && nix::unistd::access(&dir, nix::unistd::AccessFlags::W_OK).is_ok();
-    if !writable {
-        return Mechanism::Fallback(format!(
-            "{} is not writable by this user: cgroups are not delegated",
-            dir.display()
-        ));
-    }
-    Mechanism::Cgroup(dir)
-}
 
 /// `limits.require_cgroup`: the one-line refusal when the limits would be
 /// enforced by the fallback.
@@ -268,13 +175,6 @@ pub(crate) struct Watcher {
     page: u64,
 }
 
-fn write_file(path: &Path, value: &str) -> Result<(), LimitsError> {
-    std::fs::write(path, value).map_err(|source| LimitsError::Cgroup {
-        path: path.to_owned(),
-        source,
-    })
-}
-
 impl Watcher {
     /// Sets the limits up for the container whose init is `init` (cloned,
     /// not yet released); `tmpfs`: its tmpfs mount points
@@ -309,7 +209,7 @@ impl Watcher {
         if !active {
             return w;
         }
-        w.mechanism = detect();
+        w.mechanism = detect_with(&[init.as_raw() as u32]);
         if let Mechanism::Cgroup(dir) = &w.mechanism {
             match w.make_cgroup(dir) {
                 Ok(cg) => w.cgroup = Some(cg),
@@ -333,35 +233,24 @@ impl Watcher {
     /// in its delegated cgroup (`systemd-run --user -p Delegate=yes`, a
     /// unit with `Delegate=yes`) or DIR has the controllers enabled already;
     /// otherwise the caller gets the error and the run falls back.
-    fn make_cgroup(&self, dir: &Path) -> Result<PathBuf, LimitsError> {
+    fn make_cgroup(&self, dir: &Path) -> Result<PathBuf, CgroupError> {
         let me = std::process::id();
         collect_stale(dir);
         let base = dir.join(format!("pinfold-{me}"));
         let (exec, job) = (base.join("exec"), base.join("job"));
-        let mkdir = |p: &Path| {
-            std::fs::create_dir_all(p).map_err(|source| LimitsError::Cgroup {
-                path: p.to_owned(),
-                source,
-            })
-        };
-        mkdir(&exec)?;
-        mkdir(&job)?;
-        let enable = |cg: &Path| -> Result<(), LimitsError> {
-            let enabled = read_trim(&cg.join("cgroup.subtree_control")).unwrap_or_default();
-            let want: Vec<String> = CONTROLLERS
-                .iter()
-                .filter(|c| !enabled.split_whitespace().any(|x| x == **c))
-                .map(|c| format!("+{c}"))
-                .collect();
-            if want.is_empty() {
-                return Ok(());
+        let setup = || -> Result<(), CgroupError> {
+            for p in [&exec, &job] {
+                std::fs::create_dir_all(p).map_err(|source| CgroupError::Io {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
             }
-            write_file(&cg.join("cgroup.subtree_control"), &want.join(" "))
-        };
-        let setup = || -> Result<(), LimitsError> {
-            write_file(&exec.join("cgroup.procs"), &me.to_string())?;
-            enable(dir)?;
-            enable(&base)?;
+            // Both out of DIR first (the init is not released yet), so
+            // that DIR and pinfold-<pid> hold no process of their own.
+            write_file(&exec.join("cgroup.procs"), "0")?;
+            write_file(&job.join("cgroup.procs"), &self.init.to_string())?;
+            enable_controllers(dir)?;
+            enable_controllers(&base)?;
             if self.memory != 0 {
                 write_file(&job.join("memory.max"), &self.memory.to_string())?;
                 write_file(&job.join("memory.swap.max"), "0")?;
@@ -370,12 +259,13 @@ impl Watcher {
             if self.pids != 0 {
                 write_file(&job.join("pids.max"), &self.pids.to_string())?;
             }
-            write_file(&job.join("cgroup.procs"), &self.init.to_string())
+            Ok(())
         };
         if let Err(e) = setup() {
             // Back where we came from (allowed while DIR has no controllers
             // enabled, which is the case when enabling them failed).
-            let _ = std::fs::write(dir.join("cgroup.procs"), me.to_string());
+            let _ = std::fs::write(dir.join("cgroup.procs"), "0");
+            let _ = std::fs::write(dir.join("cgroup.procs"), self.init.to_string());
             let _ = std::fs::remove_dir(&job);
             let _ = std::fs::remove_dir(&exec);
             let _ = std::fs::remove_dir(&base);
@@ -584,17 +474,11 @@ pub(crate) fn full_disks(layer: bool, workspace: Option<&Path>) -> u32 {
 
 impl Drop for Watcher {
     fn drop(&mut self) {
+        // This process's own `exec` leaf goes with a later run's
+        // `collect_stale` (or with the runner's step cgroup), once this
+        // process has exited.
         if let Some(cg) = self.cgroup.take() {
-            let _ = std::fs::write(cg.join("cgroup.kill"), "1");
-            // The kill is asynchronous: retry the rmdir briefly. This
-            // process's own `exec` leaf goes with a later run's
-            // `collect_stale`, once this process has exited.
-            for _ in 0..100 {
-                if std::fs::remove_dir(&cg).is_ok() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
+            kill_and_remove(&cg);
         }
     }
 }

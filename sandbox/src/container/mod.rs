@@ -32,6 +32,7 @@
 //! Errors in the child travel back over a pipe and become [`ContainerError::Setup`],
 //! which names the step that failed and what to do.
 
+pub mod cgroup;
 mod child;
 pub mod idmap;
 mod init;
@@ -460,7 +461,7 @@ fn run_blocked(
     );
     // limits.require_cgroup: refused before anything is cloned (and again
     // below, should the cgroup set-up fail).
-    if let Some(refusal) = limits::refuse_fallback(&spec.policy, &limits::detect()) {
+    if let Some(refusal) = limits::refuse_fallback(&spec.policy, &cgroup::detect()) {
         return Err(ContainerError::Spec(refusal));
     }
     let plan = idmap::plan(spec.idmap, &spec.settings)?;
@@ -475,7 +476,7 @@ fn run_blocked(
     // the child into its cgroup before the child forks.
     prepared.self_map = match (&plan, network) {
         (IdMapPlan::Single { uid, gid }, NetworkMode::None)
-            if !matches!(limits::detect(), limits::Mechanism::Cgroup(_)) =>
+            if !matches!(cgroup::detect(), cgroup::Mechanism::Cgroup(_)) =>
         {
             Some((*uid, *gid))
         }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::{ContainerError, Finished, Outcome, limits, memory};
+use super::{ContainerError, Finished, Outcome, cgroup, memory};
 
 /// A run's ending, for the caller to print and for `--report`.
 #[derive(Debug, Clone)]
@@ -70,8 +70,8 @@ impl ExitReport {
                 "limits_detail": done.limits.to_string(),
                 // What the fallback cannot charge to limits.memory.
                 "limits_uncharged": match done.limits {
-                    limits::Mechanism::Fallback(_) => Some(memory::UNCHARGED),
-                    limits::Mechanism::Cgroup(_) => None,
+                    cgroup::Mechanism::Fallback(_) => Some(memory::UNCHARGED),
+                    cgroup::Mechanism::Cgroup(_) => None,
                 },
             }),
             reason,

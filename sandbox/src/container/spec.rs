@@ -168,5 +168,5 @@ pub struct Finished {
     /// How the command ended.
     pub outcome: Outcome,
     /// What enforced memory, pids and CPU time.
-    pub limits: limits::Mechanism,
+    pub limits: super::cgroup::Mechanism,
 }
