@@ -7,7 +7,9 @@
 # dependency, the 6.1 stock kernel, and linux-image-6.12-amd64's), PINFOLD_VM_TIMEOUT
 # (seconds per boot, default 300), PINFOLD_VM_CACHE (downloaded kernels and the
 # built root, default tests/vm/.cache; several checkouts may share one),
-# PINFOLD_VM_RUN (this run's payload, disks and results, default tests/vm/.run).
+# PINFOLD_VM_RUN (this run's payload, disks and results, default tests/vm/.run),
+# PINFOLD_VM_GUEST (a script run in the guests instead of guest.sh, for
+# trying a check out by hand; the row then says what that script wrote).
 # Exit status: 0 when every row is green or a documented refusal, 1 otherwise.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -105,7 +107,7 @@ for k in "${kernels[@]}"; do
   kd="$cache/k/$k"; rel=$(ls "$kd/lib/modules")
   share="$run/share-$rel"
   mkdir -p "$share"
-  cp "$here/guest.sh" "$share/guest.sh"
+  cp "${PINFOLD_VM_GUEST:-$here/guest.sh}" "$share/guest.sh"
   disk="$run/disk-$rel.qcow2"
   qemu-img create -q -f qcow2 -F raw -b "$rootdir/root.img" "$disk"
   status=ok
