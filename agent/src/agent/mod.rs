@@ -73,6 +73,12 @@ pub fn run(mut cfg: Config, shutdown: &dyn Fn() -> bool) -> Result<(), AgentErro
         cfg.concurrency = 1;
     }
     cfg.concurrency = cfg.concurrency.max(1);
+    // Before any job starts a child: the steps' cgroups (see
+    // pinfold_sandbox::container::cgroup), once for the whole agent.
+    match pinfold_sandbox::container::cgroup::Children::get() {
+        Ok(_) => tracing::info!("cgroup v2 is delegated: each step runs in a cgroup of its own"),
+        Err(why) => tracing::info!("step limits: each step's exec decides ({why})"),
+    }
     let key = crate::provenance::runner_key(&cfg.home)?;
     let stored = identity::runner_token(&cfg, &key, false)?;
     let base = Client::new(&cfg.server, None, cfg.request_timeout);
