@@ -4,7 +4,7 @@
 //!
 //! The tar is hostile input (anyone who can submit a job chooses it). It is
 //! applied with the image store's layer applier
-//! (`pinfold_sandbox::image::layer::apply_plain_tar`): every entry's parent is
+//! (`pinfold_sandbox::image::layer::apply_tar`, as `TarKind::Plain`): every entry's parent is
 //! opened with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
 //! RESOLVE_NO_XDEV)` (`pinfold_sandbox::fs::beneath`, the one openat2
 //! helper) from the workspace root and the last component is
@@ -18,7 +18,7 @@ use std::io::{self, Read, Seek};
 use std::path::{Path, PathBuf};
 
 use pinfold_sandbox::image::Limits;
-use pinfold_sandbox::image::layer::{Budget, LayerError, apply_plain_tar};
+use pinfold_sandbox::image::layer::{Budget, LayerError, TarKind, apply_tar};
 
 /// Errors from packing or unpacking a source.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +91,13 @@ fn add_dir(b: &mut tar::Builder<&mut File>, root: &Path, rel: &Path) -> Result<(
 
 /// Unpacks a source tar into the empty directory `workspace`.
 pub fn unpack(tar: impl Read, workspace: &Path) -> Result<(), SourceError> {
-    apply_plain_tar(tar, workspace, "source", &Budget::new(LIMITS))?;
+    apply_tar(
+        tar,
+        workspace,
+        "source",
+        &Budget::new(LIMITS),
+        TarKind::Plain,
+    )?;
     Ok(())
 }
 

@@ -102,19 +102,24 @@ fn enter_userns() -> Result<(), String> {
     Ok(())
 }
 
-fn probe_overlay() -> Result<(), String> {
-    use nix::mount::{MsFlags, mount};
+/// A user namespace with private mounts and a fresh tmpfs on /tmp, for a probe.
+fn userns_with_tmp() -> Result<(), String> {
     enter_userns()?;
     crate::fs::mount::make_mounts_private()
         .map_err(|e| format!("make mounts private: {}", e.desc()))?;
-    mount(
+    nix::mount::mount(
         Some("tmpfs"),
         "/tmp",
         Some("tmpfs"),
-        MsFlags::empty(),
+        nix::mount::MsFlags::empty(),
         None::<&str>,
     )
-    .map_err(|e| format!("mount tmpfs: {}", e.desc()))?;
+    .map_err(|e| format!("mount tmpfs: {}", e.desc()))
+}
+
+fn probe_overlay() -> Result<(), String> {
+    use nix::mount::{MsFlags, mount};
+    userns_with_tmp()?;
     for d in ["l", "u", "w", "m"] {
         std::fs::create_dir(Path::new("/tmp").join(d)).map_err(|e| e.to_string())?;
     }
@@ -134,17 +139,7 @@ fn probe_overlay() -> Result<(), String> {
 fn probe_whiteouts() -> Result<(), String> {
     use nix::mount::{MsFlags, mount};
     use nix::sys::stat::{Mode, SFlag, mknod};
-    enter_userns()?;
-    crate::fs::mount::make_mounts_private()
-        .map_err(|e| format!("make mounts private: {}", e.desc()))?;
-    mount(
-        Some("tmpfs"),
-        "/tmp",
-        Some("tmpfs"),
-        MsFlags::empty(),
-        None::<&str>,
-    )
-    .map_err(|e| format!("mount tmpfs: {}", e.desc()))?;
+    userns_with_tmp()?;
     for d in ["l1", "l2", "m"] {
         std::fs::create_dir(Path::new("/tmp").join(d)).map_err(|e| e.to_string())?;
     }

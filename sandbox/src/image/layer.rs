@@ -712,35 +712,25 @@ fn is_dir(st: &FileStat) -> bool {
     SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
 }
 
-/// Applies one (already decompressed) layer tar to the empty directory `dest`.
-/// `what` names the layer in errors. Reads the tar to its end-of-archive
-/// marker; the caller drains what follows.
+/// What a tar is applied as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TarKind {
+    /// An image layer: `.wh.` entries are whiteouts.
+    Layer,
+    /// A plain tree that is no layer (a job's source): the same safety and
+    /// bounds, and a `.wh.` name is an ordinary entry.
+    Plain,
+}
+
+/// Applies one (already decompressed) tar to the empty directory `dest`.
+/// `what` names it in errors. Reads the tar to its end-of-archive marker;
+/// the caller drains what follows.
 pub fn apply_tar(
     tar_stream: impl Read,
     dest: &Path,
     what: &str,
     budget: &Budget,
-) -> Result<Applied> {
-    apply(tar_stream, dest, what, budget, false)
-}
-
-/// [`apply_tar`] for a plain tree that is no image layer (a job's source):
-/// the same safety and bounds, and a `.wh.` name is an ordinary entry.
-pub fn apply_plain_tar(
-    tar_stream: impl Read,
-    dest: &Path,
-    what: &str,
-    budget: &Budget,
-) -> Result<Applied> {
-    apply(tar_stream, dest, what, budget, true)
-}
-
-fn apply(
-    tar_stream: impl Read,
-    dest: &Path,
-    what: &str,
-    budget: &Budget,
-    plain: bool,
+    kind: TarKind,
 ) -> Result<Applied> {
     let root = openat(
         AT_FDCWD,
@@ -761,7 +751,7 @@ fn apply(
         dirs: Vec::new(),
         whiteouts: Vec::new(),
         opaque: HashSet::new(),
-        plain,
+        plain: kind == TarKind::Plain,
         foreign_owners: false,
     };
     let mut archive = tar::Archive::new(tar_stream);
