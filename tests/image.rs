@@ -207,6 +207,60 @@ fn unpack_matches_umoci_and_runs_in_the_container() {
     assert_eq!(rm_and_gc(&home, &image), 0);
 }
 
+/// Deletions as the container sees them: the image of
+/// tests/make-whiteout-image.sh (a file and a directory deleted, a directory
+/// deleted and re-created in the same layer and in a later one, opaque
+/// directories with whiteouts inside, files replaced by directories and
+/// back, a directory replaced by a symlink) listed inside `exec --image` by
+/// tests/vm/list-tree.sh and compared file by file (path, type, mode, size,
+/// content hash, symlink target) with `umoci unpack` by tests/vm/tree.py.
+/// The VM matrix runs the same on each kernel.
+#[test]
+fn whiteouts_inside_the_container_match_umoci() {
+    let w = user_dir();
+    let dir = w.path().join("img");
+    let o = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/make-whiteout-image.sh"
+        ))
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let image = String::from_utf8(o.stdout).unwrap().trim().to_owned();
+    // umoci's tree before the layout is opened up for the test user: the
+    // modes must stay the image's.
+    let peer = umoci_unpack(&image, &w.path().join("peer"));
+    open_up(&dir);
+    let home = w.path().join("home");
+    let o = common::pinfold()
+        .env("PINFOLD_HOME", &home)
+        .args(["exec", "--image", &image, "--", "/bin/sh", "-c"])
+        .arg(include_str!("vm/list-tree.sh"))
+        .output()
+        .unwrap();
+    let (c, listing, se) = out(&o);
+    assert_eq!(c, 0, "exec --image failed: {se}");
+    let file = w.path().join("listing.txt");
+    std::fs::write(&file, &listing).unwrap();
+    let o = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vm/tree.py"))
+        .args([&file, &peer])
+        .output()
+        .unwrap();
+    let verdict = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "inside the container vs umoci: {verdict}"
+    );
+    assert_eq!(verdict.trim(), "match");
+    // The same from `image unpack` (the layers flattened without the kernel).
+    let mine = w.path().join("mine");
+    ok(&home, &["image", "unpack", &image, mine.to_str().unwrap()]);
+    assert_same_tree(&mine, &peer);
+}
+
 /// Writes a layout with tests/fixtures/mklayout.py; returns `oci:DIR:t`.
 fn crafted(dir: &Path, spec: serde_json::Value) -> String {
     let mut c = Command::new("python3")

@@ -4,21 +4,21 @@
 //!
 //! The tar is hostile input (anyone who can submit a job chooses it). It is
 //! applied with the image store's layer applier
-//! (`pinfold_sandbox::image::layer::apply_tar`): every entry's parent is
+//! (`pinfold_sandbox::image::layer::apply_tar`, as `TarKind::Plain`): every entry's parent is
 //! opened with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
 //! RESOLVE_NO_XDEV)` (`pinfold_sandbox::fs::beneath`, the one openat2
 //! helper) from the workspace root and the last component is
 //! created with `*at` calls that never follow it, so `..`, absolute names
 //! and symlinks planted earlier in the tar cannot reach outside; sizes and
-//! entry counts are bounded. One consequence of reusing the layer applier:
-//! a `.wh.NAME` entry is treated as an OCI whiteout (an empty marker file).
+//! entry counts are bounded. A source is no image layer: a `.wh.NAME`
+//! entry is an ordinary file, not a whiteout.
 
 use std::fs::File;
 use std::io::{self, Read, Seek};
 use std::path::{Path, PathBuf};
 
 use pinfold_sandbox::image::Limits;
-use pinfold_sandbox::image::layer::{Budget, LayerError, apply_tar};
+use pinfold_sandbox::image::layer::{Budget, LayerError, TarKind, apply_tar};
 
 /// Errors from packing or unpacking a source.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +91,13 @@ fn add_dir(b: &mut tar::Builder<&mut File>, root: &Path, rel: &Path) -> Result<(
 
 /// Unpacks a source tar into the empty directory `workspace`.
 pub fn unpack(tar: impl Read, workspace: &Path) -> Result<(), SourceError> {
-    apply_tar(tar, workspace, "source", &Budget::new(LIMITS))?;
+    apply_tar(
+        tar,
+        workspace,
+        "source",
+        &Budget::new(LIMITS),
+        TarKind::Plain,
+    )?;
     Ok(())
 }
 
@@ -131,10 +137,12 @@ mod tests {
         std::fs::create_dir_all(src.join("a/b")).unwrap();
         std::fs::write(src.join("a/b/f"), b"x").unwrap();
         std::os::unix::fs::symlink("b/f", src.join("a/l")).unwrap();
+        std::fs::write(src.join("a/.wh.kept"), b"k").unwrap();
         let ws = d.path().join("ws");
         std::fs::create_dir(&ws).unwrap();
         unpack(pack_dir(&src).unwrap(), &ws).unwrap();
         assert_eq!(std::fs::read(ws.join("a/b/f")).unwrap(), b"x");
+        assert_eq!(std::fs::read(ws.join("a/.wh.kept")).unwrap(), b"k");
         assert_eq!(
             std::fs::read_link(ws.join("a/l")).unwrap(),
             Path::new("b/f")

@@ -24,7 +24,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use pinfold_sandbox::image::Limits;
-use pinfold_sandbox::image::layer::{Budget, apply_tar, remove_all_at, remove_tree};
+use pinfold_sandbox::image::layer::{Budget, TarKind, apply_tar, remove_all_at, remove_tree};
 
 struct Dirs {
     base: PathBuf,
@@ -121,7 +121,7 @@ fuzz_target!(|data: &[u8]| {
         max_bytes: 4 << 20,
         max_entries: 4096,
     });
-    let _ = apply_tar(data, &d.root, "fuzz layer", &budget);
+    let _ = apply_tar(data, &d.root, "fuzz layer", &budget, TarKind::Layer);
     let after = outside(d);
     if after != before {
         let changed: Vec<_> = after.iter().filter(|s| !before.contains(s)).collect();

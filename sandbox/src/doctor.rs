@@ -102,19 +102,24 @@ fn enter_userns() -> Result<(), String> {
     Ok(())
 }
 
-fn probe_overlay() -> Result<(), String> {
-    use nix::mount::{MsFlags, mount};
+/// A user namespace with private mounts and a fresh tmpfs on /tmp, for a probe.
+fn userns_with_tmp() -> Result<(), String> {
     enter_userns()?;
     crate::fs::mount::make_mounts_private()
         .map_err(|e| format!("make mounts private: {}", e.desc()))?;
-    mount(
+    nix::mount::mount(
         Some("tmpfs"),
         "/tmp",
         Some("tmpfs"),
-        MsFlags::empty(),
+        nix::mount::MsFlags::empty(),
         None::<&str>,
     )
-    .map_err(|e| format!("mount tmpfs: {}", e.desc()))?;
+    .map_err(|e| format!("mount tmpfs: {}", e.desc()))
+}
+
+fn probe_overlay() -> Result<(), String> {
+    use nix::mount::{MsFlags, mount};
+    userns_with_tmp()?;
     for d in ["l", "u", "w", "m"] {
         std::fs::create_dir(Path::new("/tmp").join(d)).map_err(|e| e.to_string())?;
     }
@@ -126,6 +131,38 @@ fn probe_overlay() -> Result<(), String> {
         Some("lowerdir=/tmp/l,upperdir=/tmp/u,workdir=/tmp/w,userxattr"),
     )
     .map_err(|e| format!("mount overlay: {}", e.desc()))
+}
+
+/// Image deletions as the store writes them (`image/layer.rs`): a 0/0
+/// character device made by this unprivileged user in an upper lower
+/// layer must hide the file below it in a `userxattr` overlay.
+fn probe_whiteouts() -> Result<(), String> {
+    use nix::mount::{MsFlags, mount};
+    use nix::sys::stat::{Mode, SFlag, mknod};
+    userns_with_tmp()?;
+    for d in ["l1", "l2", "m"] {
+        std::fs::create_dir(Path::new("/tmp").join(d)).map_err(|e| e.to_string())?;
+    }
+    for f in ["/tmp/l1/gone", "/tmp/l1/kept"] {
+        std::fs::write(f, "").map_err(|e| e.to_string())?;
+    }
+    mknod("/tmp/l2/gone", SFlag::S_IFCHR, Mode::empty(), 0)
+        .map_err(|e| format!("mknod of a 0/0 whiteout: {}", e.desc()))?;
+    mount(
+        Some("overlay"),
+        "/tmp/m",
+        Some("overlay"),
+        MsFlags::empty(),
+        Some("lowerdir=/tmp/l2:/tmp/l1,userxattr"),
+    )
+    .map_err(|e| format!("mount overlay: {}", e.desc()))?;
+    match (
+        Path::new("/tmp/m/gone").symlink_metadata(),
+        Path::new("/tmp/m/kept").exists(),
+    ) {
+        (Err(_), true) => Ok(()),
+        _ => Err("a 0/0 whiteout did not hide the file below it".into()),
+    }
 }
 
 /// The command that installs pinfold's AppArmor profile (from a checkout;
@@ -302,6 +339,24 @@ fn check_overlay() -> Check {
     }
 }
 
+fn check_whiteouts() -> Check {
+    let name = "image whiteouts";
+    match in_child(probe_whiteouts) {
+        Ok(()) => check(
+            name,
+            Status::Ok,
+            "0/0 character devices hide deleted files in an unprivileged overlay",
+        ),
+        Err(e) => check(
+            name,
+            Status::Warn,
+            format!(
+                "{e}: images whose layers delete files cannot be unpacked or would show them (needs Linux 5.8+ and mknod not refused by a seccomp filter or LSM); --rootfs is unaffected"
+            ),
+        ),
+    }
+}
+
 fn check_cgroups() -> Check {
     use crate::container::cgroup::{Mechanism, detect};
     let name = "cgroup v2 delegation";
@@ -392,6 +447,7 @@ pub fn run_checks(settings: &Settings) -> Vec<Check> {
         check_no_new_privs(),
         check_idmap(settings),
         check_overlay(),
+        check_whiteouts(),
         check_landlock(settings),
         check_seccomp(),
         check_cgroups(),

@@ -2,7 +2,7 @@
 # Runs inside a matrix guest (tests/vm/run.sh), as root from the oneshot
 # pinfold-vm.service (Delegate=yes), then the unit powers the guest off.
 # Reads /payload (the read-only disk /dev/vdb: pinfold, the busybox rootfs
-# with /bin/probe, the whiteout image's OCI layout) and writes raw results to
+# with /bin/probe, the whiteout image's OCI layout and list-tree.sh) and writes raw results to
 # /share/out/ (the 9p share): uname, cgroup-fs, doctor-{user,root}.json,
 # probes-{POLICY}-{user,root}.txt (+ .err, .rc), whiteout-{user,root}.txt
 # (+ .err, .rc), report-{user,root}.json, guest.log (the trace),
@@ -44,11 +44,14 @@ for who in user root; do
   done
   (cd "$w" && pf exec --rootfs "$w/rootfs" --report "$w/report.json" -- /bin/true </dev/null)
   cp "$w/report.json" "$out/report-$who.json"
-  ref="oci:$w/layout:busybox"
+  # --- whiteout image (tests/make-whiteout-image.sh) -------------------------
+  # Its tree inside exec --image, listed by list-tree.sh into whiteout-$who.txt;
+  # the host compares it with umoci's unpack (tests/vm/tree.py, summarize.py).
+  ref="oci:$w/layout:wh"
   (cd "$w" && pf image import "$ref" >"$out/whiteout-$who.err" 2>&1 \
-    && pf exec --image "$ref" -- /bin/sh -c \
-      'if [ -e /bin/yes ] || [ -L /bin/yes ]; then echo "yes-present"; else echo "yes-gone"; fi; test -e /bin/cat && echo cat-present' \
+    && pf exec --image "$ref" -- /bin/sh -c "$(cat "$w/list-tree.sh")" \
       >"$out/whiteout-$who.txt" 2>>"$out/whiteout-$who.err" </dev/null)
   echo $? >"$out/whiteout-$who.rc"
+  # --- end of the whiteout image -----------------------------------------------
 done
 touch "$out/done"

@@ -83,13 +83,14 @@ cc -static -O2 -Wall -o "$p/rootfs/bin/probe" "$repo/tests/probe/probe.c" \
   || die "cc -static probe.c failed: install gcc and libc6-dev (tests/setup.sh)"
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$p/rootfs/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' >"$p/rootfs/etc/group"
-# The whiteout image: busybox, then a second layer that deletes /bin/yes (an
-# ordinary .wh.yes entry, as umoci repack writes it).
-bash "$repo/tests/make-busybox-image.sh" "$run/img" >/dev/null
-umoci unpack --rootless --image "$run/img/layout:busybox" "$run/img/bundle" >/dev/null
-rm "$run/img/bundle/rootfs/bin/yes"
-umoci repack --image "$run/img/layout:busybox" "$run/img/bundle" >/dev/null
+# The whiteout image (tests/make-whiteout-image.sh: layers that delete and
+# replace files and directories, opaque directories); umoci's unpack of it
+# stays on the host, where summarize.py compares the guests' listings with it.
+bash "$repo/tests/make-whiteout-image.sh" "$run/img" >/dev/null
+umoci unpack --rootless --image "$run/img/layout:wh" "$run/img/umoci" >/dev/null
+export PINFOLD_VM_WHITEOUT_ROOTFS="$run/img/umoci/rootfs"
 mv "$run/img/layout" "$p/layout"
+cp "$here/list-tree.sh" "$p/list-tree.sh"
 # Handed over as a read-only virtio disk: under TCG, reading ~50 MB over 9p
 # takes most of a minute, a disk a few seconds.
 truncate -s 256M "$run/payload.img"

@@ -355,37 +355,40 @@ fn rename_id0(db: Option<&str>, name: &str, line: &str) -> String {
     out
 }
 
-/// The content of `rel` in the image: from the topmost layer that has it,
-/// opened without following symlinks (the image is untrusted: a link must
-/// not pull a host file into the container). `None` when no layer has it.
+/// The content of `rel` in the image: from the layer the merged image
+/// shows it from (whiteouts and opaque directories applied, as overlayfs
+/// does), opened without following symlinks (the image is untrusted: a link
+/// must not pull a host file into the container). `None` when the image
+/// has no regular file there.
 fn image_file(layers: &[PathBuf], rel: &str) -> Result<Option<String>, VariationError> {
     let err = |source| VariationError::ImageFile {
         path: rel.to_string(),
         source,
     };
-    for layer in layers {
-        let root = std::fs::File::open(layer).map_err(err)?;
-        match pinfold_sandbox::fs::beneath::open_beneath(
-            root.as_fd(),
-            Path::new(rel),
-            OFlag::O_RDONLY,
-        ) {
-            Ok(fd) => {
-                let mut s = String::new();
-                std::fs::File::from(fd)
-                    .take(1 << 20)
-                    .read_to_string(&mut s)
-                    .map_err(err)?;
-                return Ok(Some(s));
+    let Some(i) = pinfold_sandbox::image::layer::find_in_layers(layers, Path::new(rel)) else {
+        return Ok(None);
+    };
+    let root = std::fs::File::open(&layers[i]).map_err(err)?;
+    // O_NONBLOCK: a fifo of the image must not hang the run.
+    match pinfold_sandbox::fs::beneath::open_beneath(
+        root.as_fd(),
+        Path::new(rel),
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK,
+    ) {
+        Ok(fd) => {
+            let f = std::fs::File::from(fd);
+            if !f.metadata().map_err(err)?.is_file() {
+                return Ok(None);
             }
-            Err(nix::errno::Errno::ENOENT) => continue,
-            // A symlink (never followed): treat it as absent, so a fresh
-            // file is generated and shadows it in the writable layer.
-            Err(nix::errno::Errno::ELOOP) => return Ok(None),
-            Err(e) => return Err(err(e.into())),
+            let mut s = String::new();
+            f.take(1 << 20).read_to_string(&mut s).map_err(err)?;
+            Ok(Some(s))
         }
+        // A symlink (never followed): treat it as absent, so a fresh
+        // file is generated and shadows it in the writable layer.
+        Err(nix::errno::Errno::ELOOP | nix::errno::Errno::ENOENT) => Ok(None),
+        Err(e) => Err(err(e.into())),
     }
-    Ok(None)
 }
 
 #[cfg(test)]

@@ -10,19 +10,31 @@
 //! and umoci do). A parent that is a symlink (planted earlier in the same
 //! layer) is an error, not a redirection.
 //!
-//! OCI whiteouts become overlayfs *xattr whiteouts*, which work for an
-//! unprivileged overlay mounted with `userxattr` (Linux 6.7+, verified on
-//! 6.18): `.wh.NAME` → an empty regular file NAME with `user.overlay.whiteout`
-//! in a parent marked `user.overlay.opaque=x`; `.wh..wh..opq` → the directory
-//! gets `user.overlay.opaque=y`. (Char 0/0 whiteouts need mknod, which an
-//! unprivileged user cannot do; a whiteout file inside a `y` directory shows
-//! as a broken entry, so whiteouts are written after the whole tar, and not
-//! in opaque directories.)
+//! OCI whiteouts become overlayfs *char 0/0 whiteouts* (`.wh.NAME` → a
+//! character device NAME, number 0/0; `.wh..wh..opq` → the directory gets
+//! `user.overlay.opaque=y`), one form for every kernel, not the *xattr
+//! whiteouts* older pinfold wrote: an unprivileged `userxattr` overlay
+//! honours those only from Linux 6.7, so on Debian 12's 6.1 deleted files
+//! came back, silently. Unprivileged mknod of the 0/0 device works since
+//! 5.8 (`vfs_mknod` exempts it from CAP_MKNOD) and `opaque=y` with
+//! `userxattr` since 5.11, the floor of an unprivileged overlay anyway: no
+//! probe or fallback. Where mknod is refused all the same (a seccomp filter
+//! or LSM around pinfold) the unpack fails naming it, as `pinfold doctor`
+//! does. Layers of older pinfold are dropped and fetched again (store
+//! format 2, `store.rs`).
+//!
+//! Whiteouts are written after the whole tar: an entry of the same layer
+//! wins over its own whiteout (OCI's rule), and a directory of the same
+//! layer then becomes opaque. None is written below an opaque directory:
+//! it would hide nothing, and overlayfs lists a directory found in one
+//! layer only as it is, so it would show as a broken entry.
 //!
 //! One job: applying one layer tar safely ([`apply_tar`]), with the
 //! helpers that job needs (xattrs, tree removal). [`flatten`] (in
 //! `layer/flatten.rs`) merges cached layers into one plain directory with
-//! the same overlay semantics, again without following any symlink.
+//! the same overlay semantics, again without following any symlink; every
+//! reader of a cached layer takes a 0/0 character device for a whiteout
+//! ([`is_whiteout`]), never for a device to open or copy.
 //!
 //! Ownership is rootless: files belong to the caller; the ids the image gave
 //! are kept in the `user.rootlesscontainers` xattr the way umoci keeps them
@@ -41,7 +53,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, OFlag, openat};
 use nix::sys::stat::{
-    FileStat, Mode, SFlag, UtimensatFlags, fchmod, fstatat, futimens, mkdirat, utimensat,
+    FileStat, Mode, SFlag, UtimensatFlags, fchmod, fstatat, futimens, mkdirat, mknodat, utimensat,
 };
 use nix::sys::time::TimeSpec;
 use nix::unistd::{linkat, mkfifoat, symlinkat};
@@ -50,7 +62,7 @@ use crate::fs::beneath::{MkdirStep, mkdir_all_beneath, open_dir_beneath};
 pub use crate::fs::remove::{remove_all_at, remove_tree};
 
 mod flatten;
-pub use flatten::flatten;
+pub use flatten::{find_in_layers, flatten, is_whiteout};
 
 /// Errors from applying a layer.
 #[derive(Debug, thiserror::Error)]
@@ -166,7 +178,6 @@ fn spend(
     Ok(())
 }
 
-const WHITEOUT_XATTR: &CStr = c"user.overlay.whiteout";
 const OPAQUE_XATTR: &CStr = c"user.overlay.opaque";
 pub(crate) const ROOTLESS_XATTR: &CStr = c"user.rootlesscontainers";
 
@@ -263,6 +274,8 @@ struct Applier<'a> {
     dirs: Vec<(PathBuf, u32, i64)>,
     whiteouts: Vec<PathBuf>,
     opaque: HashSet<PathBuf>,
+    /// A plain tree, not a layer: `.wh.` names are ordinary entries.
+    plain: bool,
     /// Some entry had an owner other than 0:0 (kept in the rootless xattr).
     foreign_owners: bool,
 }
@@ -387,7 +400,7 @@ impl Applier<'_> {
             }
         };
         let nb = name.as_bytes();
-        if let Some(hidden) = nb.strip_prefix(b".wh.") {
+        if let Some(hidden) = nb.strip_prefix(b".wh.").filter(|_| !self.plain) {
             // Under a non-directory of this layer (umoci writes `e` as a symlink,
             // then `e/.wh.x`), a whiteout hides nothing more than `e` already does.
             if let Err(e) = self.parent(&parent, &raw) {
@@ -633,41 +646,53 @@ impl Applier<'_> {
     fn finish(mut self) -> Result<()> {
         self.cache = None;
         let whiteouts = std::mem::take(&mut self.whiteouts);
+        // A whiteout of a directory this layer also has: the lower one is
+        // gone, this layer's stays, and nothing of the lower one shows
+        // through it (OCI: a whiteout hides only lower layers' entries).
+        for w in &whiteouts {
+            let (Some(parent), Some(name)) = (w.parent(), w.file_name()) else {
+                continue;
+            };
+            let Ok(pfd) = open_dir_beneath(self.root.as_fd(), parent, OFlag::O_PATH) else {
+                continue;
+            };
+            if fstatat(pfd.as_fd(), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| is_dir(&st))
+            {
+                self.opaque.insert(w.clone());
+            }
+        }
         for w in whiteouts {
             let (Some(parent), Some(name)) = (w.parent(), w.file_name()) else {
                 continue;
             };
-            if self.opaque.contains(parent) {
+            // Below an opaque directory nothing lower shows anyway (see the
+            // module docs for why a whiteout there would do harm).
+            if parent.ancestors().any(|a| self.opaque.contains(a)) {
                 continue;
             }
-            let pfd = match open_dir_beneath(self.root.as_fd(), parent, OFlag::O_RDONLY) {
+            let pfd = match open_dir_beneath(self.root.as_fd(), parent, OFlag::O_PATH) {
                 Ok(fd) => fd,
                 // Replaced by a non-directory later in the layer: nothing to hide.
                 Err(Errno::ELOOP | Errno::ENOTDIR | Errno::ENOENT) => continue,
                 Err(e) => return Err(self.err(&w, "open the whiteout's directory")(e)),
             };
-            let flags = OFlag::O_WRONLY
-                | OFlag::O_CREAT
-                | OFlag::O_EXCL
-                | OFlag::O_NOFOLLOW
-                | OFlag::O_CLOEXEC;
-            match openat(pfd.as_fd(), name, flags, Mode::from_bits_truncate(0o600)) {
+            match mknodat(pfd.as_fd(), name, SFlag::S_IFCHR, Mode::empty(), 0) {
                 // An entry of this layer wins over its own whiteout.
-                Err(Errno::EEXIST) => continue,
-                Err(e) => return Err(self.err(&w, "create the whiteout")(e)),
-                Ok(fd) => {
-                    set_xattr(fd.as_fd(), WHITEOUT_XATTR, b"")
-                        .map_err(self.err(&w, "mark the whiteout (user xattrs needed)"))?;
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => {
+                    return Err(self.err(
+                        &w,
+                        "create the whiteout (mknod of a 0/0 character device: Linux 5.8+, not refused by a seccomp filter or LSM; see pinfold doctor)",
+                    )(e));
                 }
             }
-            set_xattr(pfd.as_fd(), OPAQUE_XATTR, b"x")
-                .map_err(self.err(&w, "mark the whiteout's directory"))?;
         }
         for dir in &self.opaque {
             let fd = open_dir_beneath(self.root.as_fd(), dir, OFlag::O_RDONLY)
                 .map_err(self.err(dir, "open the opaque directory"))?;
             set_xattr(fd.as_fd(), OPAQUE_XATTR, b"y")
-                .map_err(self.err(dir, "mark the directory opaque"))?;
+                .map_err(self.err(dir, "mark the directory opaque (user xattrs needed)"))?;
         }
         let mut dirs = std::mem::take(&mut self.dirs);
         // Deepest first, so a read-only directory is closed after its children.
@@ -687,14 +712,25 @@ fn is_dir(st: &FileStat) -> bool {
     SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
 }
 
-/// Applies one (already decompressed) layer tar to the empty directory `dest`.
-/// `what` names the layer in errors. Reads the tar to its end-of-archive
-/// marker; the caller drains what follows.
+/// What a tar is applied as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TarKind {
+    /// An image layer: `.wh.` entries are whiteouts.
+    Layer,
+    /// A plain tree that is no layer (a job's source): the same safety and
+    /// bounds, and a `.wh.` name is an ordinary entry.
+    Plain,
+}
+
+/// Applies one (already decompressed) tar to the empty directory `dest`.
+/// `what` names it in errors. Reads the tar to its end-of-archive marker;
+/// the caller drains what follows.
 pub fn apply_tar(
     tar_stream: impl Read,
     dest: &Path,
     what: &str,
     budget: &Budget,
+    kind: TarKind,
 ) -> Result<Applied> {
     let root = openat(
         AT_FDCWD,
@@ -715,6 +751,7 @@ pub fn apply_tar(
         dirs: Vec::new(),
         whiteouts: Vec::new(),
         opaque: HashSet::new(),
+        plain: kind == TarKind::Plain,
         foreign_owners: false,
     };
     let mut archive = tar::Archive::new(tar_stream);

@@ -7,6 +7,7 @@
 //! locks/<hex>.lock             one writer per layer at a time (flock)
 //! tmp/                         work in progress (same file system: rename is atomic)
 //! store.lock                   shared by pulls, exclusive for gc and rm
+//! format                       the store's format, FORMAT below
 //! ```
 //!
 //! A container running on an image holds a shared lock on each of its
@@ -101,6 +102,11 @@ pub enum ImageError {
 }
 
 type Result<T> = std::result::Result<T, ImageError>;
+
+/// The store's format. 2: layers keep whiteouts as 0/0 character devices
+/// (see `layer.rs`). 1 (no `format` file) kept xattr whiteouts, which an
+/// unprivileged overlay ignores before Linux 6.7.
+const FORMAT: &str = "2";
 
 impl From<VerifyError> for ImageError {
     fn from(e: VerifyError) -> Self {
@@ -213,12 +219,50 @@ impl Store {
                 source,
             }
         })?;
-        Ok(Store {
+        let store = Store {
             root: root.to_owned(),
             owner: Ownership::for_store(root, settings)?,
             platform: wanted_platform(settings.platform.as_deref()),
             auth_files: settings.registry_auth_files.clone(),
-        })
+        };
+        store.upgrade()?;
+        Ok(store)
+    }
+
+    /// Brings a store of an older format to [`FORMAT`]: its image records
+    /// and layers go to `tmp/` (`image gc` removes them), so each image is
+    /// fetched again on its next use (`exec --image`, `run` and the agent
+    /// pull a missing image) instead of running with whiteouts the kernel
+    /// may ignore. Converting layers in place would need the sub-id helper
+    /// for files owned by mapped ids, for a one-time upgrade.
+    fn upgrade(&self) -> Result<()> {
+        let file = self.root.join("format");
+        let current = || fs::read_to_string(&file).is_ok_and(|s| s.trim() == FORMAT);
+        if current() {
+            return Ok(());
+        }
+        let _excl = self.lock("store.lock", true)?;
+        if current() {
+            return Ok(());
+        }
+        let mut moved = 0;
+        for sub in ["images", "layers"] {
+            let dir = self.root.join(sub);
+            for e in fs::read_dir(&dir).map_err(Self::io("read", &dir))? {
+                let from = e.map_err(Self::io("read", &dir))?.path();
+                let name = from.file_name().unwrap_or_default().to_string_lossy();
+                let to = self.root.join("tmp").join(format!("format1-{sub}-{name}"));
+                fs::rename(&from, &to).map_err(Self::io("move aside", &from))?;
+                moved += 1;
+            }
+        }
+        if moved > 0 {
+            tracing::warn!(
+                store = %self.root.display(),
+                "image store upgraded to format {FORMAT}: each image is fetched again on its next use (older layers kept whiteouts Linux before 6.7 ignores)"
+            );
+        }
+        self.write_atomic(&file, format!("{FORMAT}\n").as_bytes())
     }
 
     fn io(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ImageError + use<> {

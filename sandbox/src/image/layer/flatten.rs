@@ -15,15 +15,16 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{linkat, mkfifoat, symlinkat};
 
 use super::{
-    LayerError, OPAQUE_XATTR, ROOTLESS_XATTR, Result, SET_ID, WHITEOUT_XATTR, get_xattr_path,
-    is_dir, remove_all_at, set_xattr,
+    LayerError, OPAQUE_XATTR, ROOTLESS_XATTR, Result, SET_ID, get_xattr_path, is_dir,
+    remove_all_at, set_xattr,
 };
 use crate::fs::beneath::open_dir_beneath;
 
 /// Merges cached layer directories (bottom first) into the plain directory
 /// `dest` (created when missing, must be empty), with overlayfs semantics:
-/// xattr whiteouts delete, opaque directories replace, an upper entry of
-/// another type replaces a lower one. Nothing in `dest` is ever followed.
+/// whiteouts (0/0 character devices) delete, opaque directories replace, an
+/// upper entry of another type replaces a lower one. Nothing in `dest` is
+/// ever followed, and no whiteout is ever opened or copied.
 pub fn flatten(layers: &[PathBuf], dest: &Path) -> Result<()> {
     let fe = |op: &'static str| {
         move |source| LayerError::Flatten {
@@ -117,7 +118,7 @@ impl Flattener<'_> {
                 .map_err(|e| self.e(&drel, "stat a cached entry")(io_errno(&e)))?;
             let ft = md.file_type();
             let t = TimeSpec::new(md.mtime(), md.mtime_nsec());
-            if ft.is_file() && md.len() == 0 && get_xattr_path(&spath, WHITEOUT_XATTR).is_some() {
+            if is_whiteout(md.mode(), md.rdev()) {
                 remove_all_at(dfd.as_fd(), &name).map_err(self.e(&drel, "apply a whiteout"))?;
                 continue;
             }
@@ -236,4 +237,52 @@ impl Flattener<'_> {
 
 fn io_errno(e: &io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// Whether a cached layer's entry (its `st_mode` and `st_rdev`, not
+/// followed) is a whiteout: a character device 0/0. Never open one.
+pub fn is_whiteout(mode: u32, rdev: u64) -> bool {
+    mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0
+}
+
+/// Which of `layers` (cached layer directories, topmost first) holds what
+/// the merged image shows at `rel`, looked up as overlayfs does: a
+/// whiteout, or a non-directory on the way, hides every layer below it, and
+/// so does an opaque directory. `None`: the image has nothing at `rel`.
+/// Nothing is opened; the caller opens the entry in the layer it gets.
+pub fn find_in_layers(layers: &[PathBuf], rel: &Path) -> Option<usize> {
+    let mut active: Vec<usize> = (0..layers.len()).collect();
+    let mut prefix = PathBuf::new();
+    let mut parts = rel.components().peekable();
+    while let Some(c) = parts.next() {
+        prefix.push(c);
+        let last = parts.peek().is_none();
+        let mut dirs = Vec::new();
+        for &i in &active {
+            let p = layers[i].join(&prefix);
+            let Ok(md) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            if is_whiteout(md.mode(), md.rdev()) {
+                break;
+            }
+            if last {
+                return Some(i);
+            }
+            if !md.is_dir() {
+                // Below a directory of an upper layer it is hidden; on
+                // its own, nothing can be under it.
+                break;
+            }
+            dirs.push(i);
+            if get_xattr_path(&p, OPAQUE_XATTR).is_some_and(|v| v == b"y") {
+                break;
+            }
+        }
+        if dirs.is_empty() {
+            return None;
+        }
+        active = dirs;
+    }
+    None
 }

@@ -267,7 +267,8 @@ impl Store {
                 pos: 0,
                 len: 0,
             };
-            let applied = layer::apply_tar(&mut stream, &tmp.0, what, budget);
+            let applied =
+                layer::apply_tar(&mut stream, &tmp.0, what, budget, layer::TarKind::Layer);
             // Read to the end: the diff_id covers trailing bytes too.
             let drained = match &applied {
                 Ok(_) => io::copy(&mut stream, &mut io::sink()).map(|_| ()),
