@@ -344,7 +344,10 @@ mod tests {
             ..JobLimits::default()
         };
         let chosen = c.choose(None, Some(NetworkMode::None), &limits).unwrap();
-        assert_eq!(chosen.policy.kernel.scopes, crate::kernel::Decision::Require);
+        assert_eq!(
+            chosen.policy.kernel.scopes,
+            crate::kernel::Decision::Require
+        );
         assert_eq!(chosen.policy.kernel, c.allowed[0].policy.kernel);
         let old = crate::kernel::KernelFeatures {
             release: "6.1".into(),

@@ -488,7 +488,10 @@ mod tests {
             let c = policy_verdict("p", &p, &linux_6_1(), &cgroup, true);
             assert_eq!(c.status, Status::Warn, "{name}: {}", c.detail);
             assert!(c.detail.starts_with("runs degraded: "), "{}", c.detail);
-            assert!(c.detail.contains("scopes (needs Landlock ABI 6, Linux 6.12)"));
+            assert!(
+                c.detail
+                    .contains("scopes (needs Landlock ABI 6, Linux 6.12)")
+            );
             let full = KernelFeatures {
                 landlock_abi: 7,
                 ..linux_6_1()

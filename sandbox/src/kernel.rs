@@ -520,7 +520,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("Landlock file rules (Landlock ABI 1, Linux 5.13)"), "{e}");
+        assert!(
+            e.contains("Landlock file rules (Landlock ABI 1, Linux 5.13)"),
+            "{e}"
+        );
         let no_openat2 = KernelFeatures {
             resolve_in_root: false,
             ..kernel(7)
@@ -538,7 +541,10 @@ mod tests {
             ..KernelPolicy::default()
         };
         let e = assess(&k, &DEFAULT, &kernel(7)).unwrap_err().to_string();
-        assert!(e.contains("Landlock ABI 7, below the policy's kernel.landlock_abi = 99"), "{e}");
+        assert!(
+            e.contains("Landlock ABI 7, below the policy's kernel.landlock_abi = 99"),
+            "{e}"
+        );
     }
 
     #[test]

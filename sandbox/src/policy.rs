@@ -679,14 +679,26 @@ mod tests {
         let again = Policy::parse(&p.to_toml(), PolicySource::Builtin, Path::new("s")).unwrap();
         assert_eq!(p, again);
         for (toml, field, says) in [
-            ("[landlock]\nmin_abi = 0\n", "landlock.min_abi", "remove the [landlock] table"),
+            (
+                "[landlock]\nmin_abi = 0\n",
+                "landlock.min_abi",
+                "remove the [landlock] table",
+            ),
             (
                 "[landlock]\nmin_abi = 2\n[kernel]\nscopes = \"require\"\n",
                 "landlock.min_abi",
                 "set landlock_abi in [kernel]",
             ),
-            ("[kernel]\nfilesystem = \"degrade\"\n", "kernel.filesystem", "set \"require\""),
-            ("[kernel]\nlandlock_abi = 0\n", "kernel.landlock_abi", "at least 1"),
+            (
+                "[kernel]\nfilesystem = \"degrade\"\n",
+                "kernel.filesystem",
+                "set \"require\"",
+            ),
+            (
+                "[kernel]\nlandlock_abi = 0\n",
+                "kernel.landlock_abi",
+                "at least 1",
+            ),
         ] {
             let e = parse_x(toml).unwrap_err().to_string();
             assert!(e.contains(field) && e.contains(says), "{toml}: {e}");
