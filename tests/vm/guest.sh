@@ -36,7 +36,7 @@ for who in user root; do
   chmod 755 "$w"
   pf() { asu env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$w" PINFOLD_HOME="$w/home" "$w/pinfold" "$@"; }
   # The *-outside probes' target, outside the container as its user; pid in the rootfs.
-  asu "$w/rootfs/bin/probe" outside "$w/rootfs/outside.pid" & outside=$!; sleep 1
+  asu "$w/rootfs/bin/probe" outside "$w/rootfs/outside.pid" & sleep 1
   (cd "$w" && pf doctor --json >"$out/doctor-$who.json" 2>"$out/doctor-$who.err")
   for pol in default untrusted; do
     (cd "$w" && pf exec --rootfs "$w/rootfs" --policy $pol -- /bin/sh -c \
@@ -44,7 +44,7 @@ for who in user root; do
       >"$out/probes-$pol-$who.txt" 2>"$out/probes-$pol-$who.err" </dev/null)
     echo $? >"$out/probes-$pol-$who.rc"
   done
-  kill $outside
+  kill "$(cat "$w/rootfs/outside.pid")"
   (cd "$w" && pf exec --rootfs "$w/rootfs" --report "$w/report.json" -- /bin/true </dev/null)
   cp "$w/report.json" "$out/report-$who.json"
   ref="oci:$w/layout:busybox"
