@@ -23,7 +23,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use pinfold_api::job::NetworkMode;
+use pinfold_api::job::NetworkMode;
 
 /// A policy's answer for one protection on a kernel that lacks it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
