@@ -17,6 +17,9 @@ fn doctor_reports_every_check_and_passes_here() {
         "seccomp",
         "cgroup v2",
         "user-mode networking",
+        "policy default",
+        "policy untrusted",
+        "policy trusted",
     ] {
         let line = text
             .lines()

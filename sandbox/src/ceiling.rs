@@ -328,6 +328,38 @@ mod tests {
     }
 
     #[test]
+    fn a_job_cannot_touch_the_kernel_table() {
+        // An operator's copy that requires scopes: whatever a job narrows,
+        // the floor stays a floor (a job file has no kernel field at all).
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("strict.toml");
+        std::fs::write(
+            &file,
+            "[network]\nmode = \"allowlist\"\nloopback_tcp = false\n[kernel]\nscopes = \"require\"\n",
+        )
+        .unwrap();
+        let c = Ceiling::new(file.to_str().unwrap(), &[], &[]).unwrap();
+        let limits = JobLimits {
+            memory: Some(ByteSize(64 << 20)),
+            ..JobLimits::default()
+        };
+        let chosen = c.choose(None, Some(NetworkMode::None), &limits).unwrap();
+        assert_eq!(
+            chosen.policy.kernel.scopes,
+            crate::kernel::Decision::Require
+        );
+        assert_eq!(chosen.policy.kernel, c.allowed[0].policy.kernel);
+        let old = crate::kernel::KernelFeatures {
+            release: "6.1".into(),
+            landlock_abi: 2,
+            resolve_in_root: true,
+        };
+        let p = &chosen.policy;
+        let refused = crate::kernel::assess(&p.kernel, &p.setup(p.network.mode), &old);
+        assert!(refused.is_err(), "{refused:?}");
+    }
+
+    #[test]
     fn a_policy_not_on_the_list_is_refused_naming_the_list() {
         let e = ceiling()
             .choose(Some("trusted"), None, &JobLimits::default())

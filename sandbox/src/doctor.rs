@@ -9,8 +9,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::container::{idmap, landlock};
-use crate::policy::Policy;
+use crate::container::{cgroup, idmap, landlock, limits};
+use crate::kernel::{self, KernelFeatures};
+use crate::policy::{NetworkMode, Policy};
 use crate::settings::Settings;
 
 /// How a check came out.
@@ -286,28 +287,81 @@ fn check_idmap(settings: &Settings) -> Check {
     }
 }
 
-fn check_landlock(settings: &Settings) -> Check {
-    let abi = landlock::kernel_abi();
-    let mut needs = Vec::new();
-    let mut worst = Status::Ok;
-    for name in ["default", "untrusted"] {
-        if let Ok(p) = Policy::load(name, &settings.policy_dirs()) {
-            needs.push(format!("{name} needs >= {}", p.landlock.min_abi));
-            if abi < p.landlock.min_abi {
-                worst = Status::Fail;
-            }
-        }
+fn check_landlock(f: &KernelFeatures) -> Check {
+    if f.landlock_abi == 0 {
+        return check(
+            "landlock",
+            Status::Fail,
+            "unavailable: boot with `lsm=...,landlock` on Linux 5.13 or later (every policy requires Landlock's file rules)",
+        );
     }
-    let detail = if abi == 0 {
-        "unavailable: boot with `lsm=...,landlock` on Linux 5.13 or later".to_owned()
-    } else {
+    check(
+        "landlock",
+        Status::Ok,
         format!(
-            "ABI {abi} (pinfold targets {}; {})",
-            landlock::TARGET_ABI as u32,
-            needs.join(", ")
-        )
+            "ABI {} (pinfold targets {}; what an older ABI leaves out, and what stands in for it, is said per policy)",
+            f.landlock_abi,
+            landlock::TARGET_ABI as u32
+        ),
+    )
+}
+
+/// The shipped policies `doctor` judges, by the names a runner uses.
+const SHIPPED: [&str; 3] = ["default", "untrusted", "trusted"];
+
+/// Whether policy `name` runs here, as `exec` would decide it: the
+/// kernel's floors and degradations ([`kernel::assess`], the same call as
+/// the container's), then what the host must provide (a delegated cgroup
+/// under `limits.require_cgroup`, pasta for `egress`).
+fn policy_verdict(
+    name: &'static str,
+    policy: &Policy,
+    f: &KernelFeatures,
+    mechanism: &cgroup::Mechanism,
+    pasta: bool,
+) -> Check {
+    let degraded = match kernel::assess(&policy.kernel, &policy.setup(policy.network.mode), f) {
+        Ok(d) => d,
+        Err(refusal) => return check(name, Status::Fail, format!("refuses: {refusal}")),
     };
-    check("landlock", worst, detail)
+    if let Some(refusal) = limits::refuse_fallback(policy, mechanism) {
+        return check(name, Status::Fail, format!("refuses: {refusal}"));
+    }
+    if policy.network.mode == NetworkMode::Egress && !pasta {
+        return check(
+            name,
+            Status::Fail,
+            "refuses: network mode egress needs pasta (apt-get install passt)",
+        );
+    }
+    if degraded.is_empty() {
+        return check(name, Status::Ok, "runs");
+    }
+    let list: Vec<String> = degraded.iter().map(ToString::to_string).collect();
+    check(
+        name,
+        Status::Warn,
+        format!("runs degraded: {}", list.join("; ")),
+    )
+}
+
+fn check_policies(settings: &Settings, f: &KernelFeatures) -> Vec<Check> {
+    let mechanism = cgroup::detect();
+    let pasta = settings.which("pasta", "").is_some();
+    SHIPPED
+        .iter()
+        .map(|&name| {
+            let label = match name {
+                "default" => "policy default",
+                "untrusted" => "policy untrusted",
+                _ => "policy trusted",
+            };
+            match Policy::load(name, &settings.policy_dirs()) {
+                Ok(p) => policy_verdict(label, &p, f, &mechanism, pasta),
+                Err(e) => check(label, Status::Fail, e.to_string()),
+            }
+        })
+        .collect()
 }
 
 fn check_seccomp() -> Check {
@@ -442,17 +496,20 @@ fn check_user_net(settings: &Settings) -> Check {
 /// Runs every check, in the order the report prints them; `settings` are
 /// what the caller read from its environment (`PATH`, policy directories).
 pub fn run_checks(settings: &Settings) -> Vec<Check> {
-    vec![
+    let features = KernelFeatures::probe();
+    let mut checks = vec![
         check_userns(settings),
         check_no_new_privs(),
         check_idmap(settings),
         check_overlay(),
         check_whiteouts(),
-        check_landlock(settings),
+        check_landlock(&features),
         check_seccomp(),
         check_cgroups(),
         check_user_net(settings),
-    ]
+    ];
+    checks.extend(check_policies(settings, &features));
+    checks
 }
 
 #[cfg(test)]
@@ -507,6 +564,54 @@ mod tests {
         let c = userns_verdict(&s, false, || Err("unshare(CLONE_NEWUSER): EPERM".into()));
         assert_eq!(c.status, Status::Fail);
         assert!(!c.detail.contains(APPARMOR_INSTALL), "{}", c.detail);
+    }
+
+    /// Debian 12's stock kernel, as `kernel::assess` sees it.
+    fn linux_6_1() -> KernelFeatures {
+        KernelFeatures {
+            release: "6.1.0-28-amd64".into(),
+            landlock_abi: 2,
+            resolve_in_root: true,
+        }
+    }
+
+    #[test]
+    fn a_policy_runs_degraded_where_exec_would_run_it() {
+        let cgroup = cgroup::Mechanism::Fallback("no delegation here".into());
+        for name in SHIPPED {
+            let p = Policy::load(name, &[]).unwrap();
+            let c = policy_verdict("p", &p, &linux_6_1(), &cgroup, true);
+            assert_eq!(c.status, Status::Warn, "{name}: {}", c.detail);
+            assert!(c.detail.starts_with("runs degraded: "), "{}", c.detail);
+            assert!(
+                c.detail
+                    .contains("scopes (needs Landlock ABI 6, Linux 6.12)")
+            );
+            let full = KernelFeatures {
+                landlock_abi: 7,
+                ..linux_6_1()
+            };
+            let c = policy_verdict("p", &p, &full, &cgroup, true);
+            assert_eq!((c.status, c.detail.as_str()), (Status::Ok, "runs"));
+        }
+        // The old untrusted floor (ABI 6) refuses there, as exec does.
+        let old = Policy::parse(
+            "[landlock]\nmin_abi = 6\n",
+            crate::policy::PolicySource::Builtin,
+            Path::new("old.toml"),
+        )
+        .unwrap();
+        let c = policy_verdict("p", &old, &linux_6_1(), &cgroup, true);
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.detail.starts_with("refuses: "), "{}", c.detail);
+        // What the host lacks refuses too.
+        let mut p = Policy::load("default", &[]).unwrap();
+        p.limits.require_cgroup = true;
+        let c = policy_verdict("p", &p, &linux_6_1(), &cgroup, true);
+        assert!(c.detail.contains("limits.require_cgroup"), "{}", c.detail);
+        let trusted = Policy::load("trusted", &[]).unwrap();
+        let c = policy_verdict("p", &trusted, &linux_6_1(), &cgroup, false);
+        assert!(c.detail.contains("needs pasta"), "{}", c.detail);
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! * [`fs`]: the one openat2 helper (opening paths beneath a directory fd),
 //!   and removing a tree without following symlinks.
 //! * [`image`]: the OCI image store (pull, import, verify, unpack, cache).
+//! * [`kernel`]: what a policy needs from the kernel and what it degrades
+//!   (a pure decision over the probed features).
 //! * [`settings`]: what the binary read from the environment (the library reads none).
 //! * [`container`]: a rootless container (user, mount, pid, ipc, uts, cgroup
 //!   and net namespaces; overlay rootfs; Landlock; seccomp; rlimits) that runs
@@ -31,6 +33,7 @@ pub mod container;
 pub mod doctor;
 pub mod fs;
 pub mod image;
+pub mod kernel;
 pub mod net;
 pub mod policy;
 pub mod settings;

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::kernel::{KernelPolicy, Setup};
 use crate::net::allowlist::Allowlist;
 pub use pinfold_api::units::{ByteSize, Seconds};
 
@@ -78,9 +79,14 @@ pub struct Policy {
     /// Network mode.
     #[serde(default)]
     pub network: NetworkPolicy,
-    /// Landlock requirements.
+    /// The old spelling of `kernel.landlock_abi` (`[landlock] min_abi`),
+    /// still read; folded into `kernel` by validation and never written.
+    #[serde(default, skip_serializing)]
+    pub landlock: Option<LandlockPolicy>,
+    /// What the policy needs from the kernel, and what it degrades
+    /// (see [`crate::kernel`]).
     #[serde(default)]
-    pub landlock: LandlockPolicy,
+    pub kernel: KernelPolicy,
     /// Seccomp profile.
     #[serde(default)]
     pub seccomp: SeccompPolicy,
@@ -222,23 +228,12 @@ impl NetworkPolicy {
 /// (`network:`) and the policy (`network.mode`) share.
 pub use pinfold_api::job::NetworkMode;
 
-/// Landlock requirements.
+/// The old `[landlock]` table: `min_abi` is now `kernel.landlock_abi`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LandlockPolicy {
-    /// The oldest kernel Landlock ABI this policy accepts (0 = run without Landlock).
-    #[serde(default = "one")]
+    /// The oldest kernel Landlock ABI this policy accepts.
     pub min_abi: u32,
-}
-
-impl Default for LandlockPolicy {
-    fn default() -> Self {
-        Self { min_abi: 1 }
-    }
-}
-
-fn one() -> u32 {
-    1
 }
 
 /// Seccomp settings.
@@ -480,7 +475,34 @@ impl Policy {
         if self.seccomp.profile.is_empty() {
             return Err(invalid("seccomp.profile", "must name a profile"));
         }
-        Ok(())
+        if let Some(old) = self.landlock.take() {
+            if self.kernel != KernelPolicy::default() {
+                return Err(invalid(
+                    "landlock.min_abi",
+                    "is the old spelling of kernel.landlock_abi: remove the [landlock] table and set landlock_abi in [kernel]",
+                ));
+            }
+            if old.min_abi == 0 {
+                return Err(invalid(
+                    "landlock.min_abi",
+                    "0 (run without Landlock) is no longer accepted: Landlock's file rules are always required; remove the [landlock] table",
+                ));
+            }
+            self.kernel.landlock_abi = old.min_abi;
+        }
+        self.kernel
+            .check(&self.setup(self.network.mode))
+            .map_err(|(field, message)| invalid(field, &message))
+    }
+
+    /// The settings the kernel's compensating controls depend on, with
+    /// network mode `network` (the effective one, which a job may narrow).
+    pub fn setup(&self, network: NetworkMode) -> Setup {
+        Setup {
+            network,
+            rootfs_writable: self.filesystem.rootfs_writable,
+            loopback_tcp: self.network.loopback_tcp,
+        }
     }
 
     /// Renders the effective policy as TOML (what `pinfold policy show` prints).
@@ -562,7 +584,7 @@ mod tests {
         let untrusted = Policy::load("untrusted", &[]).unwrap();
         assert!(!untrusted.network.loopback_tcp);
         assert!(!untrusted.filesystem.rootfs_writable);
-        assert_eq!(untrusted.landlock.min_abi, 6);
+        assert_eq!(untrusted.kernel.landlock_abi, 1);
     }
 
     #[test]
@@ -646,6 +668,49 @@ mod tests {
         p.network.narrow_to(NetworkMode::None);
         assert!(p.network.allow.is_empty());
         assert!(p.network.allowlist().check("198.51.100.7", 8080).is_err());
+    }
+
+    #[test]
+    fn the_kernel_table_and_its_old_spelling() {
+        // An old file's [landlock] min_abi is the new floor.
+        let p = parse_x("[landlock]\nmin_abi = 6\n").unwrap();
+        assert_eq!(p.kernel.landlock_abi, 6);
+        assert!(p.landlock.is_none());
+        let again = Policy::parse(&p.to_toml(), PolicySource::Builtin, Path::new("s")).unwrap();
+        assert_eq!(p, again);
+        for (toml, field, says) in [
+            (
+                "[landlock]\nmin_abi = 0\n",
+                "landlock.min_abi",
+                "remove the [landlock] table",
+            ),
+            (
+                "[landlock]\nmin_abi = 2\n[kernel]\nscopes = \"require\"\n",
+                "landlock.min_abi",
+                "set landlock_abi in [kernel]",
+            ),
+            (
+                "[kernel]\nfilesystem = \"degrade\"\n",
+                "kernel.filesystem",
+                "set \"require\"",
+            ),
+            (
+                "[kernel]\nlandlock_abi = 0\n",
+                "kernel.landlock_abi",
+                "at least 1",
+            ),
+        ] {
+            let e = parse_x(toml).unwrap_err().to_string();
+            assert!(e.contains(field) && e.contains(says), "{toml}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        let e = full(&parse_x("[kernel]\nscopes = \"maybe\"\n").unwrap_err());
+        assert!(e.contains("require") && e.contains("degrade"), "{e}");
+        // Every shipped policy degrades, never requires, what Debian 12 lacks.
+        for name in ["default", "untrusted", "trusted"] {
+            let k = Policy::load(name, &[]).unwrap().kernel;
+            assert_eq!(k, KernelPolicy::default(), "{name}");
+        }
     }
 
     #[test]

@@ -37,6 +37,10 @@
 
 static const char *name;
 
+/* Where `probe outside` listens (see main). */
+#define OUTSIDE_PORT 47999
+#define OUTSIDE_NAME "pinfold-probe-outside"
+
 static int result(long rc) {
     if (rc < 0) {
         printf("%s: refused (errno %s)\n", name, strerrorname_np(errno));
@@ -303,6 +307,53 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(name, "kill")) /* probe kill PID */
         return result(kill(atoi(arg), 0));
+    /* What a kernel below Landlock ABI 6 / 4 / 3 leaves to pinfold's
+     * compensating controls (sandbox/src/kernel.rs). `outside PIDFILE` runs
+     * on the host, as the container's user: a TCP listener on
+     * 127.0.0.1:OUTSIDE_PORT, an abstract unix socket @OUTSIDE_NAME and its
+     * pid in PIDFILE, for 10 minutes; the *-outside probes, from inside,
+     * must not reach any of them. */
+    if (!strcmp(name, "outside")) {
+        int t = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(OUTSIDE_PORT),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        setsockopt(t, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        int u = socket(AF_UNIX, SOCK_STREAM, 0);
+        struct sockaddr_un ua = {.sun_family = AF_UNIX};
+        strcpy(ua.sun_path + 1, OUTSIDE_NAME);
+        if (t < 0 || bind(t, (struct sockaddr *)&a, sizeof a) < 0 || listen(t, 64) < 0 || u < 0 ||
+            bind(u, (struct sockaddr *)&ua, offsetof(struct sockaddr_un, sun_path) + 1 + strlen(OUTSIDE_NAME)) < 0 ||
+            listen(u, 64) < 0) {
+            perror("outside: listen");
+            return 2;
+        }
+        FILE *f = fopen(arg, "w");
+        if (!f || fprintf(f, "%d\n", getpid()) < 0 || fclose(f)) {
+            perror("outside: pid file");
+            return 2;
+        }
+        sleep(600);
+        return 0;
+    }
+    if (!strcmp(name, "tcp-outside")) /* TCP rules (ABI 4) or the network namespace */
+        return result(tcp_connect("127.0.0.1", OUTSIDE_PORT));
+    if (!strcmp(name, "abstract-outside")) { /* scopes (ABI 6) or the network namespace */
+        int s = socket(AF_UNIX, SOCK_STREAM, 0);
+        struct sockaddr_un a = {.sun_family = AF_UNIX};
+        strcpy(a.sun_path + 1, OUTSIDE_NAME);
+        return result(s < 0 ? -1 : connect(s, (struct sockaddr *)&a, offsetof(struct sockaddr_un, sun_path) + 1 + strlen(OUTSIDE_NAME)));
+    }
+    if (!strcmp(name, "kill-outside")) { /* scopes (ABI 6) or the pid namespace: probe kill-outside [PIDFILE] */
+        FILE *f = fopen(arg ? arg : "/outside.pid", "r");
+        int pid = 0;
+        if (!f || fscanf(f, "%d", &pid) != 1 || pid <= 1) {
+            fprintf(stderr, "probe: kill-outside: no pid in %s\n", arg ? arg : "/outside.pid");
+            return 2;
+        }
+        return result(kill(pid, SIGTERM));
+    }
+    if (!strcmp(name, "truncate-ro")) /* truncate (ABI 3) or a read-only mount: probe truncate-ro [PATH] */
+        return result(truncate(arg ? arg : "/proc/self/comm", 0));
     if (!strcmp(name, "fds")) {
         /* Lists open fds other than 0-2 and the one reading the directory. */
         DIR *d = opendir("/proc/self/fd");

@@ -21,7 +21,7 @@ cat /sys/fs/cgroup/cgroup.controllers >"$out/cgroup-controllers" 2>&1
 modprobe overlay
 mkdir -p /payload
 mount -t ext4 -o ro,noload /dev/vdb /payload
-PROBES="mount umount pivot_root chroot unshare-user unshare-mount clone-newuser setns keyctl add_key bpf perf_event_open io_uring_setup userfaultfd open_by_handle_at kexec_load init_module tiocsti tiocsti-plain ptrace-init"
+PROBES="mount umount pivot_root chroot unshare-user unshare-mount clone-newuser setns keyctl add_key bpf perf_event_open io_uring_setup userfaultfd open_by_handle_at kexec_load init_module tiocsti tiocsti-plain ptrace-init truncate-ro tcp-outside abstract-outside kill-outside"
 
 for who in user root; do
   w=/var/tmp/pv-$who
@@ -35,6 +35,8 @@ for who in user root; do
   fi
   chmod 755 "$w"
   pf() { asu env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$w" PINFOLD_HOME="$w/home" "$w/pinfold" "$@"; }
+  # The *-outside probes' target, outside the container as its user; pid in the rootfs.
+  asu "$w/rootfs/bin/probe" outside "$w/rootfs/outside.pid" & sleep 1
   (cd "$w" && pf doctor --json >"$out/doctor-$who.json" 2>"$out/doctor-$who.err")
   for pol in default untrusted; do
     (cd "$w" && pf exec --rootfs "$w/rootfs" --policy $pol -- /bin/sh -c \
@@ -42,6 +44,7 @@ for who in user root; do
       >"$out/probes-$pol-$who.txt" 2>"$out/probes-$pol-$who.err" </dev/null)
     echo $? >"$out/probes-$pol-$who.rc"
   done
+  kill "$(cat "$w/rootfs/outside.pid")"
   (cd "$w" && pf exec --rootfs "$w/rootfs" --report "$w/report.json" -- /bin/true </dev/null)
   cp "$w/report.json" "$out/report-$who.json"
   # --- whiteout image (tests/make-whiteout-image.sh) -------------------------

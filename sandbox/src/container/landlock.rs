@@ -14,8 +14,10 @@
 //!
 //! Anything not beneath `/` of the container, such as the host's pinfold
 //! binary reached through a /proc magic link, matches no rule and is denied.
-//! The policy's `landlock.min_abi` is a hard floor; above it the ruleset is
-//! best effort and [`apply`] reports how much the kernel enforced.
+//! The policy's `kernel.landlock_abi` is a hard floor; above it the ruleset
+//! is best effort and [`apply`] reports how much the kernel enforced. What a
+//! kernel below [`TARGET_ABI`] leaves out, and what stands in for it, the
+//! parent decided before the clone ([`crate::kernel::assess`]).
 
 use std::path::{Path, PathBuf};
 
@@ -38,20 +40,7 @@ pub enum Enforcement {
     None,
 }
 
-/// The kernel's Landlock ABI version (0 when Landlock is unavailable).
-pub fn kernel_abi() -> u32 {
-    // SAFETY: with a null attr, size 0 and LANDLOCK_CREATE_RULESET_VERSION the
-    // syscall only returns the ABI version; no memory is read or written.
-    let v = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<libc::c_void>(),
-            0usize,
-            1u32, // LANDLOCK_CREATE_RULESET_VERSION
-        )
-    };
-    if v < 0 { 0 } else { v as u32 }
-}
+pub use crate::kernel::landlock_abi as kernel_abi;
 
 /// What the job may touch.
 pub struct Rules {
@@ -72,7 +61,7 @@ pub fn apply(rules: &Rules) -> Result<Enforcement, String> {
     let abi = kernel_abi();
     if abi < rules.min_abi {
         return Err(format!(
-            "the kernel's Landlock ABI is {abi}, below the policy's minimum {} (Landlock needs Linux 5.13+ and `lsm=...,landlock` on the kernel command line; or choose a policy with a lower landlock.min_abi)",
+            "the kernel's Landlock ABI is {abi}, below the policy's kernel.landlock_abi {} (Landlock needs Linux 5.13+ and `lsm=...,landlock` on the kernel command line; or choose a policy with a lower floor)",
             rules.min_abi
         ));
     }

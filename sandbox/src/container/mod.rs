@@ -93,6 +93,9 @@ pub enum ContainerError {
     /// The job file system could not be fetched.
     #[error(transparent)]
     JobFs(#[from] jobfs::JobFsError),
+    /// The policy does not run on this kernel.
+    #[error(transparent)]
+    Kernel(#[from] crate::kernel::Refusal),
     /// pasta could not be attached (network mode `egress`).
     #[error(transparent)]
     Pasta(#[from] net::PastaError),
@@ -376,7 +379,7 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
         binds,
         filesystem: spec.policy.filesystem.clone(),
         limits: spec.policy.limits.clone(),
-        landlock_min_abi: spec.policy.landlock.min_abi,
+        landlock_min_abi: spec.policy.kernel.landlock_abi,
         loopback_tcp: spec.policy.network.loopback_tcp,
         workdir: spec.workdir.clone(),
         hostname: spec.hostname.clone(),
@@ -452,6 +455,17 @@ fn run_blocked(
 ) -> Result<Finished> {
     let mut prepared = prepare(spec, saved)?;
     let network = prepared.network;
+    // What this kernel lacks: a floor refuses here, before anything is
+    // cloned; a degradation is reported with what stands in for it.
+    let degraded = crate::kernel::assess(
+        &spec.policy.kernel,
+        &spec.policy.setup(network),
+        &crate::kernel::KernelFeatures::probe(),
+    )?;
+    for d in &degraded {
+        // `-v`: one line each, before the job's own output.
+        tracing::info!("degraded: {d}");
+    }
     // Parsed when the policy was loaded; only `allowlist` serves it.
     let allowlist =
         (network == NetworkMode::Allowlist).then(|| spec.policy.network.allowlist().clone());
@@ -632,6 +646,7 @@ fn run_blocked(
     Ok(Finished {
         outcome,
         limits: watch.mechanism().clone(),
+        degraded,
     })
 }
 

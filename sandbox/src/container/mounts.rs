@@ -279,13 +279,18 @@ pub(crate) fn setup(p: &Prepared) -> Result<()> {
     Ok(())
 }
 
+/// /proc is mounted read-only: Landlock keeps every file in it read-only
+/// anyway, and a kernel without Landlock's truncate right (ABI 3, Linux
+/// 6.2) would otherwise let truncate(2) through to its DAC-writable files
+/// (`crate::kernel`'s compensating control for `truncate`). Writes through
+/// its magic links (/dev/stdout) reach the target's own mount.
 fn mount_proc(root: &OwnedFd) -> Result<()> {
     let proc_dir = mkdir_all_in_root(root, Path::new("/proc")).step("create /proc")?;
     mount(
         Some("proc"),
         fd_path(&proc_dir).as_str(),
         Some("proc"),
-        NOSUID_NODEV | MsFlags::MS_NOEXEC,
+        NOSUID_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
         None::<&str>,
     )
     .map_err(|e| {

@@ -1,7 +1,8 @@
 //! How a run ended, as `pinfold exec --report FILE` writes it: one JSON
 //! object (exit_code, outcome, limit, reason, limits_mechanism, and on a
-//! run that started limits_detail and limits_uncharged) for scripts and
-//! the runner, which reads the limit and its reason from it.
+//! run that started limits_detail, limits_uncharged and degraded: the
+//! protections this kernel lacks, each with what stood in for it) for
+//! scripts and the runner, which reads the limit and its reason from it.
 
 use std::time::Duration;
 
@@ -36,6 +37,7 @@ impl ExitReport {
                         "limit": null,
                         "reason": e.to_string(),
                         "limits_mechanism": null,
+                        "degraded": null,
                     }),
                 };
             }
@@ -73,6 +75,7 @@ impl ExitReport {
                     cgroup::Mechanism::Fallback(_) => Some(memory::UNCHARGED),
                     cgroup::Mechanism::Cgroup(_) => None,
                 },
+                "degraded": done.degraded,
             }),
             reason,
         }

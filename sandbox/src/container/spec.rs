@@ -169,4 +169,6 @@ pub struct Finished {
     pub outcome: Outcome,
     /// What enforced memory, pids and CPU time.
     pub limits: super::cgroup::Mechanism,
+    /// The protections this kernel lacks and what stood in for them.
+    pub degraded: Vec<crate::kernel::Degradation>,
 }
