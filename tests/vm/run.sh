@@ -1,26 +1,31 @@
 #!/usr/bin/env bash
 # The kernel matrix: boots Debian's own kernels under qemu (TCG) with a Debian
-# 12 root (systemd as PID 1 on cgroup v2), runs tests/vm/guest.sh in each and
-# prints one table row per kernel. Opt-in, not part of tests/run.sh yet:
+# 12 root (systemd as PID 1 on cgroup v2), runs tests/vm/guest.sh and its
+# checks (tests/vm/checks/*.sh) in each and prints one table row per kernel.
+# tests/run.sh runs it after the cargo tests (PINFOLD_SKIP_VM=1 skips it);
+# alone:
 #   sudo bash tests/vm/run.sh
 # Env: PINFOLD_VM_KERNELS="pkg ..." (default: bookworm's linux-image-amd64
-# dependency, the 6.1 stock kernel, and linux-image-6.12-amd64's), PINFOLD_VM_TIMEOUT
-# (seconds per boot, default 300), PINFOLD_VM_CACHE (downloaded kernels and the
-# built root, default tests/vm/.cache; several checkouts may share one),
-# PINFOLD_VM_RUN (this run's payload, disks and results, default tests/vm/.run).
+# dependency, the 6.1 stock kernel; linux-image-6.12-amd64's; and
+# trixie-backports' linux-image-amd64 dependency, the newest Debian kernel),
+# PINFOLD_VM_TIMEOUT (seconds per boot, default 420), PINFOLD_VM_CACHE
+# (downloaded kernels and the built root, default tests/vm/.cache; several
+# checkouts may share one), PINFOLD_VM_RUN (this run's payload, disks and
+# results, default tests/vm/.run).
 # Exit status: 0 when every row is green or a documented refusal, 1 otherwise.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 cache=${PINFOLD_VM_CACHE:-$here/.cache}
-boot_timeout=${PINFOLD_VM_TIMEOUT:-300}
+boot_timeout=${PINFOLD_VM_TIMEOUT:-420}
 die() { echo "tests/vm/run.sh: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root (it installs qemu and debootstraps the guests' root)"
 
 # --- host tools -------------------------------------------------------------
 need=()
 for t in qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils debootstrap:debootstrap \
-         depmod:kmod cpio:cpio umoci:umoci cc:gcc python3:python3 mkfs.ext4:e2fsprogs; do
+         depmod:kmod cpio:cpio umoci:umoci cc:gcc python3:python3 mkfs.ext4:e2fsprogs \
+         pasta:passt xz:xz-utils zstd:zstd; do
   command -v "${t%%:*}" >/dev/null || need+=("${t#*:}")
 done
 [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
@@ -35,17 +40,37 @@ fi
 mkdir -p "$cache/debs" "$cache/k"
 
 # --- kernels ------------------------------------------------------------------
-dep_of() { apt-cache depends "$1" 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}'; }
+# The newest kernel comes from trixie-backports (bookworm's newest is 6.12),
+# through an apt configuration of its own under the cache: its own sources
+# list, lists and archives, used only to resolve and download the kernel
+# package; the host's sources are not touched.
+tb="$cache/apt-trixie-backports"
+tb_apt=(-o "Dir::Etc::SourceList=$tb/sources.list" -o Dir::Etc::SourceParts=/dev/null
+        -o "Dir::State::Lists=$tb/lists" -o "Dir::Cache=$tb/cache" -o APT::Architectures=amd64)
+tb_update() {
+  mkdir -p "$tb/lists/partial" "$tb/cache/archives/partial"
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie-backports main" >"$tb/sources.list"
+  # Refreshed once a day: the newest kernel moves on, the old .deb stays.
+  if [ -z "$(find "$tb/lists" -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null)" ]; then
+    apt-get "${tb_apt[@]}" update -qq >/dev/null 2>"$tb/update.err" \
+      || die "apt-get update of trixie-backports failed (see $tb/update.err): is deb.debian.org reachable?"
+  fi
+}
+dep_of() { apt-cache "${@:2}" depends "$1" 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}'; }
 if [ -n "${PINFOLD_VM_KERNELS:-}" ]; then
   read -ra kernels <<<"$PINFOLD_VM_KERNELS"
 else
   k61=$(dep_of linux-image-amd64); k612=$(dep_of linux-image-6.12-amd64)
   [ -n "$k61" ] && [ -n "$k612" ] || die "cannot resolve linux-image-amd64 / linux-image-6.12-amd64: run apt-get update (bookworm and bookworm-security must be in the sources)"
-  kernels=("$k61" "$k612")
+  tb_update
+  knew=$(dep_of linux-image-amd64 "${tb_apt[@]}")
+  [ -n "$knew" ] || die "cannot resolve trixie-backports' linux-image-amd64 (see $tb/update.err); set PINFOLD_VM_KERNELS to skip it"
+  kernels=("$k61" "$k612" "$knew")
 fi
 for k in "${kernels[@]}"; do
   if ! ls "$cache/debs/${k}_"*.deb >/dev/null 2>&1; then
-    (cd "$cache/debs" && apt-get download -q "$k" >/dev/null 2>"$cache/debs/$k.err") \
+    (cd "$cache/debs" && { apt-get download -q "$k" >/dev/null 2>"$cache/debs/$k.err" \
+       || { tb_update && apt-get "${tb_apt[@]}" download -q "$k" >/dev/null 2>>"$cache/debs/$k.err"; }; }) \
       || die "apt-get download $k failed (see $cache/debs/$k.err): run apt-get update, or set PINFOLD_VM_KERNELS to packages apt-cache search linux-image lists"
   fi
   kd="$cache/k/$k"
@@ -69,7 +94,7 @@ if [ ! -f "$rootdir/root.img" ]; then
   echo "tests/vm/run.sh: root built in $((SECONDS - t)) s" >&2
 fi
 
-# --- the payload: fresh pinfold, the probe, a busybox rootfs, the whiteout image -
+# --- the payload: fresh pinfold, the probe, a busybox rootfs, the images, pasta --
 echo "tests/vm/run.sh: building pinfold" >&2
 (cd "$repo" && cargo build -q --bin pinfold) || die "cargo build --bin pinfold failed"
 run=${PINFOLD_VM_RUN:-$here/.run}
@@ -88,6 +113,14 @@ umoci unpack --rootless --image "$run/img/layout:busybox" "$run/img/bundle" >/de
 rm "$run/img/bundle/rootfs/bin/yes"
 umoci repack --image "$run/img/layout:busybox" "$run/img/bundle" >/dev/null
 mv "$run/img/layout" "$p/layout"
+# The job image of checks/50-run.sh: plain busybox, pinned by digest.
+job_ref=$(bash "$repo/tests/make-busybox-image.sh" "$run/job")
+mv "$run/job/layout" "$p/job-layout"
+echo "${job_ref##*@}" >"$p/job-image.digest"
+# pasta for network mode egress: the host's (Debian 12's passt, the same
+# libc as the guests' root), not in the root's recipe.
+pasta=$(command -v pasta) || die "pasta is missing: apt-get install passt (tests/setup.sh)"
+cp "$pasta" "$p/pasta"
 # Handed over as a read-only virtio disk: under TCG, reading ~50 MB over 9p
 # takes most of a minute, a disk a few seconds.
 truncate -s 256M "$run/payload.img"
@@ -98,14 +131,15 @@ mkfs.ext4 -q -F -L payload -d "$p" "$run/payload.img"
 # One host thread for both vCPUs (thread=single): with multi-threaded TCG,
 # 6.12 dies at boot with "Oops: int3" in patched kernel text (a static key
 # flipped while the other vCPU runs it).
-echo "| kernel package | release | cgroup | Landlock ABI | probe holes, default | probe holes, untrusted | whiteout image | result |"
-echo "|---|---|---|---|---|---|---|---|"
+python3 "$here/summarize.py" --header
 fail=0
 for k in "${kernels[@]}"; do
   kd="$cache/k/$k"; rel=$(ls "$kd/lib/modules")
   share="$run/share-$rel"
   mkdir -p "$share"
+  rm -rf "$share/checks"
   cp "$here/guest.sh" "$share/guest.sh"
+  cp -r "$here/checks" "$share/checks"
   disk="$run/disk-$rel.qcow2"
   qemu-img create -q -f qcow2 -F raw -b "$rootdir/root.img" "$disk"
   status=ok
