@@ -8,7 +8,8 @@
 # Env: PINFOLD_VM_KERNELS="pkg ..." (default: bookworm's linux-image-amd64
 # dependency, the 6.1 stock kernel; linux-image-6.12-amd64's; and
 # trixie-backports' linux-image-amd64 dependency, the newest Debian kernel),
-# PINFOLD_VM_TIMEOUT (seconds per boot, default 420), PINFOLD_VM_CACHE
+# PINFOLD_VM_TIMEOUT (seconds per boot, default 420), PINFOLD_VM_JOBS
+# (guests booted at once, default: the host's cores), PINFOLD_VM_CACHE
 # (downloaded kernels and the built root, default tests/vm/.cache; several
 # checkouts may share one), PINFOLD_VM_RUN (this run's payload, disks and
 # results, default tests/vm/.run).
@@ -130,19 +131,19 @@ mkfs.ext4 -q -F -L payload -d "$p" "$run/payload.img"
 # TCG always: /dev/kvm exists on the CI machine but a guest hangs under it.
 # One host thread for both vCPUs (thread=single): with multi-threaded TCG,
 # 6.12 dies at boot with "Oops: int3" in patched kernel text (a static key
-# flipped while the other vCPU runs it).
-python3 "$here/summarize.py" --header
-fail=0
-for k in "${kernels[@]}"; do
+# flipped while the other vCPU runs it). So each guest is one busy host
+# thread: PINFOLD_VM_JOBS guests (default: the host's cores) boot at once.
+# boot KERNEL: boots one guest; its status ("ok", "timeout", "qemu-exit-N")
+# goes to its share's boot-status.
+boot() {
+  local k=$1 kd rel share disk status=ok start rc
   kd="$cache/k/$k"; rel=$(ls "$kd/lib/modules")
   share="$run/share-$rel"
   mkdir -p "$share"
-  rm -rf "$share/checks"
   cp "$here/guest.sh" "$share/guest.sh"
   cp -r "$here/checks" "$share/checks"
   disk="$run/disk-$rel.qcow2"
   qemu-img create -q -f qcow2 -F raw -b "$rootdir/root.img" "$disk"
-  status=ok
   start=$(date +%s)
   timeout --kill-after=10 "$boot_timeout" qemu-system-x86_64 \
     -accel tcg,thread=single -m 2G -smp 2 -nodefaults -display none -serial stdio -monitor none -no-reboot -nic none \
@@ -155,8 +156,22 @@ for k in "${kernels[@]}"; do
     </dev/null >"$share/console.log" 2>&1 || { rc=$?; [ $rc = 124 ] || [ $rc = 137 ] && status=timeout || status="qemu-exit-$rc"; }
   echo "tests/vm/run.sh: $rel: guest ran $(( $(date +%s) - start )) s ($status)" >&2
   mkdir -p "$share/out"; cp "$share/console.log" "$share/out/console.log"
-  python3 "$here/summarize.py" "$k" "$share/out" "$status" || fail=1
+  echo "$status" >"$share/boot-status"
   rm -f "$disk"
+}
+jobs=${PINFOLD_VM_JOBS:-$(nproc)}
+running=0
+for k in "${kernels[@]}"; do
+  if [ "$running" -ge "$jobs" ]; then wait -n || true; running=$((running - 1)); fi
+  boot "$k" &
+  running=$((running + 1))
+done
+wait
+python3 "$here/summarize.py" --header
+fail=0
+for k in "${kernels[@]}"; do
+  share="$run/share-$(ls "$cache/k/$k/lib/modules")"
+  python3 "$here/summarize.py" "$k" "$share/out" "$(cat "$share/boot-status" 2>/dev/null || echo missing)" || fail=1
 done
 echo "tests/vm/run.sh: $SECONDS s in all" >&2
 exit $fail

@@ -1,14 +1,20 @@
 # Check "network" (sourced by tests/vm/guest.sh): the three network modes,
 # as the unprivileged user, against listeners this guest runs itself:
 #   127.0.0.1:8080 and :8081   two loopback services (distinct markers)
-#   0.0.0.0:8082               a service on every address of the guest
+#   0.0.0.0:8082               a service on every address of the guest,
+#                              among them 10.77.0.2 (the veth's, which pasta
+#                              copies into the container, so there it is the
+#                              container's own) and 10.78.0.1 (a dummy
+#                              interface's: the guest's "other" address)
 #   netns "pfout"              an "outside" host over a veth: the gateway
 #                              10.77.0.1 (on-link, private) and a public
 #                              address 192.0.43.80 routed through it (host
 #                              routes only: nothing leaves the guest, which
 #                              has no NIC), both serving :8080
 # Each container prints "@label" before each probe; network-pre.txt is what
-# the guest itself reaches (so a refusal inside means pinfold refused).
+# the guest itself reaches (so a refusal inside means pinfold refused), with
+# the same static probe (the payload's busybox wget crashes outside its
+# rootfs).
 # Writes network-{pre,none,allowlist,egress}.txt (+ .err, .rc).
 for d in lo-allowed lo-unlisted own outside; do
   mkdir -p /var/tmp/www-$d; echo "marker $d" >/var/tmp/www-$d/marker.txt
@@ -29,6 +35,10 @@ ip -n pfout link set pfo up
 ip -n pfout route add default via 10.77.0.2
 # pasta attaches to the interface with the default route.
 ip route add default via 10.77.0.1
+modprobe dummy
+ip link add pfd type dummy
+ip addr add 10.78.0.1/24 dev pfd
+ip link set pfd up
 ip netns exec pfout $bb httpd -f -p 0.0.0.0:8080 -h /var/tmp/www-outside & h4=$!
 grep -q '^nameserver' /etc/resolv.conf 2>/dev/null || echo "nameserver 10.77.0.1" >/etc/resolv.conf
 # egress: pasta from the payload (the host's passt), /dev/net/tun for the user.
@@ -37,8 +47,8 @@ modprobe tun
 chmod 0666 /dev/net/tun
 sleep 1
 {
-  for t in 127.0.0.1:8080 127.0.0.1:8081 10.77.0.2:8082 10.77.0.1:8080 192.0.43.80:8080; do
-    echo "@$t"; $bb wget -q -T 5 -O - "http://$t/marker.txt" 2>&1 || echo "unreachable"
+  for t in 127.0.0.1:8080 127.0.0.1:8081 10.77.0.2:8082 10.78.0.1:8082 10.77.0.1:8080 192.0.43.80:8080; do
+    echo "@$t"; /payload/rootfs/bin/probe http-get "${t%:*}" "${t#*:}" /marker.txt 2>&1
   done
   echo "@pasta"; command -v pasta || echo "absent"
 } >"$out/network-pre.txt"
@@ -68,9 +78,11 @@ net allowlist "$w/allowlist.toml" '
 net egress trusted '
   echo @outside; /bin/probe http-get 192.0.43.80 8080 /marker.txt
   echo @gateway; /bin/probe connect 10.77.0.1 8080
-  echo @own; /bin/probe connect 10.77.0.2 8082
+  echo @own-copied; /bin/probe connect 10.77.0.2 8082
+  echo @own-other; /bin/probe connect 10.78.0.1 8082
   echo @loopback; /bin/probe connect 127.0.0.1 8080'
 kill $h1 $h2 $h3 $h4
 ip route del default via 10.77.0.1
 ip link del pfh
+ip link del pfd
 ip netns del pfout

@@ -5,10 +5,11 @@
 # and run-WHO.artifacts (each file under --out with its contents).
 for who in user root; do
   w=/var/tmp/pv-$who
+  image="oci:$w/job-layout@$(cat "$w/job-image.digest")"
   asu $who mkdir -p "$w/job-src"
   echo "vm-source" | asu $who sh -c "cat >$w/job-src/message.txt"
   asu $who sh -c "cat >$w/job.yaml" <<JOB
-image: oci:$w/job-layout@$(cat "$w/job-image.digest")
+image: $image
 policy: default
 timeout: 2m
 steps:
@@ -25,6 +26,5 @@ JOB
   pf $who run "$w/job.yaml" --source "$w/job-src" --out "$w/job-out" --json \
     >"$out/run-$who.json" 2>"$out/run-$who.err" </dev/null
   echo $? >"$out/run-$who.rc"
-  (cd "$w/job-out" 2>/dev/null && find . -type f | sort | while read -r f; do echo "$f: $(cat "$f")"; done) \
-    >"$out/run-$who.artifacts"
+  find "$w/job-out" -path '*/out/*' -type f -exec grep -H . {} + >"$out/run-$who.artifacts" 2>&1
 done
