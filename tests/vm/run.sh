@@ -68,16 +68,32 @@ else
   [ -n "$knew" ] || die "cannot resolve trixie-backports' linux-image-amd64 (see $tb/update.err); set PINFOLD_VM_KERNELS to skip it"
   kernels=("$k61" "$k612" "$knew")
 fi
+# download PKG: its .deb into $cache/debs, from the host's sources, else
+# trixie-backports'.
+download() {
+  ls "$cache/debs/${1}_"*.deb >/dev/null 2>&1 && return 0
+  (cd "$cache/debs" && { apt-get download -q "$1" >/dev/null 2>"$cache/debs/$1.err" \
+     || { tb_update && apt-get "${tb_apt[@]}" download -q "$1" >/dev/null 2>>"$cache/debs/$1.err"; }; }) \
+    || die "apt-get download $1 failed (see $cache/debs/$1.err): run apt-get update, or set PINFOLD_VM_KERNELS to packages apt-cache search linux-image lists"
+}
 for k in "${kernels[@]}"; do
-  if ! ls "$cache/debs/${k}_"*.deb >/dev/null 2>&1; then
-    (cd "$cache/debs" && { apt-get download -q "$k" >/dev/null 2>"$cache/debs/$k.err" \
-       || { tb_update && apt-get "${tb_apt[@]}" download -q "$k" >/dev/null 2>>"$cache/debs/$k.err"; }; }) \
-      || die "apt-get download $k failed (see $cache/debs/$k.err): run apt-get update, or set PINFOLD_VM_KERNELS to packages apt-cache search linux-image lists"
-  fi
+  download "$k"
+  # Since 7.x Debian splits the kernel: linux-image-X depends on
+  # linux-binary-X (vmlinuz) and linux-modules-X; older ones carry both.
+  parts=("$k")
+  for d in $(dpkg-deb -f "$cache/debs/${k}_"*.deb Depends | tr ',|' '\n\n' | awk '{print $1}' | grep -E '^linux-(binary|modules)-' || true); do
+    download "$d"; parts+=("$d")
+  done
   kd="$cache/k/$k"
   if [ ! -f "$kd/initrd.gz" ]; then
     rm -rf "$kd"; mkdir -p "$kd"
-    dpkg-deb -x "$cache/debs/${k}_"*.deb "$kd" || die "dpkg-deb -x of $k failed: delete $cache/debs/${k}_*.deb and rerun"
+    for part in "${parts[@]}"; do
+      dpkg-deb -x "$cache/debs/${part}_"*.deb "$kd" || die "dpkg-deb -x of $part failed: delete $cache/debs/${part}_*.deb and rerun"
+    done
+    # Merged /usr (trixie on): the modules are in usr/lib/modules.
+    if [ ! -d "$kd/lib/modules" ] && [ -d "$kd/usr/lib/modules" ]; then
+      mkdir -p "$kd/lib" && mv "$kd/usr/lib/modules" "$kd/lib/modules"
+    fi
     rel=$(ls "$kd/lib/modules")
     depmod -b "$kd" "$rel" || die "depmod for $k failed"
     bash "$here/mkinitrd.sh" "$kd" "$kd/initrd.gz.tmp" && mv "$kd/initrd.gz.tmp" "$kd/initrd.gz"
@@ -136,18 +152,21 @@ mkfs.ext4 -q -F -L payload -d "$p" "$run/payload.img"
 # boot KERNEL: boots one guest; its status ("ok", "timeout", "qemu-exit-N")
 # goes to its share's boot-status.
 boot() {
-  local k=$1 kd rel share disk status=ok start rc
+  local k=$1 kd rel share vmlinuz disk status=ok start rc
   kd="$cache/k/$k"; rel=$(ls "$kd/lib/modules")
   share="$run/share-$rel"
   mkdir -p "$share"
   cp "$here/guest.sh" "$share/guest.sh"
   cp -r "$here/checks" "$share/checks"
+  # Since 7.x the image is in the modules' directory, not /boot.
+  vmlinuz="$kd/boot/vmlinuz-$rel"
+  [ -f "$vmlinuz" ] || vmlinuz="$kd/lib/modules/$rel/vmlinuz"
   disk="$run/disk-$rel.qcow2"
   qemu-img create -q -f qcow2 -F raw -b "$rootdir/root.img" "$disk"
   start=$(date +%s)
   timeout --kill-after=10 "$boot_timeout" qemu-system-x86_64 \
     -accel tcg,thread=single -m 2G -smp 2 -nodefaults -display none -serial stdio -monitor none -no-reboot -nic none \
-    -kernel "$kd/boot/vmlinuz-$rel" -initrd "$kd/initrd.gz" \
+    -kernel "$vmlinuz" -initrd "$kd/initrd.gz" \
     -append "console=ttyS0 root=/dev/vda rw panic=-1 systemd.unit=pinfold-vm.service systemd.show_status=0" \
     -drive "file=$disk,if=virtio,format=qcow2" \
     -drive "file=$run/payload.img,if=virtio,format=raw,readonly=on" \
