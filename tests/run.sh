@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: set-up (as root), lint, then every test.
+# The whole test suite: set-up (as root), lint, every test, then the kernel
+# matrix (tests/vm/run.sh: qemu guests booting Debian's kernels, as root; CI
+# runs it, PINFOLD_SKIP_VM=1 skips it for quick local loops).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/toolchain.sh
@@ -29,3 +31,11 @@ for inv in "pinfold-coordinator" "rusqlite -e normal" "axum -e normal"; do
 done
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+if [ "${PINFOLD_SKIP_VM:-}" = 1 ]; then
+  echo "tests/run.sh: PINFOLD_SKIP_VM=1: the kernel matrix (tests/vm/run.sh) is skipped" >&2
+elif [ "$(id -u)" = 0 ]; then
+  bash tests/vm/run.sh
+else
+  echo "tests/run.sh: the kernel matrix needs root: sudo bash tests/vm/run.sh (or PINFOLD_SKIP_VM=1)" >&2
+  exit 1
+fi

@@ -17,6 +17,9 @@ PACKAGES=(
   diffoscope-minimal # pinfold verify's optional report on a differing artifact
   apparmor         # apparmor_parser parses ci-templates/apparmor/pinfold (tests/host.rs)
   systemd          # systemd-analyze verify on ci-templates/systemd/ (tests/host.rs)
+  passt            # pasta, network mode egress (also copied into the VM guests)
+  # The kernel matrix, tests/vm/run.sh (its own apt step is then a no-op):
+  qemu-system-x86 qemu-utils debootstrap kmod cpio e2fsprogs xz-utils zstd file
 )
 
 if [ "$(id -u)" != 0 ]; then
@@ -47,7 +50,6 @@ grep -q '^pinfold-test:' /etc/subgid 2>/dev/null || usermod --add-subgids 300000
 if [ -c /dev/net/tun ] && [ "$(stat -c %a /dev/net/tun)" != 666 ]; then
   chmod 0666 /dev/net/tun
 fi
-command -v pasta >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq passt >/dev/null; }
 command -v ip >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null; }
 
 # Unprivileged user namespaces must be allowed (Ubuntu restricts them).

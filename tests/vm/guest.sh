@@ -2,12 +2,13 @@
 # Runs inside a matrix guest (tests/vm/run.sh), as root from the oneshot
 # pinfold-vm.service (Delegate=yes), then the unit powers the guest off.
 # Reads /payload (the read-only disk /dev/vdb: pinfold, the busybox rootfs
-# with /bin/probe, the whiteout image's OCI layout and list-tree.sh) and writes raw results to
-# /share/out/ (the 9p share): uname, cgroup-fs, doctor-{user,root}.json,
-# probes-{POLICY}-{user,root}.txt (+ .err, .rc), whiteout-{user,root}.txt
-# (+ .err, .rc), report-{user,root}.json, guest.log (the trace),
-# then /share/out/done. tests/vm/summarize.py turns them into the row.
-# No `set -e`: every check runs and records its own status.
+# with /bin/probe, the images' OCI layouts, pasta) and writes raw results to
+# /share/out/ (the 9p share), then /share/out/done. Each check is one file,
+# /share/checks/NN-NAME.sh (tests/vm/checks/), sourced in order with the
+# helpers below; it writes only files named after itself, and guest.sh
+# records its seconds in /share/out/time-NAME. tests/vm/summarize.py turns
+# the files into the row. No `set -e`: every check runs and records its own
+# status.
 set -u
 out=/share/out
 mkdir -p "$out"
@@ -21,40 +22,36 @@ cat /sys/fs/cgroup/cgroup.controllers >"$out/cgroup-controllers" 2>&1
 modprobe overlay
 mkdir -p /payload
 mount -t ext4 -o ro,noload /dev/vdb /payload
-PROBES="mount umount pivot_root chroot unshare-user unshare-mount clone-newuser setns keyctl add_key bpf perf_event_open io_uring_setup userfaultfd open_by_handle_at kexec_load init_module tiocsti tiocsti-plain ptrace-init truncate-ro tcp-outside abstract-outside kill-outside"
+# Busybox from the payload's rootfs, for the guest-side helpers (listeners,
+# wget): the Debian root is minbase.
+bb=/payload/rootfs/bin/busybox
 
+# One work directory per identity: WHO is "user" (pinfold-test, unprivileged)
+# or "root" (in this unit's delegated cgroup).
 for who in user root; do
   w=/var/tmp/pv-$who
   rm -rf "$w"; mkdir -p "$w"
   cp -a /payload/. "$w/"
-  if [ $who = user ]; then
-    chown -R pinfold-test:pinfold-test "$w"
-    asu() { setpriv --reuid=pinfold-test --regid=pinfold-test --init-groups "$@"; }
-  else
-    asu() { "$@"; }
-  fi
+  [ $who = user ] && chown -R pinfold-test:pinfold-test "$w"
   chmod 755 "$w"
-  pf() { asu env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$w" PINFOLD_HOME="$w/home" "$w/pinfold" "$@"; }
-  # The *-outside probes' target, outside the container as its user; pid in the rootfs.
-  asu "$w/rootfs/bin/probe" outside "$w/rootfs/outside.pid" & sleep 1
-  (cd "$w" && pf doctor --json >"$out/doctor-$who.json" 2>"$out/doctor-$who.err")
-  for pol in default untrusted; do
-    (cd "$w" && pf exec --rootfs "$w/rootfs" --policy $pol -- /bin/sh -c \
-      "for p in $PROBES; do /bin/probe \$p; done; /bin/probe write-file /proc/1/exe; echo PROBES-DONE" \
-      >"$out/probes-$pol-$who.txt" 2>"$out/probes-$pol-$who.err" </dev/null)
-    echo $? >"$out/probes-$pol-$who.rc"
-  done
-  kill "$(cat "$w/rootfs/outside.pid")"
-  (cd "$w" && pf exec --rootfs "$w/rootfs" --report "$w/report.json" -- /bin/true </dev/null)
-  cp "$w/report.json" "$out/report-$who.json"
-  # --- whiteout image (tests/make-whiteout-image.sh) -------------------------
-  # Its tree inside exec --image, listed by list-tree.sh into whiteout-$who.txt;
-  # the host compares it with umoci's unpack (tests/vm/tree.py, summarize.py).
-  ref="oci:$w/layout:wh"
-  (cd "$w" && pf image import "$ref" >"$out/whiteout-$who.err" 2>&1 \
-    && pf exec --image "$ref" -- /bin/sh -c "$(cat "$w/list-tree.sh")" \
-      >"$out/whiteout-$who.txt" 2>>"$out/whiteout-$who.err" </dev/null)
-  echo $? >"$out/whiteout-$who.rc"
-  # --- end of the whiteout image -----------------------------------------------
+done
+# asu WHO CMD...: CMD as WHO.
+asu() {
+  if [ "$1" = user ]; then shift; setpriv --reuid=pinfold-test --regid=pinfold-test --init-groups "$@"
+  else shift; "$@"; fi
+}
+# pf WHO ARGS...: pinfold ARGS as WHO, in WHO's work directory and home.
+pf() {
+  _who=$1; shift
+  _w=/var/tmp/pv-$_who
+  (cd "$_w" && asu "$_who" env -i PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME="$_w" \
+    PINFOLD_HOME="$_w/home" "$_w/pinfold" "$@")
+}
+
+for check in /share/checks/*.sh; do
+  name=$(basename "$check" .sh); name=${name#*-}
+  t0=$(date +%s)
+  . "$check"
+  echo $(( $(date +%s) - t0 )) >"$out/time-$name"
 done
 touch "$out/done"
