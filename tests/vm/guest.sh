@@ -51,4 +51,7 @@ for who in user root; do
       >"$out/whiteout-$who.txt" 2>>"$out/whiteout-$who.err" </dev/null)
   echo $? >"$out/whiteout-$who.rc"
 done
+# Self-contained checks, each writing under $out (tests/vm/checks/).
+sh "${0%/*}/checks/units.sh"
+sh "${0%/*}/checks/session.sh"
 touch "$out/done"

@@ -5,7 +5,8 @@
 #   sudo bash tests/vm/run.sh
 # Env: PINFOLD_VM_KERNELS="pkg ..." (default: bookworm's linux-image-amd64
 # dependency, the 6.1 stock kernel, and linux-image-6.12-amd64's), PINFOLD_VM_TIMEOUT
-# (seconds per boot, default 300), PINFOLD_VM_CACHE (downloaded kernels and the
+# (seconds per boot, default 900: the first row runs the ~6 min units and
+# user-session checks), PINFOLD_VM_CACHE (downloaded kernels and the
 # built root, default tests/vm/.cache; several checkouts may share one),
 # PINFOLD_VM_RUN (this run's payload, disks and results, default tests/vm/.run).
 # Exit status: 0 when every row is green or a documented refusal, 1 otherwise.
@@ -13,7 +14,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 cache=${PINFOLD_VM_CACHE:-$here/.cache}
-boot_timeout=${PINFOLD_VM_TIMEOUT:-300}
+boot_timeout=${PINFOLD_VM_TIMEOUT:-900}
 die() { echo "tests/vm/run.sh: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root (it installs qemu and debootstraps the guests' root)"
 
@@ -88,6 +89,19 @@ umoci unpack --rootless --image "$run/img/layout:busybox" "$run/img/bundle" >/de
 rm "$run/img/bundle/rootfs/bin/yes"
 umoci repack --image "$run/img/layout:busybox" "$run/img/bundle" >/dev/null
 mv "$run/img/layout" "$p/layout"
+# For tests/vm/checks/units.sh: the Debian package of this same debug build
+# (`cargo deb --no-build --profile dev`: the package's files and maintainer
+# scripts are what the check proves, not the dist build's code generation),
+# and a busybox image of its own for the jobs it submits.
+command -v cargo-deb >/dev/null \
+  || die "cargo-deb is missing: tests/setup.sh installs it (cargo install cargo-deb --locked)"
+mkdir -p "$p/units"
+(cd "$repo" && cargo deb -q --no-build --profile dev --fast -o "$p/units/pinfold.deb" >/dev/null 2>"$run/cargo-deb.err") \
+  || die "cargo deb failed: see $run/cargo-deb.err"
+ref=$(bash "$repo/tests/make-busybox-image.sh" "$run/units-img")
+mv "$run/units-img/layout" "$p/units/layout"
+chmod -R a+rX "$p/units/layout"  # umoci writes 0600 files; the agent runs as pinfold
+echo "${ref##*@}" >"$p/units/digest"
 # Handed over as a read-only virtio disk: under TCG, reading ~50 MB over 9p
 # takes most of a minute, a disk a few seconds.
 truncate -s 256M "$run/payload.img"
@@ -98,14 +112,18 @@ mkfs.ext4 -q -F -L payload -d "$p" "$run/payload.img"
 # One host thread for both vCPUs (thread=single): with multi-threaded TCG,
 # 6.12 dies at boot with "Oops: int3" in patched kernel text (a static key
 # flipped while the other vCPU runs it).
-echo "| kernel package | release | cgroup | Landlock ABI | probe holes, default | probe holes, untrusted | whiteout image | result |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| kernel package | release | cgroup | Landlock ABI | probe holes, default | probe holes, untrusted | whiteout image | units/.deb | user session | result |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 fail=0
 for k in "${kernels[@]}"; do
   kd="$cache/k/$k"; rel=$(ls "$kd/lib/modules")
   share="$run/share-$rel"
   mkdir -p "$share"
   cp "$here/guest.sh" "$share/guest.sh"
+  rm -rf "$share/checks"; cp -r "$here/checks" "$share/checks"
+  # The units and user-session checks do not depend on the kernel and take
+  # ~6 min under TCG: the first kernel's row only (Debian 12's stock kernel).
+  [ "$k" != "${kernels[0]}" ] || touch "$share/checks/units.on"
   disk="$run/disk-$rel.qcow2"
   qemu-img create -q -f qcow2 -F raw -b "$rootdir/root.img" "$disk"
   status=ok

@@ -43,6 +43,67 @@ def probes(out, policy, who):
             "text": f"refused: {REFUSAL.search(first).group(0)}" if documented else f"FAILED: {first[:90]}"}
 
 
+# The user manager's delegation runc and podman document; `pinfold doctor`
+# should print it where delegation is missing or partial (issue 15 §2).
+DROPIN = "Delegate=cpu cpuset io memory pids"
+
+# The checks tests/vm/checks/units.sh writes, in order: a missing one (the
+# script died before it) is a failure like a FAIL line.
+UNIT_CHECKS = ("dpkg-install user subuid-kept subuid-range subgid-kept subgid-range conffiles "
+               "units-installed apparmor server-up agent-registered job agent-cgroup "
+               "two-jobs-running stop-time stop-result drained cancelled-at-deadline "
+               "nothing-left server-stop dpkg-purge").split()
+
+
+def units(out):
+    """The "units/.deb" cell from units/checks.txt: {"ok", "text", "checks"}."""
+    skipped = read(out, "units/skipped")
+    if skipped is not None:
+        return {"ok": True, "text": f"skipped: {skipped.strip()}", "checks": {}}
+    txt = read(out, "units/checks.txt")
+    if txt is None:
+        return {"ok": False, "text": "no result", "checks": {}}
+    checks = {}
+    for line in txt.splitlines():
+        status, _, rest = line.partition(" ")
+        name, _, detail = rest.partition(": ")
+        checks[name] = {"ok": status == "ok", "detail": detail}
+    bad = [n for n in UNIT_CHECKS if not checks.get(n, {}).get("ok")]
+    stop = re.search(r"stop took ([\d.]+) s", checks.get("stop-time", {}).get("detail", ""))
+    stop = f"stop {stop.group(1)} s" if stop else "stop ?"
+    if bad:
+        return {"ok": False, "checks": checks,
+                "text": "FAIL " + ", ".join(f"{n} ({checks[n]['detail'][:60]})" if n in checks else f"{n} (not run)"
+                                            for n in bad)}
+    return {"ok": True, "checks": checks, "text": f"ok: {len(UNIT_CHECKS)} checks, drained, {stop}"}
+
+
+def session(out):
+    """The "user session" cell from session/ (tests/vm/checks/session.sh):
+    per delegation of the user manager (stock, partial, dropin), the limits
+    mechanism `exec --report` named in a Delegate=yes scope and whether
+    `doctor` printed the drop-in. Green when the drop-in gives cgroup v2 and
+    doctor names the drop-in where delegation is partial."""
+    skipped = read(out, "session/skipped")
+    if skipped is not None:
+        return {"ok": True, "text": f"skipped: {skipped.strip()}"}
+    r = {}
+    for mode in ("stock", "partial", "dropin"):
+        try:
+            mech = json.loads(read(out, f"session/{mode}-report.json") or "null")["limits_mechanism"]
+        except (ValueError, KeyError, TypeError):
+            err = (read(out, f"session/{mode}-exec.err") or "").strip().splitlines()
+            mech = f"no report: {err[-1][:60]}" if err else "no report"
+        r[mode] = {"mechanism": mech,
+                   "controllers": (read(out, f"session/{mode}-controllers") or "?").split(),
+                   "doctor_names_dropin": DROPIN in (read(out, f"session/{mode}-doctor.txt") or "")}
+    cells = [f"{m} {v['mechanism']}" for m, v in r.items()]
+    cells[1] += f" (doctor {'prints' if r['partial']['doctor_names_dropin'] else 'does NOT print'} the drop-in)"
+    r["ok"] = r["dropin"]["mechanism"] == "cgroup-v2" and r["partial"]["doctor_names_dropin"]
+    r["text"] = ", ".join(cells)
+    return r
+
+
 def main():
     kernel, out, boot = sys.argv[1:4]
     r = {"kernel": kernel, "boot": boot}
@@ -95,15 +156,19 @@ def main():
     r["whiteout"] = wo
     ok = ok and all(v == "match" for v in wo.values())
     wcell = wo["user"] if wo["user"] == wo["root"] else f"user {wo['user']} / root {wo['root']}"
+    un, se = units(out), session(out)
+    r["units"], r["session"] = un, se
+    ok = ok and un["ok"] and se["ok"]
     r["green"] = ok
     with open(os.path.join(out, "result.json"), "w", encoding="utf-8") as f:
         json.dump(r, f, indent=2)
     if not done:
         why = "timed out" if boot == "timeout" else f"did not finish (boot {boot})"
-        print(f"| {kernel} | {r['release']} | FAILED: guest {why}; see {out}/console.log | | | | | FAIL |")
+        print(f"| {kernel} | {r['release']} | FAILED: guest {why}; see {out}/console.log | | | | | | | FAIL |")
         return 1
     print(f"| {kernel} | {r['release']} | {hier}; limits user={mech['user']} root={mech['root']} "
-          f"| {ll} | {cells['default']} | {cells['untrusted']} | {wcell} | {'ok' if ok else 'FAIL'} |")
+          f"| {ll} | {cells['default']} | {cells['untrusted']} | {wcell} | {un['text']} | {se['text']} "
+          f"| {'ok' if ok else 'FAIL'} |")
     return 0 if ok else 1
 
 
