@@ -17,17 +17,10 @@
 # /share/out/session/: MODE-{controllers,report.json,exec.err,doctor.txt},
 # results.txt and trace.log; summarize.py makes the "user session" column.
 # Stops the user manager before it returns. About 2 minutes under TCG: with
-# units.sh on the first kernel's row only (units.on beside this file).
-set -u
-o=/share/out/session
-rm -rf "$o"; mkdir -p "$o"
-if [ ! -e "${0%/*}/units.on" ]; then
-  echo "runs on the first kernel's row only" >"$o/skipped"
-  exit 0
-fi
-exec 3>&1 4>&2 >"$o/trace.log" 2>&1
-PS4='+ $(date +%T) '
-set -x
+# units.sh on the first kernel's row only (begin.sh).
+check=session
+. "${0%/*}/begin.sh"
+o=$d
 : >"$o/results.txt"
 user=pinfold-test
 uid=$(id -u $user)

@@ -15,17 +15,10 @@
 # with no process left. Then purges the package. Every service it started is
 # stopped before it returns (the guest powers off right after guest.sh).
 # About 4 minutes under TCG, so run.sh runs it on the first kernel's row only
-# (it puts units.on beside this file there); elsewhere it writes "skipped".
-set -u
-u=/share/out/units
-rm -rf "$u"; mkdir -p "$u"
-if [ ! -e "${0%/*}/units.on" ]; then
-  echo "runs on the first kernel's row only" >"$u/skipped"
-  exit 0
-fi
-exec 3>&1 4>&2 >"$u/trace.log" 2>&1
-PS4='+ $(date +%T) '
-set -x
+# (begin.sh); elsewhere it writes "skipped".
+check=units
+. "${0%/*}/begin.sh"
+u=$d
 P=/payload/units
 DRAIN=15 GRACE=5
 ok() { echo "ok $1: $2" >>"$u/checks.txt"; }
@@ -106,7 +99,7 @@ rc=$?
 judge job "pinfold submit --wait exit $rc in $(( $(date +%s) - t )) s" sh -c "[ $rc = 0 ] && grep -q job-done '$u/short.log'"
 # The unit's Delegate=yes gives the job cgroup v2 limits (issue 15 §2).
 lim=$(sed -n 's/^==> limits enforced by \([a-z0-9 ]*\).*/\1/p' "$u/short.log" | head -1)
-why=$(grep -m1 'limits enforced by' "$u/short.log" | grep -o '[A-Za-z ]* (os error [0-9]*)')
+why=$(grep -m1 'limits enforced by' "$u/short.log" | grep -o '[A-Za-z ]* (os error [0-9]*)' | sed 's/^ *//')
 judge agent-cgroup "limits by ${lim:-?}${why:+: $why}" grep -q '^==> limits enforced by cgroup v2' "$u/short.log"
 
 # --- stop mid-job: one job finishes within the drain, one is cancelled -------
