@@ -18,8 +18,15 @@ root="$dir/root"
 rm -rf "$root" "$dir/root.img"
 mkdir -p "$root"
 # minbase + systemd as init; uidmap for the sub-id mode; kmod so modprobe
-# finds overlay & co. in the shared /lib/modules.
-debootstrap --variant=minbase --include=systemd-sysv,kmod,uidmap,procps,iproute2 \
+# finds overlay & co. in the shared /lib/modules; passt for pasta (network
+# mode egress). For the units check (tests/vm/checks/units.sh): adduser, a
+# dependency of the pinfold .deb that minbase lacks; dbus (named: debootstrap
+# resolves no virtual package, and libpam-systemd needs a system bus) and
+# dbus-user-session, so logind runs, `loginctl enable-linger` starts a user
+# manager and `systemd-run --user` reaches it; apparmor, as on a stock
+# Debian 12 host, whose 3.0 parser the postinst must leave alone.
+debootstrap --variant=minbase \
+  --include=systemd-sysv,kmod,uidmap,procps,iproute2,passt,adduser,dbus,dbus-user-session,apparmor \
   bookworm "$root" "$mirror" >"$dir/debootstrap.log" 2>&1 \
   || { echo "build-root.sh: debootstrap failed (is deb.debian.org reachable?); see $dir/debootstrap.log" >&2; exit 1; }
 echo pinfold-vm >"$root/etc/hostname"

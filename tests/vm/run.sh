@@ -8,7 +8,8 @@
 # Env: PINFOLD_VM_KERNELS="pkg ..." (default: bookworm's linux-image-amd64
 # dependency, the 6.1 stock kernel; linux-image-6.12-amd64's; and
 # trixie-backports' linux-image-amd64 dependency, the newest Debian kernel),
-# PINFOLD_VM_TIMEOUT (seconds per boot, default 420), PINFOLD_VM_JOBS
+# PINFOLD_VM_TIMEOUT (seconds per boot, default 900: the first row also runs
+# the units and user-session checks), PINFOLD_VM_JOBS
 # (guests booted at once, default: the host's cores), PINFOLD_VM_CACHE
 # (downloaded kernels and the built root, default tests/vm/.cache; several
 # checkouts may share one), PINFOLD_VM_RUN (this run's payload, disks and
@@ -19,7 +20,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 cache=${PINFOLD_VM_CACHE:-$here/.cache}
-boot_timeout=${PINFOLD_VM_TIMEOUT:-420}
+boot_timeout=${PINFOLD_VM_TIMEOUT:-900}
 die() { echo "tests/vm/run.sh: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root (it installs qemu and debootstraps the guests' root)"
 
@@ -140,6 +141,19 @@ echo "${job_ref##*@}" >"$p/job-image.digest"
 # libc as the guests' root), not in the root's recipe.
 pasta=$(command -v pasta) || die "pasta is missing: apt-get install passt (tests/setup.sh)"
 cp "$pasta" "$p/pasta"
+# For tests/vm/checks/units.sh: the Debian package of this same debug build
+# (`cargo deb --no-build --profile dev`: the package's files and maintainer
+# scripts are what the check proves, not the dist build's code generation),
+# and a busybox image of its own for the jobs it submits.
+command -v cargo-deb >/dev/null \
+  || die "cargo-deb is missing: tests/setup.sh installs it (cargo install cargo-deb --locked)"
+mkdir -p "$p/units"
+(cd "$repo" && cargo deb -q --no-build --profile dev --fast -o "$p/units/pinfold.deb" >/dev/null 2>"$run/cargo-deb.err") \
+  || die "cargo deb failed: see $run/cargo-deb.err"
+ref=$(bash "$repo/tests/make-busybox-image.sh" "$run/units-img")
+mv "$run/units-img/layout" "$p/units/layout"
+chmod -R a+rX "$p/units/layout"  # umoci writes 0600 files; the agent runs as pinfold
+echo "${ref##*@}" >"$p/units/digest"
 # Handed over as a read-only virtio disk: under TCG, reading ~50 MB over 9p
 # takes most of a minute, a disk a few seconds.
 truncate -s 256M "$run/payload.img"
@@ -159,7 +173,12 @@ boot() {
   share="$run/share-$rel"
   mkdir -p "$share"
   cp "${PINFOLD_VM_GUEST:-$here/guest.sh}" "$share/guest.sh"
+  rm -rf "$share/checks" "$share/system"
   cp -r "$here/checks" "$share/checks"
+  cp -r "$here/system" "$share/system"
+  # The units and user-session checks do not depend on the kernel and take
+  # ~6 min under TCG: the first kernel's row only (Debian 12's stock kernel).
+  [ "$k" != "${kernels[0]}" ] || touch "$share/system/units.on"
   # Since 7.x the image is in the modules' directory, not /boot.
   vmlinuz="$kd/boot/vmlinuz-$rel"
   [ -f "$vmlinuz" ] || vmlinuz="$kd/lib/modules/$rel/vmlinuz"

@@ -253,6 +253,79 @@ def col_run(out, r):
     return both(cells), ok
 
 
+# The user manager's delegation runc and podman document; `pinfold doctor`
+# should print it where delegation is missing or partial (issue 15 §2).
+DROPIN = "Delegate=cpu cpuset io memory pids"
+
+# The checks tests/vm/checks/units.sh writes, in order: a missing one (the
+# script died before it) is a failure like a FAIL line.
+UNIT_CHECKS = ("dpkg-install user subuid-kept subuid-range subgid-kept subgid-range conffiles "
+               "units-installed apparmor server-up agent-registered job agent-cgroup "
+               "two-jobs-running stop-time stop-result drained cancelled-at-deadline "
+               "nothing-left server-stop dpkg-purge").split()
+
+
+def units(out):
+    """The "units/.deb" cell from units/checks.txt: {"ok", "text", "checks"}."""
+    skipped = read(out, "units/skipped")
+    if skipped is not None:
+        return {"ok": True, "text": f"skipped: {skipped.strip()}", "checks": {}}
+    txt = read(out, "units/checks.txt")
+    if txt is None:
+        return {"ok": False, "text": "no result", "checks": {}}
+    checks = {}
+    for line in txt.splitlines():
+        status, _, rest = line.partition(" ")
+        name, _, detail = rest.partition(": ")
+        checks[name] = {"ok": status == "ok", "detail": detail}
+    bad = [n for n in UNIT_CHECKS if not checks.get(n, {}).get("ok")]
+    stop = re.search(r"stop took ([\d.]+) s", checks.get("stop-time", {}).get("detail", ""))
+    stop = f"stop {stop.group(1)} s" if stop else "stop ?"
+    if bad:
+        return {"ok": False, "checks": checks,
+                "text": "FAIL " + ", ".join(f"{n} ({checks[n]['detail'][:60]})" if n in checks else f"{n} (not run)"
+                                            for n in bad)}
+    return {"ok": True, "checks": checks, "text": f"ok: {len(UNIT_CHECKS)} checks, drained, {stop}"}
+
+
+def session(out):
+    """The "user session" cell from session/ (tests/vm/checks/session.sh):
+    per delegation of the user manager (stock, partial, dropin), the limits
+    mechanism `exec --report` named in a Delegate=yes scope and whether
+    `doctor` printed the drop-in. Green when the drop-in gives cgroup v2 and
+    doctor names the drop-in where delegation is partial."""
+    skipped = read(out, "session/skipped")
+    if skipped is not None:
+        return {"ok": True, "text": f"skipped: {skipped.strip()}"}
+    r = {}
+    for mode in ("stock", "partial", "dropin"):
+        try:
+            mech = json.loads(read(out, f"session/{mode}-report.json") or "null")["limits_mechanism"]
+        except (ValueError, KeyError, TypeError):
+            err = (read(out, f"session/{mode}-exec.err") or "").strip().splitlines()
+            mech = f"no report: {err[-1][:60]}" if err else "no report"
+        r[mode] = {"mechanism": mech,
+                   "controllers": (read(out, f"session/{mode}-controllers") or "?").split(),
+                   "doctor_names_dropin": DROPIN in (read(out, f"session/{mode}-doctor.txt") or "")}
+    cells = [f"{m} {v['mechanism']}" for m, v in r.items()]
+    cells[1] += f" (doctor {'prints' if r['partial']['doctor_names_dropin'] else 'does NOT print'} the drop-in)"
+    r["ok"] = r["dropin"]["mechanism"] == "cgroup-v2" and r["partial"]["doctor_names_dropin"]
+    r["text"] = ", ".join(cells)
+    return r
+
+
+def col_units(out, r):
+    un = units(out)
+    r["units"] = un
+    return un["text"], un["ok"]
+
+
+def col_session(out, r):
+    se = session(out)
+    r["session"] = se
+    return se["text"], se["ok"]
+
+
 COLUMNS = [
     ("release", col_release),
     ("cgroup", col_cgroup),
@@ -263,6 +336,8 @@ COLUMNS = [
     ("whiteout image", col_whiteout),
     ("network", col_network),
     ("pinfold run", col_run),
+    ("units/.deb", col_units),
+    ("user session", col_session),
 ]
 
 

@@ -171,7 +171,7 @@ pub(crate) fn detect_with(also: &[u32]) -> Mechanism {
     let missing = missing_controllers(&dir);
     if !missing.is_empty() {
         return Mechanism::Fallback(format!(
-            "the unified hierarchy at {} lacks the {} controller(s): cgroups are not delegated (hybrid or v1 host)",
+            "{} lacks the {} controller(s): they are not delegated to it (or the host is hybrid or v1)",
             dir.display(),
             missing.join(", ")
         ));
