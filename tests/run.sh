@@ -16,7 +16,7 @@ cargo fmt --all --check
 # SQLite may turn up in the agent's tree. `cargo tree -i` refuses a package
 # that is not in the graph at all ("did not match"): that counts as absent.
 err=$(mktemp)
-trap 'rm -f "$err"' EXIT
+trap 'rm -f "$err" "${deb_log:-}"' EXIT
 for inv in "pinfold-coordinator" "rusqlite -e normal" "axum -e normal"; do
   # shellcheck disable=SC2086
   if ! tree=$(cargo tree --locked -p pinfold-agent -i $inv 2>"$err") &&
@@ -30,10 +30,19 @@ for inv in "pinfold-coordinator" "rusqlite -e normal" "axum -e normal"; do
   fi
 done
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked --no-run
+# cargo-deb for the kernel matrix builds while the tests run.
+deb_log=$(mktemp)
+deb_pid=
+if [ "${PINFOLD_SKIP_VM:-}" != 1 ] && [ "$(id -u)" = 0 ]; then
+  bash tests/vm/cargo-deb.sh >"$deb_log" 2>&1 &
+  deb_pid=$!
+fi
 cargo test --workspace --locked
 if [ "${PINFOLD_SKIP_VM:-}" = 1 ]; then
   echo "tests/run.sh: PINFOLD_SKIP_VM=1: the kernel matrix (tests/vm/run.sh) is skipped" >&2
 elif [ "$(id -u)" = 0 ]; then
+  wait "$deb_pid" || { cat "$deb_log" >&2; echo "tests/run.sh: installing cargo-deb failed" >&2; exit 1; }
   bash tests/vm/run.sh
 else
   echo "tests/run.sh: the kernel matrix needs root: sudo bash tests/vm/run.sh (or PINFOLD_SKIP_VM=1)" >&2

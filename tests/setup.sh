@@ -52,16 +52,6 @@ if [ -c /dev/net/tun ] && [ "$(stat -c %a /dev/net/tun)" != 666 ]; then
 fi
 command -v ip >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null; }
 
-# cargo-deb packages the debug build for the VM matrix's units check
-# (tests/vm/run.sh: `cargo deb --no-build`, so no second build of pinfold).
-# Pinned: the [package.metadata.deb] keys and the flags run.sh passes are
-# this version's. Installing it takes ~5 min on 2 cores, once per machine.
-CARGO_DEB_VERSION=3.8.0
-if command -v cargo >/dev/null && [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]; then
-  echo "tests/setup.sh: installing cargo-deb $CARGO_DEB_VERSION (cargo install)"
-  cargo install --quiet --locked --version "$CARGO_DEB_VERSION" cargo-deb
-fi
-
 # Unprivileged user namespaces must be allowed (Ubuntu restricts them).
 if [ -e /proc/sys/kernel/apparmor_restrict_unprivileged_userns ]; then
   sysctl -qw kernel.apparmor_restrict_unprivileged_userns=0 || true

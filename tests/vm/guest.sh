@@ -41,11 +41,17 @@ asu() {
   else shift; "$@"; fi
 }
 # pf WHO ARGS...: pinfold ARGS as WHO, in WHO's work directory and home.
+# The user runs where this unit put it, without delegation (the fallback
+# limits); root runs in a scope of its own with Delegate=yes, as a runner
+# would under systemd (cgroup v2 limits: pinfold must be alone in its
+# cgroup, and this unit's cgroup holds guest.sh).
 pf() {
   _who=$1; shift
   _w=/var/tmp/pv-$_who
+  if [ "$_who" = root ]; then set -- systemd-run --scope -p Delegate=yes -q -- "$_w/pinfold" "$@"
+  else set -- "$_w/pinfold" "$@"; fi
   (cd "$_w" && asu "$_who" env -i PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME="$_w" \
-    PINFOLD_HOME="$_w/home" "$_w/pinfold" "$@")
+    PINFOLD_HOME="$_w/home" "$@")
 }
 
 for check in /share/checks/*.sh; do

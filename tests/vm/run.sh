@@ -145,8 +145,7 @@ cp "$pasta" "$p/pasta"
 # (`cargo deb --no-build --profile dev`: the package's files and maintainer
 # scripts are what the check proves, not the dist build's code generation),
 # and a busybox image of its own for the jobs it submits.
-command -v cargo-deb >/dev/null \
-  || die "cargo-deb is missing: tests/setup.sh installs it (cargo install cargo-deb --locked)"
+bash "$here/cargo-deb.sh" || die "installing cargo-deb failed (tests/vm/cargo-deb.sh)"
 mkdir -p "$p/units"
 (cd "$repo" && cargo deb -q --no-build --profile dev --fast -o "$p/units/pinfold.deb" >/dev/null 2>"$run/cargo-deb.err") \
   || die "cargo deb failed: see $run/cargo-deb.err"

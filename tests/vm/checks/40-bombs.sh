@@ -2,7 +2,9 @@
 # written and never mapped (a shared-memory trick of issue 7), a fork bomb,
 # a CPU burner and a /tmp fill, each with a small --limit and a --timeout
 # that bounds it if the limit does not, as the user and as root. The
-# --report JSON says which limit ended it and by which mechanism.
+# --report JSON says which limit ended it and by which mechanism: the
+# fallback for the user, cgroup v2 for root (its own delegated scope, see
+# pf in guest.sh), where three more memory tricks are charged too.
 # Writes bomb-NAME-WHO.{json,err,rc}.
 bomb() { # bomb NAME WHO LIMIT CMD...
   _n=$1 _who=$2 _lim=$3; shift 3
@@ -20,3 +22,9 @@ for who in user root; do
   bomb cpu $who cpu_time=1s /bin/sh -c '(while :; do :; done) & while :; do :; done'
   bomb disk $who tmp_size=1M /bin/sh -c 'dd if=/dev/zero of=/tmp/fill bs=64k count=64'
 done
+# The other memory tricks of issue 7, where cgroup v2 charges them (root's
+# delegated scope): shared anonymous memory, a mapped memfd, /dev/shm files.
+bomb shanon root memory=64M /bin/probe mem shared-anon 512
+bomb memfdmap root memory=64M /bin/probe mem memfd-mapped 512
+bomb devshm root memory=64M /bin/sh -c 'dd if=/dev/zero of=/dev/shm/fill bs=1M count=200; sleep 1'
+
