@@ -328,10 +328,12 @@ impl Watcher {
 
     /// The fallback: every process of the container's pid namespace.
     fn check_namespace(&mut self) -> Option<Breach> {
-        let mut totals = Totals {
-            memory: (self.memory != 0).then(Charge::default),
-            ..Totals::default()
-        };
+        // Two passes: tasks and CPU time from each stat first, which is
+        // cheap, then memory (each process's maps), which is not. A fork
+        // bomb that starves this process (a slow or loaded machine: under
+        // qemu's emulation one full look took seconds) is named by the
+        // first pass without waiting for the second.
+        let mut dirs: Vec<(String, bool)> = Vec::new();
         if self.proc.is_none() {
             let members = self.members_on_host();
             // The container's own procfs lists exactly its processes, so a
@@ -357,12 +359,7 @@ impl Watcher {
             }
             if self.proc.is_none() {
                 for pid in members {
-                    totals.add(
-                        &format!("/proc/{pid}"),
-                        pid == self.init.as_raw(),
-                        self.page,
-                        &self.shmem,
-                    );
+                    dirs.push((format!("/proc/{pid}"), pid == self.init.as_raw()));
                 }
             }
         }
@@ -371,18 +368,40 @@ impl Watcher {
             for pid in pids_in(&proc) {
                 // Init (PID 1) is pinfold's: its reaped orphans' CPU time
                 // counts, its own memory and CPU do not.
-                totals.add(&format!("{proc}/{pid}"), pid == 1, self.page, &self.shmem);
+                dirs.push((format!("{proc}/{pid}"), pid == 1));
             }
         }
+        // Each process is at least one task: a count of processes at the
+        // limit needs no stat at all.
+        if self.pids != 0 && dirs.len() as u64 >= self.pids {
+            return Some(Breach::Pids(self.pids));
+        }
+        let mut totals = Totals::default();
+        for (dir, init) in &dirs {
+            totals.add(dir, *init);
+        }
+        tracing::trace!(
+            tasks = totals.tasks,
+            ticks = totals.ticks,
+            found = self.proc.is_some(),
+            "fallback look"
+        );
         if self.pids != 0 && totals.tasks >= self.pids {
             return Some(Breach::Pids(self.pids));
         }
-        let memory = totals.memory.map_or(0, |c| c.total(&self.shmem));
-        if self.memory != 0 && memory > self.memory {
-            return Some(Breach::Memory(self.memory));
-        }
         if self.cpu_secs != 0 && totals.ticks > self.cpu_secs * self.clk_tck {
             return Some(Breach::CpuTime(self.cpu_secs));
+        }
+        if self.memory != 0 {
+            let mut charge = Charge::default();
+            for (dir, _) in dirs.iter().filter(|(_, init)| !init) {
+                charge.add_process(dir, self.page, &self.shmem);
+            }
+            let memory = charge.total(&self.shmem);
+            tracing::trace!(memory, "fallback look: memory");
+            if memory > self.memory {
+                return Some(Breach::Memory(self.memory));
+            }
         }
         None
     }
@@ -508,15 +527,13 @@ fn collect_stale(dir: &Path) {
 #[derive(Default)]
 struct Totals {
     tasks: u64,
-    /// The memory charge, when `memory` is limited.
-    memory: Option<Charge>,
     ticks: u64,
 }
 
 impl Totals {
     /// Adds the process whose /proc directory is `dir`; `init`: count only
     /// its reaped children's CPU time (and its task).
-    fn add(&mut self, dir: &str, init: bool, page: u64, shmem: &Shmem) {
+    fn add(&mut self, dir: &str, init: bool) {
         let Some(st) = Stat::read(&format!("{dir}/stat")) else {
             return;
         };
@@ -524,9 +541,6 @@ impl Totals {
         self.ticks += st.children_ticks;
         if !init {
             self.ticks += st.ticks;
-            if let Some(c) = &mut self.memory {
-                c.add_process(dir, page, shmem);
-            }
         }
     }
 }

@@ -18,7 +18,7 @@ bomb() { # bomb NAME WHO LIMIT CMD...
 for who in user root; do
   bomb mem $who memory=64M /bin/sh -c 'dd if=/dev/zero of=/dev/null bs=256M count=200 2>/dev/null'
   bomb memfd $who memory=64M /bin/probe mem memfd-write 512
-  bomb pids $who pids=64 /bin/probe forkbomb 20
+  bomb pids $who pids=64 /bin/probe forkbomb 45
   bomb cpu $who cpu_time=1s /bin/sh -c '(while :; do :; done) & while :; do :; done'
   bomb disk $who tmp_size=1M /bin/sh -c 'dd if=/dev/zero of=/tmp/fill bs=64k count=64'
 done
