@@ -450,7 +450,12 @@ fn sigterm_with_the_coordinator_gone(gone: fn(&mut Server) -> Result<()>) -> Res
 }
 
 fn run_local(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let o = common::pinfold()
+    run_local_as(common::pinfold(), dir, args)
+}
+
+/// [`run_local`] with `pinfold` as the command (the test user's or root's).
+fn run_local_as(mut pinfold: Command, dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let o = pinfold
         .env("PINFOLD_HOME", dir.join("home"))
         .env("PINFOLD_SECRET_TOKEN", "hunter2-local")
         .current_dir(dir)
@@ -526,6 +531,61 @@ fn pinfold_run_locally() -> Result<()> {
         err.contains("bad.yaml") && err.contains("stepz") && err.contains("line 2"),
         "{err}"
     );
+    Ok(())
+}
+
+/// As real root (an operator's runner, and every check of the VM matrix),
+/// a job with a source and artifacts runs as it does for the test user.
+/// The runner writes the source as the containers' root, an unprivileged
+/// host id: it used to reach the workspace by a path through the runner's
+/// 0700 job directory with that id, and every job with a source failed
+/// with EACCES.
+#[test]
+fn pinfold_run_as_real_root_unpacks_the_source_and_ships_artifacts() -> Result<()> {
+    if !common::is_root() {
+        eprintln!("skipped: needs to run as root");
+        return Ok(());
+    }
+    let w = tempfile::tempdir_in(&common::fixtures().root)?;
+    let dir = w.path();
+    std::fs::create_dir_all(dir.join("src/sub"))?;
+    std::fs::write(dir.join("src/input"), "from the source\n")?;
+    std::fs::write(dir.join("src/sub/more"), "and below\n")?;
+    write_job(
+        dir,
+        "job.yaml",
+        "  - name: build\n    run: mkdir -p out; cat input sub/more > out/app; stat -c %u:%g input > out/owner; echo more >> sub/more\n  - name: again\n    run: cat sub/more > out/more\n",
+        "artifacts: [out/*]\n",
+    )?;
+    write_job(
+        dir,
+        "nosrc.yaml",
+        "  - name: empty\n    run: mkdir out; ls -A > out/ls\n",
+        "artifacts: [out/*]\n",
+    )?;
+    let run = |args: &[&str]| run_local_as(common::pinfold_as_root(), dir, args);
+    let (code, out, err) = run(&["job.yaml", "--source", "src", "--out", "art"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let art = dir.join("art/out");
+    assert_eq!(
+        std::fs::read_to_string(art.join("app"))?,
+        "from the source\nand below\n"
+    );
+    // The source belongs to the containers' root, and the steps write it.
+    assert_eq!(std::fs::read_to_string(art.join("owner"))?, "0:0\n");
+    assert_eq!(
+        std::fs::read_to_string(art.join("more"))?,
+        "and below\nmore\n"
+    );
+    assert!(dir.join("art/provenance.intoto.json").is_file(), "{err}");
+
+    // No source: an empty workspace, artifacts still shipped.
+    let (code, out, err) = run(&["nosrc.yaml", "--out", "art2"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(std::fs::read_to_string(dir.join("art2/out/ls"))?, "out\n");
+    // Nothing is left of either job directory.
+    let left: Vec<_> = std::fs::read_dir(dir.join("home/run"))?.collect();
+    assert!(left.is_empty(), "{left:?}");
     Ok(())
 }
 

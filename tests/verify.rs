@@ -37,7 +37,12 @@ struct Verified {
 }
 
 fn verify(dir: &Path, extra: &[&str]) -> Verified {
-    let o = common::pinfold()
+    verify_with(common::pinfold(), dir, extra)
+}
+
+/// [`verify`] with `pinfold` as the command (the test user's or root's).
+fn verify_with(mut pinfold: Command, dir: &Path, extra: &[&str]) -> Verified {
+    let o = pinfold
         .env("PINFOLD_HOME", dir.join("home"))
         .current_dir(dir)
         .args([
@@ -236,6 +241,45 @@ fn directory_order_and_the_rest_are_caught_and_named() {
     if names.contains(&"cpus".to_string()) {
         assert_eq!(flipped_by(r, "out/cpus"), ["cpus"]);
     }
+}
+
+/// As real root, every run gets its source and the user variation's
+/// `/etc/passwd` in its writable layer: both are written as the
+/// containers' root, an unprivileged host id that may not search the
+/// runner's 0700 job directory (both failed with EACCES before).
+#[test]
+fn verify_as_real_root_fills_every_run() {
+    if !common::is_root() {
+        eprintln!("skipped: needs to run as root");
+        return;
+    }
+    let d = setup(
+        "  - name: build\n    run: mkdir out; cat a sub/x > out/ax; id -un > out/user || echo none > out/user\n",
+    );
+    let v = verify_with(
+        common::pinfold_as_root(),
+        d.path(),
+        &["--vary", "user,dir_order"],
+    );
+    assert_eq!(v.code, 1, "{}{}", v.stdout, v.stderr);
+    let identical = |name: &str| {
+        v.report["artifacts"]
+            .as_array()
+            .and_then(|a| a.iter().find(|a| a["name"] == name))
+            .map(|a| a["identical"].clone())
+    };
+    assert_eq!(
+        identical("out/ax"),
+        Some(Value::Bool(true)),
+        "{:#}",
+        v.report
+    );
+    assert_eq!(
+        identical("out/user"),
+        Some(Value::Bool(false)),
+        "{:#}",
+        v.report
+    );
 }
 
 #[test]

@@ -179,16 +179,31 @@ pub fn user_dir() -> tempfile::TempDir {
 /// `pinfold ARGS` as the test user, with a clean environment.
 pub fn pinfold() -> Command {
     let f = fixtures();
+    let mut c = pinfold_clean(&f.root.join("home"));
+    if let Some((uid, gid)) = f.user {
+        c.uid(uid).gid(gid);
+    }
+    c
+}
+
+/// `pinfold ARGS` as real root (skip the test unless [`is_root`]), with the
+/// same clean environment: operators do run runners as root, and root's
+/// containers map onto an unprivileged host range (`PINFOLD_ROOT_IDMAP`).
+pub fn pinfold_as_root() -> Command {
+    pinfold_clean(&fixtures().root.join("root-home"))
+}
+
+/// The fixtures' `pinfold` with a clean environment and `home` as
+/// `PINFOLD_HOME`, as the caller.
+fn pinfold_clean(home: &Path) -> Command {
+    let f = fixtures();
     let mut c = Command::new(&f.pinfold);
     c.env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
         .env("HOME", &f.root)
-        .env("PINFOLD_HOME", f.root.join("home"))
+        .env("PINFOLD_HOME", home)
         .current_dir(&f.root)
         .stdin(Stdio::null());
-    if let Some((uid, gid)) = f.user {
-        c.uid(uid).gid(gid);
-    }
     c
 }
 

@@ -179,8 +179,7 @@ impl Job {
             .id_map_mode()
             .map_err(|e| RunError::Config(format!("PINFOLD_USERNS: {e}")))?;
         let jobfs = JobFs::start(&self.exe, &self.dir, sizes, mode, &self.settings)?;
-        let layer = jobfs.layer_upper();
-        jobfs.as_owner(|| write_files(&layer, &o.files))?;
+        jobfs.write_layer_upper(|layer| write_files(layer, &o.files))?;
         Ok(jobfs)
     }
 
@@ -566,12 +565,11 @@ impl Workspace<'_> {
     }
 
     /// Runs `f`, which writes into the workspace at the path it is given,
-    /// as the workspace's owner (see [`JobFs::as_owner`]): only what writes
-    /// into it, never what reads the caller's own files (the owner may not
-    /// read them when the runner is root).
+    /// as the workspace's owner (see [`JobFs::write_workspace`]): only what
+    /// writes into it, never what reads the caller's own files (the owner
+    /// may not read them when the runner is root).
     pub fn write<T>(&self, f: impl FnOnce(&Path) -> T) -> T {
-        let path = self.path();
-        self.0.as_owner(|| f(&path))
+        self.0.write_workspace(f)
     }
 }
 

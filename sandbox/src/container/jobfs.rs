@@ -21,7 +21,11 @@
 //!    overlay's upper and work directories, the workspace at the working
 //!    directory. exec refuses mounts larger than its policy allows.
 //! 3. The runner fills the workspace and collects artifacts from the host
-//!    side through `/proc/HOLDER/root/DIR/…` (same user, so allowed).
+//!    side through `/proc/HOLDER/root/DIR/…` (same user, so allowed). It
+//!    opens both mount roots once, with its own credentials, and writes
+//!    beneath those fds ([`JobFs::write_workspace`]): as real root it writes
+//!    as the mounts' owner, an unprivileged id that may not search the
+//!    runner's 0700 job directory on the way to them.
 //! 4. The holder ends with the job (its stdin closes, or SIGKILL on drop);
 //!    the kernel frees both tmpfs with the last mount.
 //!
@@ -117,6 +121,75 @@ pub struct JobFs {
     dir: PathBuf,
     /// The host (uid, gid) of the namespace's root, who owns both roots.
     owner: (u32, u32),
+    /// The directories the host side writes into.
+    roots: Roots,
+}
+
+/// The workspace's root and the layer's `upper/`, opened once by the
+/// caller (`O_PATH`, close-on-exec: no step inherits them).
+struct Roots {
+    workspace: OwnedFd,
+    upper: OwnedFd,
+}
+
+impl Roots {
+    /// Opens both through the holder's root, as the caller: the path
+    /// crosses the caller's 0700 job directory, which the mounts' owner may
+    /// not search when the caller is real root (its containers' ids are an
+    /// unprivileged range).
+    fn open(holder: &Child, dir: &Path) -> Result<Roots> {
+        let open = |path: PathBuf| {
+            nix::fcntl::open(
+                &path,
+                nix::fcntl::OFlag::O_PATH
+                    | nix::fcntl::OFlag::O_DIRECTORY
+                    | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| JobFsError::Dir {
+                path,
+                source: e.into(),
+            })
+        };
+        Ok(Roots {
+            workspace: open(reach(holder, dir, WORKSPACE))?,
+            upper: open(reach(holder, dir, LAYER).join("upper"))?,
+        })
+    }
+}
+
+/// `name` (a mount point in the job directory `dir`) as the host side
+/// reaches it: through the holder's root, in the holder's mount namespace.
+fn reach(holder: &Child, dir: &Path, name: &str) -> PathBuf {
+    let rel = dir.strip_prefix("/").unwrap_or(dir);
+    Path::new("/proc")
+        .join(holder.id().to_string())
+        .join("root")
+        .join(rel)
+        .join(name)
+}
+
+/// Talks the holder through its start: it made its namespaces, the caller
+/// writes its id maps, it mounts both file systems and says `ready`.
+fn handshake(child: &mut Child, plan: &idmap::IdMapPlan) -> Result<()> {
+    let lost = |what: &str| JobFsError::Holder(format!("it ended before {what}"));
+    let mut out = BufReader::new(child.stdout.take().ok_or_else(|| lost("starting"))?);
+    let mut b = [0u8; 1];
+    out.read_exact(&mut b)
+        .map_err(|_| lost("making its namespaces"))?;
+    idmap::apply(plan, Pid::from_raw(child.id() as i32))?;
+    let stdin = child.stdin.as_mut().ok_or_else(|| lost("starting"))?;
+    stdin
+        .write_all(b"g")
+        .and_then(|()| stdin.flush())
+        .map_err(|_| lost("its id maps were written"))?;
+    let mut line = String::new();
+    out.read_line(&mut line)
+        .map_err(|_| lost("mounting its file systems"))?;
+    if line.trim_end() != "ready" {
+        return Err(lost("mounting its file systems"));
+    }
+    Ok(())
 }
 
 impl JobFs {
@@ -158,45 +231,31 @@ impl JobFs {
                     .map_err(std::io::Error::from)
             });
         }
-        let child = cmd
+        let mut child = cmd
             .spawn()
             .map_err(|e| JobFsError::Holder(format!("start {}: {e}", exe.display())))?;
         let owner = (plan.host_root_uid(), plan.host_root_gid());
-        let mut fs = JobFs { child, dir, owner };
-        if let Err(e) = fs.handshake(&plan) {
-            let _ = fs.child.kill();
-            let mut why = String::new();
-            if let Some(mut err) = fs.child.stderr.take() {
-                let _ = err.read_to_string(&mut why);
+        let roots = match handshake(&mut child, &plan).and_then(|()| Roots::open(&child, &dir)) {
+            Ok(roots) => roots,
+            Err(e) => {
+                let _ = child.kill();
+                let mut why = String::new();
+                if let Some(mut err) = child.stderr.take() {
+                    let _ = err.read_to_string(&mut why);
+                }
+                let _ = child.wait();
+                return Err(match why.lines().next() {
+                    Some(line) if !line.is_empty() => JobFsError::Holder(line.to_owned()),
+                    _ => e,
+                });
             }
-            let _ = fs.child.wait();
-            return Err(match why.lines().next() {
-                Some(line) if !line.is_empty() => JobFsError::Holder(line.to_owned()),
-                _ => e,
-            });
-        }
-        Ok(fs)
-    }
-
-    fn handshake(&mut self, plan: &idmap::IdMapPlan) -> Result<()> {
-        let lost = |what: &str| JobFsError::Holder(format!("it ended before {what}"));
-        let mut out = BufReader::new(self.child.stdout.take().ok_or_else(|| lost("starting"))?);
-        let mut b = [0u8; 1];
-        out.read_exact(&mut b)
-            .map_err(|_| lost("making its namespaces"))?;
-        idmap::apply(plan, Pid::from_raw(self.child.id() as i32))?;
-        let stdin = self.child.stdin.as_mut().ok_or_else(|| lost("starting"))?;
-        stdin
-            .write_all(b"g")
-            .and_then(|()| stdin.flush())
-            .map_err(|_| lost("its id maps were written"))?;
-        let mut line = String::new();
-        out.read_line(&mut line)
-            .map_err(|_| lost("mounting its file systems"))?;
-        if line.trim_end() != "ready" {
-            return Err(lost("mounting its file systems"));
-        }
-        Ok(())
+        };
+        Ok(JobFs {
+            child,
+            dir,
+            owner,
+            roots,
+        })
     }
 
     /// The socket steps fetch the mounts from (`pinfold exec --job-fs`).
@@ -204,26 +263,28 @@ impl JobFs {
         self.dir.join(SOCKET)
     }
 
-    /// `name` (a mount point) as the host side reaches it: through the
-    /// holder's root, in the holder's mount namespace.
-    fn reach(&self, name: &str) -> PathBuf {
-        let rel = self.dir.strip_prefix("/").unwrap_or(&self.dir);
-        Path::new("/proc")
-            .join(self.child.id().to_string())
-            .join("root")
-            .join(rel)
-            .join(name)
-    }
-
     /// The workspace, for the host side (source in, artifacts out).
     pub fn workspace(&self) -> PathBuf {
-        self.reach(WORKSPACE)
+        reach(&self.child, &self.dir, WORKSPACE)
     }
 
     /// The writable layer's upper directory, for files put into the rootfs
     /// before the first step.
     pub fn layer_upper(&self) -> PathBuf {
-        self.reach(LAYER).join("upper")
+        reach(&self.child, &self.dir, LAYER).join("upper")
+    }
+
+    /// Runs `f`, which writes into the workspace at the path it is given,
+    /// as the mounts' owner (see [`JobFs::as_owner`]). The path is the
+    /// caller's open fd of the workspace's root (`/proc/self/fd/N`), so no
+    /// directory above the mount is searched with the owner's ids.
+    pub fn write_workspace<T>(&self, f: impl FnOnce(&Path) -> T) -> T {
+        self.as_owner(|| f(&fd_path(&self.roots.workspace)))
+    }
+
+    /// [`JobFs::write_workspace`] for the writable layer's `upper/`.
+    pub fn write_layer_upper<T>(&self, f: impl FnOnce(&Path) -> T) -> T {
+        self.as_owner(|| f(&fd_path(&self.roots.upper)))
     }
 
     /// Runs `f` (which writes into the job file system from the host side)
@@ -231,8 +292,10 @@ impl JobFs {
     /// mounted in a user namespace refuses to create files for an owner it
     /// cannot map (EOVERFLOW), and host root is not mapped when pinfold
     /// runs as root. Only this thread's file-system ids change (setfsuid
-    /// is per thread); they are restored after.
-    pub fn as_owner<T>(&self, f: impl FnOnce() -> T) -> T {
+    /// is per thread); they are restored after. The owner loses root's
+    /// file capabilities with root's fsuid: it may not search the job
+    /// directory, so `f` gets a path that starts at an open mount root.
+    fn as_owner<T>(&self, f: impl FnOnce() -> T) -> T {
         use nix::unistd::{Gid, Uid, setfsgid, setfsuid};
         if !Uid::effective().is_root() {
             return f();
@@ -250,6 +313,12 @@ impl JobFs {
         let _restore = Restore(old_uid, old_gid);
         f()
     }
+}
+
+/// The path of this process's open `fd`: opening through it starts at the
+/// directory the fd holds, without walking the path it was opened by.
+fn fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
 impl Drop for JobFs {
