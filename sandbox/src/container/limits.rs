@@ -317,7 +317,13 @@ impl Watcher {
         if self.memory != 0 && events("memory.events", "oom_kill ") > 0 {
             return Some(Breach::Memory(self.memory));
         }
-        if self.pids != 0 && events("pids.events", "max ") > 0 {
+        // pids.max is rarely what refuses the fork: RLIMIT_NPROC (= pids,
+        // the kernel-enforced backstop set in every mechanism) is checked
+        // first in fork, so the cgroup's task count at the limit names it too.
+        let current = read_trim(&cg.join("pids.current")).and_then(|v| v.parse::<u64>().ok());
+        if self.pids != 0
+            && (events("pids.events", "max ") > 0 || current.is_some_and(|c| c >= self.pids))
+        {
             return Some(Breach::Pids(self.pids));
         }
         if self.cpu_secs != 0 && events("cpu.stat", "usage_usec ") > self.cpu_secs * 1_000_000 {
