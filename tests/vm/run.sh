@@ -175,7 +175,7 @@ if [ "$accel_mode" = auto ]; then
     # In a subshell, so a qemu that aborts (as here) is reported in the log only.
     (timeout --kill-after=5 20 qemu-system-x86_64 -accel kvm -cpu host -m 512M -nodefaults \
       -display none -serial stdio -monitor none -no-reboot -nic none -kernel "$v0" \
-      -append "console=ttyS0 panic=-1") </dev/null >"$run/kvm-probe.log" 2>&1 || true
+      -append "console=ttyS0 panic=-1" || true) </dev/null >"$run/kvm-probe.log" 2>&1
     if grep -q "Linux version" "$run/kvm-probe.log"; then accel_mode=kvm; fi
   fi
 fi
