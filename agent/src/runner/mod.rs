@@ -559,11 +559,6 @@ impl Job {
 pub struct Workspace<'a>(&'a JobFs);
 
 impl Workspace<'_> {
-    /// Where the host side reaches it.
-    pub fn path(&self) -> PathBuf {
-        self.0.workspace()
-    }
-
     /// Runs `f`, which writes into the workspace at the path it is given,
     /// as the workspace's owner (see [`JobFs::write_workspace`]): only what
     /// writes into it, never what reads the caller's own files (the owner

@@ -268,12 +268,6 @@ impl JobFs {
         reach(&self.child, &self.dir, WORKSPACE)
     }
 
-    /// The writable layer's upper directory, for files put into the rootfs
-    /// before the first step.
-    pub fn layer_upper(&self) -> PathBuf {
-        reach(&self.child, &self.dir, LAYER).join("upper")
-    }
-
     /// Runs `f`, which writes into the workspace at the path it is given,
     /// as the mounts' owner (see [`JobFs::as_owner`]). The path is the
     /// caller's open fd of the workspace's root (`/proc/self/fd/N`), so no
