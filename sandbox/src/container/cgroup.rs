@@ -220,8 +220,9 @@ pub(crate) fn kill_and_remove(cg: &Path) {
     tracing::warn!(cgroup = %cg.display(), "a cgroup could not be removed (processes still in it)");
 }
 
-/// rmdir of `cg`'s sub-cgroups and then `cg`; whether `cg` is gone.
-fn remove_tree(cg: &Path) -> bool {
+/// rmdir of `cg`'s sub-cgroups and then `cg`; whether `cg` is gone (a
+/// cgroup with processes stays).
+pub(crate) fn remove_tree(cg: &Path) -> bool {
     if let Ok(entries) = std::fs::read_dir(cg) {
         for e in entries.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {

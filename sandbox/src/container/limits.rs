@@ -46,7 +46,8 @@ use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 
 use super::cgroup::{
-    CgroupError, Mechanism, detect_with, enable_controllers, kill_and_remove, read_trim, write_file,
+    CgroupError, Mechanism, detect_with, enable_controllers, kill_and_remove, read_trim,
+    remove_tree, write_file,
 };
 use super::memory::{Charge, Shmem};
 use crate::policy::{ByteSize, Policy};
@@ -266,9 +267,7 @@ impl Watcher {
             // enabled, which is the case when enabling them failed).
             let _ = std::fs::write(dir.join("cgroup.procs"), "0");
             let _ = std::fs::write(dir.join("cgroup.procs"), self.init.to_string());
-            let _ = std::fs::remove_dir(&job);
-            let _ = std::fs::remove_dir(&exec);
-            let _ = std::fs::remove_dir(&base);
+            remove_tree(&base);
             return Err(e);
         }
         Ok(job)
@@ -522,10 +521,7 @@ fn collect_stale(dir: &Path) {
         if pid.parse::<u32>().is_err() || Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
-        for leaf in ["job", "exec"] {
-            let _ = std::fs::remove_dir(e.path().join(leaf));
-        }
-        let _ = std::fs::remove_dir(e.path());
+        remove_tree(&e.path());
     }
 }
 
