@@ -345,8 +345,11 @@ fn policy_verdict(
     )
 }
 
-fn check_policies(settings: &Settings, f: &KernelFeatures) -> Vec<Check> {
-    let mechanism = cgroup::detect();
+fn check_policies(
+    settings: &Settings,
+    f: &KernelFeatures,
+    mechanism: &cgroup::Mechanism,
+) -> Vec<Check> {
     let pasta = settings.which("pasta", "").is_some();
     SHIPPED
         .iter()
@@ -357,7 +360,7 @@ fn check_policies(settings: &Settings, f: &KernelFeatures) -> Vec<Check> {
                 _ => "policy trusted",
             };
             match Policy::load(name, &settings.policy_dirs()) {
-                Ok(p) => policy_verdict(label, &p, f, &mechanism, pasta),
+                Ok(p) => policy_verdict(label, &p, f, mechanism, pasta),
                 Err(e) => check(label, Status::Fail, e.to_string()),
             }
         })
@@ -411,10 +414,10 @@ fn check_whiteouts() -> Check {
     }
 }
 
-fn check_cgroups() -> Check {
-    use crate::container::cgroup::{Mechanism, detect};
+fn check_cgroups(mechanism: &cgroup::Mechanism) -> Check {
+    use crate::container::cgroup::Mechanism;
     let name = "cgroup v2 delegation";
-    match detect() {
+    match mechanism {
         Mechanism::Cgroup(dir) => check(
             name,
             Status::Ok,
@@ -497,6 +500,8 @@ fn check_user_net(settings: &Settings) -> Check {
 /// what the caller read from its environment (`PATH`, policy directories).
 pub fn run_checks(settings: &Settings) -> Vec<Check> {
     let features = KernelFeatures::probe();
+    // Once: the cgroup check and every policy's verdict use the same answer.
+    let mechanism = cgroup::detect();
     let mut checks = vec![
         check_userns(settings),
         check_no_new_privs(),
@@ -505,10 +510,10 @@ pub fn run_checks(settings: &Settings) -> Vec<Check> {
         check_whiteouts(),
         check_landlock(&features),
         check_seccomp(),
-        check_cgroups(),
+        check_cgroups(&mechanism),
         check_user_net(settings),
     ];
-    checks.extend(check_policies(settings, &features));
+    checks.extend(check_policies(settings, &features, &mechanism));
     checks
 }
 
