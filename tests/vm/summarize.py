@@ -318,9 +318,35 @@ def session(out):
                    "doctor_names_dropin": DROPIN in (read(out, f"session/{mode}-doctor.txt") or "")}
     cells = [f"{m} {v['mechanism']}" for m, v in r.items()]
     cells[1] += f" (doctor {'prints' if r['partial']['doctor_names_dropin'] else 'does NOT print'} the drop-in)"
-    r["ok"] = r["dropin"]["mechanism"] == "cgroup-v2" and r["partial"]["doctor_names_dropin"]
+    r["hundred"] = hundred(read(out, "session/hundred.txt") or "")
+    cells.append(r["hundred"]["text"])
+    r["ok"] = (r["dropin"]["mechanism"] == "cgroup-v2" and r["partial"]["doctor_names_dropin"]
+               and r["hundred"]["ok"])
     r["text"] = ", ".join(cells)
     return r
+
+
+def hundred(text):
+    """hundred.sh's summary: lines `COUNT KIND ok|bad rc=N limit=L
+    mechanism=M`, then `left: N ...` and `procs: N`. Green when all 100 runs
+    ended as expected under cgroup v2 (the bombs by `memory`) and no cgroup
+    or process is left."""
+    runs, left, procs, bad = 0, None, None, []
+    for line in text.splitlines():
+        f = line.split()
+        if line.startswith("left:"):
+            left = int(f[1])
+        elif line.startswith("procs:"):
+            procs = int(f[1])
+        elif len(f) == 6 and f[0].isdigit():
+            n, kind, ok, _rc, limit, mech = f
+            runs += int(n)
+            if ok != "ok" or mech != "mechanism=cgroup-v2" or (kind == "bomb") != (limit == "limit=memory"):
+                bad.append(f"{n} {kind} {ok} {_rc} {limit} {mech}")
+    ok = runs == 100 and not bad and left == 0 and procs == 0
+    text = (f"100 runs: {left} cgroups and {procs} processes left" if ok
+            else f"100 runs FAIL: {runs} runs, left={left}, procs={procs}, {'; '.join(bad)[:120]}")
+    return {"ok": ok, "runs": runs, "left": left, "procs": procs, "bad": bad, "text": text}
 
 
 def col_units(out, r):

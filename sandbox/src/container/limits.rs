@@ -498,9 +498,11 @@ pub(crate) fn full_disks(layer: bool, workspace: Option<&Path>) -> u32 {
 
 impl Drop for Watcher {
     fn drop(&mut self) {
-        // This process's own `exec` leaf goes with a later run's
-        // `collect_stale` (or with the runner's step cgroup), once this
-        // process has exited.
+        // This process's own `exec` leaf cannot go while it is in it: it
+        // goes with the cgroup pinfold was started in, which its maker
+        // removes once pinfold has exited (systemd a scope or unit, the
+        // runner a step's cgroup, tests/vm/system/hundred.sh checks it), or
+        // with a later run's `collect_stale`.
         if let Some(cg) = self.cgroup.take() {
             kill_and_remove(&cg);
         }

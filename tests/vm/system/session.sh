@@ -13,9 +13,11 @@
 #            Delegate=cpu cpuset io memory pids
 # Each time it records the controllers the user manager got and, as
 # pinfold-test inside `systemd-run --user --scope -p Delegate=yes`, the
-# --report of `pinfold exec` and what `pinfold doctor` printed. Writes
-# /share/out/session/: MODE-{controllers,report.json,exec.err,doctor.txt},
-# results.txt and trace.log; summarize.py makes the "user session" column.
+# --report of `pinfold exec` and what `pinfold doctor` printed. With the
+# drop-in, 100 more runs, each in a scope of its own (hundred.sh), must
+# leave no cgroup behind. Writes /share/out/session/: MODE-{controllers,report.json,
+# exec.err,doctor.txt}, hundred.{txt,err}, results.txt and trace.log;
+# summarize.py makes the "user session" column.
 # Stops the user manager before it returns. About 2 minutes under TCG: with
 # units.sh on the first kernel's row only (begin.sh).
 check=session
@@ -34,13 +36,16 @@ dropin=/etc/systemd/system/user@.service.d/delegate.conf
 systemctl start dbus.socket dbus.service systemd-logind.service
 loginctl enable-linger $user
 
+# user_env CMD...: CMD as the user, with a login session's environment.
+user_env() {
+  setpriv --reuid=$user --regid=$user --init-groups env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+    HOME="$w" PINFOLD_HOME="$w/home" XDG_RUNTIME_DIR=/run/user/$uid \
+    DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/$uid/bus "$@"
+}
 # as_user CMD...: CMD as the user in a new scope of their manager, with
 # Delegate=yes, as a login session's shell would run it.
 as_user() {
-  setpriv --reuid=$user --regid=$user --init-groups env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-    HOME="$w" PINFOLD_HOME="$w/home" XDG_RUNTIME_DIR=/run/user/$uid \
-    DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/$uid/bus \
-    systemd-run --user --scope --quiet -p Delegate=yes "$@"
+  user_env systemd-run --user --scope --quiet -p Delegate=yes "$@"
 }
 
 mkdir -p "${dropin%/*}"
@@ -67,6 +72,11 @@ for mode in stock partial dropin; do
   echo $? >"$o/$mode-exec.rc"
   cp "$w/$mode-report.json" "$o/$mode-report.json"
   (cd "$w" && as_user "$w/pinfold" doctor </dev/null >"$o/$mode-doctor.txt" 2>&1)
+  if [ $mode = dropin ]; then
+    cp /share/system/hundred.sh "$w/hundred.sh"
+    (cd "$w" && user_env sh "$w/hundred.sh" "$w" </dev/null >"$o/hundred.txt" 2>&1)
+    cp "$w/hundred.err" "$o/hundred.err" 2>/dev/null
+  fi
   mech=$(sed -n 's/.*"limits_mechanism": *"\([^"]*\)".*/\1/p' "$o/$mode-report.json" 2>/dev/null)
   echo "$mode manager=$up mechanism=${mech:-none} controllers=$(tr ' ' ',' <"$o/$mode-controllers")" >>"$o/results.txt"
 done
