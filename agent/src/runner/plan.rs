@@ -116,6 +116,11 @@ pub struct RunOptions {
     /// Restrict the steps to this many CPUs (the first ones of the
     /// caller's affinity mask), with `sched_setaffinity` on the child.
     pub cpus: Option<usize>,
+    /// Host paths bound into each step (`--bind SRC:DST[:rw]`), which the
+    /// runner chooses (the GitLab driver's script and `gitlab-runner`),
+    /// never the job. Paths with `:` cannot be expressed and are refused
+    /// by exec.
+    pub binds: Vec<pinfold_sandbox::container::Bind>,
 }
 
 /// What every step of one job shares.
@@ -193,6 +198,14 @@ impl StepInputs<'_> {
         }
         if o.reverse_env {
             arg(&"--reverse-env");
+        }
+        for b in &o.binds {
+            arg(&"--bind");
+            let mut spec = b.source.clone().into_os_string();
+            spec.push(":");
+            spec.push(&b.dest);
+            spec.push(if b.writable { ":rw" } else { ":ro" });
+            arg(&spec);
         }
         for (k, v) in &o.env {
             arg(&"--env");
@@ -370,6 +383,11 @@ mod tests {
             umask: Some(0o22),
             reverse_env: true,
             env: vec![("TZ".into(), "UTC".into())],
+            binds: vec![pinfold_sandbox::container::Bind {
+                source: "/tmp/s".into(),
+                dest: "/.s".into(),
+                writable: false,
+            }],
             ..RunOptions::default()
         };
         let p = plan_of(
@@ -395,6 +413,7 @@ mod tests {
         assert_eq!(after("--domainname"), "d1");
         assert_eq!(after("--umask"), "022");
         assert_eq!(after("--env"), "TZ=UTC");
+        assert_eq!(after("--bind"), "/tmp/s:/.s:ro");
         // Under a millisecond still limits: never `0ms` (no limit).
         assert_eq!(after("--timeout"), "1ms");
         assert!(args.contains(&"--reverse-env"));
