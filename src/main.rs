@@ -72,6 +72,11 @@ enum Command {
     Verify(cmd::verify::Args),
     #[command(about = "Run jobs from a coordinator")]
     Agent(cmd::agent::Args),
+    #[command(
+        subcommand,
+        about = "GitLab Runner's Custom executor: run each stage of a GitLab CI job in pinfold"
+    )]
+    GitlabDriver(cmd::gitlab_driver::Command),
 }
 
 fn init_tracing(verbose: bool, server: bool) {
@@ -123,7 +128,12 @@ fn main() {
             } else if args.get(1).map(String::as_str) == Some("exec") {
                 125
             } else {
-                2
+                // A misconfigured [runners.custom] is the runner's failure,
+                // not the job's.
+                args.get(1)
+                    .filter(|a| *a == "gitlab-driver")
+                    .and_then(|_| std::env::var("SYSTEM_FAILURE_EXIT_CODE").ok()?.parse().ok())
+                    .unwrap_or(2)
             });
         }
     };
@@ -148,6 +158,7 @@ fn main() {
         Command::Run(a) => cmd::run::run(a),
         Command::Verify(a) => cmd::verify::run(a),
         Command::Agent(a) => cmd::agent::run(a),
+        Command::GitlabDriver(c) => cmd::gitlab_driver::run(c),
     };
     std::process::exit(code);
 }

@@ -13,6 +13,8 @@
 //!   the agent, `pinfold run` and `pinfold verify`, and the runner key.
 //! * [`signals`]: SIGTERM/SIGINT as a flag.
 //! * [`reproduce`]: `pinfold verify`: runs with variations, compared, bisected.
+//! * [`gitlab`]: GitLab Runner's Custom executor (`pinfold gitlab-driver`):
+//!   stage kinds, the config answer, the job's state between stages.
 //!
 //! Depends on `pinfold-api`, `pinfold-client` (to reach a coordinator) and
 //! `pinfold-sandbox` (the image store, the ceiling, the job file system).
@@ -25,6 +27,7 @@
 
 pub mod agent;
 pub mod artifacts;
+pub mod gitlab;
 pub mod log;
 pub mod provenance;
 pub mod reproduce;
