@@ -18,6 +18,7 @@ PACKAGES=(
   apparmor         # apparmor_parser parses ci-templates/apparmor/pinfold (tests/host.rs)
   systemd          # systemd-analyze verify on ci-templates/systemd/ (tests/host.rs)
   passt            # pasta, network mode egress (also copied into the VM guests)
+  python3-venv     # tests/.venv: the PyPI tools below
   # The kernel matrix, tests/vm/run.sh (its own apt step is then a no-op):
   qemu-system-x86 qemu-utils debootstrap kmod cpio e2fsprogs xz-utils zstd file
 )
@@ -55,5 +56,16 @@ command -v ip >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive
 # Unprivileged user namespaces must be allowed (Ubuntu restricts them).
 if [ -e /proc/sys/kernel/apparmor_restrict_unprivileged_userns ]; then
   sysctl -qw kernel.apparmor_restrict_unprivileged_userns=0 || true
+fi
+# PyPI tools, pinned, in a venv of their own (git-ignored): check-jsonschema
+# validates the CI templates' pipeline files against the schemas it ships
+# (tests/gitlab.rs).
+venv=$(cd "$(dirname "$0")" && pwd)/.venv
+PYPI=(check-jsonschema==0.39.0)
+if [ "$(cat "$venv/.pinned" 2>/dev/null)" != "${PYPI[*]}" ]; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "${PYPI[@]}"
+  echo "${PYPI[*]}" >"$venv/.pinned"
 fi
 echo "tests/setup.sh: ready"
