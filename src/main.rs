@@ -77,6 +77,10 @@ enum Command {
         about = "GitLab Runner's Custom executor: run each stage of a GitLab CI job in pinfold"
     )]
     GitlabDriver(cmd::gitlab_driver::Command),
+    #[command(
+        about = "Run an Actions step's script in pinfold: `shell: pinfold shell {0}` (trusted repositories)"
+    )]
+    Shell(cmd::shell::Args),
 }
 
 fn init_tracing(verbose: bool, server: bool) {
@@ -159,6 +163,7 @@ fn main() {
         Command::Verify(a) => cmd::verify::run(a),
         Command::Agent(a) => cmd::agent::run(a),
         Command::GitlabDriver(c) => cmd::gitlab_driver::run(c),
+        Command::Shell(a) => cmd::shell::run(a),
     };
     std::process::exit(code);
 }

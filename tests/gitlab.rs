@@ -18,44 +18,12 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::*;
 
 const BUILD: i32 = 37;
 const SYSTEM: i32 = 73;
-
-/// An OCI image of the fixtures' rootfs (busybox and the probe), built with
-/// umoci: `oci:DIR@sha256:D`.
-fn probe_image() -> &'static str {
-    static IMG: OnceLock<String> = OnceLock::new();
-    IMG.get_or_init(|| {
-        let f = fixtures();
-        let root = f.root.join("gitlab-image");
-        let script = format!(
-            r#"
-l={root}/layout; b={root}/bundle
-umoci init --layout $l
-umoci new --image $l:img
-umoci unpack --rootless --image $l:img $b >/dev/null
-rm -rf $b/rootfs && cp -a {rootfs} $b/rootfs
-umoci repack --image $l:img $b >/dev/null
-rm -rf $b
-chmod -R a+rX {root}
-python3 -c "import json;print(json.load(open('$l/index.json'))['manifests'][0]['digest'])"
-"#,
-            root = root.display(),
-            rootfs = f.rootfs.display()
-        );
-        let o = run_ok(
-            Command::new("sh").arg("-ec").arg(&script),
-            "building the probe image",
-        );
-        let d = String::from_utf8_lossy(&o.stdout).trim().to_string();
-        format!("oci:{}/layout@{d}", root.display())
-    })
-}
 
 /// One job, as GitLab Runner drives it.
 struct Runner {

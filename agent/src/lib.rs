@@ -13,6 +13,8 @@
 //!   the agent, `pinfold run` and `pinfold verify`, and the runner key.
 //! * [`signals`]: SIGTERM/SIGINT as a flag.
 //! * [`reproduce`]: `pinfold verify`: runs with variations, compared, bisected.
+//! * [`shell`]: `pinfold shell {0}`, a custom `shell:` for Actions steps:
+//!   what it binds and passes in.
 //! * [`gitlab`]: GitLab Runner's Custom executor (`pinfold gitlab-driver`):
 //!   stage kinds, the config answer, the job's state between stages.
 //!
@@ -32,5 +34,6 @@ pub mod log;
 pub mod provenance;
 pub mod reproduce;
 pub mod runner;
+pub mod shell;
 pub mod signals;
 pub mod source;

@@ -13,6 +13,7 @@ pub mod policy;
 pub mod run;
 pub mod runners;
 pub mod server;
+pub mod shell;
 pub mod status;
 pub mod submit;
 pub mod verify;

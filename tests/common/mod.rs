@@ -411,3 +411,34 @@ python3 -c "import json;print(json.load(open('$l/index.json'))['manifests'][0]['
         format!("oci:{}/layout@{d}", root.display())
     })
 }
+
+/// An OCI image of the fixtures' rootfs (busybox and the probe), built with
+/// umoci: `oci:DIR@sha256:D`.
+pub fn probe_image() -> &'static str {
+    static IMG: OnceLock<String> = OnceLock::new();
+    IMG.get_or_init(|| {
+        let f = fixtures();
+        let root = f.root.join("probe-image");
+        let script = format!(
+            r#"
+l={root}/layout; b={root}/bundle
+umoci init --layout $l
+umoci new --image $l:img
+umoci unpack --rootless --image $l:img $b >/dev/null
+rm -rf $b/rootfs && cp -a {rootfs} $b/rootfs
+umoci repack --image $l:img $b >/dev/null
+rm -rf $b
+chmod -R a+rX {root}
+python3 -c "import json;print(json.load(open('$l/index.json'))['manifests'][0]['digest'])"
+"#,
+            root = root.display(),
+            rootfs = f.rootfs.display()
+        );
+        let o = run_ok(
+            Command::new("sh").arg("-ec").arg(&script),
+            "building the probe image",
+        );
+        let d = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        format!("oci:{}/layout@{d}", root.display())
+    })
+}
