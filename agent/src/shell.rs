@@ -16,7 +16,10 @@
 //!   names that steer the host side ([`crate::runner::reserved_name`]):
 //!   `PATH` goes in by value, `HOME` not at all (the container's own, so the
 //!   runner's home, its credentials and ssh keys stay outside);
-//! * the script runs with `/bin/sh -e SCRIPT`, GitHub's `sh` shell.
+//! * the script runs with `/bin/sh -e SCRIPT`, GitHub's `sh` shell; with
+//!   `-c COMMAND` (Buildkite's command hook, Woodpecker's local backend)
+//!   `/bin/sh -e -c COMMAND`, and the current directory (their checkout)
+//!   is bound and is the working directory.
 //!
 //! A workflow can drop `shell:`, so this is for trusted repositories only
 //! (see `ci-templates/forgejo/README.md`). This module plans, purely; the
@@ -74,10 +77,11 @@ pub struct ShellPlan {
     pub env_args: Vec<OsString>,
 }
 
-/// Plans a step: `script` is the runner's `{0}`, `cwd` the directory the
-/// runner started the shell in, `vars` the step's environment.
+/// Plans a step: `script` is the runner's `{0}` (`None` for `-c`), `cwd`
+/// the directory the runner started the shell in, `vars` the step's
+/// environment.
 pub fn plan(
-    script: &Path,
+    script: Option<&Path>,
     cwd: &Path,
     vars: &[(OsString, OsString)],
 ) -> Result<ShellPlan, ShellError> {
@@ -96,7 +100,12 @@ pub fn plan(
             want.push((dir, true, var));
         }
     }
-    want.push((dir_of(script), true, "the script"));
+    if let Some(script) = script {
+        want.push((dir_of(script), true, "the script"));
+    }
+    // Where the runner started the step: Buildkite's checkout, Woodpecker's
+    // workspace (under GITHUB_WORKSPACE for Actions).
+    want.push((cwd.to_path_buf(), true, "the current directory"));
     if let Some(v) = get("GITHUB_EVENT_PATH") {
         want.push((dir_of(Path::new(v)), false, "GITHUB_EVENT_PATH"));
     }
@@ -139,7 +148,8 @@ pub fn plan(
     } else {
         get("GITHUB_WORKSPACE")
             .map(PathBuf::from)
-            .unwrap_or_else(|| dir_of(script))
+            .or_else(|| script.map(dir_of))
+            .unwrap_or_else(|| PathBuf::from("/"))
     };
     let mut env_args = Vec::new();
     for (k, v) in vars {
@@ -198,7 +208,7 @@ mod tests {
             ("bad-name", "x"),
         ]);
         let p = plan(
-            Path::new("/r/_work/_temp/abc.sh"),
+            Some(Path::new("/r/_work/_temp/abc.sh")),
             Path::new("/r/_work/repo/repo/sub"),
             &v,
         )
@@ -237,19 +247,25 @@ mod tests {
             ("GITHUB_WORKSPACE", "/w"),
             ("GITHUB_EVENT_PATH", "/e/event.json"),
         ]);
-        let p = plan(Path::new("/s/1.sh"), Path::new("/elsewhere"), &v).unwrap();
+        let p = plan(Some(Path::new("/s/1.sh")), Path::new("/"), &v).unwrap();
         assert!(
             p.binds
                 .iter()
                 .any(|b| b.source == Path::new("/e") && !b.writable)
         );
         assert_eq!(p.workdir, Path::new("/w"));
+        // -c in a checkout (Buildkite, Woodpecker): the checkout is bound
+        // and is the working directory.
+        let p = plan(None, Path::new("/b/checkout"), &[]).unwrap();
+        assert_eq!(p.binds.len(), 1);
+        assert!(p.binds[0].source == Path::new("/b/checkout") && p.binds[0].writable);
+        assert_eq!(p.workdir, Path::new("/b/checkout"));
         let v = vars(&[("GITHUB_WORKSPACE", "/w:x")]);
-        let e = plan(Path::new("/s/1.sh"), Path::new("/"), &v)
+        let e = plan(Some(Path::new("/s/1.sh")), Path::new("/"), &v)
             .unwrap_err()
             .to_string();
         assert!(e.contains("GITHUB_WORKSPACE") && e.contains("':'"), "{e}");
-        let e = plan(Path::new("1.sh"), Path::new("/"), &[]).unwrap_err();
+        let e = plan(Some(Path::new("1.sh")), Path::new("/"), &[]).unwrap_err();
         assert!(e.to_string().contains("absolute"), "{e}");
     }
 }

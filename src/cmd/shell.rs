@@ -8,11 +8,13 @@ use std::path::PathBuf;
 
 /// Run an Actions step's script in pinfold: `shell: pinfold shell {0}`.
 ///
-/// Runs SCRIPT with `/bin/sh -e` in `pinfold exec` on the image (or rootfs)
-/// given, with the workspace, RUNNER_TEMP, the script's directory and the
+/// Runs SCRIPT with `/bin/sh -e` (or `-c COMMAND` with `/bin/sh -e -c`) in
+/// `pinfold exec` on the image (or rootfs) given, with the current
+/// directory, the workspace, RUNNER_TEMP, the script's directory and the
 /// file commands' directories (GITHUB_OUTPUT, GITHUB_ENV, GITHUB_PATH, ...)
 /// bound at the same paths, the step's environment passed in, and HOME the
-/// container's own. A workflow can remove `shell:`: use it for trusted
+/// container's own. Also the command of Buildkite's hook and Woodpecker's
+/// local-backend wrapper (ci-templates/buildkite, ci-templates/woodpecker). A workflow can remove `shell:`: use it for trusted
 /// repositories only.
 ///
 /// Exit status: the script's; 123-127 as `pinfold exec` (125: the sandbox
@@ -42,8 +44,17 @@ pub struct Args {
         env = "PINFOLD_POLICY"
     )]
     policy: String,
+    /// Accepted for `sh -e -c` callers (Woodpecker's local backend); the
+    /// script always runs with `-e`.
+    #[arg(short = 'e')]
+    _errexit: bool,
+    /// Run COMMAND instead of a script file (Buildkite's $BUILDKITE_COMMAND,
+    /// Woodpecker's step script).
+    #[arg(short = 'c', value_name = "COMMAND", conflicts_with = "script")]
+    command: Option<String>,
     /// The step's script: the runner's `{0}`.
-    script: PathBuf,
+    #[arg(required_unless_present = "command")]
+    script: Option<PathBuf>,
 }
 
 /// Runs the subcommand: replaces this process with `pinfold exec`; returns
@@ -57,9 +68,12 @@ pub fn run(a: Args) -> i32 {
         Ok(d) => d,
         Err(e) => return fail(&format!("the current directory: {e}")),
     };
-    let script = std::path::absolute(&a.script).unwrap_or(a.script.clone());
+    let script = a
+        .script
+        .as_ref()
+        .map(|s| std::path::absolute(s).unwrap_or(s.clone()));
     let vars: Vec<(OsString, OsString)> = std::env::vars_os().collect();
-    let plan = match pinfold_agent::shell::plan(&script, &cwd, &vars) {
+    let plan = match pinfold_agent::shell::plan(script.as_deref(), &cwd, &vars) {
         Ok(p) => p,
         Err(e) => return fail(&e),
     };
@@ -88,7 +102,12 @@ pub fn run(a: Args) -> i32 {
     for e in &plan.env_args {
         c.arg("--env").arg(e);
     }
-    c.args(["--", "/bin/sh", "-e"]).arg(&script);
+    c.args(["--", "/bin/sh", "-e"]);
+    match (&a.command, &script) {
+        (Some(cmd), _) => c.arg("-c").arg(cmd),
+        (None, Some(s)) => c.arg(s),
+        (None, None) => unreachable!("clap requires one"),
+    };
     let e = c.exec();
     fail(&format!("starting pinfold exec: {e}"))
 }

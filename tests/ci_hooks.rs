@@ -1,0 +1,186 @@
+//! The Buildkite agent hook and the Woodpecker local-backend wrapper, run
+//! as their agents run them: Buildkite's `hooks/command` sourced by bash in
+//! the checkout with the job's environment (BUILDKITE_COMMAND,
+//! BUILDKITE_BUILD_CHECKOUT_PATH, ...), Woodpecker's `pinfold-sh` called as
+//! `pinfold-sh -e -c SCRIPT` in the workspace with the step's environment
+//! (CI_WORKSPACE, ...). Neither agent can be installed here (not in Debian,
+//! no network beyond the package registries), so the tests replay those
+//! calls. Each job also brings a hostile environment: a PINFOLD_POLICY and
+//! a PINFOLD_POLICY_PATH whose `untrusted.toml` is writable, which the
+//! operator's settings must override.
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+
+fn template(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("ci-templates")
+        .join(path)
+}
+
+struct Host {
+    dir: tempfile::TempDir,
+}
+
+impl Host {
+    /// A runner host: a checkout with an input file and a hostile policy
+    /// directory in it, and the template `file` installed beside an
+    /// operator settings file (`settings` is its name).
+    fn new(file: &str, settings: &str) -> Host {
+        let dir = user_dir();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("checkout/evil")).unwrap();
+        std::fs::create_dir_all(d.join("installed")).unwrap();
+        std::fs::write(d.join("checkout/input.txt"), "from the checkout\n").unwrap();
+        let mut evil = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/untrusted.toml"),
+        )
+        .unwrap();
+        evil = evil.replace("rootfs_writable = false", "rootfs_writable = true");
+        std::fs::write(d.join("checkout/evil/untrusted.toml"), evil).unwrap();
+        let name = Path::new(file).file_name().unwrap();
+        std::fs::copy(template(file), d.join("installed").join(name)).unwrap();
+        std::fs::write(
+            d.join("installed").join(settings),
+            format!(
+                "PINFOLD_SHELL_IMAGE={}\nPINFOLD_POLICY=untrusted\nPINFOLD_HOME={}\n",
+                probe_image(),
+                d.join("pinfold-home").display()
+            ),
+        )
+        .unwrap();
+        if let Some((uid, gid)) = fixtures().user {
+            run_ok(
+                Command::new("chown")
+                    .arg("-R")
+                    .arg(format!("{uid}:{gid}"))
+                    .arg(d),
+                "chown",
+            );
+        }
+        Host { dir }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// `cmd` as the test user in the checkout, with the agent's
+    /// environment and the job's hostile one.
+    fn run(&self, mut cmd: Command, vars: &[(&str, String)]) -> Output {
+        let f = fixtures();
+        cmd.env_clear()
+            .env(
+                "PATH",
+                format!("{}:/usr/local/bin:/usr/bin:/bin", f.root.display()),
+            )
+            .env("HOME", self.dir.path())
+            .env("PINFOLD_POLICY", "trusted")
+            .env("PINFOLD_POLICY_PATH", self.path("checkout/evil"))
+            .current_dir(self.path("checkout"));
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        if let Some((uid, gid)) = f.user {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd.output().unwrap()
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// What every job runs: reads the checkout, writes into it, tries the
+/// rootfs and a mount.
+const JOB: &str = "cat input.txt; echo built > out.txt; (touch /etc/x 2>/dev/null && echo rootfs-writable) || echo rootfs-read-only; /bin/probe mount";
+
+#[track_caller]
+fn assert_sandboxed(h: &Host, out: &Output) {
+    let log = text(out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(log.contains("from the checkout"), "{log}");
+    // The operator's `untrusted`, not the job's file of that name.
+    assert!(log.contains("rootfs-read-only"), "{log}");
+    assert!(log.contains("mount: refused"), "{log}");
+    assert_eq!(
+        std::fs::read_to_string(h.path("checkout/out.txt")).unwrap(),
+        "built\n"
+    );
+}
+
+#[test]
+fn buildkites_command_hook_runs_the_step_in_pinfold() {
+    let h = Host::new("buildkite/hooks/command", "pinfold.env");
+    let hook = h.path("installed/command");
+    let checkout = h.path("checkout").display().to_string();
+    // The agent sources the hook in a bash of its own.
+    let bk = |command: &str| {
+        let mut c = Command::new("bash");
+        c.arg("-c").arg(". \"$0\"").arg(&hook);
+        h.run(
+            c,
+            &[
+                ("BUILDKITE", "true".into()),
+                ("BUILDKITE_COMMAND", command.into()),
+                ("BUILDKITE_BUILD_CHECKOUT_PATH", checkout.clone()),
+                ("BUILDKITE_JOB_ID", "0190-job".into()),
+                ("BUILDKITE_BUILD_NUMBER", "7".into()),
+            ],
+        )
+    };
+    assert_sandboxed(&h, &bk(JOB));
+    let out = bk("echo job=$BUILDKITE_JOB_ID; exit 7");
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    assert!(text(&out).contains("job=0190-job"), "{}", text(&out));
+}
+
+#[test]
+fn woodpeckers_local_backend_runs_the_step_in_pinfold() {
+    let h = Host::new("woodpecker/pinfold-sh", "pinfold-sh.env");
+    let checkout = h.path("checkout").display().to_string();
+    let wp = |script: &str| {
+        let mut c = Command::new(h.path("installed/pinfold-sh"));
+        c.args(["-e", "-c", script]);
+        h.run(
+            c,
+            &[
+                ("CI", "woodpecker".into()),
+                ("CI_WORKSPACE", checkout.clone()),
+                ("CI_PIPELINE_NUMBER", "3".into()),
+            ],
+        )
+    };
+    assert_sandboxed(&h, &wp(JOB));
+    // -e: the first failing command ends the script with its status.
+    let out = wp("echo n=$CI_PIPELINE_NUMBER\nfalse\necho not-reached");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("n=3") && !text(&out).contains("not-reached"));
+}
+
+/// The example pipelines pass the schemas check-jsonschema ships.
+#[test]
+fn the_example_pipelines_are_valid() {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/.venv/bin/check-jsonschema");
+    for (schema, file) in [
+        ("vendor.buildkite", "buildkite/pipeline.yml"),
+        ("vendor.woodpecker-ci", "woodpecker/.woodpecker.yml"),
+    ] {
+        let out = Command::new(&bin)
+            .args(["--builtin-schema", schema])
+            .arg(template(file))
+            .output()
+            .expect("tests/.venv/bin/check-jsonschema: run `sudo bash tests/setup.sh`");
+        assert!(out.status.success(), "{file}: {}", text(&out));
+    }
+}
