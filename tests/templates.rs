@@ -45,7 +45,11 @@ fn the_kubernetes_manifests_validate_and_give_the_sandbox_what_it_needs() {
     // The check can fail: a misspelt field is refused under --strict.
     let d = tempfile::tempdir().unwrap();
     let bad = d.path().join("agent.yaml");
-    std::fs::write(&bad, yaml.replacen("      hostUsers: false", "      hostUser: false", 1)).unwrap();
+    std::fs::write(
+        &bad,
+        yaml.replacen("      hostUsers: false", "      hostUser: false", 1),
+    )
+    .unwrap();
     assert!(!kubernetes_validate(&bad).status.success());
     // Both workloads: user-namespaced, unmasked /proc, the Localhost
     // profiles shipped beside them, a drain-long grace period, the token
