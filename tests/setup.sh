@@ -15,7 +15,7 @@ PACKAGES=(
   apache2-utils    # htpasswd, for the basic-auth registry run
   python3          # crafts hostile layer tars
   diffoscope-minimal # pinfold verify's optional report on a differing artifact
-  apparmor         # apparmor_parser parses ci-templates/apparmor/pinfold (tests/host.rs)
+  apparmor         # apparmor_parser 3.0 parses ci-templates/apparmor/pinfold less its 4.0 lines (tests/host.rs)
   systemd          # systemd-analyze verify on ci-templates/systemd/ (tests/host.rs)
   passt            # pasta, network mode egress (also copied into the VM guests)
   python3-venv     # tests/.venv: the PyPI tools below
@@ -37,6 +37,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# Debian 13's AppArmor 4.x parser (and its libc), unpacked under
+# tests/.cache/apparmor4 without installing them: tests/host.rs parses the
+# shipped profile, which needs AppArmor 4.0, with it.
+bash "$(dirname "$0")/apparmor4.sh"
 
 # The unprivileged user the tests run the sandbox as, with a sub-id range so
 # the newuidmap mode is exercised (PINFOLD_USERNS=single covers the other).
