@@ -1,5 +1,6 @@
 //! Installing on a runner host: the systemd units pass `systemd-analyze
-//! verify`, the AppArmor profile parses, the Debian package's maintainer
+//! verify`, the AppArmor profile parses (in AppArmor 4.x as shipped, and
+//! in Debian 12's 3.0 less its 4.0 lines), the Debian package's maintainer
 //! scripts are valid shell and its postinst allocates sub-id ranges without
 //! clobbering any, and the package lists files that exist.
 
@@ -166,10 +167,56 @@ fn parser(args: &[&str], profile: &Path) -> Output {
     run(Command::new("apparmor_parser").args(args).arg(profile))
 }
 
-/// Debian 12's apparmor_parser is 3.0: it knows neither the `userns` rule
-/// nor abi/4.0 (both AppArmor 4.0). There the test checks that the profile
-/// has exactly those two lines and parses everything else; with a 4.x
-/// parser it parses the profile as shipped.
+/// Debian 13's apparmor_parser (AppArmor 4.1), as tests/apparmor4.sh
+/// unpacks it under tests/.cache/apparmor4/root with Debian 13's libc:
+/// started through that libc's own loader (Debian 12's libc is too old for
+/// it), and given no parser.conf from this machine.
+fn parser4() -> (Command, PathBuf) {
+    let root = repo().join("tests/.cache/apparmor4/root");
+    let bin = root.join("usr/sbin/apparmor_parser");
+    assert!(
+        bin.exists(),
+        "no AppArmor 4 parser in tests/.cache/apparmor4: run `sudo bash tests/setup.sh`"
+    );
+    let mut cmd = Command::new(root.join("usr/lib64/ld-linux-x86-64.so.2"));
+    cmd.arg("--library-path")
+        .arg(root.join("usr/lib/x86_64-linux-gnu"))
+        .arg(bin)
+        .arg("--config-file=/dev/null")
+        .env("LC_ALL", "C");
+    (cmd, root)
+}
+
+/// `profile` through [`parser4`], with that tree's apparmor.d for the
+/// includes and abi files and its features file. `-Q -K -T`: parse only, no
+/// kernel, no cache.
+fn parse4(profile: &Path) -> Output {
+    let (mut cmd, root) = parser4();
+    run(cmd
+        .arg("--features-file")
+        .arg(root.join("usr/share/apparmor-features/features"))
+        .arg("--base")
+        .arg(root.join("etc/apparmor.d"))
+        .arg("-I")
+        .arg(root.join("etc/apparmor.d"))
+        .args(["-Q", "-K", "-T"])
+        .arg(profile))
+}
+
+/// `profile` must fail to parse in the 4.x parser, with a parse error (not
+/// a parser that did not start).
+fn rejected4(profile: &Path, why: &str) {
+    let out = parse4(profile);
+    assert!(!out.status.success(), "the AppArmor 4 parser took {why}");
+    let err = text(&out.stderr);
+    assert!(err.contains("AppArmor parser error"), "{why}: {err}");
+}
+
+/// The profile needs AppArmor 4.0 (`abi <abi/4.0>`, the `userns` rule), so
+/// Debian 13's 4.x parser, unpacked by tests/setup.sh, must parse it as
+/// shipped. Debian 12's own parser is 3.0 and knows neither line: it must
+/// reject the profile as shipped and parse everything else (a copy on abi
+/// 3.0 without `userns`); a 4.x parser on the host parses it as shipped.
 #[test]
 fn apparmor_profile_parses() {
     let path = repo().join("ci-templates/apparmor/pinfold");
@@ -190,6 +237,20 @@ fn apparmor_profile_parses() {
             "}",
         ]
     );
+    let (mut cmd, _) = parser4();
+    let version = run(cmd.arg("--version"));
+    assert!(
+        text(&version.stdout).starts_with("AppArmor parser version 4."),
+        "the AppArmor 4 parser in tests/.cache/apparmor4 does not start ({}): rerun `sudo bash tests/setup.sh`",
+        version.status
+    );
+    let out = parse4(&path);
+    assert!(
+        out.status.success(),
+        "AppArmor 4 parser: {}",
+        text(&out.stderr)
+    );
+
     let version = text(&run(Command::new("apparmor_parser").arg("--version")).stdout);
     let major: u32 = version
         .split_whitespace()
@@ -214,7 +275,8 @@ fn apparmor_profile_parses() {
         let out = parser(&opts, &v3);
         assert!(out.status.success(), "{}", text(&out.stderr));
     }
-    // The check can fail.
+    // The checks can fail: a misspelt flag (both parsers) and a misspelt
+    // rule (the 4.x parser).
     let bad = dir.path().join("bad");
     fs::write(
         &bad,
@@ -222,6 +284,9 @@ fn apparmor_profile_parses() {
     )
     .unwrap();
     assert!(!parser(&opts, &bad).status.success());
+    rejected4(&bad, "flags=(unconfinde)");
+    fs::write(&bad, profile.replace("  userns,", "  usern,")).unwrap();
+    rejected4(&bad, "`usern,`");
 }
 
 fn debian(name: &str) -> PathBuf {
