@@ -32,7 +32,7 @@ parser() {
     --library-path "$root/usr/lib/x86_64-linux-gnu" \
     "$root/usr/sbin/apparmor_parser" "$@"
 }
-is4() { parser --version 2>/dev/null | head -1 | grep -q 'version 4\.'; }
+is4() { [[ "$(parser --version 2>/dev/null)" == "AppArmor parser version 4."* ]]; }
 
 if [ "$(head -1 "$cache/.unpacked" 2>/dev/null)" = "$key" ] && is4; then
   exit 0
