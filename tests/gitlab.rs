@@ -4,7 +4,9 @@
 //! (common.BuildStage), then cleanup_exec, always; every call with the
 //! runner's BUILD_FAILURE_EXIT_CODE and SYSTEM_FAILURE_EXIT_CODE (odd values
 //! here, 37 and 73, so nothing can pass by hard-coding 1 and 2), the job's
-//! variables as CUSTOM_ENV_*, and config's job_env. A cancel is what the
+//! variables as CUSTOM_ENV_*, config's job_env and BUILD_EXIT_CODE_FILE.
+//! The job's script stage arrives as `build_script`, the name the Custom
+//! executor still gives `step_script`. A cancel is what the
 //! runner does on a job's cancel or timeout: SIGTERM to the stage's process
 //! group, then SIGKILL. No GitLab Runner can be installed here (it is not in
 //! Debian 12 and the network reaches only package registries), so this
@@ -77,6 +79,7 @@ impl Runner {
         c.env("PINFOLD_HOME", &self.home)
             .env("BUILD_FAILURE_EXIT_CODE", BUILD.to_string())
             .env("SYSTEM_FAILURE_EXIT_CODE", SYSTEM.to_string())
+            .env("BUILD_EXIT_CODE_FILE", self.exit_code_file())
             .arg("gitlab-driver")
             .args(args);
         for (k, v) in &self.vars {
@@ -84,6 +87,11 @@ impl Runner {
         }
         c.envs(&self.job_env);
         c
+    }
+
+    /// Where the runner reads the script's own exit code.
+    fn exit_code_file(&self) -> PathBuf {
+        self.scripts.path().join("build_exit_code")
     }
 
     fn config(&mut self) -> serde_json::Value {
@@ -183,7 +191,8 @@ fn a_job_runs_every_stage_in_one_sandbox_that_persists() {
     let prep = r.prepare();
     let log = ok(&prep, "prepare");
     assert!(log.contains("sandbox ready: policy untrusted"), "{log}");
-    let h = helper.to_string_lossy();
+    // The stages call it by name, as gitlab-runner's scripts do.
+    let h = "gitlab-runner";
     let stages: &[(&str, String, &str)] = &[
         ("prepare_script", "echo prepared".into(), "prepared"),
         (
@@ -194,10 +203,10 @@ fn a_job_runs_every_stage_in_one_sandbox_that_persists() {
         ("restore_cache", format!("{h} cache-extractor --file /cache/x.zip"), "gitlab-runner cache-extractor"),
         ("download_artifacts", format!("{h} artifacts-downloader"), "gitlab-runner artifacts-downloader"),
         (
-            "step_script",
+            "build_script",
             format!(
                 "cd /builds/group/project && cat main.c /etc/marker; for p in {PROBES}; do /bin/probe $p; done; grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; \
-                 test -e {h} && echo helper-visible || echo helper-hidden; \
+                 test -x /usr/local/bin/gitlab-runner && echo helper-visible || echo helper-hidden; \
                  (echo x >> /.pinfold-gitlab/script) 2>/dev/null && echo script-writable || echo script-read-only; \
                  echo built > out.txt; echo step-done"
             ),
@@ -213,17 +222,17 @@ fn a_job_runs_every_stage_in_one_sandbox_that_persists() {
         let out = r.run(stage, script);
         let log = ok(&out, stage);
         assert!(log.contains(want), "{stage}: {log}");
-        if *stage == "step_script" {
+        if *stage == "build_script" {
             step_log = log;
         }
     }
     // What get_sources wrote, into /builds and into the image's /etc, is
-    // there for step_script.
+    // there for build_script.
     assert!(
         step_log.contains("int main;") && step_log.contains("from-sources"),
         "{step_log}"
     );
-    // The probe in step_script sees the sandbox.
+    // The probe in build_script sees the sandbox.
     for p in PROBES.split_whitespace() {
         assert!(
             step_log.contains(&format!("{p}: refused")),
@@ -235,8 +244,9 @@ fn a_job_runs_every_stage_in_one_sandbox_that_persists() {
         step_log.contains("Seccomp:\t2") && step_log.contains("NoNewPrivs:\t1"),
         "{step_log}"
     );
-    // The runner's binary only where the runner's scripts call it; the
-    // script itself is read-only.
+    // The runner's binary only where the runner's scripts call it (its
+    // mount point stays in the writable layer, an empty file); the script
+    // itself is read-only.
     assert!(step_log.contains("helper-hidden"), "{step_log}");
     assert!(step_log.contains("script-read-only"), "{step_log}");
     ok(&r.cleanup(), "cleanup");
@@ -250,9 +260,12 @@ fn a_failing_script_exits_the_runners_build_failure_code() {
     let mut r = Runner::new(probe_image());
     r.config();
     ok(&r.prepare(), "prepare");
-    let out = r.run("step_script", "echo before; exit 3");
+    let out = r.run("build_script", "echo before; exit 3");
     assert_eq!(out.status.code(), Some(BUILD), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("before"));
+    // The script's own code, for `allow_failure: exit_codes`.
+    let code = || std::fs::read_to_string(r.exit_code_file()).unwrap();
+    assert_eq!(code(), "3\n");
     ok(&r.run("after_script", "echo after"), "after_script");
     ok(
         &r.run("upload_artifacts_on_failure", "true"),
@@ -260,8 +273,31 @@ fn a_failing_script_exits_the_runners_build_failure_code() {
     );
     // A script that exits 125 itself (exec's own code for a broken sandbox)
     // is still the build's failure: the report tells them apart.
-    let out = r.run("step_script", "exit 125");
+    let out = r.run("build_script", "exit 125");
     assert_eq!(out.status.code(), Some(BUILD), "{}", text(&out.stderr));
+    assert_eq!(code(), "125\n");
+    ok(&r.cleanup(), "cleanup");
+    r.assert_nothing_left();
+}
+
+/// gitlab-runner retries prepare after a system failure: a second prepare
+/// of the same job starts afresh, and its first keeper is gone.
+#[test]
+fn a_retried_prepare_starts_afresh() {
+    let mut r = Runner::new(probe_image());
+    r.config();
+    ok(&r.prepare(), "prepare");
+    ok(
+        &r.run("get_sources", "echo stale > /builds/f"),
+        "get_sources",
+    );
+    let first = std::fs::read_to_string(r.job_dir().join("keeper.pid")).unwrap();
+    ok(&r.prepare(), "retried prepare");
+    let out = r.run("build_script", "cat /builds/f 2>/dev/null || echo fresh");
+    assert!(text(&out.stdout).contains("fresh"), "{}", text(&out.stdout));
+    // Gone, or a zombie not yet reaped (its command line is empty).
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", first.trim())).unwrap_or_default();
+    assert!(cmdline.is_empty(), "the first keeper is still running");
     ok(&r.cleanup(), "cleanup");
     r.assert_nothing_left();
 }
@@ -281,7 +317,7 @@ fn an_unpinned_image_is_refused_with_the_build_failure_code() {
         "{err}"
     );
     assert!(!r.job_dir().exists());
-    let out = r.run("step_script", "echo never");
+    let out = r.run("build_script", "echo never");
     assert_eq!(out.status.code(), Some(SYSTEM), "{}", text(&out.stderr));
     assert!(!text(&out.stdout).contains("never"));
     assert!(
@@ -311,7 +347,7 @@ fn a_job_cannot_reach_another_jobs_sandbox() {
     let mut attacker = Runner::new_in(&victim.home, probe_image());
     attacker.config();
     ok(&attacker.prepare(), "attacker's prepare");
-    let out = attacker.run("step_script", "cat /builds/secret; ls /builds");
+    let out = attacker.run("build_script", "cat /builds/secret; ls /builds");
     assert!(
         !text(&out.stdout).contains("token-of-the-victim"),
         "{}",
@@ -323,7 +359,7 @@ fn a_job_cannot_reach_another_jobs_sandbox() {
     let victim_id = victim.job_env["PINFOLD_GITLAB_JOB"].clone();
     for id in ["../../etc", "4242", "", &victim_id.to_uppercase()] {
         attacker.job_env = BTreeMap::from([("PINFOLD_GITLAB_JOB".into(), id.into())]);
-        let out = attacker.run("step_script", "cat /builds/secret");
+        let out = attacker.run("build_script", "cat /builds/secret");
         assert_eq!(
             out.status.code(),
             Some(SYSTEM),
@@ -353,7 +389,7 @@ fn a_cancelled_stage_leaves_nothing_after_cleanup() {
         ok(&r.prepare(), "prepare");
         let marker = format!("sleep 7{signal:02}{}", u8::from(group));
         let mut c = r.run_cmd(
-            "step_script",
+            "build_script",
             &format!("setsid {marker} & {marker} & echo started; {marker}"),
         );
         c.stdout(Stdio::piped())
@@ -397,7 +433,7 @@ fn a_cancelled_stage_leaves_nothing_after_cleanup() {
 #[test]
 fn outside_gitlab_runner_the_driver_says_how_to_run_it() {
     let out = pinfold()
-        .args(["gitlab-driver", "run", "/dev/null", "step_script"])
+        .args(["gitlab-driver", "run", "/dev/null", "build_script"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -72,41 +72,41 @@ pub enum GitlabError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StageKind {
     /// Fetches or ships data for the job (sources, cache, artifacts):
-    /// runs under the transfer policy; `runner_binary` when the script
-    /// calls the `gitlab-runner` binary (cache and artifact helpers).
-    Transfer {
-        /// Whether the stage's script runs `gitlab-runner`.
-        runner_binary: bool,
-    },
+    /// runs under the transfer policy, with the `gitlab-runner` binary that
+    /// these stages' scripts call.
+    Transfer,
     /// Runs the job's own commands (and anything unknown): the script
     /// policy.
     Script,
 }
 
 /// The stage names of GitLab Runner's `common.BuildStage` that fetch or
-/// ship data, with whether they call the `gitlab-runner` binary. Every
-/// other name (`prepare_script`, `step_script`, `build_script`, `step_*`,
+/// ship data. Every other name (`prepare_script`, `build_script`, which is
+/// how the Custom executor passes `step_script`, other `step_*`,
 /// `after_script`, `cleanup_file_variables`, and names a later runner
 /// adds) is a [`StageKind::Script`].
-pub const TRANSFER_STAGES: &[(&str, bool)] = &[
-    ("get_sources", false),
-    ("clear_worktree", false),
-    ("restore_cache", true),
-    ("download_artifacts", true),
-    ("archive_cache", true),
-    ("archive_cache_on_failure", true),
-    ("upload_artifacts_on_success", true),
-    ("upload_artifacts_on_failure", true),
+pub const TRANSFER_STAGES: &[&str] = &[
+    "get_sources",
+    "clear_worktree",
+    "restore_cache",
+    "download_artifacts",
+    "archive_cache",
+    "archive_cache_on_failure",
+    "upload_artifacts_on_success",
+    "upload_artifacts_on_failure",
 ];
+
+/// Where the `gitlab-runner` binary is bound in transfer stages: on the
+/// `PATH` of every common image, as the stages' scripts call it by name.
+pub const RUNNER_BINARY: &str = "/usr/local/bin/gitlab-runner";
 
 /// The kind of stage `name` is.
 pub fn stage_kind(name: &str) -> StageKind {
-    TRANSFER_STAGES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map_or(StageKind::Script, |&(_, runner_binary)| {
-            StageKind::Transfer { runner_binary }
-        })
+    if TRANSFER_STAGES.contains(&name) {
+        StageKind::Transfer
+    } else {
+        StageKind::Script
+    }
 }
 
 /// The `config_exec` answer (GitLab Runner's `executors/custom/api.ConfigExecOutput`).
@@ -218,7 +218,7 @@ impl State {
     /// The policy for a stage of `kind`.
     pub fn policy_for(&self, kind: StageKind) -> &str {
         match kind {
-            StageKind::Transfer { .. } => &self.transfer_policy,
+            StageKind::Transfer => &self.transfer_policy,
             StageKind::Script => &self.policy,
         }
     }
@@ -268,17 +268,10 @@ mod tests {
 
     #[test]
     fn transfer_stages_are_known_and_everything_else_is_a_script() {
-        assert_eq!(
-            stage_kind("get_sources"),
-            StageKind::Transfer {
-                runner_binary: false
-            }
-        );
+        assert_eq!(stage_kind("get_sources"), StageKind::Transfer);
         assert_eq!(
             stage_kind("upload_artifacts_on_failure"),
-            StageKind::Transfer {
-                runner_binary: true
-            }
+            StageKind::Transfer
         );
         for s in [
             "prepare_script",
@@ -361,12 +354,7 @@ mod tests {
         s.save(d.path()).unwrap();
         assert_eq!(State::load(d.path()).unwrap(), s);
         assert_eq!(s.policy_for(StageKind::Script), "untrusted");
-        assert_eq!(
-            s.policy_for(StageKind::Transfer {
-                runner_binary: false
-            }),
-            "fetch"
-        );
+        assert_eq!(s.policy_for(StageKind::Transfer), "fetch");
         let e = State::load(Path::new("/nonexistent"))
             .unwrap_err()
             .to_string();

@@ -79,8 +79,9 @@ pub struct PrepareArgs {
     /// The image of jobs that name none (pinned, or a tag with --allow-tag).
     #[arg(long, value_name = "REF", env = "PINFOLD_GITLAB_DEFAULT_IMAGE")]
     default_image: Option<String>,
-    /// The gitlab-runner binary, bound read-only at the same path into the
-    /// cache and artifact stages, whose scripts run it [default: found in
+    /// The gitlab-runner binary, bound read-only at
+    /// /usr/local/bin/gitlab-runner into the transfer stages (sources,
+    /// cache, artifacts), whose scripts run it by name [default: found in
     /// PATH].
     #[arg(long, value_name = "PATH", env = "PINFOLD_GITLAB_RUNNER")]
     gitlab_runner: Option<PathBuf>,
@@ -245,6 +246,11 @@ fn prepare(a: &PrepareArgs) -> Result<StageEnd, Fail> {
         layer: s.writable_layer_size.0.min(f.writable_layer_size.0),
         workspace: s.workspace_size.0.min(f.workspace_size.0),
     };
+    // gitlab-runner retries config and prepare after a system failure (3
+    // times): what an earlier attempt of this job left goes first.
+    if dir.exists() {
+        remove_job(&dir, &settings).map_err(system)?;
+    }
     let parent = dir.parent().expect("a job directory has a parent");
     std::fs::create_dir_all(parent).map_err(|e| system(format!("{}: {e}", parent.display())))?;
     std::fs::DirBuilder::new()
@@ -252,7 +258,7 @@ fn prepare(a: &PrepareArgs) -> Result<StageEnd, Fail> {
         .create(&dir)
         .map_err(|e| {
             system(format!(
-                "{}: {e} (prepare ran twice for one job?)",
+                "{}: {e} (is another prepare of this job running?)",
                 dir.display()
             ))
         })?;
@@ -470,16 +476,10 @@ fn run_stage(a: &RunArgs) -> Result<StageEnd, Fail> {
         dest: gitlab::SCRIPT.into(),
         writable: false,
     }];
-    if let (
-        StageKind::Transfer {
-            runner_binary: true,
-        },
-        Some(b),
-    ) = (kind, &state.runner_binary)
-    {
+    if let (StageKind::Transfer, Some(b)) = (kind, &state.runner_binary) {
         binds.push(Bind {
             source: b.clone(),
-            dest: b.clone(),
+            dest: gitlab::RUNNER_BINARY.into(),
             writable: false,
         });
     }
@@ -543,7 +543,15 @@ fn run_stage(a: &RunArgs) -> Result<StageEnd, Fail> {
     let report: Option<serde_json::Value> = std::fs::read(&report)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
-    let end = gitlab::stage_end(status.and_then(|s| s.code()), report.as_ref());
+    let code = status.and_then(|s| s.code());
+    let end = gitlab::stage_end(code, report.as_ref());
+    if end == StageEnd::BuildFailure
+        && let (Some(file), Some(code)) = (std::env::var_os("BUILD_EXIT_CODE_FILE"), code)
+    {
+        // The script's own code, which gitlab-runner reads when the driver
+        // exits with BUILD_FAILURE_EXIT_CODE (`allow_failure: exit_codes`).
+        let _ = std::fs::write(file, format!("{code}\n"));
+    }
     if end == StageEnd::SystemFailure {
         let why = report
             .as_ref()
