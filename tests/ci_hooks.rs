@@ -3,7 +3,8 @@
 //! the checkout with the job's environment (BUILDKITE_COMMAND,
 //! BUILDKITE_BUILD_CHECKOUT_PATH, ...), Woodpecker's `pinfold-sh` called as
 //! `pinfold-sh -e -c SCRIPT` in the workspace with the step's environment
-//! (CI_WORKSPACE, ...). Neither agent can be installed here (not in Debian,
+//! (CI_WORKSPACE, ...), after the `-c` probe the local backend makes of a
+//! shell it does not know (pipeline/backend/local/command.go). Neither agent can be installed here (not in Debian,
 //! no network beyond the package registries), so the tests replay those
 //! calls. Each job also brings a hostile environment: a PINFOLD_POLICY and
 //! a PINFOLD_POLICY_PATH whose `untrusted.toml` is writable, which the
@@ -161,6 +162,19 @@ fn woodpeckers_local_backend_runs_the_step_in_pinfold() {
             ],
         )
     };
+    // The backend first probes a shell it does not know by name.
+    let mut c = Command::new(h.path("installed/pinfold-sh"));
+    c.args([
+        "-c",
+        r#"x=1 && [ "$x" = "1" ] && command -v test >/dev/null && printf ok"#,
+    ]);
+    let probe = h.run(c, &[("CI_WORKSPACE", checkout.clone())]);
+    assert_eq!(
+        String::from_utf8_lossy(&probe.stdout),
+        "ok",
+        "{}",
+        text(&probe)
+    );
     assert_sandboxed(&h, &wp(JOB));
     // -e: the first failing command ends the script with its status.
     let out = wp("echo n=$CI_PIPELINE_NUMBER\nfalse\necho not-reached");
