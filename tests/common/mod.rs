@@ -379,36 +379,46 @@ pub fn pinfold_without_userns(args: &[&std::ffi::OsStr]) -> Option<Output> {
     Some(c.output().expect("run bwrap"))
 }
 
-/// A busybox image built with umoci, once per test binary:
-/// `oci:DIR@sha256:D` (no /etc/passwd: the verify user variation makes one).
-pub fn busybox_image() -> &'static str {
-    static IMG: OnceLock<String> = OnceLock::new();
-    IMG.get_or_init(|| {
-        let root = fixtures().root.join("busybox-image");
-        let script = format!(
-            r#"
+/// Builds an OCI image with umoci in `fixtures().root/NAME`: an empty image
+/// unpacked, `populate` run by sh with `$r` its rootfs, repacked; returns
+/// `oci:DIR@sha256:D`.
+fn umoci_image(name: &str, populate: &str) -> String {
+    let root = fixtures().root.join(name);
+    let script = format!(
+        r#"
 l={root}/layout; b={root}/bundle
 umoci init --layout $l
 umoci new --image $l:img
 umoci unpack --rootless --image $l:img $b >/dev/null
 r=$b/rootfs
-mkdir -p $r/bin $r/tmp $r/etc
-cp "$(command -v busybox)" $r/bin/busybox
-for c in $($r/bin/busybox --list); do [ "$c" = busybox ] || ln -s busybox $r/bin/$c; done
-chmod 1777 $r/tmp
+{populate}
 umoci repack --image $l:img $b >/dev/null
 rm -rf $b
 chmod -R a+rX {root}
 python3 -c "import json;print(json.load(open('$l/index.json'))['manifests'][0]['digest'])"
 "#,
-            root = root.display()
-        );
-        let o = run_ok(
-            Command::new("sh").arg("-ec").arg(&script),
-            "building the busybox image",
-        );
-        let d = String::from_utf8_lossy(&o.stdout).trim().to_string();
-        format!("oci:{}/layout@{d}", root.display())
+        root = root.display()
+    );
+    let o = run_ok(
+        Command::new("sh").arg("-ec").arg(&script),
+        &format!("building the {name}"),
+    );
+    let d = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    format!("oci:{}/layout@{d}", root.display())
+}
+
+/// A busybox image built with umoci, once per test binary:
+/// `oci:DIR@sha256:D` (no /etc/passwd: the verify user variation makes one).
+pub fn busybox_image() -> &'static str {
+    static IMG: OnceLock<String> = OnceLock::new();
+    IMG.get_or_init(|| {
+        umoci_image(
+            "busybox-image",
+            r#"mkdir -p $r/bin $r/tmp $r/etc
+cp "$(command -v busybox)" $r/bin/busybox
+for c in $($r/bin/busybox --list); do [ "$c" = busybox ] || ln -s busybox $r/bin/$c; done
+chmod 1777 $r/tmp"#,
+        )
     })
 }
 
@@ -417,28 +427,9 @@ python3 -c "import json;print(json.load(open('$l/index.json'))['manifests'][0]['
 pub fn probe_image() -> &'static str {
     static IMG: OnceLock<String> = OnceLock::new();
     IMG.get_or_init(|| {
-        let f = fixtures();
-        let root = f.root.join("probe-image");
-        let script = format!(
-            r#"
-l={root}/layout; b={root}/bundle
-umoci init --layout $l
-umoci new --image $l:img
-umoci unpack --rootless --image $l:img $b >/dev/null
-rm -rf $b/rootfs && cp -a {rootfs} $b/rootfs
-umoci repack --image $l:img $b >/dev/null
-rm -rf $b
-chmod -R a+rX {root}
-python3 -c "import json;print(json.load(open('$l/index.json'))['manifests'][0]['digest'])"
-"#,
-            root = root.display(),
-            rootfs = f.rootfs.display()
-        );
-        let o = run_ok(
-            Command::new("sh").arg("-ec").arg(&script),
-            "building the probe image",
-        );
-        let d = String::from_utf8_lossy(&o.stdout).trim().to_string();
-        format!("oci:{}/layout@{d}", root.display())
+        umoci_image(
+            "probe-image",
+            &format!("rm -rf $r && cp -a {} $r", fixtures().rootfs.display()),
+        )
     })
 }
