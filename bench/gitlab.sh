@@ -51,7 +51,7 @@ if [ "\$1" = bare ]; then
 fi
 PINFOLD_GITLAB_JOB=\$('$work/pinfold' gitlab-driver config | sed -n 's/.*"PINFOLD_GITLAB_JOB": *"\([0-9a-f]*\)".*/\1/p')
 export PINFOLD_GITLAB_JOB
-'$work/pinfold' gitlab-driver prepare --policy default >/dev/null
+'$work/pinfold' gitlab-driver prepare --policy default --allow-local-images >/dev/null
 for s in $stages; do i=\$((i + 1)); [ \$i -le \$2 ] || break; '$work/pinfold' gitlab-driver run '$work/scripts/'\$i \$s; done
 '$work/pinfold' gitlab-driver cleanup
 SH

@@ -38,6 +38,13 @@ impl Host {
         std::fs::create_dir_all(d.join("checkout/evil")).unwrap();
         std::fs::create_dir_all(d.join("installed")).unwrap();
         std::fs::write(d.join("checkout/input.txt"), "from the checkout\n").unwrap();
+        std::fs::create_dir_all(d.join("host-secret")).unwrap();
+        std::fs::write(d.join("host-secret/key"), "host secret\n").unwrap();
+        std::fs::create_dir_all(d.join("checkout/bin")).unwrap();
+        let fake = d.join("checkout/bin/pinfold");
+        std::fs::write(&fake, "#!/bin/sh\necho ran-the-jobs-pinfold-on-the-host\n").unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
         let mut evil = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/untrusted.toml"),
         )
@@ -49,9 +56,10 @@ impl Host {
         std::fs::write(
             d.join("installed").join(settings),
             format!(
-                "PINFOLD_SHELL_IMAGE={}\nPINFOLD_POLICY=untrusted\nPINFOLD_HOME={}\n",
+                "PINFOLD_SHELL_IMAGE={}\nPINFOLD_POLICY=untrusted\nPINFOLD_HOME={}\nPINFOLD_BIN={}\n",
                 probe_image(),
-                d.join("pinfold-home").display()
+                d.join("pinfold-home").display(),
+                fixtures().pinfold.display()
             ),
         )
         .unwrap();
@@ -76,13 +84,20 @@ impl Host {
     fn run(&self, mut cmd: Command, vars: &[(&str, String)]) -> Output {
         let f = fixtures();
         cmd.env_clear()
-            .env(
-                "PATH",
-                format!("{}:/usr/local/bin:/usr/bin:/bin", f.root.display()),
-            )
             .env("HOME", self.dir.path())
             .env("PINFOLD_POLICY", "trusted")
             .env("PINFOLD_POLICY_PATH", self.path("checkout/evil"))
+            // Host directories to bind, and a `pinfold` of its own first
+            // in PATH.
+            .env("GITHUB_WORKSPACE", self.path("host-secret"))
+            .env("RUNNER_TEMP", self.path("host-secret"))
+            .env(
+                "PATH",
+                format!(
+                    "{}:/usr/local/bin:/usr/bin:/bin",
+                    self.path("checkout/bin").display()
+                ),
+            )
             .current_dir(self.path("checkout"));
         for (k, v) in vars {
             cmd.env(k, v);
@@ -104,7 +119,7 @@ fn text(o: &Output) -> String {
 
 /// What every job runs: reads the checkout, writes into it, tries the
 /// rootfs and a mount.
-const JOB: &str = "cat input.txt; echo built > out.txt; (touch /etc/x 2>/dev/null && echo rootfs-writable) || echo rootfs-read-only; /bin/probe mount";
+const JOB: &str = "cat input.txt; echo built > out.txt; (touch /etc/x 2>/dev/null && echo rootfs-writable) || echo rootfs-read-only; /bin/probe mount; cat \"$GITHUB_WORKSPACE/key\" 2>/dev/null || echo no-host-dir";
 
 #[track_caller]
 fn assert_sandboxed(h: &Host, out: &Output) {
@@ -114,6 +129,12 @@ fn assert_sandboxed(h: &Host, out: &Output) {
     // The operator's `untrusted`, not the job's file of that name.
     assert!(log.contains("rootfs-read-only"), "{log}");
     assert!(log.contains("mount: refused"), "{log}");
+    // Not the job's pinfold, and no host directory the job named.
+    assert!(!log.contains("ran-the-jobs-pinfold"), "{log}");
+    assert!(
+        log.contains("no-host-dir") && !log.contains("host secret"),
+        "{log}"
+    );
     assert_eq!(
         std::fs::read_to_string(h.path("checkout/out.txt")).unwrap(),
         "built\n"

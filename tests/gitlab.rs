@@ -63,11 +63,14 @@ impl Runner {
                 ("CI_JOB_TIMEOUT".into(), "3600".into()),
             ]),
             job_env: BTreeMap::new(),
+            // The test images are OCI layouts on this host, which a job
+            // may name only where the operator allows it.
             prepare_args: vec![
                 "--policy".into(),
                 "untrusted".into(),
                 "--transfer-policy".into(),
                 "default".into(),
+                "--allow-local-images".into(),
             ],
         }
     }
@@ -317,6 +320,33 @@ fn an_unpinned_image_is_refused_with_the_build_failure_code() {
         "{err}"
     );
     assert!(!r.job_dir().exists());
+    // A file on the runner is not an image a job may name (unless the
+    // operator allows local images): refused without a word of the file
+    // (here the harness's own exit-code file, holding a marker).
+    std::fs::write(r.exit_code_file(), "secret-marker ".repeat(100)).unwrap();
+    let mut r2 = Runner::new_in(&r.home, "unused");
+    r2.prepare_args.retain(|a| a != "--allow-local-images");
+    for image in [
+        format!("oci-archive:{}", r.exit_code_file().display()),
+        format!(
+            "oci:{}@sha256:{}",
+            r.scripts.path().display(),
+            "0".repeat(64)
+        ),
+    ] {
+        r2.vars.insert("CI_JOB_IMAGE".into(), image.clone());
+        r2.config();
+        let out = r2.prepare();
+        assert_eq!(
+            out.status.code(),
+            Some(BUILD),
+            "{image}: {}",
+            text(&out.stderr)
+        );
+        let err = text(&out.stderr);
+        assert!(err.contains("names a file on the runner"), "{err}");
+        assert!(!err.contains("secret-marker") && !text(&out.stdout).contains("secret-marker"));
+    }
     let out = r.run("build_script", "echo never");
     assert_eq!(out.status.code(), Some(SYSTEM), "{}", text(&out.stderr));
     assert!(!text(&out.stdout).contains("never"));

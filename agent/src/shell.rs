@@ -18,8 +18,9 @@
 //!   runner's home, its credentials and ssh keys stay outside);
 //! * the script runs with `/bin/sh -e SCRIPT`, GitHub's `sh` shell; with
 //!   `-c COMMAND` (Buildkite's command hook, Woodpecker's local backend)
-//!   `/bin/sh -e -c COMMAND`, and the current directory (their checkout)
-//!   is bound and is the working directory.
+//!   `/bin/sh -e -c COMMAND`, and only the current directory (their
+//!   checkout, where the agent starts the step) is bound and is the working
+//!   directory: there the `GITHUB_*` variables are the job's to set.
 //!
 //! A workflow can drop `shell:`, so this is for trusted repositories only
 //! (see `ci-templates/forgejo/README.md`). This module plans, purely; the
@@ -89,7 +90,11 @@ pub fn plan(
     // (path, writable, naming variable): directories to bind.
     let mut want: Vec<(PathBuf, bool, &'static str)> = Vec::new();
     let dir_of = |p: &Path| p.parent().map(Path::to_path_buf).unwrap_or_default();
-    for var in WRITABLE {
+    // The Actions runner's directories only for its `{0}` scripts: with -c
+    // (Buildkite, Woodpecker) those variables are the job's to set, and a
+    // job must not name host directories to bind.
+    let actions = if script.is_some() { WRITABLE } else { &[] };
+    for var in actions {
         if let Some(v) = get(var) {
             let p = PathBuf::from(v);
             let dir = if *var == "GITHUB_WORKSPACE" || *var == "RUNNER_TEMP" {
@@ -106,7 +111,7 @@ pub fn plan(
     // Where the runner started the step: Buildkite's checkout, Woodpecker's
     // workspace (under GITHUB_WORKSPACE for Actions).
     want.push((cwd.to_path_buf(), true, "the current directory"));
-    if let Some(v) = get("GITHUB_EVENT_PATH") {
+    if let Some(v) = get("GITHUB_EVENT_PATH").filter(|_| script.is_some()) {
         want.push((dir_of(Path::new(v)), false, "GITHUB_EVENT_PATH"));
     }
     for (p, _, var) in &want {
@@ -256,7 +261,13 @@ mod tests {
         assert_eq!(p.workdir, Path::new("/w"));
         // -c in a checkout (Buildkite, Woodpecker): the checkout is bound
         // and is the working directory.
-        let p = plan(None, Path::new("/b/checkout"), &[]).unwrap();
+        // A job's own GITHUB_* there name nothing to bind.
+        let hostile = vars(&[
+            ("GITHUB_WORKSPACE", "/home/agent/.ssh"),
+            ("RUNNER_TEMP", "/etc"),
+            ("GITHUB_EVENT_PATH", "/root/x"),
+        ]);
+        let p = plan(None, Path::new("/b/checkout"), &hostile).unwrap();
         assert_eq!(p.binds.len(), 1);
         assert!(p.binds[0].source == Path::new("/b/checkout") && p.binds[0].writable);
         assert_eq!(p.workdir, Path::new("/b/checkout"));

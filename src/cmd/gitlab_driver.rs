@@ -34,7 +34,7 @@ use pinfold_sandbox::image::{ImageError, ImageRef, PullOptions, Store};
 /// $SYSTEM_FAILURE_EXIT_CODE when pinfold itself fails.
 #[derive(Debug, clap::Subcommand)]
 #[command(
-    after_help = "Environment: PINFOLD_HOME (job directories in $PINFOLD_HOME/gitlab), PINFOLD_POLICY, PINFOLD_GITLAB_TRANSFER_POLICY, PINFOLD_GITLAB_ALLOW_TAG, PINFOLD_GITLAB_DEFAULT_IMAGE, PINFOLD_GITLAB_RUNNER, RUST_LOG; from gitlab-runner: BUILD_FAILURE_EXIT_CODE, SYSTEM_FAILURE_EXIT_CODE, CUSTOM_ENV_CI_JOB_IMAGE, PINFOLD_GITLAB_JOB (set by config's job_env)."
+    after_help = "Environment: PINFOLD_HOME (job directories in $PINFOLD_HOME/gitlab), PINFOLD_POLICY, PINFOLD_GITLAB_TRANSFER_POLICY, PINFOLD_GITLAB_ALLOW_TAG, PINFOLD_GITLAB_ALLOW_LOCAL_IMAGES, PINFOLD_GITLAB_DEFAULT_IMAGE, PINFOLD_GITLAB_RUNNER, RUST_LOG; from gitlab-runner: BUILD_FAILURE_EXIT_CODE, SYSTEM_FAILURE_EXIT_CODE, CUSTOM_ENV_CI_JOB_IMAGE, PINFOLD_GITLAB_JOB (set by config's job_env)."
 )]
 pub enum Command {
     /// config_exec: print the executor's configuration as JSON (builds_dir,
@@ -62,7 +62,7 @@ pub struct PrepareArgs {
     #[arg(
         long,
         value_name = "NAME|PATH",
-        default_value = "default",
+        default_value = "untrusted",
         env = "PINFOLD_POLICY"
     )]
     policy: String,
@@ -76,6 +76,11 @@ pub struct PrepareArgs {
     /// must be pinned (REPO@sha256:DIGEST).
     #[arg(long, env = "PINFOLD_GITLAB_ALLOW_TAG")]
     allow_tag: bool,
+    /// Let a job's image be a local OCI layout or archive on this host
+    /// (oci:, oci-archive:, docker-archive:). Without it a job may name only
+    /// registry images: a path would let it read the runner's files.
+    #[arg(long, env = "PINFOLD_GITLAB_ALLOW_LOCAL_IMAGES")]
+    allow_local_images: bool,
     /// The image of jobs that name none (pinned, or a tag with --allow-tag).
     #[arg(long, value_name = "REF", env = "PINFOLD_GITLAB_DEFAULT_IMAGE")]
     default_image: Option<String>,
@@ -237,7 +242,7 @@ fn prepare(a: &PrepareArgs) -> Result<StageEnd, Fail> {
         "==> pinfold {}: preparing the job's sandbox",
         env!("CARGO_PKG_VERSION")
     );
-    let pinned = resolve(&image, a.allow_tag, &settings)?;
+    let pinned = resolve(&image, a.allow_tag, a.allow_local_images, &settings)?;
     let runner_binary = a.gitlab_runner.clone().or_else(|| which("gitlab-runner"));
     // The job file system is shared by both policies' stages: each exec
     // refuses one larger than its policy allows, so take the smaller sizes.
@@ -297,6 +302,7 @@ fn image_of_job(a: &PrepareArgs) -> Result<String, Fail> {
 fn resolve(
     image: &str,
     allow_tag: bool,
+    allow_local: bool,
     settings: &pinfold_sandbox::Settings,
 ) -> Result<String, Fail> {
     let r = ImageRef::parse_pinned(image, allow_tag).map_err(|e| {
@@ -305,6 +311,12 @@ fn resolve(
             format!("{e} (for this runner, its operator allows tags with `gitlab-driver prepare --allow-tag`)"),
         )
     })?;
+    if !r.is_registry() && !allow_local {
+        return Err(Fail(
+            StageEnd::BuildFailure,
+            "the job's image names a file on the runner, not a registry image: write `image: REPO@sha256:DIGEST` (local images need the operator's `gitlab-driver prepare --allow-local-images`)".into(),
+        ));
+    }
     let store = Store::open_default(settings).map_err(system)?;
     let image_err = |e: ImageError| system(format!("image {image}: {e}"));
     let t0 = Instant::now();
@@ -360,10 +372,11 @@ fn start_keeper(dir: &Path, sizes: Sizes) -> Result<(), Fail> {
     let log = std::fs::File::create(dir.join("keeper.log")).map_err(system)?;
     // The keeper ends by itself after a day, or the job's own timeout and
     // an hour, should cleanup never come.
+    // The job's own value, bounded: at most a week, and an hour on top.
     let lifetime = std::env::var("CUSTOM_ENV_CI_JOB_TIMEOUT")
         .ok()
         .and_then(|t| t.parse::<u64>().ok())
-        .map_or(86_400, |t| t + 3_600);
+        .map_or(86_400, |t| t.min(7 * 86_400) + 3_600);
     let mut c = Process::new(exe);
     c.args(["gitlab-driver", "keep"])
         .arg(dir)
@@ -445,7 +458,9 @@ fn wait_for_stop(lifetime: Duration) {
         std::thread::sleep(lifetime);
         return;
     }
-    let end = Instant::now() + lifetime;
+    let end = Instant::now()
+        .checked_add(lifetime)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
     loop {
         let left = end.saturating_duration_since(Instant::now());
         if left.is_zero() {
