@@ -971,3 +971,29 @@ fn image_owners_are_kept_inside_the_container() {
         assert_eq!((md.uid(), md.gid()), (1879048192 + 42, 1879048192 + 42));
     }
 }
+
+/// A file that is not an archive is refused without a word of it: a job
+/// may name the path (`image: oci-archive:/home/runner/.docker/config.json`),
+/// and the tar reader's own error quoted the file's first bytes.
+#[test]
+fn a_file_that_is_not_an_archive_is_refused_without_quoting_it() {
+    let d = user_dir();
+    let f = d.path().join("secret.txt");
+    std::fs::write(&f, "SECRETMARKER".repeat(100)).unwrap();
+    let digest = "0".repeat(64);
+    for r in [
+        format!("oci-archive:{}", f.display()),
+        format!("oci-archive:{}@sha256:{digest}", f.display()),
+        format!("docker-archive:{}", f.display()),
+    ] {
+        let out = common::pinfold()
+            .env("PINFOLD_HOME", d.path().join("home"))
+            .args(["image", "import", &r])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{r}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("not a readable tar archive"), "{r}: {err}");
+        assert!(!err.contains("MARKER"), "{r}: {err}");
+    }
+}

@@ -85,11 +85,21 @@ impl Local {
             source,
         };
         let f = File::open(path).map_err(io_err)?;
+        // The tar reader's own errors quote header bytes, which for a file
+        // that is not an archive are the file's contents (a job may name
+        // the path): say what is wrong without them.
+        let not_tar = |_| ArchiveError::Io {
+            path: path.to_owned(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not a readable tar archive: give an OCI or docker archive (tar)",
+            ),
+        };
         let mut ar = tar::Archive::new(f);
         let mut members = HashMap::new();
         let mut links = Vec::new();
-        for e in ar.entries_with_seek().map_err(io_err)? {
-            let e = e.map_err(io_err)?;
+        for e in ar.entries_with_seek().map_err(not_tar)? {
+            let e = e.map_err(not_tar)?;
             let name = clean_member(&String::from_utf8_lossy(&e.path_bytes()));
             match e.header().entry_type() {
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
