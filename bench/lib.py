@@ -51,7 +51,7 @@ def start_agent(work, as_user, url, home, name):
     return subprocess.Popen(as_user + ["env", "-i", "PATH=/usr/bin:/bin:/usr/sbin:/sbin", f"HOME={work}",
                                        f"PINFOLD_HOME={work}/{home}", "RUST_LOG=warn",
                                        f"{work}/pinfold", "agent", "--server", url, "--registration-token", REG,
-                                       "--name", name])
+                                       "--name", name, "--allow-local-images"])
 
 
 def submit(url, spec, **fields):

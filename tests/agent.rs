@@ -75,6 +75,7 @@ impl Server {
         Ok(common::pinfold()
             .env("PINFOLD_HOME", home)
             .env("RUST_LOG", "warn")
+            .env("PINFOLD_ALLOW_LOCAL_IMAGES", "true")
             .args(["agent", "--server", &self.url, "--registration-token", REG])
             .args(grace)
             .args(extra)
@@ -368,6 +369,7 @@ fn sigterm_drains_then_cancels_and_a_restart_reuses_the_token() -> Result<()> {
         common::pinfold()
             .env("PINFOLD_HOME", home.path())
             .env("RUST_LOG", "warn")
+            .env("PINFOLD_ALLOW_LOCAL_IMAGES", "true")
             .args(["agent", "--server", &server.url, "--ephemeral"])
             .stdout(Stdio::null())
             .spawn()?,
@@ -848,6 +850,7 @@ fn cli(server: &Server, args: &[&str]) -> std::process::Output {
     admin_cli(&server.url)
         .args(args)
         .env("RUST_LOG", "warn")
+        .env("PINFOLD_ALLOW_LOCAL_IMAGES", "true")
         .output()
         .expect("run pinfold")
 }
@@ -1338,6 +1341,7 @@ fn an_agent_hands_out_only_the_local_secrets_its_operator_listed() -> Result<()>
             common::pinfold()
                 .env("PINFOLD_HOME", home.path())
                 .env("RUST_LOG", "warn")
+                .env("PINFOLD_ALLOW_LOCAL_IMAGES", "true")
                 .env("PINFOLD_SECRET_LOCAL_TOKEN", "l0cal-t0ken-value")
                 .args([
                     "agent",
@@ -1380,5 +1384,38 @@ fn an_agent_hands_out_only_the_local_secrets_its_operator_listed() -> Result<()>
         log.contains("tok=***\nran\n") && !log.contains("l0cal-t0ken"),
         "{log}"
     );
+    Ok(())
+}
+
+/// A job may not name a file on the runner as its image (here the suite's
+/// own OCI layout, `oci:DIR@sha256:…`) unless the runner's operator allows
+/// local images: the job ends before its first step, saying so.
+#[test]
+fn a_job_naming_a_local_image_is_refused_unless_the_operator_allows_it() -> Result<()> {
+    let server = Server::start(&[])?;
+    let home = common::user_dir();
+    let _agent = Agent(
+        common::pinfold()
+            .env("PINFOLD_HOME", home.path())
+            .env("RUST_LOG", "warn")
+            .args([
+                "agent",
+                "--server",
+                &server.url,
+                "--registration-token",
+                REG,
+                "--grace",
+                "2s",
+            ])
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    let id = server.submit_job("  - name: a\n    run: echo step-ran\n", "")?;
+    let j = server.wait(id, Duration::from_secs(60))?;
+    let log = server.log(id)?;
+    assert_ne!(j.state, JobState::Succeeded, "{log}");
+    assert!(!log.contains("step-ran"), "{log}");
+    let said = format!("{} {log}", j.reason.unwrap_or_default());
+    assert!(said.contains("names a file on the runner"), "{said}");
     Ok(())
 }

@@ -66,6 +66,11 @@ pub struct Args {
         value_parser = humantime::parse_duration
     )]
     request_timeout: Duration,
+    /// Let jobs name local images (oci:, oci-archive:, docker-archive:
+    /// paths on this host). Without it a job's image must be a registry
+    /// reference: a path would let a job run, or probe, the runner's files.
+    #[arg(long, env = "PINFOLD_ALLOW_LOCAL_IMAGES")]
+    allow_local_images: bool,
     #[command(flatten)]
     ceiling: super::CeilingArgs,
 }
@@ -108,6 +113,7 @@ fn agent(a: Args) -> anyhow::Result<()> {
         settings,
         request_timeout: a.request_timeout,
         host: crate::env::host(),
+        allow_local_images: a.allow_local_images,
     };
     pinfold_agent::agent::run(cfg, &pinfold_agent::signals::received)?;
     Ok(())

@@ -114,6 +114,8 @@ pub fn run(a: Args) -> i32 {
         grace: a.grace,
         settings: settings.clone(),
         host: crate::env::host(),
+        // The caller's own job file: its images are the caller's choice.
+        allow_local_images: true,
     };
     let source = a.source.clone();
     let mut source_digest: Option<String> = None;

@@ -75,4 +75,6 @@ pub struct Config {
     /// What of the binary's environment each step's `pinfold exec` gets
     /// (the binary reads it; this crate reads no environment).
     pub host: HostEnv,
+    /// Whether jobs may name local images (`--allow-local-images`).
+    pub allow_local_images: bool,
 }

@@ -308,6 +308,7 @@ fn run_job(sh: &Shared, lease: Lease, flag: Arc<AtomicU8>) {
         grace: sh.cfg.grace,
         host: sh.cfg.host.clone(),
         settings: sh.cfg.settings.clone(),
+        allow_local_images: sh.cfg.allow_local_images,
     };
     let cutoff = &sh.cutoff;
     let mut fill = |ws: &Workspace<'_>| transfer::fetch_source(&jc, &lease, &dir, ttl, cutoff, ws);

@@ -74,6 +74,8 @@ impl Settings {
             grace: self.grace,
             settings: self.sandbox.clone(),
             host: self.host.clone(),
+            // `pinfold verify` runs the caller's own job file.
+            allow_local_images: true,
         }
     }
 }

@@ -130,6 +130,11 @@ pub struct Job {
     pub settings: pinfold_sandbox::Settings,
     /// The runner's own environment, as the binary read it.
     pub host: HostEnv,
+    /// Whether the job may name a local image (an `oci:`, `oci-archive:`
+    /// or `docker-archive:` path): the operator's choice (`pinfold agent
+    /// --allow-local-images`); `pinfold run` and `verify` run the caller's
+    /// own job file.
+    pub allow_local_images: bool,
 }
 
 /// How a job ended.
@@ -382,6 +387,12 @@ impl Job {
     /// Finds the job's image in the store, pulling it when missing.
     pub fn resolve_image(&self, log: &SharedLog) -> Result<(), RunError> {
         let image = self.spec.image.as_str();
+        let local = ImageRef::parse(image).map_or(true, |r| !r.is_registry());
+        if local && !self.allow_local_images {
+            return Err(RunError::Config(
+                "the job's image names a file on the runner, not a registry image: write `image: REPO@sha256:DIGEST` (local images need the operator's `pinfold agent --allow-local-images`)".into(),
+            ));
+        }
         let err = |source| RunError::Image {
             image: image.to_string(),
             source,

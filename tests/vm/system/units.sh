@@ -82,8 +82,9 @@ export PINFOLD_SERVER=http://127.0.0.1:8080 PINFOLD_TOKEN="$admin"
 up=no
 for _ in $(seq 60); do pinfold jobs >/dev/null 2>&1 && { up=yes; break; }; sleep 0.5; done
 judge server-up "answers on 127.0.0.1:8080: $up; $(systemctl is-active pinfold-server)" [ $up = yes ]
-# The README's second command, word for word but for the server and token.
-sh -c 'umask 077; printf "PINFOLD_SERVER=%s\nPINFOLD_REGISTRATION_TOKEN=%s\n" http://127.0.0.1:8080 '"$reg"' >/etc/pinfold/agent.env && systemctl enable --now pinfold-agent' \
+# The README's second command, word for word but for the server and token,
+# and PINFOLD_ALLOW_LOCAL_IMAGES: the jobs here use an oci: layout.
+sh -c 'umask 077; printf "PINFOLD_SERVER=%s\nPINFOLD_REGISTRATION_TOKEN=%s\nPINFOLD_ALLOW_LOCAL_IMAGES=true\n" http://127.0.0.1:8080 '"$reg"' >/etc/pinfold/agent.env && systemctl enable --now pinfold-agent' \
   >"$u/agent-start.log" 2>&1
 # Registered: the runner token the agent keeps in its state directory.
 reg_ok=no
