@@ -243,7 +243,10 @@ fn prepare(a: &PrepareArgs) -> Result<StageEnd, Fail> {
         env!("CARGO_PKG_VERSION")
     );
     let pinned = resolve(&image, a.allow_tag, a.allow_local_images, &settings)?;
-    let runner_binary = a.gitlab_runner.clone().or_else(|| which("gitlab-runner"));
+    let runner_binary = a
+        .gitlab_runner
+        .clone()
+        .or_else(|| settings.which("gitlab-runner", "/usr/local/bin:/usr/bin:/bin"));
     // The job file system is shared by both policies' stages: each exec
     // refuses one larger than its policy allows, so take the smaller sizes.
     let (s, f) = (&script.policy.filesystem, &fetch.policy.filesystem);
@@ -353,14 +356,6 @@ fn resolve(
         );
     }
     Ok(pinned)
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(name))
-            .find(|f| f.is_file())
-    })
 }
 
 /// Starts the keeper in its own session (gitlab-runner's kill of prepare's

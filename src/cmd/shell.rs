@@ -93,11 +93,7 @@ pub fn run(a: Args) -> i32 {
         .arg("--workdir")
         .arg(&plan.workdir);
     for b in &plan.binds {
-        let mut spec = b.source.clone().into_os_string();
-        spec.push(":");
-        spec.push(&b.dest);
-        spec.push(if b.writable { ":rw" } else { ":ro" });
-        c.arg("--bind").arg(spec);
+        c.arg("--bind").arg(b.to_arg());
     }
     for e in &plan.env_args {
         c.arg("--env").arg(e);

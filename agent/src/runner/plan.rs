@@ -201,11 +201,7 @@ impl StepInputs<'_> {
         }
         for b in &o.binds {
             arg(&"--bind");
-            let mut spec = b.source.clone().into_os_string();
-            spec.push(":");
-            spec.push(&b.dest);
-            spec.push(if b.writable { ":rw" } else { ":ro" });
-            arg(&spec);
+            arg(&b.to_arg());
         }
         for (k, v) in &o.env {
             arg(&"--env");

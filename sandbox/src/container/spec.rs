@@ -20,6 +20,16 @@ pub struct Bind {
 }
 
 impl Bind {
+    /// The `--bind` argument that [`Bind::parse`] reads back:
+    /// `SRC:DST:ro` or `SRC:DST:rw`.
+    pub fn to_arg(&self) -> std::ffi::OsString {
+        let mut spec = self.source.clone().into_os_string();
+        spec.push(":");
+        spec.push(&self.dest);
+        spec.push(if self.writable { ":rw" } else { ":ro" });
+        spec
+    }
+
     /// Parses `SRC:DST[:ro|rw]` (read-only unless `rw`).
     pub fn parse(s: &str) -> Result<Bind> {
         let parts: Vec<&str> = s.split(':').collect();
