@@ -8,6 +8,7 @@ mod attestation;
 mod cmd;
 mod env;
 mod fetch;
+mod jobdir;
 mod remote;
 mod secrets;
 mod term;
@@ -81,6 +82,10 @@ enum Command {
         about = "Run an Actions step's script in pinfold: `shell: pinfold shell {0}` (trusted repositories)"
     )]
     Shell(cmd::shell::Args),
+    /// The job file system's keeper of `gitlab-driver` and `gha-hook`
+    /// (internal: started by their prepare).
+    #[command(hide = true)]
+    KeepJobFs(jobdir::KeepArgs),
 }
 
 fn init_tracing(verbose: bool, server: bool) {
@@ -164,6 +169,7 @@ fn main() {
         Command::Agent(a) => cmd::agent::run(a),
         Command::GitlabDriver(c) => cmd::gitlab_driver::run(c),
         Command::Shell(a) => cmd::shell::run(a),
+        Command::KeepJobFs(a) => jobdir::keep(a),
     };
     std::process::exit(code);
 }

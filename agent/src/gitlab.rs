@@ -13,7 +13,7 @@
 //!   variables take precedence over predefined ones).
 //! * `prepare` resolves the job's image (digest-pinned, or a tag resolved
 //!   once where the operator allows tags), creates `HOME/gitlab/ID/` (0700)
-//!   and starts a *keeper* there, a detached `pinfold gitlab-driver keep`
+//!   and starts a *keeper* there, a detached `pinfold keep-job-fs`
 //!   that holds the job file system ([`pinfold_sandbox::container::jobfs`]):
 //!   the writable layer and `/builds`, policy-sized tmpfs that persist
 //!   across stages. [`State`] records what the stages need.
@@ -45,10 +45,6 @@ pub const CACHE_DIR: &str = "/cache";
 pub const SCRIPT: &str = "/.pinfold-gitlab/script";
 /// The state file in the job directory.
 pub const STATE: &str = "state.json";
-/// The keeper's pid file in the job directory.
-pub const KEEPER_PID: &str = "keeper.pid";
-/// The running stage's `pinfold exec` pid, in the job directory.
-pub const STAGE_PID: &str = "stage.pid";
 
 /// Errors of the GitLab driver's bookkeeping.
 #[derive(Debug, thiserror::Error)]
