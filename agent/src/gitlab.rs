@@ -148,22 +148,11 @@ impl ConfigOutput {
     }
 }
 
-/// A new random job id: 32 lowercase hex digits.
-pub fn new_job_id() -> String {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).expect("getrandom");
-    hex::encode(b)
-}
-
 /// The job directory under `home` for the id in `PINFOLD_GITLAB_JOB`
-/// (`None`: unset), checked to be one [`new_job_id`] makes.
+/// (`None`: unset), checked to be one [`crate::hosted::new_id`] makes.
 pub fn job_dir(home: &Path, id: Option<&str>) -> Result<PathBuf, GitlabError> {
     let id = id.ok_or(GitlabError::JobId("not set"))?;
-    if id.len() != 32
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
+    if !crate::hosted::is_id(id) {
         return Err(GitlabError::JobId("not a job id the driver made"));
     }
     Ok(jobs_dir(home).join(id))
@@ -302,12 +291,12 @@ mod tests {
     #[test]
     fn only_driver_made_job_ids_name_a_directory() {
         let home = Path::new("/h");
-        let id = new_job_id();
+        let id = crate::hosted::new_id();
         assert_eq!(
             job_dir(home, Some(&id)).unwrap(),
             home.join("gitlab").join(&id)
         );
-        assert_ne!(new_job_id(), id);
+        assert_ne!(crate::hosted::new_id(), id);
         for bad in [
             "",
             "42",

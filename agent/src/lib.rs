@@ -17,6 +17,9 @@
 //!   what it binds and passes in.
 //! * [`gitlab`]: GitLab Runner's Custom executor (`pinfold gitlab-driver`):
 //!   stage kinds, the config answer, the job's state between stages.
+//! * [`gha`]: GitHub Actions runner container hooks (`pinfold gha-hook`):
+//!   the runner's JSON, what is refused, the mounts, a step's command.
+//! * [`hosted`]: ids of the jobs those two keep between calls.
 //!
 //! Depends on `pinfold-api`, `pinfold-client` (to reach a coordinator) and
 //! `pinfold-sandbox` (the image store, the ceiling, the job file system).
@@ -29,7 +32,9 @@
 
 pub mod agent;
 pub mod artifacts;
+pub mod gha;
 pub mod gitlab;
+pub mod hosted;
 pub mod log;
 pub mod provenance;
 pub mod reproduce;

@@ -184,8 +184,11 @@ fn config() -> i32 {
     let hostname = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "localhost".into());
-    let out =
-        gitlab::ConfigOutput::new(&gitlab::new_job_id(), &hostname, env!("CARGO_PKG_VERSION"));
+    let out = gitlab::ConfigOutput::new(
+        &pinfold_agent::hosted::new_id(),
+        &hostname,
+        env!("CARGO_PKG_VERSION"),
+    );
     if super::print_json("gitlab-driver config", &out) {
         0
     } else {

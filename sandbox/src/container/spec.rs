@@ -9,7 +9,7 @@ use super::{ContainerError, IdMapMode, Result, limits};
 use crate::policy::{NetworkMode, Policy};
 
 /// A host path mounted into the container.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Bind {
     /// Host path (file or directory).
     pub source: PathBuf,
