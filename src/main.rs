@@ -79,6 +79,10 @@ enum Command {
     )]
     GitlabDriver(cmd::gitlab_driver::Command),
     #[command(
+        about = "GitHub Actions runner container hooks: run each job in a pinfold job container"
+    )]
+    GhaHook(cmd::gha_hook::Args),
+    #[command(
         about = "Run an Actions step's script in pinfold: `shell: pinfold shell {0}` (trusted repositories)"
     )]
     Shell(cmd::shell::Args),
@@ -168,6 +172,7 @@ fn main() {
         Command::Verify(a) => cmd::verify::run(a),
         Command::Agent(a) => cmd::agent::run(a),
         Command::GitlabDriver(c) => cmd::gitlab_driver::run(c),
+        Command::GhaHook(a) => cmd::gha_hook::run(a),
         Command::Shell(a) => cmd::shell::run(a),
         Command::KeepJobFs(a) => jobdir::keep(a),
     };

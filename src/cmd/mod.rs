@@ -5,6 +5,7 @@ pub mod attest;
 pub mod cancel;
 pub mod doctor;
 pub mod exec;
+pub mod gha_hook;
 pub mod gitlab_driver;
 pub mod image;
 pub mod jobs;

@@ -1,0 +1,265 @@
+//! `pinfold gha-hook`: the GitHub Actions runner's container hooks. The
+//! calls and what is refused: [`pinfold_agent::gha`]; installing it:
+//! `ci-templates/github/README.md`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pinfold_agent::gha::{self, Call, GhaError, HookState, JobState};
+use pinfold_agent::runner::{RunOptions, StepInputs};
+use pinfold_api::JobSpec;
+use pinfold_api::job::EnvName;
+use pinfold_sandbox::ceiling::Ceiling;
+use pinfold_sandbox::container::jobfs::{self, Sizes};
+
+use crate::jobdir::{self, ImageRefused, ImageRules};
+
+/// Run GitHub Actions jobs in pinfold: the self-hosted runner's container
+/// hooks (ACTIONS_RUNNER_CONTAINER_HOOKS).
+///
+/// The runner runs the hook script, ci-templates/github/pinfold-hook.js,
+/// once per call, with one line of JSON on stdin (prepare_job,
+/// run_script_step, run_container_step, cleanup_job); the script runs
+/// `pinfold gha-hook`, whose options come from the runner's .env. Each job runs in its own job container
+/// (the image of the job's `container:`, digest-pinned), whose writable
+/// layer lives from prepare_job to cleanup_job; every step runs in it under
+/// the operator's policy with the runner's work directory at /__w. Services,
+/// container `volumes:`/`options:`/`ports:` and container actions are
+/// refused with one line.
+///
+/// Exit status: 0; the step's own exit code when a step fails (123-127 as
+/// `pinfold exec`); 1 when the call is refused or pinfold fails.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Environment: PINFOLD_HOME (job directories in $PINFOLD_HOME/gha), PINFOLD_POLICY, PINFOLD_GHA_ALLOW_TAG, PINFOLD_GHA_ALLOW_LOCAL_IMAGES, RUST_LOG."
+)]
+pub struct Args {
+    /// The policy of every step: a name or a path. Steps that check out
+    /// code (actions/checkout) need a policy whose network reaches GitHub,
+    /// e.g. ci-templates/github/github-actions.toml.
+    #[arg(
+        long,
+        value_name = "NAME|PATH",
+        default_value = "untrusted",
+        env = "PINFOLD_POLICY"
+    )]
+    policy: String,
+    /// Let a job's image be a tag: it is resolved once, at prepare_job, and
+    /// the digest is logged and used for every step. Without it a job's
+    /// `container:` must be pinned (IMAGE@sha256:DIGEST).
+    #[arg(long, env = "PINFOLD_GHA_ALLOW_TAG")]
+    allow_tag: bool,
+    /// Let a job's image be a local OCI layout or archive on this host
+    /// (oci:, oci-archive:, docker-archive:). Without it a job may name only
+    /// registry images: a path would let it read the runner's files.
+    #[arg(long, env = "PINFOLD_GHA_ALLOW_LOCAL_IMAGES")]
+    allow_local_images: bool,
+    /// Between SIGTERM and SIGKILL when the runner cancels a step (it sends
+    /// SIGINT, then SIGTERM after 7.5 s, then kills the hook).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    grace: Duration,
+}
+
+/// The hook input is one line of JSON; more than this is not the runner's.
+const MAX_INPUT: u64 = 16 << 20;
+
+/// Runs one hook call from stdin; returns the exit status.
+pub fn run(a: Args) -> i32 {
+    let mut text = String::new();
+    if let Err(e) = std::io::stdin().take(MAX_INPUT).read_to_string(&mut text) {
+        eprintln!("pinfold gha-hook: reading stdin: {e}");
+        return 1;
+    }
+    let (input, call) = match gha::parse(&text) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pinfold gha-hook: {e}");
+            return 1;
+        }
+    };
+    let result = match call {
+        Call::PrepareJob(p) => prepare(&a, &p, input.response_file.as_deref()).map(|()| 0),
+        Call::RunScriptStep(s) => step(&a, &s, input.state.as_ref()),
+        Call::RunContainerStep(c) => Err(gha::container_step_refusal(&c).to_string()),
+        Call::CleanupJob => cleanup(input.state.as_ref()).map(|()| 0),
+    };
+    match result {
+        Ok(code) => code,
+        Err(why) => {
+            eprintln!("pinfold gha-hook {}: {why}", input.command);
+            1
+        }
+    }
+}
+
+fn home() -> Result<PathBuf, String> {
+    crate::env::settings()
+        .home
+        .clone()
+        .ok_or_else(|| "cannot find a state directory: set PINFOLD_HOME".into())
+}
+
+fn prepare(a: &Args, p: &gha::PrepareJobArgs, response: Option<&Path>) -> Result<(), String> {
+    let response =
+        response.ok_or("the runner gave no responseFile: upgrade the runner (2.304 or later)")?;
+    let c = gha::job_container(p).map_err(|e| e.to_string())?;
+    let image = c.image.as_deref().expect("job_container checks it").trim();
+    let env = gha::env_of(c.environment_variables.as_ref()).map_err(|e| e.to_string())?;
+    if c.registry.as_ref().is_some_and(|r| !r.is_null()) {
+        println!(
+            "==> pinfold: the job container's `credentials:` are not used: pinfold pulls without them"
+        );
+    }
+    let settings = crate::env::settings();
+    let ceiling = Ceiling::new(&a.policy, &[], &settings.policy_dirs())
+        .map_err(|e| format!("--policy: {e}"))?;
+    let chosen = ceiling
+        .choose(None, None, &Default::default())
+        .map_err(|e| e.to_string())?;
+    println!(
+        "==> pinfold {}: preparing the job container",
+        env!("CARGO_PKG_VERSION")
+    );
+    let rules = ImageRules {
+        allow_tag: a.allow_tag,
+        allow_local: a.allow_local_images,
+        tag_flag: "gha-hook --allow-tag",
+        local_flag: "gha-hook --allow-local-images",
+        how: "container: IMAGE@sha256:DIGEST",
+    };
+    let pinned = jobdir::resolve_image(image, &rules, &settings).map_err(|e| match e {
+        ImageRefused::Job(why) | ImageRefused::System(why) => why,
+    })?;
+    let id = pinfold_agent::hosted::new_id();
+    let dir = home()?.join(gha::JOBS_DIR).join(&id);
+    jobdir::create(&dir, &settings)?;
+    let made = (|| {
+        JobState {
+            image: pinned,
+            policy: chosen.reference.clone(),
+            env,
+            binds: gha::binds(c),
+        }
+        .save(&dir)
+        .map_err(|e| e.to_string())?;
+        let fs = &chosen.policy.filesystem;
+        let sizes = Sizes {
+            layer: fs.writable_layer_size.0,
+            workspace: fs.workspace_size.0,
+        };
+        // A self-hosted runner's job may run for 5 days; an hour on top.
+        jobdir::start_keeper(&dir, sizes, Duration::from_secs(5 * 86_400 + 3_600))?;
+        // The runner needs to know; asking the image also proves that the
+        // sandbox starts before the first step.
+        let alpine =
+            match run_in_job(&dir, "test -e /etc/alpine-release", a.grace)? {
+                Some(0) => true,
+                Some(1) => false,
+                _ => return Err(
+                    "the job container did not start a shell (/bin/sh): the job's image needs one"
+                        .into(),
+                ),
+            };
+        let body = gha::prepare_response(&id, alpine).to_string();
+        std::fs::write(response, body)
+            .map_err(|e| format!("writing the response file {}: {e}", response.display()))
+    })();
+    if let Err(e) = made {
+        let _ = jobdir::remove(&dir, &settings);
+        return Err(e);
+    }
+    println!("==> job container ready: policy {}", chosen.reference);
+    Ok(())
+}
+
+/// Runs `run` with `/bin/sh -e -c` in the job container of `dir` with
+/// `env`; returns its exit code (`None`: killed), or why the sandbox
+/// failed.
+fn run_in_job(dir: &Path, run: &str, grace: Duration) -> Result<Option<i32>, String> {
+    run_with(dir, run, Vec::new(), grace)
+}
+
+fn run_with(
+    dir: &Path,
+    run: &str,
+    step_env: Vec<(String, String)>,
+    grace: Duration,
+) -> Result<Option<i32>, String> {
+    let state = JobState::load(dir).map_err(|e| e.to_string())?;
+    let mut env = std::collections::BTreeMap::new();
+    for (k, v) in state.env.into_iter().chain(step_env) {
+        env.insert(EnvName(k), v);
+    }
+    let spec = JobSpec {
+        image: pinfold_api::job::ImageRef(state.image),
+        policy: None,
+        network: None,
+        limits: Default::default(),
+        timeout: None,
+        env,
+        secrets: Vec::new(),
+        steps: pinfold_api::job::Steps(Vec::new()),
+        artifacts: Vec::new(),
+        source: None,
+        verify: None,
+    };
+    let report = dir.join("step.json");
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find my own binary: {e}"))?;
+    let host = crate::env::host();
+    let plan = StepInputs {
+        exe: &exe,
+        spec: &spec,
+        secrets: &Default::default(),
+        host: &host,
+        policy: &state.policy,
+        job_fs: &dir.join(jobfs::SOCKET),
+        report: &report,
+    }
+    .plan(
+        run,
+        None,
+        &RunOptions {
+            // The job file system's workspace: the runner's _work is bound
+            // over it (systemMountVolumes), so every step shares the
+            // runner's, which the runner cleans.
+            mount: Some(gha::WORK.into()),
+            binds: state.binds,
+            ..RunOptions::default()
+        },
+    );
+    let out = jobdir::run_step(plan, dir, &report, grace)?;
+    if out
+        .report
+        .as_ref()
+        .is_none_or(|r| r.get("outcome").and_then(|o| o.as_str()) == Some("error"))
+    {
+        let why = out
+            .report
+            .as_ref()
+            .and_then(|r| r.get("reason")?.as_str().map(str::to_string))
+            .unwrap_or_else(|| "pinfold exec ended without a report".into());
+        return Err(format!("the sandbox failed: {why}"));
+    }
+    Ok(out.code)
+}
+
+fn step(
+    a: &Args,
+    s: &gha::ScriptStepArgs,
+    state: Option<&serde_json::Value>,
+) -> Result<i32, String> {
+    let dir = HookState::job_dir(&home()?, state).map_err(|e| e.to_string())?;
+    if !dir.exists() {
+        return Err(GhaError::State("its job directory is gone").to_string());
+    }
+    let run = gha::step_command(s).map_err(|e| e.to_string())?;
+    let env = gha::env_of(s.environment_variables.as_ref()).map_err(|e| e.to_string())?;
+    // Killed by a signal (the runner's cancel): a failure.
+    Ok(run_with(&dir, &run, env, a.grace)?.unwrap_or(1))
+}
+
+fn cleanup(state: Option<&serde_json::Value>) -> Result<(), String> {
+    let dir = HookState::job_dir(&home()?, state).map_err(|e| e.to_string())?;
+    jobdir::remove_and_sweep(&dir, &crate::env::settings())
+}
