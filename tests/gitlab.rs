@@ -139,10 +139,7 @@ impl Runner {
 
     /// After cleanup: the job's directory is gone and no process names it.
     fn assert_nothing_left(&self) {
-        let dir = self.job_dir();
-        assert!(!dir.exists(), "{} is left", dir.display());
-        let left = processes_matching(&dir.to_string_lossy());
-        assert!(left.is_empty(), "processes left: {left:?}");
+        assert_job_gone(&self.job_dir());
     }
 }
 
@@ -154,24 +151,6 @@ impl Drop for Runner {
         }
     }
 }
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-#[track_caller]
-fn ok(out: &Output, what: &str) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{what}: {}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-const PROBES: &str = "mount unshare-user keyctl bpf ptrace-init io_uring_setup";
 
 /// The runner's stage order for a job with artifacts and a cache, each
 /// stage's script standing in for what the runner generates. The job's

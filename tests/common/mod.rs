@@ -44,7 +44,7 @@ fn lookup_user(name: &str) -> Option<(u32, u32)> {
     None
 }
 
-fn chown_tree(path: &Path, uid: u32, gid: u32) {
+pub fn chown_tree(path: &Path, uid: u32, gid: u32) {
     let status = Command::new("chown")
         .arg("-R")
         .arg("-h")
@@ -113,6 +113,38 @@ pub fn run_ok(cmd: &mut Command, what: &str) -> Output {
     );
     out
 }
+
+/// Bytes of a child's output as text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Asserts that `out` exited 0, naming `what` with its output; returns its
+/// stdout.
+#[track_caller]
+pub fn ok(out: &Output, what: &str) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{what}: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// After a CI driver's cleanup: the job's directory `dir` is gone and no
+/// process names it (a keeper or a step left running).
+#[track_caller]
+pub fn assert_job_gone(dir: &Path) {
+    assert!(!dir.exists(), "{} is left", dir.display());
+    let left = processes_matching(&dir.to_string_lossy());
+    assert!(left.is_empty(), "processes left: {left:?}");
+}
+
+/// The probe's escapes a CI step runs to see the sandbox: each must print
+/// `NAME: refused`.
+pub const PROBES: &str = "mount unshare-user keyctl bpf ptrace-init io_uring_setup";
 
 pub fn fixtures() -> &'static Fixtures {
     static F: OnceLock<Fixtures> = OnceLock::new();
