@@ -20,16 +20,7 @@ RUNS=${1:-30}
 bin=$(pinfold_bin dist "${PINFOLD_BIN:-}")
 make_work pinfold-bench-gitlab "$bin"
 # The job's image: busybox, built with umoci.
-rootfs="$work/rootfs"
-bash tests/make-busybox-rootfs.sh "$rootfs"
-l="$work/layout"; b="$work/bundle"
-umoci init --layout "$l"
-umoci new --image "$l:img"
-umoci unpack --rootless --image "$l:img" "$b" >/dev/null
-rm -rf "$b/rootfs" && cp -a "$rootfs" "$b/rootfs"
-umoci repack --image "$l:img" "$b" >/dev/null
-rm -rf "$b"
-image="oci:$l@$(python3 -c "import json;print(json.load(open('$l/index.json'))['manifests'][0]['digest'])")"
+image=$(bash tests/make-busybox-image.sh "$work")
 # Five stages as GitLab names them, each script a small real step.
 mkdir -p "$work/scripts"
 i=0
