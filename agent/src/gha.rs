@@ -38,8 +38,6 @@ use serde::{Deserialize, Serialize};
 
 /// Where the job directories are, under `PINFOLD_HOME`.
 pub const JOBS_DIR: &str = "gha";
-/// The state file in the job directory.
-pub const STATE: &str = "state.json";
 /// The runner's `_work` in the container, which every step shares.
 pub const WORK: &str = "/__w";
 /// The Docker socket the runner offers to mount: never bound.
@@ -68,13 +66,8 @@ pub enum GhaError {
     )]
     State(&'static str),
     /// The job directory's state file could not be read or written.
-    #[error("job state {path}: {why} (did prepare_job run for this job?)")]
-    JobState {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        why: String,
-    },
+    #[error("{0} (did prepare_job run for this job?)")]
+    JobState(#[from] crate::hosted::StateError),
 }
 
 /// The runner's hook input (`HookInput.cs`).
@@ -413,25 +406,12 @@ pub struct JobState {
 impl JobState {
     /// Writes the state into `dir`.
     pub fn save(&self, dir: &Path) -> Result<(), GhaError> {
-        let path = dir.join(STATE);
-        let text = serde_json::to_vec_pretty(self).expect("state serializes");
-        std::fs::write(&path, text).map_err(|e| GhaError::JobState {
-            path,
-            why: e.to_string(),
-        })
+        Ok(crate::hosted::save_state(dir, self)?)
     }
 
     /// Reads the state from `dir`.
     pub fn load(dir: &Path) -> Result<JobState, GhaError> {
-        let path = dir.join(STATE);
-        let text = std::fs::read(&path).map_err(|e| GhaError::JobState {
-            path: path.clone(),
-            why: e.to_string(),
-        })?;
-        serde_json::from_slice(&text).map_err(|e| GhaError::JobState {
-            path,
-            why: e.to_string(),
-        })
+        Ok(crate::hosted::load_state(dir)?)
     }
 }
 

@@ -43,8 +43,6 @@ pub const BUILDS_DIR: &str = "/builds";
 pub const CACHE_DIR: &str = "/cache";
 /// Where the stage's script is bound (read-only) in the container.
 pub const SCRIPT: &str = "/.pinfold-gitlab/script";
-/// The state file in the job directory.
-pub const STATE: &str = "state.json";
 
 /// Errors of the GitLab driver's bookkeeping.
 #[derive(Debug, thiserror::Error)]
@@ -55,13 +53,8 @@ pub enum GitlabError {
     )]
     JobId(&'static str),
     /// The state file could not be read or written.
-    #[error("job state {path}: {why} (did prepare_exec run for this job?)")]
-    State {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        why: String,
-    },
+    #[error("{0} (did prepare_exec run for this job?)")]
+    State(#[from] crate::hosted::StateError),
 }
 
 /// What kind of stage a stage name is.
@@ -179,25 +172,12 @@ pub struct State {
 impl State {
     /// Writes the state into `dir`.
     pub fn save(&self, dir: &Path) -> Result<(), GitlabError> {
-        let path = dir.join(STATE);
-        let text = serde_json::to_vec_pretty(self).expect("state serializes");
-        std::fs::write(&path, text).map_err(|e| GitlabError::State {
-            path,
-            why: e.to_string(),
-        })
+        Ok(crate::hosted::save_state(dir, self)?)
     }
 
     /// Reads the state from `dir`.
     pub fn load(dir: &Path) -> Result<State, GitlabError> {
-        let path = dir.join(STATE);
-        let text = std::fs::read(&path).map_err(|e| GitlabError::State {
-            path: path.clone(),
-            why: e.to_string(),
-        })?;
-        serde_json::from_slice(&text).map_err(|e| GitlabError::State {
-            path,
-            why: e.to_string(),
-        })
+        Ok(crate::hosted::load_state(dir)?)
     }
 
     /// The policy for a stage of `kind`.
