@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use pinfold_agent::hosted;
 use pinfold_agent::runner::StepPlan;
 use pinfold_sandbox::Settings;
 use pinfold_sandbox::container::jobfs::{JobFs, Sizes};
@@ -24,6 +25,8 @@ use pinfold_sandbox::image::{ImageError, ImageRef, PullOptions, Store};
 
 /// The keeper's pid file in the job directory.
 const KEEPER_PID: &str = "keeper.pid";
+/// Written when prepare has answered ([`ready`]).
+const READY: &str = "ready";
 /// The running step's `pinfold exec` pid, in the job directory.
 const STEP_PID: &str = "step.pid";
 /// The keeper's stderr, in the job directory.
@@ -83,19 +86,26 @@ pub fn resolve_image(
             rules.how, rules.local_flag
         )));
     }
+    if let Some(host) = r.registry_host()
+        && !rules.allow_local
+        && host_is_local(host)
+    {
+        return Err(ImageRefused::Job(format!(
+            "the job's image is on {host}, an address of this runner's own or private network, which a job may not make the runner reach: use a public registry (local sources need the operator's `{}`)",
+            rules.local_flag
+        )));
+    }
     let system = |e: ImageError| ImageRefused::System(format!("image {image}: {e}"));
     let store = Store::open_default(settings).map_err(system)?;
     let t0 = Instant::now();
     let pinned_already = image.contains("@sha256:");
-    if pinned_already {
-        match store.find(image) {
-            Ok(_) => {
-                println!("==> image {image} (cached)");
-                return Ok(image.to_string());
-            }
-            Err(ImageError::NotFound(_)) => {}
-            Err(e) => return Err(system(e)),
-        }
+    // Cached only under this very name: the same digest under another name
+    // (a private image the operator pulled, a local one) is not the job's
+    // to use without its registry's say; pulling it is cheap when the
+    // store has its blobs.
+    if pinned_already && store.find_named(&r).map_err(system)?.is_some() {
+        println!("==> image {image} (cached)");
+        return Ok(image.to_string());
     }
     let opts = PullOptions {
         allow_tag: rules.allow_tag,
@@ -116,6 +126,22 @@ pub fn resolve_image(
         "==> image {image} resolved to {pinned} (the tag is not looked up again for this job)"
     );
     Ok(pinned)
+}
+
+/// Whether a registry host is this machine or a private network's:
+/// `localhost`, or an address that is not public (loopback, private,
+/// link-local, metadata). A name that resolves to one is not caught here.
+fn host_is_local(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    if name.eq_ignore_ascii_case("localhost") || name.ends_with(".localhost") {
+        return true;
+    }
+    name.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| pinfold_sandbox::net::ranges::refused(ip, false))
 }
 
 /// Creates the job directory `dir` afresh (0700): what an earlier attempt
@@ -325,10 +351,18 @@ fn wait_or_stop(child: &mut std::process::Child, grace: Duration) -> Option<Exit
     status
 }
 
-/// Removes `dir`, then the directories beside it whose cleanup never came
-/// (a runner killed mid-job): their keeper is gone, so nothing else will
-/// remove them. A directory younger than ten minutes may be a prepare
-/// still starting its keeper, and is left.
+/// Marks `dir` as prepared: its runner has (or is about to have) what it
+/// needs to call cleanup. Until then a sweep may take it, keeper and all.
+pub fn ready(dir: &Path) -> Result<(), String> {
+    std::fs::write(dir.join(READY), b"").map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// Removes `dir`, then the job directories beside it whose cleanup never
+/// came: a runner killed mid-job (the keeper is gone, so nothing else will
+/// remove them), or a prepare killed before it answered (never [`ready`],
+/// so the runner cannot name it to cleanup). A directory younger than ten
+/// minutes may be a prepare still running, and is left; only names
+/// [`hosted::is_id`] accepts are looked at.
 pub fn remove_and_sweep(dir: &Path, settings: &Settings) -> Result<(), String> {
     remove(dir, settings)?;
     if let Some(parent) = dir.parent()
@@ -336,11 +370,15 @@ pub fn remove_and_sweep(dir: &Path, settings: &Settings) -> Result<(), String> {
     {
         for e in entries.flatten() {
             let p = e.path();
+            if !e.file_name().to_str().is_some_and(hosted::is_id) {
+                continue;
+            }
             let old = e
                 .metadata()
                 .and_then(|m| m.modified())
                 .is_ok_and(|t| t.elapsed().is_ok_and(|a| a > Duration::from_secs(600)));
-            if p != dir && old && alive(&p, KEEPER_PID).is_none() {
+            let abandoned = !p.join(READY).exists() || alive(&p, KEEPER_PID).is_none();
+            if p != dir && old && abandoned {
                 tracing::info!(dir = %p.display(), "removing a job directory left behind");
                 let _ = remove(&p, settings);
             }
@@ -394,4 +432,35 @@ pub fn remove(dir: &Path, settings: &Settings) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(100));
     }
     Err(format!("removing {}: {last}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_is_local;
+
+    #[test]
+    fn registries_on_this_machine_or_a_private_network_are_local() {
+        for h in [
+            "localhost",
+            "localhost:5000",
+            "reg.localhost",
+            "127.0.0.1:5000",
+            "10.1.2.3",
+            "192.168.0.1:443",
+            "169.254.169.254",
+            "[::1]:5000",
+            "[::1]",
+            "0.0.0.0",
+        ] {
+            assert!(host_is_local(h), "{h}");
+        }
+        for h in [
+            "docker.io",
+            "ghcr.io",
+            "8.8.8.8:5000",
+            "registry.example.com:5000",
+        ] {
+            assert!(!host_is_local(h), "{h}");
+        }
+    }
 }

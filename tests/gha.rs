@@ -450,6 +450,117 @@ fn a_jobs_path_entries_do_not_choose_what_runs_the_hook() {
     r.assert_nothing_left();
 }
 
+/// A step swaps one of the runner's directories that every step gets
+/// (`_work/_temp/_github_home`, at /github/home) for a symlink to the
+/// runner's own directory, then for another directory: the next step must
+/// not bind what it now names (the runner's credentials, its .env).
+#[test]
+fn a_step_cannot_swap_a_runner_directory_for_another_path() {
+    let mut r = Runner::new();
+    std::fs::write(r.dir.path().join(".credentials"), "RUNNER-SECRET").unwrap();
+    r.chown();
+    ok(&r.prepare(probe_image()).0, "prepare_job");
+    ok(
+        &r.step(
+            "mv /__w/_temp/_github_home /__w/_temp/_gh_old && ln -s ../.. /__w/_temp/_github_home",
+            &[],
+        ),
+        "the swapping step",
+    );
+    let out = r.step("cat /github/home/.credentials; echo next-step-ran", &[]);
+    let (so, se) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        !so.contains("RUNNER-SECRET"),
+        "the step read the runner's credentials: {so}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{so}{se}");
+    assert!(!so.contains("next-step-ran"), "{so}");
+    assert!(
+        se.contains("_github_home") && se.lines().count() == 1,
+        "{se}"
+    );
+    ok(&r.cleanup(), "cleanup_job");
+    r.assert_nothing_left();
+    // Or a directory of the job's own in its place, in another job.
+    let mut r = Runner::new();
+    ok(&r.prepare(probe_image()).0, "prepare_job");
+    ok(
+        &r.step(
+            "mv /__w/_temp/_github_home /__w/_temp/_gh_old && mkdir /__w/_temp/_github_home",
+            &[],
+        ),
+        "the second swap",
+    );
+    let out = r.step("echo next-step-ran", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("was replaced"),
+        "{}",
+        text(&out.stderr)
+    );
+    ok(&r.cleanup(), "cleanup_job");
+    r.assert_nothing_left();
+}
+
+/// The job's image itself attacks before any step: its /bin/sh (which
+/// prepare_job runs to look at the image) replaces the response file the
+/// runner created with a symlink to a file of the runner's, which the
+/// hook would then overwrite on the host.
+#[test]
+fn the_jobs_image_cannot_redirect_the_response_file() {
+    let evil = umoci_image(
+        "evil-sh-image",
+        r#"mkdir -p $r/bin $r/tmp $r/etc
+cp "$(command -v busybox)" $r/bin/busybox
+printf '#!/bin/busybox sh\nfor f in /__w/_temp/_runner_hook_responses/*.json; do [ -f "$f" ] && /bin/busybox rm -f "$f" && /bin/busybox ln -s ../../../victim "$f"; done\nexec /bin/busybox sh "$@"\n' > $r/bin/sh
+chmod 755 $r/bin/sh
+chmod 1777 $r/tmp"#,
+    );
+    let mut r = Runner::new();
+    let victim = r.dir.path().join("victim");
+    std::fs::write(&victim, "ORIGINAL").unwrap();
+    r.chown();
+    let (out, resp) = r.prepare(&evil);
+    ok(&out, "prepare_job");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "ORIGINAL");
+    assert!(resp["state"]["jobId"].is_string(), "{resp}");
+    ok(&r.cleanup(), "cleanup_job");
+    r.assert_nothing_left();
+}
+
+/// A pinned image is the job's only under the name it gives: the same
+/// digest cached under another name (a local image, or a private one the
+/// operator pulled) is pulled afresh under the job's name, and a registry
+/// on this machine is refused unless the operator allows local sources.
+#[test]
+fn a_cached_digest_under_another_name_is_not_the_jobs() {
+    let mut r = Runner::new();
+    ok(
+        &r.prepare(probe_image()).0,
+        "prepare_job (caches the image)",
+    );
+    ok(&r.cleanup(), "cleanup_job");
+    let digest = probe_image().rsplit_once('@').unwrap().1;
+    // Port 1 on loopback: nothing listens, so a pull fails at once.
+    let other = format!("127.0.0.1:1/private/app@{digest}");
+    let (out, _) = r.prepare(&other);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        !text(&out.stdout).contains("(cached)"),
+        "{}",
+        text(&out.stdout)
+    );
+    r.env.retain(|(k, _)| k != "PINFOLD_GHA_ALLOW_LOCAL_IMAGES");
+    let (out, _) = r.prepare(&other);
+    assert_eq!(out.status.code(), Some(1));
+    let e = text(&out.stderr);
+    assert!(
+        e.contains("127.0.0.1:1") && e.contains("--allow-local-images"),
+        "{e}"
+    );
+    r.state = Value::Null;
+}
+
 /// The example workflow is a valid GitHub workflow (check-jsonschema's
 /// GitHub schema) and pins its container by digest.
 #[test]

@@ -394,13 +394,14 @@ pub fn prepare_response(job_id: &str, is_alpine: bool) -> serde_json::Value {
 pub struct JobState {
     /// The image, pinned.
     pub image: String,
-    /// The policy every step runs under (the operator's, a name or path).
-    pub policy: String,
     /// The job container's environment (`container.env`), which every
     /// step starts from.
     pub env: Vec<(String, String)>,
-    /// The runner's directories bound into every step.
-    pub binds: Vec<Bind>,
+    /// The runner's directories bound into every step, pinned at
+    /// prepare_job ([`crate::hosted::check_binds`] before each step). The
+    /// policy is not here: each call takes the operator's anew, so nothing
+    /// a job could reach decides it.
+    pub binds: Vec<crate::hosted::PinnedBind>,
 }
 
 impl JobState {

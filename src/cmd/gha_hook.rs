@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pinfold_agent::gha::{self, Call, GhaError, HookState, JobState};
+use pinfold_agent::hosted;
 use pinfold_agent::runner::{RunOptions, StepInputs};
 use pinfold_api::JobSpec;
 use pinfold_api::job::EnvName;
@@ -108,15 +109,11 @@ fn prepare(a: &Args, p: &gha::PrepareJobArgs, response: Option<&Path>) -> Result
     let env = gha::env_of(c.environment_variables.as_ref()).map_err(|e| e.to_string())?;
     if c.registry.as_ref().is_some_and(|r| !r.is_null()) {
         println!(
-            "==> pinfold: the job container's `credentials:` are not used: pinfold pulls without them"
+            "==> pinfold: the job container's `credentials:` are not used: pinfold pulls with this runner's own registry login, if any"
         );
     }
     let settings = crate::env::settings();
-    let ceiling = Ceiling::new(&a.policy, &[], &settings.policy_dirs())
-        .map_err(|e| format!("--policy: {e}"))?;
-    let chosen = ceiling
-        .choose(None, None, &Default::default())
-        .map_err(|e| e.to_string())?;
+    let chosen = operator_policy(a)?;
     println!(
         "==> pinfold {}: preparing the job container",
         env!("CARGO_PKG_VERSION")
@@ -135,11 +132,13 @@ fn prepare(a: &Args, p: &gha::PrepareJobArgs, response: Option<&Path>) -> Result
     let dir = home()?.join(gha::JOBS_DIR).join(&id);
     jobdir::create(&dir, &settings)?;
     let made = (|| {
+        // Before any code of the job runs: the runner's directories as
+        // they are now, which every step gets (and nothing else).
+        let binds = hosted::pin_binds(gha::binds(c)).map_err(|e| e.to_string())?;
         JobState {
             image: pinned,
-            policy: chosen.reference.clone(),
             env,
-            binds: gha::binds(c),
+            binds,
         }
         .save(&dir)
         .map_err(|e| e.to_string())?;
@@ -151,9 +150,17 @@ fn prepare(a: &Args, p: &gha::PrepareJobArgs, response: Option<&Path>) -> Result
         // A self-hosted runner's job may run for 5 days; an hour on top.
         jobdir::start_keeper(&dir, sizes, Duration::from_secs(5 * 86_400 + 3_600))?;
         // The runner needs to know; asking the image also proves that the
-        // sandbox starts before the first step.
+        // sandbox starts before the first step. The image's own /bin/sh
+        // runs here, before the response file is written: it gets none of
+        // the runner's directories, so it cannot touch that file.
         let alpine =
-            match run_in_job(&dir, "test -e /etc/alpine-release", a.grace)? {
+            match run_with(
+                &dir,
+                "test -e /etc/alpine-release",
+                Run::Probe,
+                &chosen.reference,
+                a.grace,
+            )? {
                 Some(0) => true,
                 Some(1) => false,
                 _ => return Err(
@@ -161,9 +168,8 @@ fn prepare(a: &Args, p: &gha::PrepareJobArgs, response: Option<&Path>) -> Result
                         .into(),
                 ),
             };
-        let body = gha::prepare_response(&id, alpine).to_string();
-        std::fs::write(response, body)
-            .map_err(|e| format!("writing the response file {}: {e}", response.display()))
+        write_response(response, &gha::prepare_response(&id, alpine).to_string())?;
+        jobdir::ready(&dir)
     })();
     if let Err(e) = made {
         let _ = jobdir::remove(&dir, &settings);
@@ -173,20 +179,63 @@ fn prepare(a: &Args, p: &gha::PrepareJobArgs, response: Option<&Path>) -> Result
     Ok(())
 }
 
-/// Runs `run` with `/bin/sh -e -c` in the job container of `dir` with
-/// `env`; returns its exit code (`None`: killed), or why the sandbox
-/// failed.
-fn run_in_job(dir: &Path, run: &str, grace: Duration) -> Result<Option<i32>, String> {
-    run_with(dir, run, Vec::new(), grace)
+/// The operator's policy (`--policy`), taken anew at every call.
+fn operator_policy(a: &Args) -> Result<pinfold_sandbox::ceiling::Chosen, String> {
+    let settings = crate::env::settings();
+    Ceiling::new(&a.policy, &[], &settings.policy_dirs())
+        .map_err(|e| format!("--policy: {e}"))?
+        .choose(None, None, &Default::default())
+        .map_err(|e| e.to_string())
 }
 
+/// Writes prepare_job's response into the file the runner created empty
+/// under its `_work/_temp`: opened without following a symlink and
+/// without creating anything, and only if it is a regular file.
+fn write_response(path: &Path, body: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |e: std::io::Error| format!("writing the response file {}: {e}", path.display());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(fail)?;
+    if !f.metadata().map_err(fail)?.is_file() {
+        return Err(format!(
+            "the response file {} is not a regular file: refusing to write it",
+            path.display()
+        ));
+    }
+    f.write_all(body.as_bytes()).map_err(fail)
+}
+
+/// What runs in the job container.
+enum Run {
+    /// prepare_job's look at the image: no runner directory bound.
+    Probe,
+    /// A step, with its environment and the runner's directories.
+    Step(Vec<(String, String)>),
+}
+
+/// Runs `run` with `/bin/sh -e -c` in the job container of `dir` under
+/// `policy`; returns its exit code (`None`: killed), or why the sandbox
+/// failed.
 fn run_with(
     dir: &Path,
     run: &str,
-    step_env: Vec<(String, String)>,
+    what: Run,
+    policy: &str,
     grace: Duration,
 ) -> Result<Option<i32>, String> {
     let state = JobState::load(dir).map_err(|e| e.to_string())?;
+    let (step_env, binds) = match what {
+        Run::Probe => (Vec::new(), Vec::new()),
+        Run::Step(env) => (
+            env,
+            hosted::check_binds(&state.binds).map_err(|e| e.to_string())?,
+        ),
+    };
     let mut env = std::collections::BTreeMap::new();
     for (k, v) in state.env.into_iter().chain(step_env) {
         env.insert(EnvName(k), v);
@@ -212,7 +261,7 @@ fn run_with(
         spec: &spec,
         secrets: &Default::default(),
         host: &host,
-        policy: &state.policy,
+        policy,
         job_fs: &dir.join(jobfs::SOCKET),
         report: &report,
     }
@@ -224,7 +273,7 @@ fn run_with(
             // over it (systemMountVolumes), so every step shares the
             // runner's, which the runner cleans.
             mount: Some(gha::WORK.into()),
-            binds: state.binds,
+            binds,
             ..RunOptions::default()
         },
     );
@@ -255,8 +304,9 @@ fn step(
     }
     let run = gha::step_command(s).map_err(|e| e.to_string())?;
     let env = gha::env_of(s.environment_variables.as_ref()).map_err(|e| e.to_string())?;
+    let policy = operator_policy(a)?;
     // Killed by a signal (the runner's cancel): a failure.
-    Ok(run_with(&dir, &run, env, a.grace)?.unwrap_or(1))
+    Ok(run_with(&dir, &run, Run::Step(env), &policy.reference, a.grace)?.unwrap_or(1))
 }
 
 fn cleanup(state: Option<&serde_json::Value>) -> Result<(), String> {

@@ -263,6 +263,7 @@ fn prepare(a: &PrepareArgs) -> Result<StageEnd, Fail> {
         .and_then(|t| t.parse::<u64>().ok())
         .map_or(86_400, |t| t.min(7 * 86_400) + 3_600);
     jobdir::start_keeper(&dir, sizes, Duration::from_secs(lifetime)).map_err(system)?;
+    jobdir::ready(&dir).map_err(system)?;
     println!(
         "==> sandbox ready: policy {} (transfer stages: {})",
         script.reference, fetch.reference

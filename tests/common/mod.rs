@@ -414,7 +414,7 @@ pub fn pinfold_without_userns(args: &[&std::ffi::OsStr]) -> Option<Output> {
 /// Builds an OCI image with umoci in `fixtures().root/NAME`: an empty image
 /// unpacked, `populate` run by sh with `$r` its rootfs, repacked; returns
 /// `oci:DIR@sha256:D`.
-fn umoci_image(name: &str, populate: &str) -> String {
+pub fn umoci_image(name: &str, populate: &str) -> String {
     let root = fixtures().root.join(name);
     let script = format!(
         r#"

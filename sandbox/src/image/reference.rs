@@ -149,6 +149,14 @@ impl ImageRef {
     pub fn is_registry(&self) -> bool {
         matches!(self, ImageRef::Docker { .. })
     }
+
+    /// The registry's `host[:port]`, for a registry image.
+    pub fn registry_host(&self) -> Option<&str> {
+        match self {
+            ImageRef::Docker { host, .. } => Some(host),
+            _ => None,
+        }
+    }
 }
 
 /// `PATH[:TAG|@sha256:D]`: a tag is what follows the last `:` after the last `/`.

@@ -410,8 +410,24 @@ impl Store {
             .ok_or_else(|| ImageError::NotFound(id.to_string()))
     }
 
+    /// The image stored under exactly the name `r` gives (its registry,
+    /// repository and digest, or its local path): never another image that
+    /// merely has the same digest under another name.
+    pub fn find_named(&self, r: &ImageRef) -> Result<Option<ImageRecord>> {
+        let name = match r {
+            ImageRef::Docker { .. } => r.to_string(),
+            _ => local_name(r),
+        };
+        Ok(self
+            .list()?
+            .into_iter()
+            .find(|rec| rec.names.contains(&name)))
+    }
+
     /// Finds an image by name (as pulled), digest (of the manifest or of
-    /// what the reference named) or a unique prefix of at least 12 hex digits.
+    /// what the reference named, whatever the name before `@`) or a unique
+    /// prefix of at least 12 hex digits. For the caller's own references;
+    /// one from someone else's job file wants [`Store::find_named`].
     pub fn find(&self, reference: &str) -> Result<ImageRecord> {
         let all = self.list()?;
         let canonical = ImageRef::parse(reference).ok().map(|r| match &r {
