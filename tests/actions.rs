@@ -150,14 +150,7 @@ jobs:
 /// copy does not.
 #[test]
 fn the_forgejo_template_workflow_is_valid() {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/.venv/bin/check-jsonschema");
-    let check = |f: &Path| {
-        Command::new(&bin)
-            .args(["--builtin-schema", "vendor.github-workflows"])
-            .arg(f)
-            .output()
-            .expect("tests/.venv/bin/check-jsonschema: run `sudo bash tests/setup.sh`")
-    };
+    let check = |f: &Path| check_jsonschema("vendor.github-workflows", f);
     let wf = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("ci-templates/forgejo/.forgejo/workflows/build.yml");
     let out = check(&wf);

@@ -565,18 +565,10 @@ fn a_cached_digest_under_another_name_is_not_the_jobs() {
 /// GitHub schema) and pins its container by digest.
 #[test]
 fn the_github_template_is_valid() {
-    let bin = repo().join("tests/.venv/bin/check-jsonschema");
     let wf = repo().join("ci-templates/github/workflow.yml");
-    let out = Command::new(&bin)
-        .args(["--builtin-schema", "vendor.github-workflows"])
-        .arg(&wf)
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e} (run tests/setup.sh)", bin.display()));
-    assert!(
-        out.status.success(),
-        "{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
+    ok(
+        &check_jsonschema("vendor.github-workflows", &wf),
+        "check-jsonschema workflow.yml",
     );
     let text = std::fs::read_to_string(&wf).unwrap();
     assert!(

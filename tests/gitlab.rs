@@ -460,22 +460,6 @@ fn template(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// `check-jsonschema` (PyPI, in tests/.venv from tests/setup.sh) with the
-/// GitLab CI schema it ships.
-fn gitlab_ci_schema_check(file: &Path) -> Output {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/.venv/bin/check-jsonschema");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `sudo bash tests/setup.sh`",
-        bin.display()
-    );
-    Command::new(bin)
-        .args(["--builtin-schema", "vendor.gitlab-ci"])
-        .arg(file)
-        .output()
-        .unwrap()
-}
-
 /// The template's files: the pipeline passes GitLab's schema (and a broken
 /// one does not), the transfer policy loads, and config.toml calls each
 /// stage of the driver that exists, with options prepare takes.
@@ -483,14 +467,14 @@ fn gitlab_ci_schema_check(file: &Path) -> Output {
 fn the_gitlab_template_is_valid() {
     let ci = template(".gitlab-ci.yml");
     ok(
-        &gitlab_ci_schema_check(&ci),
+        &check_jsonschema("vendor.gitlab-ci", &ci),
         "check-jsonschema .gitlab-ci.yml",
     );
     let d = tempfile::tempdir().unwrap();
     let bad = d.path().join(".gitlab-ci.yml");
     let text = std::fs::read_to_string(&ci).unwrap();
     std::fs::write(&bad, text.replace("  script:", "  scrpt:")).unwrap();
-    assert!(!gitlab_ci_schema_check(&bad).status.success());
+    assert!(!check_jsonschema("vendor.gitlab-ci", &bad).status.success());
 
     ok(
         &pinfold()

@@ -3,21 +3,15 @@
 //! No cluster can run here (no network beyond the package registries), so
 //! a pod is not started; what its fields mean is in the templates' README.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Output};
+
+use common::venv;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn venv(tool: &str) -> PathBuf {
-    let bin = repo().join("tests/.venv/bin").join(tool);
-    assert!(
-        bin.exists(),
-        "{} is missing: run `sudo bash tests/setup.sh`",
-        bin.display()
-    );
-    bin
 }
 
 fn text(o: &Output) -> String {

@@ -3,9 +3,8 @@
 //! process, and finds the job's directory by an id the first call made,
 //! and what the first call decided in the directory's state file.
 
-use std::path::{Path, PathBuf};
-
 use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use nix::fcntl::{AT_FDCWD, OFlag, ResolveFlag};
 use nix::sys::stat::{Mode, fstat};

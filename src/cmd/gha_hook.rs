@@ -22,12 +22,13 @@ use crate::jobdir::{self, ImageRefused, ImageRules};
 /// The runner runs the hook script, ci-templates/github/pinfold-hook.js,
 /// once per call, with one line of JSON on stdin (prepare_job,
 /// run_script_step, run_container_step, cleanup_job); the script runs
-/// `pinfold gha-hook`, whose options come from the runner's .env. Each job runs in its own job container
-/// (the image of the job's `container:`, digest-pinned), whose writable
-/// layer lives from prepare_job to cleanup_job; every step runs in it under
-/// the operator's policy with the runner's work directory at /__w. Services,
-/// container `volumes:`/`options:`/`ports:` and container actions are
-/// refused with one line.
+/// `pinfold gha-hook`, whose options come from the runner's .env. Each job
+/// runs in its own job container (the image of the job's `container:`,
+/// digest-pinned), whose writable layer lives from prepare_job to
+/// cleanup_job; every step runs in it under the operator's policy with the
+/// runner's work directory at /__w. Services, container
+/// `volumes:`/`options:`/`ports:` and container actions are refused with
+/// one line.
 ///
 /// Exit status: 0; the step's own exit code when a step fails (123-127 as
 /// `pinfold exec`); 1 when the call is refused or pinfold fails.
@@ -128,7 +129,7 @@ fn prepare(a: &Args, p: &gha::PrepareJobArgs, response: Option<&Path>) -> Result
     let pinned = jobdir::resolve_image(image, &rules, &settings).map_err(|e| match e {
         ImageRefused::Job(why) | ImageRefused::System(why) => why,
     })?;
-    let id = pinfold_agent::hosted::new_id();
+    let id = hosted::new_id();
     let dir = home()?.join(gha::JOBS_DIR).join(&id);
     jobdir::create(&dir, &settings)?;
     let made = (|| {
@@ -271,7 +272,7 @@ fn run_with(
         &RunOptions {
             // The job file system's workspace: the runner's _work is bound
             // over it (systemMountVolumes), so every step shares the
-            // runner's, which the runner cleans.
+            // runner's (which outlives the job: see the template's README).
             mount: Some(gha::WORK.into()),
             binds,
             ..RunOptions::default()

@@ -114,6 +114,29 @@ pub fn run_ok(cmd: &mut Command, what: &str) -> Output {
     out
 }
 
+/// A tool of the PyPI venv that tests/setup.sh makes (tests/.venv).
+pub fn venv(tool: &str) -> PathBuf {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/.venv/bin")
+        .join(tool);
+    assert!(
+        bin.exists(),
+        "{} is missing: run `sudo bash tests/setup.sh`",
+        bin.display()
+    );
+    bin
+}
+
+/// `check-jsonschema` with the built-in `schema` it ships (e.g.
+/// `vendor.github-workflows`) on `file`.
+pub fn check_jsonschema(schema: &str, file: &Path) -> Output {
+    Command::new(venv("check-jsonschema"))
+        .args(["--builtin-schema", schema])
+        .arg(file)
+        .output()
+        .expect("run check-jsonschema")
+}
+
 /// Bytes of a child's output as text.
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
