@@ -25,8 +25,10 @@ use pinfold_sandbox::image::{ImageError, ImageRef, PullOptions, Store};
 
 /// The keeper's pid file in the job directory.
 const KEEPER_PID: &str = "keeper.pid";
-/// Written when prepare has answered ([`ready`]).
-const READY: &str = "ready";
+/// There from [`create`] until prepare has answered ([`ready`]). A marker
+/// of the unfinished rather than of the finished: a directory made before
+/// it existed (a job running across an upgrade) counts as prepared.
+const PREPARING: &str = "preparing";
 /// The running step's `pinfold exec` pid, in the job directory.
 const STEP_PID: &str = "step.pid";
 /// The keeper's stderr, in the job directory.
@@ -160,7 +162,8 @@ pub fn create(dir: &Path, settings: &Settings) -> Result<(), String> {
                 "{}: {e} (is another prepare of this job running?)",
                 dir.display()
             )
-        })
+        })?;
+    std::fs::write(dir.join(PREPARING), b"").map_err(|e| format!("{}: {e}", dir.display()))
 }
 
 /// Starts the keeper of `dir`'s job file system in its own session (the
@@ -354,7 +357,7 @@ fn wait_or_stop(child: &mut std::process::Child, grace: Duration) -> Option<Exit
 /// Marks `dir` as prepared: its runner has (or is about to have) what it
 /// needs to call cleanup. Until then a sweep may take it, keeper and all.
 pub fn ready(dir: &Path) -> Result<(), String> {
-    std::fs::write(dir.join(READY), b"").map_err(|e| format!("{}: {e}", dir.display()))
+    std::fs::remove_file(dir.join(PREPARING)).map_err(|e| format!("{}: {e}", dir.display()))
 }
 
 /// Removes `dir`, then the job directories beside it whose cleanup never
@@ -377,7 +380,7 @@ pub fn remove_and_sweep(dir: &Path, settings: &Settings) -> Result<(), String> {
                 .metadata()
                 .and_then(|m| m.modified())
                 .is_ok_and(|t| t.elapsed().is_ok_and(|a| a > Duration::from_secs(600)));
-            let abandoned = !p.join(READY).exists() || alive(&p, KEEPER_PID).is_none();
+            let abandoned = p.join(PREPARING).exists() || alive(&p, KEEPER_PID).is_none();
             if p != dir && old && abandoned {
                 tracing::info!(dir = %p.display(), "removing a job directory left behind");
                 let _ = remove(&p, settings);
