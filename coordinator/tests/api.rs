@@ -373,6 +373,35 @@ async fn labels_choose_the_runner() {
 }
 
 #[tokio::test]
+async fn the_job_list_filters_by_state_and_label_and_pages_by_id() {
+    let t = setup(Config::default()).await;
+    let a = t.submit(&["gpu"]).await;
+    let b = t.submit(&[]).await;
+    let c = t.submit(&["gpu", "arm"]).await;
+    let ids = |v: Value| -> Vec<u64> {
+        v["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_u64().unwrap())
+            .collect()
+    };
+    let (s, v) = t.get("/api/v1/jobs?label=gpu", ADMIN).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(ids(v), vec![c, a]);
+    let (_, v) = t
+        .get(&format!("/api/v1/jobs?before={c}&limit=1"), ADMIN)
+        .await;
+    assert_eq!(ids(v), vec![b]);
+    let gpu = t.register(&["gpu"]).await;
+    assert_eq!(t.lease(&gpu.token).await.unwrap().job_id, a);
+    let (_, v) = t.get("/api/v1/jobs?state=queued&label=gpu", ADMIN).await;
+    assert_eq!(ids(v), vec![c]);
+    let (s, _) = t.get("/api/v1/jobs?label=gpu&colour=red", ADMIN).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
 async fn tokens_are_scoped() {
     let t = setup(Config::default()).await;
     let r = t.register(&[]).await;

@@ -13,7 +13,7 @@ use super::Json;
 use crate::AppState;
 use crate::auth::{Admin, JobToken};
 use crate::error::{ApiError, Result};
-use crate::store::NewJob;
+use crate::store::{JobFilter, NewJob};
 use pinfold_api::now_ms;
 
 /// `POST /api/v1/jobs`: validate the job file and enqueue it.
@@ -59,10 +59,12 @@ pub(super) async fn submit(
 #[serde(deny_unknown_fields)]
 pub(super) struct ListQuery {
     state: Option<String>,
+    label: Option<String>,
+    before: Option<u64>,
     limit: Option<u32>,
 }
 
-/// `GET /api/v1/jobs?state=&limit=`: newest first.
+/// `GET /api/v1/jobs?state=&label=&before=&limit=`: newest first.
 pub(super) async fn list(
     _: Admin,
     State(state): State<AppState>,
@@ -77,8 +79,15 @@ pub(super) async fn list(
             ))
         })?),
     };
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let jobs = state.store.list_jobs(filter, limit).await?;
+    let jobs = state
+        .store
+        .list_jobs(&JobFilter {
+            state: filter,
+            label: q.label,
+            before: q.before,
+            limit: q.limit.unwrap_or(100).clamp(1, 1000),
+        })
+        .await?;
     Ok(Json(JobList {
         jobs: jobs.into_iter().map(|j| j.info).collect(),
     }))

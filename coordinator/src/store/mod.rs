@@ -101,6 +101,19 @@ pub struct NewJob {
     pub created_at: u64,
 }
 
+/// Which jobs [`JobStore::list_jobs`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// Only jobs in this state.
+    pub state: Option<JobState>,
+    /// Only jobs that need this runner label.
+    pub label: Option<String>,
+    /// Only jobs with an id below this (the next page of a listing).
+    pub before: Option<u64>,
+    /// At most this many.
+    pub limit: u32,
+}
+
 /// A stored job.
 #[derive(Debug, Clone)]
 pub struct StoredJob {
@@ -227,8 +240,8 @@ pub trait JobStore: Send + Sync {
     async fn create_job(&self, job: NewJob) -> Result<u64>;
     /// One job.
     async fn job(&self, id: u64) -> Result<StoredJob>;
-    /// Jobs, newest first.
-    async fn list_jobs(&self, state: Option<JobState>, limit: u32) -> Result<Vec<StoredJob>>;
+    /// Jobs, newest first, that pass `filter`.
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<StoredJob>>;
     /// Leases the oldest queued job whose labels the runner has, creating an
     /// attempt with this job-token hash that expires at `expires`.
     async fn lease(

@@ -10,7 +10,8 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use super::logs::store_log_bytes;
 use super::{SqliteStore, exec, from_json, insert_job, json, opt_u64, row, verify};
 use crate::store::{
-    JobStore, JobTokenRecord, LeaseGrant, NewJob, Result, StoreError, StoredJob, VerifyStore,
+    JobFilter, JobStore, JobTokenRecord, LeaseGrant, NewJob, Result, StoreError, StoredJob,
+    VerifyStore,
 };
 
 const JOB_COLS: &str = "id, spec_json, image, labels, secrets, source_sha256, state, reason, \
@@ -152,12 +153,23 @@ impl JobStore for SqliteStore {
         self.lookup(move |c| load_job(c, id)).await
     }
 
-    async fn list_jobs(&self, state: Option<JobState>, limit: u32) -> Result<Vec<StoredJob>> {
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<StoredJob>> {
+        let f = filter.clone();
         self.read(move |c| {
-            let mut st = c.prepare(&format!(
-                "SELECT {JOB_COLS} FROM jobs WHERE (?1 IS NULL OR state = ?1) ORDER BY id DESC LIMIT ?2"
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {JOB_COLS} FROM jobs WHERE (?1 IS NULL OR state = ?1) \
+                 AND (?2 IS NULL OR EXISTS (SELECT 1 FROM json_each(jobs.labels) WHERE value = ?2)) \
+                 AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4"
             ))?;
-            let rows = st.query_map(params![state.map(JobState::as_str), limit as i64], job_from_row)?;
+            let rows = st.query_map(
+                params![
+                    f.state.map(JobState::as_str),
+                    f.label,
+                    f.before.map(|b| b as i64),
+                    f.limit as i64
+                ],
+                job_from_row,
+            )?;
             rows.map(|r| finish_job_row(r?)).collect()
         })
         .await
