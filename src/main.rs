@@ -71,6 +71,8 @@ enum Command {
         about = "Check that a job's build is reproducible: run it N times with variations, compare the artifacts"
     )]
     Verify(cmd::verify::Args),
+    #[command(about = "Mint a read-only token for the coordinator's web pages (admin token)")]
+    ViewerToken(cmd::viewer_token::Args),
     #[command(about = "Run jobs from a coordinator")]
     Agent(cmd::agent::Args),
     #[command(
@@ -168,6 +170,7 @@ fn main() {
         Command::Cancel(a) => cmd::cancel::run(a),
         Command::Artifacts(a) => cmd::artifacts::run(a),
         Command::Runners(c) => cmd::runners::run(c),
+        Command::ViewerToken(a) => cmd::viewer_token::run(a),
         Command::Run(a) => cmd::run::run(a),
         Command::Verify(a) => cmd::verify::run(a),
         Command::Agent(a) => cmd::agent::run(a),

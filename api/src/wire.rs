@@ -349,6 +349,14 @@ pub struct ProvenanceStored {
     pub subjects: usize,
 }
 
+/// `POST /api/v1/viewer-tokens`: a new read-only token for the web pages.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewerToken {
+    /// The token (`pfv_...`), shown once.
+    pub token: String,
+}
+
 /// `GET /api/v1/jobs` answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobList {

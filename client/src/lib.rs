@@ -17,7 +17,7 @@ use pinfold_api::wire::{
     ArtifactInfo, ArtifactList, ErrorBody, FinishRequest, HeartbeatResponse, JobInfo, JobList,
     Lease, LeaseRequest, LogAppendResponse, ProvenanceStored, RegisterRequest, RegisterResponse,
     RunnerInfo, RunnerKey, RunnerKeyRequest, SubmitRequest, SubmitResponse, TrustRequest,
-    TrustedLabels,
+    TrustedLabels, ViewerToken,
 };
 use serde::de::DeserializeOwned;
 use ureq::http::Response;
@@ -216,6 +216,12 @@ impl Client {
                 .delete(self.url(&format!("/api/v1/runners/{id}"))),
         );
         check(req.call()?).map(drop)
+    }
+
+    /// `POST /api/v1/viewer-tokens` (admin): a read-only token for the web
+    /// pages, shown once.
+    pub fn viewer_token(&self) -> Result<ViewerToken> {
+        json(self.post("/api/v1/viewer-tokens").send_empty()?)
     }
 
     /// `PUT /api/v1/sources/{sha256}` (admin): streams a source tar.

@@ -10,6 +10,7 @@
 //! * [`blobs`]: content-addressed files (sources and artifacts).
 //! * [`token`]: how tokens are made and hashed; [`auth`]: the extractors
 //!   that check them.
+//! * [`ui`]: the web pages under `/ui` (jobs, a job's live log, runners).
 //!
 //! The protocol is documented endpoint by endpoint in `docs/protocol.md`.
 //!
@@ -26,6 +27,7 @@ pub mod error;
 mod routes;
 pub mod store;
 pub mod token;
+pub mod ui;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -175,6 +177,8 @@ pub struct AppState {
     pub secrets: Arc<BTreeMap<String, String>>,
     /// Wake-ups.
     pub events: Arc<Events>,
+    /// Who is signed in to the pages.
+    pub sessions: Arc<ui::session::Sessions>,
 }
 
 impl AppState {
@@ -193,6 +197,7 @@ impl AppState {
             tokens: Arc::new(tokens),
             secrets: Arc::new(secrets),
             events: Arc::new(Events::new()),
+            sessions: Arc::default(),
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod shell;
 pub mod status;
 pub mod submit;
 pub mod verify;
+pub mod viewer_token;
 
 use std::sync::Arc;
 

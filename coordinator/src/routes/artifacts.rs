@@ -150,6 +150,12 @@ pub(super) async fn download(
     State(state): State<AppState>,
     Path((id, name)): Path<(u64, String)>,
 ) -> Result<Response> {
+    artifact(&state, id, &name).await
+}
+
+/// An artifact's bytes, with its size and sha256 in the headers (the API's
+/// download and the pages').
+pub(crate) async fn artifact(state: &AppState, id: u64, name: &str) -> Result<Response> {
     let info = state
         .store
         .artifacts(id)

@@ -103,7 +103,7 @@ pub(super) async fn status(
 }
 
 /// A job as clients see it, with its verify runs or group.
-pub(super) async fn info(state: &AppState, id: u64) -> Result<JobInfo> {
+pub(crate) async fn info(state: &AppState, id: u64) -> Result<JobInfo> {
     let mut info = state.store.job(id).await?.info;
     (info.verify, info.verify_of) = state.store.verify_status(id, now_ms()).await?;
     Ok(info)

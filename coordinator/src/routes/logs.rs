@@ -138,10 +138,32 @@ pub(super) async fn read(
         ];
         return Ok((octets, headers, first.data).into_response());
     }
+    let rest = stream_from(
+        state,
+        id,
+        q.offset + first.data.len() as u64,
+        true,
+        (!first.data.is_empty()).then_some(first.data),
+    );
+    Ok((octets, Body::from_stream(rest)).into_response())
+}
+
+/// The stored log from `offset` as a stream of chunks (`first`, already
+/// read, goes out first). With `follow`, it waits for new bytes and ends
+/// when the job has ended and everything was sent (or the server stops);
+/// without, it ends at the log's current end.
+pub(crate) fn stream_from(
+    state: AppState,
+    id: u64,
+    offset: u64,
+    follow: bool,
+    first: Option<Vec<u8>>,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
     struct Follow {
         state: AppState,
         id: u64,
         offset: u64,
+        follow: bool,
         first: Option<Vec<u8>>,
         log: tokio::sync::watch::Receiver<u64>,
         shutdown: tokio::sync::watch::Receiver<bool>,
@@ -149,12 +171,13 @@ pub(super) async fn read(
     let f = Follow {
         log: state.events.log.subscribe(),
         shutdown: state.events.shutdown.subscribe(),
-        offset: q.offset + first.data.len() as u64,
-        first: (!first.data.is_empty()).then_some(first.data),
+        offset,
+        follow,
+        first,
         state,
         id,
     };
-    let stream = futures_util::stream::unfold(Some(f), |f| async move {
+    futures_util::stream::unfold(Some(f), |f| async move {
         let mut f = f?;
         if let Some(data) = f.first.take() {
             return Some((Ok::<_, std::io::Error>(Bytes::from(data)), Some(f)));
@@ -169,7 +192,7 @@ pub(super) async fn read(
                 f.offset += read.data.len() as u64;
                 return Some((Ok(Bytes::from(read.data)), Some(f)));
             }
-            if read.complete || *f.shutdown.borrow() {
+            if !f.follow || read.complete || *f.shutdown.borrow() {
                 return None;
             }
             // Re-check now and then even without a wake-up (another
@@ -180,6 +203,5 @@ pub(super) async fn read(
                 _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             }
         }
-    });
-    Ok((octets, Body::from_stream(stream)).into_response())
+    })
 }

@@ -1,4 +1,4 @@
-//! `/healthz` and `/metrics`.
+//! Server-wide: `/healthz`, `/metrics`, and the dashboard's viewer tokens.
 
 use std::fmt::Write;
 
@@ -7,8 +7,33 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use pinfold_api::wire::JobState;
 
+use super::Json;
 use crate::AppState;
+use crate::auth::Admin;
 use crate::error::Result;
+use crate::token::{hash_token, new_token};
+use crate::ui::session::{VIEWER_PREFIX, viewer_key};
+
+/// `POST /api/v1/viewer-tokens` (admin): mints a read-only token for the
+/// web pages. Only its hash is stored; the token is shown once.
+pub(super) async fn viewer_token(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<(axum::http::StatusCode, Json<pinfold_api::wire::ViewerToken>)> {
+    let token = new_token(VIEWER_PREFIX);
+    state
+        .store
+        .set_meta(
+            &viewer_key(&hash_token(&token)),
+            &pinfold_api::now_ms().to_string(),
+        )
+        .await?;
+    tracing::info!("viewer token minted");
+    Ok((
+        axum::http::StatusCode::CREATED,
+        Json(pinfold_api::wire::ViewerToken { token }),
+    ))
+}
 
 /// Liveness and store reachability.
 pub(super) async fn healthz(State(state): State<AppState>) -> Result<&'static str> {

@@ -1,10 +1,10 @@
 //! The routes, one module per resource.
 
-mod artifacts;
-mod jobs;
-mod logs;
+pub(crate) mod artifacts;
+pub(crate) mod jobs;
+pub(crate) mod logs;
 mod meta;
-mod provenance;
+pub(crate) mod provenance;
 mod runners;
 
 use axum::Router;
@@ -35,6 +35,7 @@ pub(crate) fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/runners", post(runners::register).get(runners::list))
         .route("/runners/{id}", axum::routing::delete(runners::revoke))
+        .route("/viewer-tokens", post(meta::viewer_token))
         .route("/runners/{id}/key", get(runners::key))
         .route("/runners/{id}/labels", post(runners::trust))
         .route("/runner/lease", post(runners::lease))
@@ -64,7 +65,9 @@ pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(meta::healthz))
         .route("/metrics", get(meta::metrics))
+        .route("/", get(|| async { crate::ui::redirect("/ui/jobs") }))
         .nest("/api/v1", api)
+        .nest("/ui", crate::ui::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(json_limit))

@@ -8,7 +8,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pinfold_api::provenance::{self, Envelope, ProvenanceError};
-use pinfold_api::wire::ProvenanceStored;
+use pinfold_api::wire::{ArtifactInfo, ProvenanceStored};
 
 use super::Json;
 use crate::AppState;
@@ -43,27 +43,8 @@ pub(super) async fn upload(
         )),
         e => ApiError::BadRequest(format!("provenance refused: {e}")),
     })?;
-    // Every subject must be an artifact this job stored, with that digest:
-    // the attestation speaks only of what the server holds.
-    let artifacts = state.store.artifacts(id).await?;
-    for s in &statement.subject {
-        let name = s.name.as_deref().unwrap_or_default();
-        let want = s.digest.get("sha256").map(String::as_str).unwrap_or("");
-        match artifacts.iter().find(|a| a.name == name) {
-            Some(a) if a.sha256 == want => {}
-            Some(a) => {
-                return Err(ApiError::BadRequest(format!(
-                    "provenance refused: subject {name:?} has sha256 {want}, the stored artifact {}",
-                    a.sha256
-                )));
-            }
-            None => {
-                return Err(ApiError::BadRequest(format!(
-                    "provenance refused: subject {name:?} is not an artifact of job {id} (upload it first)"
-                )));
-            }
-        }
-    }
+    check_subjects(id, &statement, &state.store.artifacts(id).await?)
+        .map_err(ApiError::BadRequest)?;
     state
         .store
         .put_provenance(id, t.attempt_id, runner_id, text.to_owned())
@@ -102,4 +83,69 @@ pub(super) async fn download(
         envelope,
     )
         .into_response())
+}
+
+/// Every subject must be an artifact the job stored, with that digest: the
+/// attestation speaks only of what the server holds. The upload refuses
+/// provenance that fails this, and the pages show it as not verified.
+fn check_subjects(
+    id: u64,
+    statement: &provenance::Statement,
+    artifacts: &[ArtifactInfo],
+) -> std::result::Result<(), String> {
+    for s in &statement.subject {
+        let name = s.name.as_deref().unwrap_or_default();
+        let want = s.digest.get("sha256").map(String::as_str).unwrap_or("");
+        match artifacts.iter().find(|a| a.name == name) {
+            Some(a) if a.sha256 == want => {}
+            Some(a) => {
+                return Err(format!(
+                    "provenance refused: subject {name:?} has sha256 {want}, the stored artifact {}",
+                    a.sha256
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "provenance refused: subject {name:?} is not an artifact of job {id} (upload it first)"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A stored provenance, checked again as on upload (signature by the
+/// signing runner's registered key, subjects against the stored artifacts).
+#[derive(Debug, Clone)]
+pub(crate) struct Checked {
+    /// The runner that signed it.
+    pub runner_id: u64,
+    /// The key id of that runner's registered key, when it has one.
+    pub keyid: Option<String>,
+    /// The subjects it attests, when it verifies; why not otherwise.
+    pub verdict: std::result::Result<usize, String>,
+}
+
+/// The job's provenance, checked now; `None` when it has none.
+pub(crate) async fn check_stored(state: &AppState, id: u64) -> Result<Option<Checked>> {
+    let Some((runner_id, text)) = state.store.provenance(id).await? else {
+        return Ok(None);
+    };
+    let key = match state.store.runner_key(runner_id).await? {
+        Some(pem) => provenance::parse_public_key(&pem).ok(),
+        None => None,
+    };
+    let artifacts = state.store.artifacts(id).await?;
+    let verdict = match &key {
+        None => Err(format!("runner {runner_id} has no usable registered key")),
+        Some(key) => serde_json::from_str::<Envelope>(&text)
+            .map_err(|e| format!("not a DSSE envelope: {e}"))
+            .and_then(|env| provenance::verify(&env, key).map_err(|e| e.to_string()))
+            .and_then(|st| check_subjects(id, &st, &artifacts).map(|()| st.subject.len())),
+    };
+    Ok(Some(Checked {
+        runner_id,
+        keyid: key.as_ref().map(provenance::key_id),
+        verdict,
+    }))
 }

@@ -1,0 +1,369 @@
+//! The web pages through the real router and store (no socket, no
+//! browser; tests/dashboard.rs drives them in Chromium): sign-in, the
+//! session cookie, CSRF, what a viewer may do, and that job output is text.
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use pinfold_api::wire::{Lease, RegisterResponse, SubmitResponse, ViewerToken};
+use pinfold_coordinator::ui::CSP;
+use pinfold_coordinator::{AppState, Config, app, open};
+use tower::ServiceExt;
+
+const ADMIN: &str = "pfa_ui_admin";
+const REG: &str = "pfg_ui_registration";
+
+struct T {
+    state: AppState,
+    _dir: tempfile::TempDir,
+}
+
+struct Resp {
+    status: StatusCode,
+    headers: header::HeaderMap,
+    body: String,
+}
+
+async fn setup() -> T {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, _) = open(
+        dir.path(),
+        Config::default(),
+        Some(ADMIN.into()),
+        Some(REG.into()),
+        BTreeMap::new(),
+    )
+    .await
+    .unwrap();
+    T { state, _dir: dir }
+}
+
+impl T {
+    async fn send(&self, req: Request<Body>) -> Resp {
+        let resp = app(self.state.clone()).oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Resp {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+
+    async fn api(&self, method: Method, uri: &str, token: &str, body: Body) -> Resp {
+        self.send(
+            Request::builder()
+                .method(method)
+                .uri(uri)
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/json")
+                .body(body)
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn page(&self, uri: &str, cookie: &str) -> Resp {
+        self.send(
+            Request::builder()
+                .uri(uri)
+                .header("cookie", cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn form(&self, uri: &str, cookie: Option<&str>, form: &str) -> Resp {
+        let mut b = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header("content-type", "application/x-www-form-urlencoded");
+        if let Some(c) = cookie {
+            b = b.header("cookie", c);
+        }
+        self.send(b.body(Body::from(form.to_string())).unwrap())
+            .await
+    }
+
+    /// Signs in; the cookie to send back.
+    async fn sign_in(&self, token: &str) -> String {
+        let r = self
+            .form("/ui/sign-in", None, &format!("token={token}"))
+            .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+        let set = r.headers[header::SET_COOKIE].to_str().unwrap().to_string();
+        set.split(';').next().unwrap().to_string()
+    }
+
+    async fn submit(&self) -> u64 {
+        let spec = format!(
+            "image: busybox@sha256:{}\nsteps:\n  - name: a\n    run: echo hi\n",
+            "0".repeat(64)
+        );
+        let r = self
+            .api(
+                Method::POST,
+                "/api/v1/jobs",
+                ADMIN,
+                Body::from(serde_json::json!({ "spec": spec }).to_string()),
+            )
+            .await;
+        serde_json::from_str::<SubmitResponse>(&r.body)
+            .unwrap()
+            .job_id
+    }
+
+    async fn state_of(&self, job: u64) -> String {
+        let r = self
+            .api(
+                Method::GET,
+                &format!("/api/v1/jobs/{job}"),
+                ADMIN,
+                Body::empty(),
+            )
+            .await;
+        serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+/// The CSRF token a page's forms carry.
+fn csrf(html: &str) -> String {
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF token")
+        + 19;
+    html[at..at + 64].to_string()
+}
+
+#[tokio::test]
+async fn pages_need_a_session_from_a_real_token_and_set_a_strict_csp() {
+    let t = setup().await;
+    let r = t.page("/ui/jobs", "").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.headers[header::LOCATION], "/ui/sign-in");
+    let r = t.form("/ui/sign-in", None, "token=pfa_not_it").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.headers.get(header::SET_COOKIE).is_none());
+    let r = t.page("/ui/jobs", "pinfold_session=forged").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+
+    let r = t.form("/ui/sign-in", None, &format!("token={ADMIN}")).await;
+    let set = r.headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    let cookie = set.split(';').next().unwrap();
+    let r = t.page("/ui/jobs", cookie).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let csp = r.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert_eq!(csp, CSP);
+    let script_src = csp
+        .split(';')
+        .find(|d| d.trim().starts_with("script-src"))
+        .unwrap();
+    assert_eq!(script_src.trim(), "script-src 'self'");
+    assert!(
+        !r.body.contains("<script>") && !r.body.contains(" on"),
+        "inline script in the page"
+    );
+
+    // Sign-out needs the form's token, then the cookie is dead.
+    let r = t.form("/ui/sign-out", Some(cookie), "csrf=00").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let token = csrf(&t.page("/ui/jobs", cookie).await.body);
+    let r = t
+        .form("/ui/sign-out", Some(cookie), &format!("csrf={token}"))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        t.page("/ui/jobs", cookie).await.status,
+        StatusCode::SEE_OTHER
+    );
+}
+
+#[tokio::test]
+async fn a_viewer_reads_but_cannot_cancel_or_revoke_and_forms_need_their_csrf_token() {
+    let t = setup().await;
+    let job = t.submit().await;
+    let r = t
+        .api(Method::POST, "/api/v1/viewer-tokens", ADMIN, Body::empty())
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let viewer: ViewerToken = serde_json::from_str(&r.body).unwrap();
+    assert!(viewer.token.starts_with("pfv_"));
+    // A viewer token is no API token.
+    let r = t
+        .api(Method::GET, "/api/v1/jobs", &viewer.token, Body::empty())
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    let v = t.sign_in(&viewer.token).await;
+    let page = t.page(&format!("/ui/jobs/{job}"), &v).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        !page.body.contains("Cancel job"),
+        "a viewer is offered Cancel"
+    );
+    let token = csrf(&page.body);
+    let r = t
+        .form(
+            &format!("/ui/jobs/{job}/cancel"),
+            Some(&v),
+            &format!("csrf={token}"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.body.contains("can only read"), "{}", r.body);
+    let reg = t
+        .api(
+            Method::POST,
+            "/api/v1/runners",
+            REG,
+            Body::from(r#"{"name":"r","labels":[]}"#),
+        )
+        .await;
+    let runner: RegisterResponse = serde_json::from_str(&reg.body).unwrap();
+    let r = t
+        .form(
+            &format!("/ui/runners/{}/revoke", runner.runner_id),
+            Some(&v),
+            &format!("csrf={token}"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(t.state_of(job).await, "queued");
+
+    // The admin's session: a missing or foreign CSRF token is refused...
+    let a = t.sign_in(ADMIN).await;
+    let r = t
+        .form(&format!("/ui/jobs/{job}/cancel"), Some(&a), "")
+        .await;
+    assert!(r.status.is_client_error(), "{}", r.status);
+    let r = t
+        .form(
+            &format!("/ui/jobs/{job}/cancel"),
+            Some(&a),
+            &format!("csrf={token}"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(t.state_of(job).await, "queued");
+    // ...and its own works.
+    let mine = csrf(&t.page(&format!("/ui/jobs/{job}"), &a).await.body);
+    let r = t
+        .form(
+            &format!("/ui/jobs/{job}/cancel"),
+            Some(&a),
+            &format!("csrf={mine}"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(t.state_of(job).await, "cancelled");
+}
+
+#[tokio::test]
+async fn job_output_is_text_in_the_page_the_events_and_the_search() {
+    let t = setup().await;
+    let job = t.submit().await;
+    let reg = t
+        .api(
+            Method::POST,
+            "/api/v1/runners",
+            REG,
+            Body::from(r#"{"name":"r","labels":[]}"#),
+        )
+        .await;
+    let runner: RegisterResponse = serde_json::from_str(&reg.body).unwrap();
+    let r = t
+        .api(
+            Method::POST,
+            "/api/v1/runner/lease",
+            &runner.token,
+            Body::from(r#"{"wait_secs":0}"#),
+        )
+        .await;
+    let lease: Lease = serde_json::from_str(&r.body).unwrap();
+    let log = "==> step 1/1: a\n<script>alert(1)</script>\n\"><img src=x onerror=alert(2)>\n\x1b[31mred\x1b[0m\x1b]0;osc-title\x07\n";
+    let r = t
+        .api(
+            Method::POST,
+            &format!("/api/v1/jobs/{job}/log?offset=0"),
+            &lease.job_token,
+            Body::from(log),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    let a = t.sign_in(ADMIN).await;
+    let page = t.page(&format!("/ui/jobs/{job}"), &a).await.body;
+    for bad in [
+        "<script>alert",
+        "<img",
+        "onerror=alert(2)>",
+        "\x1b",
+        "osc-title",
+    ] {
+        assert!(!page.contains(bad), "{bad:?} reached the page raw");
+    }
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(page.contains("<summary>step 1/1: a</summary>"));
+    assert!(page.contains("<span style='color:var(--red,#a00)'>red</span>"));
+
+    let hits = t
+        .page(&format!("/ui/jobs/{job}/search?q=onerror"), &a)
+        .await
+        .body;
+    assert!(hits.contains("1 matching lines"), "{hits}");
+    assert!(hits.contains("&quot;&gt;&lt;img src=x onerror=alert(2)&gt;"));
+    assert!(!hits.contains("<img"));
+
+    let raw = t.page(&format!("/ui/jobs/{job}/log.txt"), &a).await;
+    assert_eq!(raw.body, log, "the raw log is the stored bytes");
+    assert!(
+        raw.headers[header::CONTENT_DISPOSITION]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment")
+    );
+
+    // Once the job ends, the events stream resumes from a byte offset and
+    // line (a reconnect's Last-Event-ID), sends the rest, then `end`.
+    let r = t
+        .api(
+            Method::POST,
+            &format!("/api/v1/jobs/{job}/finish"),
+            &lease.job_token,
+            Body::from(r#"{"state":"failed","reason":"step a exited 1","steps":[]}"#),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let ev = t
+        .send(
+            Request::builder()
+                .uri(format!("/ui/jobs/{job}/log/events"))
+                .header("cookie", &a)
+                .header("last-event-id", "16:2")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(ev.headers[header::CONTENT_TYPE], "text/event-stream");
+    let body = ev.body;
+    assert!(
+        body.starts_with(&format!("id: {}:5\ndata: [{{\"n\":2,\"o\":16,", log.len())),
+        "{body}"
+    );
+    assert!(
+        !body.contains("step 1/1"),
+        "resumed before its offset: {body}"
+    );
+    assert!(body.contains("event: end\ndata: failed\n"), "{body}");
+}
