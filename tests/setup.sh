@@ -20,6 +20,7 @@ PACKAGES=(
   passt            # pasta, network mode egress (also copied into the VM guests)
   python3-venv     # tests/.venv: the PyPI tools below
   nodejs           # runs ci-templates/github/pinfold-hook.js as the Actions runner does (tests/gha.rs)
+  chromium chromium-driver fonts-dejavu-core # the dashboard's browser tests (tests/dashboard.rs)
   # The kernel matrix, tests/vm/run.sh (its own apt step is then a no-op):
   qemu-system-x86 qemu-utils debootstrap kmod cpio e2fsprogs xz-utils zstd file
 )

@@ -11,6 +11,12 @@
     return el.scrollHeight - el.scrollTop - el.clientHeight < 48;
   }
 
+  function human(n) {
+    if (n < 1024) return n + " B";
+    if (n < 1048576) return (n / 1024).toFixed(1) + " KiB";
+    return (n / 1048576).toFixed(1) + " MiB";
+  }
+
   function lineEl(l) {
     var row = document.createElement("span");
     row.className = "l";
@@ -70,6 +76,8 @@
         box.appendChild(lineEl(l));
       });
       pre.dataset.next = ev.lastEventId;
+      var size = document.querySelector(".logbar .size");
+      if (size) size.textContent = human(Number(ev.lastEventId.split(":")[0]));
       if (stick) window.scrollTo(0, document.documentElement.scrollHeight);
     };
     es.addEventListener("end", function (ev) {
