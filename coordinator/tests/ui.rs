@@ -270,7 +270,7 @@ async fn a_viewer_reads_but_cannot_cancel_or_revoke_and_forms_need_their_csrf_to
 }
 
 #[tokio::test]
-async fn job_output_is_text_in_the_page_the_events_and_the_search() {
+async fn job_output_is_text_in_the_page_the_live_follow_and_the_search() {
     let t = setup().await;
     let job = t.submit().await;
     let reg = t
@@ -334,8 +334,34 @@ async fn job_output_is_text_in_the_page_the_events_and_the_search() {
             .starts_with("attachment")
     );
 
-    // Once the job ends, the events stream resumes from a byte offset and
-    // line (a reconnect's Last-Event-ID), sends the rest, then `end`.
+    // The live follow, on a real socket: from a byte offset and line (where
+    // a dropped page reconnects from), the rest of the lines, then the end.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(pinfold_coordinator::serve(
+        listener,
+        t.state.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let mut ws = live(addr, job, &a, "16:2", Some(&format!("http://{addr}"))).await;
+    let first = next_text(&mut ws).await;
+    let m: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(m["at"], format!("{}:5", log.len()));
+    assert_eq!(m["lines"][0]["n"], 2);
+    assert_eq!(m["lines"][0]["o"], 16);
+    assert!(
+        !first.contains("step 1/1"),
+        "resumed before its offset: {first}"
+    );
+    // Still running: nothing more until the log grows or the job ends.
+    {
+        use futures_util::StreamExt;
+        let quiet = tokio::time::timeout(std::time::Duration::from_millis(300), ws.next()).await;
+        assert!(quiet.is_err(), "a message with nothing new: {quiet:?}");
+    }
     let r = t
         .api(
             Method::POST,
@@ -345,25 +371,69 @@ async fn job_output_is_text_in_the_page_the_events_and_the_search() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let ev = t
-        .send(
-            Request::builder()
-                .uri(format!("/ui/jobs/{job}/log/events"))
-                .header("cookie", &a)
-                .header("last-event-id", "16:2")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
-    assert_eq!(ev.headers[header::CONTENT_TYPE], "text/event-stream");
-    let body = ev.body;
-    assert!(
-        body.starts_with(&format!("id: {}:5\ndata: [{{\"n\":2,\"o\":16,", log.len())),
-        "{body}"
-    );
-    assert!(
-        !body.contains("step 1/1"),
-        "resumed before its offset: {body}"
-    );
-    assert!(body.contains("event: end\ndata: failed\n"), "{body}");
+    assert_eq!(next_text(&mut ws).await, r#"{"end":"failed"}"#);
+
+    // Another site's page cannot open it, even with the cookie.
+    let refused = tokio_tungstenite::client_async(
+        ws_request(addr, job, &a, "0:1", Some("http://evil.example")),
+        tokio::net::TcpStream::connect(addr).await.unwrap(),
+    )
+    .await;
+    assert!(refused.is_err(), "a cross-origin handshake was accepted");
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+fn ws_request(
+    addr: std::net::SocketAddr,
+    job: u64,
+    cookie: &str,
+    from: &str,
+    origin: Option<&str>,
+) -> Request<()> {
+    let mut b = Request::builder()
+        .uri(format!("ws://{addr}/ui/jobs/{job}/log/live?from={from}"))
+        .header("host", addr.to_string())
+        .header("cookie", cookie)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header(
+            "sec-websocket-key",
+            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+        );
+    if let Some(o) = origin {
+        b = b.header("origin", o);
+    }
+    b.body(()).unwrap()
+}
+
+async fn live(
+    addr: std::net::SocketAddr,
+    job: u64,
+    cookie: &str,
+    from: &str,
+    origin: Option<&str>,
+) -> Ws {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio_tungstenite::client_async(ws_request(addr, job, cookie, from, origin), stream)
+        .await
+        .expect("the live log's handshake")
+        .0
+}
+
+async fn next_text(ws: &mut Ws) -> String {
+    use futures_util::StreamExt;
+    loop {
+        let m = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("the socket open")
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            return t.to_string();
+        }
+    }
 }

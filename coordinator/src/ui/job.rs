@@ -1,22 +1,18 @@
 //! One job's page: summary, steps, the log (a window of it, live at the
 //! tail), artifacts, provenance, the runs of a `verify: N` group; and the
-//! log's events stream, raw download and search.
+//! log's raw download and search (its live follow: [`super::live`]).
 //!
 //! A log can be 64 MiB: the page shows [`WINDOW`] bytes of it (the tail by
 //! default, or from `?at=OFFSET` when paging back or following a line
 //! link), and search runs here, over the stored bytes, not in the browser.
 
-use std::convert::Infallible;
-use std::time::Duration;
-
 use axum::body::Body;
 use axum::extract::{Form, Path, Query, State};
+use axum::http::HeaderValue;
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
-use axum::http::{HeaderMap, HeaderValue};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, PreEscaped, html};
-use pinfold_api::wire::{JobInfo, JobState};
+use pinfold_api::wire::JobInfo;
 use serde::Deserialize;
 
 use super::log::{Line, count_lines, render};
@@ -24,13 +20,12 @@ use super::pages::{badge, duration, job_duration, short_image, urlencode, when};
 use super::session::Signed;
 use super::{CsrfForm, Page, csrf_field, frame, redirect};
 use crate::AppState;
-use crate::error::ApiError;
 use crate::routes;
 
 /// Log bytes one page shows.
 pub const WINDOW: u64 = 256 << 10;
 /// Bytes read from the store at a time when counting or searching.
-const CHUNK: usize = 4 << 20;
+pub(super) const CHUNK: usize = 4 << 20;
 /// Matches one search shows.
 const MAX_HITS: usize = 500;
 
@@ -125,7 +120,7 @@ pub(super) async fn page(
             }
             @let live = tail && !job.state.is_terminal();
             pre id="logview" tabindex="0" aria-label="Job log"
-                data-events=[live.then(|| format!("/ui/jobs/{id}/log/events"))]
+                data-live=[live.then(|| format!("/ui/jobs/{id}/log/live"))]
                 data-next=(format!("{next}:{next_line}")) {
                 (log_lines(&lines))
             }
@@ -266,103 +261,6 @@ fn bytes(n: u64) -> String {
 
 fn path_encode(name: &str) -> String {
     name.split('/').map(urlencode).collect::<Vec<_>>().join("/")
-}
-
-#[derive(Debug, Deserialize)]
-pub(super) struct EventsQuery {
-    /// `OFFSET:LINE` to start from (the page's `data-next`).
-    from: Option<String>,
-}
-
-/// `GET /ui/jobs/{id}/log/events`: server-sent events, one per batch of
-/// complete lines, as JSON `[Line...]`; each event's id is `OFFSET:LINE`
-/// just past it, so a reconnect (`Last-Event-ID`) resumes there. An `end`
-/// event carries the job's final state when the log will not grow.
-pub(super) async fn events(
-    _: Signed,
-    State(state): State<AppState>,
-    Path(id): Path<u64>,
-    headers: HeaderMap,
-    Query(q): Query<EventsQuery>,
-) -> Page {
-    state.store.job(id).await?;
-    let resume = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or(q.from);
-    let (offset, line) = match resume.as_deref().and_then(|r| r.split_once(':')) {
-        Some((o, n)) => (
-            o.parse().map_err(|_| bad_resume())?,
-            n.parse().map_err(|_| bad_resume())?,
-        ),
-        None => (0, 1),
-    };
-    struct Tail {
-        state: AppState,
-        id: u64,
-        offset: u64,
-        line: u64,
-        ended: bool,
-        log: tokio::sync::watch::Receiver<u64>,
-        shutdown: tokio::sync::watch::Receiver<bool>,
-    }
-    let t = Tail {
-        log: state.events.log.subscribe(),
-        shutdown: state.events.shutdown.subscribe(),
-        state,
-        id,
-        offset,
-        line,
-        ended: false,
-    };
-    let stream = futures_util::stream::unfold(t, |mut t| async move {
-        if t.ended {
-            return None;
-        }
-        loop {
-            t.log.borrow_and_update();
-            let r = match t.state.store.read_log(t.id, t.offset, CHUNK).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(job_id = t.id, %e, "log events: read failed");
-                    return None;
-                }
-            };
-            let complete = r.complete && t.offset + r.data.len() as u64 >= r.len;
-            let (lines, used) = render(&r.data, t.offset, t.line, complete);
-            if !lines.is_empty() {
-                t.offset += used as u64;
-                t.line += lines.len() as u64;
-                let ev = Event::default()
-                    .id(format!("{}:{}", t.offset, t.line))
-                    .json_data(&lines)
-                    .expect("lines serialize");
-                return Some((Ok::<_, Infallible>(ev), t));
-            }
-            if complete {
-                let st = t.state.store.job(t.id).await.map(|j| j.info.state);
-                t.ended = true;
-                let word = st.map_or("ended", JobState::as_str);
-                return Some((Ok(Event::default().event("end").data(word)), t));
-            }
-            if *t.shutdown.borrow() {
-                return None;
-            }
-            tokio::select! {
-                _ = t.log.changed() => {}
-                _ = t.shutdown.changed() => {}
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-            }
-        }
-    });
-    Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response())
-}
-
-fn bad_resume() -> ApiError {
-    ApiError::BadRequest("the log position must be OFFSET:LINE".into())
 }
 
 /// `GET /ui/jobs/{id}/log.txt`: the whole stored log as it is.

@@ -14,6 +14,7 @@
 //! `SameSite=Strict`.
 
 mod job;
+mod live;
 pub mod log;
 mod pages;
 pub mod session;
@@ -51,6 +52,9 @@ pub enum UiError {
     /// A form's CSRF token did not match the session's.
     #[error("the form is stale or came from another site: reload the page and try again")]
     Csrf,
+    /// A WebSocket from a page of another origin.
+    #[error("the live log is only served to this server's own pages")]
+    CrossOrigin,
     /// A viewer tried to act.
     #[error("a viewer token can only read: sign in with the admin token to cancel or revoke")]
     ReadOnly,
@@ -66,7 +70,7 @@ impl IntoResponse for UiError {
     fn into_response(self) -> Response {
         let status = match &self {
             UiError::Api(e) => e.status(),
-            UiError::Csrf | UiError::ReadOnly => StatusCode::FORBIDDEN,
+            UiError::Csrf | UiError::ReadOnly | UiError::CrossOrigin => StatusCode::FORBIDDEN,
         };
         let body = frame(
             "Error",
@@ -110,7 +114,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/jobs", get(pages::jobs))
         .route("/jobs/{id}", get(job::page))
-        .route("/jobs/{id}/log/events", get(job::events))
+        .route("/jobs/{id}/log/live", get(live::follow))
         .route("/jobs/{id}/log.txt", get(job::raw))
         .route("/jobs/{id}/search", get(job::search))
         .route("/jobs/{id}/artifacts/{*name}", get(job::artifact))

@@ -1,5 +1,5 @@
 // pinfold dashboard: live updates only. The pages work without this file;
-// it follows a running job's log (server-sent events), refreshes the jobs
+// it follows a running job's log (a WebSocket), refreshes the jobs
 // list, and keeps the log scrolled to the end until the reader scrolls up.
 // Served from /ui/static/ui.js under a CSP that forbids inline script.
 // Log lines arrive as server-rendered, escaped HTML (colour spans only).
@@ -50,50 +50,68 @@
       });
   }
 
+  function append(pre, lines) {
+    var box = pre.querySelector("details.step:last-of-type > div.sec") || pre;
+    lines.forEach(function (l) {
+      if (l.s) {
+        var d = document.createElement("details");
+        d.className = "step";
+        d.open = true;
+        var sm = document.createElement("summary");
+        sm.textContent = l.s;
+        box = document.createElement("div");
+        box.className = "sec";
+        d.appendChild(sm);
+        d.appendChild(box);
+        pre.appendChild(d);
+      }
+      box.appendChild(lineEl(l));
+    });
+  }
+
+  // Follows the log over a WebSocket (ui/live.rs says why not EventSource),
+  // reconnecting from the last position after a drop.
   function followLog(pre) {
-    var url = pre.dataset.events + "?from=" + encodeURIComponent(pre.dataset.next);
     var follow = !location.hash;
     var status = document.getElementById("livestate");
+    var size = document.querySelector(".logbar .size");
+    var ended = false;
+    var retry = 250;
     if (follow) window.scrollTo(0, document.documentElement.scrollHeight);
     window.addEventListener("scroll", function () { follow = atBottom(); }, { passive: true });
-    var es = new EventSource(url, { withCredentials: true });
-    es.onmessage = function (ev) {
-      var stick = follow;
-      var box = pre.querySelector("details.step:last-of-type > div.sec") || pre;
-      JSON.parse(ev.data).forEach(function (l) {
-        if (l.s) {
-          var d = document.createElement("details");
-          d.className = "step";
-          d.open = true;
-          var sm = document.createElement("summary");
-          sm.textContent = l.s;
-          box = document.createElement("div");
-          box.className = "sec";
-          d.appendChild(sm);
-          d.appendChild(box);
-          pre.appendChild(d);
+    function connect() {
+      var proto = location.protocol === "https:" ? "wss:" : "ws:";
+      var ws = new WebSocket(proto + "//" + location.host + pre.dataset.live +
+        "?from=" + encodeURIComponent(pre.dataset.next));
+      ws.onopen = function () {
+        retry = 250;
+        if (status) status.textContent = "Following the log live.";
+      };
+      ws.onmessage = function (ev) {
+        var m = JSON.parse(ev.data);
+        if (m.end) {
+          ended = true;
+          if (status) status.textContent = "The job ended: " + m.end.replace("_", " ") + ".";
+          refresh(["summary", "steps", "artifacts", "provenance", "verify"]).then(function () {
+            var c = document.getElementById("cancel");
+            if (c) c.closest("form").remove();
+          });
+          return;
         }
-        box.appendChild(lineEl(l));
-      });
-      pre.dataset.next = ev.lastEventId;
-      var size = document.querySelector(".logbar .size");
-      if (size) size.textContent = human(Number(ev.lastEventId.split(":")[0]));
-      if (stick) window.scrollTo(0, document.documentElement.scrollHeight);
-    };
-    es.addEventListener("end", function (ev) {
-      es.close();
-      if (status) status.textContent = "The job ended: " + ev.data.replace("_", " ") + ".";
-      refresh(["summary", "steps", "artifacts", "provenance", "verify"]).then(function () {
-        var c = document.getElementById("cancel");
-        if (c) c.closest("form").remove();
-      });
-    });
-    es.onerror = function () {
-      if (status) status.textContent = "Reconnecting…";
-    };
-    es.onopen = function () {
-      if (status) status.textContent = "Following the log live.";
-    };
+        var stick = follow;
+        append(pre, m.lines);
+        pre.dataset.next = m.at;
+        if (size) size.textContent = human(Number(m.at.split(":")[0]));
+        if (stick) window.scrollTo(0, document.documentElement.scrollHeight);
+      };
+      ws.onclose = function () {
+        if (ended) return;
+        if (status) status.textContent = "Reconnecting…";
+        setTimeout(connect, retry);
+        retry = Math.min(retry * 2, 10000);
+      };
+    }
+    connect();
   }
 
   function liveTable(table) {
@@ -114,7 +132,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     var pre = document.getElementById("logview");
-    if (pre && pre.dataset.events) followLog(pre);
+    if (pre && pre.dataset.live) followLog(pre);
     else if (pre && !location.hash && !document.querySelector("form[role=search] input[value]")) {
       window.scrollTo(0, document.documentElement.scrollHeight);
     }
