@@ -154,11 +154,11 @@ impl Rig {
             }),
         );
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        Ok(ClientBuilder::new(connector)
+        ClientBuilder::new(connector)
             .capabilities(caps)
             .connect(&self.driver_url)
             .await
-            .context("starting Chromium through chromedriver")?)
+            .context("starting Chromium through chromedriver")
     }
 
     async fn sign_in(&self, b: &Browser, token: &str) -> Result<()> {
