@@ -314,6 +314,17 @@ async fn live_log_escaping_artifacts_accessibility_and_screenshots() -> Result<(
         b.goto(&format!("{}{page}", rig.url)).await?;
         check_accessible(&b, &page).await?;
     }
+    // The runner told the server what its host enforces.
+    let facts = js(
+        &b,
+        "return document.querySelector('#runners td.facts').innerText",
+    )
+    .await?;
+    let facts = facts.as_str().unwrap_or_default();
+    assert!(
+        facts.contains("Landlock ABI") && facts.contains("policies: default"),
+        "{facts}"
+    );
 
     // A failed job, and the list.
     let failed = rig.submit(

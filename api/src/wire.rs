@@ -349,6 +349,23 @@ pub struct ProvenanceStored {
     pub subjects: usize,
 }
 
+/// `PUT /api/v1/runner/facts`: what a runner's host can enforce, as its
+/// agent found at start (shown on the dashboard's runners page).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerFacts {
+    /// The agent's pinfold version.
+    pub version: String,
+    /// The host's kernel release.
+    pub kernel: String,
+    /// How step limits are enforced: `cgroup v2` or `fallback: WHY`.
+    pub limits: String,
+    /// The kernel's Landlock ABI (0: none).
+    pub landlock_abi: u32,
+    /// The policies the operator lets jobs choose (the first is the default).
+    pub policies: Vec<String>,
+}
+
 /// `POST /api/v1/viewer-tokens`: a new read-only token for the web pages.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

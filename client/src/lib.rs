@@ -16,8 +16,8 @@ use std::time::Duration;
 use pinfold_api::wire::{
     ArtifactInfo, ArtifactList, ErrorBody, FinishRequest, HeartbeatResponse, JobInfo, JobList,
     Lease, LeaseRequest, LogAppendResponse, ProvenanceStored, RegisterRequest, RegisterResponse,
-    RunnerInfo, RunnerKey, RunnerKeyRequest, SubmitRequest, SubmitResponse, TrustRequest,
-    TrustedLabels, ViewerToken,
+    RunnerFacts, RunnerInfo, RunnerKey, RunnerKeyRequest, SubmitRequest, SubmitResponse,
+    TrustRequest, TrustedLabels, ViewerToken,
 };
 use serde::de::DeserializeOwned;
 use ureq::http::Response;
@@ -216,6 +216,12 @@ impl Client {
                 .delete(self.url(&format!("/api/v1/runners/{id}"))),
         );
         check(req.call()?).map(drop)
+    }
+
+    /// `PUT /api/v1/runner/facts` (runner token): what this runner's host
+    /// enforces, for the dashboard.
+    pub fn set_runner_facts(&self, facts: &RunnerFacts) -> Result<()> {
+        check(self.put("/api/v1/runner/facts").send_json(facts)?).map(drop)
     }
 
     /// `POST /api/v1/viewer-tokens` (admin): a read-only token for the web

@@ -437,3 +437,59 @@ async fn next_text(ws: &mut Ws) -> String {
         }
     }
 }
+
+#[tokio::test]
+async fn a_runners_facts_are_shown_as_text_and_bounded() {
+    let t = setup().await;
+    let reg = t
+        .api(
+            Method::POST,
+            "/api/v1/runners",
+            REG,
+            Body::from(r#"{"name":"<b>r</b>","labels":[]}"#),
+        )
+        .await;
+    let runner: RegisterResponse = serde_json::from_str(&reg.body).unwrap();
+    let facts = serde_json::json!({
+        "version": "0.1.0<script>alert(1)</script>", "kernel": "6.18.0",
+        "limits": "cgroup v2", "landlock_abi": 7, "policies": ["default", "trusted"],
+    });
+    let r = t
+        .api(
+            Method::PUT,
+            "/api/v1/runner/facts",
+            &runner.token,
+            Body::from(facts.to_string()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    // Only a runner says what it is; the admin token cannot.
+    let r = t
+        .api(
+            Method::PUT,
+            "/api/v1/runner/facts",
+            ADMIN,
+            Body::from(facts.to_string()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let long = serde_json::json!({
+        "version": "x".repeat(201), "kernel": "", "limits": "", "landlock_abi": 0, "policies": [],
+    });
+    let r = t
+        .api(
+            Method::PUT,
+            "/api/v1/runner/facts",
+            &runner.token,
+            Body::from(long.to_string()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("too long"), "{}", r.body);
+
+    let a = t.sign_in(ADMIN).await;
+    let page = t.page("/ui/runners", &a).await.body;
+    assert!(page.contains("Landlock ABI 7") && page.contains("policies: default, trusted"));
+    assert!(page.contains("0.1.0&lt;script&gt;") && !page.contains("<script>alert"));
+    assert!(page.contains("&lt;b&gt;r&lt;/b&gt;") && !page.contains("<b>r</b>"));
+}

@@ -108,3 +108,23 @@ pub(super) fn ensure_key(client: &Client, key: &SigningKey) {
         Err(e) => tracing::warn!(%e, "could not check the runner's registered key"),
     }
 }
+
+/// Tells the server what this host enforces (the dashboard's runners page).
+/// A server older than the endpoint answers 404; jobs run either way.
+pub(super) fn send_facts(client: &Client, cfg: &Config) {
+    let facts = pinfold_api::wire::RunnerFacts {
+        version: env!("CARGO_PKG_VERSION").into(),
+        kernel: nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        limits: match pinfold_sandbox::container::cgroup::detect() {
+            pinfold_sandbox::container::cgroup::Mechanism::Cgroup(_) => "cgroup v2".into(),
+            m => m.to_string().chars().take(500).collect(),
+        },
+        landlock_abi: pinfold_sandbox::kernel::landlock_abi(),
+        policies: cfg.ceiling.names().into_iter().map(String::from).collect(),
+    };
+    if let Err(e) = client.set_runner_facts(&facts) {
+        tracing::warn!(%e, "could not report this runner's sandbox facts to the server");
+    }
+}

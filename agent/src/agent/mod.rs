@@ -83,6 +83,7 @@ pub fn run(mut cfg: Config, shutdown: &dyn Fn() -> bool) -> Result<(), AgentErro
     let stored = identity::runner_token(&cfg, &key, false)?;
     let base = Client::new(&cfg.server, None, cfg.request_timeout);
     identity::ensure_key(&base.with_token(&stored.token), &key);
+    identity::send_facts(&base.with_token(&stored.token), &cfg);
     let sh = Arc::new(Shared {
         client: Mutex::new(base.with_token(&stored.token)),
         key,

@@ -5,7 +5,7 @@ pub(crate) mod jobs;
 pub(crate) mod logs;
 mod meta;
 pub(crate) mod provenance;
-mod runners;
+pub(crate) mod runners;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequest};
@@ -40,6 +40,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/runners/{id}/labels", post(runners::trust))
         .route("/runner/lease", post(runners::lease))
         .route("/runner/key", put(runners::set_key))
+        .route("/runner/facts", put(runners::set_facts))
         .route("/sources/{sha256}", put(artifacts::put_source))
         .route("/jobs", post(jobs::submit).get(jobs::list))
         .route("/jobs/{id}", get(jobs::status))

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use pinfold_api::JobSpec;
 use pinfold_api::wire::{
-    Lease, LeaseRequest, RegisterRequest, RegisterResponse, RunnerInfo, RunnerKey,
+    Lease, LeaseRequest, RegisterRequest, RegisterResponse, RunnerFacts, RunnerInfo, RunnerKey,
     RunnerKeyRequest, TrustRequest, TrustedLabels,
 };
 
@@ -244,4 +244,43 @@ pub(super) async fn trust(
         runner_id: id,
         trusted_labels,
     }))
+}
+
+/// The meta key a runner's facts are kept under.
+pub(crate) fn facts_key(runner_id: u64) -> String {
+    format!("runner_facts:{runner_id}")
+}
+
+/// `PUT /api/v1/runner/facts` (runner token): what the runner's host
+/// enforces, as its agent found at start; replaces what it said before.
+pub(super) async fn set_facts(
+    runner: Runner,
+    State(state): State<AppState>,
+    Json(facts): Json<RunnerFacts>,
+) -> Result<StatusCode> {
+    let short = |s: &str, max: usize| s.chars().count() <= max;
+    if !short(&facts.version, 200)
+        || !short(&facts.kernel, 200)
+        || !short(&facts.limits, 500)
+        || facts.policies.len() > 64
+        || !facts.policies.iter().all(|p| short(p, 100))
+    {
+        return Err(ApiError::BadRequest(
+            "runner facts too long: version and kernel up to 200 characters, limits 500, \
+             at most 64 policies of 100"
+                .into(),
+        ));
+    }
+    let text = serde_json::to_string(&facts).expect("facts serialize");
+    state.store.set_meta(&facts_key(runner.id), &text).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A runner's facts, if its agent sent them.
+pub(crate) async fn facts(state: &AppState, runner_id: u64) -> Result<Option<RunnerFacts>> {
+    Ok(state
+        .store
+        .get_meta(&facts_key(runner_id))
+        .await?
+        .and_then(|t| serde_json::from_str(&t).ok()))
 }

@@ -212,7 +212,8 @@ pub(super) async fn runners(s: Signed, State(state): State<AppState>) -> Page {
         let keyid = key
             .and_then(|pem| pinfold_api::provenance::parse_public_key(&pem).ok())
             .map(|k| pinfold_api::provenance::key_id(&k));
-        rows.push((r, trusted, keyid));
+        let facts = crate::routes::runners::facts(&state, r.id).await?;
+        rows.push((r, trusted, keyid, facts));
     }
     let body = html! {
         h1 { "Runners" }
@@ -221,10 +222,10 @@ pub(super) async fn runners(s: Signed, State(state): State<AppState>) -> Page {
             thead { tr {
                 th scope="col" { "Runner" } th scope="col" { "Labels" } th scope="col" { "Trusted labels" }
                 th scope="col" { "Signing key" } th scope="col" { "Registered" } th scope="col" { "Last heartbeat" }
-                th scope="col" { "Running" } th scope="col" { "Status" }
+                th scope="col" { "Running" } th scope="col" { "Sandbox (as the runner reports it)" } th scope="col" { "Status" }
             } }
             tbody {
-                @for (r, trusted, keyid) in &rows {
+                @for (r, trusted, keyid, facts) in &rows {
                     tr {
                         td { "#" (r.id) " " (r.name) }
                         td { (r.labels.join(", ")) }
@@ -237,6 +238,15 @@ pub(super) async fn runners(s: Signed, State(state): State<AppState>) -> Page {
                                 a href={"/ui/jobs/" (j.info.id)} { "#" (j.info.id) } " "
                             }
                         }
+                        td.facts {
+                            @if let Some(f) = facts {
+                                "pinfold " (f.version) br;
+                                "kernel " (f.kernel) br;
+                                "limits: " (f.limits) br;
+                                "Landlock ABI " (f.landlock_abi) br;
+                                "policies: " (f.policies.join(", "))
+                            } @else { "not reported (an older agent)" }
+                        }
                         td {
                             @if r.revoked { "revoked" }
                             @else if may_act {
@@ -248,7 +258,7 @@ pub(super) async fn runners(s: Signed, State(state): State<AppState>) -> Page {
                         }
                     }
                 }
-                @if rows.is_empty() { tr { td colspan="8" { "No runner has registered." } } }
+                @if rows.is_empty() { tr { td colspan="9" { "No runner has registered." } } }
             }
         }
     };
