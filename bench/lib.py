@@ -46,12 +46,13 @@ def start_server(work, port, extra=()):
     return server, f"http://127.0.0.1:{port}"
 
 
-def start_agent(work, as_user, url, home, name):
-    """`pinfold agent` named NAME over WORK/HOME, in a clean environment."""
+def start_agent(work, as_user, url, home, name, extra=()):
+    """`pinfold agent` named NAME over WORK/HOME, in a clean environment,
+    with EXTRA arguments."""
     return subprocess.Popen(as_user + ["env", "-i", "PATH=/usr/bin:/bin:/usr/sbin:/sbin", f"HOME={work}",
                                        f"PINFOLD_HOME={work}/{home}", "RUST_LOG=warn",
                                        f"{work}/pinfold", "agent", "--server", url, "--registration-token", REG,
-                                       "--name", name, "--allow-local-images"])
+                                       "--name", name, "--allow-local-images", *extra])
 
 
 def submit(url, spec, **fields):
