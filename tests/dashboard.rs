@@ -304,6 +304,13 @@ async fn live_log_escaping_artifacts_accessibility_and_screenshots() -> Result<(
     )
     .await?;
     assert_eq!(shown, json!(want));
+    // The runner signed provenance for it; the server checked it again for the page.
+    let prov = js(&b, "return document.getElementById('provenance').innerText").await?;
+    let prov = prov.as_str().unwrap_or_default();
+    assert!(
+        prov.contains("✓ verified") && prov.contains("1 artifacts match"),
+        "{prov}"
+    );
 
     // Every control has a name in the accessibility tree and the keyboard reaches it.
     for page in [
