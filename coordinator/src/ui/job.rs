@@ -83,9 +83,10 @@ pub(super) async fn page(
     let read = state.store.read_log(id, start, WINDOW as usize).await?;
     let first_line = line_at(&state, id, start).await?;
     let complete = read.complete && start + read.data.len() as u64 >= read.len;
-    let (lines, used) = render(&read.data, start, first_line, complete);
-    let next = start + used as u64;
-    let next_line = first_line + lines.len() as u64;
+    let out = render(&read.data, start, first_line, complete);
+    let lines = out.lines;
+    let next = start + out.used as u64;
+    let next_line = out.next_line;
     let artifacts = state.store.artifacts(id).await?;
     let prov = routes::provenance::check_stored(&state, id).await?;
     let title = format!("Job #{id}");
@@ -349,9 +350,12 @@ pub(super) async fn search(
                     more = true;
                     break 'scan;
                 }
-                hits.extend(render(&r.data[s..e], at + s as u64, line, true).0);
+                hits.extend(render(&r.data[s..e], at + s as u64, line, true).lines);
             }
-            line += 1;
+            // A piece of a line longer than a chunk keeps the line's number.
+            if e < r.data.len() && r.data[e] == b'\n' {
+                line += 1;
+            }
             s = e + 1;
         }
         at += usable as u64;

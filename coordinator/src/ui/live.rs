@@ -92,11 +92,11 @@ async fn stream(mut socket: WebSocket, state: AppState, id: u64, mut offset: u64
             }
         };
         let complete = r.complete && offset + r.data.len() as u64 >= r.len;
-        let (lines, used) = render(&r.data, offset, line, complete);
-        if !lines.is_empty() {
-            offset += used as u64;
-            line += lines.len() as u64;
-            let msg = serde_json::json!({ "at": format!("{offset}:{line}"), "lines": lines });
+        let out = render(&r.data, offset, line, complete);
+        if !out.lines.is_empty() {
+            offset += out.used as u64;
+            line = out.next_line;
+            let msg = serde_json::json!({ "at": format!("{offset}:{line}"), "lines": out.lines });
             if socket
                 .send(Message::Text(msg.to_string().into()))
                 .await

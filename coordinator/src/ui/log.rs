@@ -29,26 +29,50 @@ pub struct Line {
     pub s: Option<String>,
 }
 
-/// Renders the complete lines of `data`, which starts at byte `offset`
-/// of the log on line number `first_line`. Returns the lines and the
-/// bytes consumed: a last line without its newline is left for later,
-/// unless `complete` (the log will not grow).
-pub fn render(data: &[u8], offset: u64, first_line: u64, complete: bool) -> (Vec<Line>, usize) {
+/// The longest piece of an unterminated line shown before its newline
+/// arrives: a job that prints megabytes without a newline still shows up
+/// (in pieces that share the line's number) instead of stalling the page.
+pub const LONG_LINE: usize = 64 << 10;
+
+/// What [`render`] made of a slice of the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// The lines (and pieces of a long line), in order.
+    pub lines: Vec<Line>,
+    /// Bytes of the slice consumed: where the next slice starts.
+    pub used: usize,
+    /// The number of the line that starts there.
+    pub next_line: u64,
+}
+
+/// Renders the lines of `data`, which starts at byte `offset` of the log on
+/// line number `first_line`. A last line without its newline is left for
+/// later, unless `complete` (the log will not grow) or it is [`LONG_LINE`]
+/// bytes or more: then it goes out as a piece, and the rest of that line
+/// keeps its number.
+pub fn render(data: &[u8], offset: u64, first_line: u64, complete: bool) -> Rendered {
     let mut lines = Vec::new();
     let mut at = 0usize;
     let mut n = first_line;
     while at < data.len() {
-        let (end, next) = match memchr_nl(&data[at..]) {
-            Some(i) => (at + i, at + i + 1),
-            None if complete => (data.len(), data.len()),
+        let (end, next, ended) = match memchr_nl(&data[at..]) {
+            Some(i) => (at + i, at + i + 1, true),
+            None if complete => (data.len(), data.len(), true),
+            None if data.len() - at >= LONG_LINE => (data.len(), data.len(), false),
             None => break,
         };
         let text = String::from_utf8_lossy(&data[at..end]);
         lines.push(line(&text, n, offset + at as u64));
-        n += 1;
+        if ended {
+            n += 1;
+        }
         at = next;
     }
-    (lines, at)
+    Rendered {
+        lines,
+        used: at,
+        next_line: n,
+    }
 }
 
 fn memchr_nl(data: &[u8]) -> Option<usize> {
@@ -141,8 +165,9 @@ mod tests {
     #[test]
     fn markup_in_a_job_line_is_text() {
         let evil = b"<script>alert(1)</script>\n\"><img src=x onerror=alert(2)>\n";
-        let (lines, used) = render(evil, 0, 1, false);
-        assert_eq!(used, evil.len());
+        let r = render(evil, 0, 1, false);
+        let lines = r.lines;
+        assert_eq!((r.used, r.next_line), (evil.len(), 3));
         assert_eq!(lines[0].h, "&lt;script&gt;alert(1)&lt;/script&gt;");
         assert!(!lines[1].h.contains('<') && !lines[1].h.contains('"'));
         assert_eq!((lines[1].n, lines[1].o), (2, 26));
@@ -150,12 +175,13 @@ mod tests {
 
     #[test]
     fn colours_stay_and_other_escapes_go() {
-        let (lines, _) = render(
+        let lines = render(
             b"\x1b[31mred\x1b[0m \x1b]0;title\x07\x1b[2Jok\x1b]8;;http://x\x1b\\link\x07\n",
             0,
             1,
             false,
-        );
+        )
+        .lines;
         let h = &lines[0].h;
         assert!(
             h.contains("<span style='color:var(--red,#a00)'>red</span>"),
@@ -167,24 +193,31 @@ mod tests {
 
     #[test]
     fn an_unfinished_line_waits_unless_the_log_is_complete() {
-        let (lines, used) = render(b"one\ntw", 100, 7, false);
-        assert_eq!((lines.len(), used), (1, 4));
-        let (lines, used) = render(b"one\ntw", 100, 7, true);
-        assert_eq!((lines.len(), used), (2, 6));
-        assert_eq!(
-            (lines[1].n, lines[1].o, lines[1].h.as_str()),
-            (8, 104, "tw")
-        );
+        let r = render(b"one\ntw", 100, 7, false);
+        assert_eq!((r.lines.len(), r.used, r.next_line), (1, 4, 8));
+        let r = render(b"one\ntw", 100, 7, true);
+        assert_eq!((r.lines.len(), r.used, r.next_line), (2, 6, 9));
+        let l = &r.lines[1];
+        assert_eq!((l.n, l.o, l.h.as_str()), (8, 104, "tw"));
+        // A line that never ends shows in pieces that keep its number.
+        let mut long = b"a\n".to_vec();
+        long.extend(std::iter::repeat_n(b'x', LONG_LINE));
+        let r = render(&long, 0, 1, false);
+        assert_eq!((r.lines.len(), r.used, r.next_line), (2, long.len(), 2));
+        assert_eq!((r.lines[1].n, r.lines[1].o), (2, 2));
+        let r = render(b"xyz\nb\n", long.len() as u64, 2, false);
+        assert_eq!((r.lines[0].n, r.lines[1].n, r.next_line), (2, 3, 4));
     }
 
     #[test]
     fn step_markers_open_sections_and_carriage_returns_overwrite() {
-        let (lines, _) = render(
+        let lines = render(
             b"==> step 1/2: build\n10%\r50%\r100%\r\n==> step 1/2: build finished: exit 0 (1s)\njob> ==> step 9/9: fake\n",
             0,
             1,
             false,
-        );
+        )
+        .lines;
         assert_eq!(lines[0].s.as_deref(), Some("step 1/2: build"));
         assert_eq!(lines[1].h, "100%");
         assert_eq!(lines[2].s, None);
