@@ -121,7 +121,8 @@ echo "tests/vm/run.sh: building pinfold" >&2
 run=${PINFOLD_VM_RUN:-$here/.run}
 rm -rf "$run"; mkdir -p "$run/payload"
 p="$run/payload"
-objcopy --strip-debug "$repo/target/debug/pinfold" "$p/pinfold" || cp "$repo/target/debug/pinfold" "$p/pinfold"
+bin="${CARGO_TARGET_DIR:-$repo/target}/debug/pinfold"
+objcopy --strip-debug "$bin" "$p/pinfold" || cp "$bin" "$p/pinfold"
 bash "$repo/tests/make-busybox-rootfs.sh" "$p/rootfs"
 cc -static -O2 -Wall -o "$p/rootfs/bin/probe" "$repo/tests/probe/probe.c" \
   || die "cc -static probe.c failed: install gcc and libc6-dev (tests/setup.sh)"
