@@ -9,7 +9,6 @@ mod pty;
 #[path = "common/server.rs"]
 mod server;
 
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -22,7 +21,7 @@ use pinfold_api::wire::{JobInfo, JobState, SubmitRequest};
 use pinfold_client::Client;
 
 use common::{busybox_image as image, host_sh as sh};
-use server::{ADMIN, REG, SECRET, admin_cli, spawn_server};
+use server::{ADMIN, REG, SECRET, admin_cli, free_port, spawn_server};
 
 struct Server {
     child: Child,
@@ -35,7 +34,7 @@ struct Server {
 impl Server {
     fn start(args: &[&str]) -> Result<Server> {
         let home = tempfile::tempdir()?;
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = free_port();
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         Ok(Server {
             child: spawn_server(home.path(), port, &args)?,

@@ -3,7 +3,6 @@
 //! (the protocol client of pinfold-coordinator, driven as an agent would).
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ mod pty;
 #[path = "common/server.rs"]
 mod server;
 
-use server::{ADMIN, BIN, REG, SECRET, admin_cli, spawn_server};
+use server::{ADMIN, BIN, REG, SECRET, admin_cli, free_port, spawn_server};
 
 const DIGEST: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
@@ -87,14 +86,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn job_yaml(extra: &str) -> String {

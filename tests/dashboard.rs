@@ -10,7 +10,6 @@ mod common;
 #[path = "common/server.rs"]
 mod server;
 
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -24,7 +23,7 @@ use pinfold_client::Client;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use server::{ADMIN, REG, admin_cli, spawn_server};
+use server::{ADMIN, REG, admin_cli, free_port, spawn_server};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -46,14 +45,6 @@ impl Drop for Rig {
             let _ = c.wait();
         }
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn wait_port(port: u16, what: &str) -> Result<()> {

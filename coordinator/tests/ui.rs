@@ -99,6 +99,14 @@ impl T {
         set.split(';').next().unwrap().to_string()
     }
 
+    async fn register(&self, name: &str) -> RegisterResponse {
+        let body = serde_json::json!({ "name": name, "labels": [] }).to_string();
+        let r = self
+            .api(Method::POST, "/api/v1/runners", REG, Body::from(body))
+            .await;
+        serde_json::from_str(&r.body).unwrap()
+    }
+
     async fn submit(&self) -> u64 {
         let spec = format!(
             "image: busybox@sha256:{}\nsteps:\n  - name: a\n    run: echo hi\n",
@@ -222,15 +230,7 @@ async fn a_viewer_reads_but_cannot_cancel_or_revoke_and_forms_need_their_csrf_to
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(r.body.contains("can only read"), "{}", r.body);
-    let reg = t
-        .api(
-            Method::POST,
-            "/api/v1/runners",
-            REG,
-            Body::from(r#"{"name":"r","labels":[]}"#),
-        )
-        .await;
-    let runner: RegisterResponse = serde_json::from_str(&reg.body).unwrap();
+    let runner = t.register("r").await;
     let r = t
         .form(
             &format!("/ui/runners/{}/revoke", runner.runner_id),
@@ -273,15 +273,7 @@ async fn a_viewer_reads_but_cannot_cancel_or_revoke_and_forms_need_their_csrf_to
 async fn job_output_is_text_in_the_page_the_live_follow_and_the_search() {
     let t = setup().await;
     let job = t.submit().await;
-    let reg = t
-        .api(
-            Method::POST,
-            "/api/v1/runners",
-            REG,
-            Body::from(r#"{"name":"r","labels":[]}"#),
-        )
-        .await;
-    let runner: RegisterResponse = serde_json::from_str(&reg.body).unwrap();
+    let runner = t.register("r").await;
     let r = t
         .api(
             Method::POST,
@@ -441,15 +433,7 @@ async fn next_text(ws: &mut Ws) -> String {
 #[tokio::test]
 async fn a_runners_facts_are_shown_as_text_and_bounded() {
     let t = setup().await;
-    let reg = t
-        .api(
-            Method::POST,
-            "/api/v1/runners",
-            REG,
-            Body::from(r#"{"name":"<b>r</b>","labels":[]}"#),
-        )
-        .await;
-    let runner: RegisterResponse = serde_json::from_str(&reg.body).unwrap();
+    let runner = t.register("<b>r</b>").await;
     let facts = serde_json::json!({
         "version": "0.1.0<script>alert(1)</script>", "kernel": "6.18.0",
         "limits": "cgroup v2", "landlock_abi": 7, "policies": ["default", "trusted"],

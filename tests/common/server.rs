@@ -49,6 +49,15 @@ pub fn spawn_server<S: AsRef<OsStr>>(home: &Path, port: u16, args: &[S]) -> Resu
     Ok(child)
 }
 
+/// A port on 127.0.0.1 nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The CLI as the admin against the server at `url`.
 pub fn admin_cli(url: &str) -> Command {
     let mut c = Command::new(BIN);
