@@ -343,6 +343,14 @@ async fn live_log_escaping_artifacts_accessibility_and_screenshots() -> Result<(
     screenshot(&b, "job-failed.png").await?;
     b.goto(&format!("{}/ui/jobs", rig.url)).await?;
     screenshot(&b, "jobs.png").await?;
+    // The list updates while it is watched.
+    let queued = rig.submit("  - name: later\n    run: true\n", "")?;
+    until(
+        &b,
+        &format!("return document.querySelector('#jobs tbody').innerText.includes('#{queued}')"),
+        Duration::from_secs(15),
+    )
+    .await?;
     b.close().await?;
     Ok(())
 }
@@ -434,6 +442,22 @@ async fn cancel_from_the_page_and_a_viewer_cannot() -> Result<()> {
     assert!(
         b.find(Locator::Id("cancel")).await.is_err(),
         "a viewer is offered Cancel"
+    );
+    // The log follows the end until the reader scrolls up, and stays put then.
+    until(&b, "return window.scrollY > 0 && window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 48", Duration::from_secs(30)).await?;
+    js(&b, "window.scrollTo(0, 0); return true").await?;
+    let lines = "return document.querySelectorAll('#logview .l').length";
+    let before = js(&b, lines).await?.as_u64().unwrap_or_default();
+    until(
+        &b,
+        &format!("return document.querySelectorAll('#logview .l').length > {before}"),
+        Duration::from_secs(10),
+    )
+    .await?;
+    assert_eq!(
+        js(&b, "return window.scrollY").await?,
+        json!(0),
+        "the page scrolled the reader away"
     );
     let status = b
         .execute_async(
