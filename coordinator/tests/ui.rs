@@ -10,6 +10,7 @@ use http_body_util::BodyExt;
 use pinfold_api::wire::{Lease, RegisterResponse, SubmitResponse, ViewerToken};
 use pinfold_coordinator::ui::CSP;
 use pinfold_coordinator::{AppState, Config, app, open};
+use sha2::Digest;
 use tower::ServiceExt;
 
 const ADMIN: &str = "pfa_ui_admin";
@@ -476,4 +477,66 @@ async fn a_runners_facts_are_shown_as_text_and_bounded() {
     assert!(page.contains("Landlock ABI 7") && page.contains("policies: default, trusted"));
     assert!(page.contains("0.1.0&lt;script&gt;") && !page.contains("<script>alert"));
     assert!(page.contains("&lt;b&gt;r&lt;/b&gt;") && !page.contains("<b>r</b>"));
+}
+
+#[tokio::test]
+async fn a_verify_group_shows_its_runs_side_by_side_and_what_differed() {
+    let t = setup().await;
+    let spec = format!(
+        "image: busybox@sha256:{}\nverify: 2\nsteps:\n  - name: a\n    run: echo hi\nartifacts: [out/*]\n",
+        "0".repeat(64)
+    );
+    let r = t
+        .api(
+            Method::POST,
+            "/api/v1/jobs",
+            ADMIN,
+            Body::from(serde_json::json!({ "spec": spec }).to_string()),
+        )
+        .await;
+    let group = serde_json::from_str::<SubmitResponse>(&r.body)
+        .unwrap()
+        .job_id;
+    for (name, stamp) in [("r1", "one"), ("r2", "two")] {
+        let runner = t.register(name).await;
+        let r = t
+            .api(
+                Method::POST,
+                "/api/v1/runner/lease",
+                &runner.token,
+                Body::from(r#"{"wait_secs":0}"#),
+            )
+            .await;
+        let lease: Lease = serde_json::from_str(&r.body).unwrap();
+        for (art, data) in [("out/same", "same"), ("out/stamp", stamp)] {
+            let sha = hex::encode(sha2::Sha256::digest(data));
+            let uri = format!("/api/v1/jobs/{}/artifacts/{art}?sha256={sha}", lease.job_id);
+            let r = t
+                .api(Method::PUT, &uri, &lease.job_token, Body::from(data))
+                .await;
+            assert!(r.status.is_success(), "{}", r.body);
+        }
+        let r = t
+            .api(
+                Method::POST,
+                &format!("/api/v1/jobs/{}/finish", lease.job_id),
+                &lease.job_token,
+                Body::from(r#"{"state":"succeeded","steps":[]}"#),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    let a = t.sign_in(ADMIN).await;
+    let page = t.page(&format!("/ui/jobs/{group}"), &a).await.body;
+    let verify = &page[page
+        .find("id=\"verify\"")
+        .expect("a reproducibility section")..];
+    assert!(
+        verify.contains("not reproducible</span>: out/stamp differ"),
+        "{verify}"
+    );
+    assert!(verify.contains("Runner #1") && verify.contains("Runner #2"));
+    let stamp_row = &verify[verify.find("<td>out/stamp</td>").unwrap()..];
+    assert!(stamp_row.starts_with("<td>out/stamp</td><td><strong>no</strong>"));
+    assert!(verify.contains("<td>out/same</td><td>yes</td>"));
 }
