@@ -108,9 +108,10 @@ impl T {
         serde_json::from_str(&r.body).unwrap()
     }
 
-    async fn submit(&self) -> u64 {
+    /// Submits a job of one `echo` step, with `extra` job-file lines.
+    async fn submit(&self, extra: &str) -> u64 {
         let spec = format!(
-            "image: busybox@sha256:{}\nsteps:\n  - name: a\n    run: echo hi\n",
+            "image: busybox@sha256:{}\n{extra}steps:\n  - name: a\n    run: echo hi\n",
             "0".repeat(64)
         );
         let r = self
@@ -201,7 +202,7 @@ async fn pages_need_a_session_from_a_real_token_and_set_a_strict_csp() {
 #[tokio::test]
 async fn a_viewer_reads_but_cannot_cancel_or_revoke_and_forms_need_their_csrf_token() {
     let t = setup().await;
-    let job = t.submit().await;
+    let job = t.submit("").await;
     let r = t
         .api(Method::POST, "/api/v1/viewer-tokens", ADMIN, Body::empty())
         .await;
@@ -273,7 +274,7 @@ async fn a_viewer_reads_but_cannot_cancel_or_revoke_and_forms_need_their_csrf_to
 #[tokio::test]
 async fn job_output_is_text_in_the_page_the_live_follow_and_the_search() {
     let t = setup().await;
-    let job = t.submit().await;
+    let job = t.submit("").await;
     let runner = t.register("r").await;
     let r = t
         .api(
@@ -482,21 +483,7 @@ async fn a_runners_facts_are_shown_as_text_and_bounded() {
 #[tokio::test]
 async fn a_verify_group_shows_its_runs_side_by_side_and_what_differed() {
     let t = setup().await;
-    let spec = format!(
-        "image: busybox@sha256:{}\nverify: 2\nsteps:\n  - name: a\n    run: echo hi\nartifacts: [out/*]\n",
-        "0".repeat(64)
-    );
-    let r = t
-        .api(
-            Method::POST,
-            "/api/v1/jobs",
-            ADMIN,
-            Body::from(serde_json::json!({ "spec": spec }).to_string()),
-        )
-        .await;
-    let group = serde_json::from_str::<SubmitResponse>(&r.body)
-        .unwrap()
-        .job_id;
+    let group = t.submit("verify: 2\nartifacts: [out/*]\n").await;
     for (name, stamp) in [("r1", "one"), ("r2", "two")] {
         let runner = t.register(name).await;
         let r = t
