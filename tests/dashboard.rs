@@ -159,9 +159,22 @@ impl Rig {
             .await?
             .click()
             .await?;
-        let u = b.current_url().await?;
-        ensure!(u.path() == "/ui/jobs", "sign-in landed on {u}");
-        Ok(())
+        // The click may return before the POST's navigation has ended.
+        let start = Instant::now();
+        loop {
+            let u = b.current_url().await?;
+            if u.path() == "/ui/jobs" {
+                return Ok(());
+            }
+            if let Ok(alert) = b.find(Locator::Css("p.error")).await {
+                bail!("sign-in refused: {}", alert.text().await?);
+            }
+            ensure!(
+                start.elapsed() < Duration::from_secs(15),
+                "sign-in stayed on {u}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

@@ -158,6 +158,21 @@ async fn pages_need_a_session_from_a_real_token_and_set_a_strict_csp() {
     let r = t.page("/ui/jobs", "").await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     assert_eq!(r.headers[header::LOCATION], "/ui/sign-in");
+    // Another site's page cannot sign this browser in (login CSRF).
+    let r = t
+        .send(
+            Request::builder()
+                .method(Method::POST)
+                .uri("/ui/sign-in")
+                .header("host", "127.0.0.1:8080")
+                .header("origin", "https://evil.example")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from(format!("token={ADMIN}")))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.headers.get(header::SET_COOKIE).is_none());
     let r = t.form("/ui/sign-in", None, "token=pfa_not_it").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(r.headers.get(header::SET_COOKIE).is_none());
@@ -343,7 +358,7 @@ async fn job_output_is_text_in_the_page_the_live_follow_and_the_search() {
     let mut ws = live(addr, job, &a, "16:2", Some(&format!("http://{addr}"))).await;
     let first = next_text(&mut ws).await;
     let m: serde_json::Value = serde_json::from_str(&first).unwrap();
-    assert_eq!(m["at"], format!("{}:5", log.len()));
+    assert_eq!(m["at"], format!("{}:5:1", log.len()));
     assert_eq!(m["lines"][0]["n"], 2);
     assert_eq!(m["lines"][0]["o"], 16);
     assert!(

@@ -115,7 +115,9 @@ fn check_subjects(
 }
 
 /// A stored provenance, checked again as on upload (signature by the
-/// signing runner's registered key, subjects against the stored artifacts).
+/// signing runner's registered key, subjects against the stored
+/// artifacts), and for the pages also: the runner is not revoked, and every
+/// artifact the job stored is attested.
 #[derive(Debug, Clone)]
 pub(crate) struct Checked {
     /// The runner that signed it.
@@ -135,13 +137,28 @@ pub(crate) async fn check_stored(state: &AppState, id: u64) -> Result<Option<Che
         Some(pem) => provenance::parse_public_key(&pem).ok(),
         None => None,
     };
+    let revoked = state
+        .store
+        .list_runners()
+        .await?
+        .iter()
+        .any(|r| r.id == runner_id && r.revoked);
     let artifacts = state.store.artifacts(id).await?;
     let verdict = match &key {
         None => Err(format!("runner {runner_id} has no usable registered key")),
+        Some(_) if revoked => Err(format!("runner {runner_id} has been revoked")),
         Some(key) => serde_json::from_str::<Envelope>(&text)
             .map_err(|e| format!("not a DSSE envelope: {e}"))
             .and_then(|env| provenance::verify(&env, key).map_err(|e| e.to_string()))
-            .and_then(|st| check_subjects(id, &st, &artifacts).map(|()| st.subject.len())),
+            .and_then(|st| check_subjects(id, &st, &artifacts).map(|()| st))
+            .and_then(|st| {
+                let attested =
+                    |name: &str| st.subject.iter().any(|s| s.name.as_deref() == Some(name));
+                match artifacts.iter().find(|a| !attested(&a.name)) {
+                    Some(a) => Err(format!("artifact {:?} is not attested", a.name)),
+                    None => Ok(st.subject.len()),
+                }
+            }),
     };
     Ok(Some(Checked {
         runner_id,

@@ -15,22 +15,31 @@ use maud::{Markup, PreEscaped, html};
 use pinfold_api::wire::JobInfo;
 use serde::Deserialize;
 
-use super::log::{Line, count_lines, render};
+use super::log::{Line, Start, count_lines, render};
 use super::pages::{badge, duration, job_duration, short_image, urlencode, when};
 use super::session::Signed;
 use super::{CsrfForm, Page, csrf_field, frame, redirect};
 use crate::AppState;
 use crate::routes;
 
-/// Log bytes one page shows.
+/// Log bytes one page shows at most.
 pub const WINDOW: u64 = 256 << 10;
+/// Lines one page shows at most.
+const PAGE_LINES: usize = 5000;
 /// Bytes read from the store at a time when counting or searching.
-pub(super) const CHUNK: usize = 4 << 20;
+const CHUNK: usize = 4 << 20;
 /// Matches one search shows.
 const MAX_HITS: usize = 500;
+/// HTML one search returns at most.
+const MAX_HITS_HTML: usize = 2 << 20;
 
-/// The line number (1-based) of the line that starts at `offset`.
+/// Scans of a whole log (line numbers, search) one at a time: each holds a
+/// store reader the runners' requests need too.
+static SCANS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// The line number (1-based) of the line that `offset` is in.
 async fn line_at(state: &AppState, id: u64, offset: u64) -> Page<u64> {
+    let _turn = SCANS.acquire().await.expect("never closed");
     let mut n = 1;
     let mut at = 0;
     while at < offset {
@@ -46,7 +55,8 @@ async fn line_at(state: &AppState, id: u64, offset: u64) -> Page<u64> {
 }
 
 /// Where a window that should start near `at` starts: the start of the
-/// first line at or after it (0 stays 0).
+/// first line at or after it (0 stays 0), or inside a line longer than a
+/// window.
 async fn line_start(state: &AppState, id: u64, at: u64) -> Page<u64> {
     if at == 0 {
         return Ok(0);
@@ -55,6 +65,31 @@ async fn line_start(state: &AppState, id: u64, at: u64) -> Page<u64> {
     Ok(match memchr::memchr(b'\n', &r.data) {
         Some(i) => at + i as u64,
         None => at - 1 + r.data.len() as u64,
+    })
+}
+
+/// Where the tail window of a `len`-byte log starts: the last
+/// [`PAGE_LINES`] lines within the last [`WINDOW`] bytes.
+async fn tail_start(state: &AppState, id: u64, len: u64) -> Page<u64> {
+    let from = len.saturating_sub(WINDOW);
+    let r = state.store.read_log(id, from, WINDOW as usize).await?;
+    let body = r.data.strip_suffix(b"\n").unwrap_or(&r.data);
+    match memchr::memrchr_iter(b'\n', body).nth(PAGE_LINES - 1) {
+        Some(i) => Ok(from + i as u64 + 1),
+        None => line_start(state, id, from).await,
+    }
+}
+
+/// Where `offset` falls: the start of a line, or inside one.
+async fn starts_line(state: &AppState, id: u64, offset: u64) -> Page<Start> {
+    let before = match offset {
+        0 => true,
+        o => state.store.read_log(id, o - 1, 1).await?.data == b"\n",
+    };
+    Ok(Start {
+        offset,
+        line: line_at(state, id, offset).await?,
+        line_start: before,
     })
 }
 
@@ -73,20 +108,19 @@ pub(super) async fn page(
 ) -> Page {
     let job = routes::jobs::info(&state, id).await?;
     let len = state.store.read_log(id, u64::MAX, 0).await?.len;
-    let tail = q.at.is_none_or(|a| a + WINDOW >= len);
-    let start = line_start(
-        &state,
-        id,
-        q.at.unwrap_or(len.saturating_sub(WINDOW)).min(len),
-    )
-    .await?;
+    let start = match q.at {
+        None => tail_start(&state, id, len).await?,
+        Some(a) => line_start(&state, id, a.min(len)).await?,
+    };
+    let from = starts_line(&state, id, start).await?;
     let read = state.store.read_log(id, start, WINDOW as usize).await?;
-    let first_line = line_at(&state, id, start).await?;
     let complete = read.complete && start + read.data.len() as u64 >= read.len;
-    let out = render(&read.data, start, first_line, complete);
+    let out = render(&read.data, from, complete, PAGE_LINES);
     let lines = out.lines;
     let next = start + out.used as u64;
-    let next_line = out.next_line;
+    let tail =
+        q.at.is_none() || (start + read.data.len() as u64 >= len && lines.len() < PAGE_LINES);
+    let next_at = format!("{next}:{}:{}", out.next_line, u8::from(out.at_line_start));
     let artifacts = state.store.artifacts(id).await?;
     let prov = routes::provenance::check_stored(&state, id).await?;
     let title = format!("Job #{id}");
@@ -110,7 +144,10 @@ pub(super) async fn page(
                 @if start > 0 {
                     a href={"/ui/jobs/" (id) "?at=" (start.saturating_sub(WINDOW)) "#log"} { "Earlier" }
                 }
-                @if !tail { a href={"/ui/jobs/" (id) "#log"} { "Latest" } }
+                @if !tail {
+                    a href={"/ui/jobs/" (id) "?at=" (next) "#log"} { "Later" }
+                    a href={"/ui/jobs/" (id) "#log"} { "Latest" }
+                }
                 a href={"/ui/jobs/" (id) "/log.txt"} download={"job-" (id) ".log"} { "Raw log" }
                 form method="get" action={"/ui/jobs/" (id) "/search"} role="search" aria-label="Search the log" {
                     label for="q" class="visually-hidden" { "Search the log" }
@@ -122,7 +159,7 @@ pub(super) async fn page(
             @let live = tail && !job.state.is_terminal();
             pre id="logview" tabindex="0" aria-label="Job log"
                 data-live=[live.then(|| format!("/ui/jobs/{id}/log/live"))]
-                data-next=(format!("{next}:{next_line}")) {
+                data-next=(next_at) {
                 (log_lines(&lines))
             }
             @if live { p.hint id="livestate" aria-live="polite" { "Following the log live." } }
@@ -329,7 +366,8 @@ pub(super) async fn search(
     let needle = q.q.as_bytes();
     let finder = memchr::memmem::Finder::new(needle);
     let mut hits: Vec<Line> = Vec::new();
-    let (mut at, mut line, mut more) = (0u64, 1u64, false);
+    let (mut at, mut line, mut line_start, mut more, mut html) = (0u64, 1u64, true, false, 0usize);
+    let _turn = SCANS.acquire().await.expect("never closed");
     // Only matching lines are rendered; the rest are only scanned.
     'scan: loop {
         let r = state.store.read_log(id, at, CHUNK).await?;
@@ -346,14 +384,22 @@ pub(super) async fn search(
         while s < usable {
             let e = memchr::memchr(b'\n', &r.data[s..usable]).map_or(usable, |i| s + i);
             if finder.find(&r.data[s..e]).is_some() {
-                if hits.len() == MAX_HITS {
+                if hits.len() == MAX_HITS || html > MAX_HITS_HTML {
                     more = true;
                     break 'scan;
                 }
-                hits.extend(render(&r.data[s..e], at + s as u64, line, true).lines);
+                let from = Start {
+                    offset: at + s as u64,
+                    line,
+                    line_start,
+                };
+                let found = render(&r.data[s..e], from, true, 1).lines;
+                html += found.iter().map(|l| l.h.len()).sum::<usize>();
+                hits.extend(found);
             }
             // A piece of a line longer than a chunk keeps the line's number.
-            if e < r.data.len() && r.data[e] == b'\n' {
+            line_start = e < r.data.len() && r.data[e] == b'\n';
+            if line_start {
                 line += 1;
             }
             s = e + 1;
@@ -392,7 +438,13 @@ pub(super) async fn cancel(
     Form(f): Form<CsrfForm>,
 ) -> Page<Response> {
     s.may_act(&f)?;
-    let after = state.store.cancel(id, pinfold_api::now_ms()).await?;
+    // A job that ended meanwhile: its page says how.
+    let after = match state.store.cancel(id, pinfold_api::now_ms()).await {
+        Err(crate::store::StoreError::Conflict(_)) => {
+            return Ok(redirect(&format!("/ui/jobs/{id}")));
+        }
+        other => other?,
+    };
     tracing::info!(
         job_id = id,
         state = after.as_str(),

@@ -23,40 +23,57 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::http::header::{HOST, ORIGIN};
 use axum::response::IntoResponse;
+use futures_util::FutureExt;
 use pinfold_api::wire::JobState;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use tokio::time::{Instant, timeout};
 
-use super::job::CHUNK;
-use super::log::render;
+use super::job::WINDOW;
+use super::log::{Line, Start, render};
 use super::session::Signed;
 use super::{Page, UiError};
 use crate::AppState;
 use crate::error::ApiError;
 
-/// How often an idle follow re-reads the log and pings the browser.
-const IDLE: Duration = Duration::from_secs(10);
+/// How often the browser is pinged, and re-read when the log is quiet.
+const PING: Duration = Duration::from_secs(15);
+/// A browser that answers no ping for this long is gone.
+const GONE: Duration = Duration::from_secs(45);
+/// How long one message may take to leave before the browser counts as gone.
+const SEND: Duration = Duration::from_secs(10);
+/// Lines in one message at most.
+const MESSAGE_LINES: usize = 2000;
 
 #[derive(Debug, Deserialize)]
 pub(super) struct LiveQuery {
-    /// `OFFSET:LINE` to start from (the page's `data-next`).
+    /// `OFFSET:LINE[:1|0]` to start from (the page's `data-next`; the last
+    /// part says whether OFFSET starts a line).
     from: Option<String>,
 }
 
-/// Whether a handshake's `Origin` names the host it was sent to.
-fn same_origin(headers: &HeaderMap) -> bool {
-    let host = headers.get(HOST).and_then(|h| h.to_str().ok());
+/// One message of lines.
+#[derive(Serialize)]
+struct Batch<'a> {
+    at: String,
+    lines: &'a [Line],
+}
+
+/// Whether a handshake's `Origin` names the host it was sent to (or the
+/// one a proxy in front says it was, `X-Forwarded-Host`).
+pub(super) fn same_origin(headers: &HeaderMap) -> bool {
     let origin = headers.get(ORIGIN).and_then(|o| o.to_str().ok());
-    match (host, origin) {
-        (Some(host), Some(origin)) => origin
-            .split_once("://")
-            .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(host)),
-        _ => false,
-    }
+    let Some((_, origin_host)) = origin.and_then(|o| o.split_once("://")) else {
+        return false;
+    };
+    [HOST.as_str(), "x-forwarded-host"]
+        .iter()
+        .filter_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+        .any(|host| origin_host.eq_ignore_ascii_case(host.trim()))
 }
 
 /// `GET /ui/jobs/{id}/log/live` (WebSocket).
 pub(super) async fn follow(
-    _: Signed,
+    signed: Signed,
     State(state): State<AppState>,
     Path(id): Path<u64>,
     headers: HeaderMap,
@@ -67,41 +84,90 @@ pub(super) async fn follow(
         return Err(UiError::CrossOrigin);
     }
     state.store.job(id).await?;
-    let (offset, line) = match q.from.as_deref() {
-        None => (0, 1),
-        Some(f) => f
-            .split_once(':')
-            .and_then(|(o, n)| Some((o.parse().ok()?, n.parse().ok()?)))
-            .ok_or_else(|| ApiError::BadRequest("from must be OFFSET:LINE".into()))?,
+    let bad = || ApiError::BadRequest("from must be OFFSET:LINE[:1|0]".into());
+    let from = match q.from.as_deref() {
+        None => Start {
+            offset: 0,
+            line: 1,
+            line_start: true,
+        },
+        Some(f) => {
+            let mut parts = f.split(':');
+            let offset: u64 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+            let line: u64 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+            let line_start = match parts.next() {
+                Some("1") => true,
+                Some("0") => false,
+                None => offset == 0 || state.store.read_log(id, offset - 1, 1).await?.data == b"\n",
+                Some(_) => return Err(bad().into()),
+            };
+            Start {
+                offset,
+                line,
+                line_start,
+            }
+        }
     };
     Ok(ws
-        .on_upgrade(move |socket| stream(socket, state, id, offset, line))
+        .on_upgrade(move |socket| stream(socket, state, id, from, signed.id))
         .into_response())
 }
 
-async fn stream(mut socket: WebSocket, state: AppState, id: u64, mut offset: u64, mut line: u64) {
+async fn send(socket: &mut WebSocket, msg: Message) -> bool {
+    matches!(timeout(SEND, socket.send(msg)).await, Ok(Ok(())))
+}
+
+async fn stream(mut socket: WebSocket, state: AppState, id: u64, mut from: Start, session: String) {
     let mut log = state.events.log.subscribe();
     let mut shutdown = state.events.shutdown.subscribe();
+    let mut heard = Instant::now();
+    let mut next_ping = Instant::now() + PING;
     loop {
+        // What the browser sent meanwhile: pongs; anything else ends it.
+        while let Some(m) = socket.recv().now_or_never() {
+            match m {
+                Some(Ok(Message::Pong(_) | Message::Ping(_))) => heard = Instant::now(),
+                _ => return,
+            }
+        }
+        // Signed out (or the session ran out), or gone quiet: stop.
+        if state.sessions.get(&session).is_none() || heard.elapsed() > GONE {
+            let _ = send(&mut socket, Message::Close(None)).await;
+            return;
+        }
+        if Instant::now() >= next_ping {
+            next_ping = Instant::now() + PING;
+            if !send(&mut socket, Message::Ping(Vec::new().into())).await {
+                return;
+            }
+        }
         log.borrow_and_update();
-        let r = match state.store.read_log(id, offset, CHUNK).await {
+        let r = match state.store.read_log(id, from.offset, WINDOW as usize).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(job_id = id, %e, "live log: read failed");
                 return;
             }
         };
-        let complete = r.complete && offset + r.data.len() as u64 >= r.len;
-        let out = render(&r.data, offset, line, complete);
+        let complete = r.complete && from.offset + r.data.len() as u64 >= r.len;
+        let out = render(&r.data, from, complete, MESSAGE_LINES);
         if !out.lines.is_empty() {
-            offset += out.used as u64;
-            line = out.next_line;
-            let msg = serde_json::json!({ "at": format!("{offset}:{line}"), "lines": out.lines });
-            if socket
-                .send(Message::Text(msg.to_string().into()))
-                .await
-                .is_err()
-            {
+            from = Start {
+                offset: from.offset + out.used as u64,
+                line: out.next_line,
+                line_start: out.at_line_start,
+            };
+            let batch = Batch {
+                at: format!(
+                    "{}:{}:{}",
+                    from.offset,
+                    from.line,
+                    u8::from(from.line_start)
+                ),
+                lines: &out.lines,
+            };
+            let text = serde_json::to_string(&batch).expect("lines serialize");
+            if !send(&mut socket, Message::Text(text.into())).await {
                 return;
             }
             continue;
@@ -109,12 +175,12 @@ async fn stream(mut socket: WebSocket, state: AppState, id: u64, mut offset: u64
         if complete {
             let st = state.store.job(id).await.map(|j| j.info.state);
             let msg = serde_json::json!({ "end": st.map_or("ended", JobState::as_str) });
-            let _ = socket.send(Message::Text(msg.to_string().into())).await;
-            let _ = socket.send(Message::Close(None)).await;
+            let _ = send(&mut socket, Message::Text(msg.to_string().into())).await;
+            let _ = send(&mut socket, Message::Close(None)).await;
             return;
         }
         if *shutdown.borrow() {
-            let _ = socket.send(Message::Close(None)).await;
+            let _ = send(&mut socket, Message::Close(None)).await;
             return;
         }
         tokio::select! {
@@ -122,18 +188,13 @@ async fn stream(mut socket: WebSocket, state: AppState, id: u64, mut offset: u64
             _ = shutdown.changed() => {}
             // The page sends nothing: anything but a pong is the end.
             m = socket.recv() => match m {
-                Some(Ok(Message::Pong(_) | Message::Ping(_))) => {}
+                Some(Ok(Message::Pong(_) | Message::Ping(_))) => heard = Instant::now(),
                 _ => return,
             },
-            _ = tokio::time::sleep(IDLE) => {
-                if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
-                    return;
-                }
-            }
+            _ = tokio::time::sleep_until(next_ping) => {}
         }
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +217,10 @@ mod tests {
             Some("http://127.0.0.1:8080.evil.example")
         ));
         assert!(!h("127.0.0.1:8080", None));
+        let mut proxied = HeaderMap::new();
+        proxied.insert(HOST, "127.0.0.1:8080".parse().unwrap());
+        proxied.insert("x-forwarded-host", "ci.example".parse().unwrap());
+        proxied.insert(ORIGIN, "https://ci.example".parse().unwrap());
+        assert!(same_origin(&proxied));
     }
 }

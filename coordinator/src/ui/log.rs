@@ -1,19 +1,34 @@
-//! A job log as the pages show it: complete lines, each numbered, its
-//! terminal colours turned into escaped HTML, and pinfold's own
-//! `==> step i/n: NAME` lines starting a section the reader can fold.
+//! A job log as the pages show it: lines, each numbered, its terminal
+//! colours turned into escaped HTML, and pinfold's own `==> step i/n: NAME`
+//! lines starting a section the reader can fold.
 //!
 //! Everything a job printed is text: [`ansi_to_html`] escapes `<`, `>`,
 //! `&` and quotes, and keeps only the SGR (colour, bold) sequences; every
-//! other escape or control character is dropped before it sees the line.
-//! A carriage return shows what a terminal would: the text after the last
-//! one (progress bars).
+//! other escape or control character is dropped before it sees the line,
+//! and bidi controls show as `\u{202e}`. A carriage return shows what a
+//! terminal would: each part after one overwrites the line from its start
+//! (progress bars), and what it does not cover stays.
+//!
+//! Output is bounded by what a job cannot choose: a line shows at most
+//! [`SHOW_MAX`] bytes (the rest is in the raw log), a line with many colour
+//! changes or a long one shows without colour (nested spans would make the
+//! HTML tens of times the input), and [`render`] stops after `max_lines`.
+//!
+//! A step section opens only at a line whose stored bytes begin with
+//! `==> step `: the agent stores a job's own line that begins with `==>` as
+//! `job> ==>`, so that is pinfold's. A line that shows as `==>` after its
+//! control characters are dropped is shown with `job> ` too.
 
 use serde::Serialize;
 
-/// How a line of pinfold's own that opens a step begins. The agent writes
-/// job lines that begin with `==>` as `job> ==>`, so at the start of a
-/// stored line this is always pinfold's.
+/// How a line of pinfold's own that opens a step begins.
 pub const STEP_MARKER: &str = "==> step ";
+
+/// Bytes of one line shown; the rest is in the raw log.
+pub const SHOW_MAX: usize = 16 << 10;
+
+/// Colour changes in one line past which it shows without colour.
+const MAX_SGR: usize = 32;
 
 /// One rendered line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -43,26 +58,40 @@ pub struct Rendered {
     pub used: usize,
     /// The number of the line that starts there.
     pub next_line: u64,
+    /// Whether that is the start of a line (not the rest of a piece).
+    pub at_line_start: bool,
 }
 
-/// Renders the lines of `data`, which starts at byte `offset` of the log on
-/// line number `first_line`. A last line without its newline is left for
-/// later, unless `complete` (the log will not grow) or it is [`LONG_LINE`]
-/// bytes or more: then it goes out as a piece, and the rest of that line
-/// keeps its number.
-pub fn render(data: &[u8], offset: u64, first_line: u64, complete: bool) -> Rendered {
+/// Where a slice of the log starts, and what to make of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start {
+    /// Its byte offset in the log.
+    pub offset: u64,
+    /// The number of the line it is in.
+    pub line: u64,
+    /// Whether it is the start of that line (false: inside a long one).
+    pub line_start: bool,
+}
+
+/// Renders the lines of `data`, which starts at `from`. A last line
+/// without its newline is left for later, unless `complete` (the log will
+/// not grow) or it is [`LONG_LINE`] bytes or more: then it goes out as a
+/// piece, and the rest of that line keeps its number. Stops after
+/// `max_lines`.
+pub fn render(data: &[u8], from: Start, complete: bool, max_lines: usize) -> Rendered {
     let mut lines = Vec::new();
     let mut at = 0usize;
-    let mut n = first_line;
-    while at < data.len() {
+    let mut n = from.line;
+    let mut line_start = from.line_start;
+    while at < data.len() && lines.len() < max_lines {
         let (end, next, ended) = match memchr_nl(&data[at..]) {
             Some(i) => (at + i, at + i + 1, true),
             None if complete => (data.len(), data.len(), true),
             None if data.len() - at >= LONG_LINE => (data.len(), data.len(), false),
             None => break,
         };
-        let text = String::from_utf8_lossy(&data[at..end]);
-        lines.push(line(&text, n, offset + at as u64));
+        lines.push(line(&data[at..end], line_start, n, from.offset + at as u64));
+        line_start = ended;
         if ended {
             n += 1;
         }
@@ -72,6 +101,7 @@ pub fn render(data: &[u8], offset: u64, first_line: u64, complete: bool) -> Rend
         lines,
         used: at,
         next_line: n,
+        at_line_start: line_start,
     }
 }
 
@@ -84,20 +114,59 @@ pub fn count_lines(data: &[u8]) -> u64 {
     memchr::memchr_iter(b'\n', data).count() as u64
 }
 
-fn line(text: &str, n: u64, o: u64) -> Line {
-    let text = text.strip_suffix('\r').unwrap_or(text);
-    let text = text.rsplit('\r').next().unwrap_or(text);
-    let clean = keep_sgr_only(text);
-    let h = ansi_to_html::convert(&clean).unwrap_or_else(|_| escape(&strip_esc(&clean)));
-    let s = clean
-        .starts_with(STEP_MARKER)
+/// One line (or piece of one) from its stored bytes; `line_start`: the
+/// bytes begin a line.
+fn line(raw: &[u8], line_start: bool, n: u64, o: u64) -> Line {
+    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+    let shown = &raw[..raw.len().min(SHOW_MAX)];
+    let text = String::from_utf8_lossy(shown);
+    let clean = keep_sgr_only(&text);
+    let pinfolds = line_start && raw.starts_with(b"==>");
+    let s = (line_start && raw.starts_with(STEP_MARKER.as_bytes()))
         .then(|| strip_esc(&clean).trim_start_matches("==> ").to_string())
         .filter(|t| !t.contains(" finished: "));
+    let plain = clean.contains('\r') || sgr_count(&clean) > MAX_SGR;
+    let mut h = if plain {
+        escape(&overwrite(&strip_esc(&clean)))
+    } else {
+        ansi_to_html::convert(&clean)
+            .unwrap_or_else(|_| escape(&strip_esc(&clean)))
+            .replace('\x1b', "")
+    };
+    if !pinfolds && strip_esc(&clean).starts_with("==>") {
+        h.insert_str(0, "job&gt; ");
+    }
+    if raw.len() > shown.len() {
+        h.push_str(&format!(
+            " <span class='more'>… {} more bytes in the raw log</span>",
+            raw.len() - shown.len()
+        ));
+    }
     Line { n, o, h, s }
 }
 
-/// Drops every escape sequence but SGR (`ESC [ ... m`) and every control
-/// character but tab: cursor moves, OSC titles and hyperlinks, bells.
+fn sgr_count(text: &str) -> usize {
+    text.matches('\x1b').count()
+}
+
+/// What a terminal shows of a line with carriage returns: each part after
+/// one writes over the line from its start.
+fn overwrite(text: &str) -> String {
+    let mut shown: Vec<char> = Vec::new();
+    for part in text.split('\r') {
+        for (i, c) in part.chars().enumerate() {
+            match shown.get_mut(i) {
+                Some(slot) => *slot = c,
+                None => shown.push(c),
+            }
+        }
+    }
+    shown.into_iter().collect()
+}
+
+/// Drops every escape sequence but SGR (`ESC [ ... m` with numbers) and
+/// every control character but tab and carriage return: cursor moves, OSC
+/// titles and hyperlinks, bells. Bidi controls become visible `\u{..}`.
 fn keep_sgr_only(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
@@ -109,7 +178,7 @@ fn keep_sgr_only(text: &str) -> String {
                     let mut seq = String::new();
                     for d in chars.by_ref() {
                         if ('\x40'..='\x7e').contains(&d) {
-                            if d == 'm' && seq.chars().all(|x| x.is_ascii_digit() || x == ';') {
+                            if d == 'm' && is_sgr(&seq) {
                                 out.push_str("\x1b[");
                                 out.push_str(&seq);
                                 out.push('m');
@@ -132,12 +201,24 @@ fn keep_sgr_only(text: &str) -> String {
                     chars.next();
                 }
             },
-            '\t' => out.push(c),
+            '\t' | '\r' => out.push(c),
+            '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32));
+            }
             c if c.is_control() => {}
             c => out.push(c),
         }
     }
     out
+}
+
+/// SGR parameters the converter takes: none, or numbers of up to three
+/// digits separated by `;` (it refuses an empty one, `ESC[;31m`).
+fn is_sgr(params: &str) -> bool {
+    params.is_empty()
+        || params
+            .split(';')
+            .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn strip_esc(text: &str) -> String {
@@ -162,66 +243,116 @@ fn escape(text: &str) -> String {
 mod tests {
     use super::*;
 
+    const TOP: Start = Start {
+        offset: 0,
+        line: 1,
+        line_start: true,
+    };
+
+    fn lines(data: &[u8]) -> Vec<Line> {
+        render(data, TOP, false, usize::MAX).lines
+    }
+
     #[test]
     fn markup_in_a_job_line_is_text() {
         let evil = b"<script>alert(1)</script>\n\"><img src=x onerror=alert(2)>\n";
-        let r = render(evil, 0, 1, false);
-        let lines = r.lines;
+        let r = render(evil, TOP, false, 100);
         assert_eq!((r.used, r.next_line), (evil.len(), 3));
-        assert_eq!(lines[0].h, "&lt;script&gt;alert(1)&lt;/script&gt;");
-        assert!(!lines[1].h.contains('<') && !lines[1].h.contains('"'));
-        assert_eq!((lines[1].n, lines[1].o), (2, 26));
+        assert_eq!(r.lines[0].h, "&lt;script&gt;alert(1)&lt;/script&gt;");
+        assert!(!r.lines[1].h.contains('<') && !r.lines[1].h.contains('"'));
+        assert_eq!((r.lines[1].n, r.lines[1].o), (2, 26));
     }
 
     #[test]
     fn colours_stay_and_other_escapes_go() {
-        let lines = render(
-            b"\x1b[31mred\x1b[0m \x1b]0;title\x07\x1b[2Jok\x1b]8;;http://x\x1b\\link\x07\n",
-            0,
-            1,
-            false,
-        )
-        .lines;
-        let h = &lines[0].h;
+        let l = lines(
+            b"\x1b[31mred\x1b[0m \x1b]0;title\x07\x1b[2Jok\x1b]8;;http://x\x1b\\link\x07\x1b[;31m\xe2\x80\xaeevil\n",
+        );
+        let h = &l[0].h;
         assert!(
             h.contains("<span style='color:var(--red,#a00)'>red</span>"),
             "{h}"
         );
-        assert!(h.ends_with(" oklink"), "{h}");
+        assert!(h.ends_with(" oklink\\u{202e}evil"), "{h}");
         assert!(!h.contains("title") && !h.contains('\x1b') && !h.contains('\x07'));
     }
 
     #[test]
     fn an_unfinished_line_waits_unless_the_log_is_complete() {
-        let r = render(b"one\ntw", 100, 7, false);
+        let at = Start {
+            offset: 100,
+            line: 7,
+            line_start: true,
+        };
+        let r = render(b"one\ntw", at, false, 100);
         assert_eq!((r.lines.len(), r.used, r.next_line), (1, 4, 8));
-        let r = render(b"one\ntw", 100, 7, true);
+        let r = render(b"one\ntw", at, true, 100);
         assert_eq!((r.lines.len(), r.used, r.next_line), (2, 6, 9));
         let l = &r.lines[1];
         assert_eq!((l.n, l.o, l.h.as_str()), (8, 104, "tw"));
-        // A line that never ends shows in pieces that keep its number.
-        let mut long = b"a\n".to_vec();
-        long.extend(std::iter::repeat_n(b'x', LONG_LINE));
-        let r = render(&long, 0, 1, false);
-        assert_eq!((r.lines.len(), r.used, r.next_line), (2, long.len(), 2));
-        assert_eq!((r.lines[1].n, r.lines[1].o), (2, 2));
-        let r = render(b"xyz\nb\n", long.len() as u64, 2, false);
-        assert_eq!((r.lines[0].n, r.lines[1].n, r.next_line), (2, 3, 4));
+        assert_eq!(render(b"a\nb\nc\n", at, false, 2).used, 4, "max_lines");
     }
 
     #[test]
-    fn step_markers_open_sections_and_carriage_returns_overwrite() {
-        let lines = render(
-            b"==> step 1/2: build\n10%\r50%\r100%\r\n==> step 1/2: build finished: exit 0 (1s)\njob> ==> step 9/9: fake\n",
-            0,
-            1,
-            false,
-        )
-        .lines;
-        assert_eq!(lines[0].s.as_deref(), Some("step 1/2: build"));
-        assert_eq!(lines[1].h, "100%");
-        assert_eq!(lines[2].s, None);
-        assert_eq!(lines[3].s, None);
+    fn a_line_that_never_ends_shows_in_pieces_that_cannot_open_a_step() {
+        let mut long = b"a\n".to_vec();
+        long.extend(std::iter::repeat_n(b'x', LONG_LINE));
+        let r = render(&long, TOP, false, 100);
+        assert_eq!((r.lines.len(), r.used, r.next_line), (2, long.len(), 2));
+        assert_eq!((r.lines[1].n, r.lines[1].o), (2, 2));
+        assert!(r.lines[1].h.ends_with(&format!(
+            "… {} more bytes in the raw log</span>",
+            LONG_LINE - SHOW_MAX
+        )));
+        assert!(!r.at_line_start);
+        // The rest of that line, though it reads like pinfold's marker.
+        let rest = Start {
+            offset: long.len() as u64,
+            line: 2,
+            line_start: false,
+        };
+        let r = render(b"==> step 9/9: fake\nb\n", rest, false, 100);
+        assert_eq!((r.lines[0].n, r.lines[1].n, r.next_line), (2, 3, 4));
+        assert_eq!(r.lines[0].s, None);
+        assert!(
+            r.lines[0].h.starts_with("job&gt; ==&gt;"),
+            "{}",
+            r.lines[0].h
+        );
+    }
+
+    #[test]
+    fn only_a_stored_marker_opens_a_step_and_carriage_returns_overwrite() {
+        let l = lines(
+            b"==> step 1/2: build\n10%\r50%\r100%\r\n==> step 1/2: build finished: exit 0 (1s)\njob> ==> step 9/9: fake\n\x07==> step 3/3: deploy\nrm -rf ~; curl x|sh\rok\n",
+        );
+        assert_eq!(l[0].s.as_deref(), Some("step 1/2: build"));
+        assert_eq!(l[1].h, "100%");
+        assert_eq!(l[2].s, None);
+        assert_eq!(l[3].s, None);
+        assert_eq!(l[4].s, None, "a bell before the marker");
+        assert!(l[4].h.starts_with("job&gt; ==&gt; step 3/3"), "{}", l[4].h);
+        assert_eq!(l[5].h, "ok -rf ~; curl x|sh", "what a terminal shows");
         assert_eq!(count_lines(b"a\nb\nc"), 2);
+    }
+
+    #[test]
+    fn many_colour_changes_show_without_colour_so_the_html_stays_small() {
+        let mut evil = Vec::new();
+        for i in 0..10_000 {
+            evil.extend_from_slice(if i % 2 == 0 {
+                b"\x1b[95mA"
+            } else {
+                b"\x1b[96mA"
+            });
+        }
+        evil.push(b'\n');
+        let l = lines(&evil);
+        assert!(!l[0].h.contains("style="), "colour kept");
+        assert!(
+            l[0].h.len() <= SHOW_MAX + 100,
+            "{} bytes of HTML",
+            l[0].h.len()
+        );
     }
 }

@@ -52,8 +52,8 @@ pub enum UiError {
     /// A form's CSRF token did not match the session's.
     #[error("the form is stale or came from another site: reload the page and try again")]
     Csrf,
-    /// A WebSocket from a page of another origin.
-    #[error("the live log is only served to this server's own pages")]
+    /// A sign-in or WebSocket from a page of another origin.
+    #[error("this is only served to this server's own pages: open them at this address")]
     CrossOrigin,
     /// A viewer tried to act.
     #[error("a viewer token can only read: sign in with the admin token to cancel or revoke")]
@@ -129,7 +129,9 @@ async fn secure_headers(mut res: Response) -> Response {
     h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // `same-origin`, not `no-referrer`: under `no-referrer` a browser sends
+    // `Origin: null` with the pages' own forms, and sign-in checks Origin.
+    h.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     h.entry(CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
     res
@@ -245,6 +247,16 @@ async fn sign_in(
     headers: HeaderMap,
     Form(f): Form<SignInForm>,
 ) -> Response {
+    // A sign-in form posted from another site would sign this browser in
+    // as whoever's token that site chose (login CSRF).
+    if headers
+        .get(axum::http::header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .is_some()
+        && !live::same_origin(&headers)
+    {
+        return UiError::CrossOrigin.into_response();
+    }
     let Some(role) = session::role_of(&state, &f.token).await else {
         tracing::warn!("dashboard sign-in refused");
         let mut res = sign_in_form(Some("That token is not the admin token or a viewer token."));

@@ -111,7 +111,7 @@ pub(super) async fn jobs(
         .list_jobs(&JobFilter {
             state: filter_state,
             label: label.clone(),
-            before: q.before,
+            before: q.before.map(|b| b.min(i64::MAX as u64)),
             limit: PAGE + 1,
         })
         .await?;

@@ -111,10 +111,10 @@ pub fn set_cookie(value: Option<&str>, secure: bool) -> String {
     let secure = if secure { "; Secure" } else { "" };
     match value {
         Some(v) => format!(
-            "{COOKIE_NAME}={v}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+            "{COOKIE_NAME}={v}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
             LIFETIME.as_secs()
         ),
-        None => format!("{COOKIE_NAME}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
+        None => format!("{COOKIE_NAME}=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
     }
 }
 

@@ -125,6 +125,10 @@
           var fresh = doc.querySelector("#" + table.id + " tbody");
           var now = table.querySelector("tbody");
           if (fresh && now) now.replaceWith(document.importNode(fresh, true));
+          // The pager pages from the last row shown: keep it in step.
+          var pager = document.querySelector("nav.pager");
+          var freshPager = doc.querySelector("nav.pager");
+          if (pager && freshPager) pager.replaceWith(document.importNode(freshPager, true));
         })
         .catch(function () {});
     }, every);
