@@ -37,7 +37,7 @@ use session::{Role, Signed};
 
 /// What the pages' responses allow the browser to load and run.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     style-src-attr 'unsafe-inline'; img-src 'self'; connect-src 'self'; \
+     style-src-attr 'unsafe-inline'; img-src 'none'; connect-src 'self'; \
      form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 const UI_JS: &str = include_str!("static/ui.js");

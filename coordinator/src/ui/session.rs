@@ -58,20 +58,41 @@ pub struct Session {
 }
 
 /// The live sessions, by the hash of their cookie's value.
-#[derive(Debug, Default)]
-pub struct Sessions(Mutex<HashMap<String, Session>>);
+#[derive(Debug)]
+pub struct Sessions {
+    map: Mutex<HashMap<String, Session>>,
+    max: usize,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions::with_max(MAX_SESSIONS)
+    }
+}
 
 impl Sessions {
+    /// Keeping at most `max` sessions.
+    pub fn with_max(max: usize) -> Self {
+        Sessions {
+            map: Mutex::default(),
+            max,
+        }
+    }
+
     /// Starts a session; returns the cookie value.
     pub fn start(&self, role: Role) -> String {
         let id = new_token("");
         let now = Instant::now();
-        let mut map = self.0.lock().expect("sessions lock");
+        let mut map = self.map.lock().expect("sessions lock");
         map.retain(|_, s| s.expires > now);
-        if map.len() >= MAX_SESSIONS
+        // Full: the oldest session of the same role goes, so signing in
+        // again and again with a viewer token cannot sign the admin out.
+        if map.len() >= self.max
             && let Some(oldest) = map
                 .iter()
+                .filter(|(_, s)| s.role == role)
                 .min_by_key(|(_, s)| s.expires)
+                .or_else(|| map.iter().min_by_key(|(_, s)| s.expires))
                 .map(|(k, _)| k.clone())
         {
             map.remove(&oldest);
@@ -89,7 +110,7 @@ impl Sessions {
 
     /// The session a cookie value names, if it is live.
     pub fn get(&self, id: &str) -> Option<Session> {
-        let map = self.0.lock().expect("sessions lock");
+        let map = self.map.lock().expect("sessions lock");
         map.get(&hash_token(id))
             .filter(|s| s.expires > Instant::now())
             .cloned()
@@ -97,7 +118,7 @@ impl Sessions {
 
     /// Ends the session a cookie value names.
     pub fn end(&self, id: &str) {
-        self.0
+        self.map
             .lock()
             .expect("sessions lock")
             .remove(&hash_token(id));
@@ -194,6 +215,15 @@ mod tests {
         s.end(&id);
         assert!(s.get(&id).is_none());
         assert!(!Role::Viewer.may_act() && Role::Admin.may_act());
+    }
+
+    #[test]
+    fn a_viewer_signing_in_again_and_again_cannot_sign_the_admin_out() {
+        let s = Sessions::with_max(3);
+        let admin = s.start(Role::Admin);
+        let viewers: Vec<String> = (0..10).map(|_| s.start(Role::Viewer)).collect();
+        assert!(s.get(&admin).is_some(), "the admin was evicted");
+        assert!(s.get(&viewers[9]).is_some() && s.get(&viewers[0]).is_none());
     }
 
     #[test]
