@@ -90,6 +90,16 @@ impl T {
             .await
     }
 
+    /// POSTs the job page's Cancel form with this session and token.
+    async fn cancel(&self, job: u64, cookie: &str, csrf: &str) -> Resp {
+        self.form(
+            &format!("/ui/jobs/{job}/cancel"),
+            Some(cookie),
+            &format!("csrf={csrf}"),
+        )
+        .await
+    }
+
     /// Signs in; the cookie to send back.
     async fn sign_in(&self, token: &str) -> String {
         let r = self
@@ -238,13 +248,7 @@ async fn a_viewer_reads_but_cannot_cancel_or_revoke_and_forms_need_their_csrf_to
         "a viewer is offered Cancel"
     );
     let token = csrf(&page.body);
-    let r = t
-        .form(
-            &format!("/ui/jobs/{job}/cancel"),
-            Some(&v),
-            &format!("csrf={token}"),
-        )
-        .await;
+    let r = t.cancel(job, &v, &token).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(r.body.contains("can only read"), "{}", r.body);
     let runner = t.register("r").await;
@@ -264,24 +268,12 @@ async fn a_viewer_reads_but_cannot_cancel_or_revoke_and_forms_need_their_csrf_to
         .form(&format!("/ui/jobs/{job}/cancel"), Some(&a), "")
         .await;
     assert!(r.status.is_client_error(), "{}", r.status);
-    let r = t
-        .form(
-            &format!("/ui/jobs/{job}/cancel"),
-            Some(&a),
-            &format!("csrf={token}"),
-        )
-        .await;
+    let r = t.cancel(job, &a, &token).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(t.state_of(job).await, "queued");
     // ...and its own works.
     let mine = csrf(&t.page(&format!("/ui/jobs/{job}"), &a).await.body);
-    let r = t
-        .form(
-            &format!("/ui/jobs/{job}/cancel"),
-            Some(&a),
-            &format!("csrf={mine}"),
-        )
-        .await;
+    let r = t.cancel(job, &a, &mine).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     assert_eq!(t.state_of(job).await, "cancelled");
 }
