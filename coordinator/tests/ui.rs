@@ -90,6 +90,19 @@ impl T {
             .await
     }
 
+    /// Leases the next job as `runner`.
+    async fn lease(&self, runner: &RegisterResponse) -> Lease {
+        let r = self
+            .api(
+                Method::POST,
+                "/api/v1/runner/lease",
+                &runner.token,
+                Body::from(r#"{"wait_secs":0}"#),
+            )
+            .await;
+        serde_json::from_str(&r.body).unwrap()
+    }
+
     /// POSTs the job page's Cancel form with this session and token.
     async fn cancel(&self, job: u64, cookie: &str, csrf: &str) -> Resp {
         self.form(
@@ -282,16 +295,7 @@ async fn a_viewer_reads_but_cannot_cancel_or_revoke_and_forms_need_their_csrf_to
 async fn job_output_is_text_in_the_page_the_live_follow_and_the_search() {
     let t = setup().await;
     let job = t.submit("").await;
-    let runner = t.register("r").await;
-    let r = t
-        .api(
-            Method::POST,
-            "/api/v1/runner/lease",
-            &runner.token,
-            Body::from(r#"{"wait_secs":0}"#),
-        )
-        .await;
-    let lease: Lease = serde_json::from_str(&r.body).unwrap();
+    let lease = t.lease(&t.register("r").await).await;
     let log = "==> step 1/1: a\n<script>alert(1)</script>\n\"><img src=x onerror=alert(2)>\n\x1b[31mred\x1b[0m\x1b]0;osc-title\x07\n";
     let r = t
         .api(
@@ -492,16 +496,7 @@ async fn a_verify_group_shows_its_runs_side_by_side_and_what_differed() {
     let t = setup().await;
     let group = t.submit("verify: 2\nartifacts: [out/*]\n").await;
     for (name, stamp) in [("r1", "one"), ("r2", "two")] {
-        let runner = t.register(name).await;
-        let r = t
-            .api(
-                Method::POST,
-                "/api/v1/runner/lease",
-                &runner.token,
-                Body::from(r#"{"wait_secs":0}"#),
-            )
-            .await;
-        let lease: Lease = serde_json::from_str(&r.body).unwrap();
+        let lease = t.lease(&t.register(name).await).await;
         for (art, data) in [("out/same", "same"), ("out/stamp", stamp)] {
             let sha = hex::encode(sha2::Sha256::digest(data));
             let uri = format!("/api/v1/jobs/{}/artifacts/{art}?sha256={sha}", lease.job_id);
