@@ -282,7 +282,7 @@ fn log_lines(lines: &[Line]) -> Markup {
 
 fn one_line(l: &Line) -> Markup {
     html! {
-        span.l id={"L" (l.n)} {
+        span.l id=[(!l.c).then(|| format!("L{}", l.n))] {
             a.n href={"?at=" (l.o) "#L" (l.n)} aria-label={"line " (l.n)} { (l.n) }
             span.t { (PreEscaped(&l.h)) }
         }

@@ -42,6 +42,10 @@ pub struct Line {
     /// When it opens a step: the step's title (plain text).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub s: Option<String>,
+    /// It continues the line before it (a piece of a long line): it gets
+    /// no anchor of its own.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub c: bool,
 }
 
 /// The longest piece of an unterminated line shown before its newline
@@ -142,7 +146,13 @@ fn line(raw: &[u8], line_start: bool, n: u64, o: u64) -> Line {
             raw.len() - shown.len()
         ));
     }
-    Line { n, o, h, s }
+    Line {
+        n,
+        o,
+        h,
+        s,
+        c: !line_start,
+    }
 }
 
 fn sgr_count(text: &str) -> usize {

@@ -20,7 +20,7 @@
   function lineEl(l) {
     var row = document.createElement("span");
     row.className = "l";
-    row.id = "L" + l.n;
+    if (!l.c) row.id = "L" + l.n; // a piece of a long line has no anchor
     var a = document.createElement("a");
     a.className = "n";
     a.href = "?at=" + l.o + "#L" + l.n;
