@@ -329,6 +329,10 @@ mod tests {
             "{}",
             r.lines[0].h
         );
+        assert!(
+            r.lines[0].c && !r.lines[1].c,
+            "only the rest of the line continues it"
+        );
     }
 
     #[test]
