@@ -283,6 +283,24 @@ pub struct StepOutcome {
     pub code: Option<i32>,
     /// Its `--report`, if it wrote one.
     pub report: Option<serde_json::Value>,
+    /// The runner cancelled it (SIGTERM or SIGINT to this process).
+    pub cancelled: bool,
+}
+
+impl StepOutcome {
+    /// Why the sandbox failed the step, in one line: its report's reason,
+    /// or why there is none.
+    pub fn sandbox_failure(&self) -> String {
+        match self.report.as_ref().and_then(|r| r.get("reason")?.as_str()) {
+            Some(why) => why.to_string(),
+            None if self.cancelled => {
+                "cancelled by the runner before pinfold exec could report".into()
+            }
+            None => {
+                "pinfold exec ended without a report: run `pinfold doctor` on this runner".into()
+            }
+        }
+    }
 }
 
 /// Runs one step's `pinfold exec` (its `--report` is `report`) with this
@@ -323,6 +341,7 @@ pub fn run_step(
     Ok(StepOutcome {
         code: status.and_then(|s| s.code()),
         report,
+        cancelled: pinfold_agent::signals::received(),
     })
 }
 

@@ -284,12 +284,7 @@ fn run_with(
         .as_ref()
         .is_none_or(|r| r.get("outcome").and_then(|o| o.as_str()) == Some("error"))
     {
-        let why = out
-            .report
-            .as_ref()
-            .and_then(|r| r.get("reason")?.as_str().map(str::to_string))
-            .unwrap_or_else(|| "pinfold exec ended without a report".into());
-        return Err(format!("the sandbox failed: {why}"));
+        return Err(format!("the sandbox failed: {}", out.sandbox_failure()));
     }
     Ok(out.code)
 }

@@ -340,9 +340,8 @@ fn run_stage(a: &RunArgs) -> Result<StageEnd, Fail> {
         },
     );
     // The stage dies with this process, however gitlab-runner ends it.
-    let jobdir::StepOutcome { code, report } =
-        jobdir::run_step(plan, &dir, &report, a.grace).map_err(system)?;
-    let end = gitlab::stage_end(code, report.as_ref());
+    let out = jobdir::run_step(plan, &dir, &report, a.grace).map_err(system)?;
+    let (code, end) = (out.code, gitlab::stage_end(out.code, out.report.as_ref()));
     if end == StageEnd::BuildFailure
         && let (Some(file), Some(code)) = (std::env::var_os("BUILD_EXIT_CODE_FILE"), code)
     {
@@ -351,11 +350,11 @@ fn run_stage(a: &RunArgs) -> Result<StageEnd, Fail> {
         let _ = std::fs::write(file, format!("{code}\n"));
     }
     if end == StageEnd::SystemFailure {
-        let why = report
-            .as_ref()
-            .and_then(|r| r.get("reason")?.as_str().map(str::to_string))
-            .unwrap_or_else(|| "pinfold exec ended without a report".into());
-        return Err(system(format!("stage {}: {why}", a.stage)));
+        return Err(system(format!(
+            "stage {}: {}",
+            a.stage,
+            out.sandbox_failure()
+        )));
     }
     Ok(end)
 }
