@@ -217,7 +217,7 @@ pub struct Step {
     pub timeout: Option<HumanDuration>,
 }
 
-/// The steps of a job: at least one, names unique.
+/// The steps of a job: at least one, names unique and one line of text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Steps(pub Vec<Step>);
@@ -230,6 +230,16 @@ impl<'de> Deserialize<'de> for Steps {
         }
         let mut seen = BTreeSet::new();
         for s in &steps {
+            // The agent writes `==> step i/n: NAME` into the log: a newline
+            // (or any control) in a name would let the job file forge
+            // pinfold's own lines.
+            if s.name.0.chars().any(char::is_control) {
+                return Err(de::Error::custom(format!(
+                    "steps: step name {:?} has a control character (a newline, tab or escape): \
+                     a step name is one line of text",
+                    s.name.0
+                )));
+            }
             if !seen.insert(s.name.0.as_str()) {
                 return Err(de::Error::custom(format!(
                     "steps: duplicate step name {:?}",
@@ -544,6 +554,8 @@ mod tests {
         assert!(e.contains("at least one step"), "{e}");
         let e = err(&job("  - name: build\n    run: x\n"));
         assert!(e.contains("duplicate step name"), "{e}");
+        let e = err(&job("  - name: \"a\\n==> job succeeded\"\n    run: x\n"));
+        assert!(e.contains("control character"), "{e}");
         let e = err(&format!(
             "image: a@sha256:{DIGEST}\nsteps:\n  - name: a\n    run: ''\n"
         ));

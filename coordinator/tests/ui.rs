@@ -529,3 +529,56 @@ async fn a_verify_group_shows_its_runs_side_by_side_and_what_differed() {
     assert!(stamp_row.starts_with("<td>out/stamp</td><td><strong>no</strong>"));
     assert!(verify.contains("<td>out/same</td><td>yes</td>"));
 }
+
+#[tokio::test]
+async fn a_long_log_shows_its_last_lines_and_earlier_shows_the_ones_before() {
+    let t = setup().await;
+    let job = t.submit("").await;
+    let lease = t.lease(&t.register("r").await).await;
+    let log: String = (1..=6000).map(|i| format!("line {i}\n")).collect();
+    let r = t
+        .api(
+            Method::POST,
+            &format!("/api/v1/jobs/{job}/log?offset=0"),
+            &lease.job_token,
+            Body::from(log.clone()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let a = t.sign_in(ADMIN).await;
+    let rows = |page: &str| -> Vec<String> {
+        page.match_indices("<span class=\"t\">")
+            .map(|(i, m)| {
+                let rest = &page[i + m.len()..];
+                rest[..rest.find('<').unwrap()].to_string()
+            })
+            .collect()
+    };
+    let tail = t.page(&format!("/ui/jobs/{job}"), &a).await.body;
+    let shown = rows(&tail);
+    assert_eq!(shown.len(), 5000);
+    assert_eq!(
+        (shown[0].as_str(), shown[4999].as_str()),
+        ("line 1001", "line 6000")
+    );
+    assert!(
+        tail.contains("id=\"L1001\""),
+        "line numbers count the lines before"
+    );
+    let start = log.find("line 1001\n").unwrap();
+    assert!(
+        tail.contains(&format!("?to={start}#log\">Earlier")),
+        "no Earlier link"
+    );
+    let earlier = t.page(&format!("/ui/jobs/{job}?to={start}"), &a).await.body;
+    let shown = rows(&earlier);
+    assert_eq!(shown.len(), 1000);
+    assert_eq!(
+        (shown[0].as_str(), shown[999].as_str()),
+        ("line 1", "line 1000")
+    );
+    assert!(
+        !earlier.contains("data-live"),
+        "a window before the end follows nothing"
+    );
+}

@@ -93,10 +93,12 @@ fn check_subjects(
     statement: &provenance::Statement,
     artifacts: &[ArtifactInfo],
 ) -> std::result::Result<(), String> {
+    let by_name: std::collections::HashMap<&str, &ArtifactInfo> =
+        artifacts.iter().map(|a| (a.name.as_str(), a)).collect();
     for s in &statement.subject {
         let name = s.name.as_deref().unwrap_or_default();
         let want = s.digest.get("sha256").map(String::as_str).unwrap_or("");
-        match artifacts.iter().find(|a| a.name == name) {
+        match by_name.get(name) {
             Some(a) if a.sha256 == want => {}
             Some(a) => {
                 return Err(format!(
@@ -152,11 +154,18 @@ pub(crate) async fn check_stored(state: &AppState, id: u64) -> Result<Option<Che
             .and_then(|env| provenance::verify(&env, key).map_err(|e| e.to_string()))
             .and_then(|st| check_subjects(id, &st, &artifacts).map(|()| st))
             .and_then(|st| {
-                let attested =
-                    |name: &str| st.subject.iter().any(|s| s.name.as_deref() == Some(name));
-                match artifacts.iter().find(|a| !attested(&a.name)) {
+                let attested: std::collections::HashSet<&str> = st
+                    .subject
+                    .iter()
+                    .filter_map(|s| s.name.as_deref())
+                    .collect();
+                match artifacts
+                    .iter()
+                    .find(|a| !attested.contains(a.name.as_str()))
+                {
                     Some(a) => Err(format!("artifact {:?} is not attested", a.name)),
-                    None => Ok(st.subject.len()),
+                    None if artifacts.is_empty() => Err("it attests no artifact".into()),
+                    None => Ok(artifacts.len()),
                 }
             }),
     };

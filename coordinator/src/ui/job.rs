@@ -39,7 +39,11 @@ static SCANS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 /// The line number (1-based) of the line that `offset` is in.
 async fn line_at(state: &AppState, id: u64, offset: u64) -> Page<u64> {
-    let _turn = SCANS.acquire().await.expect("never closed");
+    // One read needs no turn: only a long scan holds a reader for long.
+    let _turn = match offset > CHUNK as u64 {
+        true => Some(SCANS.acquire().await.expect("never closed")),
+        false => None,
+    };
     let mut n = 1;
     let mut at = 0;
     while at < offset {
@@ -55,8 +59,8 @@ async fn line_at(state: &AppState, id: u64, offset: u64) -> Page<u64> {
 }
 
 /// Where a window that should start near `at` starts: the start of the
-/// first line at or after it (0 stays 0), or inside a line longer than a
-/// window.
+/// first line at or after it (0 stays 0), or `at` itself inside a line
+/// longer than a window.
 async fn line_start(state: &AppState, id: u64, at: u64) -> Page<u64> {
     if at == 0 {
         return Ok(0);
@@ -64,19 +68,26 @@ async fn line_start(state: &AppState, id: u64, at: u64) -> Page<u64> {
     let r = state.store.read_log(id, at - 1, WINDOW as usize).await?;
     Ok(match memchr::memchr(b'\n', &r.data) {
         Some(i) => at + i as u64,
-        None => at - 1 + r.data.len() as u64,
+        None => at,
     })
 }
 
-/// Where the tail window of a `len`-byte log starts: the last
-/// [`PAGE_LINES`] lines within the last [`WINDOW`] bytes.
-async fn tail_start(state: &AppState, id: u64, len: u64) -> Page<u64> {
-    let from = len.saturating_sub(WINDOW);
-    let r = state.store.read_log(id, from, WINDOW as usize).await?;
+/// Where the window that ends at `end` starts: the last [`PAGE_LINES`]
+/// lines within the [`WINDOW`] bytes before it (the tail, and `Earlier`).
+async fn window_before(state: &AppState, id: u64, end: u64) -> Page<u64> {
+    let from = end.saturating_sub(WINDOW);
+    let r = state
+        .store
+        .read_log(id, from, (end - from) as usize)
+        .await?;
     let body = r.data.strip_suffix(b"\n").unwrap_or(&r.data);
     match memchr::memrchr_iter(b'\n', body).nth(PAGE_LINES - 1) {
         Some(i) => Ok(from + i as u64 + 1),
-        None => line_start(state, id, from).await,
+        None => match line_start(state, id, from).await? {
+            // No line starts in the window: it is inside one long line.
+            s if s >= end => Ok(from),
+            s => Ok(s),
+        },
     }
 }
 
@@ -97,6 +108,8 @@ async fn starts_line(state: &AppState, id: u64, offset: u64) -> Page<Start> {
 pub(super) struct PageQuery {
     /// Show the log from about here instead of the tail.
     at: Option<u64>,
+    /// Show the window that ends here (`Earlier`).
+    to: Option<u64>,
 }
 
 /// `GET /ui/jobs/{id}`.
@@ -108,18 +121,22 @@ pub(super) async fn page(
 ) -> Page {
     let job = routes::jobs::info(&state, id).await?;
     let len = state.store.read_log(id, u64::MAX, 0).await?.len;
-    let start = match q.at {
-        None => tail_start(&state, id, len).await?,
-        Some(a) => line_start(&state, id, a.min(len)).await?,
+    let (start, end) = match (q.at, q.to) {
+        (Some(a), _) => (line_start(&state, id, a.min(len)).await?, len),
+        (None, to) => {
+            let end = to.unwrap_or(len).min(len);
+            (window_before(&state, id, end).await?, end)
+        }
     };
     let from = starts_line(&state, id, start).await?;
-    let read = state.store.read_log(id, start, WINDOW as usize).await?;
+    let want = (end - start).min(WINDOW) as usize;
+    let read = state.store.read_log(id, start, want).await?;
     let complete = read.complete && start + read.data.len() as u64 >= read.len;
     let out = render(&read.data, from, complete, PAGE_LINES);
     let lines = out.lines;
     let next = start + out.used as u64;
-    let tail =
-        q.at.is_none() || (start + read.data.len() as u64 >= len && lines.len() < PAGE_LINES);
+    let tail = end >= len
+        && (q.at.is_none() || (start + read.data.len() as u64 >= len && lines.len() < PAGE_LINES));
     let next_at = format!("{next}:{}:{}", out.next_line, u8::from(out.at_line_start));
     let artifacts = state.store.artifacts(id).await?;
     let prov = routes::provenance::check_stored(&state, id).await?;
@@ -142,7 +159,7 @@ pub(super) async fn page(
             h2 id="log-h" { "Log" }
             nav.logbar aria-label="Log" {
                 @if start > 0 {
-                    a href={"/ui/jobs/" (id) "?at=" (start.saturating_sub(WINDOW)) "#log"} { "Earlier" }
+                    a href={"/ui/jobs/" (id) "?to=" (start) "#log"} { "Earlier" }
                 }
                 @if !tail {
                     a href={"/ui/jobs/" (id) "?at=" (next) "#log"} { "Later" }

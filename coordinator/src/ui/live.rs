@@ -16,6 +16,7 @@
 //! session cookie is `SameSite=Strict`, and this check holds as well for a
 //! browser that does not send it.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -43,6 +44,9 @@ const GONE: Duration = Duration::from_secs(45);
 const SEND: Duration = Duration::from_secs(10);
 /// Lines in one message at most.
 const MESSAGE_LINES: usize = 2000;
+/// Live follows one sign-in may have open (the dashboard's bench opens 50
+/// tabs in one browser).
+const MAX_FOLLOWS: usize = 64;
 
 #[derive(Debug, Deserialize)]
 pub(super) struct LiveQuery {
@@ -83,6 +87,10 @@ pub(super) async fn follow(
     if !same_origin(&headers) {
         return Err(UiError::CrossOrigin);
     }
+    let follows = signed.session.follows.clone();
+    if follows.load(Ordering::SeqCst) >= MAX_FOLLOWS {
+        return Err(UiError::TooManyFollows(MAX_FOLLOWS));
+    }
     state.store.job(id).await?;
     let bad = || ApiError::BadRequest("from must be OFFSET:LINE[:1|0]".into());
     let from = match q.from.as_deref() {
@@ -109,7 +117,11 @@ pub(super) async fn follow(
         }
     };
     Ok(ws
-        .on_upgrade(move |socket| stream(socket, state, id, from, signed.id))
+        .on_upgrade(move |socket| async move {
+            follows.fetch_add(1, Ordering::SeqCst);
+            stream(socket, state, id, from, signed.id).await;
+            follows.fetch_sub(1, Ordering::SeqCst);
+        })
         .into_response())
 }
 

@@ -5,7 +5,7 @@
 //! Everything a job printed is text: [`ansi_to_html`] escapes `<`, `>`,
 //! `&` and quotes, and keeps only the SGR (colour, bold) sequences; every
 //! other escape or control character is dropped before it sees the line,
-//! and bidi controls show as `\u{202e}`. A carriage return shows what a
+//! and bidi and zero-width characters show as `\u{202e}`. A carriage return shows what a
 //! terminal would: each part after one overwrites the line from its start
 //! (progress bars), and what it does not cover stays.
 //!
@@ -27,7 +27,7 @@ pub const STEP_MARKER: &str = "==> step ";
 /// Bytes of one line shown; the rest is in the raw log.
 pub const SHOW_MAX: usize = 16 << 10;
 
-/// Colour changes in one line past which it shows without colour.
+/// Colour codes in one line past which it shows without colour.
 const MAX_SGR: usize = 32;
 
 /// One rendered line.
@@ -129,15 +129,19 @@ fn line(raw: &[u8], line_start: bool, n: u64, o: u64) -> Line {
     let s = (line_start && raw.starts_with(STEP_MARKER.as_bytes()))
         .then(|| strip_esc(&clean).trim_start_matches("==> ").to_string())
         .filter(|t| !t.contains(" finished: "));
-    let plain = clean.contains('\r') || sgr_count(&clean) > MAX_SGR;
-    let mut h = if plain {
-        escape(&overwrite(&strip_esc(&clean)))
+    let text = overwrite(&strip_esc(&clean));
+    let plain = escape(&text);
+    // Colour only where it cannot blow up: few codes, no carriage return
+    // (whose overwrite works on text), and HTML not much over the plain.
+    let mut h = if clean.contains('\r') || sgr_codes(&clean) > MAX_SGR {
+        plain
     } else {
-        ansi_to_html::convert(&clean)
-            .unwrap_or_else(|_| escape(&strip_esc(&clean)))
-            .replace('\x1b', "")
+        match ansi_to_html::convert(&clean) {
+            Ok(c) if c.len() <= 4 * plain.len() + 2048 => c.replace('\x1b', ""),
+            _ => plain,
+        }
     };
-    if !pinfolds && strip_esc(&clean).starts_with("==>") {
+    if !pinfolds && text.starts_with("==>") {
         h.insert_str(0, "job&gt; ");
     }
     if raw.len() > shown.len() {
@@ -155,8 +159,13 @@ fn line(raw: &[u8], line_start: bool, n: u64, o: u64) -> Line {
     }
 }
 
-fn sgr_count(text: &str) -> usize {
-    text.matches('\x1b').count()
+/// Colour codes in a line: each parameter of each SGR sequence (one
+/// sequence can carry thousands).
+fn sgr_codes(text: &str) -> usize {
+    text.split('\x1b')
+        .skip(1)
+        .map(|seq| seq.split('m').next().unwrap_or("").matches(';').count() + 1)
+        .sum()
 }
 
 /// What a terminal shows of a line with carriage returns: each part after
@@ -212,7 +221,10 @@ fn keep_sgr_only(text: &str) -> String {
                 }
             },
             '\t' | '\r' => out.push(c),
-            '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
+            '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{feff}' => {
                 out.push_str(&format!("\\u{{{:x}}}", c as u32));
             }
             c if c.is_control() => {}
@@ -368,5 +380,25 @@ mod tests {
             "{} bytes of HTML",
             l[0].h.len()
         );
+    }
+
+    #[test]
+    fn one_sequence_with_thousands_of_codes_shows_without_colour() {
+        let mut evil = b"\x1b[1;3;4;9;53;41".to_vec();
+        for i in 0..3000 {
+            evil.extend_from_slice(if i % 2 == 0 { b";95" } else { b";96" });
+        }
+        evil.extend_from_slice(b";22;23;24;29;55;49mA\n");
+        let l = lines(&evil);
+        assert!(!l[0].h.contains("style="), "colour kept");
+        assert!(l[0].h.len() < 100, "{} bytes of HTML", l[0].h.len());
+    }
+
+    #[test]
+    fn what_looks_like_pinfolds_after_an_overwrite_or_a_zero_width_space_is_the_jobs() {
+        let l = lines("x\r==> step 3/3: deploy\n\u{200b}==> job succeeded\n".as_bytes());
+        assert_eq!(l[0].h, "job&gt; ==&gt; step 3/3: deploy");
+        assert_eq!(l[0].s, None);
+        assert_eq!(l[1].h, "\\u{200b}==&gt; job succeeded");
     }
 }

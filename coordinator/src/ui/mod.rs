@@ -55,6 +55,9 @@ pub enum UiError {
     /// A sign-in or WebSocket from a page of another origin.
     #[error("this is only served to this server's own pages: open them at this address")]
     CrossOrigin,
+    /// A session with too many live follows open.
+    #[error("this sign-in follows {0} logs already: close some of its tabs")]
+    TooManyFollows(usize),
     /// A viewer tried to act.
     #[error("a viewer token can only read: sign in with the admin token to cancel or revoke")]
     ReadOnly,
@@ -71,6 +74,7 @@ impl IntoResponse for UiError {
         let status = match &self {
             UiError::Api(e) => e.status(),
             UiError::Csrf | UiError::ReadOnly | UiError::CrossOrigin => StatusCode::FORBIDDEN,
+            UiError::TooManyFollows(_) => StatusCode::TOO_MANY_REQUESTS,
         };
         let body = frame(
             "Error",

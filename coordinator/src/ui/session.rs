@@ -54,6 +54,8 @@ pub struct Session {
     pub role: Role,
     /// The token its forms carry.
     pub csrf: String,
+    /// Live log follows it has open (shared by every copy).
+    pub follows: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     expires: Instant,
 }
 
@@ -102,6 +104,7 @@ impl Sessions {
             Session {
                 role,
                 csrf: new_token(""),
+                follows: Default::default(),
                 expires: now + LIFETIME,
             },
         );

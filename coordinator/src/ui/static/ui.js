@@ -69,6 +69,27 @@
     });
   }
 
+  // Rows a followed log keeps: a job can print millions of lines, and a
+  // page that kept them all would stop the browser.
+  var MAX_ROWS = 20000;
+
+  function trim(pre, rows) {
+    var drop = rows - Math.floor(MAX_ROWS * 0.9);
+    var all = pre.querySelectorAll(".l");
+    for (var i = 0; i < drop && i < all.length; i++) all[i].remove();
+    pre.querySelectorAll("details.step").forEach(function (d) {
+      if (!d.querySelector(".l")) d.remove();
+    });
+    if (!document.getElementById("trimmed")) {
+      var note = document.createElement("p");
+      note.id = "trimmed";
+      note.className = "hint";
+      note.textContent = "Earlier lines are no longer kept in this page: see the raw log, or reload and page back.";
+      pre.parentNode.insertBefore(note, pre);
+    }
+    return rows - drop;
+  }
+
   // Follows the log over a WebSocket (ui/live.rs says why not EventSource),
   // reconnecting from the last position after a drop.
   function followLog(pre) {
@@ -77,6 +98,7 @@
     var size = document.querySelector(".logbar .size");
     var ended = false;
     var retry = 250;
+    var rows = pre.querySelectorAll(".l").length;
     if (follow) window.scrollTo(0, document.documentElement.scrollHeight);
     window.addEventListener("scroll", function () { follow = atBottom(); }, { passive: true });
     function connect() {
@@ -100,6 +122,8 @@
         }
         var stick = follow;
         append(pre, m.lines);
+        rows += m.lines.length;
+        if (rows > MAX_ROWS) rows = trim(pre, rows);
         pre.dataset.next = m.at;
         if (size) size.textContent = human(Number(m.at.split(":")[0]));
         if (stick) window.scrollTo(0, document.documentElement.scrollHeight);
