@@ -119,6 +119,12 @@ impl Rig {
             .job_id)
     }
 
+    /// The job's stored log so far.
+    fn log(&self, id: u64) -> Result<String> {
+        let (data, _, _) = self.admin().read_log(id, 0)?;
+        Ok(String::from_utf8_lossy(&data).into_owned())
+    }
+
     fn wait_state(&self, id: u64, want: impl Fn(JobState) -> bool) -> Result<JobState> {
         let start = Instant::now();
         loop {
@@ -135,6 +141,11 @@ impl Rig {
     }
 
     async fn browser(&self) -> Result<Browser> {
+        self.browser_with(true).await
+    }
+
+    /// Chromium, with page scripts allowed or not.
+    async fn browser_with(&self, javascript: bool) -> Result<Browser> {
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
@@ -142,6 +153,9 @@ impl Rig {
                 "binary": CHROMIUM,
                 "args": ["--headless=new", "--window-size=1280,900", "--disable-gpu",
                          "--disable-dev-shm-usage", "--no-first-run", "--hide-scrollbars"],
+                "prefs": {
+                    "profile.managed_default_content_settings.javascript": if javascript { 1 } else { 2 },
+                },
             }),
         );
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
@@ -505,6 +519,50 @@ async fn cancel_from_the_page_and_a_viewer_cannot() -> Result<()> {
     assert!(
         badge.as_str().unwrap_or_default().contains("cancelled"),
         "{badge}"
+    );
+    b.close().await?;
+    Ok(())
+}
+
+/// Everything but the live updates works without JavaScript: sign-in, the
+/// lists, a job's log (the tail, rendered by the server), Cancel.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pages_work_with_javascript_off() -> Result<()> {
+    let rig = Rig::start()?;
+    let job = rig.submit(
+        "  - name: long\n    run: |\n      echo 'printed before the page loads'\n      sleep 60\n",
+        "",
+    )?;
+    let start = Instant::now();
+    while !rig.log(job)?.contains("printed before") {
+        ensure!(
+            start.elapsed() < Duration::from_secs(60),
+            "the job printed nothing"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let b = rig.browser_with(false).await?;
+    rig.sign_in(&b, ADMIN).await?;
+    let text = |b: &Browser| {
+        let b = b.clone();
+        async move { b.find(Locator::Css("body")).await?.text().await }
+    };
+    let body = text(&b).await?;
+    ensure!(body.contains(&format!("#{job}")), "the jobs list: {body}");
+    ensure!(
+        body.contains("Live updates need JavaScript"),
+        "scripts ran: {body}"
+    );
+    b.goto(&format!("{}/ui/jobs/{job}", rig.url)).await?;
+    let body = text(&b).await?;
+    ensure!(
+        body.contains("printed before the page loads"),
+        "the log: {body}"
+    );
+    b.find(Locator::Id("cancel")).await?.click().await?;
+    assert_eq!(
+        rig.wait_state(job, JobState::is_terminal)?,
+        JobState::Cancelled
     );
     b.close().await?;
     Ok(())

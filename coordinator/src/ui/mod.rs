@@ -181,6 +181,7 @@ pub fn frame(title: &str, signed: Option<&Signed>, main: Markup) -> Response {
                         }
                     }
                 }
+                noscript { p.hint { "Live updates need JavaScript: reload the page to see new log lines and job states." } }
                 main id="main" { (main) }
             }
         }
