@@ -272,9 +272,15 @@ pub async fn open(
     Ok((AppState::new(store, blobs, config, tokens, secrets), boot))
 }
 
-/// The coordinator's HTTP API.
+/// The coordinator's HTTP API, and its web pages under `/ui` (which use
+/// the routes' functions; the routes know nothing of the pages).
 pub fn app(state: AppState) -> Router {
-    routes::router(state)
+    routes::router(state.clone())
+        .route(
+            "/",
+            axum::routing::get(|| async { ui::redirect("/ui/jobs") }),
+        )
+        .nest("/ui", ui::router().with_state(state))
 }
 
 /// Requeues or fails the jobs whose lease ran out; returns how many.
