@@ -6,9 +6,9 @@
 
 mod attestation;
 mod cmd;
+mod drivers;
 mod env;
 mod fetch;
-mod jobdir;
 mod remote;
 mod secrets;
 mod term;
@@ -91,7 +91,7 @@ enum Command {
     /// The job file system's keeper of `gitlab-driver` and `gha-hook`
     /// (internal: started by their prepare).
     #[command(hide = true)]
-    KeepJobFs(jobdir::KeepArgs),
+    KeepJobFs(drivers::jobdir::KeepArgs),
 }
 
 fn init_tracing(verbose: bool, server: bool) {
@@ -177,7 +177,7 @@ fn main() {
         Command::GitlabDriver(c) => cmd::gitlab_driver::run(c),
         Command::GhaHook(a) => cmd::gha_hook::run(a),
         Command::Shell(a) => cmd::shell::run(a),
-        Command::KeepJobFs(a) => jobdir::keep(a),
+        Command::KeepJobFs(a) => drivers::jobdir::keep(a),
     };
     std::process::exit(code);
 }

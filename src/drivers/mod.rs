@@ -1,0 +1,10 @@
+//! The CI drivers' process side (`pinfold gitlab-driver`, `pinfold
+//! gha-hook`): a job's directory and its job file system, kept across the
+//! calls the CI's runner makes ([`jobdir`]), and what each call does
+//! ([`gitlab`], [`gha`]). The pure parts (wire formats, refusals, state)
+//! are in `pinfold_agent::{gitlab, gha, hosted}`; the command lines in
+//! `cmd/`.
+
+pub mod gha;
+pub mod gitlab;
+pub mod jobdir;
