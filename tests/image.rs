@@ -997,3 +997,49 @@ fn a_file_that_is_not_an_archive_is_refused_without_quoting_it() {
         assert!(!err.contains("MARKER"), "{r}: {err}");
     }
 }
+
+/// A store of the older format (format 1: layers kept whiteouts Linux
+/// before 6.7 ignores) is upgraded on first use: its images are set aside
+/// (and listed no more), the next `exec --image` fetches the image again
+/// and runs, and `image gc` removes what was set aside.
+#[test]
+fn an_older_store_is_upgraded_and_its_images_fetched_again() {
+    let w = user_dir();
+    let image = umoci_image(&w.path().join("img"));
+    let home = w.path().join("home");
+    ok(&home, &["image", "import", &image]);
+    let format = home.join("images/format");
+    let now = std::fs::read_to_string(&format).expect("the store's format file");
+    assert_ne!(now.trim(), "1");
+    std::fs::write(&format, "1\n").unwrap();
+
+    let (c, ls, err) = pf(&home, &["image", "ls", "--json"]);
+    assert_eq!(c, 0, "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&ls).unwrap(),
+        serde_json::json!([])
+    );
+    assert!(
+        err.contains("upgraded to format"),
+        "no word of the upgrade: {err}"
+    );
+    assert_eq!(std::fs::read_to_string(&format).unwrap(), now);
+    let aside = || {
+        std::fs::read_dir(home.join("images/tmp"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("format1-"))
+            .count()
+    };
+    assert!(aside() > 0, "nothing was set aside");
+
+    let o = common::pinfold()
+        .env("PINFOLD_HOME", &home)
+        .args(["exec", "--image", &image, "--", "/bin/cat", "/d/new"])
+        .output()
+        .unwrap();
+    let (c, so, se) = out(&o);
+    assert_eq!((c, so.as_str()), (0, "new\n"), "{se}");
+    ok(&home, &["image", "gc"]);
+    assert_eq!(aside(), 0, "image gc left the old format's files");
+}
