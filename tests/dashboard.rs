@@ -521,6 +521,18 @@ async fn cancel_from_the_page_and_a_viewer_cannot() -> Result<()> {
         "{badge}"
     );
     b.close().await?;
+
+    // The admin revokes every viewer token from the command line.
+    let out = admin_cli(&rig.url)
+        .args(["viewer-token", "--revoke-all", "--json"])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(got["revoked"], json!(1), "{got}");
     Ok(())
 }
 

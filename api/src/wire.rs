@@ -366,6 +366,16 @@ pub struct RunnerFacts {
     pub policies: Vec<String>,
 }
 
+/// `DELETE /api/v1/viewer-tokens`: what the revocation ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewerTokensRevoked {
+    /// Viewer tokens that no longer sign in.
+    pub revoked: u64,
+    /// Viewer sessions signed out now.
+    pub sessions: u64,
+}
+
 /// `POST /api/v1/viewer-tokens`: a new read-only token for the web pages.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -17,7 +17,7 @@ use pinfold_api::wire::{
     ArtifactInfo, ArtifactList, ErrorBody, FinishRequest, HeartbeatResponse, JobInfo, JobList,
     Lease, LeaseRequest, LogAppendResponse, ProvenanceStored, RegisterRequest, RegisterResponse,
     RunnerFacts, RunnerInfo, RunnerKey, RunnerKeyRequest, SubmitRequest, SubmitResponse,
-    TrustRequest, TrustedLabels, ViewerToken,
+    TrustRequest, TrustedLabels, ViewerToken, ViewerTokensRevoked,
 };
 use serde::de::DeserializeOwned;
 use ureq::http::Response;
@@ -228,6 +228,13 @@ impl Client {
     /// pages, shown once.
     pub fn viewer_token(&self) -> Result<ViewerToken> {
         json(self.post("/api/v1/viewer-tokens").send_empty()?)
+    }
+
+    /// `DELETE /api/v1/viewer-tokens` (admin): revokes every viewer token
+    /// and signs every viewer out.
+    pub fn revoke_viewer_tokens(&self) -> Result<ViewerTokensRevoked> {
+        let req = self.auth(self.agent.delete(self.url("/api/v1/viewer-tokens")));
+        json(req.call()?)
     }
 
     /// `PUT /api/v1/sources/{sha256}` (admin): streams a source tar.

@@ -289,6 +289,35 @@ async fn a_viewer_reads_but_cannot_cancel_or_revoke_and_forms_need_their_csrf_to
     let r = t.cancel(job, &a, &mine).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     assert_eq!(t.state_of(job).await, "cancelled");
+
+    // The admin revokes every viewer token: the viewer is signed out now
+    // and cannot sign in again; the admin's own session stays.
+    let r = t
+        .api(
+            Method::DELETE,
+            "/api/v1/viewer-tokens",
+            ADMIN,
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let got: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(got, serde_json::json!({"revoked": 1, "sessions": 1}));
+    assert_eq!(t.page("/ui/jobs", &v).await.status, StatusCode::SEE_OTHER);
+    let r = t
+        .form("/ui/sign-in", None, &format!("token={}", viewer.token))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(t.page("/ui/jobs", &a).await.status, StatusCode::OK);
+    let r = t
+        .api(
+            Method::DELETE,
+            "/api/v1/viewer-tokens",
+            &viewer.token,
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "only the admin revokes");
 }
 
 #[tokio::test]

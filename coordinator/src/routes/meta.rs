@@ -12,7 +12,7 @@ use crate::AppState;
 use crate::auth::Admin;
 use crate::error::Result;
 use crate::token::{hash_token, new_token};
-use crate::ui::session::{VIEWER_PREFIX, viewer_key};
+use crate::ui::session::{Role, VIEWER_KEY_PREFIX, VIEWER_PREFIX, viewer_key};
 
 /// `POST /api/v1/viewer-tokens` (admin): mints a read-only token for the
 /// web pages. Only its hash is stored; the token is shown once.
@@ -39,6 +39,22 @@ pub(super) async fn viewer_token(
 pub(super) async fn healthz(State(state): State<AppState>) -> Result<&'static str> {
     state.store.get_meta("admin_token_sha256").await?;
     Ok("ok\n")
+}
+
+/// `DELETE /api/v1/viewer-tokens` (admin): revokes every viewer token and
+/// signs out every viewer now (there is no list of them to pick from: only
+/// hashes are kept).
+pub(super) async fn revoke_viewer_tokens(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<Json<pinfold_api::wire::ViewerTokensRevoked>> {
+    let revoked = state.store.delete_meta_prefix(VIEWER_KEY_PREFIX).await?;
+    let sessions = state.sessions.end_role(Role::Viewer) as u64;
+    tracing::info!(revoked, sessions, "viewer tokens revoked");
+    Ok(Json(pinfold_api::wire::ViewerTokensRevoked {
+        revoked,
+        sessions,
+    }))
 }
 
 /// Name, type and help of each metric, in the order `/metrics` writes them.

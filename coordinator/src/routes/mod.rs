@@ -35,7 +35,10 @@ pub(crate) fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/runners", post(runners::register).get(runners::list))
         .route("/runners/{id}", axum::routing::delete(runners::revoke))
-        .route("/viewer-tokens", post(meta::viewer_token))
+        .route(
+            "/viewer-tokens",
+            post(meta::viewer_token).delete(meta::revoke_viewer_tokens),
+        )
         .route("/runners/{id}/key", get(runners::key))
         .route("/runners/{id}/labels", post(runners::trust))
         .route("/runner/lease", post(runners::lease))

@@ -200,6 +200,8 @@ pub trait MetaStore: Send + Sync {
     async fn get_meta(&self, key: &str) -> Result<Option<String>>;
     /// Sets a server setting.
     async fn set_meta(&self, key: &str, value: &str) -> Result<()>;
+    /// Removes every setting whose key begins with `prefix`; returns how many.
+    async fn delete_meta_prefix(&self, prefix: &str) -> Result<u64>;
     /// Figures for `/metrics`.
     async fn counts(&self) -> Result<Counts>;
 }

@@ -28,8 +28,10 @@ const MAX_SESSIONS: usize = 10_000;
 pub const VIEWER_PREFIX: &str = "pfv_";
 /// The meta key a viewer token's hash is stored under.
 pub fn viewer_key(token_sha256: &str) -> String {
-    format!("viewer_token:{token_sha256}")
+    format!("{VIEWER_KEY_PREFIX}{token_sha256}")
 }
+/// What every viewer token's meta key begins with.
+pub const VIEWER_KEY_PREFIX: &str = "viewer_token:";
 
 /// What a session may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +119,14 @@ impl Sessions {
         map.get(&hash_token(id))
             .filter(|s| s.expires > Instant::now())
             .cloned()
+    }
+
+    /// Ends every session of `role`; returns how many.
+    pub fn end_role(&self, role: Role) -> usize {
+        let mut map = self.map.lock().expect("sessions lock");
+        let before = map.len();
+        map.retain(|_, s| s.role != role);
+        before - map.len()
     }
 
     /// Ends the session a cookie value names.

@@ -288,6 +288,18 @@ impl MetaStore for SqliteStore {
         .await
     }
 
+    async fn delete_meta_prefix(&self, prefix: &str) -> Result<u64> {
+        let prefix = prefix.to_string();
+        self.call(move |c| {
+            let n = c.execute(
+                "DELETE FROM meta WHERE substr(key, 1, length(?1)) = ?1",
+                [prefix],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
     async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
         let (key, value) = (key.to_string(), value.to_string());
         self.call(move |c| {
