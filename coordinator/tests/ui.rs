@@ -475,7 +475,7 @@ async fn next_text(ws: &mut Ws) -> String {
 #[tokio::test]
 async fn a_runners_facts_are_shown_as_text_and_bounded() {
     let t = setup().await;
-    let runner = t.register("<b>r</b>").await;
+    let runner = t.register("<b>r</b>\u{202e}lave").await;
     let facts = serde_json::json!({
         "version": "0.1.0<script>alert(1)</script>", "kernel": "6.18.0",
         "limits": "cgroup v2", "landlock_abi": 7, "policies": ["default", "trusted"],
@@ -518,6 +518,10 @@ async fn a_runners_facts_are_shown_as_text_and_bounded() {
     assert!(page.contains("Landlock ABI 7") && page.contains("policies: default, trusted"));
     assert!(page.contains("0.1.0&lt;script&gt;") && !page.contains("<script>alert"));
     assert!(page.contains("&lt;b&gt;r&lt;/b&gt;") && !page.contains("<b>r</b>"));
+    assert!(
+        page.contains("&lt;/b&gt;\\u{202e}lave") && !page.contains('\u{202e}'),
+        "a bidi override in a runner's name is shown, not obeyed"
+    );
 }
 
 #[tokio::test]

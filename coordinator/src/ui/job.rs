@@ -15,7 +15,7 @@ use maud::{Markup, PreEscaped, html};
 use pinfold_api::wire::JobInfo;
 use serde::Deserialize;
 
-use super::log::{Line, Start, count_lines, render};
+use super::log::{Line, Start, count_lines, render, visible};
 use super::pages::{badge, duration, job_duration, short_image, urlencode, when};
 use super::session::Signed;
 use super::{CsrfForm, Page, csrf_field, frame, redirect};
@@ -187,7 +187,7 @@ pub(super) async fn page(
                 table {
                     thead { tr { th scope="col" { "Name" } th scope="col" { "Size" } th scope="col" { "sha256" } } }
                     tbody { @for a in &artifacts { tr {
-                        td { a href={"/ui/jobs/" (id) "/artifacts/" (path_encode(&a.name))} download { (a.name) } }
+                        td { a href={"/ui/jobs/" (id) "/artifacts/" (path_encode(&a.name))} download { (visible(&a.name)) } }
                         td { (bytes(a.size)) }
                         td { code.digest { (a.sha256) } }
                     } } }
@@ -264,7 +264,7 @@ fn verify(v: &pinfold_api::wire::VerifyStatus) -> Markup {
                 thead { tr { th scope="col" { "Artifact" } th scope="col" { "Same everywhere" }
                     @for r in v.run_jobs.iter().filter_map(|r| r.runner_id) { th scope="col" { "Runner #" (r) } } } }
                 tbody { @for a in &verdict.artifacts { tr {
-                    td { (a.name) } td { @if a.identical { "yes" } @else { strong { "no" } } }
+                    td { (visible(&a.name)) } td { @if a.identical { "yes" } @else { strong { "no" } } }
                     @for r in v.run_jobs.iter().filter_map(|r| r.runner_id) {
                         td { @match a.by_runner.get(&r) { Some(Some(d)) => { code title=(d) { (&d[..12.min(d.len())]) } } _ => { "missing" } } }
                     }

@@ -221,14 +221,30 @@ fn keep_sgr_only(text: &str) -> String {
                 }
             },
             '\t' | '\r' => out.push(c),
-            '\u{200b}'..='\u{200f}'
-            | '\u{202a}'..='\u{202e}'
-            | '\u{2060}'..='\u{2069}'
-            | '\u{feff}' => {
-                out.push_str(&format!("\\u{{{:x}}}", c as u32));
-            }
+            c if hides_text(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
             c if c.is_control() => {}
             c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Characters that reorder or hide text (bidi controls, zero-width ones):
+/// shown as `\u{..}` so a name or a line reads as what it is.
+fn hides_text(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+}
+
+/// A name a runner or a job chose (runner name, artifact name, a runner's
+/// facts) as the pages show it: characters that reorder or hide text, and
+/// control characters, as `\u{..}` (maud escapes the markup).
+pub fn visible(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if hides_text(c) || c.is_control() {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
         }
     }
     out

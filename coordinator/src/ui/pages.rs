@@ -8,6 +8,7 @@ use pinfold_api::now_ms;
 use pinfold_api::wire::{JobInfo, JobState};
 use serde::Deserialize;
 
+use super::log::visible;
 use super::session::Signed;
 use super::{CsrfForm, Page, csrf_field, frame, redirect};
 use crate::AppState;
@@ -227,7 +228,7 @@ pub(super) async fn runners(s: Signed, State(state): State<AppState>) -> Page {
             tbody {
                 @for (r, trusted, keyid, facts) in &rows {
                     tr {
-                        td { "#" (r.id) " " (r.name) }
+                        td { "#" (r.id) " " (visible(&r.name)) }
                         td { (r.labels.join(", ")) }
                         td { (trusted.join(", ")) }
                         td { @if let Some(k) = keyid { code title=(k) { (&k[..16.min(k.len())]) } } @else { "none" } }
@@ -240,11 +241,11 @@ pub(super) async fn runners(s: Signed, State(state): State<AppState>) -> Page {
                         }
                         td.facts {
                             @if let Some(f) = facts {
-                                "pinfold " (f.version) br;
-                                "kernel " (f.kernel) br;
-                                "limits: " (f.limits) br;
+                                "pinfold " (visible(&f.version)) br;
+                                "kernel " (visible(&f.kernel)) br;
+                                "limits: " (visible(&f.limits)) br;
                                 "Landlock ABI " (f.landlock_abi) br;
-                                "policies: " (f.policies.join(", "))
+                                "policies: " (visible(&f.policies.join(", ")))
                             } @else { "not reported (an older agent)" }
                         }
                         td {
@@ -252,7 +253,7 @@ pub(super) async fn runners(s: Signed, State(state): State<AppState>) -> Page {
                             @else if may_act {
                                 form method="post" action={"/ui/runners/" (r.id) "/revoke"} {
                                     (csrf_field(&s))
-                                    button.danger type="submit" aria-label={"Revoke runner " (r.id) " " (r.name)} { "Revoke" }
+                                    button.danger type="submit" aria-label={"Revoke runner " (r.id) " " (visible(&r.name))} { "Revoke" }
                                 }
                             } @else { "active" }
                         }
