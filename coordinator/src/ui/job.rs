@@ -91,16 +91,20 @@ async fn window_before(state: &AppState, id: u64, end: u64) -> Page<u64> {
     }
 }
 
-/// Where `offset` falls: the start of a line, or inside one.
-async fn starts_line(state: &AppState, id: u64, offset: u64) -> Page<Start> {
-    let before = match offset {
+/// Whether `offset` is the start of a line (not inside one).
+pub(super) async fn begins_line(state: &AppState, id: u64, offset: u64) -> Page<bool> {
+    Ok(match offset {
         0 => true,
         o => state.store.read_log(id, o - 1, 1).await?.data == b"\n",
-    };
+    })
+}
+
+/// Where `offset` falls: its line, and whether it starts that line.
+async fn starts_line(state: &AppState, id: u64, offset: u64) -> Page<Start> {
     Ok(Start {
         offset,
         line: line_at(state, id, offset).await?,
-        line_start: before,
+        line_start: begins_line(state, id, offset).await?,
     })
 }
 

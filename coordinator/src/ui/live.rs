@@ -29,7 +29,7 @@ use pinfold_api::wire::JobState;
 use serde::{Deserialize, Serialize};
 use tokio::time::{Instant, timeout};
 
-use super::job::WINDOW;
+use super::job::{WINDOW, begins_line};
 use super::log::{Line, Start, render};
 use super::session::Signed;
 use super::{Page, UiError};
@@ -106,7 +106,7 @@ pub(super) async fn follow(
             let line_start = match parts.next() {
                 Some("1") => true,
                 Some("0") => false,
-                None => offset == 0 || state.store.read_log(id, offset - 1, 1).await?.data == b"\n",
+                None => begins_line(&state, id, offset).await?,
                 Some(_) => return Err(bad().into()),
             };
             Start {
@@ -125,6 +125,12 @@ pub(super) async fn follow(
         .into_response())
 }
 
+/// Whether what the browser sent is a keepalive (the page sends nothing
+/// else: anything other than a pong or ping, or the socket's end, ends it).
+fn keepalive(m: Option<Result<Message, axum::Error>>) -> bool {
+    matches!(m, Some(Ok(Message::Pong(_) | Message::Ping(_))))
+}
+
 async fn send(socket: &mut WebSocket, msg: Message) -> bool {
     matches!(timeout(SEND, socket.send(msg)).await, Ok(Ok(())))
 }
@@ -135,12 +141,12 @@ async fn stream(mut socket: WebSocket, state: AppState, id: u64, mut from: Start
     let mut heard = Instant::now();
     let mut next_ping = Instant::now() + PING;
     loop {
-        // What the browser sent meanwhile: pongs; anything else ends it.
+        // What the browser sent meanwhile.
         while let Some(m) = socket.recv().now_or_never() {
-            match m {
-                Some(Ok(Message::Pong(_) | Message::Ping(_))) => heard = Instant::now(),
-                _ => return,
+            if !keepalive(m) {
+                return;
             }
+            heard = Instant::now();
         }
         // Signed out (or the session ran out), or gone quiet: stop.
         if state.sessions.get(&session).is_none() || heard.elapsed() > GONE {
@@ -198,11 +204,12 @@ async fn stream(mut socket: WebSocket, state: AppState, id: u64, mut from: Start
         tokio::select! {
             _ = log.changed() => {}
             _ = shutdown.changed() => {}
-            // The page sends nothing: anything but a pong is the end.
-            m = socket.recv() => match m {
-                Some(Ok(Message::Pong(_) | Message::Ping(_))) => heard = Instant::now(),
-                _ => return,
-            },
+            m = socket.recv() => {
+                if !keepalive(m) {
+                    return;
+                }
+                heard = Instant::now();
+            }
             _ = tokio::time::sleep_until(next_ping) => {}
         }
     }

@@ -126,10 +126,11 @@ fn line(raw: &[u8], line_start: bool, n: u64, o: u64) -> Line {
     let text = String::from_utf8_lossy(shown);
     let clean = keep_sgr_only(&text);
     let pinfolds = line_start && raw.starts_with(b"==>");
+    let stripped = strip_esc(&clean);
     let s = (line_start && raw.starts_with(STEP_MARKER.as_bytes()))
-        .then(|| strip_esc(&clean).trim_start_matches("==> ").to_string())
+        .then(|| stripped.trim_start_matches("==> ").to_string())
         .filter(|t| !t.contains(" finished: "));
-    let text = overwrite(&strip_esc(&clean));
+    let text = overwrite(&stripped);
     let plain = escape(&text);
     // Colour only where it cannot blow up: few codes, no carriage return
     // (whose overwrite works on text), and HTML not much over the plain.
