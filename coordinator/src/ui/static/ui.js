@@ -34,19 +34,18 @@
     return row;
   }
 
-  function refresh(ids) {
-    return fetch(location.pathname, { credentials: "same-origin" })
-      .then(function (r) { return r.text(); })
+  // Fetches this page again and swaps in the fresh copies of `selectors`
+  // (the server renders them; DOMParser runs no script of the copy).
+  function refresh(selectors) {
+    return fetch(location.href, { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
       .then(function (html) {
         var doc = new DOMParser().parseFromString(html, "text/html");
-        ids.forEach(function (id) {
-          var now = document.getElementById(id);
-          var fresh = doc.getElementById(id);
+        selectors.forEach(function (sel) {
+          var now = document.querySelector(sel);
+          var fresh = doc.querySelector(sel);
           if (now && fresh) now.replaceWith(document.importNode(fresh, true));
         });
-        var h1 = document.querySelector("main h1");
-        var h1new = doc.querySelector("main h1");
-        if (h1 && h1new) h1.replaceWith(document.importNode(h1new, true));
       });
   }
 
@@ -114,10 +113,12 @@
         if (m.end) {
           ended = true;
           if (status) status.textContent = "The job ended: " + m.end.replace("_", " ") + ".";
-          refresh(["summary", "steps", "artifacts", "provenance", "verify"]).then(function () {
-            var c = document.getElementById("cancel");
-            if (c) c.closest("form").remove();
-          });
+          refresh(["main h1", "#summary", "#steps", "#artifacts", "#provenance", "#verify"])
+            .then(function () {
+              var c = document.getElementById("cancel");
+              if (c) c.closest("form").remove();
+            })
+            .catch(function () {});
           return;
         }
         var stick = follow;
@@ -142,19 +143,8 @@
     var every = Number(table.dataset.live) || 5000;
     setInterval(function () {
       if (document.hidden) return;
-      fetch(location.href, { credentials: "same-origin" })
-        .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
-        .then(function (html) {
-          var doc = new DOMParser().parseFromString(html, "text/html");
-          var fresh = doc.querySelector("#" + table.id + " tbody");
-          var now = table.querySelector("tbody");
-          if (fresh && now) now.replaceWith(document.importNode(fresh, true));
-          // The pager pages from the last row shown: keep it in step.
-          var pager = document.querySelector("nav.pager");
-          var freshPager = doc.querySelector("nav.pager");
-          if (pager && freshPager) pager.replaceWith(document.importNode(freshPager, true));
-        })
-        .catch(function () {});
+      // The pager pages from the last row shown: keep it in step.
+      refresh(["#" + table.id + " tbody", "nav.pager"]).catch(function () {});
     }, every);
   }
 
