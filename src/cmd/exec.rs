@@ -94,8 +94,19 @@ pub struct Args {
     /// outcome, limit, reason, limits_mechanism), for scripts and the agent.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Make a job container: instead of running CMD, serve the steps the
+    /// runner sends on this inherited socket, each forked by the
+    /// container's init and hardened as CMD would be, until the runner
+    /// closes it (the runner's protocol; see docs/job-container.md).
+    #[arg(long, value_name = "FD", conflicts_with = "timeout")]
+    control_fd: Option<i32>,
     /// The command and its arguments (after `--`).
-    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
+    #[arg(
+        required_unless_present = "control_fd",
+        conflicts_with = "control_fd",
+        trailing_var_arg = true,
+        value_name = "CMD"
+    )]
     command: Vec<String>,
 }
 
@@ -158,9 +169,40 @@ fn build(a: Args) -> Result<(ContainerSpec, Option<LayerLease>), String> {
     spec.timeout = a.timeout;
     spec.job_fs = a.job_fs;
     spec.network = a.network;
+    spec.control = match a.control_fd {
+        Some(fd) => Some(control_fd(fd)?),
+        None => None,
+    };
     spec.idmap = IdMapMode::parse(&a.userns).map_err(|e| e.to_string())?;
     spec.settings = settings;
     Ok((spec, lease))
+}
+
+/// `--control-fd FD`: an inherited unix socket, made close-on-exec here
+/// (it is init's alone; see `ContainerSpec::control`).
+fn control_fd(fd: i32) -> Result<i32, String> {
+    use std::os::fd::BorrowedFd;
+    let bad = |why: &str| format!("--control-fd {fd}: {why}; the runner passes the socket it made");
+    if fd < 3 {
+        return Err(bad("not one of the standard streams"));
+    }
+    // SAFETY: only borrowed for the two checks below; the fd stays open
+    // and is handed on by number.
+    let b = unsafe { BorrowedFd::borrow_raw(fd) };
+    match nix::sys::stat::fstat(b) {
+        Ok(st)
+            if nix::sys::stat::SFlag::from_bits_truncate(st.st_mode)
+                & nix::sys::stat::SFlag::S_IFMT
+                == nix::sys::stat::SFlag::S_IFSOCK => {}
+        Ok(_) => return Err(bad("not a socket")),
+        Err(_) => return Err(bad("not open")),
+    }
+    nix::fcntl::fcntl(
+        b,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(|e| bad(e.desc()))?;
+    Ok(fd)
 }
 
 /// Runs the subcommand; returns the exit status.

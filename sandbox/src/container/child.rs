@@ -19,6 +19,7 @@ pub(crate) fn main(
     err: OwnedFd,
     status: OwnedFd,
     proxy: Option<OwnedFd>,
+    control: Option<OwnedFd>,
 ) -> ! {
     // 1. If the parent dies, so does the container (and with PID 1, all of it).
     // SAFETY: prctl with integer arguments only.
@@ -76,6 +77,20 @@ pub(crate) fn main(
     // 8. The host fds (rootfs layers, bind sources, devices) are
     // mounted now: close them so neither init nor the job holds a host fd.
     drop(std::mem::take(&mut p.fds));
+    if let Some(control) = control {
+        // 9'. A job container: init forks each step the runner asks for.
+        drop(err);
+        let (layer_is_tmpfs, workspace) = disks(&p);
+        harden_init();
+        let code = init::serve(&mut p, control);
+        let full = if code == 0 {
+            0
+        } else {
+            super::limits::full_disks(layer_is_tmpfs, workspace.as_deref())
+        };
+        sync::write_status(&status, code, full);
+        exit(code);
+    }
     let keep_err = err;
     // SAFETY: fork in a single-threaded process (this child has one thread).
     match unsafe { fork() } {
@@ -88,10 +103,7 @@ pub(crate) fn main(
         }
         Ok(ForkResult::Parent { child }) => {
             drop(keep_err);
-            // The writable layer is a policy-sized tmpfs (the stage's or
-            // the job file system's); so is the job file system's workspace.
-            let layer_is_tmpfs = p.filesystem.rootfs_writable;
-            let workspace = p.job_fs.is_some().then(|| p.workdir.clone());
+            let (layer_is_tmpfs, workspace) = disks(&p);
             drop(p);
             // 10. Init: no capabilities, not dumpable (so /proc/1/exe, which
             // points at the host's pinfold binary, cannot be opened by the job).
@@ -114,6 +126,16 @@ pub(crate) fn main(
             exit(125);
         }
     }
+}
+
+/// Whether the writable layer is a policy-sized tmpfs (the stage's or the
+/// job file system's), and where the job file system's workspace is: the
+/// disks init checks after a failed command.
+fn disks(p: &Prepared) -> (bool, Option<std::path::PathBuf>) {
+    (
+        p.filesystem.rootfs_writable,
+        p.job_fs.is_some().then(|| p.workdir.clone()),
+    )
 }
 
 fn setup(p: &Prepared, pending: Option<netns::PendingNetns>) -> Result<(), StepError> {
@@ -193,6 +215,9 @@ fn harden_init() {
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let _ = nix::unistd::setsid();
+    // While init still holds CAP_SETPCAP: a job container's steps are
+    // forked from it and inherit the locked bits (see `process`).
+    let _ = process::lock_securebits();
     for set in [
         caps::CapSet::Bounding,
         caps::CapSet::Ambient,

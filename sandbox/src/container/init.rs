@@ -1,13 +1,23 @@
 //! PID 1 of the container: reaps zombies, forwards signals to the job, and
 //! exits with the job's status. When it exits the kernel kills every other
 //! process of the pid namespace, so no daemon outlives the job.
+//!
+//! Two ways to serve: one command ([`supervise`]), or, in a job
+//! container, one step after another as the runner asks over the control
+//! channel ([`serve`]).
+
+use std::os::fd::{AsFd, OwnedFd};
 
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::Pid;
+use nix::unistd::{ForkResult, Pid, fork};
 
-use super::forwarded_signals;
+use super::steps::{Control, StepReply, StepRequest};
+use super::sync::{self, Step, StepError};
+use super::{Prepared, forwarded_signals, process};
 
 /// Supervises `job` until it ends, then kills and reaps every other process
 /// of the container; returns the status to exit with (the job's code, or
@@ -61,6 +71,336 @@ fn wait_for_job(job: Pid) -> i32 {
         };
         if sig != Signal::SIGCHLD {
             let _ = kill(job, sig);
+        }
+    }
+}
+
+/// Init of a job container: serves [`super::steps`] requests on `control`
+/// until the runner closes it, forking each step (hardened by
+/// [`process::exec_job`] as a single command is) and killing every process
+/// the step left once it ends, setsid'd daemons included. Returns the
+/// status to exit with: the last step's.
+pub(crate) fn serve(p: &mut Prepared, control: OwnedFd) -> i32 {
+    let control = Control::from_fd(control);
+    let mut mask = forwarded_signals();
+    mask.add(Signal::SIGCHLD);
+    let Ok(mut signals) =
+        SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+    else {
+        return 125;
+    };
+    // What a step could change in init (and so in every later step, which
+    // inherits it from init) without any privilege: lower its rlimits with
+    // prlimit, raise its nice value, narrow its CPUs or lower its I/O
+    // priority (same uid). Checked before each step: a change refuses it.
+    let inherited = Inherited::now();
+    let mut last = 0;
+    loop {
+        // Idle: no process but init exists. A signal from outside the
+        // container (the runner stopping the job) ends it.
+        match wait_idle(&control, &mut signals) {
+            Idle::Request => {}
+            Idle::Closed => return last,
+            Idle::Signal(sig) => return 128 + sig,
+        }
+        let (req, fds) = match control.recv::<StepRequest>() {
+            Ok(r) => r,
+            Err(_) => return last,
+        };
+        let reply = match (fds.into_iter().next(), inherited.changed()) {
+            (_, Some(what)) => refused(format!(
+                "a previous step changed init's {what}, which every step inherits; the job stops here (a step may change only files in its writable paths)"
+            )),
+            (None, _) => refused("the step request carried no output fd".into()),
+            (Some(out), None) => run_step(p, &req, out, &mut signals),
+        };
+        last = reply.exit_code;
+        if control.send(&reply, &[]).is_err() {
+            return last;
+        }
+    }
+}
+
+fn refused(error: String) -> StepReply {
+    StepReply {
+        exit_code: 125,
+        timed_out: false,
+        error: Some(format!("pinfold exec: {error}")),
+    }
+}
+
+enum Idle {
+    Request,
+    Closed,
+    Signal(i32),
+}
+
+fn wait_idle(control: &Control, signals: &mut SignalFd) -> Idle {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    loop {
+        let mut fds = [
+            PollFd::new(control.as_fd(), PollFlags::POLLIN),
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(_) => return Idle::Closed,
+        }
+        let request = fds[0].revents().is_some_and(|r| !r.is_empty());
+        if let Some(sig) = outside_stop(signals) {
+            return Idle::Signal(sig);
+        }
+        if request {
+            return Idle::Request;
+        }
+    }
+}
+
+/// Drains pending signals; returns the first terminating one sent from
+/// outside the container (its sender's pid is 0 in our namespace).
+/// Signals a step sent to PID 1 before it ended are dropped.
+fn outside_stop(signals: &mut SignalFd) -> Option<i32> {
+    let mut stop = None;
+    while let Ok(Some(info)) = signals.read_signal() {
+        let sig = info.ssi_signo as i32;
+        if info.ssi_pid == 0
+            && stop.is_none()
+            && [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT].contains(&sig)
+        {
+            stop = Some(sig);
+        }
+    }
+    stop
+}
+
+fn run_step(
+    p: &mut Prepared,
+    req: &StepRequest,
+    out: OwnedFd,
+    signals: &mut SignalFd,
+) -> StepReply {
+    if req.argv.is_empty() {
+        return refused("the step request has no command".into());
+    }
+    let (err_r, err_w) = match nix::unistd::pipe2(OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => return refused(format!("create the step's error pipe: {}", e.desc())),
+    };
+    let started = std::time::Instant::now();
+    // SAFETY: fork in a single-threaded process (init has one thread).
+    let step = match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            drop(err_r);
+            let e = match step_io(&out).and_then(|()| p.for_step(req)) {
+                Ok(()) => process::exec_job(p),
+                Err(e) => e,
+            };
+            sync::report(&err_w, &e);
+            // SAFETY: _exit skips the atexit handlers and stdio of init's image.
+            unsafe { libc::_exit(e.code) }
+        }
+        Ok(ForkResult::Parent { child }) => child,
+        Err(e) => return refused(format!("fork the step: {}", e.desc())),
+    };
+    drop(err_w);
+    drop(out);
+    let deadline = req
+        .timeout_ms
+        .map(|ms| started + std::time::Duration::from_millis(ms));
+    let (code, timed_out) = match wait_step(step, signals, deadline) {
+        Some(code) => (code, false),
+        None => (124, true),
+    };
+    kill_the_rest();
+    clear_sysv();
+    // Every writer of the error pipe is gone now: this read does not block.
+    if let Some(e) = sync::read_error(&err_r) {
+        return StepReply {
+            exit_code: e.exit_code(),
+            timed_out,
+            error: Some(format!("pinfold exec: {e}")),
+        };
+    }
+    StepReply {
+        exit_code: code,
+        timed_out,
+        error: None,
+    }
+}
+
+/// The step's stdin is the container's /dev/null; stdout and stderr, the
+/// runner's pipe.
+fn step_io(out: &OwnedFd) -> Result<(), StepError> {
+    use std::os::fd::AsRawFd;
+    let null = nix::fcntl::open("/dev/null", OFlag::O_RDONLY, nix::sys::stat::Mode::empty())
+        .step("open /dev/null for the step's stdin")?;
+    for (from, to) in [
+        (null.as_raw_fd(), 0),
+        (out.as_raw_fd(), 1),
+        (out.as_raw_fd(), 2),
+    ] {
+        // SAFETY: dup2 onto the standard fds of this (forked, single-threaded) child.
+        if unsafe { libc::dup2(from, to) } < 0 {
+            return Err(StepError::new(
+                "attach the step's output",
+                Errno::last().desc(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Waits for the step's first process; `None` when `deadline` passed
+/// first. Forwards the signals the runner sends to it.
+fn wait_step(
+    step: Pid,
+    signals: &mut SignalFd,
+    deadline: Option<std::time::Instant>,
+) -> Option<i32> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    loop {
+        loop {
+            match waitpid(
+                None::<Pid>,
+                Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL),
+            ) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == step => return Some(code),
+                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == step => {
+                    return Some(128 + sig as i32);
+                }
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(_) => break,
+            }
+        }
+        let wait = match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return None;
+                }
+                PollTimeout::try_from(left.as_millis().clamp(1, 60_000) as i32)
+                    .unwrap_or(PollTimeout::MAX)
+            }
+            None => PollTimeout::NONE,
+        };
+        let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        if let Err(Errno::EINTR) | Ok(_) = poll(&mut fds, wait) {}
+        while let Ok(Some(info)) = signals.read_signal() {
+            if info.ssi_signo as i32 != libc::SIGCHLD {
+                // SAFETY: kill(2) with a pid we forked and a signal number the kernel gave us.
+                unsafe { libc::kill(step.as_raw(), info.ssi_signo as i32) };
+            }
+        }
+    }
+}
+
+/// Kills and reaps every process of the container but init (see
+/// [`supervise`]).
+fn kill_the_rest() {
+    if let Err(Errno::ECHILD) = waitpid(
+        None::<Pid>,
+        Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL),
+    ) {
+        return;
+    }
+    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+    loop {
+        match waitpid(None::<Pid>, Some(WaitPidFlag::__WALL)) {
+            Err(Errno::ECHILD) => return,
+            Err(Errno::EINTR) | Ok(_) => continue,
+            Err(_) => return,
+        }
+    }
+}
+
+/// Removes the SysV shared memory segments, message queues and semaphore
+/// sets the step made: they outlive their processes, and the next step
+/// must start with the IPC namespace as empty as the first did. Init
+/// needs no capability for it: their creator's uid is its own.
+fn clear_sysv() {
+    for (file, kind) in [("shm", 0), ("msg", 1), ("sem", 2)] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/sysvipc/{file}")) else {
+            continue;
+        };
+        // key, id, perms, ...: the id is the second column.
+        for id in text
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<i32>().ok())
+        {
+            // SAFETY: IPC_RMID with a null buffer reads and writes no memory.
+            unsafe {
+                match kind {
+                    0 => libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()),
+                    1 => libc::msgctl(id, libc::IPC_RMID, std::ptr::null_mut()),
+                    _ => libc::semctl(id, 0, libc::IPC_RMID),
+                }
+            };
+        }
+    }
+}
+
+/// What every step inherits from init and a step could change in it
+/// without privilege (see [`serve`]).
+#[derive(PartialEq)]
+struct Inherited {
+    rlimits: Vec<(u64, u64)>,
+    nice: i32,
+    policy: i32,
+    ioprio: i64,
+    cpus: Vec<u8>,
+}
+
+impl Inherited {
+    fn now() -> Inherited {
+        // The 16 limits Linux has had since 2.6.25 (RLIMIT_RTTIME).
+        let rlimits = (0..16)
+            .map(|r| {
+                let mut l = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                // SAFETY: getrlimit writes one rlimit into `l`.
+                unsafe { libc::getrlimit(r as _, &mut l) };
+                (l.rlim_cur, l.rlim_max)
+            })
+            .collect();
+        // SAFETY: these read the calling process's own attributes and
+        // write only into the buffers passed.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
+            let cpus = std::slice::from_raw_parts(
+                (&set as *const libc::cpu_set_t).cast::<u8>(),
+                std::mem::size_of::<libc::cpu_set_t>(),
+            )
+            .to_vec();
+            Inherited {
+                rlimits,
+                nice: libc::getpriority(libc::PRIO_PROCESS, 0),
+                policy: libc::sched_getscheduler(0),
+                // IOPRIO_WHO_PROCESS, this process.
+                ioprio: libc::syscall(libc::SYS_ioprio_get, 1, 0),
+                cpus,
+            }
+        }
+    }
+
+    /// What differs from now, named; `None` when nothing does.
+    fn changed(&self) -> Option<&'static str> {
+        let now = Inherited::now();
+        if now.rlimits != self.rlimits {
+            Some("resource limits (prlimit)")
+        } else if now.nice != self.nice || now.policy != self.policy {
+            Some("scheduling priority (setpriority, sched_setscheduler)")
+        } else if now.ioprio != self.ioprio {
+            Some("I/O priority (ioprio_set)")
+        } else if now.cpus != self.cpus {
+            Some("CPU affinity (sched_setaffinity)")
+        } else {
+            None
         }
     }
 }

@@ -46,6 +46,7 @@ pub mod report;
 mod rootpath;
 pub mod seccomp;
 mod spec;
+pub mod steps;
 mod sync;
 
 use std::ffi::CString;
@@ -162,6 +163,9 @@ pub(crate) struct Prepared {
     pub domainname: Option<String>,
     pub umask: Option<u32>,
     pub env: Vec<CString>,
+    /// `env` before it became C strings: a job container's steps add theirs.
+    pub env_pairs: Vec<(String, String)>,
+    pub reverse_env: bool,
     pub argv: Vec<CString>,
     pub search_path: Vec<String>,
     pub filters: seccomp::Filters,
@@ -248,7 +252,7 @@ fn to_cstring(what: &str, s: &str) -> Result<CString> {
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
-    if spec.argv.is_empty() {
+    if spec.argv.is_empty() && spec.control.is_none() {
         return Err(ContainerError::Spec(
             "no command given: put it after `--`".into(),
         ));
@@ -339,28 +343,8 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
     if network == NetworkMode::Allowlist {
         env.extend(proxy::job_env());
     }
-    for (k, v) in &spec.env {
-        if k.is_empty() || k.contains('=') {
-            return Err(ContainerError::Spec(format!(
-                "bad environment variable name {k:?}"
-            )));
-        }
-        env.retain(|(ek, _)| ek != k);
-        env.push((k.clone(), v.clone()));
-    }
-    let search_path = env
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.split(':').map(str::to_owned).collect())
-        .unwrap_or_default();
-    if spec.reverse_env {
-        env.reverse();
-    }
-    let env = env
-        .iter()
-        .map(|(k, v)| to_cstring("environment variable", &format!("{k}={v}")))
-        .collect::<Result<Vec<_>>>()?;
+    push_env(&mut env, &spec.env)?;
+    let (env_c, search_path) = finish_env(&env, spec.reverse_env)?;
     let argv = spec
         .argv
         .iter()
@@ -385,7 +369,9 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
         hostname: spec.hostname.clone(),
         domainname: spec.domainname.clone(),
         umask: spec.umask,
-        env,
+        env: env_c,
+        env_pairs: env,
+        reverse_env: spec.reverse_env,
         argv,
         search_path,
         filters,
@@ -395,6 +381,61 @@ fn prepare(spec: &ContainerSpec, saved_sigmask: SigSet) -> Result<Prepared> {
         network,
         egress_refused,
     })
+}
+
+/// Sets `extra` on top of `env` (a later entry wins, in its place).
+fn push_env(env: &mut Vec<(String, String)>, extra: &[(String, String)]) -> Result<()> {
+    for (k, v) in extra {
+        if k.is_empty() || k.contains('=') {
+            return Err(ContainerError::Spec(format!(
+                "bad environment variable name {k:?}"
+            )));
+        }
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.clone(), v.clone()));
+    }
+    Ok(())
+}
+
+/// The command's environment as execve takes it, and the PATH its
+/// command is looked up on.
+fn finish_env(env: &[(String, String)], reverse: bool) -> Result<(Vec<CString>, Vec<String>)> {
+    let search_path = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.split(':').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let mut env = env
+        .iter()
+        .map(|(k, v)| to_cstring("environment variable", &format!("{k}={v}")))
+        .collect::<Result<Vec<_>>>()?;
+    if reverse {
+        env.reverse();
+    }
+    Ok((env, search_path))
+}
+
+impl Prepared {
+    /// A job container's step (in the forked step, before
+    /// [`process::exec_job`]): its command, and its environment on top of
+    /// the container's.
+    pub(crate) fn for_step(
+        &mut self,
+        req: &steps::StepRequest,
+    ) -> std::result::Result<(), sync::StepError> {
+        let bad = |e: ContainerError| sync::StepError::new("start the step", e);
+        let mut env = self.env_pairs.clone();
+        push_env(&mut env, &req.env).map_err(bad)?;
+        (self.env, self.search_path) = finish_env(&env, self.reverse_env).map_err(bad)?;
+        self.argv = req
+            .argv
+            .iter()
+            .map(|a| to_cstring("argument", a))
+            .collect::<Result<_>>()
+            .map_err(bad)?;
+        Ok(())
+    }
 }
 
 fn threads_in_process() -> usize {
@@ -556,7 +597,24 @@ fn run_blocked(
         drop(err_read);
         drop(status_read);
         drop(proxy_parent);
-        child::main(prepared, go_read, err_write, status_write, proxy_child);
+        // SAFETY: the caller handed this fd over for the container's init
+        // (`ContainerSpec::control`); only the child's copy is owned here.
+        let control = spec
+            .control
+            .map(|fd| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+        child::main(
+            prepared,
+            go_read,
+            err_write,
+            status_write,
+            proxy_child,
+            control,
+        );
+    }
+    if let Some(fd) = spec.control {
+        // SAFETY: closes this process's copy of the fd handed to init, so
+        // the runner sees the channel close when init is gone.
+        unsafe { libc::close(fd) };
     }
     let child = Pid::from_raw(ret as i32);
     drop(go_read);

@@ -167,19 +167,25 @@ fn close_inherited_fds() -> Result<()> {
     Ok(())
 }
 
+/// NOROOT, NO_SETUID_FIXUP and NO_CAP_AMBIENT_RAISE set, each with its
+/// lock bit; KEEP_CAPS left off and locked off.
+const SECURE: libc::c_ulong = 0x01 | 0x02 | 0x04 | 0x08 | 0x20 | 0x40 | 0x80;
+
+/// Locks the root-is-special rules off so no exec can grant capabilities
+/// back. Needs CAP_SETPCAP, unless they are locked already (a job
+/// container's step inherits them from init, which has no capabilities).
+pub(crate) fn lock_securebits() -> std::result::Result<(), Errno> {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_GET_SECUREBITS, 0, 0, 0, 0) } == SECURE as libc::c_int {
+        return Ok(());
+    }
+    // SAFETY: prctl with integer arguments only.
+    Errno::result(unsafe { libc::prctl(libc::PR_SET_SECUREBITS, SECURE, 0, 0, 0) }).map(drop)
+}
+
 fn drop_capabilities() -> Result<()> {
     let step = "drop capabilities";
-    // Lock the root-is-special rules off so no exec can grant capabilities back.
-    // NOROOT, NO_SETUID_FIXUP and NO_CAP_AMBIENT_RAISE set, each with its
-    // lock bit; KEEP_CAPS left off and locked off.
-    const SECURE: libc::c_ulong = 0x01 | 0x02 | 0x04 | 0x08 | 0x20 | 0x40 | 0x80;
-    // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_SECUREBITS, SECURE, 0, 0, 0) } < 0 {
-        return Err(StepError::new(
-            step,
-            format!("securebits: {}", Errno::last().desc()),
-        ));
-    }
+    lock_securebits().map_err(|e| StepError::new(step, format!("securebits: {}", e.desc())))?;
     caps::clear(None, caps::CapSet::Bounding).map_err(|e| StepError::new(step, e))?;
     caps::clear(None, caps::CapSet::Ambient).map_err(|e| StepError::new(step, e))?;
     caps::clear(None, caps::CapSet::Inheritable).map_err(|e| StepError::new(step, e))?;

@@ -106,6 +106,10 @@ pub struct ContainerSpec {
     /// [`crate::image::LayerLease`]). The child closes its copies at once,
     /// so neither init nor the job holds them.
     pub parent_only_fds: Vec<std::os::fd::RawFd>,
+    /// A job container: init serves the steps the runner sends on this
+    /// fd ([`super::steps`]) instead of running `argv`, which may be
+    /// empty. The fd goes to init alone: this process closes its copy.
+    pub control: Option<std::os::fd::RawFd>,
     /// What the caller read from its environment: `TERM` (handed on to the
     /// command), the id map settings, the policy search directories and
     /// the seccomp cache's home.
@@ -139,6 +143,7 @@ impl ContainerSpec {
             job_fs: None,
             network: None,
             parent_only_fds: Vec::new(),
+            control: None,
             settings: crate::Settings::default(),
         }
     }
