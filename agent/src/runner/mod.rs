@@ -39,17 +39,11 @@
 //! no environment: the binary hands the runner's own in [`Job::host`].
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::fcntl::OFlag;
-use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use pinfold_api::wire::{ArtifactInfo, JobState, StepResult};
 use pinfold_api::{JobSpec, now_ms};
@@ -58,10 +52,15 @@ use pinfold_sandbox::container::cgroup::Children;
 use pinfold_sandbox::container::jobfs::{JobFs, JobFsError, Sizes};
 use pinfold_sandbox::image::{ImageError, ImageRef, PullOptions, Store};
 
+mod container;
 mod outcome;
 mod plan;
 
-pub use plan::{HostEnv, PASS_ENV, RunOptions, StepInputs, StepPlan, reserved_name, step_timeout};
+use container::{JobContainer, StepEnd};
+
+pub use plan::{
+    CONTROL_FD, HostEnv, PASS_ENV, RunOptions, StepInputs, StepPlan, reserved_name, step_timeout,
+};
 
 pub use outcome::{job_end, step_end, stop};
 
@@ -252,6 +251,13 @@ impl Job {
         }
         let n = steps.len();
         let mut end: Option<(JobState, String)> = None;
+        let mut ctr = match self.start_container(log, &chosen, &jobfs, o) {
+            Ok(c) => c,
+            Err(e) => return fail(JobState::Error, e.to_string(), steps),
+        };
+        let socket = jobfs.socket();
+        let report_path = self.report_path();
+        let inputs = self.inputs(&chosen, &socket, &report_path);
         for (i, step) in self.spec.steps.0.iter().enumerate() {
             let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if remaining.is_some_and(|r| r.is_zero()) {
@@ -265,21 +271,31 @@ impl Job {
             lock(log).line(&format!("==> step {}/{n}: {}", i + 1, step.name));
             steps[i].started_at = Some(now_ms());
             let t0 = Instant::now();
-            let code = match self.run_step(log, &chosen, &jobfs, &step.run.0, timeout, o) {
-                Ok(c) => c,
+            let ended = match ctr.step(self, log, &inputs.request(&step.run.0, timeout)) {
+                Ok(e) => e,
                 Err(e) => {
                     steps[i].finished_at = Some(now_ms());
                     return fail(JobState::Error, e.to_string(), steps);
                 }
             };
+            // A failed step ends the job, and so the container: its
+            // report then names a limit that explains the failure (one
+            // that killed the container, a full disk, under cgroup v2 an
+            // OOM kill or a refused fork).
+            let code = match ended {
+                StepEnd::Reply(r) if r.exit_code == 0 => Some(0),
+                StepEnd::Reply(r) => {
+                    if let Some(e) = &r.error {
+                        lock(log).line(e);
+                    }
+                    ctr.finish(self.grace);
+                    Some(r.exit_code)
+                }
+                StepEnd::Gone => Some(ctr.finish(self.grace).unwrap_or(125)),
+                StepEnd::Stopped => None,
+            };
             steps[i].finished_at = Some(now_ms());
             steps[i].exit_code = code;
-            let report = self.step_report();
-            if i == 0
-                && let Some(m) = report.as_ref().and_then(|r| r["limits_detail"].as_str())
-            {
-                lock(log).line(&format!("==> limits enforced by {m}"));
-            }
             let took = humantime_secs(t0.elapsed());
             let shown = code.map_or("killed".to_string(), |c| format!("exit {c}"));
             lock(log).line(&format!(
@@ -301,6 +317,7 @@ impl Job {
                 ));
                 break;
             }
+            let report = (code != Some(0)).then(|| self.step_report()).flatten();
             let limit_reason = report
                 .as_ref()
                 .filter(|r| r["outcome"] == "limit_exceeded")
@@ -310,6 +327,14 @@ impl Job {
             if end.is_some() {
                 break;
             }
+        }
+        ctr.finish(self.grace);
+        if let Some(m) = self
+            .step_report()
+            .as_ref()
+            .and_then(|r| r["limits_detail"].as_str())
+        {
+            lock(log).line(&format!("==> limits enforced by {m}"));
         }
         let (state, reason) = job_end(self.stopped(), end);
         // Artifacts of failed jobs matter too (test reports); not when the
@@ -415,10 +440,11 @@ impl Job {
     }
 
     fn report_path(&self) -> PathBuf {
-        self.dir.join("step.json")
+        self.dir.join("container.json")
     }
 
-    /// What `pinfold exec --report` wrote for the last step, if anything.
+    /// What the job container's `pinfold exec --report` wrote when it
+    /// ended, if anything.
     fn step_report(&self) -> Option<serde_json::Value> {
         let text = std::fs::read_to_string(self.report_path()).ok()?;
         serde_json::from_str(&text).ok()
@@ -434,135 +460,41 @@ impl Job {
         )
     }
 
-    /// The `pinfold exec` child that runs `run` (see [`plan`]).
-    fn command(
-        &self,
-        chosen: &Chosen,
-        jobfs: &JobFs,
-        run: &str,
-        timeout: Option<Duration>,
-        o: &RunOptions,
-    ) -> Command {
-        let report = self.report_path();
-        let p = StepInputs {
+    /// What every step of this job shares (see [`plan`]).
+    fn inputs<'a>(
+        &'a self,
+        chosen: &'a Chosen,
+        socket: &'a Path,
+        report: &'a Path,
+    ) -> StepInputs<'a> {
+        StepInputs {
             exe: &self.exe,
             spec: &self.spec,
             secrets: &self.secrets,
             host: &self.host,
             policy: &chosen.reference,
-            job_fs: &jobfs.socket(),
-            report: &report,
+            job_fs: socket,
+            report,
         }
-        .plan(run, timeout, o);
-        let mut c = Command::new(p.program);
-        c.env_clear().envs(p.env).args(p.args);
-        c
     }
 
-    /// Runs one step; `None` when pinfold killed it (stop).
-    fn run_step(
+    /// Starts the job container (see [`container`]).
+    fn start_container(
         &self,
         log: &SharedLog,
         chosen: &Chosen,
         jobfs: &JobFs,
-        run: &str,
-        timeout: Option<Duration>,
         o: &RunOptions,
-    ) -> Result<Option<i32>, RunError> {
-        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
-            .map_err(|e| RunError::Spawn(std::io::Error::from(e)))?;
-        // A 1 MiB pipe (the unprivileged maximum by default) instead of
-        // 64 KiB: a chatty step blocks less and the reader below gets the
-        // output in fewer, larger reads. Best effort: 64 KiB still works.
-        let _ = nix::fcntl::fcntl(&r, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_BYTES as i32));
-        let w2 = w.try_clone().map_err(RunError::Spawn)?;
+    ) -> Result<JobContainer, RunError> {
         let _ = std::fs::remove_file(self.report_path());
-        let mut cmd = self.command(chosen, jobfs, run, timeout, o);
-        // A cgroup of its own, where the step's exec can enable cgroup v2
-        // limits; dropped (what is left killed, then removed) at the end.
-        let cgroup = match Children::get() {
-            Ok(children) => match children.step() {
-                Ok(cg) => Some(Arc::new(cg)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "no cgroup for the step; its limits fall back");
-                    None
-                }
-            },
-            Err(_) => None,
-        };
-        let step_cg = cgroup.clone();
+        let plan = self
+            .inputs(chosen, &jobfs.socket(), &self.report_path())
+            .container(o);
         let cpus = match o.cpus {
             Some(n) => Some(first_cpus(n).map_err(|e| RunError::Spawn(e.into()))?),
             None => None,
         };
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::from(w))
-            .stderr(Stdio::from(w2));
-        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches
-        // no memory of the parent; the step dies with the thread that
-        // started it (the job's thread, alive until the step is reaped).
-        // sched_setaffinity is a plain system call on a set computed
-        // before the fork, and entering the cgroup one write(2) to a
-        // descriptor opened before it.
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
-                if let Some(cg) = &step_cg {
-                    cg.enter()?;
-                }
-                if let Some(set) = &cpus {
-                    nix::sched::sched_setaffinity(Pid::from_raw(0), set)
-                        .map_err(std::io::Error::from)?;
-                }
-                Ok(())
-            });
-        }
-        let spawned = cmd.spawn();
-        drop(cmd); // closes our copies of the pipe's write end
-        let mut child = spawned.map_err(RunError::Spawn)?;
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let reader_log = log.clone();
-        std::thread::spawn(move || {
-            let mut f = File::from(r);
-            let mut buf = vec![0u8; PIPE_BYTES];
-            loop {
-                match f.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        if lock(&reader_log).write(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-            let _ = tx.send(());
-        });
-        // exec enforces `timeout` itself (exit 124); this watchdog only
-        // catches an exec that does not come back.
-        let hard = timeout.map(|t| Instant::now() + t + Duration::from_secs(10));
-        let status = loop {
-            if let Some(s) = child.try_wait().map_err(RunError::Spawn)? {
-                break Some(s);
-            }
-            if self.stopped() != stop::NONE
-                || hard.is_some_and(|h| Instant::now() >= h)
-                || lock(log).over_limit()
-            {
-                terminate(&mut child, self.grace);
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        // Whatever the step left in its cgroup dies now, so its output closes.
-        drop(cgroup);
-        if rx.recv_timeout(Duration::from_secs(5)).is_err() {
-            lock(log).line("==> pinfold: the step's output did not close; moving on");
-        }
-        use std::os::unix::process::ExitStatusExt;
-        Ok(status.and_then(|s| s.code().or_else(|| s.signal().map(|n| 128 + n))))
+        JobContainer::start(plan, log, cpus)
     }
 }
 
@@ -595,9 +527,6 @@ fn write_files(layer: &Path, files: &[(PathBuf, String)]) -> Result<(), RunError
     Ok(())
 }
 
-/// Capacity asked for the steps' output pipe, and the reads from it.
-const PIPE_BYTES: usize = 1 << 20;
-
 /// The first `n` CPUs of this process's affinity mask.
 fn first_cpus(n: usize) -> nix::Result<nix::sched::CpuSet> {
     let mine = nix::sched::sched_getaffinity(Pid::from_raw(0))?;
@@ -624,20 +553,6 @@ pub fn allowed_cpus() -> usize {
                 .count()
         })
         .unwrap_or(1)
-}
-
-/// SIGTERM (exec forwards it into the container), `grace`, then SIGKILL.
-fn terminate(child: &mut Child, grace: Duration) {
-    let pid = Pid::from_raw(child.id() as i32);
-    let _ = kill(pid, Signal::SIGTERM);
-    let until = Instant::now() + grace;
-    while Instant::now() < until {
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
 }
 
 fn humantime_secs(d: Duration) -> String {

@@ -1,5 +1,7 @@
-//! Step planning, pure: what each step's `pinfold exec` child gets (its
-//! program, arguments and whole environment) from the job spec, the
+//! Step planning, pure: what the job container's `pinfold exec` gets (its
+//! program, arguments and whole environment) and what each step asks of
+//! it (a [`StepRequest`]), or a step's own `pinfold exec` child (the
+//! drivers), from the job spec, the
 //! chosen policy, the run's [`RunOptions`] and the runner's [`HostEnv`].
 //! Nothing here starts a process, touches a file or reads the
 //! environment, so it is unit-tested without user namespaces; running the
@@ -13,6 +15,7 @@ use std::time::Duration;
 use pinfold_api::JobSpec;
 use pinfold_sandbox::container::IdMapMode;
 use pinfold_sandbox::container::idmap::IdMapError;
+use pinfold_sandbox::container::steps::StepRequest;
 
 /// Environment names that change how the host-side `pinfold exec` (or the
 /// dynamic loader under it) behaves.
@@ -154,10 +157,92 @@ pub struct StepPlan {
 }
 
 impl StepInputs<'_> {
-    /// The child that runs `run` with `/bin/sh -e -c`, within `timeout`.
+    /// The job container: one `pinfold exec` for all of the job's steps,
+    /// serving them on its fd [`CONTROL_FD`] (each step is a
+    /// [`StepInputs::request`]).
+    pub fn container(&self, o: &RunOptions) -> StepPlan {
+        let (mut args, env) = self.exec(o);
+        for a in ["--report".as_ref(), self.report.as_os_str()] {
+            args.push(a.to_owned());
+        }
+        args.push("--control-fd".into());
+        args.push(CONTROL_FD.to_string().into());
+        StepPlan {
+            program: self.exe.to_owned(),
+            args,
+            env,
+        }
+    }
+
+    /// One step of the job container: `run` with `/bin/sh -e -c`, within
+    /// `timeout`, with the job's env and secrets (values travel over the
+    /// control channel: on no command line, in no host-side environment).
+    pub fn request(&self, run: &str, timeout: Option<Duration>) -> StepRequest {
+        let mut env: Vec<(String, String)> = self
+            .spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.clone()))
+            .collect();
+        for k in &self.spec.secrets {
+            if let Some(v) = self.secrets.get(k.as_str()) {
+                env.push((k.as_str().to_owned(), v.clone()));
+            }
+        }
+        StepRequest {
+            argv: ["/bin/sh", "-e", "-c", run].map(str::to_owned).to_vec(),
+            env,
+            // Under a millisecond still limits: never 0 (no limit).
+            timeout_ms: timeout.map(|t| (t.as_millis() as u64).max(1)),
+        }
+    }
+
+    /// A child `pinfold exec` of its own that runs `run` with
+    /// `/bin/sh -e -c`, within `timeout` (the drivers, whose stages are
+    /// separate processes).
     pub fn plan(&self, run: &str, timeout: Option<Duration>, o: &RunOptions) -> StepPlan {
+        let (mut args, mut env) = self.exec(o);
+        let mut arg = |a: &dyn AsRef<std::ffi::OsStr>| args.push(a.as_ref().to_owned());
+        // Values travel in the child's environment, named by `--env NAME`;
+        // a name that would steer the host-side exec goes as NAME=VALUE.
+        for (k, v) in &self.spec.env {
+            arg(&"--env");
+            if reserved_name(k.as_str()) {
+                arg(&format!("{k}={v}"));
+            } else {
+                env.push((k.as_str().into(), v.into()));
+                arg(&k.as_str());
+            }
+        }
+        for k in &self.spec.secrets {
+            if let Some(v) = self.secrets.get(k.as_str()) {
+                env.push((k.as_str().into(), v.into()));
+                arg(&"--env");
+                arg(&k.as_str());
+            }
+        }
+        if let Some(t) = timeout {
+            arg(&"--timeout");
+            arg(&format!("{}ms", t.as_millis().max(1)));
+        }
+        arg(&"--report");
+        arg(&self.report);
+        arg(&"--");
+        for a in ["/bin/sh", "-e", "-c", run] {
+            arg(&a);
+        }
+        StepPlan {
+            program: self.exe.to_owned(),
+            args,
+            env,
+        }
+    }
+
+    /// What every `pinfold exec` of the job is given: its arguments up to
+    /// the job's own env, and the host environment it keeps.
+    fn exec(&self, o: &RunOptions) -> (Vec<OsString>, Vec<(OsString, OsString)>) {
         let mut args: Vec<OsString> = Vec::new();
-        let mut env: Vec<(OsString, OsString)> = self
+        let env: Vec<(OsString, OsString)> = self
             .host
             .pass
             .iter()
@@ -207,41 +292,12 @@ impl StepInputs<'_> {
             arg(&"--env");
             arg(&format!("{k}={v}"));
         }
-        // Values travel in the child's environment, named by `--env NAME`;
-        // a name that would steer the host-side exec goes as NAME=VALUE.
-        for (k, v) in &self.spec.env {
-            arg(&"--env");
-            if reserved_name(k.as_str()) {
-                arg(&format!("{k}={v}"));
-            } else {
-                env.push((k.as_str().into(), v.into()));
-                arg(&k.as_str());
-            }
-        }
-        for k in &self.spec.secrets {
-            if let Some(v) = self.secrets.get(k.as_str()) {
-                env.push((k.as_str().into(), v.into()));
-                arg(&"--env");
-                arg(&k.as_str());
-            }
-        }
-        if let Some(t) = timeout {
-            arg(&"--timeout");
-            arg(&format!("{}ms", t.as_millis().max(1)));
-        }
-        arg(&"--report");
-        arg(&self.report);
-        arg(&"--");
-        for a in ["/bin/sh", "-e", "-c", run] {
-            arg(&a);
-        }
-        StepPlan {
-            program: self.exe.to_owned(),
-            args,
-            env,
-        }
+        (args, env)
     }
 }
+
+/// The job container's fd for its control channel.
+pub const CONTROL_FD: i32 = 3;
 
 /// A step's time limit: its own and what is left of the job's, whichever
 /// is shorter.

@@ -1,0 +1,133 @@
+//! One container per job, from inside: `pinfold run` on the probe image
+//! as the unprivileged test user. Every step after the first runs in the
+//! same container as the first (same pid and mount namespaces, /tmp
+//! kept), and still sees the sandbox `pinfold exec` gives a single
+//! command; what a step leaves behind outside its writable paths (a
+//! daemon, SysV IPC, a lowered limit on init) does not reach the next
+//! step; the job's limits count every step together.
+
+mod common;
+
+use anyhow::Result;
+use common::{PROBES, probe_image};
+
+/// A job file on the probe image with `steps` (YAML list items) and
+/// `extra` top-level keys, run with `pinfold run` in a fresh directory the
+/// test user owns; returns (exit status, stdout + stderr).
+fn run_job(steps: &str, extra: &str) -> Result<(i32, String)> {
+    let d = common::user_dir();
+    let dir = d.path();
+    std::fs::write(
+        dir.join("job.yaml"),
+        format!("image: {}\n{extra}steps:\n{steps}", probe_image()),
+    )?;
+    common::host_sh(&format!("chmod -R a+rwX '{}'", dir.display()));
+    let o = common::pinfold()
+        .env("PINFOLD_HOME", dir.join("home"))
+        .current_dir(dir)
+        .args(["run", "job.yaml"])
+        .output()?;
+    Ok((
+        o.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    ))
+}
+
+/// The part of a `pinfold run` log between step `n`'s header and the next.
+fn step_log(log: &str, n: usize) -> &str {
+    let start = log
+        .find(&format!("==> step {n}/"))
+        .unwrap_or_else(|| panic!("no step {n}: {log}"));
+    let rest = &log[start..];
+    let end = rest[1..].find("\n==> step ").map_or(rest.len(), |i| i + 1);
+    &rest[..end]
+}
+
+#[test]
+fn a_later_step_sees_the_sandbox_and_nothing_a_step_left_but_its_files() -> Result<()> {
+    let (code, log) = run_job(
+        &format!(
+            "  - name: leave things behind\n    run: |\n      setsid sh -c 'sleep 1000' </dev/null >/dev/null 2>&1 &\n      echo $! > /tmp/daemon\n      /bin/probe shm-leave\n      echo kept > /tmp/kept\n      readlink /proc/self/ns/pid > /tmp/ns; readlink /proc/self/ns/mnt >> /tmp/ns\n      grep -c . /proc/sysvipc/shm\n  - name: probe\n    run: |\n      for p in {PROBES}; do /bin/probe $p; done\n      grep -E '^(Seccomp|NoNewPrivs|CapEff|CapBnd):' /proc/self/status\n      cat /tmp/kept\n      (readlink /proc/self/ns/pid; readlink /proc/self/ns/mnt) | cmp - /tmp/ns && echo same-namespaces\n      kill -0 $(cat /tmp/daemon) 2>/dev/null && echo daemon-alive || echo daemon-gone\n      echo sysv-left=$(($(grep -c . /proc/sysvipc/shm) - 1))\n      echo init=$(cat /proc/1/comm)\n"
+        ),
+        "",
+    )?;
+    assert_eq!(code, 0, "{log}");
+    let first = step_log(&log, 1);
+    // The first step did make a SysV segment (header + 1 line).
+    assert!(first.lines().any(|l| l == "2"), "{first}");
+    let second = step_log(&log, 2);
+    for p in PROBES.split_whitespace() {
+        assert!(second.contains(&format!("{p}: refused")), "{p}: {second}");
+    }
+    assert!(!second.contains("ALLOWED"), "{second}");
+    for want in [
+        "Seccomp:\t2",
+        "NoNewPrivs:\t1",
+        "CapEff:\t0000000000000000",
+        "CapBnd:\t0000000000000000",
+        // The job's files stay, in the same container...
+        "kept",
+        "same-namespaces",
+        // ...and nothing else does.
+        "daemon-gone",
+        "sysv-left=0",
+    ] {
+        assert!(second.contains(want), "{want}: {second}");
+    }
+    Ok(())
+}
+
+/// The attack: a step lowers a limit on PID 1 (prlimit needs no
+/// privilege against a process of the same uid), which every later step
+/// would inherit from the init that forks it. The job stops before the
+/// next step starts, naming what changed.
+#[test]
+fn a_step_that_changes_init_stops_the_job_before_the_next_step() -> Result<()> {
+    let mut attacks = vec![
+        ("resource limits", "/bin/probe prlimit-init"),
+        ("scheduling priority", "renice -n 19 -p 1"),
+    ];
+    // Narrowing to CPU 0 changes nothing on a machine of one CPU.
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+        attacks.push(("CPU affinity", "taskset -p 1 1"));
+    }
+    for (what, attack) in attacks {
+        let (code, log) = run_job(
+            &format!(
+                "  - name: attack\n    run: {attack} || true\n  - name: next\n    run: echo next-ran nofile=$(ulimit -n) nice=$(cut -d' ' -f19 /proc/self/stat)\n"
+            ),
+            "",
+        )?;
+        // The sandbox refuses the step (exit 125): the job ends in error.
+        assert_eq!(code, 125, "{attack}: {log}");
+        assert!(!log.contains("next-ran"), "{attack}: {log}");
+        assert!(
+            log.contains(&format!("a previous step changed init's {what}")),
+            "{attack}: {log}"
+        );
+    }
+    Ok(())
+}
+
+/// limits.memory counts the whole job: 40 MiB that step 1 leaves in /tmp
+/// and 40 MiB that step 2 allocates are over a 64 MiB limit together,
+/// though neither is alone.
+#[test]
+fn the_memory_limit_counts_every_step_of_the_job() -> Result<()> {
+    let (code, log) = run_job(
+        "  - name: fill tmp\n    run: dd if=/dev/zero of=/tmp/fill bs=1M count=40 2>/dev/null && echo filled\n  - name: allocate\n    run: /bin/probe mem shared-anon 40 && sleep 2 && echo survived\n",
+        "limits: { memory: 64M }\n",
+    )?;
+    assert_eq!(code, 1, "{log}");
+    assert!(log.contains("filled"), "{log}");
+    assert!(!log.contains("survived"), "{log}");
+    assert!(
+        log.contains("step allocate: job killed: memory limit 64M exceeded"),
+        "{log}"
+    );
+    Ok(())
+}
