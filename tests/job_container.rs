@@ -24,6 +24,7 @@ fn run_job(steps: &str, extra: &str) -> Result<(i32, String)> {
     common::host_sh(&format!("chmod -R a+rwX '{}'", dir.display()));
     let o = common::pinfold()
         .env("PINFOLD_HOME", dir.join("home"))
+        .env("PINFOLD_ALLOW_POLICIES", "untrusted")
         .current_dir(dir)
         .args(["run", "job.yaml"])
         .output()?;
@@ -78,6 +79,19 @@ fn a_later_step_sees_the_sandbox_and_nothing_a_step_left_but_its_files() -> Resu
     ] {
         assert!(second.contains(want), "{want}: {second}");
     }
+    Ok(())
+}
+
+/// Landlock holds in a later step too: under `untrusted`, which refuses
+/// TCP by Landlock's network rules, the second step cannot use loopback TCP.
+#[test]
+fn landlock_holds_in_a_later_step() -> Result<()> {
+    let (code, log) = run_job(
+        "  - name: first\n    run: echo first\n  - name: second\n    run: /bin/probe tcp-loopback\n",
+        "policy: untrusted\n",
+    )?;
+    assert_eq!(code, 0, "{log}");
+    assert!(step_log(&log, 2).contains("tcp-loopback: refused"), "{log}");
     Ok(())
 }
 

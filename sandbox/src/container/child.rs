@@ -97,7 +97,7 @@ pub(crate) fn main(
         Ok(ForkResult::Child) => {
             drop(status);
             // 9. The job: harden and exec.
-            let e = process::exec_job(&p);
+            let e = process::exec_job(&p, None);
             sync::report(&keep_err, &e);
             exit(e.code);
         }

@@ -58,6 +58,56 @@ pub struct Rules {
 
 /// Restricts the calling thread (and what it execs). Needs no_new_privs.
 pub fn apply(rules: &Rules) -> Result<Enforcement, String> {
+    prepare(rules)?.restrict()
+}
+
+/// A ruleset made and filled, not yet in force: a job container's init
+/// makes it once, and each step it forks puts its own copy in force
+/// ([`Prepared::restrict`]), which spares every step opening each path.
+pub struct Prepared(Option<landlock::RulesetCreated>);
+
+impl Prepared {
+    /// Puts the ruleset in force on the calling thread (and what it
+    /// execs). Needs no_new_privs.
+    pub fn restrict(self) -> Result<Enforcement, String> {
+        let Some(created) = self.0 else {
+            return Ok(Enforcement::None);
+        };
+        let status = created.restrict_self().map_err(|e| e.to_string())?;
+        Ok(match status.ruleset {
+            RulesetStatus::FullyEnforced => Enforcement::Full,
+            RulesetStatus::PartiallyEnforced => Enforcement::Partial,
+            RulesetStatus::NotEnforced => Enforcement::None,
+        })
+    }
+}
+
+impl Prepared {
+    /// The ruleset's fd, for [`restrict_fd`] (`None`: the kernel has no
+    /// Landlock and the policy allows that).
+    pub fn into_fd(self) -> Option<std::os::fd::OwnedFd> {
+        self.0.and_then(Option::from)
+    }
+}
+
+/// Puts the ruleset `fd` in force on the calling thread (and what it
+/// execs); needs no_new_privs. A raw system call rather than the crate's
+/// `restrict_self`, which consumes its ruleset: a job container's step is
+/// started sharing its init's memory (see `init::spawn_step`), where it
+/// must leave every value as it found it.
+pub fn restrict_fd(fd: std::os::fd::BorrowedFd<'_>) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: landlock_restrict_self takes an fd and a flags word and
+    // touches no memory of ours.
+    let rc = unsafe { libc::syscall(libc::SYS_landlock_restrict_self, fd.as_raw_fd(), 0) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    Ok(())
+}
+
+/// Makes and fills the ruleset of `rules` (see [`Prepared`]).
+pub fn prepare(rules: &Rules) -> Result<Prepared, String> {
     let abi = kernel_abi();
     if abi < rules.min_abi {
         return Err(format!(
@@ -66,7 +116,7 @@ pub fn apply(rules: &Rules) -> Result<Enforcement, String> {
         ));
     }
     if abi == 0 {
-        return Ok(Enforcement::None);
+        return Ok(Prepared(None));
     }
     let fs_all = AccessFs::from_all(TARGET_ABI);
     let read = AccessFs::from_read(TARGET_ABI);
@@ -117,10 +167,5 @@ pub fn apply(rules: &Rules) -> Result<Enforcement, String> {
                 .map_err(|e| e.to_string())?;
         }
     }
-    let status = created.restrict_self().map_err(|e| e.to_string())?;
-    Ok(match status.ruleset {
-        RulesetStatus::FullyEnforced => Enforcement::Full,
-        RulesetStatus::PartiallyEnforced => Enforcement::Partial,
-        RulesetStatus::NotEnforced => Enforcement::None,
-    })
+    Ok(Prepared(Some(created)))
 }

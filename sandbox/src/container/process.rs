@@ -3,6 +3,10 @@
 //! signals restored → rlimits → setsid → umask → chdir + cwd check → close_range →
 //! capabilities dropped (bounding, ambient, inheritable, permitted, effective)
 //! and securebits locked → no_new_privs → Landlock → seccomp → execve.
+//!
+//! A job container's step inherits from its init what the init did once
+//! for all steps ([`prepare_steps`]): the signal dispositions, the dropped
+//! capabilities and the Landlock ruleset, which the step puts in force.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -10,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
-use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, signal, sigprocmask};
+use nix::sys::signal::{SigHandler, SigmaskHow, Signal, signal, sigprocmask};
 
 use super::Prepared;
 use super::landlock::{self, Enforcement};
@@ -20,16 +24,57 @@ use super::sync::{Step, StepError};
 type Result<T> = std::result::Result<T, StepError>;
 
 /// Runs the job's setup and execs its command; returns only on failure.
-pub(crate) fn exec_job(p: &Prepared) -> StepError {
-    match harden(p) {
+/// `ready`: a job container's step, which inherits what its init did once
+/// ([`prepare_steps`]). Reads `p` and changes nothing in it: a step runs
+/// in its init's memory until execve.
+pub(crate) fn exec_job(p: &Prepared, ready: Option<&StepsReady>) -> StepError {
+    match harden(p, ready) {
         Ok(()) => exec(p),
         Err(e) => e,
     }
 }
 
-fn harden(p: &Prepared) -> Result<()> {
+/// What a job container's init does once for all its steps, which each
+/// step then inherits instead of doing itself: every signal's disposition
+/// back to the default, the capabilities dropped (and checked gone), and
+/// the Landlock ruleset made and filled (each step puts it in force).
+/// Without it (a single command), the job does all of it.
+pub(crate) fn prepare_steps(p: &Prepared) -> Result<StepsReady> {
+    reset_dispositions();
+    let empty = [
+        caps::CapSet::Bounding,
+        caps::CapSet::Ambient,
+        caps::CapSet::Inheritable,
+        caps::CapSet::Effective,
+        caps::CapSet::Permitted,
+    ]
+    .into_iter()
+    .all(|set| caps::read(None, set).is_ok_and(|c| c.is_empty()));
+    if !empty {
+        return Err(StepError::new(
+            "drop init's capabilities",
+            "some are left after clearing them",
+        ));
+    }
+    let ruleset = landlock::prepare(&landlock_rules(p))
+        .map_err(|e| StepError::new("prepare Landlock", e))?
+        .into_fd();
+    Ok(StepsReady { ruleset })
+}
+
+/// What [`prepare_steps`] made.
+pub(crate) struct StepsReady {
+    /// The Landlock ruleset (`None`: none on this kernel).
+    ruleset: Option<std::os::fd::OwnedFd>,
+}
+
+fn harden(p: &Prepared, ready: Option<&StepsReady>) -> Result<()> {
     let t = std::time::Instant::now();
-    restore_signals(&p.saved_sigmask)?;
+    if ready.is_none() {
+        reset_dispositions();
+    }
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&p.saved_sigmask), None)
+        .step("restore the signal mask")?;
     set_rlimits(p)?;
     nix::unistd::setsid().step("setsid")?;
     if let Some(m) = p.umask {
@@ -37,29 +82,18 @@ fn harden(p: &Prepared) -> Result<()> {
     }
     enter_workdir(&p.workdir)?;
     close_inherited_fds()?;
-    drop_capabilities()?;
+    if ready.is_none() {
+        drop_capabilities()?;
+    }
     set_no_new_privs()?;
-    let rules = landlock::Rules {
-        writable: writable_paths(p),
-        devices: [
-            "/dev/null",
-            "/dev/zero",
-            "/dev/full",
-            "/dev/tty",
-            "/dev/pts",
-            "/dev/ptmx",
-        ]
-        .iter()
-        .map(PathBuf::from)
-        .collect(),
-        allow_tcp: p.loopback_tcp,
-        connect_ports: match p.network {
-            crate::policy::NetworkMode::Allowlist => vec![crate::net::proxy::PROXY_ADDR.1],
-            _ => Vec::new(),
-        },
-        min_abi: p.landlock_min_abi,
+    let enforced = match ready {
+        Some(StepsReady { ruleset: Some(fd) }) => {
+            landlock::restrict_fd(std::os::fd::AsFd::as_fd(fd)).map(|()| Enforcement::Full)
+        }
+        Some(StepsReady { ruleset: None }) => Ok(Enforcement::None),
+        None => landlock::prepare(&landlock_rules(p)).and_then(landlock::Prepared::restrict),
     };
-    match landlock::apply(&rules) {
+    match enforced {
         Ok(Enforcement::Full) => {}
         // What this kernel leaves out was decided, and is reported, by
         // the parent (`crate::kernel::assess`).
@@ -81,18 +115,43 @@ fn harden(p: &Prepared) -> Result<()> {
     Ok(())
 }
 
-fn restore_signals(saved: &SigSet) -> Result<()> {
-    // Rust ignores SIGPIPE at startup and ignored dispositions survive
-    // execve: put every catchable signal back to the default.
+/// The job's Landlock rules (see [`landlock`]).
+fn landlock_rules(p: &Prepared) -> landlock::Rules {
+    landlock::Rules {
+        writable: writable_paths(p),
+        devices: [
+            "/dev/null",
+            "/dev/zero",
+            "/dev/full",
+            "/dev/tty",
+            "/dev/pts",
+            "/dev/ptmx",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect(),
+        allow_tcp: p.loopback_tcp,
+        connect_ports: match p.network {
+            crate::policy::NetworkMode::Allowlist => vec![crate::net::proxy::PROXY_ADDR.1],
+            _ => Vec::new(),
+        },
+        min_abi: p.landlock_min_abi,
+    }
+}
+
+/// Rust ignores SIGPIPE at startup and ignored dispositions survive
+/// execve: puts every catchable signal back to the default.
+fn reset_dispositions() {
     for sig in Signal::iterator() {
         if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
             continue;
         }
         // SAFETY: installing SIG_DFL runs no handler code; the process is
-        // single-threaded and about to exec.
+        // single-threaded (the job about to exec, or a job container's
+        // init, whose forwarded signals are blocked and read from a
+        // signalfd, where a disposition does not matter).
         let _ = unsafe { signal(sig, SigHandler::SigDfl) };
     }
-    sigprocmask(SigmaskHow::SIG_SETMASK, Some(saved), None).step("restore the signal mask")
 }
 
 /// RLIMIT_MEMLOCK of every job (see `set_rlimits`).

@@ -177,7 +177,7 @@ fn clean(s: &str) -> String {
 }
 
 /// Child: reports a failure to the parent.
-pub(crate) fn report(err_pipe: &OwnedFd, e: &StepError) {
+pub(crate) fn report(err_pipe: impl AsFd, e: &StepError) {
     let record = format!(
         "{}\t{}\t{}\t{}",
         e.code,
