@@ -235,6 +235,10 @@ fn apparmor_profile_parses() {
             "userns,",
             "include if exists <local/pinfold>",
             "}",
+            "profile pinfold-exec /usr/bin/pinfold-exec flags=(unconfined) {",
+            "userns,",
+            "include if exists <local/pinfold-exec>",
+            "}",
         ]
     );
     let (mut cmd, _) = parser4();

@@ -76,6 +76,8 @@ fn a_later_step_sees_the_sandbox_and_nothing_a_step_left_but_its_files() -> Resu
         // ...and nothing else does.
         "daemon-gone",
         "sysv-left=0",
+        // The runner's job container is the lean binary's.
+        "init=pinfold-exec",
     ] {
         assert!(second.contains(want), "{want}: {second}");
     }

@@ -29,6 +29,19 @@ for inv in "pinfold-coordinator" "rusqlite -e normal" "axum -e normal"; do
     exit 1
   fi
 done
+# The lean exec entry point is the sandbox alone: no registry client, no
+# async runtime, nothing of the server, the client or the agent.
+for inv in ureq tokio pinfold-coordinator pinfold-client pinfold-agent; do
+  if ! tree=$(cargo tree --locked -p pinfold-exec -e normal -i "$inv" 2>"$err") &&
+    ! grep -q 'did not match any packages' "$err"; then
+    cat "$err" >&2
+    exit 1
+  fi
+  if [ -n "$tree" ]; then
+    echo "tests/run.sh: pinfold-exec depends on $inv (cargo tree -p pinfold-exec -e normal -i $inv): it must stay the sandbox alone" >&2
+    exit 1
+  fi
+done
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked --no-run
 # cargo-deb for the kernel matrix builds while the tests run.

@@ -109,6 +109,7 @@ pub fn run(a: Args) -> i32 {
         ceiling,
         dir: dir.path().to_owned(),
         secrets,
+        lean: pinfold_agent::runner::lean_exec(&exe),
         exe,
         stop: flag,
         grace: a.grace,

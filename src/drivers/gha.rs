@@ -234,6 +234,8 @@ fn run_with(
         policy,
         job_fs: &dir.join(jobfs::SOCKET),
         report: &report,
+        // Each stage is a process of its own: a `pinfold exec` per step.
+        lean: None,
     }
     .plan(
         run,

@@ -250,6 +250,8 @@ pub fn run_stage(a: &RunArgs) -> Result<StageEnd, Fail> {
         policy: state.policy_for(kind),
         job_fs: &dir.join(jobfs::SOCKET),
         report: &report,
+        // Each stage is a process of its own: a `pinfold exec` per step.
+        lean: None,
     }
     .plan(
         &gitlab::shell_command(),

@@ -101,6 +101,26 @@ fn compile_probe(out: &Path) {
     );
 }
 
+/// The `pinfold-exec` binary of this build: another package of the
+/// workspace, so cargo builds it for its own tests, not for these; built
+/// here (a no-op when it is fresh) so that it is never a stale one.
+fn lean_exec() -> PathBuf {
+    let pinfold = Path::new(env!("CARGO_BIN_EXE_pinfold"));
+    let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    build.args(["build", "--quiet", "-p", "pinfold-exec"]);
+    if let Some(profile) = pinfold
+        .parent()
+        .and_then(|d| d.file_name())
+        .and_then(|p| p.to_str())
+        && profile != "debug"
+    {
+        build.args(["--profile", profile]);
+    }
+    build.current_dir(env!("CARGO_MANIFEST_DIR"));
+    run_ok(&mut build, "cargo build -p pinfold-exec");
+    pinfold.with_file_name("pinfold-exec")
+}
+
 /// Runs `cmd` on the host; asserts it ran and succeeded, naming `what` and
 /// its stderr.
 #[track_caller]
@@ -181,6 +201,11 @@ pub fn fixtures() -> &'static Fixtures {
         let pinfold = root.join("pinfold");
         std::fs::copy(env!("CARGO_BIN_EXE_pinfold"), &pinfold).unwrap();
         std::fs::set_permissions(&pinfold, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // pinfold-exec beside it, as installed: the runner's job containers
+        // run it (`runner::lean_exec`).
+        let lean = root.join("pinfold-exec");
+        std::fs::copy(lean_exec(), &lean).unwrap();
+        std::fs::set_permissions(&lean, std::fs::Permissions::from_mode(0o755)).unwrap();
         let probe = root.join("probe");
         compile_probe(&probe);
         let rootfs = root.join("rootfs");

@@ -305,6 +305,7 @@ fn run_job(sh: &Shared, lease: Lease, flag: Arc<AtomicU8>) {
         dir: dir.join("job"),
         secrets,
         exe: sh.cfg.exe.clone(),
+        lean: crate::runner::lean_exec(&sh.cfg.exe),
         stop: flag.clone(),
         grace: sh.cfg.grace,
         host: sh.cfg.host.clone(),

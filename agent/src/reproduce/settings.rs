@@ -70,6 +70,7 @@ impl Settings {
             dir,
             secrets: self.secrets.clone(),
             exe: self.exe.clone(),
+            lean: crate::runner::lean_exec(&self.exe),
             stop: self.stop.clone(),
             grace: self.grace,
             settings: self.sandbox.clone(),

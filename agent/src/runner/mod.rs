@@ -120,6 +120,9 @@ pub struct Job {
     pub secrets: BTreeMap<String, String>,
     /// The pinfold binary to run steps with.
     pub exe: PathBuf,
+    /// The lean `pinfold-exec` to run the job container with, when
+    /// installed ([`lean_exec`]); `None`: `exe exec`.
+    pub lean: Option<PathBuf>,
     /// Set (to a [`stop`] reason) to stop the job.
     pub stop: Arc<AtomicU8>,
     /// Between SIGTERM and SIGKILL when stopping a step.
@@ -475,6 +478,7 @@ impl Job {
             policy: &chosen.reference,
             job_fs: socket,
             report,
+            lean: self.lean.as_deref(),
         }
     }
 
@@ -496,6 +500,13 @@ impl Job {
         };
         JobContainer::start(plan, log, cpus)
     }
+}
+
+/// `pinfold-exec` beside the pinfold binary `exe`, if it is there (the
+/// Debian package and `cargo install` put both in one directory).
+pub fn lean_exec(exe: &Path) -> Option<PathBuf> {
+    let lean = exe.with_file_name("pinfold-exec");
+    lean.is_file().then_some(lean)
 }
 
 /// The job's empty workspace, as the `fill` of [`Job::run`] gets it.

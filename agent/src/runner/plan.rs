@@ -142,6 +142,10 @@ pub struct StepInputs<'a> {
     pub job_fs: &'a Path,
     /// Where exec writes the step's report.
     pub report: &'a Path,
+    /// The lean `pinfold-exec` binary, when one is installed beside the
+    /// pinfold binary: the job container runs it instead of `pinfold exec`
+    /// (the same code, a smaller binary).
+    pub lean: Option<&'a Path>,
 }
 
 /// One step's `pinfold exec` child: started with exactly `env` (nothing
@@ -162,13 +166,16 @@ impl StepInputs<'_> {
     /// [`StepInputs::request`]).
     pub fn container(&self, o: &RunOptions) -> StepPlan {
         let (mut args, env) = self.exec(o);
+        if self.lean.is_some() {
+            args.remove(0); // `exec`: pinfold-exec has no subcommands
+        }
         for a in ["--report".as_ref(), self.report.as_os_str()] {
             args.push(a.to_owned());
         }
         args.push("--control-fd".into());
         args.push(CONTROL_FD.to_string().into());
         StepPlan {
-            program: self.exe.to_owned(),
+            program: self.lean.unwrap_or(self.exe).to_owned(),
             args,
             env,
         }
@@ -333,6 +340,7 @@ mod tests {
             policy: "/etc/pinfold/ci.toml",
             job_fs: Path::new("/jobs/1/jobfs.sock"),
             report: Path::new("/jobs/1/step.json"),
+            lean: None,
         }
         .plan("make test", timeout, o)
     }

@@ -273,7 +273,10 @@ impl Stack {
         }
         // SAFETY: the lowest page of the mapping just made, which nothing uses.
         if unsafe { libc::mprotect(base, Self::GUARD, libc::PROT_NONE) } < 0 {
-            return Err(StepError::new("guard the steps' stack", Errno::last().desc()));
+            return Err(StepError::new(
+                "guard the steps' stack",
+                Errno::last().desc(),
+            ));
         }
         Ok(Stack {
             base,

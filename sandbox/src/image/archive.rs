@@ -11,6 +11,9 @@ use super::digest::{Digest, HashingReader};
 use super::layer::Compression;
 use super::reference::Select;
 
+/// An opened manifest or blob: its reader, its size and its media type
+/// when the source says them.
+pub type Opened = (Box<dyn std::io::Read + Send>, Option<u64>, Option<String>);
 /// Errors from reading an image on disk.
 #[derive(Debug, thiserror::Error)]
 #[allow(missing_docs)]

@@ -15,6 +15,7 @@ pub mod digest;
 pub mod layer;
 pub mod owner;
 pub mod reference;
+#[cfg(feature = "registry")]
 pub mod registry;
 pub mod runtime;
 pub mod store;

@@ -6,7 +6,6 @@
 //! reqwest + hyper) and hides the streaming we need to hash and unpack a
 //! blob in one pass; the protocol subset pinfold uses is four requests.
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -65,7 +64,7 @@ type Result<T> = std::result::Result<T, RegistryError>;
 pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
 /// An opened blob: the body, its length and its media type when the source says.
-pub type Opened = (Box<dyn Read + Send>, Option<u64>, Option<String>);
+pub use super::archive::Opened;
 
 /// A registry client for one repository.
 pub struct Registry {

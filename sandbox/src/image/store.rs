@@ -35,11 +35,14 @@ use nix::fcntl::{Flock, FlockArg};
 use oci_spec::image::ImageConfiguration;
 use serde::{Deserialize, Serialize};
 
-use super::archive::{ArchiveError, Local, Root};
+#[cfg(feature = "registry")]
+use super::archive::Root;
+use super::archive::{ArchiveError, Local};
 use super::digest::{Digest, DigestError, VerifyError};
 use super::layer::{LayerError, Limits};
 use super::owner::{OwnerError, Ownership};
 use super::reference::{ImageRef, ReferenceError};
+#[cfg(feature = "registry")]
 use super::registry::{Registry, RegistryError};
 use crate::settings::Settings;
 
@@ -59,8 +62,14 @@ pub enum ImageError {
     Reference(#[from] ReferenceError),
     #[error(transparent)]
     Digest(#[from] DigestError),
+    #[cfg(feature = "registry")]
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// A registry image asked of a build without the registry client.
+    #[error(
+        "{0}: this build has no registry client (pinfold-exec runs what the store holds); fetch it first with `pinfold image pull`"
+    )]
+    NoRegistry(String),
     #[error(transparent)]
     Archive(#[from] ArchiveError),
     #[error(transparent)]
@@ -183,6 +192,7 @@ pub struct Store {
     /// The platform images are resolved for: `(os, arch, variant)`.
     platform: (String, String, Option<String>),
     /// The registry credential files, in search order.
+    #[cfg_attr(not(feature = "registry"), allow(dead_code))]
     auth_files: Vec<PathBuf>,
 }
 
@@ -318,6 +328,9 @@ impl Store {
     pub fn pull(&self, r: &ImageRef, opts: &PullOptions) -> Result<ImageRecord> {
         let _shared = self.lock("store.lock", false)?;
         let (source, root, mut names) = match r {
+            #[cfg(not(feature = "registry"))]
+            ImageRef::Docker { .. } => return Err(ImageError::NoRegistry(r.to_string())),
+            #[cfg(feature = "registry")]
             ImageRef::Docker {
                 host,
                 repo,

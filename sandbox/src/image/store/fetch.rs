@@ -12,20 +12,25 @@ use super::{ImageError, ImageRecord, LayerRecord, Progress, PullOptions, Result,
 use crate::image::archive::{Local, Root};
 use crate::image::digest::{Digest, DigestError, HashingReader, VerifyError, read_verified};
 use crate::image::layer::{self, Budget, Compression};
+#[cfg(feature = "registry")]
 use crate::image::registry::Registry;
 
 /// Where the bytes come from.
 pub(super) enum Source {
+    #[cfg(feature = "registry")]
     Registry(Registry),
     Local(Local),
 }
 
 impl Source {
     /// Opens a manifest/index (`manifest`) or a blob: reader, size if known, media type if known.
-    fn open(&self, d: &Digest, manifest: bool) -> Result<crate::image::registry::Opened> {
+    fn open(&self, d: &Digest, manifest: bool) -> Result<crate::image::archive::Opened> {
         Ok(match self {
+            #[cfg(feature = "registry")]
             Source::Registry(r) => r.open(d, manifest)?,
+            // A local layout names manifests by digest like any blob.
             Source::Local(l) => {
+                let _ = manifest;
                 let (r, n) = l.open(d)?;
                 (r, Some(n), None)
             }
