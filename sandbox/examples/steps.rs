@@ -3,18 +3,17 @@
 //! [`pinfold_sandbox::container::steps::Control`] as the runner asks.
 //!
 //! ```text
-//! steps start N PINFOLD EXEC_ARGS...   N steps of `/bin/probe now`: prints the
-//!                                      median time from the request to the
-//!                                      step's first instruction (its clock),
-//!                                      and to the reply, in µs
-//! steps job N PINFOLD EXEC_ARGS...     a whole job of N `true` steps (for
-//!                                      bench/alternate.py to time)
-//! steps walk PINFOLD EXEC_ARGS...      `du -s /usr` as step 1 and step 2:
-//!                                      prints each one's time in µs
+//! steps start N EXEC...   N steps of `/bin/probe now`: prints the median
+//!                         time from the request to the step's first
+//!                         instruction (its clock), and to the reply, in µs
+//! steps job N EXEC...     a whole job of N `true` steps (for
+//!                         bench/alternate.py to time)
+//! steps walk EXEC...      `du -s /usr` as step 1 and step 2: prints each
+//!                         one's time in µs
 //! ```
 //!
-//! EXEC_ARGS are `pinfold exec`'s (e.g. `--rootfs DIR`); `--control-fd 3`
-//! is added.
+//! EXEC is the container's command line (`pinfold-exec --rootfs DIR`, or
+//! `pinfold exec --rootfs DIR`); `--control-fd 3` is added.
 
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd};
@@ -45,11 +44,11 @@ struct Job {
 }
 
 impl Job {
-    fn start(pinfold: &str, exec_args: &[String]) -> Job {
+    fn start(exec: &[String]) -> Job {
         let (control, theirs) = Control::pair().expect("socket pair");
         let fd = theirs.as_raw_fd();
-        let mut cmd = Command::new(pinfold);
-        cmd.arg("exec").args(exec_args).args(["--control-fd", "3"]);
+        let mut cmd = Command::new(&exec[0]);
+        cmd.args(&exec[1..]).args(["--control-fd", "3"]);
         // SAFETY: dup2 is async-signal-safe and touches no memory.
         unsafe {
             cmd.pre_exec(move || {
@@ -101,7 +100,7 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("start") => {
             let n: usize = args[1].parse().expect("N");
-            let job = Job::start(&args[2], &args[3..]);
+            let job = Job::start(&args[2..]);
             let (mut first, mut round) = (Vec::new(), Vec::new());
             for _ in 0..n {
                 let (out, t0, t1) = job.step(&["/bin/probe", "now"]);
@@ -118,7 +117,7 @@ fn main() {
         }
         Some("job") => {
             let n: usize = args[1].parse().expect("N");
-            let job = Job::start(&args[2], &args[3..]);
+            let job = Job::start(&args[2..]);
             for _ in 0..n {
                 job.step(&["/bin/true"]);
             }
@@ -127,7 +126,7 @@ fn main() {
         Some("walk") => {
             // Step 1 is sent at once, as the runner does: it includes the
             // container's own start, which `steps start` shows alone.
-            let job = Job::start(&args[1], &args[2..]);
+            let job = Job::start(&args[1..]);
             let mut took = Vec::new();
             for _ in 0..2 {
                 let (_, t0, t1) = job.step(&["du", "-s", "/usr"]);
@@ -138,7 +137,7 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "usage: steps start N PINFOLD ARGS... | job N PINFOLD ARGS... | walk PINFOLD ARGS..."
+                "usage: steps start N EXEC... | job N EXEC... | walk EXEC..."
             );
             std::process::exit(2);
         }
