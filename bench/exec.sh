@@ -11,6 +11,10 @@
 #                  rootfs, tmpfs /tmp, hostname, new session, pinfold's own
 #                  seccomp program (--seccomp). bwrap 0.8 has no overlay, no
 #                  Landlock, no rlimits, no /proc masks beyond its own;
+#   unshare floor  `unshare -Urmpfn --mount-proc /bin/true`: the namespaces
+#                  alone, nothing else (the floor every sandbox starts above);
+#   pinfold-exec single  the lean exec entry point (exec/: the sandbox crate
+#                  alone), the same run as `pinfold single`;
 #   pinfold single / sub-id  the default policy: overlay rootfs with a tmpfs
 #                  upper, masked /proc, Landlock, seccomp, rlimits, generated
 #                  /etc; one id mapped (written by the child itself), or the
@@ -27,7 +31,11 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 RUNS=${1:-200}
 bin=$(pinfold_bin dist)
+# pinfold-exec alone, so that the sandbox is built without its registry
+# client, as the lean binary is shipped.
+cargo build --profile dist --quiet -p pinfold-exec
 make_work pinfold-bench "$bin"
+cp "${PINFOLD_EXEC_BIN:-${CARGO_TARGET_DIR:-target}/dist/pinfold-exec}" "$work/pinfold-exec"
 rootfs="$work/rootfs"
 bash tests/make-busybox-rootfs.sh "$rootfs"
 own_work
@@ -54,6 +62,8 @@ if [ -n "${PINFOLD_BASE:-}" ]; then
 fi
 run python3 bench/alternate.py "$RUNS" 20 "$work/result.json" \
   "bwrap=$(command -v bwrap) --unshare-all --die-with-parent --bind $rootfs / --proc /proc --dev /dev /bin/true" \
+  "unshare floor=$(command -v unshare) -Urmpfn --mount-proc /bin/true" \
+  "pinfold-exec single=$work/pinfold-exec --userns single --rootfs $rootfs -- /bin/true" \
   "bwrap matched=$(command -v bwrap) --unshare-all --die-with-parent --new-session --hostname pinfold --ro-bind $rootfs / --proc /proc --dev /dev --tmpfs /tmp --seccomp 3 3<$work/seccomp.raw /bin/true" \
   "pinfold single=$work/pinfold exec --userns single --rootfs $rootfs -- /bin/true" \
   "pinfold sub-id=$work/pinfold exec --rootfs $rootfs -- /bin/true" "${base[@]}"

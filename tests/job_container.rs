@@ -103,14 +103,11 @@ fn landlock_holds_in_a_later_step() -> Result<()> {
 /// next step starts, naming what changed.
 #[test]
 fn a_step_that_changes_init_stops_the_job_before_the_next_step() -> Result<()> {
-    let mut attacks = vec![
+    let attacks = [
         ("resource limits", "/bin/probe prlimit-init"),
         ("scheduling priority", "renice -n 19 -p 1"),
+        ("scheduling priority", "/bin/probe sched-init"),
     ];
-    // Narrowing to CPU 0 changes nothing on a machine of one CPU.
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
-        attacks.push(("CPU affinity", "taskset -p 1 1"));
-    }
     for (what, attack) in attacks {
         let (code, log) = run_job(
             &format!(
@@ -126,6 +123,22 @@ fn a_step_that_changes_init_stops_the_job_before_the_next_step() -> Result<()> {
             "{attack}: {log}"
         );
     }
+    Ok(())
+}
+
+/// Narrowed CPUs are the one change to init a step undoes itself: each
+/// step takes init's CPUs as they were when the job began.
+#[test]
+fn a_step_that_narrows_init_cpus_does_not_narrow_the_next() -> Result<()> {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        return Ok(()); // narrowing to CPU 0 changes nothing on one CPU
+    }
+    let (code, log) = run_job(
+        "  - name: narrow\n    run: |\n      taskset -p $$ | sed 's/.*: //' > /tmp/mask\n      taskset -p 1 1\n  - name: next\n    run: |\n      test \"$(taskset -p $$ | sed 's/.*: //')\" = \"$(cat /tmp/mask)\" && echo cpus-as-before\n",
+        "",
+    )?;
+    assert_eq!(code, 0, "{log}");
+    assert!(step_log(&log, 2).contains("cpus-as-before"), "{log}");
     Ok(())
 }
 

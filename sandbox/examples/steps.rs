@@ -136,9 +136,7 @@ fn main() {
             println!("du -s /usr: step 1 {} us, step 2 {} us", took[0], took[1]);
         }
         _ => {
-            eprintln!(
-                "usage: steps start N EXEC... | job N EXEC... | walk EXEC..."
-            );
+            eprintln!("usage: steps start N EXEC... | job N EXEC... | walk EXEC...");
             std::process::exit(2);
         }
     }

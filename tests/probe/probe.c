@@ -269,6 +269,12 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(name, "shm-leave")) /* makes a SysV segment and exits without removing it */
         return shmget(IPC_PRIVATE, 1 << 20, IPC_CREAT | 0600) < 0 ? 2 : 0;
+    if (!strcmp(name, "sched-init")) { /* gives PID 1 a custom time slice (sched_setattr): a later step must not inherit it */
+        struct { uint32_t size, policy; uint64_t flags; int32_t nice; uint32_t prio; uint64_t runtime, deadline, period; } a = {0};
+        a.size = sizeof a;
+        a.runtime = 100000;
+        return result(syscall(SYS_sched_setattr, 1, &a, 0));
+    }
     if (!strcmp(name, "prlimit-init")) { /* lowers PID 1's RLIMIT_NOFILE: a later step must not inherit it */
         struct rlimit r = {64, 64};
         return result(prlimit(1, RLIMIT_NOFILE, &r, NULL));

@@ -101,8 +101,14 @@ impl JobContainer {
                     nix::sched::sched_setaffinity(Pid::from_raw(0), set)
                         .map_err(std::io::Error::from)?;
                 }
-                // dup2 clears close-on-exec on the copy.
-                if libc::dup2(theirs_fd, CONTROL_FD) < 0 {
+                // dup2 clears close-on-exec on the copy; when the socket
+                // is fd 3 already (this process's 0-2 were closed), there
+                // is no copy: clear it on the fd itself.
+                if theirs_fd == CONTROL_FD {
+                    if libc::fcntl(CONTROL_FD, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(theirs_fd, CONTROL_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())

@@ -91,8 +91,10 @@ pub(crate) fn serve(p: &mut Prepared, control: OwnedFd) -> i32 {
     };
     // What a step could change in init (and so in every later step, which
     // inherits it from init) without any privilege: lower its rlimits with
-    // prlimit, raise its nice value, narrow its CPUs or lower its I/O
-    // priority (same uid). Checked before each step: a change refuses it.
+    // prlimit, raise its nice value or change its scheduling attributes, or
+    // lower its I/O priority (same uid). Checked before each step: a change
+    // refuses it, since a step cannot undo it. (Narrowed CPUs each step
+    // undoes itself: see `process::prepare_steps`.)
     let inherited = Inherited::now();
     let ready = match process::prepare_steps(p).and_then(|r| Ok((r, Stack::new()?))) {
         Ok(r) => r,
@@ -103,12 +105,10 @@ pub(crate) fn serve(p: &mut Prepared, control: OwnedFd) -> i32 {
     };
     let mut last = 0;
     loop {
-        // Idle: no process but init exists. A signal from outside the
-        // container (the runner stopping the job) ends it.
+        // Idle: no process but init exists.
         match wait_idle(&control, &mut signals) {
             Idle::Request => {}
             Idle::Closed => return last,
-            Idle::Signal(sig) => return 128 + sig,
         }
         let (req, fds) = match control.recv::<StepRequest>() {
             Ok(r) => r,
@@ -119,7 +119,7 @@ pub(crate) fn serve(p: &mut Prepared, control: OwnedFd) -> i32 {
                 "a previous step changed init's {what}, which every step inherits; the job stops here (a step may change only files in its writable paths)"
             )),
             (None, _) => refused("the step request carried no output fd".into()),
-            (Some(out), None) => run_step(p, &ready, &req, out, &mut signals),
+            (Some(out), None) => run_step(p, &ready, &req, out, &mut signals, &control),
         };
         last = reply.exit_code;
         if control.send(&reply, &[]).is_err() {
@@ -139,7 +139,6 @@ fn refused(error: String) -> StepReply {
 enum Idle {
     Request,
     Closed,
-    Signal(i32),
 }
 
 fn wait_idle(control: &Control, signals: &mut SignalFd) -> Idle {
@@ -154,31 +153,16 @@ fn wait_idle(control: &Control, signals: &mut SignalFd) -> Idle {
             Err(Errno::EINTR) => continue,
             Err(_) => return Idle::Closed,
         }
-        let request = fds[0].revents().is_some_and(|r| !r.is_empty());
-        if let Some(sig) = outside_stop(signals) {
-            return Idle::Signal(sig);
-        }
-        if request {
+        // Between steps no signal is acted on: the runner ends a job by
+        // closing the channel (and killing the container), and a sender
+        // cannot be told apart from a process an earlier step left (a
+        // queued signal's sender pid and code can be forged, and with
+        // RLIMIT_SIGPENDING lowered signals arrive without them).
+        while let Ok(Some(_)) = signals.read_signal() {}
+        if fds[0].revents().is_some_and(|r| !r.is_empty()) {
             return Idle::Request;
         }
     }
-}
-
-/// Drains pending signals; returns the first terminating one sent from
-/// outside the container (its sender's pid is 0 in our namespace).
-/// Signals a step sent to PID 1 before it ended are dropped.
-fn outside_stop(signals: &mut SignalFd) -> Option<i32> {
-    let mut stop = None;
-    while let Ok(Some(info)) = signals.read_signal() {
-        let sig = info.ssi_signo as i32;
-        if info.ssi_pid == 0
-            && stop.is_none()
-            && [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT].contains(&sig)
-        {
-            stop = Some(sig);
-        }
-    }
-    stop
 }
 
 fn run_step(
@@ -187,6 +171,7 @@ fn run_step(
     req: &StepRequest,
     out: OwnedFd,
     signals: &mut SignalFd,
+    control: &Control,
 ) -> StepReply {
     if req.argv.is_empty() {
         return refused("the step request has no command".into());
@@ -198,11 +183,13 @@ fn run_step(
         Ok(p) => p,
         Err(e) => return refused(format!("create the step's error pipe: {}", e.desc())),
     };
+    let exec = process::ExecArgs::new(p);
     let started = std::time::Instant::now();
     let step = match spawn_step(
         &Spawn {
             p,
             ready,
+            exec: &exec,
             out: out.as_raw_fd(),
             err: err_w.as_raw_fd(),
         },
@@ -216,9 +203,14 @@ fn run_step(
     let deadline = req
         .timeout_ms
         .map(|ms| started + std::time::Duration::from_millis(ms));
-    let (code, timed_out) = match wait_step(step, signals, deadline) {
-        Some(code) => (code, false),
-        None => (124, true),
+    let (code, timed_out) = match wait_step(step, signals, control, deadline) {
+        Waited::Exited(code) => (code, false),
+        Waited::TimedOut => (124, true),
+        // The runner is gone: so is the job.
+        Waited::RunnerGone => {
+            kill_the_rest();
+            return refused("the runner closed the control channel during the step".into());
+        }
     };
     kill_the_rest();
     clear_sysv();
@@ -241,6 +233,7 @@ fn run_step(
 struct Spawn<'a> {
     p: &'a Prepared,
     ready: &'a process::StepsReady,
+    exec: &'a process::ExecArgs,
     out: RawFd,
     err: RawFd,
 }
@@ -318,7 +311,7 @@ extern "C" fn step_main(arg: *mut libc::c_void) -> libc::c_int {
     // init's frame until this process execs or exits (CLONE_VFORK).
     let s = unsafe { &*(arg as *const Spawn<'_>) };
     let e = match step_io(s.out) {
-        Ok(()) => process::exec_job(s.p, Some(s.ready)),
+        Ok(()) => process::exec_job(s.p, Some((s.ready, s.exec))),
         Err(e) => e,
     };
     // SAFETY: the error pipe's write end, open in this process until execve.
@@ -349,23 +342,36 @@ fn step_io(out: RawFd) -> Result<(), StepError> {
     Ok(())
 }
 
-/// Waits for the step's first process; `None` when `deadline` passed
-/// first. Forwards the signals the runner sends to it.
+/// How waiting for a step ended.
+enum Waited {
+    /// Its first process ended with this status.
+    Exited(i32),
+    /// Its deadline passed first.
+    TimedOut,
+    /// The runner closed the control channel (it died, or stops the job).
+    RunnerGone,
+}
+
+/// Waits for the step's first process, forwarding the signals the runner
+/// sends to it; gives up at `deadline` or when the runner hangs up.
 fn wait_step(
     step: Pid,
     signals: &mut SignalFd,
+    control: &Control,
     deadline: Option<std::time::Instant>,
-) -> Option<i32> {
+) -> Waited {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    // The peer closed its end (nix names no POLLRDHUP).
+    let rdhup = PollFlags::from_bits_retain(libc::POLLRDHUP);
     loop {
         loop {
             match waitpid(
                 None::<Pid>,
                 Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL),
             ) {
-                Ok(WaitStatus::Exited(pid, code)) if pid == step => return Some(code),
+                Ok(WaitStatus::Exited(pid, code)) if pid == step => return Waited::Exited(code),
                 Ok(WaitStatus::Signaled(pid, sig, _)) if pid == step => {
-                    return Some(128 + sig as i32);
+                    return Waited::Exited(128 + sig as i32);
                 }
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
                 Ok(_) | Err(Errno::EINTR) => continue,
@@ -376,18 +382,27 @@ fn wait_step(
             Some(d) => {
                 let left = d.saturating_duration_since(std::time::Instant::now());
                 if left.is_zero() {
-                    return None;
+                    return Waited::TimedOut;
                 }
                 PollTimeout::try_from(left.as_millis().clamp(1, 60_000) as i32)
                     .unwrap_or(PollTimeout::MAX)
             }
             None => PollTimeout::NONE,
         };
-        let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        let mut fds = [
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+            PollFd::new(control.as_fd(), rdhup),
+        ];
         if let Err(Errno::EINTR) | Ok(_) = poll(&mut fds, wait) {}
+        if fds[1]
+            .revents()
+            .is_some_and(|r| r.intersects(rdhup | PollFlags::POLLHUP | PollFlags::POLLERR))
+        {
+            return Waited::RunnerGone;
+        }
         while let Ok(Some(info)) = signals.read_signal() {
             if info.ssi_signo as i32 != libc::SIGCHLD {
-                // SAFETY: kill(2) with a pid we forked and a signal number the kernel gave us.
+                // SAFETY: kill(2) with a pid we started and a signal number the kernel gave us.
                 unsafe { libc::kill(step.as_raw(), info.ssi_signo as i32) };
             }
         }
@@ -447,8 +462,8 @@ struct Inherited {
     rlimits: Vec<(u64, u64)>,
     nice: i32,
     policy: i32,
+    attr: [u8; 128],
     ioprio: i64,
-    cpus: Vec<u8>,
 }
 
 impl Inherited {
@@ -468,20 +483,24 @@ impl Inherited {
         // SAFETY: these read the calling process's own attributes and
         // write only into the buffers passed.
         unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
-            let cpus = std::slice::from_raw_parts(
-                (&set as *const libc::cpu_set_t).cast::<u8>(),
-                std::mem::size_of::<libc::cpu_set_t>(),
-            )
-            .to_vec();
+            // The whole sched_attr (policy, flags, nice, priority, the
+            // custom slice, utilisation clamps): sched_setattr on another
+            // process of the same uid needs no privilege either.
+            let mut attr = [0u8; 128];
+            libc::syscall(
+                libc::SYS_sched_getattr,
+                0,
+                attr.as_mut_ptr(),
+                attr.len() as libc::c_uint,
+                0,
+            );
             Inherited {
                 rlimits,
                 nice: libc::getpriority(libc::PRIO_PROCESS, 0),
                 policy: libc::sched_getscheduler(0),
+                attr,
                 // IOPRIO_WHO_PROCESS, this process.
                 ioprio: libc::syscall(libc::SYS_ioprio_get, 1, 0),
-                cpus,
             }
         }
     }
@@ -491,12 +510,10 @@ impl Inherited {
         let now = Inherited::now();
         if now.rlimits != self.rlimits {
             Some("resource limits (prlimit)")
-        } else if now.nice != self.nice || now.policy != self.policy {
-            Some("scheduling priority (setpriority, sched_setscheduler)")
+        } else if now.nice != self.nice || now.policy != self.policy || now.attr != self.attr {
+            Some("scheduling priority (setpriority, sched_setscheduler, sched_setattr)")
         } else if now.ioprio != self.ioprio {
             Some("I/O priority (ioprio_set)")
-        } else if now.cpus != self.cpus {
-            Some("CPU affinity (sched_setaffinity)")
         } else {
             None
         }

@@ -27,9 +27,17 @@ type Result<T> = std::result::Result<T, StepError>;
 /// `ready`: a job container's step, which inherits what its init did once
 /// ([`prepare_steps`]). Reads `p` and changes nothing in it: a step runs
 /// in its init's memory until execve.
-pub(crate) fn exec_job(p: &Prepared, ready: Option<&StepsReady>) -> StepError {
-    match harden(p, ready) {
-        Ok(()) => exec(p),
+pub(crate) fn exec_job(p: &Prepared, ready: Option<(&StepsReady, &ExecArgs)>) -> StepError {
+    let own;
+    let args = match ready {
+        Some((_, a)) => a,
+        None => {
+            own = ExecArgs::new(p);
+            &own
+        }
+    };
+    match harden(p, ready.map(|(r, _)| r)) {
+        Ok(()) => exec(p, args),
         Err(e) => e,
     }
 }
@@ -59,19 +67,34 @@ pub(crate) fn prepare_steps(p: &Prepared) -> Result<StepsReady> {
     let ruleset = landlock::prepare(&landlock_rules(p))
         .map_err(|e| StepError::new("prepare Landlock", e))?
         .into_fd();
-    Ok(StepsReady { ruleset })
+    // SAFETY: an all-zero cpu_set_t is a valid empty set; sched_getaffinity
+    // writes one into it.
+    let mut cpus: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut cpus) };
+    Ok(StepsReady { ruleset, cpus })
 }
 
 /// What [`prepare_steps`] made.
 pub(crate) struct StepsReady {
     /// The Landlock ruleset (`None`: none on this kernel).
     ruleset: Option<std::os::fd::OwnedFd>,
+    /// Init's CPUs when the job began, which each step takes.
+    cpus: libc::cpu_set_t,
 }
 
 fn harden(p: &Prepared, ready: Option<&StepsReady>) -> Result<()> {
     let t = std::time::Instant::now();
-    if ready.is_none() {
-        reset_dispositions();
+    match ready {
+        None => reset_dispositions(),
+        // Init's CPUs as they were when the job began: a step may have
+        // narrowed init's (sched_setaffinity needs no privilege against a
+        // process of the same uid), and the host's cpuset may have changed
+        // since (best effort: then the kernel keeps what it allows).
+        // SAFETY: sched_setaffinity reads one cpu_set_t.
+        Some(r) => unsafe {
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &r.cpus);
+        },
     }
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&p.saved_sigmask), None)
         .step("restore the signal mask")?;
@@ -87,10 +110,10 @@ fn harden(p: &Prepared, ready: Option<&StepsReady>) -> Result<()> {
     }
     set_no_new_privs()?;
     let enforced = match ready {
-        Some(StepsReady { ruleset: Some(fd) }) => {
-            landlock::restrict_fd(std::os::fd::AsFd::as_fd(fd)).map(|()| Enforcement::Full)
-        }
-        Some(StepsReady { ruleset: None }) => Ok(Enforcement::None),
+        Some(StepsReady {
+            ruleset: Some(fd), ..
+        }) => landlock::restrict_fd(std::os::fd::AsFd::as_fd(fd)).map(|()| Enforcement::Full),
+        Some(StepsReady { ruleset: None, .. }) => Ok(Enforcement::None),
         None => landlock::prepare(&landlock_rules(p)).and_then(landlock::Prepared::restrict),
     };
     match enforced {
@@ -261,34 +284,64 @@ pub(crate) fn set_no_new_privs() -> Result<()> {
     Ok(())
 }
 
-/// execve with a PATH search over the container's PATH (execvpe would use
-/// ours). ENOENT everywhere → 127; found but not executable → 126.
-fn exec(p: &Prepared) -> StepError {
-    let cmd = p.argv[0].as_bytes();
-    let candidates: Vec<CString> = if cmd.contains(&b'/') {
-        vec![p.argv[0].clone()]
-    } else {
-        p.search_path
-            .iter()
-            .filter(|d| !d.is_empty())
-            .filter_map(|d| {
-                let mut v = d.as_bytes().to_vec();
-                v.push(b'/');
-                v.extend_from_slice(cmd);
-                CString::new(v).ok()
-            })
-            .collect()
-    };
+/// What execve is given, made before the job's last steps: the paths to
+/// try (a PATH search over the container's PATH: execvpe would use ours)
+/// and the NULL-terminated argv and envp arrays, pointing into a
+/// [`Prepared`] that must outlive it. A job container's init makes it
+/// before starting the step, so that the step, which runs in init's
+/// memory, allocates nothing that its execve would leave behind there.
+pub(crate) struct ExecArgs {
+    candidates: Vec<CString>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+}
+
+impl ExecArgs {
+    pub(crate) fn new(p: &Prepared) -> ExecArgs {
+        let cmd = p.argv[0].as_bytes();
+        let candidates: Vec<CString> = if cmd.contains(&b'/') {
+            vec![p.argv[0].clone()]
+        } else {
+            p.search_path
+                .iter()
+                .filter(|d| !d.is_empty())
+                .filter_map(|d| {
+                    let mut v = d.as_bytes().to_vec();
+                    v.push(b'/');
+                    v.extend_from_slice(cmd);
+                    CString::new(v).ok()
+                })
+                .collect()
+        };
+        let array = |v: &[CString]| {
+            v.iter()
+                .map(|c| c.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect()
+        };
+        ExecArgs {
+            candidates,
+            argv: array(&p.argv),
+            envp: array(&p.env),
+        }
+    }
+}
+
+/// execve over `a`'s candidates. ENOENT everywhere → 127; found but not
+/// executable → 126.
+fn exec(p: &Prepared, a: &ExecArgs) -> StepError {
     let mut denied = None;
-    for c in &candidates {
-        match nix::unistd::execve(c, &p.argv, &p.env) {
-            Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => continue,
-            Err(e @ (Errno::EACCES | Errno::EPERM)) => denied = Some((c.clone(), e)),
-            Err(e) => {
+    for c in &a.candidates {
+        // SAFETY: `c`, and every pointer of the NULL-terminated arrays,
+        // point into C strings that live in `a` and `p` for this call.
+        unsafe { libc::execve(c.as_ptr(), a.argv.as_ptr(), a.envp.as_ptr()) };
+        match Errno::last() {
+            Errno::ENOENT | Errno::ENOTDIR => continue,
+            e @ (Errno::EACCES | Errno::EPERM) => denied = Some((c, e)),
+            e => {
                 return StepError::new(format!("execute {}", c.to_string_lossy()), e.desc())
                     .code(126);
             }
-            Ok(never) => match never {},
         }
     }
     let name = p.argv[0].to_string_lossy().into_owned();
