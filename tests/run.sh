@@ -11,37 +11,37 @@ else
   echo "tests/run.sh: not root, skipping tests/setup.sh (run it once as root)" >&2
 fi
 cargo fmt --all --check
-# A runner must not link the server: the agent reaches the coordinator
-# through pinfold-client alone, so neither the coordinator nor its axum and
-# SQLite may turn up in the agent's tree. `cargo tree -i` refuses a package
-# that is not in the graph at all ("did not match"): that counts as absent.
 err=$(mktemp)
 trap 'rm -f "$err" "${deb_log:-}"' EXIT
-for inv in "pinfold-coordinator" "rusqlite -e normal" "axum -e normal"; do
-  # shellcheck disable=SC2086
-  if ! tree=$(cargo tree --locked -p pinfold-agent -i $inv 2>"$err") &&
-    ! grep -q 'did not match any packages' "$err"; then
-    cat "$err" >&2
-    exit 1
-  fi
-  if [ -n "$tree" ]; then
-    echo "tests/run.sh: pinfold-agent depends on ${inv%% *} (cargo tree -p pinfold-agent -i $inv): a runner must not link the server" >&2
-    exit 1
-  fi
-done
+# forbid PACKAGE WHY 'NAME [-e normal]'...: fails when `cargo tree -p
+# PACKAGE -i NAME` finds NAME. `cargo tree -i` refuses a package that is
+# not in the graph at all ("did not match"): that counts as absent.
+forbid() {
+  local pkg=$1 why=$2 inv tree
+  shift 2
+  for inv in "$@"; do
+    # shellcheck disable=SC2086
+    if ! tree=$(cargo tree --locked -p "$pkg" -i $inv 2>"$err") &&
+      ! grep -q 'did not match any packages' "$err"; then
+      cat "$err" >&2
+      exit 1
+    fi
+    if [ -n "$tree" ]; then
+      echo "tests/run.sh: $pkg depends on ${inv%% *} (cargo tree -p $pkg -i $inv): $why" >&2
+      exit 1
+    fi
+  done
+}
+# A runner must not link the server: the agent reaches the coordinator
+# through pinfold-client alone, so neither the coordinator nor its axum and
+# SQLite may turn up in the agent's tree.
+forbid pinfold-agent "a runner must not link the server" \
+  "pinfold-coordinator" "rusqlite -e normal" "axum -e normal"
 # The lean exec entry point is the sandbox alone: no registry client, no
 # async runtime, nothing of the server, the client or the agent.
-for inv in ureq tokio pinfold-coordinator pinfold-client pinfold-agent; do
-  if ! tree=$(cargo tree --locked -p pinfold-exec -e normal -i "$inv" 2>"$err") &&
-    ! grep -q 'did not match any packages' "$err"; then
-    cat "$err" >&2
-    exit 1
-  fi
-  if [ -n "$tree" ]; then
-    echo "tests/run.sh: pinfold-exec depends on $inv (cargo tree -p pinfold-exec -e normal -i $inv): it must stay the sandbox alone" >&2
-    exit 1
-  fi
-done
+forbid pinfold-exec "it must stay the sandbox alone" \
+  "ureq -e normal" "tokio -e normal" "pinfold-coordinator -e normal" \
+  "pinfold-client -e normal" "pinfold-agent -e normal"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked --no-run
 # cargo-deb for the kernel matrix builds while the tests run.
