@@ -181,3 +181,16 @@ fn main() {
     };
     std::process::exit(code);
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap checks a command's arguments (unique ids and groups, ...) only
+    /// in debug builds and only for the command invoked: this checks them
+    /// all, so a clash is a failed test rather than a panic of `pinfold
+    /// exec` in a debug build.
+    #[test]
+    fn every_command_passes_clap_debug_asserts() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -2,7 +2,7 @@
 //! rootless container. Built from the sandbox crate alone: no registry
 //! client, no async runtime, no coordinator or agent, so the runner's job
 //! containers start a small binary. `pinfold exec` is the same code
-//! ([`Args`], [`run`]) behind an image fetch: it pulls a pinned image the
+//! ([`ExecArgs`], [`run`]) behind an image fetch: it pulls a pinned image the
 //! store lacks, which this binary leaves to `pinfold image pull` or the
 //! runner.
 //!
@@ -31,7 +31,7 @@ use pinfold_sandbox::image::{ImageError, ImageRecord, LayerLease, Store};
 #[command(
     after_help = "Environment: PINFOLD_HOME, PINFOLD_POLICY_PATH, PINFOLD_ROOT_IDMAP (START:COUNT, when run as root), RUST_LOG."
 )]
-pub struct Args {
+pub struct ExecArgs {
     /// Directory to use as the container's root file system (never modified).
     #[arg(
         long,
@@ -136,7 +136,7 @@ fn parse_env(items: &[String]) -> Result<Vec<(String, String)>, String> {
 pub type Resolve<'a> = &'a dyn Fn(&Store, &str) -> Result<ImageRecord, ImageError>;
 
 /// The spec, and the lease on the image's layers to hold while it runs.
-fn build(a: Args, resolve: Resolve<'_>) -> Result<(ContainerSpec, Option<LayerLease>), String> {
+fn build(a: ExecArgs, resolve: Resolve<'_>) -> Result<(ContainerSpec, Option<LayerLease>), String> {
     let settings = env::settings();
     let policy = ceiling::load_with_limits(&a.policy, &a.limits, &settings.policy_dirs())
         .map_err(|e| e.to_string())?;
@@ -219,7 +219,7 @@ fn control_fd(fd: i32) -> Result<i32, String> {
 }
 
 /// Runs `a`, finding its image with `resolve`; returns the exit status.
-pub fn run(a: Args, resolve: Resolve<'_>) -> i32 {
+pub fn run(a: ExecArgs, resolve: Resolve<'_>) -> i32 {
     let timeout = a.timeout;
     let report = a.report.clone();
     let Ok((spec, _lease)) = build(a, resolve).map_err(|e| eprintln!("pinfold exec: {e}")) else {

@@ -17,7 +17,7 @@ struct Cli {
     #[arg(short, long)]
     verbose: bool,
     #[command(flatten)]
-    exec: pinfold_exec::Args,
+    exec: pinfold_exec::ExecArgs,
 }
 
 fn main() {
@@ -39,4 +39,14 @@ fn main() {
     std::process::exit(pinfold_exec::run(cli.exec, &|store, image| {
         store.find(image)
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap's own checks of the arguments (see pinfold's).
+    #[test]
+    fn the_arguments_pass_clap_debug_asserts() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

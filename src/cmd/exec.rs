@@ -12,7 +12,7 @@
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    exec: pinfold_exec::Args,
+    exec: pinfold_exec::ExecArgs,
     #[command(flatten)]
     fetch: crate::fetch::FetchArgs,
 }
