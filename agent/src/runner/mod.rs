@@ -50,6 +50,7 @@ use pinfold_api::{JobSpec, now_ms};
 use pinfold_sandbox::ceiling::{Ceiling, Chosen};
 use pinfold_sandbox::container::cgroup::Children;
 use pinfold_sandbox::container::jobfs::{JobFs, JobFsError, Sizes};
+use pinfold_sandbox::container::limits::EXIT_LIMIT;
 use pinfold_sandbox::image::{ImageError, ImageRef, PullOptions, Store};
 
 mod container;
@@ -291,8 +292,12 @@ impl Job {
                     if let Some(e) = &r.error {
                         lock(log).line(e);
                     }
-                    ctr.finish(self.grace);
-                    Some(r.exit_code)
+                    // A limit that explains the failure makes it the
+                    // step's status, as `pinfold exec` reports one (123).
+                    match ctr.finish(self.grace) {
+                        Some(EXIT_LIMIT) => Some(EXIT_LIMIT),
+                        _ => Some(r.exit_code),
+                    }
                 }
                 StepEnd::Gone => Some(ctr.finish(self.grace).unwrap_or(125)),
                 StepEnd::Stopped => None,
