@@ -24,24 +24,23 @@ use super::{Prepared, forwarded_signals, process};
 /// 128+N when signal N killed it).
 pub(crate) fn supervise(job: Pid) -> i32 {
     let code = wait_for_job(job);
-    // Every other process of the namespace descends from init (orphans are
-    // re-parented to it), so no child left means nobody left. kill(-1) walks
-    // every process of the host, not just this namespace's, so it is only
-    // paid when there is something to kill.
-    if let Err(Errno::ECHILD) = waitpid(
-        None::<Pid>,
-        Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL),
-    ) {
-        return code;
-    }
-    // kill(-1) from PID 1 reaches every other process of the pid namespace:
-    // double-forked, setsid'd daemons included.
-    let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
+    kill_the_rest();
+    code
+}
+
+/// Reaps everything that has exited (the job, or orphans re-parented to
+/// init) without waiting; `Some` with the status once `job` is among them.
+fn reap(job: Pid) -> Option<i32> {
     loop {
-        match waitpid(None::<Pid>, Some(WaitPidFlag::__WALL)) {
-            Err(Errno::ECHILD) => return code,
-            Err(Errno::EINTR) | Ok(_) => continue,
-            Err(_) => return code,
+        match waitpid(
+            None::<Pid>,
+            Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL),
+        ) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == job => return Some(code),
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == job => return Some(128 + sig as i32),
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return None,
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(_) => return None,
         }
     }
 }
@@ -50,18 +49,8 @@ fn wait_for_job(job: Pid) -> i32 {
     let mut wait_set: SigSet = forwarded_signals();
     wait_set.add(Signal::SIGCHLD);
     loop {
-        // Reap everything that has exited: the job, or orphans re-parented to us.
-        loop {
-            match waitpid(
-                None::<Pid>,
-                Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL),
-            ) {
-                Ok(WaitStatus::Exited(pid, code)) if pid == job => return code,
-                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == job => return 128 + sig as i32,
-                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
-                Ok(_) | Err(Errno::EINTR) => continue,
-                Err(_) => break,
-            }
+        if let Some(code) = reap(job) {
+            return code;
         }
         // The forwarded signals and SIGCHLD are blocked (inherited from the
         // parent), so they queue for us even though PID 1 has no handlers.
@@ -364,19 +353,8 @@ fn wait_step(
     // The peer closed its end (nix names no POLLRDHUP).
     let rdhup = PollFlags::from_bits_retain(libc::POLLRDHUP);
     loop {
-        loop {
-            match waitpid(
-                None::<Pid>,
-                Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL),
-            ) {
-                Ok(WaitStatus::Exited(pid, code)) if pid == step => return Waited::Exited(code),
-                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == step => {
-                    return Waited::Exited(128 + sig as i32);
-                }
-                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
-                Ok(_) | Err(Errno::EINTR) => continue,
-                Err(_) => break,
-            }
+        if let Some(code) = reap(step) {
+            return Waited::Exited(code);
         }
         let wait = match deadline {
             Some(d) => {
@@ -409,8 +387,12 @@ fn wait_step(
     }
 }
 
-/// Kills and reaps every process of the container but init (see
-/// [`supervise`]).
+/// Kills and reaps every process of the container but init. Every other
+/// process of the namespace descends from init (orphans are re-parented
+/// to it), so no child left means nobody left. kill(-1) walks every
+/// process of the host, not just this namespace's, so it is only paid when
+/// there is something to kill; from PID 1 it reaches every other process
+/// of the pid namespace: double-forked, setsid'd daemons included.
 fn kill_the_rest() {
     if let Err(Errno::ECHILD) = waitpid(
         None::<Pid>,
