@@ -255,13 +255,13 @@ impl Job {
         }
         let n = steps.len();
         let mut end: Option<(JobState, String)> = None;
-        let mut ctr = match self.start_container(log, &chosen, &jobfs, o) {
-            Ok(c) => c,
-            Err(e) => return fail(JobState::Error, e.to_string(), steps),
-        };
         let socket = jobfs.socket();
         let report_path = self.report_path();
         let inputs = self.inputs(&chosen, &socket, &report_path);
+        let mut ctr = match self.start_container(log, &inputs, o) {
+            Ok(c) => c,
+            Err(e) => return fail(JobState::Error, e.to_string(), steps),
+        };
         for (i, step) in self.spec.steps.0.iter().enumerate() {
             let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if remaining.is_some_and(|r| r.is_zero()) {
@@ -491,14 +491,11 @@ impl Job {
     fn start_container(
         &self,
         log: &SharedLog,
-        chosen: &Chosen,
-        jobfs: &JobFs,
+        inputs: &StepInputs<'_>,
         o: &RunOptions,
     ) -> Result<JobContainer, RunError> {
-        let _ = std::fs::remove_file(self.report_path());
-        let plan = self
-            .inputs(chosen, &jobfs.socket(), &self.report_path())
-            .container(o);
+        let _ = std::fs::remove_file(inputs.report);
+        let plan = inputs.container(o);
         let cpus = match o.cpus {
             Some(n) => Some(first_cpus(n).map_err(|e| RunError::Spawn(e.into()))?),
             None => None,
