@@ -88,10 +88,10 @@ enum Command {
         about = "Run an Actions step's script in pinfold: `shell: pinfold shell {0}` (trusted repositories)"
     )]
     Shell(cmd::shell::Args),
-    /// The job file system's keeper of `gitlab-driver` and `gha-hook`
-    /// (internal: started by their prepare).
+    /// The keeper of a `gitlab-driver` or `gha-hook` job: its job file
+    /// system and container (internal: started by their prepare).
     #[command(hide = true)]
-    KeepJobFs(drivers::jobdir::KeepArgs),
+    KeepJobFs(drivers::keeper::KeepArgs),
 }
 
 fn init_tracing(verbose: bool, server: bool) {
@@ -177,7 +177,7 @@ fn main() {
         Command::GitlabDriver(c) => cmd::gitlab_driver::run(c),
         Command::GhaHook(a) => cmd::gha_hook::run(a),
         Command::Shell(a) => cmd::shell::run(a),
-        Command::KeepJobFs(a) => drivers::jobdir::keep(a),
+        Command::KeepJobFs(a) => drivers::keeper::keep(a),
     };
     std::process::exit(code);
 }

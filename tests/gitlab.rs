@@ -262,6 +262,98 @@ fn a_failing_script_exits_the_runners_build_failure_code() {
     r.assert_nothing_left();
 }
 
+/// Which container a stage runs in: its pid namespace and init's start
+/// time (a new container has both anew).
+const WHICH: &str = "echo container=$(readlink /proc/self/ns/pid)-$(cut -d' ' -f22 /proc/1/stat)";
+
+fn container_of(out: &Output) -> String {
+    let log = text(&out.stdout);
+    log.lines()
+        .find_map(|l| l.strip_prefix("container="))
+        .unwrap_or_else(|| panic!("no container line: {log}"))
+        .to_string()
+}
+
+/// The stages of one kind share a job container, started by the first of
+/// them and kept while the stages are of that kind; each stage is a step
+/// in it, with nothing of the last stage still running. A transfer stage
+/// (its own policy, the gitlab-runner binary) gets a container of its
+/// own, and a failed stage ends its container: the next stage starts a
+/// fresh one on the same job file system.
+#[test]
+fn stages_of_a_kind_share_a_job_container_and_start_clean() {
+    let mut r = Runner::new(probe_image());
+    r.config();
+    ok(&r.prepare(), "prepare");
+    let daemon = "setsid sh -c 'echo $$ > /builds/daemon; exec sleep 1000' </dev/null >/dev/null 2>&1 & \
+                  while [ ! -s /builds/daemon ]; do sleep 0.01; done";
+    let first = r.run(
+        "prepare_script",
+        &format!("{WHICH}; {daemon}; echo started"),
+    );
+    assert!(ok(&first, "prepare_script").contains("started"));
+    let a = container_of(&first);
+    let second = r.run(
+        "build_script",
+        &format!("{WHICH}; test -d /proc/$(cat /builds/daemon) && echo daemon-alive || echo daemon-gone; cat /proc/1/comm"),
+    );
+    let log = ok(&second, "build_script");
+    assert_eq!(container_of(&second), a, "{log}");
+    assert!(log.contains("daemon-gone"), "{log}");
+    assert!(log.contains("pinfold"), "init is pinfold's: {log}");
+    let transfer = r.run("get_sources", &format!("{WHICH}; echo fetched > /builds/f"));
+    let b = container_of(&transfer);
+    assert_ne!(b, a, "{}", ok(&transfer, "get_sources"));
+    let failed = r.run("build_script", &format!("{WHICH}; exit 3"));
+    assert_eq!(
+        failed.status.code(),
+        Some(BUILD),
+        "{}",
+        text(&failed.stderr)
+    );
+    let c = container_of(&failed);
+    assert!(c != a && c != b, "{c}");
+    let after = r.run("after_script", &format!("{WHICH}; cat /builds/f"));
+    let log = ok(&after, "after_script");
+    assert!(log.contains("fetched"), "{log}");
+    assert_ne!(container_of(&after), c, "{log}");
+    ok(&r.cleanup(), "cleanup");
+    r.assert_nothing_left();
+}
+
+/// The operator's memory limit holds for the stage's whole container: a
+/// script that allocates past it fails the build, with the limit named in
+/// the job's log, and the job goes on to after_script.
+#[test]
+fn a_stage_over_the_memory_limit_fails_the_build_and_says_why() {
+    let mut r = Runner::new(probe_image());
+    let policy = r.scripts.path().join("small.toml");
+    std::fs::write(
+        &policy,
+        "description = \"small\"\n[limits]\nmemory = \"64M\"\n",
+    )
+    .unwrap();
+    r.prepare_args[1] = policy.to_string_lossy().into_owned();
+    r.config();
+    ok(&r.prepare(), "prepare");
+    let out = r.run(
+        "build_script",
+        "/bin/probe mem shared-anon 200; sleep 2; echo survived",
+    );
+    let log = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(BUILD),
+        "{log} {}",
+        text(&out.stderr)
+    );
+    assert!(!log.contains("survived"), "{log}");
+    assert!(log.contains("memory limit 64M"), "{log}");
+    ok(&r.run("after_script", "echo after"), "after_script");
+    ok(&r.cleanup(), "cleanup");
+    r.assert_nothing_left();
+}
+
 /// gitlab-runner retries prepare after a system failure: a second prepare
 /// of the same job starts afresh, and its first keeper is gone.
 #[test]

@@ -17,10 +17,11 @@
 //!   that holds the job file system ([`pinfold_sandbox::container::jobfs`]):
 //!   the writable layer and `/builds`, policy-sized tmpfs that persist
 //!   across stages. [`State`] records what the stages need.
-//! * `run` starts the stage's script in a `pinfold exec` attached to that
-//!   job file system, under the operator's policy for the stage's kind
-//!   ([`stage_kind`]): the transfer stages (sources, cache, artifacts) may
-//!   be given a policy with network, the script stages never get more than
+//! * `run` runs the stage's script as a step of the job container, which
+//!   the keeper starts on that job file system under the operator's policy
+//!   for the stage's kind ([`stage_kind`]) and keeps while the stages are
+//!   of that kind: the transfer stages (sources, cache, artifacts) may be
+//!   given a policy with network, the script stages never get more than
 //!   the script policy.
 //! * `cleanup` stops the keeper and any stage still running and removes the
 //!   directory, and removes directories of jobs whose keeper is gone.
@@ -41,7 +42,10 @@ pub const BUILDS_DIR: &str = "/builds";
 /// `cache_dir`: inside the job's writable layer, so it lives as long as the
 /// job (see `ci-templates/gitlab/README.md`, "Cache").
 pub const CACHE_DIR: &str = "/cache";
-/// Where the stage's script is bound (read-only) in the container.
+/// Where the directory of the stage's script is bound (read-only) in the
+/// job container.
+pub const SCRIPT_DIR: &str = "/.pinfold-gitlab";
+/// The stage's script, in the job container.
 pub const SCRIPT: &str = "/.pinfold-gitlab/script";
 
 /// Errors of the GitLab driver's bookkeeping.

@@ -16,6 +16,7 @@ use pinfold_sandbox::ceiling::Ceiling;
 use pinfold_sandbox::container::jobfs::{self, Sizes};
 
 use super::jobdir::{self, ImageRefused, ImageRules};
+use super::keeper::{self, Stage};
 
 /// Run GitHub Actions jobs in pinfold: the self-hosted runner's container
 /// hooks (ACTIONS_RUNNER_CONTAINER_HOOKS).
@@ -118,7 +119,7 @@ pub fn prepare(a: &Args, p: &gha::PrepareJobArgs, response: Option<&Path>) -> Re
             workspace: fs.workspace_size.0,
         };
         // A self-hosted runner's job may run for 5 days; an hour on top.
-        jobdir::start_keeper(&dir, sizes, Duration::from_secs(5 * 86_400 + 3_600))?;
+        keeper::start(&dir, sizes, Duration::from_secs(5 * 86_400 + 3_600))?;
         // The runner needs to know; asking the image also proves that the
         // sandbox starts before the first step. The image's own /bin/sh
         // runs here, before the response file is written: it gets none of
@@ -226,7 +227,8 @@ fn run_with(
     let report = dir.join("step.json");
     let exe = std::env::current_exe().map_err(|e| format!("cannot find my own binary: {e}"))?;
     let host = crate::env::host();
-    let plan = StepInputs {
+    let lean = pinfold_agent::runner::lean_exec(&exe);
+    let inputs = StepInputs {
         exe: &exe,
         spec: &spec,
         secrets: &Default::default(),
@@ -234,22 +236,24 @@ fn run_with(
         policy,
         job_fs: &dir.join(jobfs::SOCKET),
         report: &report,
-        // Each stage is a process of its own: a `pinfold exec` per step.
-        lean: None,
-    }
-    .plan(
-        run,
-        None,
-        &RunOptions {
+        lean: lean.as_deref(),
+    };
+    let stage = Stage {
+        // Steps with the same binds share the job container (prepare's look
+        // at the image has none, so the first step starts its own).
+        container: inputs.container(&RunOptions {
             // The job file system's workspace: the runner's _work is bound
             // over it (systemMountVolumes), so every step shares the
             // runner's (which outlives the job: see the template's README).
             mount: Some(gha::WORK.into()),
             binds,
             ..RunOptions::default()
-        },
-    );
-    let out = jobdir::run_step(plan, dir, &report, grace)?;
+        }),
+        report: report.clone(),
+        step: inputs.request(run, None),
+        grace_ms: grace.as_millis() as u64,
+    };
+    let out = keeper::run_step(dir, &stage)?;
     if out
         .report
         .as_ref()

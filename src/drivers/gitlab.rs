@@ -15,6 +15,10 @@ use pinfold_sandbox::container::Bind;
 use pinfold_sandbox::container::jobfs::{self, Sizes};
 
 use super::jobdir::{self, ImageRefused, ImageRules};
+use super::keeper::{self, Stage};
+
+/// The stage's script, in the job directory (bound at [`gitlab::SCRIPT_DIR`]).
+const SCRIPT_DIR: &str = "script";
 
 /// Run GitLab CI jobs in pinfold: GitLab Runner's Custom executor.
 ///
@@ -183,7 +187,7 @@ pub fn prepare(a: &PrepareArgs) -> Result<StageEnd, Fail> {
         .ok()
         .and_then(|t| t.parse::<u64>().ok())
         .map_or(86_400, |t| t.min(7 * 86_400) + 3_600);
-    jobdir::start_keeper(&dir, sizes, Duration::from_secs(lifetime)).map_err(system)?;
+    keeper::start(&dir, sizes, Duration::from_secs(lifetime)).map_err(system)?;
     jobdir::ready(&dir).map_err(system)?;
     println!(
         "==> sandbox ready: policy {} (transfer stages: {})",
@@ -211,11 +215,21 @@ pub fn run_stage(a: &RunArgs) -> Result<StageEnd, Fail> {
     let dir = job_dir()?;
     let state = State::load(&dir).map_err(system)?;
     let kind = gitlab::stage_kind(&a.stage);
-    let script = std::fs::canonicalize(&a.script)
-        .map_err(|e| system(format!("the stage's script {}: {e}", a.script.display())))?;
+    // The stage's script goes where the job container sees it: a directory
+    // bound read-only at /.pinfold-gitlab for the whole container (a bind
+    // of the script file itself would be a new container per stage).
+    let scripts = dir.join(SCRIPT_DIR);
+    let copy = || -> std::io::Result<()> {
+        std::fs::create_dir_all(&scripts)?;
+        let tmp = scripts.join(".script");
+        std::fs::copy(&a.script, &tmp)?;
+        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+        std::fs::rename(&tmp, scripts.join("script"))
+    };
+    copy().map_err(|e| system(format!("the stage's script {}: {e}", a.script.display())))?;
     let mut binds = vec![Bind {
-        source: script,
-        dest: gitlab::SCRIPT.into(),
+        source: scripts,
+        dest: gitlab::SCRIPT_DIR.into(),
         writable: false,
     }];
     if let (StageKind::Transfer, Some(b)) = (kind, &state.runner_binary) {
@@ -241,8 +255,9 @@ pub fn run_stage(a: &RunArgs) -> Result<StageEnd, Fail> {
     let report = dir.join("stage.json");
     let exe =
         std::env::current_exe().map_err(|e| system(format!("cannot find my own binary: {e}")))?;
+    let lean = pinfold_agent::runner::lean_exec(&exe);
     let host = crate::env::host();
-    let plan = StepInputs {
+    let inputs = StepInputs {
         exe: &exe,
         spec: &spec,
         secrets: &Default::default(),
@@ -250,20 +265,21 @@ pub fn run_stage(a: &RunArgs) -> Result<StageEnd, Fail> {
         policy: state.policy_for(kind),
         job_fs: &dir.join(jobfs::SOCKET),
         report: &report,
-        // Each stage is a process of its own: a `pinfold exec` per step.
-        lean: None,
-    }
-    .plan(
-        &gitlab::shell_command(),
-        None,
-        &RunOptions {
+        lean: lean.as_deref(),
+    };
+    let stage = Stage {
+        // Stages of one kind share a container: the same policy and binds.
+        container: inputs.container(&RunOptions {
             mount: Some(gitlab::BUILDS_DIR.into()),
             binds,
             ..RunOptions::default()
-        },
-    );
+        }),
+        report: report.clone(),
+        step: inputs.request(&gitlab::shell_command(), None),
+        grace_ms: a.grace.as_millis() as u64,
+    };
     // The stage dies with this process, however gitlab-runner ends it.
-    let out = jobdir::run_step(plan, &dir, &report, a.grace).map_err(system)?;
+    let out = keeper::run_step(&dir, &stage).map_err(system)?;
     let (code, end) = (out.code, gitlab::stage_end(out.code, out.report.as_ref()));
     if end == StageEnd::BuildFailure
         && let (Some(file), Some(code)) = (std::env::var_os("BUILD_EXIT_CODE_FILE"), code)

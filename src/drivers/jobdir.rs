@@ -1,48 +1,31 @@
 //! A job that another CI system's runner drives one call at a time
-//! (`pinfold gitlab-driver`, `pinfold gha-hook`): its directory, the
-//! detached *keeper* that holds its job file system between calls, each
-//! step's `pinfold exec` child, and removing it all.
+//! (`pinfold gitlab-driver`, `pinfold gha-hook`): its image, its
+//! directory, and removing it all (the keeper that holds the job file
+//! system and runs the job's container between calls: [`super::keeper`]).
 //!
 //! Each call is a new process, so what the job keeps lives in a directory
-//! (0700) under `PINFOLD_HOME`: the caller's state file, `keeper.pid`,
-//! `step.pid` while a step runs, the keeper's log and the job file
-//! system's socket ([`pinfold_sandbox::container::jobfs`]).
+//! (0700) under `PINFOLD_HOME`: the caller's state file, `keeper.pid`, the
+//! keeper's log and its socket, and the job file system's socket
+//! ([`pinfold_sandbox::container::jobfs`]).
 
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::DirBuilderExt;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command as Process, ExitStatus, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use pinfold_agent::hosted;
-use pinfold_agent::runner::StepPlan;
 use pinfold_sandbox::Settings;
-use pinfold_sandbox::container::jobfs::{JobFs, Sizes};
 use pinfold_sandbox::image::{ImageError, ImageRef, PullOptions, Store};
 
 /// The keeper's pid file in the job directory.
-const KEEPER_PID: &str = "keeper.pid";
+pub(super) const KEEPER_PID: &str = "keeper.pid";
 /// There from [`create`] until prepare has answered ([`ready`]). A marker
 /// of the unfinished rather than of the finished: a directory made before
 /// it existed (a job running across an upgrade) counts as prepared.
 const PREPARING: &str = "preparing";
-/// The running step's `pinfold exec` pid, in the job directory.
-const STEP_PID: &str = "step.pid";
 /// The keeper's stderr, in the job directory.
-const KEEPER_LOG: &str = "keeper.log";
-
-/// The keeper's arguments (`start_keeper` passes them).
-#[derive(Debug, clap::Args)]
-pub struct KeepArgs {
-    dir: PathBuf,
-    layer_bytes: u64,
-    workspace_bytes: u64,
-    /// Seconds after which the keeper ends even if cleanup never comes.
-    lifetime_secs: u64,
-}
+pub(super) const KEEPER_LOG: &str = "keeper.log";
 
 /// Why an image cannot be used: the job's choice, or this host's failure.
 #[derive(Debug)]
@@ -166,213 +149,6 @@ pub fn create(dir: &Path, settings: &Settings) -> Result<(), String> {
     std::fs::write(dir.join(PREPARING), b"").map_err(|e| format!("{}: {e}", dir.display()))
 }
 
-/// Starts the keeper of `dir`'s job file system in its own session (the
-/// runner's kill of the caller's process group must not reach it, and it
-/// must not hold the caller's output open, or the runner would wait for
-/// it) and waits for its `ready`. It ends by itself after `lifetime`
-/// should cleanup never come.
-pub fn start_keeper(dir: &Path, sizes: Sizes, lifetime: Duration) -> Result<(), String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find my own binary: {e}"))?;
-    let log = std::fs::File::create(dir.join(KEEPER_LOG)).map_err(|e| e.to_string())?;
-    let mut c = Process::new(exe);
-    c.arg("keep-job-fs")
-        .arg(dir)
-        .arg(sizes.layer.to_string())
-        .arg(sizes.workspace.to_string())
-        .arg(lifetime.as_secs().to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log);
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        c.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(drop)
-                .map_err(std::io::Error::from)
-        });
-    }
-    let mut child = c.spawn().map_err(|e| format!("starting the keeper: {e}"))?;
-    std::fs::write(dir.join(KEEPER_PID), child.id().to_string()).map_err(|e| e.to_string())?;
-    let mut line = String::new();
-    let out = child.stdout.take().expect("piped");
-    let _ = BufReader::new(out).read_line(&mut line);
-    if line.trim() == "ready" {
-        return Ok(());
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let why = std::fs::read_to_string(dir.join(KEEPER_LOG)).unwrap_or_default();
-    let why = why.lines().last().unwrap_or("it exited").to_string();
-    Err(format!("the job file system did not start: {why}"))
-}
-
-/// `pinfold keep-job-fs` (hidden): the keeper. Holds the job file system
-/// until SIGTERM/SIGINT or its lifetime ends.
-pub fn keep(k: KeepArgs) -> i32 {
-    let fail = |e: &dyn std::fmt::Display| {
-        eprintln!("pinfold keep-job-fs: {e}");
-        1
-    };
-    let settings = crate::env::settings();
-    let mode = match crate::env::host().id_map_mode() {
-        Ok(m) => m,
-        Err(e) => return fail(&format!("PINFOLD_USERNS: {e}")),
-    };
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
-        Err(e) => return fail(&e),
-    };
-    let sizes = Sizes {
-        layer: k.layer_bytes,
-        workspace: k.workspace_bytes,
-    };
-    let jobfs: JobFs = match JobFs::start(&exe, &k.dir, sizes, mode, &settings) {
-        Ok(j) => j,
-        Err(e) => return fail(&e),
-    };
-    {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "ready");
-        let _ = out.flush();
-    }
-    // Nobody reads stdout again: let the caller's pipe close.
-    if let Ok(null) = std::fs::File::open("/dev/null") {
-        let _ = nix::unistd::dup2_stdout(null);
-    }
-    wait_for_stop(Duration::from_secs(k.lifetime_secs));
-    drop(jobfs);
-    0
-}
-
-/// Blocks until SIGTERM or SIGINT arrives, or `lifetime` has passed: at
-/// once, so that cleanup does not wait on a polling interval. Blocks both
-/// signals first (after the holder is started: a child inherits the mask).
-fn wait_for_stop(lifetime: Duration) {
-    let mut set = nix::sys::signal::SigSet::empty();
-    set.add(Signal::SIGTERM);
-    set.add(Signal::SIGINT);
-    if set.thread_block().is_err() {
-        std::thread::sleep(lifetime);
-        return;
-    }
-    let end = Instant::now()
-        .checked_add(lifetime)
-        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
-    loop {
-        let left = end.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        let ts = nix::libc::timespec {
-            tv_sec: left.as_secs().min(i64::MAX as u64) as nix::libc::time_t,
-            tv_nsec: left.subsec_nanos() as nix::libc::c_long,
-        };
-        // SAFETY: sigtimedwait(2) with a valid set, no siginfo out-pointer
-        // and a timeout on the stack; it only reads them.
-        let r = unsafe { nix::libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };
-        if r > 0 {
-            return;
-        }
-        // EAGAIN (timeout: the loop checks) or EINTR: wait again.
-    }
-}
-
-/// How a step's `pinfold exec` ended.
-pub struct StepOutcome {
-    /// Its exit code (`None`: killed by a signal).
-    pub code: Option<i32>,
-    /// Its `--report`, if it wrote one.
-    pub report: Option<serde_json::Value>,
-    /// The runner cancelled it (SIGTERM or SIGINT to this process).
-    pub cancelled: bool,
-}
-
-impl StepOutcome {
-    /// Why the sandbox failed the step, in one line: its report's reason,
-    /// or why there is none.
-    pub fn sandbox_failure(&self) -> String {
-        match self.report.as_ref().and_then(|r| r.get("reason")?.as_str()) {
-            Some(why) => why.to_string(),
-            None if self.cancelled => {
-                "cancelled by the runner before pinfold exec could report".into()
-            }
-            None => {
-                "pinfold exec ended without a report: run `pinfold doctor` on this runner".into()
-            }
-        }
-    }
-}
-
-/// Runs one step's `pinfold exec` (its `--report` is `report`) with this
-/// process's stdout and stderr, recorded in `dir` while it runs so that
-/// cleanup can stop it. SIGTERM or SIGINT to this process (the runner's
-/// cancel) is passed on as SIGTERM, then SIGKILL after `grace`; the step
-/// dies with this process however it ends.
-pub fn run_step(
-    plan: StepPlan,
-    dir: &Path,
-    report: &Path,
-    grace: Duration,
-) -> Result<StepOutcome, String> {
-    let _ = std::fs::remove_file(report);
-    pinfold_agent::signals::install().map_err(|e| e.to_string())?;
-    let mut c = Process::new(&plan.program);
-    c.env_clear()
-        .envs(plan.env)
-        .args(plan.args)
-        .stdin(Stdio::null());
-    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no
-    // memory of the parent.
-    unsafe {
-        c.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
-        });
-    }
-    let mut child = c
-        .spawn()
-        .map_err(|e| format!("starting pinfold exec: {e}"))?;
-    let pid_file = dir.join(STEP_PID);
-    let _ = std::fs::write(&pid_file, child.id().to_string());
-    let status = wait_or_stop(&mut child, grace);
-    let _ = std::fs::remove_file(&pid_file);
-    let report = std::fs::read(report)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    Ok(StepOutcome {
-        code: status.and_then(|s| s.code()),
-        report,
-        cancelled: pinfold_agent::signals::received(),
-    })
-}
-
-/// Waits for the step (blocking, so its end is seen at once); a thread
-/// passes SIGTERM/SIGINT on as SIGTERM, then SIGKILL after `grace`.
-fn wait_or_stop(child: &mut std::process::Child, grace: Duration) -> Option<ExitStatus> {
-    use std::sync::mpsc::{RecvTimeoutError, channel};
-    let pid = Pid::from_raw(child.id() as i32);
-    // Dropping `done` wakes the watcher at once when the step ends.
-    let (done, ended) = channel::<()>();
-    let watcher = std::thread::spawn(move || {
-        // Whether the step ended within `d`.
-        let ended_within = |d| !matches!(ended.recv_timeout(d), Err(RecvTimeoutError::Timeout));
-        while !pinfold_agent::signals::received() {
-            if ended_within(Duration::from_millis(20)) {
-                return;
-            }
-        }
-        let _ = kill(pid, Signal::SIGTERM);
-        if !ended_within(grace) {
-            // Not reaped yet (`done` is dropped only after the wait), so
-            // the pid is still the step's.
-            let _ = kill(pid, Signal::SIGKILL);
-        }
-    });
-    let status = child.wait().ok();
-    drop(done);
-    let _ = watcher.join();
-    status
-}
-
 /// Marks `dir` as prepared: its runner has (or is about to have) what it
 /// needs to call cleanup. Until then a sweep may take it, keeper and all.
 pub fn ready(dir: &Path) -> Result<(), String> {
@@ -426,19 +202,18 @@ fn alive(dir: &Path, pid_file: &str) -> Option<Pid> {
     ours.then(|| Pid::from_raw(pid))
 }
 
-/// Stops the job's step and keeper (SIGTERM, then SIGKILL after 5 s) and
-/// removes its directory.
+/// Stops the job's keeper, and with it the job's container and any step
+/// running there (SIGTERM, then SIGKILL after 5 s), and removes its
+/// directory.
 pub fn remove(dir: &Path, settings: &Settings) -> Result<(), String> {
-    for file in [STEP_PID, KEEPER_PID] {
-        if let Some(pid) = alive(dir, file) {
-            let _ = kill(pid, Signal::SIGTERM);
-            let t = Instant::now();
-            while alive(dir, file).is_some() && t.elapsed() < Duration::from_secs(5) {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            if alive(dir, file).is_some() {
-                let _ = kill(pid, Signal::SIGKILL);
-            }
+    if let Some(pid) = alive(dir, KEEPER_PID) {
+        let _ = kill(pid, Signal::SIGTERM);
+        let t = Instant::now();
+        while alive(dir, KEEPER_PID).is_some() && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if alive(dir, KEEPER_PID).is_some() {
+            let _ = kill(pid, Signal::SIGKILL);
         }
     }
     if !dir.exists() {

@@ -33,7 +33,7 @@ use crate::log::{SharedLog, lock};
 const PIPE_BYTES: usize = 1 << 20;
 
 /// How a step ended, as the runner saw it.
-pub(super) enum StepEnd {
+pub enum StepEnd {
     /// Init replied: the step and everything it started are gone.
     Reply(StepReply),
     /// The container ended during the step (a limit, a setup failure):
@@ -44,8 +44,9 @@ pub(super) enum StepEnd {
     Stopped,
 }
 
-/// A running job container.
-pub(super) struct JobContainer {
+/// A running job container. It dies with the thread that started it
+/// (PR_SET_PDEATHSIG): start it from a thread that outlives it.
+pub struct JobContainer {
     child: Child,
     control: Option<Control>,
     output: Option<Receiver<()>>,
@@ -56,16 +57,13 @@ pub(super) struct JobContainer {
 }
 
 impl JobContainer {
-    /// Starts `plan` (from [`super::StepInputs::container`]).
+    /// Starts `plan` (from [`super::StepInputs::container`]); the
+    /// container's own output goes to `log`.
     pub(super) fn start(
         plan: StepPlan,
         log: &SharedLog,
         cpus: Option<nix::sched::CpuSet>,
     ) -> Result<JobContainer, RunError> {
-        let spawn = |e: std::io::Error| RunError::Spawn(e);
-        let (ours, theirs) = Control::pair().map_err(|e| spawn(std::io::Error::other(e)))?;
-        let (r, w) = output_pipe().map_err(spawn)?;
-        let w2 = w.try_clone().map_err(spawn)?;
         let cgroup = match Children::get() {
             Ok(children) => match children.step() {
                 Ok(cg) => Some(cg),
@@ -76,6 +74,25 @@ impl JobContainer {
             },
             Err(_) => None,
         };
+        let (r, w) = output_pipe().map_err(RunError::Spawn)?;
+        let mut c = JobContainer::spawn(plan, w, cpus, cgroup)?;
+        c.output = Some(drain(r, log.clone()));
+        Ok(c)
+    }
+
+    /// Starts `plan` (from [`super::StepInputs::container`]) with its own
+    /// output (`pinfold exec`'s, not the steps') going to `output`, in
+    /// `cgroup` if given (else `pinfold exec` picks its own mechanism).
+    pub fn spawn(
+        plan: StepPlan,
+        output: OwnedFd,
+        cpus: Option<nix::sched::CpuSet>,
+        cgroup: Option<StepCgroup>,
+    ) -> Result<JobContainer, RunError> {
+        let spawn = |e: std::io::Error| RunError::Spawn(e);
+        let (ours, theirs) = Control::pair().map_err(|e| spawn(std::io::Error::other(e)))?;
+        let w = output;
+        let w2 = w.try_clone().map_err(spawn)?;
         let mut cmd = Command::new(plan.program);
         cmd.env_clear()
             .envs(plan.env)
@@ -121,7 +138,7 @@ impl JobContainer {
         Ok(JobContainer {
             child,
             control: Some(ours),
-            output: Some(drain(r, log.clone())),
+            output: None,
             _cgroup: cgroup,
             status: None,
         })
@@ -134,29 +151,43 @@ impl JobContainer {
         log: &SharedLog,
         req: &StepRequest,
     ) -> Result<StepEnd, RunError> {
-        let Some(control) = &self.control else {
-            return Ok(StepEnd::Gone);
-        };
         let (r, w) = output_pipe().map_err(RunError::Spawn)?;
         let done = drain(r, log.clone());
-        let started = control.start(req, w.as_fd());
-        drop(w);
-        let end = match started {
-            Ok(()) => self.wait_reply(job, log, req)?,
-            Err(ControlError::Closed) => StepEnd::Gone,
-            Err(e) => return Err(RunError::Spawn(std::io::Error::other(e))),
-        };
+        let stopped = || job.stopped() != stop::NONE || lock(log).over_limit();
+        let end = self.step_into(req, w, stopped, job.grace);
         if done.recv_timeout(Duration::from_secs(5)).is_err() {
             lock(log).line("==> pinfold: the step's output did not close; moving on");
         }
-        Ok(end)
+        end
+    }
+
+    /// Runs one step whose stdout and stderr are `output`. When `stopped`
+    /// says so (polled every 20 ms), the container is killed: SIGTERM,
+    /// `grace`, SIGKILL.
+    pub fn step_into(
+        &mut self,
+        req: &StepRequest,
+        output: OwnedFd,
+        stopped: impl Fn() -> bool,
+        grace: Duration,
+    ) -> Result<StepEnd, RunError> {
+        let Some(control) = &self.control else {
+            return Ok(StepEnd::Gone);
+        };
+        let started = control.start(req, output.as_fd());
+        drop(output);
+        match started {
+            Ok(()) => self.wait_reply(req, stopped, grace),
+            Err(ControlError::Closed) => Ok(StepEnd::Gone),
+            Err(e) => Err(RunError::Spawn(std::io::Error::other(e))),
+        }
     }
 
     fn wait_reply(
         &mut self,
-        job: &Job,
-        log: &SharedLog,
         req: &StepRequest,
+        stopped: impl Fn() -> bool,
+        grace: Duration,
     ) -> Result<StepEnd, RunError> {
         // Init enforces the step's timeout itself (exit 124); this watchdog
         // only catches a container that does not come back.
@@ -173,11 +204,8 @@ impl JobContainer {
                 Err(ControlError::Closed) => return Ok(StepEnd::Gone),
                 Err(e) => return Err(RunError::Spawn(std::io::Error::other(e))),
             }
-            if job.stopped() != stop::NONE
-                || hard.is_some_and(|h| Instant::now() >= h)
-                || lock(log).over_limit()
-            {
-                self.kill(job.grace);
+            if stopped() || hard.is_some_and(|h| Instant::now() >= h) {
+                self.kill(grace);
                 return Ok(StepEnd::Stopped);
             }
         }
@@ -186,7 +214,7 @@ impl JobContainer {
     /// Ends the container (closing the control channel ends its init) and
     /// returns `pinfold exec`'s exit status, once it has written its
     /// report; `None` when it was killed.
-    pub(super) fn finish(&mut self, grace: Duration) -> Option<i32> {
+    pub fn finish(&mut self, grace: Duration) -> Option<i32> {
         if let Some(s) = self.status {
             return s;
         }

@@ -57,7 +57,7 @@ mod container;
 mod outcome;
 mod plan;
 
-use container::{JobContainer, StepEnd};
+pub use container::{JobContainer, StepEnd};
 
 pub use plan::{
     CONTROL_FD, HostEnv, PASS_ENV, RunOptions, StepInputs, StepPlan, reserved_name, step_timeout,

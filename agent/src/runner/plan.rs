@@ -1,8 +1,6 @@
 //! Step planning, pure: what the job container's `pinfold exec` gets (its
 //! program, arguments and whole environment) and what each step asks of
-//! it (a [`StepRequest`]), or a step's own `pinfold exec` child (the
-//! drivers), from the job spec, the
-//! chosen policy, the run's [`RunOptions`] and the runner's [`HostEnv`].
+//! it (a [`StepRequest`]), from the job spec, the chosen policy, the run's [`RunOptions`] and the runner's [`HostEnv`].
 //! Nothing here starts a process, touches a file or reads the
 //! environment, so it is unit-tested without user namespaces; running the
 //! plan is [`super`]'s job.
@@ -148,9 +146,9 @@ pub struct StepInputs<'a> {
     pub lean: Option<&'a Path>,
 }
 
-/// One step's `pinfold exec` child: started with exactly `env` (nothing
-/// else of the caller's environment) and `args`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One step's `pinfold exec` child, or a job container: started with
+/// exactly `env` (nothing else of the caller's environment) and `args`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StepPlan {
     /// The program (the pinfold binary).
     pub program: PathBuf,
@@ -201,47 +199,6 @@ impl StepInputs<'_> {
             env,
             // Under a millisecond still limits: never 0 (no limit).
             timeout_ms: timeout.map(|t| (t.as_millis() as u64).max(1)),
-        }
-    }
-
-    /// A child `pinfold exec` of its own that runs `run` with
-    /// `/bin/sh -e -c`, within `timeout` (the drivers, whose stages are
-    /// separate processes).
-    pub fn plan(&self, run: &str, timeout: Option<Duration>, o: &RunOptions) -> StepPlan {
-        let (mut args, mut env) = self.exec(o);
-        let mut arg = |a: &dyn AsRef<std::ffi::OsStr>| args.push(a.as_ref().to_owned());
-        // Values travel in the child's environment, named by `--env NAME`;
-        // a name that would steer the host-side exec goes as NAME=VALUE.
-        for (k, v) in &self.spec.env {
-            arg(&"--env");
-            if reserved_name(k.as_str()) {
-                arg(&format!("{k}={v}"));
-            } else {
-                env.push((k.as_str().into(), v.into()));
-                arg(&k.as_str());
-            }
-        }
-        for k in &self.spec.secrets {
-            if let Some(v) = self.secrets.get(k.as_str()) {
-                env.push((k.as_str().into(), v.into()));
-                arg(&"--env");
-                arg(&k.as_str());
-            }
-        }
-        if let Some(t) = timeout {
-            arg(&"--timeout");
-            arg(&format!("{}ms", t.as_millis().max(1)));
-        }
-        arg(&"--report");
-        arg(&self.report);
-        arg(&"--");
-        for a in ["/bin/sh", "-e", "-c", run] {
-            arg(&a);
-        }
-        StepPlan {
-            program: self.exe.to_owned(),
-            args,
-            env,
         }
     }
 
@@ -325,13 +282,11 @@ mod tests {
 
     const IMAGE: &str = "registry.example/busybox@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
-    fn plan_of(
-        spec: &JobSpec,
-        secrets: &BTreeMap<String, String>,
-        host: &HostEnv,
-        timeout: Option<Duration>,
-        o: &RunOptions,
-    ) -> StepPlan {
+    fn inputs<'a>(
+        spec: &'a JobSpec,
+        secrets: &'a BTreeMap<String, String>,
+        host: &'a HostEnv,
+    ) -> StepInputs<'a> {
         StepInputs {
             exe: Path::new("/usr/bin/pinfold"),
             spec,
@@ -342,7 +297,6 @@ mod tests {
             report: Path::new("/jobs/1/step.json"),
             lean: None,
         }
-        .plan("make test", timeout, o)
     }
 
     fn strs(v: &[OsString]) -> Vec<&str> {
@@ -357,17 +311,13 @@ mod tests {
     }
 
     #[test]
-    fn a_plain_step_runs_exec_with_the_chosen_policy_and_the_job_fs() {
+    fn a_job_container_runs_exec_with_the_chosen_policy_and_the_job_fs() {
         let s = spec(&format!(
             "image: {IMAGE}\nsteps:\n  - name: test\n    run: make test\n"
         ));
-        let p = plan_of(
-            &s,
-            &BTreeMap::new(),
-            &HostEnv::default(),
-            None,
-            &RunOptions::default(),
-        );
+        let (secrets, host) = (BTreeMap::new(), HostEnv::default());
+        let mut i = inputs(&s, &secrets, &host);
+        let p = i.container(&RunOptions::default());
         assert_eq!(p.program, Path::new("/usr/bin/pinfold"));
         assert_eq!(
             strs(&p.args),
@@ -383,45 +333,43 @@ mod tests {
                 "/workspace",
                 "--report",
                 "/jobs/1/step.json",
-                "--",
-                "/bin/sh",
-                "-e",
-                "-c",
-                "make test",
+                "--control-fd",
+                "3",
             ]
         );
         assert!(p.env.is_empty(), "nothing of the caller's: {:?}", p.env);
+        let r = i.request("make test", None);
+        assert_eq!(r.argv, ["/bin/sh", "-e", "-c", "make test"]);
+        assert_eq!(r.timeout_ms, None);
+        // pinfold-exec, where it is installed, takes the same options
+        // without the subcommand.
+        i.lean = Some(Path::new("/usr/bin/pinfold-exec"));
+        let lean = i.container(&RunOptions::default());
+        assert_eq!(lean.program, Path::new("/usr/bin/pinfold-exec"));
+        assert_eq!(lean.args[..], p.args[1..]);
     }
 
     #[test]
-    fn env_values_and_secrets_travel_in_the_environment_not_on_the_command_line() {
+    fn env_values_and_secrets_travel_in_the_request_not_on_the_command_line() {
         let s = spec(&format!(
             "image: {IMAGE}\nenv:\n  GREETING: hello\n  PATH: /opt/bin\nsecrets: [DEPLOY_KEY, MISSING]\nsteps:\n  - name: test\n    run: make test\n"
         ));
         let secrets = BTreeMap::from([("DEPLOY_KEY".to_string(), "s3cret".to_string())]);
-        let p = plan_of(
-            &s,
-            &secrets,
-            &HostEnv::default(),
-            None,
-            &RunOptions::default(),
-        );
-        let args = strs(&p.args);
-        assert!(
-            !args
-                .iter()
-                .any(|a| a.contains("hello") || a.contains("s3cret"))
-        );
-        // A reserved name (it would steer the host-side exec) goes as NAME=VALUE.
-        let env_args: Vec<_> = args
-            .windows(2)
-            .filter(|w| w[0] == "--env")
-            .map(|w| w[1])
-            .collect();
-        assert_eq!(env_args, ["GREETING", "PATH=/opt/bin", "DEPLOY_KEY"]);
+        let host = HostEnv::default();
+        let i = inputs(&s, &secrets, &host);
+        let p = i.container(&RunOptions::default());
+        let leaked =
+            |a: &str| a.contains("hello") || a.contains("s3cret") || a.contains("/opt/bin");
+        assert!(!strs(&p.args).into_iter().any(leaked), "{:?}", p.args);
+        assert!(p.env.is_empty(), "{:?}", p.env);
+        // PATH too: it steers only the step, never the host-side exec.
         assert_eq!(
-            env_of(&p),
-            [("GREETING", "hello"), ("DEPLOY_KEY", "s3cret")]
+            i.request("make test", None).env,
+            [
+                ("GREETING".to_string(), "hello".to_string()),
+                ("PATH".into(), "/opt/bin".into()),
+                ("DEPLOY_KEY".into(), "s3cret".into())
+            ]
         );
     }
 
@@ -450,13 +398,9 @@ mod tests {
             }],
             ..RunOptions::default()
         };
-        let p = plan_of(
-            &s,
-            &BTreeMap::new(),
-            &host,
-            Some(Duration::from_micros(10)),
-            &o,
-        );
+        let secrets = BTreeMap::new();
+        let i = inputs(&s, &secrets, &host);
+        let p = i.container(&o);
         assert_eq!(
             env_of(&p),
             [("PATH", "/usr/bin"), ("PINFOLD_HOME", "/var/lib/pinfold")]
@@ -474,13 +418,10 @@ mod tests {
         assert_eq!(after("--umask"), "022");
         assert_eq!(after("--env"), "TZ=UTC");
         assert_eq!(after("--bind"), "/tmp/s:/.s:ro");
-        // Under a millisecond still limits: never `0ms` (no limit).
-        assert_eq!(after("--timeout"), "1ms");
         assert!(args.contains(&"--reverse-env"));
-        assert_eq!(
-            &args[args.len() - 5..],
-            ["--", "/bin/sh", "-e", "-c", "make test"]
-        );
+        // Under a millisecond still limits: never 0 (no limit).
+        let r = i.request("make test", Some(Duration::from_micros(10)));
+        assert_eq!(r.timeout_ms, Some(1));
     }
 
     #[test]

@@ -91,8 +91,10 @@ impl Control {
         Ok((Control(a), b))
     }
 
-    /// Wraps an end this process owns (the container's init).
-    pub(crate) fn from_fd(fd: OwnedFd) -> Control {
+    /// Wraps a connected unix stream socket this process owns (the
+    /// container's init; a job keeper's connection, which speaks the
+    /// same framing).
+    pub fn from_fd(fd: OwnedFd) -> Control {
         Control(fd)
     }
 
@@ -111,7 +113,7 @@ impl Control {
     }
 
     /// Whether a message (or EOF) is waiting, within `wait`.
-    pub(crate) fn readable(&self, wait: Duration) -> Result<bool, ControlError> {
+    pub fn readable(&self, wait: Duration) -> Result<bool, ControlError> {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
         let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
@@ -123,7 +125,7 @@ impl Control {
     }
 
     /// Sends one message with `fds` attached.
-    pub(crate) fn send<T: Serialize>(&self, msg: &T, fds: &[RawFd]) -> Result<(), ControlError> {
+    pub fn send<T: Serialize>(&self, msg: &T, fds: &[RawFd]) -> Result<(), ControlError> {
         let body = serde_json::to_vec(msg).map_err(|e| ControlError::Message(e.to_string()))?;
         if body.len() > MAX_MESSAGE {
             return Err(ControlError::Message(format!(
@@ -158,9 +160,7 @@ impl Control {
     }
 
     /// Receives one message and the fds attached to it (close-on-exec).
-    pub(crate) fn recv<T: for<'de> Deserialize<'de>>(
-        &self,
-    ) -> Result<(T, Vec<OwnedFd>), ControlError> {
+    pub fn recv<T: for<'de> Deserialize<'de>>(&self) -> Result<(T, Vec<OwnedFd>), ControlError> {
         let mut head = [0u8; 4];
         let mut space = nix::cmsg_space!([RawFd; 2]);
         let (got, fds) = loop {
