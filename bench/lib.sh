@@ -8,7 +8,7 @@ pinfold_bin() {
     echo "$2"
     return
   fi
-  cargo build --profile "$1" --quiet -p pinfold
+  cargo build --profile "$1" --quiet -p pinfold -p pinfold-exec
   echo "${CARGO_TARGET_DIR:-target}/$1/pinfold"
 }
 

@@ -22,7 +22,9 @@
 # 3. The tree walk: `du -s /usr` of a Debian bookworm rootfs (debootstrap
 #    --variant=minbase, cached in bench/.cache/debian-minbase) as step 1 and
 #    step 2 of one job container, against bare (chroot as pinfold-test),
-#    ROUNDS jobs.
+#    ROUNDS jobs; and a plain overlay alone (unshare -Urm, the same tree as
+#    its lower layer, a tmpfs upper, no pinfold), walked twice the same
+#    way: the floor of any sandbox with a writable layer over the image.
 #
 # pinfold is the release build (PINFOLD_BIN=path to use another, e.g. the
 # `dist` one that bench/exec.sh uses).
@@ -130,19 +132,37 @@ EOF
 chmod 755 "$work/bare-walk"
 python3 "$OLDPWD/bench/alternate.py" "$ROUNDS" 2 "$work/bare.json" "bare=$work/bare-walk" >/dev/null
 : > "$work/walks"
+cat > "$work/overlay-walk" <<'EOF'
+#!/bin/bash
+# overlay-walk TREE (in unshare -Urm): du -s TREE/usr twice through a
+# plain overlay of TREE with a tmpfs upper; bash's clock, no fork.
+set -e
+mount -t tmpfs tmpfs /tmp
+mkdir /tmp/u /tmp/w /tmp/r
+mount -t overlay overlay -o "lowerdir=$1,upperdir=/tmp/u,workdir=/tmp/w,userxattr" /tmp/r
+walk() { local t0=$EPOCHREALTIME; du -s /tmp/r/usr >/dev/null; local t1=$EPOCHREALTIME; echo $(( (${t1/./} - ${t0/./}) )); }
+a=$(walk); b=$(walk)
+echo "overlay walk: step 1 $a us, step 2 $b us"
+EOF
+chmod 755 "$work/overlay-walk"
 for _ in $(seq "$ROUNDS"); do
   run ./steps walk "$work/pinfold-exec" --rootfs "$deb" >> "$work/walks"
+  run unshare -Urm "$work/overlay-walk" "$deb" >> "$work/overlay-walks"
 done
-python3 - "$work/walks" "$work/bare.json" <<'PY'
+python3 - "$work/walks" "$work/overlay-walks" "$work/bare.json" <<'PY'
 import json, re, statistics, sys
-one, two = [], []
-for line in open(sys.argv[1]):
-    m = re.search(r"step 1 (\d+) us, step 2 (\d+) us", line)
-    one.append(int(m[1]) / 1000)
-    two.append(int(m[2]) / 1000)
-bare = json.load(open(sys.argv[2]))["results"][0]["median_ms"]
-s1, s2 = statistics.median(one), statistics.median(two)
+def walks(path):
+    one, two = [], []
+    for line in open(path):
+        m = re.search(r"step 1 (\d+) us, step 2 (\d+) us", line)
+        one.append(int(m[1]) / 1000)
+        two.append(int(m[2]) / 1000)
+    return statistics.median(one), statistics.median(two)
+bare = json.load(open(sys.argv[3]))["results"][0]["median_ms"]
+s1, s2 = walks(sys.argv[1])
+o1, o2 = walks(sys.argv[2])
 print(f"bare (chroot): {bare:.1f} ms; step 1: {s1:.1f} ms ({s1 / bare:.2f}x, includes the container's start); step 2: {s2:.1f} ms ({s2 / bare:.2f}x)")
+print(f"a plain overlay alone (no pinfold): first walk {o1:.1f} ms ({o1 / bare:.2f}x), second {o2:.1f} ms ({o2 / bare:.2f}x); pinfold's step 2 over it: {s2 / o2:.2f}x")
 PY
 
 first=$(echo "$start" | sed -n 's/first instruction median: \([0-9]*\) us.*/\1/p')
