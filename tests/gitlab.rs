@@ -530,6 +530,37 @@ fn a_cancelled_stage_leaves_nothing_after_cleanup() {
     }
 }
 
+/// gitlab-runner's cancel is SIGTERM first: the stage's script gets it
+/// (its `trap` runs, within the driver's `--grace`), and the stage ends
+/// as the build's failure.
+#[test]
+fn a_cancel_gives_the_script_its_sigterm_and_grace() {
+    let mut r = Runner::new(probe_image());
+    r.config();
+    ok(&r.prepare(), "prepare");
+    let mut c = r.run_cmd(
+        "build_script",
+        "trap 'echo trapped; exit 7' TERM; echo started; sleep 100 & wait",
+    );
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "started");
+    let t = Instant::now();
+    // SAFETY: kill(2) of the driver this test just started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert!(rest.contains("trapped"), "{rest}");
+    assert_eq!(status.code(), Some(BUILD), "{rest}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    ok(&r.cleanup(), "cleanup");
+    r.assert_nothing_left();
+}
+
 /// Without gitlab-runner's exit codes the driver says how it must be run.
 #[test]
 fn outside_gitlab_runner_the_driver_says_how_to_run_it() {

@@ -1,7 +1,7 @@
 //! The GitHub Actions runner's container hooks, the process side: the
 //! operator's options, and what prepare_job, run_script_step and
 //! cleanup_job do on this host (the job directory of [`super::jobdir`],
-//! each step as a child `pinfold exec`). The calls and what is refused:
+//! each step a step in the job container of [`super::keeper`]). The calls and what is refused:
 //! [`pinfold_agent::gha`]; the command line: `cmd/gha_hook.rs`.
 
 use std::path::{Path, PathBuf};
@@ -9,14 +9,12 @@ use std::time::Duration;
 
 use pinfold_agent::gha::{self, GhaError, HookState, JobState};
 use pinfold_agent::hosted;
-use pinfold_agent::runner::{RunOptions, StepInputs};
-use pinfold_api::JobSpec;
 use pinfold_api::job::EnvName;
 use pinfold_sandbox::ceiling::Ceiling;
-use pinfold_sandbox::container::jobfs::{self, Sizes};
+use pinfold_sandbox::container::jobfs::Sizes;
 
 use super::jobdir::{self, ImageRefused, ImageRules};
-use super::keeper::{self, Stage};
+use super::keeper::{self, Stage, StageInputs};
 
 /// Run GitHub Actions jobs in pinfold: the self-hosted runner's container
 /// hooks (ACTIONS_RUNNER_CONTAINER_HOOKS).
@@ -32,8 +30,9 @@ use super::keeper::{self, Stage};
 /// `volumes:`/`options:`/`ports:` and container actions are refused with
 /// one line.
 ///
-/// Exit status: 0; the step's own exit code when a step fails (123-127 as
-/// `pinfold exec`); 1 when the call is refused or pinfold fails.
+/// Exit status: 0; the step's own exit code when a step fails (123-125 as
+/// `pinfold exec`: a limit, the sandbox's refusal); 1 when the call is
+/// refused or pinfold fails.
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Environment: PINFOLD_HOME (job directories in $PINFOLD_HOME/gha), PINFOLD_POLICY, PINFOLD_GHA_ALLOW_TAG, PINFOLD_GHA_ALLOW_LOCAL_IMAGES, RUST_LOG."
@@ -150,7 +149,9 @@ pub fn prepare(a: &Args, p: &gha::PrepareJobArgs, response: Option<&Path>) -> Re
     Ok(())
 }
 
-/// The operator's policy (`--policy`), taken anew at every call.
+/// The operator's policy (`--policy`), named anew at every call (a step in a
+/// job container already running gets the policy as the container started
+/// with it: see [`super::keeper`]).
 fn operator_policy(a: &Args) -> Result<pinfold_sandbox::ceiling::Chosen, String> {
     let settings = crate::env::settings();
     Ceiling::new(&a.policy, &[], &settings.policy_dirs())
@@ -211,48 +212,23 @@ fn run_with(
     for (k, v) in state.env.into_iter().chain(step_env) {
         env.insert(EnvName(k), v);
     }
-    let spec = JobSpec {
-        image: pinfold_api::job::ImageRef(state.image),
-        policy: None,
-        network: None,
-        limits: Default::default(),
-        timeout: None,
-        env,
-        secrets: Vec::new(),
-        steps: pinfold_api::job::Steps(Vec::new()),
-        artifacts: Vec::new(),
-        source: None,
-        verify: None,
-    };
-    let report = dir.join("step.json");
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find my own binary: {e}"))?;
-    let host = crate::env::host();
-    let lean = pinfold_agent::runner::lean_exec(&exe);
-    let inputs = StepInputs {
-        exe: &exe,
-        spec: &spec,
-        secrets: &Default::default(),
-        host: &host,
-        policy,
-        job_fs: &dir.join(jobfs::SOCKET),
-        report: &report,
-        lean: lean.as_deref(),
-    };
-    let stage = Stage {
-        // Steps with the same binds share the job container (prepare's look
-        // at the image has none, so the first step starts its own).
-        container: inputs.container(&RunOptions {
+    // Steps with the same binds share the job container (prepare's look
+    // at the image has none, so the first step starts its own).
+    let stage = Stage::new(
+        dir,
+        StageInputs {
+            image: &state.image,
+            env,
+            policy,
             // The job file system's workspace: the runner's _work is bound
             // over it (systemMountVolumes), so every step shares the
             // runner's (which outlives the job: see the template's README).
-            mount: Some(gha::WORK.into()),
+            mount: gha::WORK,
             binds,
-            ..RunOptions::default()
-        }),
-        report: report.clone(),
-        step: inputs.request(run, None),
-        grace_ms: grace.as_millis() as u64,
-    };
+            run,
+            grace,
+        },
+    )?;
     let out = keeper::run_step(dir, &stage)?;
     if out
         .report

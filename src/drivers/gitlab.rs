@@ -1,6 +1,7 @@
 //! GitLab Runner's Custom executor, the process side: each stage's
 //! options, and what prepare, run and cleanup do on this host (the job
-//! directory of [`super::jobdir`], each stage as a child `pinfold exec`).
+//! directory of [`super::jobdir`], each stage a step in the job container
+//! of [`super::keeper`]).
 //! The stages and what persists between them: [`pinfold_agent::gitlab`];
 //! the command line: `cmd/gitlab_driver.rs`.
 
@@ -8,14 +9,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use pinfold_agent::gitlab::{self, StageEnd, StageKind, State};
-use pinfold_agent::runner::{RunOptions, StepInputs};
-use pinfold_api::JobSpec;
 use pinfold_sandbox::ceiling::Ceiling;
 use pinfold_sandbox::container::Bind;
-use pinfold_sandbox::container::jobfs::{self, Sizes};
+use pinfold_sandbox::container::jobfs::Sizes;
 
 use super::jobdir::{self, ImageRefused, ImageRules};
-use super::keeper::{self, Stage};
+use super::keeper::{self, Stage, StageInputs};
 
 /// The stage's script, in the job directory (bound at [`gitlab::SCRIPT_DIR`]).
 const SCRIPT_DIR: &str = "script";
@@ -239,46 +238,22 @@ pub fn run_stage(a: &RunArgs) -> Result<StageEnd, Fail> {
             writable: false,
         });
     }
-    let spec = JobSpec {
-        image: pinfold_api::job::ImageRef(state.image.clone()),
-        policy: None,
-        network: None,
-        limits: Default::default(),
-        timeout: None,
-        env: Default::default(),
-        secrets: Vec::new(),
-        steps: pinfold_api::job::Steps(Vec::new()),
-        artifacts: Vec::new(),
-        source: None,
-        verify: None,
-    };
-    let report = dir.join("stage.json");
-    let exe =
-        std::env::current_exe().map_err(|e| system(format!("cannot find my own binary: {e}")))?;
-    let lean = pinfold_agent::runner::lean_exec(&exe);
-    let host = crate::env::host();
-    let inputs = StepInputs {
-        exe: &exe,
-        spec: &spec,
-        secrets: &Default::default(),
-        host: &host,
-        policy: state.policy_for(kind),
-        job_fs: &dir.join(jobfs::SOCKET),
-        report: &report,
-        lean: lean.as_deref(),
-    };
-    let stage = Stage {
-        // Stages of one kind share a container: the same policy and binds.
-        container: inputs.container(&RunOptions {
-            mount: Some(gitlab::BUILDS_DIR.into()),
+    // Stages of one kind share a container: the same policy and binds.
+    let stage = Stage::new(
+        &dir,
+        StageInputs {
+            image: &state.image,
+            env: Default::default(),
+            policy: state.policy_for(kind),
+            mount: gitlab::BUILDS_DIR,
             binds,
-            ..RunOptions::default()
-        }),
-        report: report.clone(),
-        step: inputs.request(&gitlab::shell_command(), None),
-        grace_ms: a.grace.as_millis() as u64,
-    };
-    // The stage dies with this process, however gitlab-runner ends it.
+            run: &gitlab::shell_command(),
+            grace: a.grace,
+        },
+    )
+    .map_err(system)?;
+    // A cancel (SIGTERM to this process) stops the step with its grace; if
+    // this process dies, the keeper kills the step at once.
     let out = keeper::run_step(&dir, &stage).map_err(system)?;
     let (code, end) = (out.code, gitlab::stage_end(out.code, out.report.as_ref()));
     if end == StageEnd::BuildFailure

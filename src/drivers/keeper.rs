@@ -22,11 +22,12 @@
 //! failure; the next stage (after_script) gets a fresh one on the same job
 //! file system.
 //!
-//! The stage dies with the stage's process: a stage whose process is told
+//! The step ends with the stage's process: a stage whose process is told
 //! to stop (SIGTERM, SIGINT: the CI runner's cancel) shuts its end of the
-//! connection, and one that is killed closes it; either way the keeper
-//! sends the container SIGTERM (forwarded to the step), waits the stage's
-//! `grace`, then kills it.
+//! connection, and the keeper sends the container SIGTERM (init forwards
+//! it to the step), waits the stage's `grace`, then kills it; a stage
+//! whose process is killed closes it, and the keeper kills the step at
+//! once.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -37,10 +38,13 @@ use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use pinfold_agent::runner::{JobContainer, StepEnd, StepPlan};
-use pinfold_sandbox::container::jobfs::{JobFs, Sizes};
+use pinfold_agent::runner::{JobContainer, RunOptions, StepEnd, StepInputs, StepPlan};
+use pinfold_api::JobSpec;
+use pinfold_api::job::EnvName;
+use pinfold_sandbox::container::Bind;
+use pinfold_sandbox::container::jobfs::{self, JobFs, Sizes};
 use pinfold_sandbox::container::limits::EXIT_LIMIT;
-use pinfold_sandbox::container::steps::{Control, ControlError, StepRequest};
+use pinfold_sandbox::container::steps::{Control, ControlError, Peer, StepRequest};
 use serde::{Deserialize, Serialize};
 
 use super::jobdir::{KEEPER_LOG, KEEPER_PID};
@@ -81,6 +85,68 @@ pub struct StepOutcome {
     pub report: Option<serde_json::Value>,
     /// The stage was cancelled (its process was told to stop, or died).
     pub cancelled: bool,
+}
+
+/// What a driver's stage runs, and under what.
+pub struct StageInputs<'a> {
+    /// The job's image, pinned.
+    pub image: &'a str,
+    /// The step's environment.
+    pub env: std::collections::BTreeMap<EnvName, String>,
+    /// The operator's policy for it (a name or path).
+    pub policy: &'a str,
+    /// Where the job file system's workspace is mounted (and the workdir).
+    pub mount: &'a str,
+    /// Host paths bound into the container.
+    pub binds: Vec<Bind>,
+    /// What the step runs, with `/bin/sh -e -c`.
+    pub run: &'a str,
+    /// Between SIGTERM and SIGKILL when the stage is cancelled.
+    pub grace: Duration,
+}
+
+impl Stage {
+    /// The stage of the job in `dir`: its container (the same for every
+    /// stage with the same policy, mount and binds) and its step.
+    pub fn new(dir: &Path, s: StageInputs) -> Result<Stage, String> {
+        let spec = JobSpec {
+            image: pinfold_api::job::ImageRef(s.image.to_string()),
+            policy: None,
+            network: None,
+            limits: Default::default(),
+            timeout: None,
+            env: s.env,
+            secrets: Vec::new(),
+            steps: pinfold_api::job::Steps(Vec::new()),
+            artifacts: Vec::new(),
+            source: None,
+            verify: None,
+        };
+        let report = dir.join("stage.json");
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find my own binary: {e}"))?;
+        let lean = pinfold_agent::runner::lean_exec(&exe);
+        let host = crate::env::host();
+        let inputs = StepInputs {
+            exe: &exe,
+            spec: &spec,
+            secrets: &Default::default(),
+            host: &host,
+            policy: s.policy,
+            job_fs: &dir.join(jobfs::SOCKET),
+            report: &report,
+            lean: lean.as_deref(),
+        };
+        Ok(Stage {
+            container: inputs.container(&RunOptions {
+                mount: Some(s.mount.into()),
+                binds: s.binds,
+                ..RunOptions::default()
+            }),
+            step: inputs.request(s.run, None),
+            report,
+            grace_ms: s.grace.as_millis() as u64,
+        })
+    }
 }
 
 impl StepOutcome {
@@ -188,7 +254,7 @@ pub fn keep(k: KeepArgs) -> i32 {
             continue;
         }
         match listener.accept() {
-            Ok((conn, _)) => serve(&mut held, conn),
+            Ok((conn, _)) => serve(&mut held, conn, end),
             Err(e) => tracing::warn!(error = %e, "accepting a stage"),
         }
     }
@@ -207,9 +273,25 @@ struct Held {
 }
 
 /// Serves one stage's connection: runs its step, answers how it ended.
-fn serve(held: &mut Option<Held>, conn: UnixStream) {
+/// The keeper ends at `end` even mid-step.
+fn serve(held: &mut Option<Held>, conn: UnixStream, end: Instant) {
+    // Only this user's processes reach the socket (the job directory is
+    // 0700); a peer that is not this user is refused all the same.
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let me = nix::unistd::geteuid().as_raw();
+    if !getsockopt(&conn, PeerCredentials).is_ok_and(|c| c.uid() == me) {
+        return;
+    }
+    // A stage sends its request at once: one that stalls mid-message is
+    // dropped, and the keeper serves the next.
+    if conn
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .and_then(|()| conn.set_write_timeout(Some(Duration::from_secs(5))))
+        .is_err()
+    {
+        return;
+    }
     let control = Control::from_fd(OwnedFd::from(conn));
-    // A stage sends its request at once; one that does not is not waited for.
     if !control.readable(Duration::from_secs(5)).unwrap_or(false) {
         return;
     }
@@ -217,6 +299,7 @@ fn serve(held: &mut Option<Held>, conn: UnixStream) {
         Ok(m) => m,
         Err(e) => {
             tracing::warn!(error = %e, "a stage's request");
+            let _ = control.send(&no_outcome(&format!("its request: {e}")), &[]);
             return;
         }
     };
@@ -224,7 +307,18 @@ fn serve(held: &mut Option<Held>, conn: UnixStream) {
         let _ = control.send(&no_outcome("the stage sent no output"), &[]);
         return;
     };
-    let outcome = run(held, stage, output, &control);
+    let grace = Duration::from_millis(stage.grace_ms);
+    // When to stop the step: its stage's process died (at once, as the
+    // step died with it before), was cancelled (it shuts its end: SIGTERM
+    // and the grace), or the keeper must end.
+    let stop = || match control.peer() {
+        Peer::Closed => Some(Duration::ZERO),
+        Peer::ShutWrite => Some(grace),
+        Peer::Open => {
+            (pinfold_agent::signals::received() || Instant::now() >= end).then_some(grace)
+        }
+    };
+    let outcome = run(held, stage, output, stop);
     let _ = control.send(&outcome, &[]);
 }
 
@@ -237,13 +331,29 @@ fn no_outcome(why: &str) -> StepOutcome {
 }
 
 /// Runs `stage` in the held container (starting one for it when there is
-/// none, or the one there was started for another plan).
-fn run(held: &mut Option<Held>, stage: Stage, output: OwnedFd, conn: &Control) -> StepOutcome {
+/// none, the one there is has ended, or it was started for another plan)
+/// until `stop` gives a grace.
+fn run(
+    held: &mut Option<Held>,
+    stage: Stage,
+    output: OwnedFd,
+    stop: impl Fn() -> Option<Duration>,
+) -> StepOutcome {
     let grace = Duration::from_millis(stage.grace_ms);
-    if held.as_ref().is_some_and(|h| h.plan != stage.container)
-        && let Some(mut h) = held.take()
-    {
-        h.container.finish(grace);
+    if stop().is_some() {
+        // Cancelled (or dead) while it waited for the keeper.
+        return StepOutcome {
+            code: None,
+            report: None,
+            cancelled: true,
+        };
+    }
+    if let Some(mut h) = held.take() {
+        if h.plan == stage.container && h.container.running() {
+            *held = Some(h);
+        } else {
+            h.container.finish(grace);
+        }
     }
     if held.is_none() {
         let _ = std::fs::remove_file(&stage.report);
@@ -266,15 +376,7 @@ fn run(held: &mut Option<Held>, stage: Stage, output: OwnedFd, conn: &Control) -
         }
     }
     let h = held.as_mut().expect("started above");
-    // The stage's process shut its end (cancelled) or died.
-    let hung_up = || {
-        // nix names no POLLRDHUP.
-        let rdhup = PollFlags::from_bits_retain(nix::libc::POLLRDHUP);
-        let mut fds = [PollFd::new(conn.as_fd(), rdhup | PollFlags::POLLHUP)];
-        let gone = matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0);
-        gone || pinfold_agent::signals::received()
-    };
-    let ended = h.container.step_into(&stage.step, output, hung_up, grace);
+    let ended = h.container.step_into(&stage.step, output, stop);
     let report = |h: &Held| {
         std::fs::read(&h.report)
             .ok()
@@ -294,8 +396,11 @@ fn run(held: &mut Option<Held>, stage: Stage, output: OwnedFd, conn: &Control) -
             // kill or a refused fork).
             let status = h.container.finish(grace);
             let report = match &r.error {
-                // Init refused the step: the sandbox's failure.
-                Some(e) => Some(serde_json::json!({"outcome": "error", "reason": e})),
+                // Init failed the step: it changed what every later step
+                // would inherit (the job's doing), named in the job's log.
+                Some(e) => Some(
+                    serde_json::json!({"outcome": "refused", "exit_code": r.exit_code, "reason": e}),
+                ),
                 None => report(h),
             };
             let code = if status == Some(EXIT_LIMIT) {
@@ -335,8 +440,14 @@ fn run(held: &mut Option<Held>, stage: Stage, output: OwnedFd, conn: &Control) -
 /// process dies, the keeper kills the step at once.
 pub fn run_step(dir: &Path, stage: &Stage) -> Result<StepOutcome, String> {
     pinfold_agent::signals::install().map_err(|e| e.to_string())?;
+    let log = dir.join(KEEPER_LOG);
+    let log = log.display();
+    let keeper = |e: ControlError| match e {
+        ControlError::Closed => format!("the job's keeper ended during the stage: see {log}"),
+        e => format!("the job's keeper: {e} (see {log})"),
+    };
     let conn = UnixStream::connect(dir.join(SOCKET)).map_err(|e| {
-        format!("the job's keeper does not answer ({e}): did prepare run, and cleanup not yet?")
+        format!("the job's keeper does not answer ({e}): prepare must run first, and if it did, see {log}")
     })?;
     let control = Control::from_fd(OwnedFd::from(conn.try_clone().map_err(|e| e.to_string())?));
     let stdout = std::io::stdout()
@@ -345,33 +456,36 @@ pub fn run_step(dir: &Path, stage: &Stage) -> Result<StepOutcome, String> {
         .map_err(|e| e.to_string())?;
     control
         .send(stage, &[std::os::fd::AsRawFd::as_raw_fd(&stdout)])
-        .map_err(|e| format!("the job's keeper: {e}"))?;
+        .map_err(keeper)?;
     drop(stdout);
     let mut cancelled = None;
     loop {
         match control.readable(Duration::from_millis(20)) {
             Ok(true) => break,
             Ok(false) => {}
-            Err(e) => return Err(format!("the job's keeper: {e}")),
+            Err(e) => return Err(keeper(e)),
         }
         if cancelled.is_none() && pinfold_agent::signals::received() {
             let _ = conn.shutdown(std::net::Shutdown::Write);
             cancelled = Some(Instant::now());
         }
-        // The keeper's own watchdog has its grace and 10 s.
+        // The keeper stops it within its grace and a second.
         if cancelled.is_some_and(|t| {
             t.elapsed() > Duration::from_millis(stage.grace_ms) + Duration::from_secs(15)
         }) {
-            return Err("the job's keeper did not stop the step".into());
+            return Err(format!(
+                "the job's keeper did not stop the step in time: cleanup will (see {log})"
+            ));
         }
     }
     match control.recv::<StepOutcome>() {
         Ok((mut o, _)) => {
             o.cancelled |= cancelled.is_some();
-            // The limit that ended the step, in the job's log (the
-            // container's own output is the keeper's).
+            // The limit that ended the step, or why init failed it, in the
+            // job's log (the container's own output is the keeper's; the
+            // sandbox's own failure is the caller's to report).
             if let Some(r) = &o.report
-                && r["outcome"] == "limit_exceeded"
+                && r["outcome"] != "error"
                 && let Some(why) = r["reason"].as_str()
             {
                 println!("==> pinfold: {why}");
@@ -383,6 +497,6 @@ pub fn run_step(dir: &Path, stage: &Stage) -> Result<StepOutcome, String> {
             report: None,
             cancelled: true,
         }),
-        Err(e) => Err(format!("the job's keeper: {e}")),
+        Err(e) => Err(keeper(e)),
     }
 }

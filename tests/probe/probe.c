@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/sched.h>
+#include <mqueue.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
@@ -269,6 +270,19 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(name, "shm-leave")) /* makes a SysV segment and exits without removing it */
         return shmget(IPC_PRIVATE, 1 << 20, IPC_CREAT | 0600) < 0 ? 2 : 0;
+    if (!strcmp(name, "mq-leave")) { /* makes a POSIX message queue and exits without removing it */
+        mqd_t q = mq_open("/pinfold-left", O_CREAT | O_RDWR, 0600, NULL);
+        if (q == (mqd_t)-1) {
+            perror("mq_open");
+            return 2;
+        }
+        return 0;
+    }
+    if (!strcmp(name, "mq-check")) { /* says whether an earlier step's queue is still there */
+        mqd_t q = mq_open("/pinfold-left", O_RDONLY);
+        puts(q == (mqd_t)-1 ? "mq-gone" : "mq-left");
+        return 0;
+    }
     if (!strcmp(name, "sched-init")) { /* gives PID 1 a custom time slice (sched_setattr): a later step must not inherit it */
         struct { uint32_t size, policy; uint64_t flags; int32_t nice; uint32_t prio; uint64_t runtime, deadline, period; } a = {0};
         a.size = sizeof a;

@@ -153,23 +153,22 @@ impl JobContainer {
     ) -> Result<StepEnd, RunError> {
         let (r, w) = output_pipe().map_err(RunError::Spawn)?;
         let done = drain(r, log.clone());
-        let stopped = || job.stopped() != stop::NONE || lock(log).over_limit();
-        let end = self.step_into(req, w, stopped, job.grace);
+        let stop = || (job.stopped() != stop::NONE || lock(log).over_limit()).then_some(job.grace);
+        let end = self.step_into(req, w, stop);
         if done.recv_timeout(Duration::from_secs(5)).is_err() {
             lock(log).line("==> pinfold: the step's output did not close; moving on");
         }
         end
     }
 
-    /// Runs one step whose stdout and stderr are `output`. When `stopped`
-    /// says so (polled every 20 ms), the container is killed: SIGTERM,
-    /// `grace`, SIGKILL.
+    /// Runs one step whose stdout and stderr are `output`. When `stop`
+    /// gives a grace (it is polled every 20 ms), the step is stopped and
+    /// the container killed: SIGTERM to the step, that grace, SIGKILL.
     pub fn step_into(
         &mut self,
         req: &StepRequest,
         output: OwnedFd,
-        stopped: impl Fn() -> bool,
-        grace: Duration,
+        stop: impl Fn() -> Option<Duration>,
     ) -> Result<StepEnd, RunError> {
         let Some(control) = &self.control else {
             return Ok(StepEnd::Gone);
@@ -177,7 +176,7 @@ impl JobContainer {
         let started = control.start(req, output.as_fd());
         drop(output);
         match started {
-            Ok(()) => self.wait_reply(req, stopped, grace),
+            Ok(()) => self.wait_reply(req, stop),
             Err(ControlError::Closed) => Ok(StepEnd::Gone),
             Err(e) => Err(RunError::Spawn(std::io::Error::other(e))),
         }
@@ -186,8 +185,7 @@ impl JobContainer {
     fn wait_reply(
         &mut self,
         req: &StepRequest,
-        stopped: impl Fn() -> bool,
-        grace: Duration,
+        stop: impl Fn() -> Option<Duration>,
     ) -> Result<StepEnd, RunError> {
         // Init enforces the step's timeout itself (exit 124); this watchdog
         // only catches a container that does not come back.
@@ -204,8 +202,12 @@ impl JobContainer {
                 Err(ControlError::Closed) => return Ok(StepEnd::Gone),
                 Err(e) => return Err(RunError::Spawn(std::io::Error::other(e))),
             }
-            if stopped() || hard.is_some_and(|h| Instant::now() >= h) {
+            if let Some(grace) = stop() {
                 self.kill(grace);
+                return Ok(StepEnd::Stopped);
+            }
+            if hard.is_some_and(|h| Instant::now() >= h) {
+                self.kill(Duration::ZERO);
                 return Ok(StepEnd::Stopped);
             }
         }
@@ -239,11 +241,32 @@ impl JobContainer {
         code
     }
 
-    /// SIGTERM (exec forwards it to the step through init), `grace`, then
-    /// SIGKILL, which takes the whole container.
+    /// Whether the container is still running (it may end between steps:
+    /// a limit, a kill from outside).
+    pub fn running(&mut self) -> bool {
+        self.status.is_none() && matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM with the channel still open (exec passes it to init, init to
+    /// the running step), up to `grace` for the step to end, then the
+    /// channel closed (init kills what is left and exits) and SIGKILL for a
+    /// container that does not end.
     fn kill(&mut self, grace: Duration) {
+        let pid = Pid::from_raw(self.child.id() as i32);
+        if !grace.is_zero() && self.control.is_some() {
+            let _ = kill(pid, Signal::SIGTERM);
+            let until = Instant::now() + grace;
+            while let Some(control) = &self.control
+                && Instant::now() < until
+            {
+                // A reply (the step ended) or the end of the container.
+                if !matches!(control.reply(Duration::from_millis(20)), Ok(None)) {
+                    break;
+                }
+            }
+        }
         drop(self.control.take());
-        terminate(&mut self.child, grace);
+        terminate(&mut self.child, Duration::from_secs(1).min(grace));
         self.status = Some(None);
     }
 }

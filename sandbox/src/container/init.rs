@@ -15,7 +15,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use super::steps::{Control, StepReply, StepRequest};
+use super::steps::{Control, Peer, StepReply, StepRequest};
 use super::sync::{self, Step, StepError};
 use super::{Prepared, forwarded_signals, process};
 
@@ -67,8 +67,10 @@ fn wait_for_job(job: Pid) -> i32 {
 /// Init of a job container: serves [`super::steps`] requests on `control`
 /// until the runner closes it, forking each step (hardened by
 /// [`process::exec_job`] as a single command is) and killing every process
-/// the step left once it ends, setsid'd daemons included. Returns the
-/// status to exit with: the last step's.
+/// the step left once it ends, setsid'd daemons included, and the SysV
+/// IPC objects it left (a step cannot make a POSIX message queue: the
+/// mqueue file system is under no Landlock rule). Returns the status to
+/// exit with: the last step's.
 pub(crate) fn serve(p: &mut Prepared, control: OwnedFd) -> i32 {
     let control = Control::from_fd(control);
     let mut mask = forwarded_signals();
@@ -92,6 +94,7 @@ pub(crate) fn serve(p: &mut Prepared, control: OwnedFd) -> i32 {
             return 125;
         }
     };
+
     let mut last = 0;
     loop {
         // Idle: no process but init exists.
@@ -103,13 +106,22 @@ pub(crate) fn serve(p: &mut Prepared, control: OwnedFd) -> i32 {
             Ok(r) => r,
             Err(_) => return last,
         };
-        let reply = match (fds.into_iter().next(), inherited.changed()) {
+        let mut reply = match (fds.into_iter().next(), inherited.changed()) {
             (_, Some(what)) => refused(format!(
                 "a previous step changed init's {what}, which every step inherits; the job stops here (a step may change only files in its writable paths)"
             )),
             (None, _) => refused("the step request carried no output fd".into()),
             (Some(out), None) => run_step(p, &ready, &req, out, &mut signals, &control),
         };
+        // The step that changed init fails itself (its processes are all
+        // gone by now), rather than the next one.
+        if reply.error.is_none()
+            && let Some(what) = inherited.changed()
+        {
+            reply = refused(format!(
+                "the step changed init's {what}, which every later step would inherit; the job stops here (a step may change only files in its writable paths)"
+            ));
+        }
         last = reply.exit_code;
         if control.send(&reply, &[]).is_err() {
             return last;
@@ -372,10 +384,7 @@ fn wait_step(
             PollFd::new(control.as_fd(), rdhup),
         ];
         if let Err(Errno::EINTR) | Ok(_) = poll(&mut fds, wait) {}
-        if fds[1]
-            .revents()
-            .is_some_and(|r| r.intersects(rdhup | PollFlags::POLLHUP | PollFlags::POLLERR))
-        {
+        if control.peer() != Peer::Open {
             return Waited::RunnerGone;
         }
         while let Ok(Some(info)) = signals.read_signal() {

@@ -408,7 +408,14 @@ fn finish_env(env: &[(String, String)], reverse: bool) -> Result<(Vec<CString>, 
         .unwrap_or_default();
     let mut env = env
         .iter()
-        .map(|(k, v)| to_cstring("environment variable", &format!("{k}={v}")))
+        .map(|(k, v)| {
+            // Named, never quoted: a value may be a secret.
+            CString::new(format!("{k}={v}")).map_err(|_| {
+                ContainerError::Spec(format!(
+                    "environment variable {k:?} contains a NUL byte: remove it from the name or value"
+                ))
+            })
+        })
         .collect::<Result<Vec<_>>>()?;
     if reverse {
         env.reverse();

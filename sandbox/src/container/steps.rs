@@ -76,6 +76,17 @@ pub struct StepReply {
 #[derive(Debug)]
 pub struct Control(OwnedFd);
 
+/// How far the other end of a [`Control`] has gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// It may still send.
+    Open,
+    /// It shut its sending side (`shutdown(SHUT_WR)`) and still reads.
+    ShutWrite,
+    /// It closed its end (or died).
+    Closed,
+}
+
 impl Control {
     /// A connected pair, both ends close-on-exec: the runner keeps the
     /// [`Control`], and the container gets the other end as its fd N
@@ -110,6 +121,28 @@ impl Control {
             return Ok(None);
         }
         self.recv().map(|(r, _)| Some(r))
+    }
+
+    /// How far the other end has gone, now. By hand (libc's `poll`): nix's
+    /// `PollFd::revents` has no POLLRDHUP and reads as `None` when the
+    /// kernel sets it.
+    pub fn peer(&self) -> Peer {
+        let mut p = libc::pollfd {
+            fd: self.0.as_raw_fd(),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one pollfd on the stack, a zero timeout.
+        if unsafe { libc::poll(&mut p, 1, 0) } <= 0 {
+            return Peer::Open;
+        }
+        if p.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+            Peer::Closed
+        } else if p.revents & libc::POLLRDHUP != 0 {
+            Peer::ShutWrite
+        } else {
+            Peer::Open
+        }
     }
 
     /// Whether a message (or EOF) is waiting, within `wait`.
