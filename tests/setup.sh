@@ -21,6 +21,7 @@ PACKAGES=(
   python3-venv     # tests/.venv: the PyPI tools below
   nodejs           # runs ci-templates/github/pinfold-hook.js as the Actions runner does (tests/gha.rs)
   chromium chromium-driver fonts-dejavu-core # the dashboard's browser tests (tests/dashboard.rs)
+  postgresql       # initdb, postgres, pg_dump: the PostgreSQL store's tests start a cluster of their own (coordinator/tests/pg)
   # The kernel matrix, tests/vm/run.sh (its own apt step is then a no-op):
   qemu-system-x86 qemu-utils debootstrap kmod cpio e2fsprogs xz-utils zstd file
 )

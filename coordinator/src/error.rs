@@ -63,6 +63,8 @@ impl ApiError {
             ApiError::Conflict(_) | ApiError::LogGap { .. } => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Rejected(s, _) => *s,
+            // The database is restarting or out of reach: clients retry.
+            ApiError::Store(e) if e.retryable() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Blob(e) => match e {
                 BlobError::DigestMismatch { .. } | BlobError::BadDigest(_) => {

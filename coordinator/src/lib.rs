@@ -24,6 +24,7 @@
 pub mod auth;
 pub mod blobs;
 pub mod error;
+mod relay;
 mod routes;
 pub mod store;
 pub mod token;
@@ -42,7 +43,7 @@ use tokio::sync::watch;
 
 pub use blobs::BlobStore;
 pub use error::ApiError;
-pub use store::{SqliteStore, Store};
+pub use store::{PgStore, SqliteStore, Store};
 
 /// Errors while setting the coordinator up.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +93,10 @@ pub struct Config {
     /// the admin assigned (`pinfold runners label`) or `runner:ID`. A secret
     /// with no scope goes to no runner.
     pub secret_scopes: BTreeMap<String, Vec<String>>,
+    /// The PostgreSQL database to keep state in (`postgres://...`), shared
+    /// by every coordinator given the same; `None`: SQLite in the state
+    /// directory.
+    pub store: Option<String>,
 }
 
 impl Config {
@@ -119,16 +124,21 @@ impl Default for Config {
             max_artifact_bytes: 4 << 30,
             max_json_bytes: 1 << 20,
             secret_scopes: BTreeMap::new(),
+            store: None,
         }
     }
 }
 
 /// Wakes long-polls and log followers; tells streams the server is stopping.
+/// With a shared PostgreSQL store, also those of the other coordinators
+/// ([`relay`]).
 #[derive(Debug)]
 pub struct Events {
     queue: watch::Sender<u64>,
     log: watch::Sender<u64>,
     shutdown: watch::Sender<bool>,
+    /// The relay to the other coordinators, if any.
+    remote: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<relay::Kind>>,
 }
 
 impl Events {
@@ -137,15 +147,31 @@ impl Events {
             queue: watch::channel(0).0,
             log: watch::channel(0).0,
             shutdown: watch::channel(false).0,
+            remote: std::sync::OnceLock::new(),
         }
     }
     /// A job became leasable.
     pub fn queue_changed(&self) {
-        self.queue.send_modify(|n| *n = n.wrapping_add(1));
+        self.wake(relay::Kind::Queue);
+        self.tell_others(relay::Kind::Queue);
     }
     /// A log grew or a job ended.
     pub fn log_changed(&self) {
-        self.log.send_modify(|n| *n = n.wrapping_add(1));
+        self.wake(relay::Kind::Log);
+        self.tell_others(relay::Kind::Log);
+    }
+    /// Wakes this coordinator's waiters only.
+    fn wake(&self, kind: relay::Kind) {
+        let w = match kind {
+            relay::Kind::Queue => &self.queue,
+            relay::Kind::Log => &self.log,
+        };
+        w.send_modify(|n| *n = n.wrapping_add(1));
+    }
+    fn tell_others(&self, kind: relay::Kind) {
+        if let Some(r) = self.remote.get() {
+            let _ = r.send(kind);
+        }
     }
     /// Ends long-polls and follows so graceful shutdown can finish.
     pub fn shut_down(&self) {
@@ -213,7 +239,8 @@ pub struct Bootstrap {
     pub new_registration_token: Option<String>,
 }
 
-/// Opens the SQLite store and blob store under `dir`, and settles the admin
+/// Opens the store (SQLite under `dir`, or the PostgreSQL database of
+/// `config.store`) and the blob store under `dir`, and settles the admin
 /// and registration tokens: a given token replaces the stored hash, a
 /// missing one is generated once.
 pub async fn open(
@@ -227,7 +254,10 @@ pub async fn open(
         path: dir.to_path_buf(),
         source,
     })?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("coordinator.db"))?);
+    let store: Arc<dyn Store> = match &config.store {
+        Some(url) => Arc::new(PgStore::connect(url).await?),
+        None => Arc::new(SqliteStore::open(&dir.join("coordinator.db"))?),
+    };
     let blobs = BlobStore::open(&dir.join("blobs"))?;
     let mut boot = Bootstrap::default();
     let mut hashes = Vec::new();
@@ -269,7 +299,15 @@ pub async fn open(
         admin_sha256,
         registration_sha256,
     };
-    Ok((AppState::new(store, blobs, config, tokens, secrets), boot))
+    let url = config.store.clone();
+    let state = AppState::new(store, blobs, config, tokens, secrets);
+    if let Some(url) = url {
+        let _ = state
+            .events
+            .remote
+            .set(relay::spawn(url, state.events.clone()));
+    }
+    Ok((state, boot))
 }
 
 /// The coordinator's HTTP API, and its web pages under `/ui` (which use

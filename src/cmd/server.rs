@@ -9,11 +9,12 @@ use pinfold_coordinator::Config;
 /// Run the coordinator: the HTTP API runners pull jobs from.
 ///
 /// State (SQLite database, sources, artifacts) lives in
-/// $PINFOLD_HOME/coordinator. On first start it prints an admin token and a
+/// $PINFOLD_HOME/coordinator, or with --store in a PostgreSQL database
+/// (sources and artifacts stay in $PINFOLD_HOME/coordinator). On first start it prints an admin token and a
 /// registration token once; only their hashes are kept.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Environment: PINFOLD_HOME; PINFOLD_ADMIN_TOKEN and PINFOLD_REGISTRATION_TOKEN set the tokens instead of generating them; PINFOLD_SECRET_<NAME> gives the value of job secret NAME (handed only to runners its --secret-to names, masked in its log); PINFOLD_SECRETS_TO (as --secret-to, ';' separated); RUST_LOG."
+    after_help = "Environment: PINFOLD_HOME; PINFOLD_STORE (as --store); PINFOLD_ADMIN_TOKEN and PINFOLD_REGISTRATION_TOKEN set the tokens instead of generating them; PINFOLD_SECRET_<NAME> gives the value of job secret NAME (handed only to runners its --secret-to names, masked in its log); PINFOLD_SECRETS_TO (as --secret-to, ';' separated); RUST_LOG."
 )]
 pub struct Args {
     /// Address to listen on (port 0 picks a free port; the address is printed).
@@ -39,6 +40,21 @@ pub struct Args {
         value_parser = parse_scope
     )]
     secret_to: Vec<(String, Vec<String>)>,
+    /// Keep the coordinator's state in this PostgreSQL database
+    /// (postgres://USER@HOST:PORT/DB) instead of SQLite in
+    /// $PINFOLD_HOME/coordinator: several coordinators given the same
+    /// database serve the same jobs. The schema is created or migrated at
+    /// start.
+    #[arg(long, value_name = "URL", env = "PINFOLD_STORE", value_parser = parse_store)]
+    store: Option<String>,
+}
+
+fn parse_store(s: &str) -> Result<String, String> {
+    if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+        Ok(s.to_string())
+    } else {
+        Err("expected a postgres://USER@HOST:PORT/DATABASE URL (without --store, the state is SQLite in $PINFOLD_HOME/coordinator)".into())
+    }
 }
 
 fn parse_scope(s: &str) -> Result<(String, Vec<String>), String> {
@@ -81,6 +97,7 @@ fn serve(a: Args) -> anyhow::Result<()> {
         max_attempts: a.max_attempts.max(1),
         max_log_bytes: a.max_log_bytes,
         secret_scopes: a.secret_to.iter().cloned().collect(),
+        store: a.store.clone(),
         ..Config::default()
     };
     let secrets = crate::secrets::from_env();

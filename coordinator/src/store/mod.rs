@@ -10,8 +10,10 @@
 //! masking and capping are pure functions in [`pinfold_api::mask`] that a backend
 //! calls inside its append transaction.
 
+mod postgres;
 mod sqlite;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -24,6 +26,16 @@ pub enum StoreError {
     /// The database failed.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The PostgreSQL server refused or failed a query.
+    #[error("postgresql: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The database cannot be reached now (PostgreSQL restarting, the pool
+    /// exhausted): the request may be retried.
+    #[error("{0} (retry: the database is unavailable)")]
+    Unavailable(String),
+    /// The store's configuration (`--store`) is not understood.
+    #[error("{0}")]
+    Config(String),
     /// The database could not be opened.
     #[error("opening {path}: {source}")]
     Open {
@@ -66,6 +78,37 @@ pub enum StoreError {
 
 /// Result of a store operation.
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+impl StoreError {
+    /// Whether the request may succeed if retried: the database was out of
+    /// reach (a PostgreSQL restart, a closed connection), not wrong.
+    pub fn retryable(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) => true,
+            // The connection failed (closed, or an I/O error under it), or
+            // the server says it is shutting down or restarting (57P*) or
+            // the connection broke (08*).
+            StoreError::Postgres(e) => {
+                use std::error::Error;
+                e.is_closed()
+                    || e.source().is_some_and(|s| s.is::<std::io::Error>())
+                    || e.code()
+                        .is_some_and(|c| c.code().starts_with("57P") || c.code().starts_with("08"))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A value as the JSON text the stores keep in a column.
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("plain data serializes")
+}
+
+/// A JSON column's value.
+fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("{e}: {s}")))
+}
 
 /// What a per-job token grants.
 #[derive(Debug, Clone)]

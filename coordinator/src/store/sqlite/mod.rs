@@ -26,7 +26,7 @@ use pinfold_api::wire::JobState;
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{Counts, MetaStore, NewJob, Result, StoreError};
+use super::{Counts, MetaStore, NewJob, Result, StoreError, from_json, json};
 
 mod artifacts;
 mod jobs;
@@ -120,14 +120,6 @@ const READERS: usize = 2;
 
 /// Prepared statements kept per connection (the hot paths use ~20).
 const STATEMENT_CACHE: usize = 64;
-
-fn json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).expect("plain data serializes")
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("{e}: {s}")))
-}
 
 /// `execute` through the connection's prepared-statement cache.
 pub(super) fn exec(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize> {

@@ -1,0 +1,144 @@
+//! Handler tests against the PostgreSQL store: the cases of api.rs
+//! (api/cases.rs), each on a database of its own on a real PostgreSQL
+//! server that the tests start themselves (tests/pg).
+
+mod pg;
+
+use std::time::Instant;
+
+/// The store the cases run against: PostgreSQL.
+mod store {
+    use std::path::Path;
+    use std::process::Command;
+
+    /// A new database of the test cluster.
+    pub fn url() -> Option<String> {
+        Some(crate::pg::cluster().database())
+    }
+
+    /// Every byte the store keeps: a dump of its database.
+    pub fn stored(_dir: &Path, url: Option<&str>) -> Vec<u8> {
+        let out = Command::new(crate::pg::cluster().bin().join("pg_dump"))
+            .args(["--data-only", "-d", url.expect("a database")])
+            .output()
+            .expect("pg_dump");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+}
+
+include!("api/cases.rs");
+
+/// A coordinator on the database at `url`, with state of its own (its
+/// blob directory) and the same tokens as every other: a replica.
+async fn replica(url: &str) -> T {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        store: Some(url.to_string()),
+        ..Config::default()
+    };
+    let (state, _) = open(
+        dir.path(),
+        config,
+        Some(ADMIN.into()),
+        Some(REG.into()),
+        BTreeMap::new(),
+    )
+    .await
+    .unwrap();
+    T { state, _dir: dir }
+}
+
+/// Two coordinators on one database, runners leasing through both at
+/// once: every job is leased once, by one runner (`FOR UPDATE SKIP
+/// LOCKED`), and none is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_coordinators_lease_each_job_exactly_once() {
+    let url = store::url().unwrap();
+    let replicas = [
+        std::sync::Arc::new(replica(&url).await),
+        std::sync::Arc::new(replica(&url).await),
+    ];
+    let mut runners = Vec::new();
+    for i in 0..4 {
+        runners.push(replicas[i % 2].register(&[]).await.token);
+    }
+    let mut submitted = Vec::new();
+    for i in 0..40 {
+        submitted.push(replicas[i % 2].submit(&[]).await);
+    }
+    let mut tasks = Vec::new();
+    for token in &runners {
+        for r in &replicas {
+            let (r, token) = (r.clone(), token.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                while let Some(l) = r.lease(&token).await {
+                    got.push(l.job_id);
+                }
+                got
+            }));
+        }
+    }
+    let mut leased = Vec::new();
+    for t in tasks {
+        leased.extend(t.await.unwrap());
+    }
+    leased.sort_unstable();
+    submitted.sort_unstable();
+    assert_eq!(leased, submitted, "each job leased exactly once");
+}
+
+/// A runner long-polling one coordinator is woken when a job is submitted
+/// through another (LISTEN/NOTIFY), not when its poll times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_polling_one_coordinator_wakes_for_a_job_submitted_to_another() {
+    let url = store::url().unwrap();
+    let a = replica(&url).await;
+    let b = replica(&url).await;
+    let runner = a.register(&[]).await;
+    let t0 = Instant::now();
+    let poll = tokio::spawn(async move {
+        a.post(
+            "/api/v1/runner/lease",
+            &runner.token,
+            json!({"wait_secs": 25}),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id = b.submit(&[]).await;
+    let (s, v) = poll.await.unwrap();
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["job_id"], id);
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "woken by its poll's timeout, not by the submit: {:?}",
+        t0.elapsed()
+    );
+}
+
+/// Coordinators that start together on a new database create the schema
+/// once: the migrations take an advisory lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinators_starting_together_migrate_the_schema_once() {
+    let url = store::url().unwrap();
+    let starts: Vec<_> = (0..4)
+        .map(|_| {
+            let u = url.clone();
+            tokio::spawn(async move { replica(&u).await })
+        })
+        .collect();
+    for s in starts {
+        s.await.unwrap();
+    }
+    let db = url.rsplit('/').next().unwrap();
+    assert_eq!(
+        pg::cluster().psql(db, "SELECT count(*) FROM schema_versions"),
+        "1"
+    );
+}
