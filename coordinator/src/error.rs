@@ -73,6 +73,7 @@ impl ApiError {
                 BlobError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 BlobError::Body(_) => StatusCode::BAD_REQUEST,
                 BlobError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+                BlobError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
             },
         }
     }
@@ -123,9 +124,15 @@ impl IntoResponse for ApiError {
             },
             error: match &self {
                 // Do not leak paths or SQL to clients; the log has the details.
+                ApiError::Store(e) if e.retryable() => {
+                    "the coordinator's database is unavailable: retry".into()
+                }
                 ApiError::Store(_) => "internal error in the coordinator's store".into(),
                 ApiError::Blob(BlobError::Io { .. }) => {
                     "internal error in the coordinator's blob store".into()
+                }
+                ApiError::Blob(BlobError::Database(_)) => {
+                    "the coordinator's database is unavailable: retry".into()
                 }
                 e => e.to_string(),
             },

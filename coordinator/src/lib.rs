@@ -254,11 +254,17 @@ pub async fn open(
         path: dir.to_path_buf(),
         source,
     })?;
-    let store: Arc<dyn Store> = match &config.store {
-        Some(url) => Arc::new(PgStore::connect(url).await?),
-        None => Arc::new(SqliteStore::open(&dir.join("coordinator.db"))?),
+    let (store, blobs): (Arc<dyn Store>, _) = match &config.store {
+        Some(url) => {
+            let pg = PgStore::connect(url).await?;
+            let blobs = BlobStore::postgres(pg.pool());
+            (Arc::new(pg), blobs)
+        }
+        None => (
+            Arc::new(SqliteStore::open(&dir.join("coordinator.db"))?),
+            BlobStore::open(&dir.join("blobs"))?,
+        ),
     };
-    let blobs = BlobStore::open(&dir.join("blobs"))?;
     let mut boot = Bootstrap::default();
     let mut hashes = Vec::new();
     for (key, given, prefix, slot) in [

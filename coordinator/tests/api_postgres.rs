@@ -137,8 +137,41 @@ async fn coordinators_starting_together_migrate_the_schema_once() {
         s.await.unwrap();
     }
     let db = url.rsplit('/').next().unwrap();
+    // Each start succeeded (a racing CREATE TABLE would have failed one)
+    // and each version is applied once.
     assert_eq!(
-        pg::cluster().psql(db, "SELECT count(*) FROM schema_versions"),
-        "1"
+        pg::cluster().psql(
+            db,
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_versions"
+        ),
+        "1,2"
+    );
+}
+
+/// Blobs are in the database too: an artifact uploaded through one
+/// coordinator (three chunks and a part) is served whole by another, and a
+/// second upload of the same content stores nothing new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_artifact_uploaded_through_one_coordinator_is_served_by_another() {
+    let url = store::url().unwrap();
+    let a = replica(&url).await;
+    let b = replica(&url).await;
+    let runner = a.register(&[]).await;
+    b.submit(&[]).await;
+    let l = a.lease(&runner.token).await.expect("a lease");
+    let data: Vec<u8> = (0..3_500_000u32).map(|i| (i % 251) as u8).collect();
+    a.upload(&l, "out.bin", &data).await;
+    b.upload(&l, "again.bin", &data).await;
+    for name in ["out.bin", "again.bin"] {
+        let (s, got) = b
+            .get_bytes(&format!("/api/v1/jobs/{}/artifacts/{name}", l.job_id))
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(sha(&got), sha(&data), "{name}");
+    }
+    let db = url.rsplit('/').next().unwrap();
+    assert_eq!(
+        pg::cluster().psql(db, "SELECT count(*) || ' ' || sum(chunks) FROM blobs"),
+        "1 4"
     );
 }

@@ -30,7 +30,7 @@ pub(super) async fn submit(
                 "source_sha256 {sha:?}: expected 64 lowercase hex digits"
             )));
         }
-        if !state.blobs.contains(sha) {
+        if !state.blobs.contains(sha).await? {
             return Err(ApiError::BadRequest(format!(
                 "source {sha} was not uploaded: PUT /api/v1/sources/{sha} first"
             )));

@@ -1,9 +1,14 @@
-//! Content-addressed files: source tars and artifacts, stored once per
-//! sha256 under `blobs/sha256/<2 hex>/<64 hex>`, whoever uploads them.
+//! Content-addressed blobs: source tars and artifacts, stored once per
+//! sha256, whoever uploads them. Beside the SQLite store they are files
+//! under `blobs/sha256/<2 hex>/<64 hex>`; beside the PostgreSQL store they
+//! are in the database ([`postgres`]), so that every coordinator sharing it
+//! serves every blob.
 //!
-//! Uploads stream into `blobs/tmp/` while hashing, are checked against the
-//! digest the client announced, fsynced, then renamed into place, so a
+//! File uploads stream into `blobs/tmp/` while hashing, are checked against
+//! the digest the client announced, fsynced, then renamed into place, so a
 //! crash never leaves a partial blob under a digest name.
+
+mod postgres;
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +40,9 @@ pub enum BlobError {
     /// The request body broke off.
     #[error("upload interrupted: {0}")]
     Body(String),
+    /// The database failed (PostgreSQL store).
+    #[error("{0}")]
+    Database(String),
     /// The file system failed.
     #[error("{op} {path}: {source}")]
     Io {
@@ -49,6 +57,40 @@ pub enum BlobError {
 
 type Result<T> = std::result::Result<T, BlobError>;
 
+/// An upload's size and digest so far, and its limit.
+struct Tally {
+    size: u64,
+    hasher: Sha256,
+    limit: u64,
+}
+
+impl Tally {
+    fn new(limit: u64) -> Tally {
+        Tally {
+            size: 0,
+            hasher: Sha256::new(),
+            limit,
+        }
+    }
+
+    /// Counts and hashes the next piece of the body (refused past the
+    /// limit); returns it.
+    fn add(&mut self, piece: std::result::Result<Bytes, axum::Error>) -> Result<Bytes> {
+        let piece = piece.map_err(|e| BlobError::Body(e.to_string()))?;
+        self.size += piece.len() as u64;
+        if self.size > self.limit {
+            return Err(BlobError::TooLarge { limit: self.limit });
+        }
+        self.hasher.update(&piece);
+        Ok(piece)
+    }
+
+    /// The size and the sha256 in hex.
+    fn finish(self) -> (u64, String) {
+        (self.size, hex::encode(self.hasher.finalize()))
+    }
+}
+
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> BlobError + 'a {
     move |source| BlobError::Io {
         op,
@@ -57,13 +99,21 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Bl
     }
 }
 
-/// A directory of content-addressed blobs.
-#[derive(Debug)]
+/// Content-addressed blobs: a directory, or a PostgreSQL database.
 pub struct BlobStore {
     root: PathBuf,
+    db: Option<postgres::PgBlobs>,
 }
 
 impl BlobStore {
+    /// The blobs in the PostgreSQL database of `pool` (the store's).
+    pub fn postgres(pool: deadpool_postgres::Pool) -> BlobStore {
+        BlobStore {
+            root: PathBuf::new(),
+            db: Some(postgres::PgBlobs::new(pool)),
+        }
+    }
+
     /// Opens (creating) the store at `root`, clearing uploads a crash left.
     pub fn open(root: &Path) -> Result<BlobStore> {
         let tmp = root.join("tmp");
@@ -73,11 +123,13 @@ impl BlobStore {
         }
         Ok(BlobStore {
             root: root.to_path_buf(),
+            db: None,
         })
     }
 
-    /// Where the blob with `sha256` lives (whether or not it exists).
-    pub fn path(&self, sha256: &str) -> Result<PathBuf> {
+    /// Where the blob with `sha256` lives as a file (whether or not it
+    /// exists).
+    fn path(&self, sha256: &str) -> Result<PathBuf> {
         if !pinfold_api::is_sha256_hex(sha256) {
             return Err(BlobError::BadDigest(sha256.into()));
         }
@@ -85,15 +137,24 @@ impl BlobStore {
     }
 
     /// True when the blob is stored.
-    pub fn contains(&self, sha256: &str) -> bool {
-        self.path(sha256).map(|p| p.is_file()).unwrap_or(false)
+    pub async fn contains(&self, sha256: &str) -> Result<bool> {
+        if !pinfold_api::is_sha256_hex(sha256) {
+            return Err(BlobError::BadDigest(sha256.into()));
+        }
+        match &self.db {
+            Some(db) => db.contains(sha256).await,
+            None => Ok(self.path(sha256)?.is_file()),
+        }
     }
 
     /// Streams `body` in, verifies it hashes to `sha256` and is at most
     /// `limit` bytes, and stores it. Returns its size. Storing content that
-    /// is already there keeps the existing file (deduplication).
+    /// is already there keeps the existing blob (deduplication).
     pub async fn put(&self, sha256: &str, body: Body, limit: u64) -> Result<u64> {
         let dest = self.path(sha256)?;
+        if let Some(db) = &self.db {
+            return db.put(sha256, body.into_data_stream(), limit).await;
+        }
         let tmp = self.root.join("tmp").join(crate::token::new_token(""));
         let outcome = self.receive(&tmp, body.into_data_stream(), limit).await;
         let (size, actual) = match outcome {
@@ -124,6 +185,8 @@ impl BlobStore {
         Ok(size)
     }
 
+    /// Writes what `stream` brings to `tmp`, hashing and counting it up to
+    /// `limit` bytes; returns the size and the sha256 in hex.
     async fn receive(
         &self,
         tmp: &Path,
@@ -133,24 +196,22 @@ impl BlobStore {
         let mut file = tokio::fs::File::create(tmp)
             .await
             .map_err(io("create", tmp))?;
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
+        let mut tally = Tally::new(limit);
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| BlobError::Body(e.to_string()))?;
-            size += chunk.len() as u64;
-            if size > limit {
-                return Err(BlobError::TooLarge { limit });
-            }
-            hasher.update(&chunk);
+            let chunk = tally.add(chunk)?;
             file.write_all(&chunk).await.map_err(io("write", tmp))?;
         }
         file.sync_all().await.map_err(io("fsync", tmp))?;
-        Ok((size, hex::encode(hasher.finalize())))
+        Ok(tally.finish())
     }
 
-    /// The blob's content as a response body, streamed from disk.
+    /// The blob's content as a response body, streamed from disk or the
+    /// database.
     pub async fn open_body(&self, sha256: &str) -> Result<(u64, Body)> {
         let path = self.path(sha256)?;
+        if let Some(db) = &self.db {
+            return db.open_body(sha256).await;
+        }
         let file = tokio::fs::File::open(&path)
             .await
             .map_err(io("open", &path))?;
