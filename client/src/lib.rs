@@ -44,6 +44,16 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// Whether the same request may succeed later: no answer, or an answer
+    /// that says the server (or the load balancer before it) cannot serve
+    /// now (502, 503: its database restarting, 504).
+    pub fn retryable(&self) -> bool {
+        match self {
+            ClientError::Transport(_) | ClientError::Io(_) => true,
+            ClientError::Http { status, .. } => matches!(status, 502..=504),
+        }
+    }
+
     /// The HTTP status, when the server answered.
     pub fn status(&self) -> Option<u16> {
         match self {

@@ -77,9 +77,11 @@ impl Cutoff {
     }
 }
 
-/// Calls `f` until it succeeds, the server answers with an error,
-/// `patience` runs out or `cutoff` passes (transport errors are retried
-/// with backoff; past the cutoff `f` is called once, not retried).
+/// Calls `f` until it succeeds, the server answers with an error that is
+/// not [`ClientError::retryable`], `patience` runs out or `cutoff` passes
+/// (no answer, or a 502-504 from a coordinator whose database restarts or
+/// a load balancer whose backend died, is retried with backoff; past the
+/// cutoff `f` is called once, not retried).
 pub(super) fn retry<T>(
     patience: Duration,
     cutoff: &Cutoff,
@@ -89,9 +91,7 @@ pub(super) fn retry<T>(
     let mut backoff = Backoff::new();
     loop {
         match f() {
-            Err(e @ (ClientError::Transport(_) | ClientError::Io(_)))
-                if start.elapsed() < patience && !cutoff.passed() =>
-            {
+            Err(e) if e.retryable() && start.elapsed() < patience && !cutoff.passed() => {
                 tracing::debug!(%e, "retrying");
                 backoff.sleep(cutoff);
             }

@@ -71,8 +71,9 @@ fn send_chunk(
             Err(e) if e.status() == Some(413) && data.len() > SHIP_CHUNK_MIN => {
                 return Sent::TooLarge;
             }
-            Err(e @ (ClientError::Transport(_) | ClientError::Io(_)))
-                if first.elapsed() < SHIP_PATIENCE
+            Err(e)
+                if e.retryable()
+                    && first.elapsed() < SHIP_PATIENCE
                     && flag.load(Ordering::SeqCst) != stop::LEASE_LOST
                     && !stop_all.load(Ordering::SeqCst)
                     && !cutoff.passed() =>

@@ -1,0 +1,275 @@
+//! Several coordinators on one PostgreSQL database behind a real load
+//! balancer: two `pinfold server --store postgres://...` processes, Debian's
+//! haproxy in front of them, real `pinfold agent` processes and the real
+//! CLI pointed at haproxy only, and a PostgreSQL cluster the test starts
+//! itself (coordinator/tests/pg). One coordinator is killed with SIGKILL
+//! while jobs run: every job still ends, once, with its whole log.
+
+mod common;
+#[path = "../coordinator/tests/pg/mod.rs"]
+mod pg;
+#[path = "common/server.rs"]
+mod server;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use pinfold_api::wire::{JobInfo, JobState, SubmitRequest};
+use pinfold_client::Client;
+
+use server::{ADMIN, REG, admin_cli, free_port, spawn_server};
+
+/// haproxy in front of `backends`, listening on its own port.
+struct Haproxy {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Haproxy {
+    fn start(backends: &[u16]) -> Result<Haproxy> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        // Health checks every 200 ms (the coordinators' /healthz, which asks the database),
+        // a dead server out after two; a request whose server is gone is
+        // sent to another (redispatch, retry-on), whatever its method: the
+        // protocol is idempotent (leases fenced, log offsets, digests).
+        let mut cfg = format!(
+            "global\n  maxconn 1000\n\
+             defaults\n  mode http\n  timeout connect 1s\n  timeout client 90s\n  timeout server 90s\n  \
+             retries 3\n  option redispatch 1\n  retry-on conn-failure empty-response response-timeout\n  \
+             option http-buffer-request\n\
+             frontend front\n  bind 127.0.0.1:{port}\n  default_backend coordinators\n\
+             backend coordinators\n  balance roundrobin\n  option httpchk GET /healthz\n"
+        );
+        for (i, b) in backends.iter().enumerate() {
+            cfg.push_str(&format!(
+                "  server c{i} 127.0.0.1:{b} check inter 200ms fall 2 rise 2\n"
+            ));
+        }
+        let path = dir.path().join("haproxy.cfg");
+        std::fs::write(&path, cfg)?;
+        let check = Command::new("haproxy")
+            .arg("-c")
+            .arg("-f")
+            .arg(&path)
+            .output()?;
+        anyhow::ensure!(
+            check.status.success(),
+            "haproxy -c: {}",
+            String::from_utf8_lossy(&check.stdout)
+        );
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("haproxy (tests/setup.sh installs it)")?;
+        let h = Haproxy {
+            child,
+            port,
+            _dir: dir,
+        };
+        // Up once it passes a request through to a coordinator.
+        let t = Instant::now();
+        let health = Client::new(&h.url(), None, Duration::from_secs(2));
+        while health.health().is_err() {
+            if t.elapsed() > Duration::from_secs(20) {
+                bail!("haproxy did not reach a coordinator");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(h)
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A coordinator on the shared database.
+struct Coordinator {
+    child: Child,
+    _home: tempfile::TempDir,
+    port: u16,
+}
+
+impl Coordinator {
+    fn start(url: &str) -> Result<Coordinator> {
+        let home = tempfile::tempdir()?;
+        let port = free_port();
+        let child = spawn_server(home.path(), port, &["--store", url])?;
+        Ok(Coordinator {
+            child,
+            _home: home,
+            port,
+        })
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn agent(home: &Path, server: &str) -> Result<Agent> {
+    Ok(Agent(
+        common::pinfold()
+            .env("PINFOLD_HOME", home)
+            .env("RUST_LOG", "warn")
+            .env("PINFOLD_ALLOW_LOCAL_IMAGES", "true")
+            .args(["agent", "--server", server, "--registration-token", REG])
+            .args(["--concurrency", "2", "--grace", "2s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?,
+    ))
+}
+
+/// What job `n` prints: 3,000 numbered lines (about 60 KiB), shipped in
+/// several appends, so that appends land on both coordinators.
+fn expected_log(n: usize) -> String {
+    (1..=3000).map(|i| format!("job {n} line {i}\n")).collect()
+}
+
+fn job_yaml(n: usize) -> String {
+    format!(
+        "image: {}\nsteps:\n  - name: print\n    run: i=1; while [ $i -le 3000 ]; do echo \"job {n} line $i\"; i=$((i+1)); done; sleep 1\n",
+        common::busybox_image()
+    )
+}
+
+/// GETs through `admin` until it answers (a request can land on the
+/// coordinator just killed before haproxy marks it down).
+fn with_retry<T>(mut f: impl FnMut() -> pinfold_client::Result<T>) -> Result<T> {
+    let t = Instant::now();
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if e.retryable() && t.elapsed() < Duration::from_secs(30) => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn log_of(admin: &Client, id: u64) -> Result<String> {
+    let (mut all, mut at) = (Vec::new(), 0);
+    loop {
+        let (data, next, complete) = with_retry(|| admin.read_log(id, at))?;
+        all.extend_from_slice(&data);
+        if data.is_empty() || complete || next == at {
+            return Ok(String::from_utf8_lossy(&all).into_owned());
+        }
+        at = next;
+    }
+}
+
+fn wait_terminal(admin: &Client, id: u64, within: Duration) -> Result<JobInfo> {
+    let t = Instant::now();
+    loop {
+        let j = with_retry(|| admin.job(id))?;
+        if j.state.is_terminal() {
+            return Ok(j);
+        }
+        if t.elapsed() > within {
+            bail!("job {id} still {:?} after {within:?}", j.state);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Two coordinators behind haproxy, two agents; one coordinator is killed
+/// (SIGKILL) while jobs run and ship logs. Every job succeeds in its first
+/// attempt (none lost, none run twice), every log is exactly what the job
+/// printed (no byte lost or repeated), and `pinfold submit --wait` through
+/// haproxy works after the kill.
+#[test]
+fn jobs_survive_a_coordinator_killed_behind_the_load_balancer() -> Result<()> {
+    let url = pg::cluster().database();
+    let mut a = Coordinator::start(&url)?;
+    let b = Coordinator::start(&url)?;
+    let lb = Haproxy::start(&[a.port, b.port])?;
+    let homes = [common::user_dir(), common::user_dir()];
+    let _agents = [
+        agent(homes[0].path(), &lb.url())?,
+        agent(homes[1].path(), &lb.url())?,
+    ];
+    let admin = Client::new(&lb.url(), Some(ADMIN.into()), Duration::from_secs(10));
+    let mut ids = Vec::new();
+    for n in 0..8 {
+        let spec = job_yaml(n);
+        let id = with_retry(|| {
+            admin.submit(&SubmitRequest {
+                spec: spec.clone(),
+                labels: vec![],
+                source_sha256: None,
+            })
+        })?
+        .job_id;
+        ids.push((n, id));
+    }
+    // Mid-run: some jobs running, their logs half shipped.
+    let t = Instant::now();
+    loop {
+        let running = with_retry(|| admin.jobs(Some("running"), 10))?;
+        if !running.jobs.is_empty() || t.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    a.child.kill()?; // SIGKILL
+    a.child.wait()?;
+    // The CLI through the load balancer, after the kill.
+    let dir = common::user_dir();
+    let file = dir.path().join("after.yaml");
+    std::fs::write(&file, job_yaml(100))?;
+    let out = admin_cli(&lb.url())
+        .args(["submit", "--wait"])
+        .arg(&file)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "submit --wait: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (n, id) in ids {
+        let j = wait_terminal(&admin, id, Duration::from_secs(120))?;
+        assert_eq!(j.state, JobState::Succeeded, "job {n}: {j:?}");
+        assert_eq!(j.attempts, 1, "job {n} ran more than once: {j:?}");
+        let log = log_of(&admin, id)?;
+        let want = expected_log(n);
+        assert!(
+            log.contains(&want),
+            "job {n}: its output, whole and once, is in its log ({} bytes)",
+            log.len()
+        );
+        assert_eq!(log.matches("line 3000\n").count(), 1, "job {n}");
+    }
+    drop(b);
+    Ok(())
+}
