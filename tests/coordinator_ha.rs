@@ -12,91 +12,15 @@ mod pg;
 mod server;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use pinfold_api::wire::{JobInfo, JobState, SubmitRequest};
 use pinfold_client::Client;
 
+use pg::haproxy::Haproxy;
 use server::{ADMIN, REG, admin_cli, free_port, spawn_server};
-
-/// haproxy in front of `backends`, listening on its own port.
-struct Haproxy {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Haproxy {
-    fn start(backends: &[u16]) -> Result<Haproxy> {
-        let dir = tempfile::tempdir()?;
-        let port = free_port();
-        // Health checks every 200 ms (the coordinators' /healthz, which asks the database),
-        // a dead server out after two; a request whose server is gone is
-        // sent to another (redispatch, retry-on), whatever its method: the
-        // protocol is idempotent (leases fenced, log offsets, digests).
-        let mut cfg = format!(
-            "global\n  maxconn 1000\n\
-             defaults\n  mode http\n  timeout connect 1s\n  timeout client 90s\n  timeout server 90s\n  \
-             retries 3\n  option redispatch 1\n  retry-on conn-failure empty-response response-timeout\n  \
-             option http-buffer-request\n\
-             frontend front\n  bind 127.0.0.1:{port}\n  default_backend coordinators\n\
-             backend coordinators\n  balance roundrobin\n  option httpchk GET /healthz\n"
-        );
-        for (i, b) in backends.iter().enumerate() {
-            cfg.push_str(&format!(
-                "  server c{i} 127.0.0.1:{b} check inter 200ms fall 2 rise 2\n"
-            ));
-        }
-        let path = dir.path().join("haproxy.cfg");
-        std::fs::write(&path, cfg)?;
-        let check = Command::new("haproxy")
-            .arg("-c")
-            .arg("-f")
-            .arg(&path)
-            .output()?;
-        anyhow::ensure!(
-            check.status.success(),
-            "haproxy -c: {}",
-            String::from_utf8_lossy(&check.stdout)
-        );
-        let child = Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("haproxy (tests/setup.sh installs it)")?;
-        let h = Haproxy {
-            child,
-            port,
-            _dir: dir,
-        };
-        // Up once it passes a request through to a coordinator.
-        let t = Instant::now();
-        let health = Client::new(&h.url(), None, Duration::from_secs(2));
-        while health.health().is_err() {
-            if t.elapsed() > Duration::from_secs(20) {
-                bail!("haproxy did not reach a coordinator");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(h)
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A coordinator on the shared database.
 struct Coordinator {
@@ -212,7 +136,7 @@ fn jobs_survive_a_coordinator_killed_behind_the_load_balancer() -> Result<()> {
     let url = pg::cluster().database();
     let mut a = Coordinator::start(&url)?;
     let b = Coordinator::start(&url)?;
-    let lb = Haproxy::start(&[a.port, b.port])?;
+    let lb = Haproxy::start(&[a.port, b.port]);
     let homes = [common::user_dir(), common::user_dir()];
     let _agents = [
         agent(homes[0].path(), &lb.url())?,

@@ -1,9 +1,18 @@
-//! Benchmarks (never assertions): dispatch throughput with 50 concurrent
+//! Benchmarks (never assertions): dispatch throughput with 100 concurrent
 //! simulated runners leasing and finishing no-op jobs, and log ingest
-//! throughput for one job, against the SQLite store over real HTTP.
+//! throughput for one job, over real HTTP, against three set-ups side by
+//! side, the runs interleaved: the SQLite store (one coordinator), the
+//! PostgreSQL store with one coordinator, and two coordinators on one
+//! PostgreSQL database behind haproxy. PostgreSQL is a cluster of its own
+//! (coordinator/tests/pg), with `synchronous_commit=off` (fsync on), the
+//! durability class of the SQLite store's `synchronous=NORMAL`, and
+//! `pg_stat_statements`, from which the database work per job is reported.
 //!
 //! `cargo bench -p pinfold-coordinator --bench dispatch [-- JOBS LOG_MIB RUNS]`
-//! Prints each run and the median.
+//! Prints each run and the medians.
+
+#[path = "../tests/pg/mod.rs"]
+mod pg;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -14,7 +23,7 @@ use pinfold_coordinator::Config;
 
 const ADMIN: &str = "pfa_bench";
 const REG: &str = "pfg_bench";
-const RUNNERS: usize = 50;
+const RUNNERS: usize = 100;
 const SPEC: &str = "image: busybox@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\nsteps:\n  - name: noop\n    run: 'true'\n";
 
 struct Server {
@@ -35,7 +44,10 @@ impl Drop for Server {
     }
 }
 
-fn start() -> Server {
+/// A coordinator in this process: over SQLite in a temporary directory,
+/// or over the PostgreSQL database `store`.
+fn start(store: Option<&str>) -> Server {
+    let store = store.map(str::to_string);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -48,6 +60,7 @@ fn start() -> Server {
         rt.block_on(async move {
             let config = Config {
                 max_log_bytes: 4 << 30,
+                store,
                 ..Config::default()
             };
             let (state, _) = pinfold_coordinator::open(
@@ -81,8 +94,118 @@ fn client(url: &str, token: &str) -> Client {
     Client::new(url, Some(token.into()), Duration::from_secs(30))
 }
 
-fn dispatch(jobs: usize) -> f64 {
-    let srv = start();
+/// One of the set-ups, started afresh for a run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Setup {
+    Sqlite,
+    Pg1,
+    Pg2,
+}
+
+impl Setup {
+    fn name(self) -> &'static str {
+        match self {
+            Setup::Sqlite => "SQLite, 1 coordinator",
+            Setup::Pg1 => "PostgreSQL, 1 coordinator",
+            Setup::Pg2 => "PostgreSQL, 2 coordinators + haproxy",
+        }
+    }
+}
+
+/// A running set-up: its coordinators, the balancer, and the URL runners use.
+struct Running {
+    url: String,
+    _servers: Vec<Server>,
+    _lb: Option<pg::haproxy::Haproxy>,
+    db: Option<String>,
+}
+
+fn run_setup(setup: Setup, cluster: &pg::Cluster) -> Running {
+    match setup {
+        Setup::Sqlite => {
+            let s = start(None);
+            Running {
+                url: s.url.clone(),
+                _servers: vec![s],
+                _lb: None,
+                db: None,
+            }
+        }
+        Setup::Pg1 | Setup::Pg2 => {
+            let url = cluster.database();
+            let n = if setup == Setup::Pg1 { 1 } else { 2 };
+            let servers: Vec<Server> = (0..n).map(|_| start(Some(&url))).collect();
+            let (url_for_runners, lb) = if n == 1 {
+                (servers[0].url.clone(), None)
+            } else {
+                let ports: Vec<u16> = servers
+                    .iter()
+                    .map(|s| s.url.rsplit(':').next().unwrap().parse().unwrap())
+                    .collect();
+                let lb = pg::haproxy::Haproxy::start(&ports);
+                (lb.url(), Some(lb))
+            };
+            Running {
+                url: url_for_runners,
+                _servers: servers,
+                _lb: lb,
+                db: Some(url.rsplit('/').next().unwrap().to_string()),
+            }
+        }
+    }
+}
+
+/// The database's work since the last reset: (statements, round trips)
+/// from pg_stat_statements (a round trip: a statement or a transaction's
+/// BEGIN or COMMIT), and the server processes' CPU time in ms.
+fn db_work(cluster: &pg::Cluster, db: &str) -> (f64, f64, f64) {
+    let calls = |filter: &str| -> f64 {
+        cluster
+            .psql(
+                db,
+                &format!(
+                    "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid                      WHERE d.datname = current_database() AND {filter}"
+                ),
+            )
+            .parse()
+            .unwrap()
+    };
+    let statements =
+        calls("query !~* '^(BEGIN|COMMIT|ROLLBACK)'") - calls("query ~* 'pg_stat_statements'");
+    let round_trips = calls("true") - calls("query ~* 'pg_stat_statements'");
+    (statements, round_trips, server_cpu_ms(cluster))
+}
+
+/// CPU time (user + system) of the cluster's processes, in ms.
+fn server_cpu_ms(cluster: &pg::Cluster) -> f64 {
+    let tick = 1000.0 / 100.0; // USER_HZ
+    let mut ticks = 0u64;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // After the command's closing parenthesis: state, ppid, ... utime (14), stime (15).
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let pid: u32 = head
+            .split_whitespace()
+            .next()
+            .unwrap_or("0")
+            .parse()
+            .unwrap_or(0);
+        let ppid: u32 = f.get(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+        if pid == cluster.pid || ppid == cluster.pid {
+            ticks += f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+                + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    ticks as f64 * tick
+}
+
+fn dispatch(setup: Setup, cluster: &pg::Cluster, jobs: usize) -> (f64, Option<(f64, f64, f64)>) {
+    let srv = run_setup(setup, cluster);
     let admin = client(&srv.url, ADMIN);
     std::thread::scope(|s| {
         for part in 0..8 {
@@ -109,6 +232,10 @@ fn dispatch(jobs: usize) -> f64 {
             client(&srv.url, &token)
         })
         .collect();
+    let before = srv.db.as_ref().map(|db| {
+        cluster.psql(db, "SELECT pg_stat_statements_reset()");
+        server_cpu_ms(cluster)
+    });
     let start = Instant::now();
     let done: usize = std::thread::scope(|s| {
         let handles: Vec<_> = runners
@@ -137,11 +264,16 @@ fn dispatch(jobs: usize) -> f64 {
     });
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(done, jobs);
-    jobs as f64 / secs
+    let work = srv.db.as_ref().zip(before).map(|(db, cpu0)| {
+        let (st, rt, cpu) = db_work(cluster, db);
+        let n = jobs as f64;
+        (st / n, rt / n, (cpu - cpu0) / n)
+    });
+    (jobs as f64 / secs, work)
 }
 
-fn log_ingest(mib: usize) -> f64 {
-    let srv = start();
+fn log_ingest(setup: Setup, cluster: &pg::Cluster, mib: usize) -> f64 {
+    let srv = run_setup(setup, cluster);
     let admin = client(&srv.url, ADMIN);
     let job = admin
         .submit(&SubmitRequest {
@@ -179,21 +311,61 @@ fn main() {
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
-    let jobs = args.first().copied().unwrap_or(5000);
+    let jobs = args.first().copied().unwrap_or(10_000);
     let mib = args.get(1).copied().unwrap_or(256);
-    let runs = args.get(2).copied().unwrap_or(5);
-    let mut d = Vec::new();
+    let runs = args.get(2).copied().unwrap_or(3);
+    let cluster = pg::Cluster::start(&[
+        "synchronous_commit=off",
+        "shared_preload_libraries=pg_stat_statements",
+        "pg_stat_statements.track_utility=on",
+    ]);
+    cluster.psql("template1", "CREATE EXTENSION pg_stat_statements");
+    let setups = [Setup::Sqlite, Setup::Pg1, Setup::Pg2];
+    let mut d: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    let mut w: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); 3];
+    let mut l: Vec<Vec<f64>> = vec![Vec::new(); 3];
     for i in 0..runs {
-        let r = dispatch(jobs);
-        println!("dispatch run {i}: {jobs} jobs, {RUNNERS} runners: {r:.0} jobs/s");
-        d.push(r);
+        // A different order each round, so that no set-up always runs
+        // first (or last) in a round.
+        for k in 0..3 {
+            let s = (i + k) % 3;
+            let (r, work) = dispatch(setups[s], &cluster, jobs);
+            print!(
+                "dispatch run {i}, {}: {jobs} jobs, {RUNNERS} runners: {r:.0} jobs/s",
+                setups[s].name()
+            );
+            if let Some((st, rt, cpu)) = work {
+                print!(
+                    " ({st:.1} statements, {rt:.1} round trips, {cpu:.2} ms of database CPU per job)"
+                );
+                w[s].push((st, rt, cpu));
+            }
+            println!();
+            d[s].push(r);
+        }
+        for k in 0..3 {
+            let s = (i + k) % 3;
+            let r = log_ingest(setups[s], &cluster, mib);
+            println!(
+                "log ingest run {i}, {}: {mib} MiB in 1 MiB appends: {r:.0} MB/s",
+                setups[s].name()
+            );
+            l[s].push(r);
+        }
     }
-    let mut l = Vec::new();
-    for i in 0..runs {
-        let r = log_ingest(mib);
-        println!("log ingest run {i}: {mib} MiB in 1 MiB appends: {r:.0} MB/s");
-        l.push(r);
+    for (s, setup) in setups.iter().enumerate() {
+        print!(
+            "median, {}: dispatch {:.0} jobs/s, log ingest {:.0} MB/s",
+            setup.name(),
+            median(d[s].clone()),
+            median(l[s].clone())
+        );
+        if !w[s].is_empty() {
+            let st = median(w[s].iter().map(|x| x.0).collect());
+            let rt = median(w[s].iter().map(|x| x.1).collect());
+            let cpu = median(w[s].iter().map(|x| x.2).collect());
+            print!("; per job: {st:.1} statements, {rt:.1} round trips, {cpu:.2} ms database CPU");
+        }
+        println!();
     }
-    println!("median dispatch: {:.0} jobs/s", median(d));
-    println!("median log ingest: {:.0} MB/s", median(l));
 }

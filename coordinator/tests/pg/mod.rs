@@ -8,6 +8,8 @@
 
 #![allow(dead_code)] // each test binary uses its own part
 
+pub mod haproxy;
+
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -23,6 +25,8 @@ pub struct Cluster {
     pub dir: PathBuf,
     /// Its TCP port on 127.0.0.1.
     pub port: u16,
+    /// The server's (postmaster's) pid.
+    pub pid: u32,
     bin: PathBuf,
     next: AtomicU32,
     _tmp: tempfile::TempDir,
@@ -31,10 +35,11 @@ pub struct Cluster {
 /// The user the cluster runs as (and its superuser's name).
 pub const USER: &str = "pinfold";
 
-/// The test binary's cluster, started on first use.
+/// The test binary's cluster, started on first use: no fsync (a test's
+/// data need not survive a crash of the machine).
 pub fn cluster() -> &'static Cluster {
     static C: OnceLock<Cluster> = OnceLock::new();
-    C.get_or_init(Cluster::start)
+    C.get_or_init(|| Cluster::start(&["fsync=off"]))
 }
 
 /// Debian's newest PostgreSQL server binaries.
@@ -91,7 +96,8 @@ fn as_user(c: &mut Command, who: Option<(u32, u32)>) {
     }
 }
 
-fn free_port() -> u16 {
+/// A port on 127.0.0.1 nothing listens on now.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -100,7 +106,9 @@ fn free_port() -> u16 {
 }
 
 impl Cluster {
-    fn start() -> Cluster {
+    /// A new cluster whose server runs with `settings` (`name=value`) on
+    /// top of its defaults.
+    pub fn start(settings: &[&str]) -> Cluster {
         let bin = bin_dir();
         let who = run_as();
         let tmp = tempfile::Builder::new()
@@ -135,6 +143,7 @@ impl Cluster {
         // test that happened to start it does.
         let (tx, rx) = std::sync::mpsc::channel();
         let (b, d, sock) = (bin.clone(), data.clone(), dir.clone());
+        let settings: Vec<String> = settings.iter().map(|s| s.to_string()).collect();
         std::thread::spawn(move || {
             let mut server = Command::new(b.join("postgres"));
             server
@@ -146,10 +155,9 @@ impl Cluster {
                     "-c",
                     "listen_addresses=127.0.0.1",
                     "-c",
-                    "fsync=off",
-                    "-c",
                     "max_connections=300",
                 ])
+                .args(settings.iter().flat_map(|s| ["-c", s.as_str()]))
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())
                 .stderr(log);
@@ -160,10 +168,11 @@ impl Cluster {
                 std::thread::park();
             }
         });
-        rx.recv().unwrap().expect("starting postgres");
+        let pid = rx.recv().unwrap().expect("starting postgres");
         let c = Cluster {
             dir,
             port,
+            pid,
             bin,
             next: AtomicU32::new(0),
             _tmp: tmp,
