@@ -175,3 +175,72 @@ async fn an_artifact_uploaded_through_one_coordinator_is_served_by_another() {
         "1 4"
     );
 }
+
+/// `pinfold server migrate`: a SQLite coordinator's state (a runner, a
+/// finished job with its log and an artifact, a queued job) moved into an
+/// empty database, checked there; a coordinator on that database serves
+/// the same jobs, log and artifact and numbers the next job after them. A
+/// second migration into it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_coordinator_moves_whole_into_postgres() {
+    use pinfold_coordinator::store::migrate::sqlite_to_postgres;
+    let dir = tempfile::tempdir().unwrap();
+    let (state, _) = open(
+        dir.path(),
+        Config::default(),
+        Some(ADMIN.into()),
+        Some(REG.into()),
+        BTreeMap::new(),
+    )
+    .await
+    .unwrap();
+    let old = T {
+        state,
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    let runner = old.register(&[]).await;
+    let done = old.submit(&[]).await;
+    let l = old.lease(&runner.token).await.expect("a lease");
+    let (s, v) = old
+        .append(done, &l.job_token, 0, b"built on sqlite\n")
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let data: Vec<u8> = (0..1_500_000u32).map(|i| (i % 253) as u8).collect();
+    old.upload(&l, "out.bin", &data).await;
+    old.finish(&l, "succeeded").await;
+    let queued = old.submit(&[]).await;
+    let log = old.log(done).await;
+    drop(old);
+
+    let url = store::url().unwrap();
+    let moved = sqlite_to_postgres(dir.path(), &url).await.unwrap();
+    let rows = |t: &str| moved.rows.iter().find(|(n, _)| *n == t).unwrap().1;
+    assert_eq!((rows("jobs"), rows("runners"), rows("attempts")), (2, 1, 1));
+    assert_eq!(moved.logs.0, 1);
+    assert_eq!(moved.blobs.0, 1);
+
+    let new = replica(&url).await;
+    assert_eq!(new.log(done).await, log);
+    assert_eq!(
+        new.status(done).await.state,
+        pinfold_api::wire::JobState::Succeeded
+    );
+    assert_eq!(
+        new.status(queued).await.state,
+        pinfold_api::wire::JobState::Queued
+    );
+    let (s, got) = new
+        .get_bytes(&format!("/api/v1/jobs/{done}/artifacts/out.bin"))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(sha(&got), sha(&data));
+    // The runner's token still works, and leases the queued job.
+    let l2 = new.lease(&runner.token).await.expect("the queued job");
+    assert_eq!(l2.job_id, queued);
+    assert!(new.submit(&[]).await > queued);
+    let e = sqlite_to_postgres(dir.path(), &url)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("migrate into an empty one"), "{e}");
+}

@@ -16,7 +16,10 @@ use pinfold_coordinator::Config;
 #[command(
     after_help = "Environment: PINFOLD_HOME; PINFOLD_STORE (as --store); PINFOLD_ADMIN_TOKEN and PINFOLD_REGISTRATION_TOKEN set the tokens instead of generating them; PINFOLD_SECRET_<NAME> gives the value of job secret NAME (handed only to runners its --secret-to names, masked in its log); PINFOLD_SECRETS_TO (as --secret-to, ';' separated); RUST_LOG."
 )]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    #[command(subcommand)]
+    command: Option<Sub>,
     /// Address to listen on (port 0 picks a free port; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -49,7 +52,17 @@ pub struct Args {
     store: Option<String>,
 }
 
-fn parse_store(s: &str) -> Result<String, String> {
+#[derive(Debug, clap::Subcommand)]
+enum Sub {
+    /// Move a SQLite coordinator's whole state (database, logs, sources,
+    /// artifacts) into an empty PostgreSQL database, then check every
+    /// table's row count and every log's and blob's sha256 there. Stop the
+    /// coordinator first; one transaction: a failure leaves the database
+    /// empty.
+    Migrate(super::server_migrate::Args),
+}
+
+pub(super) fn parse_store(s: &str) -> Result<String, String> {
     if s.starts_with("postgres://") || s.starts_with("postgresql://") {
         Ok(s.to_string())
     } else {
@@ -81,7 +94,12 @@ fn parse_scope(s: &str) -> Result<(String, Vec<String>), String> {
 
 /// Runs the subcommand; returns the exit status.
 pub fn run(a: Args) -> i32 {
-    crate::remote::exit_status("server", serve(a))
+    match a.command {
+        Some(Sub::Migrate(m)) => {
+            crate::remote::exit_status("server migrate", super::server_migrate::run(m))
+        }
+        None => crate::remote::exit_status("server", serve(a)),
+    }
 }
 
 fn token_env(name: &str) -> Option<String> {

@@ -10,6 +10,7 @@
 //! masking and capping are pure functions in [`pinfold_api::mask`] that a backend
 //! calls inside its append transaction.
 
+pub mod migrate;
 mod postgres;
 mod sqlite;
 

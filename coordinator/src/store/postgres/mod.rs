@@ -221,7 +221,7 @@ impl PgStore {
     }
 
     /// A connection from the pool.
-    async fn client(&self) -> Result<Client> {
+    pub(in crate::store) async fn client(&self) -> Result<Client> {
         self.pool.get().await.map_err(pool_error)
     }
 
