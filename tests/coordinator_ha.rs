@@ -197,3 +197,54 @@ fn jobs_survive_a_coordinator_killed_behind_the_load_balancer() -> Result<()> {
     drop(b);
     Ok(())
 }
+
+/// PostgreSQL itself restarted while jobs run: a request meanwhile fails
+/// with 503 and a line that says to retry (not a 500), the agent retries
+/// with backoff, and once the database is back every job ends in its first
+/// attempt with its whole log.
+#[test]
+fn jobs_survive_a_postgresql_restart() -> Result<()> {
+    // A cluster of its own: the shared one serves the other tests.
+    let cluster = pg::Cluster::start(&["fsync=off"]);
+    let url = cluster.database();
+    let c = Coordinator::start(&url)?;
+    let server = format!("http://127.0.0.1:{}", c.port);
+    let home = common::user_dir();
+    let _agent = agent(home.path(), &server)?;
+    let admin = Client::new(&server, Some(ADMIN.into()), Duration::from_secs(10));
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let id = admin
+            .submit(&SubmitRequest {
+                spec: job_yaml(n),
+                labels: vec![],
+                source_sha256: None,
+            })?
+            .job_id;
+        ids.push((n, id));
+    }
+    let t = Instant::now();
+    while admin.jobs(Some("running"), 10)?.jobs.is_empty() {
+        anyhow::ensure!(t.elapsed() < Duration::from_secs(60), "no job started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cluster.stop();
+    let down = admin.job(ids[0].1).expect_err("the database is down");
+    assert_eq!(down.status(), Some(503), "{down}");
+    assert!(down.to_string().contains("retry"), "{down}");
+    std::thread::sleep(Duration::from_secs(2));
+    cluster.start_again();
+    for (n, id) in ids {
+        let j = wait_terminal(&admin, id, Duration::from_secs(120))?;
+        assert_eq!(j.state, JobState::Succeeded, "job {n}: {j:?}");
+        assert_eq!(j.attempts, 1, "job {n} ran more than once: {j:?}");
+        let log = log_of(&admin, id)?;
+        assert!(
+            log.contains(&expected_log(n)),
+            "job {n}: {} bytes",
+            log.len()
+        );
+        assert_eq!(log.matches("line 3000\n").count(), 1, "job {n}");
+    }
+    Ok(())
+}

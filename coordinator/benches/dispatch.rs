@@ -196,7 +196,7 @@ fn server_cpu_ms(cluster: &pg::Cluster) -> f64 {
             .parse()
             .unwrap_or(0);
         let ppid: u32 = f.get(1).and_then(|p| p.parse().ok()).unwrap_or(0);
-        if pid == cluster.pid || ppid == cluster.pid {
+        if pid == cluster.pid() || ppid == cluster.pid() {
             ticks += f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
                 + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         }
@@ -265,6 +265,17 @@ fn dispatch(setup: Setup, cluster: &pg::Cluster, jobs: usize) -> (f64, Option<(f
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(done, jobs);
     let work = srv.db.as_ref().zip(before).map(|(db, cpu0)| {
+        if std::env::var_os("PINFOLD_BENCH_TOP").is_some() {
+            // Where the database's time went: the costliest statements.
+            println!(
+                "{}",
+                cluster.psql(
+                    db,
+                    "SELECT round(total_exec_time::numeric, 1) || ' ms, ' || calls || ' calls: ' || left(regexp_replace(query, '\\s+', ' ', 'g'), 110) \
+                     FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 8"
+                )
+            );
+        }
         let (st, rt, cpu) = db_work(cluster, db);
         let n = jobs as f64;
         (st / n, rt / n, (cpu - cpu0) / n)

@@ -138,13 +138,13 @@ async fn coordinators_starting_together_migrate_the_schema_once() {
     }
     let db = url.rsplit('/').next().unwrap();
     // Each start succeeded (a racing CREATE TABLE would have failed one)
-    // and each version is applied once.
+    // and each version, 1 to the last, is applied once.
     assert_eq!(
         pg::cluster().psql(
             db,
-            "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_versions"
+            "SELECT count(*) > 1 AND count(*) = max(version) AND min(version) = 1 FROM schema_versions"
         ),
-        "1,2"
+        "t"
     );
 }
 

@@ -87,6 +87,7 @@ pub async fn sqlite_to_postgres(dir: &Path, url: &str) -> Result<Migrated> {
         let n = copy_table(&sqlite, &tx, table).await?;
         out.rows.push((table, n));
     }
+    tx.execute(super::postgres::FILL_QUEUE, &[]).await?;
     for table in IDENTITIES {
         tx.execute(
             &format!(

@@ -25,9 +25,11 @@ pub struct Cluster {
     pub dir: PathBuf,
     /// Its TCP port on 127.0.0.1.
     pub port: u16,
-    /// The server's (postmaster's) pid.
-    pub pid: u32,
+    pid: AtomicU32,
     bin: PathBuf,
+    data: PathBuf,
+    settings: Vec<String>,
+    who: Option<(u32, u32)>,
     next: AtomicU32,
     _tmp: tempfile::TempDir,
 }
@@ -134,16 +136,42 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         let port = free_port();
-        let log = std::fs::File::create(dir.join("server.log")).unwrap();
-        if let Some((uid, gid)) = who {
-            std::os::unix::fs::chown(dir.join("server.log"), Some(uid), Some(gid)).unwrap();
+        let c = Cluster {
+            dir,
+            port,
+            pid: AtomicU32::new(0),
+            bin,
+            data,
+            settings: settings.iter().map(|s| s.to_string()).collect(),
+            who,
+            next: AtomicU32::new(0),
+            _tmp: tmp,
+        };
+        c.launch();
+        c
+    }
+
+    /// Starts the server on the cluster's data, port and settings, and
+    /// waits until it accepts connections. From a thread that lives as
+    /// long as the process, so that the death signal fires when the process
+    /// ends, not when the test that happened to start it does.
+    fn launch(&self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("server.log"))
+            .unwrap();
+        if let Some((uid, gid)) = self.who {
+            std::os::unix::fs::chown(self.dir.join("server.log"), Some(uid), Some(gid)).unwrap();
         }
-        // Started from a thread that lives as long as the process, so
-        // that the death signal fires when the process ends, not when the
-        // test that happened to start it does.
         let (tx, rx) = std::sync::mpsc::channel();
-        let (b, d, sock) = (bin.clone(), data.clone(), dir.clone());
-        let settings: Vec<String> = settings.iter().map(|s| s.to_string()).collect();
+        let (b, d, sock, port) = (
+            self.bin.clone(),
+            self.data.clone(),
+            self.dir.clone(),
+            self.port,
+        );
+        let (settings, who) = (self.settings.clone(), self.who);
         std::thread::spawn(move || {
             let mut server = Command::new(b.join("postgres"));
             server
@@ -169,16 +197,29 @@ impl Cluster {
             }
         });
         let pid = rx.recv().unwrap().expect("starting postgres");
-        let c = Cluster {
-            dir,
-            port,
-            pid,
-            bin,
-            next: AtomicU32::new(0),
-            _tmp: tmp,
-        };
-        c.wait_ready();
-        c
+        self.pid.store(pid, Ordering::SeqCst);
+        self.wait_ready();
+    }
+
+    /// The server's (postmaster's) pid.
+    pub fn pid(&self) -> u32 {
+        self.pid.load(Ordering::SeqCst)
+    }
+
+    /// Stops the server (a fast shutdown: open connections are cut) and
+    /// waits until it is gone.
+    pub fn stop(&self) {
+        let pid = self.pid() as i32;
+        // SAFETY: kill(2) and waitpid(2) of our own child, by pid.
+        unsafe {
+            libc::kill(pid, libc::SIGINT);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+    }
+
+    /// Starts the server again after [`Cluster::stop`].
+    pub fn start_again(&self) {
+        self.launch();
     }
 
     fn wait_ready(&self) {

@@ -24,7 +24,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::logs::store_log_bytes;
-use super::{PgStore, insert_job, opt_u64, verify};
+use super::{PgStore, enqueue, insert_job, opt_u64, verify};
 use crate::store::{
     JobFilter, JobStore, JobTokenRecord, LeaseGrant, NewJob, Result, StoreError, StoredJob,
     from_json, json,
@@ -184,6 +184,14 @@ async fn cancel_one(tx: &impl GenericClient, job_id: u64, now: u64) -> Result<Jo
     let state = load_job(tx, job_id).await?.info.state;
     Ok(match state {
         JobState::Queued => {
+            // A lease holding its queue row has it too (then this waits
+            // for that lease to end, which finds the job running).
+            exec(
+                tx,
+                "DELETE FROM queue WHERE job_id = $1",
+                &[&(job_id as i64)],
+            )
+            .await?;
             exec(
                 tx,
                 "UPDATE jobs SET state = 'cancelled', reason = 'cancelled before it started', \
@@ -211,33 +219,57 @@ async fn cancel_one(tx: &impl GenericClient, job_id: u64, now: u64) -> Result<Jo
     })
 }
 
-/// The oldest queued job after `after` whose labels are all in `labels`
-/// (a JSON array) and that no other transaction holds, locked; None when
-/// there is none. Verify groups are left out here already (the verify
-/// rule refuses them anyway): locking them would make leases of their
-/// runs wait for one another.
-async fn next_candidate(c: &impl GenericClient, labels: &str, after: i64) -> Result<Option<u64>> {
+/// The oldest leasable job after `after` whose labels are all in `labels`
+/// (a JSON array), its queue row and its job row locked, skipping rows
+/// another transaction holds (another lease; a cancel or an expiry holding
+/// the job), so a lease never waits on a lock; with the verify group it is
+/// a run of, if any, and its next attempt's number. One statement: the
+/// lease's hot path. None when there
+/// is none. Verify groups are never in the queue.
+async fn next_candidate(
+    c: &impl GenericClient,
+    labels: &str,
+    after: i64,
+) -> Result<Option<Candidate>> {
     let r = row_opt(
         c,
-        "SELECT id FROM jobs WHERE state = 'queued' AND id > $2 \
-         AND labels::jsonb <@ $1::text::jsonb \
-         AND NOT EXISTS (SELECT 1 FROM verify_groups g WHERE g.job_id = jobs.id) \
-         ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
+        "SELECT q.job_id, (SELECT v.group_id FROM verify_runs v WHERE v.job_id = q.job_id), \
+         j.attempts + 1 \
+         FROM queue q JOIN jobs j ON j.id = q.job_id AND j.state = 'queued' \
+         WHERE q.job_id > $2 AND q.labels::jsonb <@ $1::text::jsonb \
+         ORDER BY q.job_id LIMIT 1 FOR UPDATE OF q, j SKIP LOCKED",
         &[&labels, &after],
     )
     .await?;
     Ok(match r {
-        Some(r) => Some(r.try_get::<_, i64>(0)? as u64),
+        Some(r) => Some(Candidate {
+            id: r.try_get::<_, i64>(0)? as u64,
+            group: r.try_get(1)?,
+            attempt: r.try_get(2)?,
+        }),
         None => None,
     })
+}
+
+/// A job a lease may take (see [`next_candidate`]).
+struct Candidate {
+    id: u64,
+    /// The verify group it is a run of.
+    group: Option<i64>,
+    /// The number its attempt would have.
+    attempt: i64,
 }
 
 #[async_trait]
 impl JobStore for PgStore {
     /// Enqueues a job; returns its id.
     async fn create_job(&self, job: NewJob) -> Result<u64> {
-        let c = self.client().await?;
-        insert_job(&c, &job, "queued").await
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let id = insert_job(&tx, &job, "queued").await?;
+        enqueue(&tx, id).await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     /// One job.
@@ -297,26 +329,31 @@ impl JobStore for PgStore {
         let mut chosen = None;
         let mut after = 0i64;
         for _ in 0..LEASE_SCAN {
-            let Some(id) = next_candidate(&tx, &labels, after).await? else {
+            let Some(cand) = next_candidate(&tx, &labels, after).await? else {
                 break;
             };
-            if verify::may_lease(&tx, id, runner_id).await? {
-                chosen = Some(id);
+            // Only a verify run needs the verify rule's look.
+            if cand.group.is_none() || verify::may_lease(&tx, cand.id, runner_id).await? {
+                chosen = Some(cand);
                 break;
             }
-            after = id as i64;
+            after = cand.id as i64;
         }
-        let Some(job_id) = chosen else {
+        let Some(Candidate {
+            id: job_id,
+            group,
+            attempt: number,
+        }) = chosen
+        else {
             tx.commit().await?;
             return Ok(None);
         };
-        let number: i64 = row(
+        exec(
             &tx,
-            "SELECT attempts + 1 FROM jobs WHERE id = $1",
+            "DELETE FROM queue WHERE job_id = $1",
             &[&(job_id as i64)],
         )
-        .await?
-        .try_get(0)?;
+        .await?;
         let attempt_id = row(
             &tx,
             "INSERT INTO attempts (job_id, runner_id, number, token_sha256, state, lease_expires, \
@@ -345,7 +382,9 @@ impl JobStore for PgStore {
             ],
         )
         .await?;
-        verify::run_leased(&tx, job_id, now).await?;
+        if group.is_some() {
+            verify::run_leased(&tx, job_id, now).await?;
+        }
         let job = load_job(&tx, job_id).await?;
         let r = row(
             &tx,
@@ -581,6 +620,7 @@ impl JobStore for PgStore {
                     &[&job_id],
                 )
                 .await?;
+                enqueue(&tx, job_id as u64).await?;
             } else {
                 exec(
                     &tx,

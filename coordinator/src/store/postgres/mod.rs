@@ -141,7 +141,38 @@ CREATE TABLE blob_chunks (
 );
 ",
     ),
+    (3, QUEUE),
 ];
+
+/// The leasable jobs, apart from `jobs` (version 3). A lease locks a row
+/// here (`FOR UPDATE SKIP LOCKED`) and deletes it, so the scans of many
+/// runners leasing at once walk only this small table, never past the
+/// rows of the jobs already leased (each an old version an update left in
+/// `jobs`' index), and never lock a row of `jobs` that a heartbeat or a
+/// finish waits for. Verify groups are never in it; their runs are.
+const QUEUE: &str = "
+CREATE TABLE queue (
+    job_id BIGINT PRIMARY KEY REFERENCES jobs (id),
+    labels TEXT NOT NULL
+);
+INSERT INTO queue (job_id, labels)
+    SELECT id, labels FROM jobs
+    WHERE state = 'queued' AND NOT EXISTS (SELECT 1 FROM verify_groups g WHERE g.job_id = jobs.id);
+";
+
+/// Fills [`QUEUE`]'s table from `jobs` (after `pinfold server migrate`
+/// copied the jobs in).
+pub(super) const FILL_QUEUE: &str = "INSERT INTO queue (job_id, labels)     SELECT id, labels FROM jobs     WHERE state = 'queued' AND NOT EXISTS (SELECT 1 FROM verify_groups g WHERE g.job_id = jobs.id)";
+
+/// Makes job `job_id` leasable (a new job or run, or one requeued).
+pub(super) async fn enqueue(c: &impl GenericClient, job_id: u64) -> Result<()> {
+    c.execute(
+        "INSERT INTO queue (job_id, labels) SELECT id, labels FROM jobs WHERE id = $1",
+        &[&(job_id as i64)],
+    )
+    .await?;
+    Ok(())
+}
 
 /// The advisory lock the migrations take (any constant of ours: "pinfold").
 const MIGRATION_LOCK: i64 = 0x0070_696e_666f_6c64;

@@ -25,7 +25,7 @@ use tokio_postgres::IsolationLevel;
 
 use super::jobs::{exec, row, row_opt, rows};
 use super::logs::store_log_bytes;
-use super::{PgStore, insert_job};
+use super::{PgStore, enqueue, insert_job};
 use crate::store::{NewJob, Result, StoreError, VerifyStore, from_json, json};
 
 /// The group log is a few lines; this caps it all the same.
@@ -120,6 +120,7 @@ pub(super) async fn create_group(c: &impl GenericClient, job: &NewJob, runs: u32
             &[&(id as i64), &(group as i64), &(run as i64)],
         )
         .await?;
+        enqueue(c, id).await?;
         ids.push(id.to_string());
     }
     let line = format!(
