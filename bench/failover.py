@@ -83,7 +83,7 @@ def main():
         servers = [coordinator(0), coordinator(1)]
         hport = free_port()
         cfg = (f"global\n  maxconn 1000\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 90s\n"
-               f"  timeout server 90s\n  retries 3\n  option redispatch 1\n"
+               f"  timeout server 90s\n  timeout check 5s\n  retries 3\n  option redispatch 1\n"
                f"  retry-on conn-failure empty-response response-timeout\n  option http-buffer-request\n"
                f"frontend front\n  bind 127.0.0.1:{hport}\n  default_backend coordinators\n"
                f"backend coordinators\n  balance roundrobin\n  option httpchk GET /healthz\n")

@@ -27,7 +27,7 @@ impl Haproxy {
         // offsets, digests).
         let mut cfg = format!(
             "global\n  maxconn 4000\n\
-             defaults\n  mode http\n  timeout connect 1s\n  timeout client 90s\n  timeout server 90s\n  \
+             defaults\n  mode http\n  timeout connect 1s\n  timeout client 90s\n  timeout server 90s\n  timeout check 5s\n  \
              retries 3\n  option redispatch 1\n  retry-on conn-failure empty-response response-timeout\n  \
              option http-buffer-request\n\
              frontend front\n  bind 127.0.0.1:{port}\n  default_backend coordinators\n\

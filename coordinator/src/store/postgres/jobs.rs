@@ -223,32 +223,46 @@ async fn cancel_one(tx: &impl GenericClient, job_id: u64, now: u64) -> Result<Jo
 /// (a JSON array), its queue row and its job row locked, skipping rows
 /// another transaction holds (another lease; a cancel or an expiry holding
 /// the job), so a lease never waits on a lock; with the verify group it is
-/// a run of, if any, and its next attempt's number. One statement: the
-/// lease's hot path. None when there
+/// a run of, if any, and its next attempt's number. Two statements, each on
+/// one table by its primary key, so that the plan cannot turn into a scan
+/// of the whole queue: the lease's hot path. None when there
 /// is none. Verify groups are never in the queue.
 async fn next_candidate(
     c: &impl GenericClient,
     labels: &str,
     after: i64,
 ) -> Result<Option<Candidate>> {
-    let r = row_opt(
-        c,
-        "SELECT q.job_id, (SELECT v.group_id FROM verify_runs v WHERE v.job_id = q.job_id), \
-         j.attempts + 1 \
-         FROM queue q JOIN jobs j ON j.id = q.job_id AND j.state = 'queued' \
-         WHERE q.job_id > $2 AND q.labels::jsonb <@ $1::text::jsonb \
-         ORDER BY q.job_id LIMIT 1 FOR UPDATE OF q, j SKIP LOCKED",
-        &[&labels, &after],
-    )
-    .await?;
-    Ok(match r {
-        Some(r) => Some(Candidate {
-            id: r.try_get::<_, i64>(0)? as u64,
-            group: r.try_get(1)?,
-            attempt: r.try_get(2)?,
-        }),
-        None => None,
-    })
+    let mut after = after;
+    loop {
+        let q = row_opt(
+            c,
+            "SELECT job_id FROM queue WHERE job_id > $2 AND labels::jsonb <@ $1::text::jsonb \
+             ORDER BY job_id LIMIT 1 FOR UPDATE SKIP LOCKED",
+            &[&labels, &after],
+        )
+        .await?;
+        let Some(id) = q.map(|r| r.try_get::<_, i64>(0)).transpose()? else {
+            return Ok(None);
+        };
+        let j = row_opt(
+            c,
+            "SELECT (SELECT v.group_id FROM verify_runs v WHERE v.job_id = jobs.id), attempts + 1 \
+             FROM jobs WHERE id = $1 AND state = 'queued' FOR UPDATE SKIP LOCKED",
+            &[&id],
+        )
+        .await?;
+        match j {
+            Some(j) => {
+                return Ok(Some(Candidate {
+                    id: id as u64,
+                    group: j.try_get(0)?,
+                    attempt: j.try_get(1)?,
+                }));
+            }
+            // A cancel or an expiry holds the job: look past it.
+            None => after = id,
+        }
+    }
 }
 
 /// A job a lease may take (see [`next_candidate`]).
