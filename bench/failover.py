@@ -2,8 +2,8 @@
 """Failover time: two `pinfold server --store postgres://...` on one
 PostgreSQL database (a cluster of this script's own, started with initdb as
 pinfold-test on a free port), Debian's haproxy in front, and one simulated
-runner leasing and finishing no-op jobs through haproxy as fast as it can.
-Each round kills one coordinator with SIGKILL mid-stream and measures, from
+runner leasing and finishing no-op jobs through haproxy as fast as it can
+(a submitter keeps the queue full). Each round kills one coordinator with SIGKILL mid-stream and measures, from
 the kill, the time to the next successful lease (through the other: haproxy
 redispatches what the dead one cannot take) and the longest gap between
 two successful leases around it; then starts the killed one again.
@@ -30,11 +30,15 @@ def free_port():
 
 def call(url, path, token, body=None, method="POST"):
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url + path, data=data, method=method,
-                                 headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = "Bearer " + token
+    req = urllib.request.Request(url + path, data=data, method=method, headers=headers)
     with urllib.request.urlopen(req, timeout=10) as r:
         raw = r.read()
-        return r.status, (json.loads(raw) if raw else None)
+        if r.headers.get("content-type", "").startswith("application/json"):
+            return r.status, json.loads(raw)
+        return r.status, raw
 
 
 def main():
@@ -94,18 +98,31 @@ def main():
         procs.append(subprocess.Popen(["haproxy", "-db", "-f", f"{work}/haproxy.cfg"],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         lb = f"http://127.0.0.1:{hport}"
+        deadline = time.monotonic() + 30
         while True:
             try:
                 call(lb, "/healthz", "", method="GET")
                 break
-            except Exception:
+            except (urllib.error.URLError, OSError):
+                if time.monotonic() > deadline:
+                    raise
                 time.sleep(0.05)
         _, r = call(lb, "/api/v1/runners", REG, {"name": "bench", "labels": []})
         runner = r["token"]
-        for _ in range(5000):
+        for _ in range(2000):
             call(lb, "/api/v1/jobs", ADMIN, {"spec": SPEC})
         leases = []  # monotonic times of successful leases
         stop = threading.Event()
+
+        def feed():
+            # Keeps the queue from running dry: a submit per lease or so.
+            while not stop.is_set():
+                try:
+                    call(lb, "/api/v1/jobs", ADMIN, {"spec": SPEC})
+                except (urllib.error.URLError, OSError, ValueError):
+                    time.sleep(0.01)
+
+        threading.Thread(target=feed, daemon=True).start()
 
         def run():
             while not stop.is_set():
@@ -116,7 +133,7 @@ def main():
                     leases.append(time.monotonic())
                     call(lb, f"/api/v1/jobs/{lease['job_id']}/finish", lease["job_token"],
                          {"state": "succeeded", "steps": []})
-                except (urllib.error.URLError, OSError, ValueError):
+                except (urllib.error.URLError, OSError, ValueError, KeyError):
                     time.sleep(0.01)
 
         threading.Thread(target=run, daemon=True).start()

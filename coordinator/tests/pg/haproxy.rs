@@ -3,6 +3,7 @@
 //! on a free port of 127.0.0.1 with a generated configuration, killed when
 //! dropped.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -51,14 +52,24 @@ impl Haproxy {
             "haproxy -c: {}",
             String::from_utf8_lossy(&check.stdout)
         );
-        let child = Command::new("haproxy")
-            .arg("-db")
+        let mut cmd = Command::new("haproxy");
+        cmd.arg("-db")
             .arg("-f")
             .arg(&path)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("haproxy");
+            .stderr(Stdio::null());
+        // SAFETY: prctl is async-signal-safe and touches no memory of the
+        // parent. haproxy dies with the thread that started it, also when a
+        // test panics past its Drop.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("haproxy");
         let h = Haproxy {
             child,
             port,
