@@ -13,6 +13,7 @@
 pub mod migrate;
 mod postgres;
 mod sqlite;
+mod verify_rules;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;

@@ -15,11 +15,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use pinfold_api::verdict::Verdict;
-use pinfold_api::wire::{JobState, VerifyRun, VerifyStatus};
+use pinfold_api::wire::{JobState, VerifyStatus};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::logs::store_log_bytes;
 use super::{exec, from_json, insert_job, json, row};
+use crate::store::verify_rules::{self, GROUP_LOG_CAP, ONLINE_MS, RunRow};
 use crate::store::{NewJob, Result, StoreError};
 
 /// Tables of this module (created beside the queue's on open).
@@ -36,14 +37,6 @@ CREATE TABLE IF NOT EXISTS verify_runs (
     UNIQUE (group_id, run)
 );
 ";
-
-/// The group log is a few lines; this caps it all the same.
-const GROUP_LOG_CAP: u64 = 1 << 20;
-
-/// A runner counts as online for the waiting message when it asked for a
-/// lease this recently (agents long-poll at most 30 s at a time) or holds
-/// a lease (a busy agent does not poll).
-const ONLINE_MS: u64 = 60_000;
 
 /// Whether `runner_id` may lease `job_id`: never a group row, and never a
 /// run of a group where this runner holds or finished another run.
@@ -164,14 +157,6 @@ pub(super) fn run_leased(c: &Connection, job_id: u64, now: u64) -> Result<()> {
     Ok(())
 }
 
-struct RunRow {
-    run: u32,
-    job_id: u64,
-    state: JobState,
-    runner_id: Option<u64>,
-    reason: Option<String>,
-}
-
 fn run_rows(c: &Connection, group: u64) -> Result<Vec<RunRow>> {
     let mut st = c.prepare_cached(
         "SELECT v.run, j.id, j.state, j.runner_id, j.reason FROM verify_runs v \
@@ -212,14 +197,7 @@ fn compare(c: &Connection, runs: &[RunRow]) -> Result<Verdict> {
             .collect::<rusqlite::Result<_>>()?;
         per_run.push((r.runner_id.unwrap_or(0), arts));
     }
-    Ok(pinfold_api::verdict::compare(
-        per_run.iter().map(|(runner, arts)| (*runner, arts)),
-    ))
-}
-
-fn short(d: &Option<String>) -> String {
-    d.as_deref()
-        .map_or("missing".into(), |d| d[..12.min(d.len())].to_string())
+    Ok(verify_rules::verdict(&per_run))
 }
 
 /// Called whenever a job may have ended: when it is a run and every run of
@@ -241,75 +219,21 @@ pub(super) fn settle(c: &Connection, logs: &Path, job_id: u64, now: u64) -> Resu
     if !runs.iter().all(|r| r.state.is_terminal()) {
         return Ok(());
     }
-    let mut log = String::new();
-    let (state, reason, verdict) = match runs.iter().find(|r| r.state != JobState::Succeeded) {
-        Some(bad) => {
-            let reason = format!(
-                "run {} (job {}) {}{}: no verdict",
-                bad.run,
-                bad.job_id,
-                bad.state.as_str(),
-                bad.reason
-                    .as_deref()
-                    .map(|r| format!(" ({r})"))
-                    .unwrap_or_default()
-            );
-            (bad.state, reason, None)
-        }
-        None => {
-            let v = compare(c, &runs)?;
-            let runners: Vec<String> = runs
-                .iter()
-                .map(|r| r.runner_id.unwrap_or(0).to_string())
-                .collect();
-            for a in &v.artifacts {
-                let digests: Vec<String> = a
-                    .by_runner
-                    .iter()
-                    .map(|(r, d)| format!("runner {r} {}", short(d)))
-                    .collect();
-                log.push_str(&format!(
-                    "==> verify: {} {}: {}\n",
-                    a.name,
-                    if a.identical { "identical" } else { "DIFFERS" },
-                    digests.join(", ")
-                ));
-            }
-            let reason = if v.reproducible {
-                format!(
-                    "reproducible: {} artifacts identical on runners {}",
-                    v.artifacts.len(),
-                    runners.join(", ")
-                )
-            } else if v.artifacts.is_empty() {
-                "not reproducible: nothing to compare, the runs uploaded no artifacts".into()
-            } else {
-                format!(
-                    "not reproducible: {} differ between runners {}",
-                    v.differing.join(", "),
-                    runners.join(", ")
-                )
-            };
-            let state = if v.reproducible {
-                JobState::Succeeded
-            } else {
-                JobState::Failed
-            };
-            (state, reason, Some(v))
-        }
+    let out = match verify_rules::failed(&runs) {
+        Some(out) => out,
+        None => verify_rules::judged(&runs, compare(c, &runs)?),
     };
-    log.push_str(&format!("==> verify: {reason}\n"));
-    append_group_log(c, logs, group, log.as_bytes())?;
+    append_group_log(c, logs, group, out.log.as_bytes())?;
     exec(
         c,
         "UPDATE jobs SET state = ?2, reason = ?3, finished_at = ?4, cancel_requested = 0 \
          WHERE id = ?1",
-        params![group as i64, state.as_str(), reason, now as i64],
+        params![group as i64, out.state.as_str(), out.reason, now as i64],
     )?;
     exec(
         c,
         "UPDATE verify_groups SET verdict = ?2 WHERE job_id = ?1",
-        params![group as i64, verdict.as_ref().map(json)],
+        params![group as i64, out.verdict.as_ref().map(json)],
     )?;
     Ok(())
 }
@@ -329,53 +253,29 @@ pub(super) fn status(c: &Connection, job_id: u64, now: u64) -> Result<Option<Ver
         return Ok(None);
     };
     let runs = run_rows(c, job_id)?;
-    let queued = runs.iter().filter(|r| r.state == JobState::Queued).count();
     let terminal = JobState::parse(&state).is_some_and(JobState::is_terminal);
-    let waiting = if queued == 0 || terminal {
-        None
-    } else {
-        let need: Vec<String> = from_json(&labels)?;
-        let mut st = c.prepare_cached(
-            "SELECT labels FROM runners WHERE revoked = 0 AND (last_seen >= ?1 \
+    let need: Vec<String> = from_json(&labels)?;
+    let waiting = match verify_rules::queued(&runs, terminal) {
+        None => None,
+        Some(queued) => {
+            let mut st = c.prepare_cached(
+                "SELECT labels FROM runners WHERE revoked = 0 AND (last_seen >= ?1 \
              OR id IN (SELECT runner_id FROM attempts WHERE state = 'active'))",
-        )?;
-        let online = st
-            .query_map([now.saturating_sub(ONLINE_MS) as i64], |r| {
-                r.get::<_, String>(0)
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?
-            .iter()
-            .map(|l| from_json::<Vec<String>>(l))
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .filter(|have| need.iter().all(|l| have.contains(l)))
-            .count();
-        let with = if need.is_empty() {
-            String::new()
-        } else {
-            format!(" with labels {}", need.join(","))
-        };
-        Some(if online < n as usize {
-            format!(
-                "{queued} of {n} runs wait for a runner that has not run this job: \
-                 {n} different runners{with} are needed, {online} online"
-            )
-        } else {
-            format!("{queued} of {n} runs queued for a free runner")
-        })
+            )?;
+            let lists = st
+                .query_map([now.saturating_sub(ONLINE_MS) as i64], |r| {
+                    r.get::<_, String>(0)
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+                .iter()
+                .map(|l| from_json::<Vec<String>>(l))
+                .collect::<Result<Vec<_>>>()?;
+            let online = verify_rules::with_labels(&lists, &need);
+            Some(verify_rules::waiting(queued, n as u32, &need, online))
+        }
     };
-    Ok(Some(VerifyStatus {
-        runs: n as u32,
-        run_jobs: runs
-            .iter()
-            .map(|r| VerifyRun {
-                run: r.run,
-                job_id: r.job_id,
-                state: r.state,
-                runner_id: r.runner_id,
-            })
-            .collect(),
-        waiting,
-        verdict: verdict.map(|v| from_json(&v)).transpose()?,
-    }))
+    let verdict = verdict.map(|v| from_json(&v)).transpose()?;
+    Ok(Some(verify_rules::status(
+        n as u32, &runs, waiting, verdict,
+    )))
 }
