@@ -102,6 +102,17 @@ impl StoreError {
     }
 }
 
+/// What of `emit` fits in a log of `log_len` bytes capped at `cap`, and
+/// the truncation marker to store after it when it does not all fit.
+fn capped(emit: &[u8], log_len: u64, cap: u64) -> (&[u8], Vec<u8>) {
+    let room = cap.saturating_sub(log_len);
+    if emit.len() as u64 > room {
+        (&emit[..room as usize], pinfold_api::mask::truncation_marker(cap))
+    } else {
+        (emit, Vec::new())
+    }
+}
+
 /// A value as the JSON text the stores keep in a column.
 fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("plain data serializes")

@@ -30,12 +30,7 @@ pub(super) async fn store_log_bytes(
     emit: &[u8],
     cap: u64,
 ) -> Result<bool> {
-    let room = cap.saturating_sub(*log_len);
-    let (keep, marker) = if emit.len() as u64 > room {
-        (&emit[..room as usize], mask::truncation_marker(cap))
-    } else {
-        (emit, Vec::new())
-    };
+    let (keep, marker) = crate::store::capped(emit, *log_len, cap);
     let chunk: Cow<'_, [u8]> = if marker.is_empty() {
         Cow::Borrowed(keep)
     } else {

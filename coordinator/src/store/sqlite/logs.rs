@@ -28,12 +28,7 @@ pub(super) fn store_log_bytes(
     cap: u64,
 ) -> Result<bool> {
     use std::os::unix::fs::FileExt;
-    let room = cap.saturating_sub(*log_len);
-    let (keep, marker) = if emit.len() as u64 > room {
-        (&emit[..room as usize], mask::truncation_marker(cap))
-    } else {
-        (emit, Vec::new())
-    };
+    let (keep, marker) = crate::store::capped(emit, *log_len, cap);
     if !keep.is_empty() || !marker.is_empty() {
         let path = log_path(logs, job_id);
         let io =
