@@ -107,7 +107,10 @@ impl StoreError {
 fn capped(emit: &[u8], log_len: u64, cap: u64) -> (&[u8], Vec<u8>) {
     let room = cap.saturating_sub(log_len);
     if emit.len() as u64 > room {
-        (&emit[..room as usize], pinfold_api::mask::truncation_marker(cap))
+        (
+            &emit[..room as usize],
+            pinfold_api::mask::truncation_marker(cap),
+        )
     } else {
         (emit, Vec::new())
     }

@@ -118,6 +118,7 @@ pub(super) fn judged(runs: &[RunRow], v: Verdict) -> Outcome {
     }
 }
 
+/// A digest shortened for the group log ("missing" when a run lacks it).
 fn short(d: &Option<String>) -> String {
     d.as_deref()
         .map_or("missing".into(), |d| d[..12.min(d.len())].to_string())

@@ -202,8 +202,6 @@ async fn compare(c: &impl GenericClient, runs: &[RunRow]) -> Result<Verdict> {
     Ok(verify_rules::verdict(&per_run))
 }
 
-/// A digest shortened for the group log ("missing" when a run lacks it).
-
 /// Called whenever a job may have ended: when it is a run and every run of
 /// its group has ended, writes the group's state, reason and verdict.
 ///
