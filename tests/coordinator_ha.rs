@@ -158,11 +158,11 @@ fn jobs_survive_a_coordinator_killed_behind_the_load_balancer() -> Result<()> {
     }
     // Mid-run: some jobs running, their logs half shipped.
     let t = Instant::now();
-    loop {
-        let running = with_retry(|| admin.jobs(Some("running"), 10))?;
-        if !running.jobs.is_empty() || t.elapsed() > Duration::from_secs(60) {
-            break;
-        }
+    while with_retry(|| admin.jobs(Some("running"), 10))?
+        .jobs
+        .is_empty()
+    {
+        anyhow::ensure!(t.elapsed() < Duration::from_secs(60), "no job started");
         std::thread::sleep(Duration::from_millis(50));
     }
     a.child.kill()?; // SIGKILL

@@ -72,7 +72,7 @@ impl ApiError {
                 }
                 BlobError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 BlobError::Body(_) => StatusCode::BAD_REQUEST,
-                BlobError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+                BlobError::Io { .. } | BlobError::Missing(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 BlobError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
             },
         }
@@ -128,7 +128,7 @@ impl IntoResponse for ApiError {
                     "the coordinator's database is unavailable: retry".into()
                 }
                 ApiError::Store(_) => "internal error in the coordinator's store".into(),
-                ApiError::Blob(BlobError::Io { .. }) => {
+                ApiError::Blob(BlobError::Io { .. } | BlobError::Missing(_)) => {
                     "internal error in the coordinator's blob store".into()
                 }
                 ApiError::Blob(BlobError::Database(_)) => {

@@ -287,13 +287,18 @@ pub async fn open(
                 None => {
                     let t = token::new_token(prefix);
                     let h = token::hash_token(&t);
-                    store.set_meta(key, &h).await?;
-                    if slot == 0 {
-                        boot.new_admin_token = Some(t);
-                    } else {
-                        boot.new_registration_token = Some(t);
+                    // Another coordinator starting on the same database
+                    // may store its token first: then that one stands, and
+                    // this one is not printed.
+                    let stored = store.set_meta_if_absent(key, &h).await?;
+                    if stored == h {
+                        if slot == 0 {
+                            boot.new_admin_token = Some(t);
+                        } else {
+                            boot.new_registration_token = Some(t);
+                        }
                     }
-                    h
+                    stored
                 }
             },
         };
@@ -308,10 +313,7 @@ pub async fn open(
     let url = config.store.clone();
     let state = AppState::new(store, blobs, config, tokens, secrets);
     if let Some(url) = url {
-        let _ = state
-            .events
-            .remote
-            .set(relay::spawn(url, state.events.clone()));
+        let _ = state.events.remote.set(relay::spawn(url, &state.events));
     }
     Ok((state, boot))
 }

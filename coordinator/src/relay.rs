@@ -11,8 +11,8 @@
 //! fails (a PostgreSQL restart); the waiters also wake then, so a wake-up
 //! lost meanwhile costs one more look at the queue, never a stuck runner.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
@@ -40,19 +40,29 @@ impl Kind {
 
 /// Starts the relay for `url` on the current runtime; returns what the
 /// handlers' events are sent through.
-pub(crate) fn spawn(url: String, events: Arc<Events>) -> mpsc::UnboundedSender<Kind> {
+/// The relay holds `events` weakly: `events` holds the sender, and the
+/// relay ends when the coordinator's state (and so the sender) is dropped.
+pub(crate) fn spawn(url: String, events: &Arc<Events>) -> mpsc::UnboundedSender<Kind> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Kind>();
+    let events = Arc::downgrade(events);
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         loop {
+            let connected = Instant::now();
             match run(&url, &events, &mut rx).await {
                 // The coordinator is stopping (every sender is gone).
                 None => return,
                 Some(why) => tracing::warn!(error = %why, "postgresql wake-up relay: reconnecting"),
             }
             // Whatever was missed: every waiter looks again.
-            events.wake(Kind::Queue);
-            events.wake(Kind::Log);
+            let Some(e) = events.upgrade() else { return };
+            e.wake(Kind::Queue);
+            e.wake(Kind::Log);
+            drop(e);
+            // A connection that lived a while starts the backoff afresh.
+            if connected.elapsed() > Duration::from_secs(30) {
+                backoff = Duration::from_millis(100);
+            }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
@@ -62,7 +72,11 @@ pub(crate) fn spawn(url: String, events: Arc<Events>) -> mpsc::UnboundedSender<K
 
 /// One connection's life: LISTEN, then relay both ways until it fails
 /// (`Some`: why) or the coordinator stops (`None`).
-async fn run(url: &str, events: &Events, rx: &mut mpsc::UnboundedReceiver<Kind>) -> Option<String> {
+async fn run(
+    url: &str,
+    events: &Weak<Events>,
+    rx: &mut mpsc::UnboundedReceiver<Kind>,
+) -> Option<String> {
     match relay(url, events, rx).await {
         Ok(true) => None,
         Ok(false) => Some("the connection ended".into()),
@@ -74,10 +88,16 @@ async fn run(url: &str, events: &Events, rx: &mut mpsc::UnboundedReceiver<Kind>)
 /// the connection ended without an error.
 async fn relay(
     url: &str,
-    events: &Events,
+    events: &Weak<Events>,
     rx: &mut mpsc::UnboundedReceiver<Kind>,
 ) -> Result<bool, tokio_postgres::Error> {
-    let (client, mut conn) = tokio_postgres::connect(url, NoTls).await?;
+    let mut config: tokio_postgres::Config = url.parse()?;
+    // A half-open connection would silently stop the wake-ups: keepalives
+    // find it, and the relay connects again.
+    config
+        .connect_timeout(Duration::from_secs(5))
+        .keepalives_idle(Duration::from_secs(30));
+    let (client, mut conn) = config.connect(NoTls).await?;
     let (note_tx, mut notes) = mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
@@ -112,8 +132,10 @@ async fn relay(
                 }
             }
             note = notes.recv() => match note.as_deref() {
-                Some("pinfold_queue") => events.wake(Kind::Queue),
-                Some("pinfold_log") => events.wake(Kind::Log),
+                Some(ch @ ("pinfold_queue" | "pinfold_log")) => {
+                    let Some(e) = events.upgrade() else { return Ok(true) };
+                    e.wake(if ch == "pinfold_queue" { Kind::Queue } else { Kind::Log });
+                }
                 Some(_) => {}
                 // The connection ended: its error, if it had one.
                 None => {

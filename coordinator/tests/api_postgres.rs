@@ -169,10 +169,35 @@ async fn an_artifact_uploaded_through_one_coordinator_is_served_by_another() {
         assert_eq!(s, StatusCode::OK);
         assert_eq!(sha(&got), sha(&data), "{name}");
     }
+    // An upload whose content is not what its digest says stores nothing
+    // under that digest, the honest blob's included.
+    let liar = vec![7u8; 2_000_000];
+    let (s, _) = b
+        .req(
+            Method::PUT,
+            &format!(
+                "/api/v1/jobs/{}/artifacts/lie.bin?sha256={}",
+                l.job_id,
+                sha(&data)
+            ),
+            Some(&l.job_token),
+            Body::from(liar),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (_, got) = a
+        .get_bytes(&format!("/api/v1/jobs/{}/artifacts/out.bin", l.job_id))
+        .await;
+    assert_eq!(sha(&got), sha(&data));
     let db = url.rsplit('/').next().unwrap();
     assert_eq!(
         pg::cluster().psql(db, "SELECT count(*) || ' ' || sum(chunks) FROM blobs"),
         "1 4"
+    );
+    // Nothing staged is left.
+    assert_eq!(
+        pg::cluster().psql(db, "SELECT count(*) FROM blob_uploads"),
+        "0"
     );
 }
 
@@ -242,5 +267,5 @@ async fn a_sqlite_coordinator_moves_whole_into_postgres() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(e.contains("migrate into an empty one"), "{e}");
+    assert!(e.contains("migrate into a new, empty database"), "{e}");
 }

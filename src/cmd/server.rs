@@ -10,7 +10,7 @@ use pinfold_coordinator::Config;
 ///
 /// State (SQLite database, sources, artifacts) lives in
 /// $PINFOLD_HOME/coordinator, or with --store in a PostgreSQL database
-/// (sources and artifacts stay in $PINFOLD_HOME/coordinator). On first start it prints an admin token and a
+/// (all of it: several coordinators on one database serve the same jobs). On first start it prints an admin token and a
 /// registration token once; only their hashes are kept.
 #[derive(Debug, clap::Args)]
 #[command(
@@ -110,12 +110,13 @@ fn serve(a: Args) -> anyhow::Result<()> {
     let home = crate::env::pinfold_home()
         .context("cannot find a state directory: set PINFOLD_HOME")?
         .join("coordinator");
+    let store = a.store.clone();
     let config = Config {
         lease_ttl: a.lease_ttl,
         max_attempts: a.max_attempts.max(1),
         max_log_bytes: a.max_log_bytes,
         secret_scopes: a.secret_to.iter().cloned().collect(),
-        store: a.store.clone(),
+        store: store.clone(),
         ..Config::default()
     };
     let secrets = crate::secrets::from_env();
@@ -142,7 +143,13 @@ fn serve(a: Args) -> anyhow::Result<()> {
             secrets,
         )
         .await
-        .with_context(|| format!("opening {}", home.display()))?;
+        .with_context(|| match &store {
+            Some(url) => format!(
+                "opening the coordinator's database {}",
+                pinfold_coordinator::store::redact(url)
+            ),
+            None => format!("opening {}", home.display()),
+        })?;
         if let Some(t) = &boot.new_admin_token {
             println!("admin token (shown once; use as PINFOLD_TOKEN): {t}");
         }

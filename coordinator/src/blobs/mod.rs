@@ -43,6 +43,9 @@ pub enum BlobError {
     /// The database failed (PostgreSQL store).
     #[error("{0}")]
     Database(String),
+    /// The store has no such blob, though a record names it.
+    #[error("no blob {0} in the store")]
+    Missing(String),
     /// The file system failed.
     #[error("{op} {path}: {source}")]
     Io {

@@ -1,10 +1,18 @@
 //! Blobs in the PostgreSQL store's database, so that every coordinator
 //! sharing it serves every blob: a blob is its row in `blobs` (size, chunk
-//! count) and its content in 1 MiB rows of `blob_chunks`. An upload writes
-//! its chunks and the row in one transaction, committed only when the
-//! content hashes to the announced digest: a blob that is there is whole.
-//! Uploads of one digest take turns (a transaction-scoped advisory lock):
-//! the first stores it, the others only check what they sent.
+//! count) and its content in 1 MiB rows of `blob_chunks`.
+//!
+//! An upload is staged first: each 1 MiB of the body is its own row of
+//! `blob_uploads` under an upload id, written with a connection taken from
+//! the pool for that one statement, so a slow upload holds no connection
+//! and no transaction while its body trickles in. Once the body hashes to
+//! the announced digest, one short transaction moves the staged rows under
+//! the digest and adds the `blobs` row (under a transaction-scoped lock per
+//! digest: of two uploads of one digest, the second finds the blob and
+//! only drops its staging). A blob that is there is whole, and an uploader
+//! that lies about the digest never writes under it. Staged rows of an
+//! upload that fails are deleted; those a killed coordinator left are
+//! deleted a day later, when a coordinator starts.
 
 use axum::body::{Body, Bytes};
 use deadpool_postgres::Pool;
@@ -15,6 +23,7 @@ use super::{BlobError, Result, Tally};
 /// The size of a stored chunk.
 const CHUNK: usize = 1 << 20;
 
+/// A database error: a retry may succeed (the database out of reach).
 fn db(e: impl std::fmt::Display) -> BlobError {
     BlobError::Database(format!("postgresql: {e}"))
 }
@@ -38,13 +47,56 @@ impl PgBlobs {
         Ok(row.is_some())
     }
 
+    /// Stages one chunk of an upload.
+    async fn stage(&self, upload: i64, n: i64, data: &[u8]) -> Result<()> {
+        let c = self.pool.get().await.map_err(db)?;
+        c.execute(
+            "INSERT INTO blob_uploads (upload, n, data) VALUES ($1, $2, $3)",
+            &[&upload, &n, &data],
+        )
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    /// Drops an upload's staged chunks.
+    async fn drop_upload(&self, upload: i64) {
+        if let Ok(c) = self.pool.get().await {
+            let _ = c
+                .execute("DELETE FROM blob_uploads WHERE upload = $1", &[&upload])
+                .await;
+        }
+    }
+
     /// Stores what `stream` brings under `sha256` once it is checked.
     pub(super) async fn put(
         &self,
         sha256: &str,
-        mut stream: impl Stream<Item = std::result::Result<Bytes, axum::Error>> + Unpin,
+        stream: impl Stream<Item = std::result::Result<Bytes, axum::Error>> + Unpin,
         limit: u64,
     ) -> Result<u64> {
+        let upload: i64 = {
+            let c = self.pool.get().await.map_err(db)?;
+            c.query_one("SELECT nextval('blob_upload_ids')", &[])
+                .await
+                .map_err(db)?
+                .get(0)
+        };
+        let staged = self.receive(upload, stream, limit).await;
+        let (size, actual, chunks) = match staged {
+            Ok(v) => v,
+            Err(e) => {
+                self.drop_upload(upload).await;
+                return Err(e);
+            }
+        };
+        if actual != sha256 {
+            self.drop_upload(upload).await;
+            return Err(BlobError::DigestMismatch {
+                expected: sha256.into(),
+                actual,
+            });
+        }
         let mut c = self.pool.get().await.map_err(db)?;
         let tx = c.transaction().await.map_err(db)?;
         tx.execute(
@@ -58,46 +110,53 @@ impl PgBlobs {
             .await
             .map_err(db)?
             .is_some();
-        let insert = "INSERT INTO blob_chunks (sha256, n, data) VALUES ($1, $2, $3)";
+        if !stored {
+            tx.execute(
+                "INSERT INTO blob_chunks (sha256, n, data) \
+                 SELECT $1, n, data FROM blob_uploads WHERE upload = $2",
+                &[&sha256, &upload],
+            )
+            .await
+            .map_err(db)?;
+            tx.execute(
+                "INSERT INTO blobs (sha256, size, chunks) VALUES ($1, $2, $3)",
+                &[&sha256, &(size as i64), &chunks],
+            )
+            .await
+            .map_err(db)?;
+        }
+        tx.execute("DELETE FROM blob_uploads WHERE upload = $1", &[&upload])
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(size)
+    }
+
+    /// Stages the body in chunks; its size, sha256 and chunk count.
+    async fn receive(
+        &self,
+        upload: i64,
+        mut stream: impl Stream<Item = std::result::Result<Bytes, axum::Error>> + Unpin,
+        limit: u64,
+    ) -> Result<(u64, String, i64)> {
         let mut tally = Tally::new(limit);
         let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
         let mut n: i64 = 0;
         while let Some(piece) = stream.next().await {
-            let piece = tally.add(piece)?;
-            if stored {
-                continue;
-            }
-            buf.extend_from_slice(&piece);
+            buf.extend_from_slice(&tally.add(piece)?);
             while buf.len() >= CHUNK {
                 let rest = buf.split_off(CHUNK);
-                tx.execute(insert, &[&sha256, &n, &buf]).await.map_err(db)?;
+                self.stage(upload, n, &buf).await?;
                 n += 1;
                 buf = rest;
             }
         }
-        let (size, actual) = tally.finish();
-        if actual != sha256 {
-            // Dropping the transaction rolls the chunks back.
-            return Err(BlobError::DigestMismatch {
-                expected: sha256.into(),
-                actual,
-            });
-        }
-        if stored {
-            return Ok(size);
-        }
         if !buf.is_empty() {
-            tx.execute(insert, &[&sha256, &n, &buf]).await.map_err(db)?;
+            self.stage(upload, n, &buf).await?;
             n += 1;
         }
-        tx.execute(
-            "INSERT INTO blobs (sha256, size, chunks) VALUES ($1, $2, $3)",
-            &[&sha256, &(size as i64), &n],
-        )
-        .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        Ok(size)
+        let (size, actual) = tally.finish();
+        Ok((size, actual, n))
     }
 
     /// The blob's content, a chunk per query as the body is read.
@@ -110,7 +169,7 @@ impl PgBlobs {
             )
             .await
             .map_err(db)?
-            .ok_or_else(|| BlobError::Database(format!("no blob {sha256} in the database")))?;
+            .ok_or_else(|| BlobError::Missing(sha256.to_string()))?;
         let (size, chunks): (i64, i64) = (row.get(0), row.get(1));
         drop(c);
         let (pool, sha) = (self.pool.clone(), sha256.to_string());

@@ -170,6 +170,10 @@ pub(super) async fn lease(
             )
             .await?;
         if let Some(g) = grant {
+            // Other leases may have passed over rows this one held until
+            // it committed (a shared database's queue rows, verify runs it
+            // refused): they look again.
+            state.events.queue_changed();
             let spec: JobSpec = serde_json::from_str(&g.job.spec_json)
                 .map_err(|e| ApiError::Store(crate::store::StoreError::Corrupt(e.to_string())))?;
             // Only secrets scoped to this runner's id or to a label the

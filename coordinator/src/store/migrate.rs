@@ -65,14 +65,17 @@ pub async fn sqlite_to_postgres(dir: &Path, url: &str) -> Result<Migrated> {
     }
     let pg = PgStore::connect(url).await?;
     let mut c = pg.client().await?;
-    let jobs: i64 = c.query_one("SELECT count(*) FROM jobs", &[]).await?.get(0);
-    let runners: i64 = c
-        .query_one("SELECT count(*) FROM runners", &[])
-        .await?
-        .get(0);
-    if jobs + runners > 0 {
+    let used = c
+        .query_one(
+            "SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM runners), (SELECT count(*) FROM meta)",
+            &[],
+        )
+        .await?;
+    let (jobs, runners, settings): (i64, i64, i64) = (used.get(0), used.get(1), used.get(2));
+    if jobs + runners + settings > 0 {
         return Err(StoreError::Config(format!(
-            "{url}: the database already has {jobs} jobs and {runners} runners: migrate into an empty one"
+            "{}: the database is not empty ({jobs} jobs, {runners} runners, {settings} settings: a coordinator has used it): migrate into a new, empty database",
+            super::postgres::redact(url)
         )));
     }
     let sqlite =
@@ -138,7 +141,11 @@ pub async fn sqlite_to_postgres(dir: &Path, url: &str) -> Result<Migrated> {
         out.blobs.1 += bytes.len() as u64;
     }
     tx.commit().await?;
-    check(&sqlite, &pg, &out, &logs, &blobs).await?;
+    check(&sqlite, &pg, &out, &logs, &blobs).await.map_err(|e| {
+        fail(format!(
+            "{e}; the copy is committed but wrong: drop and recreate the database before migrating again"
+        ))
+    })?;
     Ok(out)
 }
 

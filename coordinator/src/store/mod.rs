@@ -15,7 +15,7 @@ mod postgres;
 mod sqlite;
 mod verify_rules;
 
-pub use postgres::PgStore;
+pub use postgres::{PgStore, redact};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -94,8 +94,12 @@ impl StoreError {
                 use std::error::Error;
                 e.is_closed()
                     || e.source().is_some_and(|s| s.is::<std::io::Error>())
-                    || e.code()
-                        .is_some_and(|c| c.code().starts_with("57P") || c.code().starts_with("08"))
+                    || e.code().is_some_and(|c| {
+                        let c = c.code();
+                        // A deadlock or a serialization failure: the
+                        // database undid the transaction; it may be retried.
+                        c.starts_with("57P") || c.starts_with("08") || c == "40P01" || c == "40001"
+                    })
             }
             _ => false,
         }
@@ -259,6 +263,9 @@ pub trait MetaStore: Send + Sync {
     async fn get_meta(&self, key: &str) -> Result<Option<String>>;
     /// Sets a server setting.
     async fn set_meta(&self, key: &str, value: &str) -> Result<()>;
+    /// Sets a server setting unless it is set; returns the value it has
+    /// afterwards (another coordinator's, when it set it first).
+    async fn set_meta_if_absent(&self, key: &str, value: &str) -> Result<String>;
     /// Removes every setting whose key begins with `prefix`; returns how many.
     async fn delete_meta_prefix(&self, prefix: &str) -> Result<u64>;
     /// Figures for `/metrics`.

@@ -15,6 +15,8 @@
 //! a `BIGINT` (what the store reads and writes as `i64`), flags included
 //! (0/1, as in SQLite), and blobs are `BYTEA`.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use pinfold_api::wire::JobState;
@@ -142,6 +144,19 @@ CREATE TABLE blob_chunks (
 ",
     ),
     (3, QUEUE),
+    (
+        4,
+        "
+CREATE SEQUENCE blob_upload_ids;
+CREATE TABLE blob_uploads (
+    upload BIGINT NOT NULL,
+    n BIGINT NOT NULL,
+    data BYTEA NOT NULL,
+    at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (upload, n)
+);
+",
+    ),
 ];
 
 /// The leasable jobs, apart from `jobs` (version 3). A lease locks a row
@@ -181,6 +196,21 @@ const MIGRATION_LOCK: i64 = 0x0070_696e_666f_6c64;
 /// server and its long polls' lease attempts; PostgreSQL's default
 /// `max_connections` (100) allows several coordinators.
 const POOL_SIZE: usize = 16;
+
+/// How long connecting to the database may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `url` without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let user = &url[s + 3..at];
+            let user = user.split(':').next().unwrap_or("");
+            format!("{}{user}{}", &url[..s + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
 
 /// The PostgreSQL implementation of [`Store`](super::Store).
 #[derive(Clone)]
@@ -227,9 +257,14 @@ impl PgStore {
     /// Connects to the database at `url` (`postgres://USER@HOST:PORT/DB`,
     /// or the key=value form) and brings its schema up to date.
     pub async fn connect(url: &str) -> Result<PgStore> {
-        let config: tokio_postgres::Config = url
+        let mut config: tokio_postgres::Config = url
             .parse()
-            .map_err(|e| StoreError::Config(format!("--store {url:?}: {e}")))?;
+            .map_err(|e| StoreError::Config(format!("--store {}: {e}", redact(url))))?;
+        // A database out of reach fails a request (503, retry) in seconds
+        // rather than holding it.
+        config
+            .connect_timeout(CONNECT_TIMEOUT)
+            .keepalives_idle(Duration::from_secs(30));
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -237,12 +272,26 @@ impl PgStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        // A request waits at most this long for a free connection, then
+        // gets 503 (retry): a coordinator never hangs on its pool.
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(pool_error)?;
         let store = PgStore { pool };
         store.migrate().await?;
+        // Uploads a killed coordinator left half-staged (see blobs).
+        store
+            .client()
+            .await?
+            .execute(
+                "DELETE FROM blob_uploads WHERE at < now() - interval '1 day'",
+                &[],
+            )
+            .await?;
         Ok(store)
     }
 
@@ -327,6 +376,20 @@ impl MetaStore for PgStore {
         )
         .await?;
         Ok(())
+    }
+
+    async fn set_meta_if_absent(&self, key: &str, value: &str) -> Result<String> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            &[&key, &value],
+        )
+        .await?;
+        Ok(
+            c.query_one("SELECT value FROM meta WHERE key = $1", &[&key])
+                .await?
+                .get(0),
+        )
     }
 
     async fn counts(&self) -> Result<Counts> {

@@ -306,6 +306,24 @@ impl MetaStore for SqliteStore {
         .await
     }
 
+    async fn set_meta_if_absent(&self, key: &str, value: &str) -> Result<String> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.call(move |c| {
+            exec(
+                c,
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+                [&key, &value],
+            )?;
+            Ok(row(
+                c,
+                "SELECT value FROM meta WHERE key = ?1",
+                [&key],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
     async fn counts(&self) -> Result<Counts> {
         self.read(|c| {
             let mut counts = Counts::default();
