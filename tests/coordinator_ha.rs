@@ -30,10 +30,12 @@ struct Coordinator {
 }
 
 impl Coordinator {
-    fn start(url: &str) -> Result<Coordinator> {
+    fn start(url: &str, extra: &[&str]) -> Result<Coordinator> {
         let home = tempfile::tempdir()?;
         let port = free_port();
-        let child = spawn_server(home.path(), port, &["--store", url])?;
+        let mut args = vec!["--store", url];
+        args.extend_from_slice(extra);
+        let child = spawn_server(home.path(), port, &args)?;
         Ok(Coordinator {
             child,
             _home: home,
@@ -79,8 +81,13 @@ fn expected_log(n: usize) -> String {
 }
 
 fn job_yaml(n: usize) -> String {
+    job_yaml_for(n, 1)
+}
+
+/// As [`job_yaml`], then sleeping `secs`.
+fn job_yaml_for(n: usize, secs: u32) -> String {
     format!(
-        "image: {}\nsteps:\n  - name: print\n    run: i=1; while [ $i -le 3000 ]; do echo \"job {n} line $i\"; i=$((i+1)); done; sleep 1\n",
+        "image: {}\nsteps:\n  - name: print\n    run: i=1; while [ $i -le 3000 ]; do echo \"job {n} line $i\"; i=$((i+1)); done; sleep {secs}\n",
         common::busybox_image()
     )
 }
@@ -134,8 +141,8 @@ fn wait_terminal(admin: &Client, id: u64, within: Duration) -> Result<JobInfo> {
 #[test]
 fn jobs_survive_a_coordinator_killed_behind_the_load_balancer() -> Result<()> {
     let url = pg::cluster().database();
-    let mut a = Coordinator::start(&url)?;
-    let b = Coordinator::start(&url)?;
+    let mut a = Coordinator::start(&url, &[])?;
+    let b = Coordinator::start(&url, &[])?;
     let lb = Haproxy::start(&[a.port, b.port]);
     let homes = [common::user_dir(), common::user_dir()];
     let _agents = [
@@ -198,16 +205,18 @@ fn jobs_survive_a_coordinator_killed_behind_the_load_balancer() -> Result<()> {
     Ok(())
 }
 
-/// PostgreSQL itself restarted while jobs run: a request meanwhile fails
-/// with 503 and a line that says to retry (not a 500), the agent retries
-/// with backoff, and once the database is back every job ends in its first
-/// attempt with its whole log.
+/// PostgreSQL itself restarted while jobs run, down for longer than a
+/// lease lives (3 s here): a request meanwhile fails with 503 and a line
+/// that says to retry (not a 500), the agent retries with backoff, and once
+/// the database is back the coordinator gives every lease its time again
+/// before it looks for expired ones, so every job ends in its first attempt
+/// with its whole log.
 #[test]
 fn jobs_survive_a_postgresql_restart() -> Result<()> {
     // A cluster of its own: the shared one serves the other tests.
     let cluster = pg::Cluster::start(&["fsync=off"]);
     let url = cluster.database();
-    let c = Coordinator::start(&url)?;
+    let c = Coordinator::start(&url, &["--lease-ttl", "3s"])?;
     let server = format!("http://127.0.0.1:{}", c.port);
     let home = common::user_dir();
     let _agent = agent(home.path(), &server)?;
@@ -216,7 +225,7 @@ fn jobs_survive_a_postgresql_restart() -> Result<()> {
     for n in 0..4 {
         let id = admin
             .submit(&SubmitRequest {
-                spec: job_yaml(n),
+                spec: job_yaml_for(n, 8),
                 labels: vec![],
                 source_sha256: None,
             })?
@@ -232,7 +241,7 @@ fn jobs_survive_a_postgresql_restart() -> Result<()> {
     let down = admin.job(ids[0].1).expect_err("the database is down");
     assert_eq!(down.status(), Some(503), "{down}");
     assert!(down.to_string().contains("retry"), "{down}");
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(5));
     cluster.start_again();
     for (n, id) in ids {
         let j = wait_terminal(&admin, id, Duration::from_secs(120))?;

@@ -371,25 +371,38 @@ async fn reaper(state: AppState) {
     let ttl = state.config.lease_ttl;
     let tick = (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
     let mut last = Instant::now();
+    // The database was out of reach (a PostgreSQL restart): runners'
+    // heartbeats failed as the reaper did.
+    let mut outage = false;
     loop {
         tokio::time::sleep(tick).await;
         let gap = last.elapsed();
         last = Instant::now();
         // A tick far later than planned means this process was not running
         // (SIGSTOP, a suspended VM): runners could not heartbeat either.
-        if gap > tick + Duration::from_secs(2).max(ttl / 4) {
-            tracing::warn!(?gap, "server stalled; extending leases");
+        // Likewise after an outage of the database: the first thing done
+        // once it answers is to give every lease its time again.
+        if outage || gap > tick + Duration::from_secs(2).max(ttl / 4) {
+            if outage {
+                tracing::warn!("the database answers again; extending leases");
+            } else {
+                tracing::warn!(?gap, "server stalled; extending leases");
+            }
             if let Err(err) = state
                 .store
                 .extend_leases(now_ms() + ttl.as_millis() as u64)
                 .await
             {
                 tracing::error!(?err, "extending leases failed");
+                outage = err.retryable();
+            } else {
+                outage = false;
             }
             continue;
         }
         if let Err(err) = reap_expired(&state).await {
             tracing::error!(?err, "lease reaper failed");
+            outage = err.retryable();
         }
     }
 }
