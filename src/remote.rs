@@ -10,7 +10,8 @@ use pinfold_client::Client;
 /// Options of every command that talks to a coordinator.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Remote {
-    /// The coordinator's URL.
+    /// The coordinator's URL; or several, comma separated (coordinators on
+    /// one database): the first that answers is used.
     #[arg(long, env = "PINFOLD_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
     /// The admin token (printed by `pinfold server` on its first start).
@@ -27,7 +28,10 @@ impl Remote {
         if self.token.is_none() {
             anyhow::bail!("no token: pass --token or set PINFOLD_TOKEN");
         }
-        Ok(Client::new(&self.server, self.token.clone(), self.timeout))
+        let c = Client::new(&self.server, self.token.clone(), self.timeout);
+        // Several coordinators: a one-shot command starts at one that answers.
+        c.find_answering();
+        Ok(c)
     }
 }
 

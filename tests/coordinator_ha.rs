@@ -257,3 +257,68 @@ fn jobs_survive_a_postgresql_restart() -> Result<()> {
     }
     Ok(())
 }
+
+/// Without a load balancer: the agent and the CLI are given both
+/// coordinators' URLs, and the first is killed (SIGKILL) while jobs run.
+/// They go on through the second: every job succeeds in its first attempt
+/// with its whole log, and `pinfold submit --wait` works after the kill.
+#[test]
+fn agents_given_several_coordinators_fail_over_without_a_balancer() -> Result<()> {
+    let url = pg::cluster().database();
+    let mut a = Coordinator::start(&url, &[])?;
+    let b = Coordinator::start(&url, &[])?;
+    let servers = format!("http://127.0.0.1:{},http://127.0.0.1:{}", a.port, b.port);
+    let home = common::user_dir();
+    let _agent = agent(home.path(), &servers)?;
+    let admin = Client::new(&servers, Some(ADMIN.into()), Duration::from_secs(10));
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        let spec = job_yaml(n);
+        let id = with_retry(|| {
+            admin.submit(&SubmitRequest {
+                spec: spec.clone(),
+                labels: vec![],
+                source_sha256: None,
+            })
+        })?
+        .job_id;
+        ids.push((n, id));
+    }
+    let t = Instant::now();
+    while with_retry(|| admin.jobs(Some("running"), 10))?
+        .jobs
+        .is_empty()
+    {
+        anyhow::ensure!(t.elapsed() < Duration::from_secs(60), "no job started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    a.child.kill()?; // SIGKILL
+    a.child.wait()?;
+    let dir = common::user_dir();
+    let file = dir.path().join("after.yaml");
+    std::fs::write(&file, job_yaml(100))?;
+    let out = admin_cli(&servers)
+        .args(["submit", "--wait"])
+        .arg(&file)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "submit --wait: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (n, id) in ids {
+        let j = wait_terminal(&admin, id, Duration::from_secs(120))?;
+        assert_eq!(j.state, JobState::Succeeded, "job {n}: {j:?}");
+        assert_eq!(j.attempts, 1, "job {n} ran more than once: {j:?}");
+        let log = log_of(&admin, id)?;
+        assert!(
+            log.contains(&expected_log(n)),
+            "job {n}: {} bytes",
+            log.len()
+        );
+        assert_eq!(log.matches("line 3000\n").count(), 1, "job {n}");
+    }
+    drop(b);
+    Ok(())
+}

@@ -11,6 +11,8 @@
 #![deny(missing_docs)]
 
 use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use pinfold_api::wire::{
@@ -66,20 +68,85 @@ impl ClientError {
 /// Result of a call.
 pub type Result<T> = std::result::Result<T, ClientError>;
 
-/// A connection to one coordinator with one token.
+/// The coordinators a client may talk to: several, comma separated, when
+/// they share one database and no load balancer stands before them.
+/// Requests go to the current one; one that gives no answer, or answers
+/// 502-504, makes the next one current for the requests after it (the
+/// caller's retry goes there). Hand-written as a ureq middleware, which
+/// sees every request's outcome in one place.
+struct Servers {
+    bases: Vec<String>,
+    current: AtomicUsize,
+}
+
+/// [`Servers`] as the agent's middleware.
+struct Failover(Arc<Servers>);
+
+impl ureq::middleware::Middleware for Failover {
+    fn handle(
+        &self,
+        mut request: ureq::http::Request<ureq::SendBody>,
+        next: ureq::middleware::MiddlewareNext,
+    ) -> std::result::Result<Response<ureq::Body>, ureq::Error> {
+        let s = &self.0;
+        let n = s.bases.len();
+        if n < 2 {
+            return next.handle(request);
+        }
+        // Requests are made against the first; send this one to the current.
+        let i = s.current.load(Ordering::SeqCst) % n;
+        let uri = request.uri().to_string();
+        if let Some(rest) = uri.strip_prefix(&s.bases[0])
+            && let Ok(u) = format!("{}{rest}", s.bases[i]).parse()
+        {
+            *request.uri_mut() = u;
+        }
+        let out = next.handle(request);
+        let failed = match &out {
+            Err(_) => true,
+            Ok(r) => matches!(r.status().as_u16(), 502..=504),
+        };
+        if failed {
+            let _ = s
+                .current
+                .compare_exchange(i, (i + 1) % n, Ordering::SeqCst, Ordering::SeqCst);
+        }
+        out
+    }
+}
+
+/// A connection to a coordinator (or several: [`Client::new`]) with one
+/// token.
 #[derive(Clone)]
 pub struct Client {
     base: String,
+    servers: Arc<Servers>,
     token: Option<String>,
     agent: ureq::Agent,
     timeout: Duration,
 }
 
 impl Client {
-    /// A client of `server` (e.g. `http://127.0.0.1:8080`) whose calls give
-    /// up after `timeout` (long-polls and follows get their own).
+    /// A client of `server` (e.g. `http://127.0.0.1:8080`, or several
+    /// such URLs, comma separated: coordinators on one database, tried in
+    /// turn when one does not answer) whose calls give up after `timeout`
+    /// (long-polls and follows get their own).
     pub fn new(server: &str, token: Option<String>, timeout: Duration) -> Client {
+        let bases: Vec<String> = server
+            .split(',')
+            .map(|s| s.trim().trim_end_matches('/').to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let servers = Arc::new(Servers {
+            bases: if bases.is_empty() {
+                vec![String::new()]
+            } else {
+                bases
+            },
+            current: AtomicUsize::new(0),
+        });
         let agent: ureq::Agent = ureq::Agent::config_builder()
+            .middleware(Failover(servers.clone()))
             .http_status_as_error(false)
             .timeout_global(Some(timeout))
             // An agent keeps a few log appends, a heartbeat and a long-poll
@@ -89,10 +156,27 @@ impl Client {
             .build()
             .into();
         Client {
-            base: server.trim_end_matches('/').to_string(),
+            base: servers.bases[0].clone(),
+            servers,
             token,
             agent,
             timeout,
+        }
+    }
+
+    /// With several coordinators, makes the first that answers `/healthz`
+    /// (from the current one on) the current one; with one, does nothing.
+    /// For a one-shot command, which does not retry as the agent does.
+    pub fn find_answering(&self) {
+        let n = self.servers.bases.len();
+        if n < 2 {
+            return;
+        }
+        for _ in 0..n {
+            if self.health().is_ok() {
+                return;
+            }
+            // The failed request made the next one current.
         }
     }
 

@@ -19,7 +19,9 @@ use anyhow::Context;
     after_help = "Environment: PINFOLD_HOME, PINFOLD_SERVER, PINFOLD_AGENT_NAME, PINFOLD_LABELS (comma separated), PINFOLD_CONCURRENCY, PINFOLD_DRAIN, PINFOLD_GRACE, PINFOLD_POLICY, PINFOLD_ALLOW_POLICIES (comma separated), PINFOLD_REGISTRATION_TOKEN, PINFOLD_REQUEST_TIMEOUT, PINFOLD_AGENT_SECRETS (as --secret, comma separated), PINFOLD_SECRET_<NAME> (the value of a secret listed with --secret; any other is never handed out), RUST_LOG."
 )]
 pub struct Args {
-    /// Coordinator URL.
+    /// Coordinator URL; or several, comma separated, when coordinators share
+    /// one database with no load balancer before them: a request that one
+    /// does not answer (or answers 502-504) goes to the next.
     #[arg(long, env = "PINFOLD_SERVER")]
     server: String,
     /// Registration token (needed only when no runner token is stored yet).
