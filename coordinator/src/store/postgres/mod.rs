@@ -157,6 +157,17 @@ CREATE TABLE blob_uploads (
 );
 ",
     ),
+    // Chunks are stored as they come, not compressed: compressing each MiB
+    // of log on the ingest path cost more CPU than the writes it saved
+    // (and artifacts are mostly compressed already).
+    (
+        5,
+        "
+ALTER TABLE log_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
+ALTER TABLE blob_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
+ALTER TABLE blob_uploads ALTER COLUMN data SET STORAGE EXTERNAL;
+",
+    ),
 ];
 
 /// The leasable jobs, apart from `jobs` (version 3). A lease locks a row
