@@ -7,7 +7,8 @@ use deadpool_postgres::GenericClient;
 use pinfold_api::wire::ArtifactInfo;
 
 use super::PgStore;
-use super::jobs::{load_job, require_active};
+use super::jobs::load_job;
+use super::query::require_active;
 use crate::store::{ArtifactStore, Result};
 
 #[async_trait]

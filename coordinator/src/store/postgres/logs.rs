@@ -14,7 +14,7 @@ use pinfold_api::mask;
 use pinfold_api::wire::JobState;
 
 use super::PgStore;
-use super::jobs::require_active;
+use super::query::require_active;
 use crate::store::{AppendOutcome, LogRead, LogStore, Result, StoreError};
 
 /// Stores `emit` at the end of the log (one chunk row at `*log_len`),

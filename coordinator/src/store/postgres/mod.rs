@@ -28,6 +28,7 @@ mod artifacts;
 mod jobs;
 mod logs;
 mod provenance;
+mod query;
 mod runners;
 mod trust;
 mod verify;

@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 
 use super::PgStore;
-use super::jobs::{load_job, require_active};
+use super::jobs::load_job;
+use super::query::require_active;
 use crate::store::{ProvenanceStore, Result, StoreError};
 
 #[async_trait]

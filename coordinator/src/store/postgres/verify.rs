@@ -23,8 +23,8 @@ use pinfold_api::verdict::Verdict;
 use pinfold_api::wire::{JobState, VerifyStatus};
 use tokio_postgres::IsolationLevel;
 
-use super::jobs::{exec, row, row_opt, rows};
 use super::logs::store_log_bytes;
+use super::query::{exec, row, row_opt, rows};
 use super::{PgStore, enqueue, insert_job};
 use crate::store::verify_rules::{self, GROUP_LOG_CAP, ONLINE_MS, RunRow};
 use crate::store::{NewJob, Result, StoreError, VerifyStore, from_json, json};
