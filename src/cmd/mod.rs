@@ -14,7 +14,6 @@ pub mod policy;
 pub mod run;
 pub mod runners;
 pub mod server;
-pub mod server_migrate;
 pub mod shell;
 pub mod status;
 pub mod submit;

@@ -106,6 +106,16 @@ impl StoreError {
     }
 }
 
+/// `s` if it names a PostgreSQL database (`--store`, `server migrate
+/// --to`), else why not.
+pub fn parse_url(s: &str) -> std::result::Result<String, String> {
+    if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+        Ok(s.to_string())
+    } else {
+        Err("expected a postgres://USER@HOST:PORT/DATABASE URL (without --store, the state is SQLite in $PINFOLD_HOME/coordinator)".into())
+    }
+}
+
 /// What of `emit` fits in a log of `log_len` bytes capped at `cap`, and
 /// the truncation marker to store after it when it does not all fit.
 fn capped(emit: &[u8], log_len: u64, cap: u64) -> (&[u8], Vec<u8>) {

@@ -12,7 +12,7 @@ pub struct Args {
     #[arg(long, value_name = "sqlite:PATH", value_parser = parse_from)]
     from: PathBuf,
     /// The empty PostgreSQL database (postgres://USER@HOST:PORT/DB).
-    #[arg(long, value_name = "URL", value_parser = super::server::parse_store)]
+    #[arg(long, value_name = "URL", value_parser = pinfold_coordinator::store::parse_url)]
     to: String,
 }
 

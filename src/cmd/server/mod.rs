@@ -1,4 +1,6 @@
-//! `pinfold server`: the coordinator.
+//! `pinfold server`: the coordinator (and `server migrate`: [`migrate`]).
+
+mod migrate;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -48,7 +50,7 @@ pub struct Args {
     /// $PINFOLD_HOME/coordinator: several coordinators given the same
     /// database serve the same jobs. The schema is created or migrated at
     /// start.
-    #[arg(long, value_name = "URL", env = "PINFOLD_STORE", value_parser = parse_store)]
+    #[arg(long, value_name = "URL", env = "PINFOLD_STORE", value_parser = pinfold_coordinator::store::parse_url)]
     store: Option<String>,
 }
 
@@ -59,15 +61,7 @@ enum Sub {
     /// table's row count and every log's and blob's sha256 there. Stop the
     /// coordinator first; one transaction: a failure leaves the database
     /// empty.
-    Migrate(super::server_migrate::Args),
-}
-
-pub(super) fn parse_store(s: &str) -> Result<String, String> {
-    if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-        Ok(s.to_string())
-    } else {
-        Err("expected a postgres://USER@HOST:PORT/DATABASE URL (without --store, the state is SQLite in $PINFOLD_HOME/coordinator)".into())
-    }
+    Migrate(migrate::Args),
 }
 
 fn parse_scope(s: &str) -> Result<(String, Vec<String>), String> {
@@ -95,9 +89,7 @@ fn parse_scope(s: &str) -> Result<(String, Vec<String>), String> {
 /// Runs the subcommand; returns the exit status.
 pub fn run(a: Args) -> i32 {
     match a.command {
-        Some(Sub::Migrate(m)) => {
-            crate::remote::exit_status("server migrate", super::server_migrate::run(m))
-        }
+        Some(Sub::Migrate(m)) => crate::remote::exit_status("server migrate", migrate::run(m)),
         None => crate::remote::exit_status("server", serve(a)),
     }
 }
