@@ -133,6 +133,74 @@ fn wait_terminal(admin: &Client, id: u64, within: Duration) -> Result<JobInfo> {
     }
 }
 
+/// Submits `count` jobs through `admin`, job `n` printing its lines and
+/// then sleeping `secs`; their numbers and ids.
+fn submit_jobs(admin: &Client, count: usize, secs: u32) -> Result<Vec<(usize, u64)>> {
+    let mut ids = Vec::new();
+    for n in 0..count {
+        let spec = job_yaml_for(n, secs);
+        let id = with_retry(|| {
+            admin.submit(&SubmitRequest {
+                spec: spec.clone(),
+                labels: vec![],
+                source_sha256: None,
+            })
+        })?
+        .job_id;
+        ids.push((n, id));
+    }
+    Ok(ids)
+}
+
+/// Waits until some job runs (its log half shipped), or fails after 60 s.
+fn wait_until_running(admin: &Client) -> Result<()> {
+    let t = Instant::now();
+    while with_retry(|| admin.jobs(Some("running"), 10))?
+        .jobs
+        .is_empty()
+    {
+        anyhow::ensure!(t.elapsed() < Duration::from_secs(60), "no job started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// `pinfold submit --wait` of one more job through `server`.
+fn submit_and_wait_with_the_cli(server: &str) -> Result<()> {
+    let dir = common::user_dir();
+    let file = dir.path().join("after.yaml");
+    std::fs::write(&file, job_yaml(100))?;
+    let out = admin_cli(server)
+        .args(["submit", "--wait"])
+        .arg(&file)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "submit --wait: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// Each job succeeded in its first attempt (none lost, none run twice),
+/// and its log holds its output whole and once.
+fn each_ran_once_with_its_whole_log(admin: &Client, ids: Vec<(usize, u64)>) -> Result<()> {
+    for (n, id) in ids {
+        let j = wait_terminal(admin, id, Duration::from_secs(120))?;
+        assert_eq!(j.state, JobState::Succeeded, "job {n}: {j:?}");
+        assert_eq!(j.attempts, 1, "job {n} ran more than once: {j:?}");
+        let log = log_of(admin, id)?;
+        assert!(
+            log.contains(&expected_log(n)),
+            "job {n}: its output, whole and once, is in its log ({} bytes)",
+            log.len()
+        );
+        assert_eq!(log.matches("line 3000\n").count(), 1, "job {n}");
+    }
+    Ok(())
+}
+
 /// Two coordinators behind haproxy, two agents; one coordinator is killed
 /// (SIGKILL) while jobs run and ship logs. Every job succeeds in its first
 /// attempt (none lost, none run twice), every log is exactly what the job
@@ -150,57 +218,13 @@ fn jobs_survive_a_coordinator_killed_behind_the_load_balancer() -> Result<()> {
         agent(homes[1].path(), &lb.url())?,
     ];
     let admin = Client::new(&lb.url(), Some(ADMIN.into()), Duration::from_secs(10));
-    let mut ids = Vec::new();
-    for n in 0..8 {
-        let spec = job_yaml(n);
-        let id = with_retry(|| {
-            admin.submit(&SubmitRequest {
-                spec: spec.clone(),
-                labels: vec![],
-                source_sha256: None,
-            })
-        })?
-        .job_id;
-        ids.push((n, id));
-    }
-    // Mid-run: some jobs running, their logs half shipped.
-    let t = Instant::now();
-    while with_retry(|| admin.jobs(Some("running"), 10))?
-        .jobs
-        .is_empty()
-    {
-        anyhow::ensure!(t.elapsed() < Duration::from_secs(60), "no job started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let ids = submit_jobs(&admin, 8, 1)?;
+    wait_until_running(&admin)?;
     a.child.kill()?; // SIGKILL
     a.child.wait()?;
     // The CLI through the load balancer, after the kill.
-    let dir = common::user_dir();
-    let file = dir.path().join("after.yaml");
-    std::fs::write(&file, job_yaml(100))?;
-    let out = admin_cli(&lb.url())
-        .args(["submit", "--wait"])
-        .arg(&file)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "submit --wait: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for (n, id) in ids {
-        let j = wait_terminal(&admin, id, Duration::from_secs(120))?;
-        assert_eq!(j.state, JobState::Succeeded, "job {n}: {j:?}");
-        assert_eq!(j.attempts, 1, "job {n} ran more than once: {j:?}");
-        let log = log_of(&admin, id)?;
-        let want = expected_log(n);
-        assert!(
-            log.contains(&want),
-            "job {n}: its output, whole and once, is in its log ({} bytes)",
-            log.len()
-        );
-        assert_eq!(log.matches("line 3000\n").count(), 1, "job {n}");
-    }
+    submit_and_wait_with_the_cli(&lb.url())?;
+    each_ran_once_with_its_whole_log(&admin, ids)?;
     drop(b);
     Ok(())
 }
@@ -221,41 +245,15 @@ fn jobs_survive_a_postgresql_restart() -> Result<()> {
     let home = common::user_dir();
     let _agent = agent(home.path(), &server)?;
     let admin = Client::new(&server, Some(ADMIN.into()), Duration::from_secs(10));
-    let mut ids = Vec::new();
-    for n in 0..4 {
-        let id = admin
-            .submit(&SubmitRequest {
-                spec: job_yaml_for(n, 8),
-                labels: vec![],
-                source_sha256: None,
-            })?
-            .job_id;
-        ids.push((n, id));
-    }
-    let t = Instant::now();
-    while admin.jobs(Some("running"), 10)?.jobs.is_empty() {
-        anyhow::ensure!(t.elapsed() < Duration::from_secs(60), "no job started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let ids = submit_jobs(&admin, 4, 8)?;
+    wait_until_running(&admin)?;
     cluster.stop();
     let down = admin.job(ids[0].1).expect_err("the database is down");
     assert_eq!(down.status(), Some(503), "{down}");
     assert!(down.to_string().contains("retry"), "{down}");
     std::thread::sleep(Duration::from_secs(5));
     cluster.start_again();
-    for (n, id) in ids {
-        let j = wait_terminal(&admin, id, Duration::from_secs(120))?;
-        assert_eq!(j.state, JobState::Succeeded, "job {n}: {j:?}");
-        assert_eq!(j.attempts, 1, "job {n} ran more than once: {j:?}");
-        let log = log_of(&admin, id)?;
-        assert!(
-            log.contains(&expected_log(n)),
-            "job {n}: {} bytes",
-            log.len()
-        );
-        assert_eq!(log.matches("line 3000\n").count(), 1, "job {n}");
-    }
-    Ok(())
+    each_ran_once_with_its_whole_log(&admin, ids)
 }
 
 /// Without a load balancer: the agent and the CLI are given both
@@ -271,54 +269,12 @@ fn agents_given_several_coordinators_fail_over_without_a_balancer() -> Result<()
     let home = common::user_dir();
     let _agent = agent(home.path(), &servers)?;
     let admin = Client::new(&servers, Some(ADMIN.into()), Duration::from_secs(10));
-    let mut ids = Vec::new();
-    for n in 0..6 {
-        let spec = job_yaml(n);
-        let id = with_retry(|| {
-            admin.submit(&SubmitRequest {
-                spec: spec.clone(),
-                labels: vec![],
-                source_sha256: None,
-            })
-        })?
-        .job_id;
-        ids.push((n, id));
-    }
-    let t = Instant::now();
-    while with_retry(|| admin.jobs(Some("running"), 10))?
-        .jobs
-        .is_empty()
-    {
-        anyhow::ensure!(t.elapsed() < Duration::from_secs(60), "no job started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let ids = submit_jobs(&admin, 6, 1)?;
+    wait_until_running(&admin)?;
     a.child.kill()?; // SIGKILL
     a.child.wait()?;
-    let dir = common::user_dir();
-    let file = dir.path().join("after.yaml");
-    std::fs::write(&file, job_yaml(100))?;
-    let out = admin_cli(&servers)
-        .args(["submit", "--wait"])
-        .arg(&file)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "submit --wait: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for (n, id) in ids {
-        let j = wait_terminal(&admin, id, Duration::from_secs(120))?;
-        assert_eq!(j.state, JobState::Succeeded, "job {n}: {j:?}");
-        assert_eq!(j.attempts, 1, "job {n} ran more than once: {j:?}");
-        let log = log_of(&admin, id)?;
-        assert!(
-            log.contains(&expected_log(n)),
-            "job {n}: {} bytes",
-            log.len()
-        );
-        assert_eq!(log.matches("line 3000\n").count(), 1, "job {n}");
-    }
+    submit_and_wait_with_the_cli(&servers)?;
+    each_ran_once_with_its_whole_log(&admin, ids)?;
     drop(b);
     Ok(())
 }
