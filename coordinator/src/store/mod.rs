@@ -10,8 +10,10 @@
 //! masking and capping are pure functions in [`pinfold_api::mask`] that a backend
 //! calls inside its append transaction.
 
+mod log_append;
 pub mod migrate;
 mod postgres;
+mod rows;
 mod sqlite;
 mod verify_rules;
 
@@ -113,20 +115,6 @@ pub fn parse_url(s: &str) -> std::result::Result<String, String> {
         Ok(s.to_string())
     } else {
         Err("expected a postgres://USER@HOST:PORT/DATABASE URL (without --store, the state is SQLite in $PINFOLD_HOME/coordinator)".into())
-    }
-}
-
-/// What of `emit` fits in a log of `log_len` bytes capped at `cap`, and
-/// the truncation marker to store after it when it does not all fit.
-fn capped(emit: &[u8], log_len: u64, cap: u64) -> (&[u8], Vec<u8>) {
-    let room = cap.saturating_sub(log_len);
-    if emit.len() as u64 > room {
-        (
-            &emit[..room as usize],
-            pinfold_api::mask::truncation_marker(cap),
-        )
-    } else {
-        (emit, Vec::new())
     }
 }
 

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use pinfold_api::verdict::Verdict;
 use pinfold_api::wire::{JobState, VerifyRun, VerifyStatus};
 
+use super::{Result, from_json};
+
 /// A runner counts as online for the waiting message when it asked for a
 /// lease this recently (agents long-poll at most 30 s at a time) or holds
 /// a lease (a busy agent does not poll).
@@ -149,14 +151,29 @@ pub(super) fn waiting(queued: usize, n: u32, need: &[String], online: usize) -> 
     }
 }
 
-/// The group's status from its runs and what the rules say of it.
+/// The group's status: it has `n` runs and its jobs need the labels
+/// `need` (a JSON list); `waiting` is, when [`queued`] says runs wait,
+/// how many and the label lists (JSON) of the runners online; `verdict`
+/// is the stored verdict (JSON) once the group has one.
 pub(super) fn status(
     n: u32,
     runs: &[RunRow],
-    waiting: Option<String>,
-    verdict: Option<Verdict>,
-) -> VerifyStatus {
-    VerifyStatus {
+    need: &str,
+    waiting: Option<(usize, Vec<String>)>,
+    verdict: Option<String>,
+) -> Result<VerifyStatus> {
+    let need: Vec<String> = from_json(need)?;
+    let waiting = match waiting {
+        None => None,
+        Some((queued, online)) => {
+            let lists = online
+                .iter()
+                .map(|l| from_json::<Vec<String>>(l))
+                .collect::<Result<Vec<_>>>()?;
+            Some(self::waiting(queued, n, &need, with_labels(&lists, &need)))
+        }
+    };
+    Ok(VerifyStatus {
         runs: n,
         run_jobs: runs
             .iter()
@@ -168,12 +185,12 @@ pub(super) fn status(
             })
             .collect(),
         waiting,
-        verdict,
-    }
+        verdict: verdict.map(|v| from_json(&v)).transpose()?,
+    })
 }
 
 /// Of runners' label lists, how many have every label in `need`.
-pub(super) fn with_labels(lists: &[Vec<String>], need: &[String]) -> usize {
+fn with_labels(lists: &[Vec<String>], need: &[String]) -> usize {
     lists
         .iter()
         .filter(|have| need.iter().all(|l| have.contains(l)))

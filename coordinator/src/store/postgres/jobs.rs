@@ -19,57 +19,20 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
-use pinfold_api::wire::{FinishRequest, JobInfo, JobState, StepResult};
-use tokio_postgres::Row;
+use pinfold_api::wire::{FinishRequest, JobState};
 
 use super::logs::store_log_bytes;
 use super::query::{check_attempt, exec, lock_job, require_active, row, row_opt, rows};
-use super::{PgStore, enqueue, insert_job, opt_u64, verify};
+use super::{PgStore, enqueue, insert_job, verify};
+use crate::store::rows::{JOB_COLS, job_from_row};
 use crate::store::{
     JobFilter, JobStore, JobTokenRecord, LeaseGrant, NewJob, Result, StoreError, StoredJob,
     from_json, json,
 };
 
-const JOB_COLS: &str = "id, spec_json, image, labels, secrets, source_sha256, state, reason, \
-     steps, attempts, runner_id, cancel_requested, created_at, started_at, finished_at, log_len";
-
 /// Queued jobs a lease looks at before giving up, as in SQLite: a backlog
 /// of jobs this runner may not take stays cheap.
 const LEASE_SCAN: usize = 256;
-
-/// A job from a row of [`JOB_COLS`].
-fn job_from_row(row: &Row) -> Result<StoredJob> {
-    let info = JobInfo {
-        id: row.try_get::<_, i64>(0)? as u64,
-        state: JobState::Queued,
-        reason: row.try_get(7)?,
-        labels: Vec::new(),
-        attempts: row.try_get::<_, i64>(9)? as u32,
-        runner_id: opt_u64(row.try_get(10)?),
-        cancel_requested: row.try_get::<_, i64>(11)? != 0,
-        created_at: row.try_get::<_, i64>(12)? as u64,
-        started_at: opt_u64(row.try_get(13)?),
-        finished_at: opt_u64(row.try_get(14)?),
-        steps: Vec::new(),
-        log_bytes: row.try_get::<_, i64>(15)? as u64,
-        image: row.try_get(2)?,
-        source_sha256: row.try_get(5)?,
-        verify: None,
-        verify_of: None,
-    };
-    let mut rec = StoredJob {
-        info,
-        spec_json: row.try_get(1)?,
-        secrets: Vec::new(),
-    };
-    rec.info.labels = from_json(row.try_get(3)?)?;
-    rec.secrets = from_json(row.try_get(4)?)?;
-    rec.info.steps = from_json::<Vec<StepResult>>(row.try_get(8)?)?;
-    let state: &str = row.try_get(6)?;
-    rec.info.state = JobState::parse(state)
-        .ok_or_else(|| StoreError::Corrupt(format!("job state {state:?}")))?;
-    Ok(rec)
-}
 
 /// One job; NotFound when there is none.
 pub(super) async fn load_job(c: &impl GenericClient, id: u64) -> Result<StoredJob> {

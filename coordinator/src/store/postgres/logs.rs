@@ -10,11 +10,11 @@ use std::borrow::Cow;
 use async_trait::async_trait;
 use axum::body::Bytes;
 use deadpool_postgres::GenericClient;
-use pinfold_api::mask;
 use pinfold_api::wire::JobState;
 
 use super::PgStore;
 use super::query::require_active;
+use crate::store::log_append::{self, Append, LogState};
 use crate::store::{AppendOutcome, LogRead, LogStore, Result, StoreError};
 
 /// Stores `emit` at the end of the log (one chunk row at `*log_len`),
@@ -30,7 +30,7 @@ pub(super) async fn store_log_bytes(
     emit: &[u8],
     cap: u64,
 ) -> Result<bool> {
-    let (keep, marker) = crate::store::capped(emit, *log_len, cap);
+    let (keep, marker) = log_append::capped(emit, *log_len, cap);
     let chunk: Cow<'_, [u8]> = if marker.is_empty() {
         Cow::Borrowed(keep)
     } else {
@@ -76,39 +76,28 @@ impl LogStore for PgStore {
                 &[&(job_id as i64)],
             )
             .await?;
-        let raw_len = row.try_get::<_, i64>(0)? as u64;
-        let mut log_len = row.try_get::<_, i64>(1)? as u64;
-        let pending: &[u8] = row.try_get(2)?;
-        let truncated: i64 = row.try_get(3)?;
-        if offset > raw_len {
-            return Err(StoreError::LogGap {
-                got: offset,
-                expected: raw_len,
-            });
-        }
-        // Bytes the server already has (a retried chunk) are skipped.
-        let skip = (raw_len - offset) as usize;
-        if skip >= data.len() {
-            tx.commit().await?;
-            return Ok(AppendOutcome {
-                offset: raw_len,
-                truncated: truncated != 0,
-            });
-        }
-        let new = &data[skip..];
-        let new_raw = raw_len + new.len() as u64;
-        let mut now_truncated = truncated != 0;
-        let mut pending_out = Vec::new();
-        if !now_truncated && secrets.is_empty() && pending.is_empty() {
-            // Nothing to mask: the bytes are stored as they came.
-            now_truncated = store_log_bytes(&tx, job_id, &mut log_len, new, cap).await?;
-        } else if !now_truncated {
-            let m = mask::mask(pending, new, &secrets, false);
-            now_truncated = store_log_bytes(&tx, job_id, &mut log_len, &m.emit, cap).await?;
-            if !now_truncated {
-                pending_out = m.pending;
+        let state = LogState {
+            raw_len: row.try_get::<_, i64>(0)? as u64,
+            pending: row.try_get(2)?,
+            truncated: row.try_get::<_, i64>(3)? != 0,
+        };
+        let (raw_len, emit, pending) = match log_append::plan(&state, offset, &data, &secrets)? {
+            Append::Repeat(done) => {
+                tx.commit().await?;
+                return Ok(done);
             }
-        }
+            Append::Store {
+                raw_len,
+                emit,
+                pending,
+            } => (raw_len, emit, pending),
+        };
+        let mut log_len = row.try_get::<_, i64>(1)? as u64;
+        let truncated = match emit {
+            Some(emit) => store_log_bytes(&tx, job_id, &mut log_len, &emit, cap).await?,
+            None => true,
+        };
+        let pending = if truncated { Vec::new() } else { pending };
         let st = tx
             .prepare_cached(
                 "UPDATE jobs SET log_raw_len = $2, log_len = $3, log_pending = $4, \
@@ -119,17 +108,17 @@ impl LogStore for PgStore {
             &st,
             &[
                 &(job_id as i64),
-                &(new_raw as i64),
+                &(raw_len as i64),
                 &(log_len as i64),
-                &pending_out,
-                &(now_truncated as i64),
+                &pending,
+                &(truncated as i64),
             ],
         )
         .await?;
         tx.commit().await?;
         Ok(AppendOutcome {
-            offset: new_raw,
-            truncated: now_truncated,
+            offset: raw_len,
+            truncated,
         })
     }
 

@@ -261,10 +261,6 @@ pub(super) async fn insert_job(c: &impl GenericClient, job: &NewJob, state: &str
     Ok(row.get::<_, i64>(0) as u64)
 }
 
-fn opt_u64(v: Option<i64>) -> Option<u64> {
-    v.map(|v| v as u64)
-}
-
 impl PgStore {
     /// Connects to the database at `url` (`postgres://USER@HOST:PORT/DB`,
     /// or the key=value form) and brings its schema up to date.

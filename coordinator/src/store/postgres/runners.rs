@@ -4,10 +4,10 @@
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use pinfold_api::wire::RunnerInfo;
-use tokio_postgres::Row;
 
-use super::{PgStore, opt_u64, trust};
-use crate::store::{Result, RunnerStore, StoreError, from_json, json};
+use super::{PgStore, trust};
+use crate::store::rows::{RUNNER_COLS, runner_from_row};
+use crate::store::{Result, RunnerStore, StoreError, json};
 
 #[async_trait]
 impl RunnerStore for PgStore {
@@ -37,10 +37,9 @@ impl RunnerStore for PgStore {
     async fn runner_by_token(&self, token_sha256: &str) -> Result<Option<RunnerInfo>> {
         let c = self.client().await?;
         let st = c
-            .prepare_cached(
-                "SELECT id, name, labels, created_at, last_seen, revoked FROM runners \
-                 WHERE token_sha256 = $1",
-            )
+            .prepare_cached(&format!(
+                "SELECT {RUNNER_COLS} FROM runners WHERE token_sha256 = $1"
+            ))
             .await?;
         let row = c.query_opt(&st, &[&token_sha256]).await?;
         row.as_ref().map(runner_from_row).transpose()
@@ -51,7 +50,7 @@ impl RunnerStore for PgStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT id, name, labels, created_at, last_seen, revoked FROM runners ORDER BY id",
+                &format!("SELECT {RUNNER_COLS} FROM runners ORDER BY id"),
                 &[],
             )
             .await?;
@@ -87,16 +86,4 @@ impl RunnerStore for PgStore {
         let mut c = self.client().await?;
         trust::set_trusted_labels(&mut c, runner_id, &add, &remove).await
     }
-}
-
-/// A runner from a row of `id, name, labels, created_at, last_seen, revoked`.
-fn runner_from_row(r: &Row) -> Result<RunnerInfo> {
-    Ok(RunnerInfo {
-        id: r.try_get::<_, i64>(0)? as u64,
-        name: r.try_get(1)?,
-        labels: from_json(r.try_get::<_, &str>(2)?)?,
-        created_at: r.try_get::<_, i64>(3)? as u64,
-        last_seen: opt_u64(r.try_get(4)?),
-        revoked: r.try_get::<_, i64>(5)? != 0,
-    })
 }

@@ -27,7 +27,7 @@ use super::logs::store_log_bytes;
 use super::query::{exec, row, row_opt, rows};
 use super::{PgStore, enqueue, insert_job};
 use crate::store::verify_rules::{self, GROUP_LOG_CAP, ONLINE_MS, RunRow};
-use crate::store::{NewJob, Result, StoreError, VerifyStore, from_json, json};
+use crate::store::{NewJob, Result, StoreError, VerifyStore, json};
 
 /// Whether `runner_id` may lease `job_id`: never a group row, and never a
 /// run of a group where this runner holds or finished another run. (Two
@@ -274,11 +274,10 @@ pub(super) async fn status(
         (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
     let runs = run_rows(c, job_id).await?;
     let terminal = JobState::parse(&state).is_some_and(JobState::is_terminal);
-    let need: Vec<String> = from_json(&labels)?;
     let waiting = match verify_rules::queued(&runs, terminal) {
         None => None,
         Some(queued) => {
-            let lists = rows(
+            let online = rows(
                 c,
                 "SELECT labels FROM runners WHERE revoked = 0 AND (last_seen >= $1 \
              OR id IN (SELECT runner_id FROM attempts WHERE state = 'active'))",
@@ -286,16 +285,12 @@ pub(super) async fn status(
             )
             .await?
             .iter()
-            .map(|r| from_json::<Vec<String>>(r.try_get(0)?))
-            .collect::<Result<Vec<_>>>()?;
-            let online = verify_rules::with_labels(&lists, &need);
-            Some(verify_rules::waiting(queued, n as u32, &need, online))
+            .map(|r| r.try_get(0))
+            .collect::<std::result::Result<Vec<String>, _>>()?;
+            Some((queued, online))
         }
     };
-    let verdict = verdict.map(|v| from_json(&v)).transpose()?;
-    Ok(Some(verify_rules::status(
-        n as u32, &runs, waiting, verdict,
-    )))
+    verify_rules::status(n as u32, &runs, &labels, waiting, verdict).map(Some)
 }
 
 #[async_trait]

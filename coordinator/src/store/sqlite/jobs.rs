@@ -4,67 +4,22 @@
 //! verify.rs.
 
 use async_trait::async_trait;
-use pinfold_api::wire::{FinishRequest, JobInfo, JobState, StepResult, VerifyStatus};
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use pinfold_api::wire::{FinishRequest, JobState, VerifyStatus};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::logs::store_log_bytes;
-use super::{SqliteStore, exec, from_json, insert_job, json, opt_u64, row, verify};
+use super::{SqliteStore, exec, from_json, insert_job, json, row, verify};
+use crate::store::rows::{JOB_COLS, job_from_row};
 use crate::store::{
     JobFilter, JobStore, JobTokenRecord, LeaseGrant, NewJob, Result, StoreError, StoredJob,
     VerifyStore,
 };
 
-const JOB_COLS: &str = "id, spec_json, image, labels, secrets, source_sha256, state, reason, \
-     steps, attempts, runner_id, cancel_requested, created_at, started_at, finished_at, log_len";
-
-fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(StoredJob, String, String, String, String)> {
-    let info = JobInfo {
-        id: row.get::<_, i64>(0)? as u64,
-        state: JobState::Queued,
-        reason: row.get(7)?,
-        labels: Vec::new(),
-        attempts: row.get::<_, i64>(9)? as u32,
-        runner_id: opt_u64(row.get(10)?),
-        cancel_requested: row.get::<_, i64>(11)? != 0,
-        created_at: row.get::<_, i64>(12)? as u64,
-        started_at: opt_u64(row.get(13)?),
-        finished_at: opt_u64(row.get(14)?),
-        steps: Vec::new(),
-        log_bytes: row.get::<_, i64>(15)? as u64,
-        image: row.get(2)?,
-        source_sha256: row.get(5)?,
-        verify: None,
-        verify_of: None,
-    };
-    let rec = StoredJob {
-        info,
-        spec_json: row.get(1)?,
-        secrets: Vec::new(),
-    };
-    Ok((rec, row.get(3)?, row.get(4)?, row.get(6)?, row.get(8)?))
-}
-
-fn finish_job_row(
-    (mut rec, labels, secrets, state, steps): (StoredJob, String, String, String, String),
-) -> Result<StoredJob> {
-    rec.info.labels = from_json(&labels)?;
-    rec.secrets = from_json(&secrets)?;
-    rec.info.steps = from_json::<Vec<StepResult>>(&steps)?;
-    rec.info.state = JobState::parse(&state)
-        .ok_or_else(|| StoreError::Corrupt(format!("job state {state:?}")))?;
-    Ok(rec)
-}
-
 pub(super) fn load_job(conn: &Connection, id: u64) -> Result<StoredJob> {
-    let row = row(
-        conn,
-        &format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"),
-        [id as i64],
-        job_from_row,
-    )
-    .optional()?
-    .ok_or_else(|| StoreError::NotFound(format!("no job {id}")))?;
-    finish_job_row(row)
+    let mut st = conn.prepare_cached(&format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"))?;
+    st.query_and_then([id as i64], |r| job_from_row(r))?
+        .next()
+        .unwrap_or_else(|| Err(StoreError::NotFound(format!("no job {id}"))))
 }
 
 /// Checks that `attempt_id` is the job's current, active attempt.
@@ -161,16 +116,13 @@ impl JobStore for SqliteStore {
                  AND (?2 IS NULL OR EXISTS (SELECT 1 FROM json_each(jobs.labels) WHERE value = ?2)) \
                  AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4"
             ))?;
-            let rows = st.query_map(
-                params![
-                    f.state.map(JobState::as_str),
-                    f.label,
-                    f.before.map(|b| b as i64),
-                    f.limit as i64
-                ],
-                job_from_row,
-            )?;
-            rows.map(|r| finish_job_row(r?)).collect()
+            let params = params![
+                f.state.map(JobState::as_str),
+                f.label,
+                f.before.map(|b| b as i64),
+                f.limit as i64
+            ];
+            st.query_and_then(params, |r| job_from_row(r))?.collect()
         })
         .await
     }

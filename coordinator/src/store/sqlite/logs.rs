@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use axum::body::Bytes;
-use pinfold_api::mask;
 use pinfold_api::wire::JobState;
 use rusqlite::{OptionalExtension, params};
 
 use super::{SqliteStore, exec, row};
+use crate::store::log_append::{self, Append, LogState};
 use crate::store::{AppendOutcome, LogRead, LogStore, Result, StoreError};
 
 fn log_path(logs: &Path, job_id: u64) -> PathBuf {
@@ -28,7 +28,7 @@ pub(super) fn store_log_bytes(
     cap: u64,
 ) -> Result<bool> {
     use std::os::unix::fs::FileExt;
-    let (keep, marker) = crate::store::capped(emit, *log_len, cap);
+    let (keep, marker) = log_append::capped(emit, *log_len, cap);
     if !keep.is_empty() || !marker.is_empty() {
         let path = log_path(logs, job_id);
         let io =
@@ -66,44 +66,34 @@ impl LogStore for SqliteStore {
                 [job_id as i64],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )?;
-            let (raw_len, mut log_len) = (raw_len as u64, log_len as u64);
-            if offset > raw_len {
-                return Err(StoreError::LogGap {
-                    got: offset,
-                    expected: raw_len,
-                });
-            }
-            // Bytes the server already has (a retried chunk) are skipped.
-            let skip = (raw_len - offset) as usize;
-            if skip >= data.len() {
-                return Ok(AppendOutcome {
-                    offset: raw_len,
-                    truncated: truncated != 0,
-                });
-            }
-            let new = &data[skip..];
-            let new_raw = raw_len + new.len() as u64;
-            let mut now_truncated = truncated != 0;
-            let mut pending_out = Vec::new();
-            if !now_truncated && secrets.is_empty() && pending.is_empty() {
-                // Nothing to mask: the bytes go to the file as they came.
-                now_truncated = store_log_bytes(&logs, job_id, &mut log_len, new, cap)?;
-            } else if !now_truncated {
-                let m = mask::mask(&pending, new, &secrets, false);
-                now_truncated = store_log_bytes(&logs, job_id, &mut log_len, &m.emit, cap)?;
-                if !now_truncated {
-                    pending_out = m.pending;
-                }
-            }
+            let state = LogState {
+                raw_len: raw_len as u64,
+                pending: &pending,
+                truncated: truncated != 0,
+            };
+            let (raw_len, emit, pending) = match log_append::plan(&state, offset, &data, &secrets)? {
+                Append::Repeat(done) => return Ok(done),
+                Append::Store {
+                    raw_len,
+                    emit,
+                    pending,
+                } => (raw_len, emit, pending),
+            };
+            let mut log_len = log_len as u64;
+            let truncated = match emit {
+                Some(emit) => store_log_bytes(&logs, job_id, &mut log_len, &emit, cap)?,
+                None => true,
+            };
+            let pending = if truncated { Vec::new() } else { pending };
             exec(
                 tx,
                 "UPDATE jobs SET log_raw_len = ?2, log_len = ?3, log_pending = ?4, log_truncated = ?5 \
                  WHERE id = ?1",
-                params![job_id as i64, new_raw as i64, log_len as i64, pending_out, now_truncated as i64],
+                params![job_id as i64, raw_len as i64, log_len as i64, pending, truncated as i64],
             )?;
             Ok(AppendOutcome {
-                offset: new_raw,
-                truncated: now_truncated,
+                offset: raw_len,
+                truncated,
             })
         })
         .await

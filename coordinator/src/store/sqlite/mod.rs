@@ -158,10 +158,6 @@ pub(super) fn row<T>(
     c.prepare_cached(sql)?.query_row(p, f)
 }
 
-fn opt_u64(v: Option<i64>) -> Option<u64> {
-    v.map(|v| v as u64)
-}
-
 impl SqliteStore {
     /// Opens (creating and migrating) the database at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore> {

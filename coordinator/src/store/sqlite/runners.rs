@@ -3,9 +3,10 @@
 
 use async_trait::async_trait;
 use pinfold_api::wire::RunnerInfo;
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::params;
 
-use super::{SqliteStore, exec, from_json, json, opt_u64, row, trust};
+use super::{SqliteStore, exec, json, trust};
+use crate::store::rows::{RUNNER_COLS, runner_from_row};
 use crate::store::{Result, RunnerStore, StoreError};
 
 #[async_trait]
@@ -32,26 +33,20 @@ impl RunnerStore for SqliteStore {
     async fn runner_by_token(&self, token_sha256: &str) -> Result<Option<RunnerInfo>> {
         let hash = token_sha256.to_string();
         self.lookup(move |c| {
-            let row = row(
-                c,
-                "SELECT id, name, labels, created_at, last_seen, revoked FROM runners \
-                     WHERE token_sha256 = ?1",
-                [hash],
-                runner_from_row,
-            )
-            .optional()?;
-            row.map(finish_runner_row).transpose()
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {RUNNER_COLS} FROM runners WHERE token_sha256 = ?1"
+            ))?;
+            st.query_and_then([hash], |r| runner_from_row(r))?
+                .next()
+                .transpose()
         })
         .await
     }
 
     async fn list_runners(&self) -> Result<Vec<RunnerInfo>> {
         self.read(|c| {
-            let mut st = c.prepare(
-                "SELECT id, name, labels, created_at, last_seen, revoked FROM runners ORDER BY id",
-            )?;
-            let rows = st.query_map([], runner_from_row)?;
-            rows.map(|r| finish_runner_row(r?)).collect()
+            let mut st = c.prepare(&format!("SELECT {RUNNER_COLS} FROM runners ORDER BY id"))?;
+            st.query_and_then([], |r| runner_from_row(r))?.collect()
         })
         .await
     }
@@ -85,23 +80,4 @@ impl RunnerStore for SqliteStore {
         self.call(move |c| trust::set_trusted_labels(c, runner_id, &add, &remove))
             .await
     }
-}
-
-fn runner_from_row(r: &Row<'_>) -> rusqlite::Result<(RunnerInfo, String)> {
-    Ok((
-        RunnerInfo {
-            id: r.get::<_, i64>(0)? as u64,
-            name: r.get(1)?,
-            labels: Vec::new(),
-            created_at: r.get::<_, i64>(3)? as u64,
-            last_seen: opt_u64(r.get(4)?),
-            revoked: r.get::<_, i64>(5)? != 0,
-        },
-        r.get(2)?,
-    ))
-}
-
-fn finish_runner_row((mut rec, labels): (RunnerInfo, String)) -> Result<RunnerInfo> {
-    rec.labels = from_json(&labels)?;
-    Ok(rec)
 }

@@ -19,7 +19,7 @@ use pinfold_api::wire::{JobState, VerifyStatus};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::logs::store_log_bytes;
-use super::{exec, from_json, insert_job, json, row};
+use super::{exec, insert_job, json, row};
 use crate::store::verify_rules::{self, GROUP_LOG_CAP, ONLINE_MS, RunRow};
 use crate::store::{NewJob, Result, StoreError};
 
@@ -254,7 +254,6 @@ pub(super) fn status(c: &Connection, job_id: u64, now: u64) -> Result<Option<Ver
     };
     let runs = run_rows(c, job_id)?;
     let terminal = JobState::parse(&state).is_some_and(JobState::is_terminal);
-    let need: Vec<String> = from_json(&labels)?;
     let waiting = match verify_rules::queued(&runs, terminal) {
         None => None,
         Some(queued) => {
@@ -262,20 +261,11 @@ pub(super) fn status(c: &Connection, job_id: u64, now: u64) -> Result<Option<Ver
                 "SELECT labels FROM runners WHERE revoked = 0 AND (last_seen >= ?1 \
              OR id IN (SELECT runner_id FROM attempts WHERE state = 'active'))",
             )?;
-            let lists = st
-                .query_map([now.saturating_sub(ONLINE_MS) as i64], |r| {
-                    r.get::<_, String>(0)
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?
-                .iter()
-                .map(|l| from_json::<Vec<String>>(l))
-                .collect::<Result<Vec<_>>>()?;
-            let online = verify_rules::with_labels(&lists, &need);
-            Some(verify_rules::waiting(queued, n as u32, &need, online))
+            let online = st
+                .query_map([now.saturating_sub(ONLINE_MS) as i64], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            Some((queued, online))
         }
     };
-    let verdict = verdict.map(|v| from_json(&v)).transpose()?;
-    Ok(Some(verify_rules::status(
-        n as u32, &runs, waiting, verdict,
-    )))
+    verify_rules::status(n as u32, &runs, &labels, waiting, verdict).map(Some)
 }
