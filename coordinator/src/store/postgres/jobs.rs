@@ -22,7 +22,7 @@ use deadpool_postgres::GenericClient;
 use pinfold_api::wire::{FinishRequest, JobState};
 
 use super::logs::store_log_bytes;
-use super::query::{check_attempt, exec, lock_job, require_active, row, row_opt, rows};
+use super::query::{exec, lock_job, require_active, row, row_opt, rows};
 use super::{PgStore, enqueue, insert_job, verify};
 use crate::store::rows::{JOB_COLS, job_from_row};
 use crate::store::{
@@ -230,16 +230,21 @@ impl JobStore for PgStore {
             tx.commit().await?;
             return Ok(None);
         };
-        exec(
+        // The job leaves the queue, its attempt is made and the job's row
+        // points at it, in one statement (one round trip): the updated row
+        // is the job the grant carries.
+        let r = row(
             &tx,
-            "DELETE FROM queue WHERE job_id = $1",
-            &[&(job_id as i64)],
-        )
-        .await?;
-        let attempt_id = row(
-            &tx,
-            "INSERT INTO attempts (job_id, runner_id, number, token_sha256, state, lease_expires, \
-             created_at) VALUES ($1, $2, $3, $4, 'active', $5, $6) RETURNING id",
+            &format!(
+                "WITH dequeued AS (DELETE FROM queue WHERE job_id = $1), \
+                 attempt AS (INSERT INTO attempts (job_id, runner_id, number, token_sha256, \
+                 state, lease_expires, created_at) VALUES ($1, $2, $3, $4, 'active', $5, $6) \
+                 RETURNING id) \
+                 UPDATE jobs SET state = 'running', attempts = $3, \
+                 current_attempt = (SELECT id FROM attempt), runner_id = $2, \
+                 started_at = coalesce(started_at, $6) WHERE id = $1 \
+                 RETURNING {JOB_COLS}, current_attempt, log_raw_len, spec_yaml"
+            ),
             &[
                 &(job_id as i64),
                 &(runner_id as i64),
@@ -249,36 +254,17 @@ impl JobStore for PgStore {
                 &(now as i64),
             ],
         )
-        .await?
-        .try_get::<_, i64>(0)? as u64;
-        exec(
-            &tx,
-            "UPDATE jobs SET state = 'running', attempts = $2, current_attempt = $3, \
-             runner_id = $4, started_at = coalesce(started_at, $5) WHERE id = $1",
-            &[
-                &(job_id as i64),
-                &number,
-                &(attempt_id as i64),
-                &(runner_id as i64),
-                &(now as i64),
-            ],
-        )
         .await?;
+        let job = job_from_row(&r)?;
+        let (attempt_id, log_offset, spec_yaml): (i64, i64, String) =
+            (r.try_get(16)?, r.try_get(17)?, r.try_get(18)?);
         if group.is_some() {
             verify::run_leased(&tx, job_id, now).await?;
         }
-        let job = load_job(&tx, job_id).await?;
-        let r = row(
-            &tx,
-            "SELECT log_raw_len, spec_yaml FROM jobs WHERE id = $1",
-            &[&(job_id as i64)],
-        )
-        .await?;
-        let (log_offset, spec_yaml): (i64, String) = (r.try_get(0)?, r.try_get(1)?);
         tx.commit().await?;
         Ok(Some(LeaseGrant {
             job,
-            attempt_id,
+            attempt_id: attempt_id as u64,
             attempt: number as u32,
             log_offset: log_offset as u64,
             spec_yaml,
@@ -343,9 +329,23 @@ impl JobStore for PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         lock_job(&tx, job_id).await?;
-        if check_attempt(&tx, job_id, attempt_id).await? == "finished" {
+        // The attempt check (as `check_attempt`), the log's state and the
+        // verify group, in one statement after the lock.
+        let r = row_opt(
+            &tx,
+            "SELECT a.state, j.log_len, j.log_pending, j.log_truncated, \
+             (SELECT v.group_id FROM verify_runs v WHERE v.job_id = j.id) \
+             FROM attempts a JOIN jobs j ON j.id = a.job_id \
+             WHERE a.id = $1 AND a.job_id = $2 AND j.current_attempt = a.id",
+            &[&(attempt_id as i64), &(job_id as i64)],
+        )
+        .await?
+        .ok_or(StoreError::StaleLease { job_id, attempt_id })?;
+        match r.try_get::<_, &str>(0)? {
+            "active" => {}
             // A retried finish (its answer was lost): report what stands.
-            return Ok(load_job(&tx, job_id).await?.info.state);
+            "finished" => return Ok(load_job(&tx, job_id).await?.info.state),
+            _ => return Err(StoreError::StaleLease { job_id, attempt_id }),
         }
         if !req.state.is_terminal() {
             return Err(StoreError::Conflict(format!(
@@ -353,28 +353,17 @@ impl JobStore for PgStore {
                 req.state.as_str()
             )));
         }
+        let (log_len, pending, truncated, group): (i64, &[u8], i64, Option<i64>) =
+            (r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?);
         // Release the bytes held back for masking: the log is complete.
-        let r = row(
-            &tx,
-            "SELECT log_len, log_pending, log_truncated FROM jobs WHERE id = $1",
-            &[&(job_id as i64)],
-        )
-        .await?;
-        let (log_len, pending, truncated): (i64, Vec<u8>, i64) =
-            (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
         let mut log_len = log_len as u64;
         if truncated == 0 && !pending.is_empty() {
-            store_log_bytes(&tx, job_id, &mut log_len, &pending, cap).await?;
+            store_log_bytes(&tx, job_id, &mut log_len, pending, cap).await?;
         }
         exec(
             &tx,
-            "UPDATE attempts SET state = 'finished' WHERE id = $1",
-            &[&(attempt_id as i64)],
-        )
-        .await?;
-        exec(
-            &tx,
-            "UPDATE jobs SET state = $2, reason = $3, steps = $4, finished_at = $5, log_len = $6, \
+            "WITH attempt AS (UPDATE attempts SET state = 'finished' WHERE id = $7) \
+             UPDATE jobs SET state = $2, reason = $3, steps = $4, finished_at = $5, log_len = $6, \
              log_pending = ''::bytea, cancel_requested = 0 WHERE id = $1",
             &[
                 &(job_id as i64),
@@ -383,10 +372,13 @@ impl JobStore for PgStore {
                 &json(&req.steps),
                 &(now as i64),
                 &(log_len as i64),
+                &(attempt_id as i64),
             ],
         )
         .await?;
-        verify::settle(&tx, job_id, now).await?;
+        if let Some(group) = group {
+            verify::settle_group(&tx, group as u64, now).await?;
+        }
         tx.commit().await?;
         Ok(req.state)
     }

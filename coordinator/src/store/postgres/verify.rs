@@ -210,9 +210,14 @@ async fn compare(c: &impl GenericClient, runs: &[RunRow]) -> Result<Verdict> {
 /// the first and then sees both runs ended (each statement reads what was
 /// committed before it started).
 pub(super) async fn settle(c: &impl GenericClient, job_id: u64, now: u64) -> Result<()> {
-    let Some(group) = group_of(c, job_id).await? else {
-        return Ok(());
-    };
+    match group_of(c, job_id).await? {
+        Some(group) => settle_group(c, group, now).await,
+        None => Ok(()),
+    }
+}
+
+/// [`settle`] for the group `group`, already known.
+pub(super) async fn settle_group(c: &impl GenericClient, group: u64, now: u64) -> Result<()> {
     let gstate: String = row(
         c,
         "SELECT state FROM jobs WHERE id = $1 FOR UPDATE",
