@@ -56,13 +56,8 @@ async fn cancel_one(tx: &impl GenericClient, job_id: u64, now: u64) -> Result<Jo
             // for that lease to end, which finds the job running).
             exec(
                 tx,
-                "DELETE FROM queue WHERE job_id = $1",
-                &[&(job_id as i64)],
-            )
-            .await?;
-            exec(
-                tx,
-                "UPDATE jobs SET state = 'cancelled', reason = 'cancelled before it started', \
+                "WITH dequeued AS (DELETE FROM queue WHERE job_id = $1) \
+                 UPDATE jobs SET state = 'cancelled', reason = 'cancelled before it started', \
                  finished_at = $2 WHERE id = $1",
                 &[&(job_id as i64), &(now as i64)],
             )
