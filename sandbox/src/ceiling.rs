@@ -165,15 +165,10 @@ pub fn narrowed(
     l: &JobLimits,
 ) -> Result<Policy, CeilingError> {
     let mut p = policy.clone();
-    let wider = |field: &'static str, asked: String, ceiling: String| CeilingError::Wider {
-        field,
-        asked,
-        ceiling,
-        policy: name.to_owned(),
-    };
     if network.is_some() {
         let mode = crate::net::effective(p.network.mode, network).map_err(|e| {
             wider(
+                name,
                 "network",
                 e.asked.to_string(),
                 format!("{}; none < allowlist < egress", e.policy),
@@ -181,85 +176,101 @@ pub fn narrowed(
         })?;
         p.network.narrow_to(mode);
     }
-    // A zero in the policy is "unlimited" for these: any value narrows it.
-    let lower = |field, asked: Option<u64>, ceiling: &mut u64, show: &dyn Fn(u64) -> String| {
-        let Some(asked) = asked else { return Ok(()) };
-        if asked == 0 || (*ceiling != 0 && asked > *ceiling) {
-            let c = if *ceiling == 0 {
-                "unlimited".to_owned()
-            } else {
-                show(*ceiling)
-            };
-            return Err(wider(field, show(asked), c));
-        }
-        *ceiling = asked;
-        Ok(())
-    };
-    let size = |n: u64| ByteSize(n).to_string();
-    let secs = |n: u64| Seconds(n).to_string();
-    let count = |n: u64| n.to_string();
-    lower(
-        "limits.memory",
-        l.memory.map(|s| s.0),
-        &mut p.limits.memory.0,
-        &size,
-    )?;
-    lower("limits.pids", l.pids, &mut p.limits.pids, &count)?;
-    lower(
-        "limits.cpu_time",
-        l.cpu_time.map(|s| s.0),
-        &mut p.limits.cpu_time.0,
-        &secs,
-    )?;
-    lower(
-        "limits.log_bytes",
-        l.log_bytes.map(|s| s.0),
-        &mut p.limits.log_bytes.0,
-        &size,
-    )?;
+    let (lim, fs) = (&mut p.limits, &mut p.filesystem);
+    lower("limits.memory", l.memory, &mut lim.memory, name)?;
+    lower("limits.pids", l.pids, &mut lim.pids, name)?;
+    lower("limits.cpu_time", l.cpu_time, &mut lim.cpu_time, name)?;
+    lower("limits.log_bytes", l.log_bytes, &mut lim.log_bytes, name)?;
     // The sizes are never unlimited (the policy's are at least 4K): a zero
-    // asked for is refused above, so `lower` only ever lowers them.
+    // asked for is refused in `lower`, so it only ever lowers them.
     lower(
         "filesystem.writable_layer_size",
-        l.writable_layer_size.map(|s| s.0),
-        &mut p.filesystem.writable_layer_size.0,
-        &size,
+        l.writable_layer_size,
+        &mut fs.writable_layer_size,
+        name,
     )?;
     lower(
         "filesystem.workspace_size",
-        l.workspace_size.map(|s| s.0),
-        &mut p.filesystem.workspace_size.0,
-        &size,
+        l.workspace_size,
+        &mut fs.workspace_size,
+        name,
     )?;
-    lower(
-        "filesystem.tmp_size",
-        l.tmp_size.map(|s| s.0),
-        &mut p.filesystem.tmp_size.0,
-        &size,
-    )?;
+    lower("filesystem.tmp_size", l.tmp_size, &mut fs.tmp_size, name)?;
     Ok(p)
+}
+
+/// The job asked for more of `field` than `policy` allows: both as written.
+fn wider(policy: &str, field: &'static str, asked: String, ceiling: String) -> CeilingError {
+    CeilingError::Wider {
+        field,
+        asked,
+        ceiling,
+        policy: policy.to_owned(),
+    }
+}
+
+/// A limit's value in the unit the policy writes it in (which is how an
+/// error shows it); 0 is "unlimited".
+trait Amount: Copy + std::fmt::Display {
+    fn raw(self) -> u64;
+}
+
+impl Amount for u64 {
+    fn raw(self) -> u64 {
+        self
+    }
+}
+
+impl Amount for ByteSize {
+    fn raw(self) -> u64 {
+        self.0
+    }
+}
+
+impl Amount for Seconds {
+    fn raw(self) -> u64 {
+        self.0
+    }
+}
+
+/// Lowers the policy's `ceiling` (`field` of `policy`) to what the job
+/// asks, if it asks; asking for more is an error. A zero in the policy is
+/// "unlimited" for these: any value narrows it.
+fn lower<T: Amount>(
+    field: &'static str,
+    asked: Option<T>,
+    ceiling: &mut T,
+    policy: &str,
+) -> Result<(), CeilingError> {
+    let Some(asked) = asked else { return Ok(()) };
+    let (a, c) = (asked.raw(), ceiling.raw());
+    if a == 0 || (c != 0 && a > c) {
+        let shown = if c == 0 {
+            "unlimited".to_owned()
+        } else {
+            ceiling.to_string()
+        };
+        return Err(wider(policy, field, asked.to_string(), shown));
+    }
+    *ceiling = asked;
+    Ok(())
 }
 
 /// The `pinfold exec --limit` flags that carry `l` (empty when the job asks
 /// for nothing). `log_bytes` is the runner's to enforce, not exec's.
 pub fn limit_args(l: &JobLimits) -> Vec<String> {
-    let mut v = Vec::new();
-    let mut push = |name: &str, value: Option<String>| {
-        if let Some(value) = value {
-            v.push("--limit".to_owned());
-            v.push(format!("{name}={value}"));
-        }
-    };
-    push("memory", l.memory.map(|s| s.0.to_string()));
-    push("pids", l.pids.map(|n| n.to_string()));
-    push("cpu_time", l.cpu_time.map(|s| s.0.to_string()));
-    push(
-        "writable_layer_size",
-        l.writable_layer_size.map(|s| s.0.to_string()),
-    );
-    push("workspace_size", l.workspace_size.map(|s| s.0.to_string()));
-    push("tmp_size", l.tmp_size.map(|s| s.0.to_string()));
-    v
+    [
+        ("memory", l.memory.map(|s| s.0)),
+        ("pids", l.pids),
+        ("cpu_time", l.cpu_time.map(|s| s.0)),
+        ("writable_layer_size", l.writable_layer_size.map(|s| s.0)),
+        ("workspace_size", l.workspace_size.map(|s| s.0)),
+        ("tmp_size", l.tmp_size.map(|s| s.0)),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| value.map(|v| ["--limit".to_owned(), format!("{name}={v}")]))
+    .flatten()
+    .collect()
 }
 
 /// Adds one `--limit NAME=VALUE` to `l` (the names of the job file's

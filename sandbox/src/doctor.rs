@@ -45,6 +45,22 @@ fn check(name: &'static str, status: Status, detail: impl Into<String>) -> Check
     }
 }
 
+/// A check with one way to go wrong: `Ok` with `good` when it passes, else
+/// `status` with `bad` (which says what to do).
+fn pass_or(
+    name: &'static str,
+    pass: bool,
+    good: impl Into<String>,
+    status: Status,
+    bad: impl Into<String>,
+) -> Check {
+    if pass {
+        check(name, Status::Ok, good)
+    } else {
+        check(name, status, bad)
+    }
+}
+
 fn read_trim(path: &Path) -> Option<String> {
     std::fs::read_to_string(path)
         .ok()
@@ -261,15 +277,13 @@ fn check_no_new_privs() -> Check {
                 .map(|l| l.ends_with('1'))
         })
         .unwrap_or(false);
-    if set {
-        check(
-            "no_new_privs",
-            Status::Warn,
-            "already set by a parent process: the setuid newuidmap cannot work, so only the single-id mapping is possible; start pinfold from a service without NoNewPrivileges=yes",
-        )
-    } else {
-        check("no_new_privs", Status::Ok, "not set by a parent")
-    }
+    pass_or(
+        "no_new_privs",
+        !set,
+        "not set by a parent",
+        Status::Warn,
+        "already set by a parent process: the setuid newuidmap cannot work, so only the single-id mapping is possible; start pinfold from a service without NoNewPrivileges=yes",
+    )
 }
 
 fn check_idmap(settings: &Settings) -> Check {
@@ -370,15 +384,13 @@ fn check_policies(
 fn check_seccomp() -> Check {
     // SAFETY: prctl with integer arguments only.
     let rc = unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) };
-    if rc < 0 {
-        check(
-            "seccomp",
-            Status::Fail,
-            "the kernel lacks seccomp (CONFIG_SECCOMP_FILTER)",
-        )
-    } else {
-        check("seccomp", Status::Ok, "filters available")
-    }
+    pass_or(
+        "seccomp",
+        rc >= 0,
+        "filters available",
+        Status::Fail,
+        "the kernel lacks seccomp (CONFIG_SECCOMP_FILTER)",
+    )
 }
 
 fn check_overlay() -> Check {
@@ -481,19 +493,13 @@ fn check_user_net(settings: &Settings) -> Check {
         .into_iter()
         .filter(|p| settings.which(p, "").is_some())
         .collect();
-    if found.is_empty() {
-        check(
-            "user-mode networking",
-            Status::Warn,
-            "neither pasta nor slirp4netns found: only network mode `none` can run (apt-get install passt)",
-        )
-    } else {
-        check(
-            "user-mode networking",
-            Status::Ok,
-            format!("found {}", found.join(", ")),
-        )
-    }
+    pass_or(
+        "user-mode networking",
+        !found.is_empty(),
+        format!("found {}", found.join(", ")),
+        Status::Warn,
+        "neither pasta nor slirp4netns found: only network mode `none` can run (apt-get install passt)",
+    )
 }
 
 /// Runs every check, in the order the report prints them; `settings` are

@@ -25,3 +25,34 @@ pub use layer::Limits;
 pub use reference::ImageRef;
 pub use runtime::ImageRuntime;
 pub use store::{ImageError, ImageRecord, LayerLease, PullOptions, Store};
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// A file operation of the store that failed: what was done (`op`), to
+/// which path. The store and the layer ownership report one the same way.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {path}: {source}")]
+pub struct PathIoError {
+    /// What was being done, e.g. "read".
+    pub op: &'static str,
+    /// The path it was done to.
+    pub path: PathBuf,
+    /// Why it failed.
+    #[source]
+    pub source: io::Error,
+}
+
+impl PathIoError {
+    /// `op` on `path` failed with `source`.
+    pub fn new(op: &'static str, path: &Path, source: io::Error) -> PathIoError {
+        let path = path.to_owned();
+        PathIoError { op, path, source }
+    }
+
+    /// [`PathIoError::new`] for `map_err`.
+    pub fn at(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> PathIoError + use<> {
+        let path = path.to_owned();
+        move |source| PathIoError { op, path, source }
+    }
+}

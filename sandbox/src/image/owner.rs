@@ -32,6 +32,7 @@ use std::process::{Command, Stdio};
 use nix::errno::Errno;
 use nix::unistd::Pid;
 
+use super::PathIoError;
 use super::layer::{self, ROOTLESS_XATTR};
 use crate::container::idmap::{self, IdMapMode, IdMapPlan, Range};
 use crate::settings::Settings;
@@ -45,13 +46,8 @@ pub const HELPER_ARG: &str = "__pinfold-userns-helper";
 pub enum OwnerError {
     #[error("id mapping for layer ownership: {0}")]
     IdMap(#[from] idmap::IdMapError),
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     #[error(
         "the image store {store} holds layers owned for id map \"{stored}\" but this run maps \"{now}\"; use the same map (/etc/subuid, PINFOLD_ROOT_IDMAP) or another PINFOLD_HOME"
     )]
@@ -122,11 +118,7 @@ impl Ownership {
     pub fn for_store(store: &Path, settings: &Settings) -> Result<Ownership> {
         let now = Ownership::detect(settings)?;
         let file = store.join("ownership");
-        let io = |op, source| OwnerError::Io {
-            op,
-            path: file.clone(),
-            source,
-        };
+        let io = |op, source| OwnerError::Io(PathIoError::new(op, &file, source));
         match fs::read_to_string(&file) {
             Ok(s) if s.trim() == now.tag() => Ok(now),
             Ok(s) if s.trim() == "squash" => Ok(Ownership::Squash),
@@ -188,11 +180,7 @@ impl Ownership {
             }
             _ => {
                 for p in paths {
-                    crate::fs::remove::remove_tree(p).map_err(|source| OwnerError::Io {
-                        op: "remove",
-                        path: p.clone(),
-                        source,
-                    })?;
+                    crate::fs::remove::remove_tree(p).map_err(PathIoError::at("remove", p))?;
                 }
                 Ok(())
             }
@@ -332,10 +320,7 @@ fn mapped_ids(file: &str) -> u64 {
 /// directory itself keeps its owner (the caller), so it can still be renamed
 /// into the cache (moving a directory needs write access to it).
 fn chown_tree(dir: &Path, map: &dyn Fn(u64, u64) -> (u32, u32, bool)) -> Result<()> {
-    let io = |op, path: &Path| {
-        let path = path.to_owned();
-        move |source| OwnerError::Io { op, path, source }
-    };
+    let io = PathIoError::at;
     let mut stack = vec![dir.to_owned()];
     while let Some(p) = stack.pop() {
         let md = fs::symlink_metadata(&p).map_err(io("stat", &p))?;
@@ -347,11 +332,8 @@ fn chown_tree(dir: &Path, map: &dyn Fn(u64, u64) -> (u32, u32, bool)) -> Result<
         if p == dir {
             continue;
         }
-        let c = CString::new(p.as_os_str().as_bytes()).map_err(|e| OwnerError::Io {
-            op: "name",
-            path: p.clone(),
-            source: e.into(),
-        })?;
+        let c = CString::new(p.as_os_str().as_bytes())
+            .map_err(|e| PathIoError::new("name", &p, e.into()))?;
         let stored = layer::get_xattr_path(&p, ROOTLESS_XATTR);
         let (uid, gid) = stored.as_deref().map(parse_rootless).unwrap_or((0, 0));
         let (hu, hg, applied) = map(uid, gid);
@@ -362,11 +344,8 @@ fn chown_tree(dir: &Path, map: &dyn Fn(u64, u64) -> (u32, u32, bool)) -> Result<
         if applied && stored.is_some() {
             // SAFETY: both pointers are NUL-terminated strings.
             let r = unsafe { libc::lremovexattr(c.as_ptr(), ROOTLESS_XATTR.as_ptr()) };
-            Errno::result(r).map_err(|e| OwnerError::Io {
-                op: "remove the rootless xattr of",
-                path: p.clone(),
-                source: e.into(),
-            })?;
+            Errno::result(r)
+                .map_err(|e| PathIoError::new("remove the rootless xattr of", &p, e.into()))?;
         }
     }
     Ok(())

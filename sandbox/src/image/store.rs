@@ -35,6 +35,7 @@ use nix::fcntl::{Flock, FlockArg};
 use oci_spec::image::ImageConfiguration;
 use serde::{Deserialize, Serialize};
 
+use super::PathIoError;
 #[cfg(feature = "registry")]
 use super::archive::Root;
 use super::archive::{ArchiveError, Local};
@@ -77,13 +78,8 @@ pub enum ImageError {
     #[error(transparent)]
     Owner(#[from] OwnerError),
     /// A store file could not be read or written.
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] PathIoError),
     /// Reading a blob failed.
     #[error("{what}: {source}")]
     Read {
@@ -214,21 +210,12 @@ impl Store {
     pub fn open(root: &Path, settings: &Settings) -> Result<Store> {
         for d in ["images", "blobs/sha256", "layers", "locks", "tmp"] {
             let p = root.join(d);
-            fs::create_dir_all(&p).map_err(|source| ImageError::Io {
-                op: "create",
-                path: p,
-                source,
-            })?;
+            fs::create_dir_all(&p).map_err(PathIoError::at("create", &p))?;
         }
         // 0700, also when an older pinfold left it open: layer files keep
         // their image's owners and modes, so no other local user may reach them.
-        fs::set_permissions(root, fs::Permissions::from_mode(0o700)).map_err(|source| {
-            ImageError::Io {
-                op: "chmod 0700",
-                path: root.to_owned(),
-                source,
-            }
-        })?;
+        fs::set_permissions(root, fs::Permissions::from_mode(0o700))
+            .map_err(PathIoError::at("chmod 0700", root))?;
         let store = Store {
             root: root.to_owned(),
             owner: Ownership::for_store(root, settings)?,
@@ -258,11 +245,11 @@ impl Store {
         let mut moved = 0;
         for sub in ["images", "layers"] {
             let dir = self.root.join(sub);
-            for e in fs::read_dir(&dir).map_err(Self::io("read", &dir))? {
-                let from = e.map_err(Self::io("read", &dir))?.path();
+            for e in fs::read_dir(&dir).map_err(PathIoError::at("read", &dir))? {
+                let from = e.map_err(PathIoError::at("read", &dir))?.path();
                 let name = from.file_name().unwrap_or_default().to_string_lossy();
                 let to = self.root.join("tmp").join(format!("format1-{sub}-{name}"));
-                fs::rename(&from, &to).map_err(Self::io("move aside", &from))?;
+                fs::rename(&from, &to).map_err(PathIoError::at("move aside", &from))?;
                 moved += 1;
             }
         }
@@ -275,11 +262,6 @@ impl Store {
         self.write_atomic(&file, format!("{FORMAT}\n").as_bytes())
     }
 
-    fn io(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ImageError + use<> {
-        let path = path.to_owned();
-        move |source| ImageError::Io { op, path, source }
-    }
-
     fn lock(&self, name: &str, exclusive: bool) -> Result<Flock<File>> {
         let p = self.root.join(name);
         let f = OpenOptions::new()
@@ -287,30 +269,24 @@ impl Store {
             .truncate(false)
             .write(true)
             .open(&p)
-            .map_err(Self::io("open the lock", &p))?;
+            .map_err(PathIoError::at("open the lock", &p))?;
         let arg = if exclusive {
             FlockArg::LockExclusive
         } else {
             FlockArg::LockShared
         };
-        Flock::lock(f, arg).map_err(|(_, e)| ImageError::Io {
-            op: "lock",
-            path: p,
-            source: e.into(),
-        })
+        Flock::lock(f, arg).map_err(|(_, e)| PathIoError::new("lock", &p, e.into()).into())
     }
 
     /// Writes `bytes` to `path` atomically (temp file in `tmp/`, then rename).
     fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
         let tmp = self.root.join("tmp");
-        let mut f =
-            tempfile::NamedTempFile::new_in(&tmp).map_err(Self::io("create a file in", &tmp))?;
-        f.write_all(bytes).map_err(Self::io("write", f.path()))?;
-        f.persist(path).map_err(|e| ImageError::Io {
-            op: "rename into",
-            path: path.to_owned(),
-            source: e.error,
-        })?;
+        let mut f = tempfile::NamedTempFile::new_in(&tmp)
+            .map_err(PathIoError::at("create a file in", &tmp))?;
+        f.write_all(bytes)
+            .map_err(PathIoError::at("write", f.path()))?;
+        f.persist(path)
+            .map_err(|e| PathIoError::new("rename into", path, e.error))?;
         Ok(())
     }
 
@@ -399,11 +375,11 @@ impl Store {
     pub fn list(&self) -> Result<Vec<ImageRecord>> {
         let dir = self.root.join("images");
         let mut out = Vec::new();
-        for e in fs::read_dir(&dir).map_err(Self::io("read", &dir))? {
-            let e = e.map_err(Self::io("read", &dir))?;
+        for e in fs::read_dir(&dir).map_err(PathIoError::at("read", &dir))? {
+            let e = e.map_err(PathIoError::at("read", &dir))?;
             let p = e.path();
             if p.extension().is_some_and(|x| x == "json") {
-                let b = fs::read(&p).map_err(Self::io("read", &p))?;
+                let b = fs::read(&p).map_err(PathIoError::at("read", &p))?;
                 let r: ImageRecord =
                     serde_json::from_slice(&b).map_err(|e| ImageError::Malformed {
                         what: p.display().to_string(),
@@ -475,7 +451,7 @@ impl Store {
     /// The image's config.
     pub fn config(&self, rec: &ImageRecord) -> Result<ImageConfiguration> {
         let p = self.blob_path(&rec.config);
-        let b = fs::read(&p).map_err(Self::io("read", &p))?;
+        let b = fs::read(&p).map_err(PathIoError::at("read", &p))?;
         rec.config.verify("config", &b)?;
         serde_json::from_slice(&b).map_err(|e| ImageError::Malformed {
             what: format!("config {}", rec.config),
@@ -534,7 +510,7 @@ impl Store {
             .root
             .join("images")
             .join(format!("{}.json", rec.id.hex()));
-        fs::remove_file(&p).map_err(Self::io("remove", &p))?;
+        fs::remove_file(&p).map_err(PathIoError::at("remove", &p))?;
         Ok(rec)
     }
 
@@ -555,9 +531,9 @@ impl Store {
         // kept, with their lock files, until it ends.
         let mut held = Vec::new();
         let layers_dir = self.root.join("layers");
-        for e in fs::read_dir(&layers_dir).map_err(Self::io("read", &layers_dir))? {
+        for e in fs::read_dir(&layers_dir).map_err(PathIoError::at("read", &layers_dir))? {
             let name = e
-                .map_err(Self::io("read", &layers_dir))?
+                .map_err(PathIoError::at("read", &layers_dir))?
                 .file_name()
                 .to_string_lossy()
                 .into_owned();
@@ -573,11 +549,7 @@ impl Store {
                     layers.insert(name);
                 }
                 Err((_, e)) => {
-                    return Err(ImageError::Io {
-                        op: "lock",
-                        path: p,
-                        source: e.into(),
-                    });
+                    return Err(PathIoError::new("lock", &p, e.into()).into());
                 }
             }
         }
@@ -589,8 +561,8 @@ impl Store {
             ("locks", None),
         ] {
             let dir = self.root.join(sub);
-            for e in fs::read_dir(&dir).map_err(Self::io("read", &dir))? {
-                let e = e.map_err(Self::io("read", &dir))?;
+            for e in fs::read_dir(&dir).map_err(PathIoError::at("read", &dir))? {
+                let e = e.map_err(PathIoError::at("read", &dir))?;
                 let name = e.file_name().to_string_lossy().into_owned();
                 let key = name.trim_end_matches(".lock");
                 if keep.is_some_and(|k| k.contains(key)) || (sub == "locks" && layers.contains(key))

@@ -162,6 +162,16 @@ mod tests {
         Net::new(s.parse().unwrap(), len).unwrap()
     }
 
+    /// Runs `parse` on a route table that has one default route via
+    /// `gateway` and one on-link network, `on_link`, among routes that
+    /// count as neither.
+    fn assert_routes(parse: fn(&str, &mut HostNets), text: &str, gateway: &str, on_link: Net) {
+        let mut h = HostNets::default();
+        parse(text, &mut h);
+        assert_eq!(h.gateways, vec![gateway.parse::<IpAddr>().unwrap()]);
+        assert_eq!(h.on_link, vec![on_link]);
+    }
+
     #[test]
     fn proc_net_route_is_parsed() {
         // This CI machine's table, plus a reject route and a tunnel default.
@@ -170,10 +180,7 @@ eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
 eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
 eth0\t0000000A\t00000000\t0201\t0\t0\t0\t000000FF\t0\t0\t0\n\
 tun0\t00000000\t00000000\t0001\t0\t0\t0\t00000000\t0\t0\t0\n";
-        let mut h = HostNets::default();
-        parse_route(text, &mut h);
-        assert_eq!(h.gateways, vec!["192.0.2.1".parse::<IpAddr>().unwrap()]);
-        assert_eq!(h.on_link, vec![net("192.0.2.0", 24)]);
+        assert_routes(parse_route, text, "192.0.2.1", net("192.0.2.0", 24));
     }
 
     #[test]
@@ -183,10 +190,7 @@ fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000
 00000000000000000000000000000000 00 00000000000000000000000000000000 00 fd000000000000000000000000000001 00000400 00000001 00000000 00000003     eth0\n\
 fd000000000000000000000000000002 80 00000000000000000000000000000000 00 00000000000000000000000000000000 00000000 00000002 00000000 80200001       lo\n\
 ff000000000000000000000000000000 08 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000003 00000000 00000001     eth0\n";
-        let mut h = HostNets::default();
-        parse_ipv6_route(text, &mut h);
-        assert_eq!(h.gateways, vec!["fd00::1".parse::<IpAddr>().unwrap()]);
-        assert_eq!(h.on_link, vec![net("fd00::", 64)]);
+        assert_routes(parse_ipv6_route, text, "fd00::1", net("fd00::", 64));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::manifest::{Resolved, config_descriptor, layer_compression, read_config, resolve};
 use super::{ImageError, ImageRecord, LayerRecord, Progress, PullOptions, Result, Store, now};
+use crate::image::PathIoError;
 use crate::image::archive::{Local, Root};
 use crate::image::digest::{Digest, DigestError, HashingReader, VerifyError, read_verified};
 use crate::image::layer::{self, Budget, Compression};
@@ -316,7 +317,7 @@ impl Store {
             Ok(()) => {}
         }
         self.owner.apply(&tmp.0, applied?.foreign_owners)?;
-        fs::rename(&tmp.0, &dir).map_err(Self::io("rename into place", &dir))?;
+        fs::rename(&tmp.0, &dir).map_err(PathIoError::at("rename into place", &dir))?;
         tmp.forget();
         progress(Progress::Done(l.digest.clone(), false));
         Ok(())
@@ -331,7 +332,7 @@ impl TempDir {
         let d = tempfile::Builder::new()
             .prefix("layer-")
             .tempdir_in(parent)
-            .map_err(Store::io("create a directory in", parent))?;
+            .map_err(PathIoError::at("create a directory in", parent))?;
         Ok(TempDir(d.keep()))
     }
     fn forget(self) {
