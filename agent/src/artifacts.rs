@@ -280,14 +280,26 @@ pub fn copy_to_dir(out: &Path, art: &mut Artifact) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    /// A workspace holding `files` (path relative to it, contents), with
+    /// the directories on the way made.
+    fn workspace(files: &[(&str, &[u8])]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for (name, contents) in files {
+            let path = d.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, contents).unwrap();
+        }
+        d
+    }
+
     #[test]
     fn matches_within_the_workspace_and_refuses_symlinks() {
-        let d = tempfile::tempdir().unwrap();
+        let d = workspace(&[
+            ("out/app", b"app"),
+            ("out/deep/x.tar.gz", b"x"),
+            ("secret", b"s"),
+        ]);
         let ws = d.path();
-        std::fs::create_dir_all(ws.join("out/deep")).unwrap();
-        std::fs::write(ws.join("out/app"), b"app").unwrap();
-        std::fs::write(ws.join("out/deep/x.tar.gz"), b"x").unwrap();
-        std::fs::write(d.path().join("secret"), b"s").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", ws.join("out/evil")).unwrap();
         std::os::unix::fs::symlink("..", ws.join("up")).unwrap();
         let pats = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -309,12 +321,12 @@ mod tests {
 
     #[test]
     fn hidden_names_are_refused() {
-        let d = tempfile::tempdir().unwrap();
+        let d = workspace(&[
+            (".git/hooks/pre-commit", b"#!/bin/sh"),
+            (".env", b"K=V"),
+            ("app", b"app"),
+        ]);
         let ws = d.path();
-        std::fs::create_dir_all(ws.join(".git/hooks")).unwrap();
-        std::fs::write(ws.join(".git/hooks/pre-commit"), b"#!/bin/sh").unwrap();
-        std::fs::write(ws.join(".env"), b"K=V").unwrap();
-        std::fs::write(ws.join("app"), b"app").unwrap();
         let c = collect(ws, &["**".to_string()], 1 << 20).unwrap();
         let names: Vec<_> = c.artifacts.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(names, ["app"]);
