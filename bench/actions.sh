@@ -15,8 +15,7 @@ cd "$(dirname "$0")/.."
 RUNS=${1:-10}
 act=$PWD/tests/.venv/bin/act
 [ -x "$act" ] || { echo "bench/actions.sh: $act is missing: run sudo bash tests/setup.sh" >&2; exit 1; }
-bin=$(pinfold_bin dist "${PINFOLD_BIN:-}")
-make_work pinfold-bench-actions "$bin"
+bench_work pinfold-bench-actions dist
 rootfs="$work/rootfs"
 bash tests/make-busybox-rootfs.sh "$rootfs"
 for shell in bare pinfold; do

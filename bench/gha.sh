@@ -18,8 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 RUNS=${1:-20}
-bin=$(pinfold_bin dist "${PINFOLD_BIN:-}")
-make_work pinfold-bench-gha "$bin"
+bench_work pinfold-bench-gha dist
 # The job's image: busybox, built with umoci.
 image=$(bash tests/make-busybox-image.sh "$work")
 r="$work/runner"

@@ -19,8 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 RUNS=${1:-30}
-bin=$(pinfold_bin dist "${PINFOLD_BIN:-}")
-make_work pinfold-bench-gitlab "$bin"
+bench_work pinfold-bench-gitlab dist
 if [ -x "$(dirname "$bin")/pinfold-exec" ]; then
   cp "$(dirname "$bin")/pinfold-exec" "$work/pinfold-exec"
 fi

@@ -24,6 +24,14 @@ make_work() {
   fi
 }
 
+# bench_work PREFIX PROFILE: the pinfold a bench measures in $bin
+# ($PINFOLD_BIN when set, else the PROFILE build) and a fresh $work
+# (make_work PREFIX) holding a copy of it at $work/pinfold.
+bench_work() {
+  bin=$(pinfold_bin "$2" "${PINFOLD_BIN:-}")
+  make_work "$1" "$bin"
+}
+
 # own_work [USER]: run as root, gives $work to USER (pinfold-test by
 # default) and sets as_user to the command prefix that runs as USER;
 # otherwise as_user is empty and commands run as the caller.

@@ -23,8 +23,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 2
 fi
 . bench/lib.sh
-bin=$(pinfold_bin release "${PINFOLD_BIN:-}")
-make_work pinfold-bench "$bin"
+bench_work pinfold-bench release
 ns="pf-bench-$$"
 cleanup() {
   [ -n "${server:-}" ] && kill "$server" 2>/dev/null || true

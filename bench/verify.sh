@@ -12,8 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 RUNS=${1:-5}
-bin=$(pinfold_bin release "${PINFOLD_BIN:-}")
-make_work pinfold-bench-verify "$bin"
+bench_work pinfold-bench-verify release
 
 # A busybox OCI image (as tests/verify.rs builds it).
 l=$work/img/layout b=$work/img/bundle

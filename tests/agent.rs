@@ -20,11 +20,11 @@ use nix::unistd::Pid;
 use pinfold_api::wire::{JobInfo, JobState, SubmitRequest};
 use pinfold_client::Client;
 
-use common::{busybox_image as image, host_sh as sh};
+use common::{KillOnDrop, busybox_image as image, host_sh as sh};
 use server::{ADMIN, REG, SECRET, admin_cli, free_port, spawn_server};
 
 struct Server {
-    child: Child,
+    child: KillOnDrop,
     url: String,
     port: u16,
     args: Vec<String>,
@@ -37,7 +37,7 @@ impl Server {
         let port = free_port();
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         Ok(Server {
-            child: spawn_server(home.path(), port, &args)?,
+            child: KillOnDrop(spawn_server(home.path(), port, &args)?),
             url: format!("http://127.0.0.1:{port}"),
             port,
             args,
@@ -48,15 +48,15 @@ impl Server {
     /// SIGKILL (no goodbye), `down` with nothing listening, then the same
     /// server again: same port, same state directory.
     fn kill9_and_restart(&mut self, down: Duration) -> Result<()> {
-        self.child.kill()?;
-        self.child.wait()?;
+        self.child.0.kill()?;
+        self.child.0.wait()?;
         std::thread::sleep(down);
-        self.child = spawn_server(self.home.path(), self.port, &self.args)?;
+        self.child = KillOnDrop(spawn_server(self.home.path(), self.port, &self.args)?);
         Ok(())
     }
 
     fn signal(&self, sig: Signal) -> Result<()> {
-        Ok(kill(Pid::from_raw(self.child.id() as i32), sig)?)
+        Ok(kill(Pid::from_raw(self.child.0.id() as i32), sig)?)
     }
 
     fn admin(&self) -> Client {
@@ -66,27 +66,33 @@ impl Server {
     /// `pinfold agent` as the test user with its own PINFOLD_HOME (and
     /// `--grace 2s` unless `extra` sets it).
     fn agent(&self, home: &Path, extra: &[&str]) -> Result<Child> {
+        Ok(self.agent_cmd(home, extra).spawn()?)
+    }
+
+    /// The command [`Server::agent`] spawns, for a test to change its
+    /// environment first.
+    fn agent_cmd(&self, home: &Path, extra: &[&str]) -> Command {
         let grace: &[&str] = if extra.contains(&"--grace") {
             &[]
         } else {
             &["--grace", "2s"]
         };
-        Ok(common::pinfold()
-            .env("PINFOLD_HOME", home)
+        let mut c = common::pinfold();
+        c.env("PINFOLD_HOME", home)
             .env("RUST_LOG", "warn")
             .env("PINFOLD_ALLOW_LOCAL_IMAGES", "true")
             .args(["agent", "--server", &self.url, "--registration-token", REG])
             .args(grace)
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()?)
+            .stderr(Stdio::inherit());
+        c
     }
 
     /// `pinfold agent` as above, in a fresh home of its own.
-    fn new_agent(&self, extra: &[&str]) -> Result<(tempfile::TempDir, Agent)> {
+    fn new_agent(&self, extra: &[&str]) -> Result<(tempfile::TempDir, KillOnDrop)> {
         let home = common::user_dir();
-        let agent = Agent(self.agent(home.path(), extra)?);
+        let agent = KillOnDrop(self.agent(home.path(), extra)?);
         Ok((home, agent))
     }
 
@@ -183,20 +189,11 @@ impl Server {
     }
 }
 
+/// SIGCONT first, for a server a test stopped; its `child` is then
+/// killed as it drops.
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.signal(Signal::SIGCONT);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -364,7 +361,7 @@ fn sigterm_drains_then_cancels_and_a_restart_reuses_the_token() -> Result<()> {
     assert_eq!(status.code(), Some(0));
 
     // Restarted without a registration token, it reuses its stored runner token.
-    let _again = Agent(
+    let _again = KillOnDrop(
         common::pinfold()
             .env("PINFOLD_HOME", home.path())
             .env("RUST_LOG", "warn")
@@ -383,8 +380,8 @@ fn sigterm_drains_then_cancels_and_a_restart_reuses_the_token() -> Result<()> {
 fn sigterm_with_the_coordinator_killed_exits_within_drain_and_grace() -> Result<()> {
     // The case: connections are refused, every retry fails at once.
     sigterm_with_the_coordinator_gone(|s| {
-        s.child.kill()?;
-        s.child.wait()?;
+        s.child.0.kill()?;
+        s.child.0.wait()?;
         Ok(())
     })
 }
@@ -1229,7 +1226,7 @@ fn log_flood_ends_the_job_naming_the_limit_and_the_next_job_runs() -> Result<()>
         "description = \"a small log budget\"\n[limits]\nlog_bytes = \"32M\"\n",
     )?;
     // The operator allows the file; jobs pick it by its name, `quiet`.
-    let agent = Agent(server.agent(
+    let agent = KillOnDrop(server.agent(
         home.path(),
         &[
             "--name",
@@ -1335,24 +1332,12 @@ fn base64_of_a_secret_is_masked_in_the_shipped_log() -> Result<()> {
 fn an_agent_hands_out_only_the_local_secrets_its_operator_listed() -> Result<()> {
     let server = Server::start(&[])?;
     let home = common::user_dir();
-    let start = |extra: &[&str]| -> Result<Agent> {
-        Ok(Agent(
-            common::pinfold()
-                .env("PINFOLD_HOME", home.path())
-                .env("RUST_LOG", "warn")
-                .env("PINFOLD_ALLOW_LOCAL_IMAGES", "true")
+    let start = |extra: &[&str]| -> Result<KillOnDrop> {
+        let args = [&["--name", "local"], extra].concat();
+        Ok(KillOnDrop(
+            server
+                .agent_cmd(home.path(), &args)
                 .env("PINFOLD_SECRET_LOCAL_TOKEN", "l0cal-t0ken-value")
-                .args([
-                    "agent",
-                    "--server",
-                    &server.url,
-                    "--registration-token",
-                    REG,
-                ])
-                .args(["--name", "local", "--grace", "2s"])
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
                 .spawn()?,
         ))
     };
@@ -1393,20 +1378,11 @@ fn an_agent_hands_out_only_the_local_secrets_its_operator_listed() -> Result<()>
 fn a_job_naming_a_local_image_is_refused_unless_the_operator_allows_it() -> Result<()> {
     let server = Server::start(&[])?;
     let home = common::user_dir();
-    let _agent = Agent(
-        common::pinfold()
-            .env("PINFOLD_HOME", home.path())
-            .env("RUST_LOG", "warn")
-            .args([
-                "agent",
-                "--server",
-                &server.url,
-                "--registration-token",
-                REG,
-                "--grace",
-                "2s",
-            ])
-            .stdout(Stdio::null())
+    // The operator's default: no PINFOLD_ALLOW_LOCAL_IMAGES.
+    let _agent = KillOnDrop(
+        server
+            .agent_cmd(home.path(), &[])
+            .env_remove("PINFOLD_ALLOW_LOCAL_IMAGES")
             .spawn()?,
     );
     let id = server.submit_job("  - name: a\n    run: echo step-ran\n", "")?;

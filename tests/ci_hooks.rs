@@ -109,21 +109,13 @@ impl Host {
     }
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 /// What every job runs: reads the checkout, writes into it, tries the
 /// rootfs and a mount.
 const JOB: &str = "cat input.txt; echo built > out.txt; (touch /etc/x 2>/dev/null && echo rootfs-writable) || echo rootfs-read-only; /bin/probe mount; cat \"$GITHUB_WORKSPACE/key\" 2>/dev/null || echo no-host-dir";
 
 #[track_caller]
 fn assert_sandboxed(h: &Host, out: &Output) {
-    let log = text(out);
+    let log = output_text(out);
     assert_eq!(out.status.code(), Some(0), "{log}");
     assert!(log.contains("from the checkout"), "{log}");
     // The operator's `untrusted`, not the job's file of that name.
@@ -163,8 +155,9 @@ fn buildkites_command_hook_runs_the_step_in_pinfold() {
     };
     assert_sandboxed(&h, &bk(JOB));
     let out = bk("echo job=$BUILDKITE_JOB_ID; exit 7");
-    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
-    assert!(text(&out).contains("job=0190-job"), "{}", text(&out));
+    let log = output_text(&out);
+    assert_eq!(out.status.code(), Some(7), "{log}");
+    assert!(log.contains("job=0190-job"), "{log}");
 }
 
 #[test]
@@ -194,13 +187,14 @@ fn woodpeckers_local_backend_runs_the_step_in_pinfold() {
         String::from_utf8_lossy(&probe.stdout),
         "ok",
         "{}",
-        text(&probe)
+        output_text(&probe)
     );
     assert_sandboxed(&h, &wp(JOB));
     // -e: the first failing command ends the script with its status.
     let out = wp("echo n=$CI_PIPELINE_NUMBER\nfalse\necho not-reached");
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("n=3") && !text(&out).contains("not-reached"));
+    let log = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("n=3") && !log.contains("not-reached"));
 }
 
 /// The example pipelines pass the schemas check-jsonschema ships.
@@ -211,6 +205,6 @@ fn the_example_pipelines_are_valid() {
         ("vendor.woodpecker-ci", "woodpecker/.woodpecker.yml"),
     ] {
         let out = check_jsonschema(schema, &template(file));
-        assert!(out.status.success(), "{file}: {}", text(&out));
+        assert!(out.status.success(), "{file}: {}", output_text(&out));
     }
 }

@@ -12,19 +12,20 @@ mod pg;
 mod server;
 
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use pinfold_api::wire::{JobInfo, JobState, SubmitRequest};
 use pinfold_client::Client;
 
+use common::KillOnDrop;
 use pg::haproxy::Haproxy;
 use server::{ADMIN, REG, admin_cli, free_port, spawn_server};
 
 /// A coordinator on the shared database.
 struct Coordinator {
-    child: Child,
+    child: KillOnDrop,
     _home: tempfile::TempDir,
     port: u16,
 }
@@ -35,7 +36,7 @@ impl Coordinator {
         let port = free_port();
         let mut args = vec!["--store", url];
         args.extend_from_slice(extra);
-        let child = spawn_server(home.path(), port, &args)?;
+        let child = KillOnDrop(spawn_server(home.path(), port, &args)?);
         Ok(Coordinator {
             child,
             _home: home,
@@ -44,24 +45,8 @@ impl Coordinator {
     }
 }
 
-impl Drop for Coordinator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn agent(home: &Path, server: &str) -> Result<Agent> {
-    Ok(Agent(
+fn agent(home: &Path, server: &str) -> Result<KillOnDrop> {
+    Ok(KillOnDrop(
         common::pinfold()
             .env("PINFOLD_HOME", home)
             .env("RUST_LOG", "warn")
@@ -220,8 +205,8 @@ fn jobs_survive_a_coordinator_killed_behind_the_load_balancer() -> Result<()> {
     let admin = Client::new(&lb.url(), Some(ADMIN.into()), Duration::from_secs(10));
     let ids = submit_jobs(&admin, 8, 1)?;
     wait_until_running(&admin)?;
-    a.child.kill()?; // SIGKILL
-    a.child.wait()?;
+    a.child.0.kill()?; // SIGKILL
+    a.child.0.wait()?;
     // The CLI through the load balancer, after the kill.
     submit_and_wait_with_the_cli(&lb.url())?;
     each_ran_once_with_its_whole_log(&admin, ids)?;
@@ -271,8 +256,8 @@ fn agents_given_several_coordinators_fail_over_without_a_balancer() -> Result<()
     let admin = Client::new(&servers, Some(ADMIN.into()), Duration::from_secs(10));
     let ids = submit_jobs(&admin, 6, 1)?;
     wait_until_running(&admin)?;
-    a.child.kill()?; // SIGKILL
-    a.child.wait()?;
+    a.child.0.kill()?; // SIGKILL
+    a.child.0.wait()?;
     submit_and_wait_with_the_cli(&servers)?;
     each_ran_once_with_its_whole_log(&admin, ids)?;
     drop(b);

@@ -107,6 +107,18 @@ impl Rig {
         Client::new(&self.url, Some(ADMIN.into()), Duration::from_secs(10))
     }
 
+    /// `pinfold ARGS` as the admin against this server: its stdout, or an
+    /// error with its stderr when it fails.
+    fn admin_cli_ok(&self, args: &[&str]) -> Result<Vec<u8>> {
+        let out = admin_cli(&self.url).args(args).output()?;
+        ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(out.stdout)
+    }
+
     fn submit(&self, steps: &str, extra: &str) -> Result<u64> {
         let spec = format!("image: {}\n{extra}steps:\n{steps}", common::busybox_image());
         Ok(self
@@ -166,6 +178,11 @@ impl Rig {
             .context("starting Chromium through chromedriver")
     }
 
+    /// Opens job `id`'s page in `b`.
+    async fn open_job(&self, b: &Browser, id: u64) -> Result<()> {
+        Ok(b.goto(&format!("{}/ui/jobs/{id}", self.url)).await?)
+    }
+
     async fn sign_in(&self, b: &Browser, token: &str) -> Result<()> {
         b.goto(&format!("{}/ui/sign-in", self.url)).await?;
         b.find(Locator::Id("token")).await?.send_keys(token).await?;
@@ -195,6 +212,17 @@ impl Rig {
 /// Runs `script` in the page and returns its value.
 async fn js(b: &Browser, script: &str) -> Result<Value> {
     Ok(b.execute(script, vec![]).await?)
+}
+
+/// The text of the page's first element that matches the CSS `selector`
+/// ("" when there is none).
+async fn text_at(b: &Browser, selector: &str) -> Result<String> {
+    let text = js(
+        b,
+        &format!("return document.querySelector({selector:?})?.innerText ?? ''"),
+    )
+    .await?;
+    Ok(text.as_str().unwrap_or_default().to_string())
 }
 
 /// Waits until `script` returns true in the page.
@@ -245,7 +273,7 @@ async fn live_log_escaping_artifacts_accessibility_and_screenshots() -> Result<(
 
     // The page is open before the job prints anything: lines must arrive live.
     let job = rig.submit(HOSTILE, "artifacts: [out/app.txt]\n")?;
-    b.goto(&format!("{}/ui/jobs/{job}", rig.url)).await?;
+    rig.open_job(&b, job).await?;
     js(&b, "window.__loaded_once = true; return true").await?;
     until(
         &b,
@@ -268,8 +296,7 @@ async fn live_log_escaping_artifacts_accessibility_and_screenshots() -> Result<(
     // What the job printed is text: nothing ran, no element was made.
     let pwned = js(&b, "return typeof window.__pwned").await?;
     assert_eq!(pwned, json!("undefined"), "the job's output ran script");
-    let log = js(&b, "return document.getElementById('logview').innerText").await?;
-    let log = log.as_str().unwrap_or_default();
+    let log = text_at(&b, "#logview").await?;
     assert!(log.contains("<script>window.__pwned=1</script>"), "{log}");
     assert!(
         log.contains("\"><img src=x onerror=\"window.__pwned=2\">"),
@@ -316,15 +343,9 @@ async fn live_log_escaping_artifacts_accessibility_and_screenshots() -> Result<(
         .await?;
     let want = hex::encode(Sha256::digest(b"the artifact\n"));
     assert_eq!(got, json!(want));
-    let shown = js(
-        &b,
-        "return document.querySelector('#artifacts code.digest').innerText",
-    )
-    .await?;
-    assert_eq!(shown, json!(want));
+    assert_eq!(text_at(&b, "#artifacts code.digest").await?, want);
     // The runner signed provenance for it; the server checked it again for the page.
-    let prov = js(&b, "return document.getElementById('provenance').innerText").await?;
-    let prov = prov.as_str().unwrap_or_default();
+    let prov = text_at(&b, "#provenance").await?;
     assert!(
         prov.contains("✓ verified") && prov.contains("1 artifacts match"),
         "{prov}"
@@ -340,12 +361,7 @@ async fn live_log_escaping_artifacts_accessibility_and_screenshots() -> Result<(
         check_accessible(&b, &page).await?;
     }
     // The runner told the server what its host enforces.
-    let facts = js(
-        &b,
-        "return document.querySelector('#runners td.facts').innerText",
-    )
-    .await?;
-    let facts = facts.as_str().unwrap_or_default();
+    let facts = text_at(&b, "#runners td.facts").await?;
     assert!(
         facts.contains("Landlock ABI") && facts.contains("policies: default"),
         "{facts}"
@@ -357,16 +373,9 @@ async fn live_log_escaping_artifacts_accessibility_and_screenshots() -> Result<(
         "",
     )?;
     rig.wait_state(failed, JobState::is_terminal)?;
-    b.goto(&format!("{}/ui/jobs/{failed}", rig.url)).await?;
-    let reason = js(
-        &b,
-        "return document.querySelector('#summary dd.reason')?.innerText ?? ''",
-    )
-    .await?;
-    assert!(
-        reason.as_str().unwrap_or_default().contains("compile"),
-        "{reason}"
-    );
+    rig.open_job(&b, failed).await?;
+    let reason = text_at(&b, "#summary dd.reason").await?;
+    assert!(reason.contains("compile"), "{reason}");
     screenshot(&b, "job-failed.png").await?;
     b.goto(&format!("{}/ui/jobs", rig.url)).await?;
     screenshot(&b, "jobs.png").await?;
@@ -450,16 +459,12 @@ async fn cancel_from_the_page_and_a_viewer_cannot() -> Result<()> {
 
     // A viewer sees the job and no Cancel; a forged POST with its own
     // session's CSRF token is refused.
-    let out = admin_cli(&rig.url).args(["viewer-token"]).output()?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let viewer = String::from_utf8(out.stdout)?.trim().to_string();
+    let viewer = String::from_utf8(rig.admin_cli_ok(&["viewer-token"])?)?
+        .trim()
+        .to_string();
     let b = rig.browser().await?;
     rig.sign_in(&b, &viewer).await?;
-    b.goto(&format!("{}/ui/jobs/{job}", rig.url)).await?;
+    rig.open_job(&b, job).await?;
     until(
         &b,
         "return document.getElementById('logview').innerText.includes('still here')",
@@ -506,32 +511,18 @@ async fn cancel_from_the_page_and_a_viewer_cannot() -> Result<()> {
 
     // The admin cancels from the page; the runner stops the job.
     rig.sign_in(&b, ADMIN).await?;
-    b.goto(&format!("{}/ui/jobs/{job}", rig.url)).await?;
+    rig.open_job(&b, job).await?;
     b.find(Locator::Id("cancel")).await?.click().await?;
     let end = rig.wait_state(job, JobState::is_terminal)?;
     assert_eq!(end, JobState::Cancelled);
-    b.goto(&format!("{}/ui/jobs/{job}", rig.url)).await?;
-    let badge = js(
-        &b,
-        "return document.querySelector('main h1 .badge').innerText",
-    )
-    .await?;
-    assert!(
-        badge.as_str().unwrap_or_default().contains("cancelled"),
-        "{badge}"
-    );
+    rig.open_job(&b, job).await?;
+    let badge = text_at(&b, "main h1 .badge").await?;
+    assert!(badge.contains("cancelled"), "{badge}");
     b.close().await?;
 
     // The admin revokes every viewer token from the command line.
-    let out = admin_cli(&rig.url)
-        .args(["viewer-token", "--revoke-all", "--json"])
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: Value = serde_json::from_slice(&out.stdout)?;
+    let got: Value =
+        serde_json::from_slice(&rig.admin_cli_ok(&["viewer-token", "--revoke-all", "--json"])?)?;
     assert_eq!(got["revoked"], json!(1), "{got}");
     Ok(())
 }
@@ -565,7 +556,7 @@ async fn the_pages_work_with_javascript_off() -> Result<()> {
         body.contains("Live updates need JavaScript"),
         "scripts ran: {body}"
     );
-    b.goto(&format!("{}/ui/jobs/{job}", rig.url)).await?;
+    rig.open_job(&b, job).await?;
     let body = text(&b).await?;
     ensure!(
         body.contains("printed before the page loads"),

@@ -68,6 +68,15 @@ impl Runner {
         r
     }
 
+    /// A runner whose job on the probe image has been through prepare_job,
+    /// as every step finds it.
+    #[track_caller]
+    fn prepared() -> Runner {
+        let mut r = Runner::new();
+        ok(&r.prepare(probe_image()).0, "prepare_job");
+        r
+    }
+
     /// The runner's files belong to the runner's user (the test user).
     fn chown(&self) {
         if let Some((uid, gid)) = fixtures().user {
@@ -193,6 +202,13 @@ impl Runner {
     fn assert_nothing_left(&self) {
         assert_job_gone(&self.job_dir());
     }
+
+    /// The runner's last call, cleanup_job: it succeeds and leaves nothing.
+    #[track_caller]
+    fn cleanup_leaves_nothing(&mut self) {
+        ok(&self.cleanup(), "cleanup_job");
+        self.assert_nothing_left();
+    }
 }
 
 /// A test that fails half-way still stops the job's keeper.
@@ -267,22 +283,14 @@ fn a_job_runs_its_steps_in_one_job_container_that_persists() {
         &[],
     );
     let log = ok(&out, "step 3");
-    for p in PROBES.split_whitespace() {
-        assert!(log.contains(&format!("{p}: refused")), "{p}: {log}");
-    }
-    assert!(!log.contains("ALLOWED"), "{log}");
-    assert!(
-        log.contains("Seccomp:\t2") && log.contains("NoNewPrivs:\t1"),
-        "{log}"
-    );
+    assert_step_sandboxed(&log, PROBES);
     assert!(log.contains("externals-read-only"), "{log}");
     assert!(log.contains("no-docker-socket"), "{log}");
     // A failing step fails with its own code.
     let out = r.step("echo before; exit 3", &[]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("before"));
-    ok(&r.cleanup(), "cleanup_job");
-    r.assert_nothing_left();
+    r.cleanup_leaves_nothing();
 }
 
 /// What a workflow can ask of a Docker-backed runner and not of this one:
@@ -354,13 +362,7 @@ fn what_this_runner_does_not_do_is_refused_with_one_line() {
     for state in [json!({"jobId": "../../etc"}), Value::Null] {
         r.state = state;
         let out = r.step("echo never", &[]);
-        assert_eq!(out.status.code(), Some(1));
-        assert!(!text(&out.stdout).contains("never"));
-        assert!(
-            text(&out.stderr).contains("prepare_job"),
-            "{}",
-            text(&out.stderr)
-        );
+        assert_refused_unrun(&out, 1, "never", "prepare_job");
     }
     r.state = Value::Null;
 }
@@ -371,8 +373,7 @@ fn what_this_runner_does_not_do_is_refused_with_one_line() {
 #[test]
 fn a_cancelled_step_leaves_nothing_after_cleanup() {
     for (signal, marker) in [(libc::SIGINT, "7101"), (libc::SIGKILL, "7109")] {
-        let mut r = Runner::new();
-        ok(&r.prepare(probe_image()).0, "prepare_job");
+        let mut r = Runner::prepared();
         let mut child = r.step_child(&format!("setsid sleep {marker} & sleep {marker}"), &[]);
         let t = Instant::now();
         while processes_matching(&format!("sleep {marker}")).len() < 2 {
@@ -416,8 +417,7 @@ fn a_cancelled_step_leaves_nothing_after_cleanup() {
 /// none of them runs.
 #[test]
 fn a_jobs_path_entries_do_not_choose_what_runs_the_hook() {
-    let mut r = Runner::new();
-    ok(&r.prepare(probe_image()).0, "prepare_job");
+    let mut r = Runner::prepared();
     let marker = r.dir.path().join("hijacked");
     let evil = format!("#!/bin/sh\necho hijacked > {}\n", marker.display());
     let mut script = String::from("mkdir -p /__w/evil; ");
@@ -445,9 +445,8 @@ fn a_jobs_path_entries_do_not_choose_what_runs_the_hook() {
         "the attack's bash is not where the runner looks"
     );
     ok(&r.step("echo next-step", &[]), "the next step");
-    ok(&r.cleanup(), "cleanup_job");
+    r.cleanup_leaves_nothing();
     assert!(!marker.exists(), "the job's bash ran on the host");
-    r.assert_nothing_left();
 }
 
 /// A step swaps one of the runner's directories that every step gets
@@ -479,11 +478,9 @@ fn a_step_cannot_swap_a_runner_directory_for_another_path() {
         se.contains("_github_home") && se.lines().count() == 1,
         "{se}"
     );
-    ok(&r.cleanup(), "cleanup_job");
-    r.assert_nothing_left();
+    r.cleanup_leaves_nothing();
     // Or a directory of the job's own in its place, in another job.
-    let mut r = Runner::new();
-    ok(&r.prepare(probe_image()).0, "prepare_job");
+    let mut r = Runner::prepared();
     ok(
         &r.step(
             "mv /__w/_temp/_github_home /__w/_temp/_gh_old && mkdir /__w/_temp/_github_home",
@@ -492,14 +489,8 @@ fn a_step_cannot_swap_a_runner_directory_for_another_path() {
         "the second swap",
     );
     let out = r.step("echo next-step-ran", &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
-    assert!(
-        text(&out.stderr).contains("was replaced"),
-        "{}",
-        text(&out.stderr)
-    );
-    ok(&r.cleanup(), "cleanup_job");
-    r.assert_nothing_left();
+    assert_refused_unrun(&out, 1, "next-step-ran", "was replaced");
+    r.cleanup_leaves_nothing();
 }
 
 /// The job's image itself attacks before any step: its /bin/sh (which
@@ -524,8 +515,7 @@ chmod 1777 $r/tmp"#,
     ok(&out, "prepare_job");
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "ORIGINAL");
     assert!(resp["state"]["jobId"].is_string(), "{resp}");
-    ok(&r.cleanup(), "cleanup_job");
-    r.assert_nothing_left();
+    r.cleanup_leaves_nothing();
 }
 
 /// A pinned image is the job's only under the name it gives: the same

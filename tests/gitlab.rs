@@ -50,6 +50,16 @@ impl Runner {
         r
     }
 
+    /// A job on the probe image that has been through config and prepare,
+    /// as every stage after them finds it.
+    #[track_caller]
+    fn prepared() -> Runner {
+        let mut r = Runner::new(probe_image());
+        r.config();
+        ok(&r.prepare(), "prepare");
+        r
+    }
+
     /// A job on a runner whose PINFOLD_HOME is `home`.
     fn new_in(home: &Path, image: &str) -> Runner {
         Runner {
@@ -127,6 +137,12 @@ impl Runner {
         self.run_cmd(stage, script).output().unwrap()
     }
 
+    /// Runs a stage that must succeed; returns its stdout.
+    #[track_caller]
+    fn stage_ok(&self, stage: &str, script: &str) -> String {
+        ok(&self.run(stage, script), stage)
+    }
+
     fn cleanup(&self) -> Output {
         self.driver(&["cleanup"]).output().unwrap()
     }
@@ -140,6 +156,13 @@ impl Runner {
     /// After cleanup: the job's directory is gone and no process names it.
     fn assert_nothing_left(&self) {
         assert_job_gone(&self.job_dir());
+    }
+
+    /// The runner's last call, cleanup: it succeeds and leaves nothing.
+    #[track_caller]
+    fn cleanup_leaves_nothing(&self) {
+        ok(&self.cleanup(), "cleanup");
+        self.assert_nothing_left();
     }
 }
 
@@ -201,8 +224,7 @@ fn a_job_runs_every_stage_in_one_sandbox_that_persists() {
     ];
     let mut step_log = String::new();
     for (stage, script, want) in stages {
-        let out = r.run(stage, script);
-        let log = ok(&out, stage);
+        let log = r.stage_ok(stage, script);
         assert!(log.contains(want), "{stage}: {log}");
         if *stage == "build_script" {
             step_log = log;
@@ -215,51 +237,34 @@ fn a_job_runs_every_stage_in_one_sandbox_that_persists() {
         "{step_log}"
     );
     // The probe in build_script sees the sandbox.
-    for p in PROBES.split_whitespace() {
-        assert!(
-            step_log.contains(&format!("{p}: refused")),
-            "{p}: {step_log}"
-        );
-    }
-    assert!(!step_log.contains("ALLOWED"), "{step_log}");
-    assert!(
-        step_log.contains("Seccomp:\t2") && step_log.contains("NoNewPrivs:\t1"),
-        "{step_log}"
-    );
+    assert_step_sandboxed(&step_log, PROBES);
     // The runner's binary only where the runner's scripts call it (its
     // mount point stays in the writable layer, an empty file); the script
     // itself is read-only.
     assert!(step_log.contains("helper-hidden"), "{step_log}");
     assert!(step_log.contains("script-read-only"), "{step_log}");
-    ok(&r.cleanup(), "cleanup");
-    r.assert_nothing_left();
+    r.cleanup_leaves_nothing();
 }
 
 /// A failing script is the build's failure; the runner then runs
 /// after_script and the failure stages, and cleanup.
 #[test]
 fn a_failing_script_exits_the_runners_build_failure_code() {
-    let mut r = Runner::new(probe_image());
-    r.config();
-    ok(&r.prepare(), "prepare");
+    let r = Runner::prepared();
     let out = r.run("build_script", "echo before; exit 3");
     assert_eq!(out.status.code(), Some(BUILD), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("before"));
     // The script's own code, for `allow_failure: exit_codes`.
     let code = || std::fs::read_to_string(r.exit_code_file()).unwrap();
     assert_eq!(code(), "3\n");
-    ok(&r.run("after_script", "echo after"), "after_script");
-    ok(
-        &r.run("upload_artifacts_on_failure", "true"),
-        "upload_artifacts_on_failure",
-    );
+    r.stage_ok("after_script", "echo after");
+    r.stage_ok("upload_artifacts_on_failure", "true");
     // A script that exits 125 itself (exec's own code for a broken sandbox)
     // is still the build's failure: the report tells them apart.
     let out = r.run("build_script", "exit 125");
     assert_eq!(out.status.code(), Some(BUILD), "{}", text(&out.stderr));
     assert_eq!(code(), "125\n");
-    ok(&r.cleanup(), "cleanup");
-    r.assert_nothing_left();
+    r.cleanup_leaves_nothing();
 }
 
 /// Which container a stage runs in: its pid namespace and init's start
@@ -282,9 +287,7 @@ fn container_of(out: &Output) -> String {
 /// fresh one on the same job file system.
 #[test]
 fn stages_of_a_kind_share_a_job_container_and_start_clean() {
-    let mut r = Runner::new(probe_image());
-    r.config();
-    ok(&r.prepare(), "prepare");
+    let r = Runner::prepared();
     let daemon = "setsid sh -c 'echo $$ > /builds/daemon; exec sleep 1000' </dev/null >/dev/null 2>&1 & \
                   while [ ! -s /builds/daemon ]; do sleep 0.01; done";
     let first = r.run(
@@ -317,8 +320,7 @@ fn stages_of_a_kind_share_a_job_container_and_start_clean() {
     let log = ok(&after, "after_script");
     assert!(log.contains("fetched"), "{log}");
     assert_ne!(container_of(&after), c, "{log}");
-    ok(&r.cleanup(), "cleanup");
-    r.assert_nothing_left();
+    r.cleanup_leaves_nothing();
 }
 
 /// The operator's memory limit holds for the stage's whole container: a
@@ -349,22 +351,16 @@ fn a_stage_over_the_memory_limit_fails_the_build_and_says_why() {
     );
     assert!(!log.contains("survived"), "{log}");
     assert!(log.contains("memory limit 64M"), "{log}");
-    ok(&r.run("after_script", "echo after"), "after_script");
-    ok(&r.cleanup(), "cleanup");
-    r.assert_nothing_left();
+    r.stage_ok("after_script", "echo after");
+    r.cleanup_leaves_nothing();
 }
 
 /// gitlab-runner retries prepare after a system failure: a second prepare
 /// of the same job starts afresh, and its first keeper is gone.
 #[test]
 fn a_retried_prepare_starts_afresh() {
-    let mut r = Runner::new(probe_image());
-    r.config();
-    ok(&r.prepare(), "prepare");
-    ok(
-        &r.run("get_sources", "echo stale > /builds/f"),
-        "get_sources",
-    );
+    let r = Runner::prepared();
+    r.stage_ok("get_sources", "echo stale > /builds/f");
     let first = std::fs::read_to_string(r.job_dir().join("keeper.pid")).unwrap();
     ok(&r.prepare(), "retried prepare");
     let out = r.run("build_script", "cat /builds/f 2>/dev/null || echo fresh");
@@ -372,8 +368,7 @@ fn a_retried_prepare_starts_afresh() {
     // Gone, or a zombie not yet reaped (its command line is empty).
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", first.trim())).unwrap_or_default();
     assert!(cmdline.is_empty(), "the first keeper is still running");
-    ok(&r.cleanup(), "cleanup");
-    r.assert_nothing_left();
+    r.cleanup_leaves_nothing();
 }
 
 /// An image named by tag is refused before anything is made; with no
@@ -419,15 +414,8 @@ fn an_unpinned_image_is_refused_with_the_build_failure_code() {
         assert!(!err.contains("secret-marker") && !text(&out.stdout).contains("secret-marker"));
     }
     let out = r.run("build_script", "echo never");
-    assert_eq!(out.status.code(), Some(SYSTEM), "{}", text(&out.stderr));
-    assert!(!text(&out.stdout).contains("never"));
-    assert!(
-        text(&out.stderr).contains("prepare_exec"),
-        "{}",
-        text(&out.stderr)
-    );
-    ok(&r.cleanup(), "cleanup");
-    r.assert_nothing_left();
+    assert_refused_unrun(&out, SYSTEM, "never", "prepare_exec");
+    r.cleanup_leaves_nothing();
 }
 
 /// A job cannot reach another job's sandbox. The job's own variables
@@ -437,13 +425,8 @@ fn an_unpinned_image_is_refused_with_the_build_failure_code() {
 /// carries, and refuses any other id.
 #[test]
 fn a_job_cannot_reach_another_jobs_sandbox() {
-    let mut victim = Runner::new(probe_image());
-    victim.config();
-    ok(&victim.prepare(), "prepare");
-    ok(
-        &victim.run("get_sources", "echo token-of-the-victim > /builds/secret"),
-        "get_sources",
-    );
+    let victim = Runner::prepared();
+    victim.stage_ok("get_sources", "echo token-of-the-victim > /builds/secret");
     // The same runner host and PINFOLD_HOME, the same CI_JOB_ID claimed.
     let mut attacker = Runner::new_in(&victim.home, probe_image());
     attacker.config();
@@ -469,8 +452,7 @@ fn a_job_cannot_reach_another_jobs_sandbox() {
         );
         assert!(!text(&out.stdout).contains("token"), "{id}");
     }
-    ok(&victim.cleanup(), "cleanup");
-    victim.assert_nothing_left();
+    victim.cleanup_leaves_nothing();
 }
 
 /// GitLab's cancel and timeout: SIGTERM to the stage's process group, and
@@ -485,9 +467,7 @@ fn a_cancelled_stage_leaves_nothing_after_cleanup() {
         (libc::SIGKILL, true),
         (libc::SIGKILL, false),
     ] {
-        let mut r = Runner::new(probe_image());
-        r.config();
-        ok(&r.prepare(), "prepare");
+        let r = Runner::prepared();
         let marker = format!("sleep 7{signal:02}{}", u8::from(group));
         let mut c = r.run_cmd(
             "build_script",
@@ -517,8 +497,7 @@ fn a_cancelled_stage_leaves_nothing_after_cleanup() {
             t.elapsed() < Duration::from_secs(20),
             "{signal}: {status:?}"
         );
-        ok(&r.cleanup(), "cleanup");
-        r.assert_nothing_left();
+        r.cleanup_leaves_nothing();
         let t = Instant::now();
         while !processes_matching(&marker).is_empty() && t.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(50));
@@ -535,9 +514,7 @@ fn a_cancelled_stage_leaves_nothing_after_cleanup() {
 /// as the build's failure.
 #[test]
 fn a_cancel_gives_the_script_its_sigterm_and_grace() {
-    let mut r = Runner::new(probe_image());
-    r.config();
-    ok(&r.prepare(), "prepare");
+    let r = Runner::prepared();
     let mut c = r.run_cmd(
         "build_script",
         "trap 'echo trapped; exit 7' TERM; echo started; sleep 100 & wait",
@@ -557,8 +534,7 @@ fn a_cancel_gives_the_script_its_sigterm_and_grace() {
     assert!(rest.contains("trapped"), "{rest}");
     assert_eq!(status.code(), Some(BUILD), "{rest}");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
-    ok(&r.cleanup(), "cleanup");
-    r.assert_nothing_left();
+    r.cleanup_leaves_nothing();
 }
 
 /// Without gitlab-runner's exit codes the driver says how it must be run.

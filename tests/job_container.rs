@@ -13,8 +13,10 @@ use common::{PROBES, probe_image};
 
 /// A job file on the probe image with `steps` (YAML list items) and
 /// `extra` top-level keys, run with `pinfold run` in a fresh directory the
-/// test user owns; returns (exit status, stdout + stderr).
-fn run_job(steps: &str, extra: &str) -> Result<(i32, String)> {
+/// test user owns; asserts it exited `code` and returns its stdout +
+/// stderr.
+#[track_caller]
+fn run_job(steps: &str, extra: &str, code: i32) -> Result<String> {
     let d = common::user_dir();
     let dir = d.path();
     std::fs::write(
@@ -28,14 +30,18 @@ fn run_job(steps: &str, extra: &str) -> Result<(i32, String)> {
         .current_dir(dir)
         .args(["run", "job.yaml"])
         .output()?;
-    Ok((
-        o.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    ))
+    let log = common::output_text(&o);
+    assert_eq!(o.status.code(), Some(code), "{log}");
+    Ok(log)
+}
+
+/// Runs the job as [`run_job`] does; asserts it succeeded and that its
+/// second step printed `want`.
+#[track_caller]
+fn assert_second_step_says(steps: &str, extra: &str, want: &str) -> Result<()> {
+    let log = run_job(steps, extra, 0)?;
+    assert!(step_log(&log, 2).contains(want), "{log}");
+    Ok(())
 }
 
 /// The part of a `pinfold run` log between step `n`'s header and the next.
@@ -50,13 +56,13 @@ fn step_log(log: &str, n: usize) -> &str {
 
 #[test]
 fn a_later_step_sees_the_sandbox_and_nothing_a_step_left_but_its_files() -> Result<()> {
-    let (code, log) = run_job(
+    let log = run_job(
         &format!(
             "  - name: leave things behind\n    run: |\n      setsid sh -c 'echo $$ > /tmp/daemon; exec sleep 1000' </dev/null >/dev/null 2>&1 &\n      while [ ! -s /tmp/daemon ]; do sleep 0.01; done\n      /bin/probe shm-leave\n      /bin/probe mq-leave || echo mq-refused\n      echo kept > /tmp/kept\n      readlink /proc/self/ns/pid > /tmp/ns; readlink /proc/self/ns/mnt >> /tmp/ns\n      grep -c . /proc/sysvipc/shm\n  - name: probe\n    run: |\n      for p in {PROBES}; do /bin/probe $p; done\n      grep -E '^(Seccomp|NoNewPrivs|CapEff|CapBnd):' /proc/self/status\n      cat /tmp/kept\n      (readlink /proc/self/ns/pid; readlink /proc/self/ns/mnt) | cmp - /tmp/ns && echo same-namespaces\n      test -d /proc/$(cat /tmp/daemon) && echo daemon-alive || echo daemon-gone\n      echo sysv-left=$(($(grep -c . /proc/sysvipc/shm) - 1))\n      /bin/probe mq-check\n      echo init=$(cat /proc/1/comm)\n"
         ),
         "",
+        0,
     )?;
-    assert_eq!(code, 0, "{log}");
     let first = step_log(&log, 1);
     // The first step did make a SysV segment (header + 1 line).
     assert!(first.lines().any(|l| l == "2"), "{first}");
@@ -68,13 +74,8 @@ fn a_later_step_sees_the_sandbox_and_nothing_a_step_left_but_its_files() -> Resu
         "{first}"
     );
     let second = step_log(&log, 2);
-    for p in PROBES.split_whitespace() {
-        assert!(second.contains(&format!("{p}: refused")), "{p}: {second}");
-    }
-    assert!(!second.contains("ALLOWED"), "{second}");
+    common::assert_step_sandboxed(second, PROBES);
     for want in [
-        "Seccomp:\t2",
-        "NoNewPrivs:\t1",
         "CapEff:\t0000000000000000",
         "CapBnd:\t0000000000000000",
         // The job's files stay, in the same container...
@@ -96,13 +97,11 @@ fn a_later_step_sees_the_sandbox_and_nothing_a_step_left_but_its_files() -> Resu
 /// TCP by Landlock's network rules, the second step cannot use loopback TCP.
 #[test]
 fn landlock_holds_in_a_later_step() -> Result<()> {
-    let (code, log) = run_job(
+    assert_second_step_says(
         "  - name: first\n    run: echo first\n  - name: second\n    run: /bin/probe tcp-loopback\n",
         "policy: untrusted\n",
-    )?;
-    assert_eq!(code, 0, "{log}");
-    assert!(step_log(&log, 2).contains("tcp-loopback: refused"), "{log}");
-    Ok(())
+        "tcp-loopback: refused",
+    )
 }
 
 /// The attack: a step lowers a limit on PID 1 (prlimit needs no
@@ -117,14 +116,14 @@ fn a_step_that_changes_init_fails_and_stops_the_job() -> Result<()> {
         ("scheduling priority", "/bin/probe sched-init"),
     ];
     for (what, attack) in attacks {
-        let (code, log) = run_job(
+        // The sandbox refuses the step (exit 125): the job ends in error.
+        let log = run_job(
             &format!(
                 "  - name: attack\n    run: {attack} || true\n  - name: next\n    run: echo next-ran nofile=$(ulimit -n) nice=$(cut -d' ' -f19 /proc/self/stat)\n"
             ),
             "",
+            125,
         )?;
-        // The sandbox refuses the step (exit 125): the job ends in error.
-        assert_eq!(code, 125, "{attack}: {log}");
         assert!(!log.contains("next-ran"), "{attack}: {log}");
         assert!(
             log.contains(&format!("the step changed init's {what}")),
@@ -142,13 +141,11 @@ fn a_step_that_narrows_init_cpus_does_not_narrow_the_next() -> Result<()> {
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
         return Ok(()); // narrowing to CPU 0 changes nothing on one CPU
     }
-    let (code, log) = run_job(
+    assert_second_step_says(
         "  - name: narrow\n    run: |\n      taskset -p $$ | sed 's/.*: //' > /tmp/mask\n      taskset -p 1 1\n  - name: next\n    run: |\n      test \"$(taskset -p $$ | sed 's/.*: //')\" = \"$(cat /tmp/mask)\" && echo cpus-as-before\n",
         "",
-    )?;
-    assert_eq!(code, 0, "{log}");
-    assert!(step_log(&log, 2).contains("cpus-as-before"), "{log}");
-    Ok(())
+        "cpus-as-before",
+    )
 }
 
 /// limits.memory counts the whole job: 40 MiB that step 1 leaves in /tmp
@@ -156,11 +153,11 @@ fn a_step_that_narrows_init_cpus_does_not_narrow_the_next() -> Result<()> {
 /// though neither is alone.
 #[test]
 fn the_memory_limit_counts_every_step_of_the_job() -> Result<()> {
-    let (code, log) = run_job(
+    let log = run_job(
         "  - name: fill tmp\n    run: dd if=/dev/zero of=/tmp/fill bs=1M count=40 2>/dev/null && echo filled\n  - name: allocate\n    run: /bin/probe mem shared-anon 40 && sleep 2 && echo survived\n",
         "limits: { memory: 64M }\n",
+        1,
     )?;
-    assert_eq!(code, 1, "{log}");
     assert!(log.contains("filled"), "{log}");
     assert!(!log.contains("survived"), "{log}");
     assert!(

@@ -8,18 +8,10 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::venv;
+use common::{output_text, venv};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn kubernetes_validate(file: &Path) -> Output {
@@ -34,7 +26,7 @@ fn kubernetes_validate(file: &Path) -> Output {
 fn the_kubernetes_manifests_validate_and_give_the_sandbox_what_it_needs() {
     let path = repo().join("ci-templates/kubernetes/agent.yaml");
     let out = kubernetes_validate(&path);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let yaml = std::fs::read_to_string(&path).unwrap();
     // The check can fail: a misspelt field is refused under --strict.
     let d = tempfile::tempdir().unwrap();
@@ -128,7 +120,7 @@ print(json.dumps({"type": job["type"], "driver": task["driver"], "command": cfg[
         .arg(&path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["type"], "\"system\"");
     assert_eq!(v["driver"], "\"raw_exec\"");

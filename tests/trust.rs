@@ -37,12 +37,7 @@ fn run(dir: &Path, args: &[&str], yaml: &str) -> (i32, String) {
         .arg("job.yaml")
         .output()
         .expect("run pinfold");
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    (o.status.code().unwrap_or(-1), all)
+    (o.status.code().unwrap_or(-1), common::output_text(&o))
 }
 
 fn dir() -> tempfile::TempDir {
@@ -319,11 +314,7 @@ fn a_job_cannot_fill_the_host_disk_through_its_layer_or_its_workspace() {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         let o = child.wait_with_output().unwrap();
-        let out = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
+        let out = common::output_text(&o);
         assert_eq!(o.status.code(), Some(1), "{limit}: {out}");
         assert!(out.contains("finished: exit 123"), "{limit}: {out}");
         assert!(

@@ -40,6 +40,14 @@ fn verify(dir: &Path, extra: &[&str]) -> Verified {
     verify_with(common::pinfold(), dir, extra)
 }
 
+/// [`verify`], which must exit `code` (else its output is shown).
+#[track_caller]
+fn verify_exits(dir: &Path, extra: &[&str], code: i32) -> Verified {
+    let v = verify(dir, extra);
+    assert_eq!(v.code, code, "{}\n{}", v.stdout, v.stderr);
+    v
+}
+
 /// [`verify`] with `pinfold` as the command (the test user's or root's).
 fn verify_with(mut pinfold: Command, dir: &Path, extra: &[&str]) -> Verified {
     let o = pinfold
@@ -69,13 +77,19 @@ fn applied(r: &Value) -> Vec<String> {
         .collect()
 }
 
-fn flipped_by(r: &Value, name: &str) -> Vec<String> {
-    let a = r["artifacts"]
+/// The report's entry for artifact `name`.
+#[track_caller]
+fn artifact<'a>(r: &'a Value, name: &str) -> &'a Value {
+    r["artifacts"]
         .as_array()
         .unwrap()
         .iter()
         .find(|a| a["name"] == name)
-        .unwrap_or_else(|| panic!("no artifact {name}: {r:#}"));
+        .unwrap_or_else(|| panic!("no artifact {name}: {r:#}"))
+}
+
+fn flipped_by(r: &Value, name: &str) -> Vec<String> {
+    let a = artifact(r, name);
     assert_eq!(a["identical"], false, "{a}");
     a["flipped_by"]
         .as_array()
@@ -102,8 +116,7 @@ fn reproducible_job_is_identical_under_every_variation() {
         "      echo built > out/app\n",
         "      chmod 644 out/app\n",
     ));
-    let v = verify(d.path(), &["--runs", "3"]);
-    assert_eq!(v.code, 0, "{}\n{}", v.stdout, v.stderr);
+    let v = verify_exits(d.path(), &["--runs", "3"], 0);
     let r = &v.report;
     assert_eq!(r["verdict"], "reproducible");
     let names = applied(r);
@@ -160,28 +173,17 @@ fn time_hostname_and_umask_are_caught_and_named() {
         "      echo same > out/same\n",
         "      if [ \"$(hostname)\" = pinfold ]; then echo x > out/only-in-control; fi\n",
     ));
-    let v = verify(d.path(), &["--bisect"]);
-    assert_eq!(v.code, 1, "{}\n{}", v.stdout, v.stderr);
+    let v = verify_exits(d.path(), &["--bisect"], 1);
     let r = &v.report;
     assert_eq!(r["verdict"], "not reproducible");
     assert_eq!(flipped_by(r, "out/stamp"), ["time"]);
     assert_eq!(flipped_by(r, "out/host"), ["hostname"]);
     assert_eq!(flipped_by(r, "out/mode"), ["umask"]);
-    let same = r["artifacts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == "out/same")
-        .unwrap();
+    let same = artifact(r, "out/same");
     assert_eq!(same["identical"], true);
     // Missing in a run is a difference too.
     assert_eq!(flipped_by(r, "out/only-in-control"), ["hostname"]);
-    let missing = r["artifacts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == "out/only-in-control")
-        .unwrap();
+    let missing = artifact(r, "out/only-in-control");
     assert!(missing["sha256"][1].is_null(), "{missing}");
     assert!(v.stderr.contains("flipped by: time"), "{}", v.stderr);
     // diffoscope (optional at run time; tests/setup.sh installs it).
@@ -192,12 +194,7 @@ fn time_hostname_and_umask_are_caught_and_named() {
         .status
         .success()
     {
-        let a = r["artifacts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["name"] == "out/host")
-            .unwrap();
+        let a = artifact(r, "out/host");
         let file = d
             .path()
             .join(a["diffoscope"].as_str().expect("a diffoscope report"));
@@ -223,8 +220,7 @@ fn directory_order_and_the_rest_are_caught_and_named() {
         "      echo $HOME > out/home\n",
         "      echo \"$LANG\" > out/lang\n",
     ));
-    let v = verify(d.path(), &["--bisect", "--vary=-time"]);
-    assert_eq!(v.code, 1, "{}\n{}", v.stdout, v.stderr);
+    let v = verify_exits(d.path(), &["--bisect", "--vary=-time"], 1);
     let r = &v.report;
     let names = applied(r);
     assert!(!names.contains(&"time".to_string()));
@@ -285,8 +281,7 @@ fn verify_as_real_root_fills_every_run() {
 #[test]
 fn failing_step_is_125_and_bad_input_is_one_line() {
     let d = setup("  - name: build\n    run: mkdir -p out; echo x > out/x; exit 3\n");
-    let v = verify(d.path(), &["--vary", "hostname"]);
-    assert_eq!(v.code, 125, "{}\n{}", v.stdout, v.stderr);
+    let v = verify_exits(d.path(), &["--vary", "hostname"], 125);
     assert_eq!(v.report["verdict"], "run failed");
     assert!(v.stderr.contains("step build exited 3"), "{}", v.stderr);
 

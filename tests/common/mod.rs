@@ -11,7 +11,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 
 pub const TEST_USER: &str = "pinfold-test";
@@ -162,6 +162,23 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// A command's stdout then its stderr, as text: what a person running it
+/// at a terminal would read.
+pub fn output_text(o: &Output) -> String {
+    format!("{}{}", text(&o.stdout), text(&o.stderr))
+}
+
+/// A process the test started (a server, an agent), killed and reaped when
+/// dropped, so that a test failing half-way leaves nothing running.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Asserts that `out` exited 0, naming `what` with its output; returns its
 /// stdout.
 #[track_caller]
@@ -185,9 +202,36 @@ pub fn assert_job_gone(dir: &Path) {
     assert!(left.is_empty(), "processes left: {left:?}");
 }
 
+/// A CI driver's call refused before it ran the job's script: it exits
+/// `code`, nothing the script prints (`marker`) is in its stdout, and its
+/// stderr says `says`.
+#[track_caller]
+pub fn assert_refused_unrun(out: &Output, code: i32, marker: &str, says: &str) {
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    assert!(!text(&out.stdout).contains(marker), "the script ran");
+    assert!(err.contains(says), "{err}");
+}
+
 /// The probe's escapes a CI step runs to see the sandbox: each must print
 /// `NAME: refused`.
 pub const PROBES: &str = "mount unshare-user keyctl bpf ptrace-init io_uring_setup";
+
+/// The log of a step that ran `/bin/probe` on each of `probes` (names
+/// separated by spaces) and printed the Seccomp and NoNewPrivs lines of its
+/// /proc/self/status: every escape was refused, and the step ran under the
+/// seccomp filter with no way to gain privileges.
+#[track_caller]
+pub fn assert_step_sandboxed(log: &str, probes: &str) {
+    for p in probes.split_whitespace() {
+        assert!(log.contains(&format!("{p}: refused")), "{p}: {log}");
+    }
+    assert!(!log.contains("ALLOWED"), "{log}");
+    assert!(
+        log.contains("Seccomp:\t2") && log.contains("NoNewPrivs:\t1"),
+        "{log}"
+    );
+}
 
 pub fn fixtures() -> &'static Fixtures {
     static F: OnceLock<Fixtures> = OnceLock::new();
@@ -320,6 +364,22 @@ pub fn policy_refused(policy: impl AsRef<std::ffi::OsStr>) -> String {
     let out = policy_check(policy);
     assert_eq!(out.status.code(), Some(1));
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `pinfold policy check POLICY` for a policy it must refuse: exit 1 and
+/// one line on stderr naming each of `names` (the field, the bad value).
+/// Returns that line.
+#[track_caller]
+pub fn assert_policy_refused_naming(policy: impl AsRef<std::ffi::OsStr>, names: &[&str]) -> String {
+    let what = Path::new(policy.as_ref()).display().to_string();
+    let out = policy_check(policy.as_ref());
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+    for name in names {
+        assert!(err.contains(name), "{what}: {name} is not named: {err}");
+    }
+    assert_eq!(err.trim().lines().count(), 1, "{what}: {err}");
+    err
 }
 
 /// Runs a shell snippet on the host (`sh -ec`); asserts it succeeds and
