@@ -11,6 +11,8 @@
 //! `cargo bench -p pinfold-coordinator --bench dispatch [-- JOBS LOG_MIB RUNS]`
 //! Prints each run and the medians.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
 #[path = "../tests/pg/mod.rs"]
 mod pg;
 
@@ -63,15 +65,7 @@ fn start(store: Option<&str>) -> Server {
                 store,
                 ..Config::default()
             };
-            let (state, _) = pinfold_coordinator::open(
-                &path,
-                config,
-                Some(ADMIN.into()),
-                Some(REG.into()),
-                BTreeMap::new(),
-            )
-            .await
-            .unwrap();
+            let state = common::coordinator(&path, config, [ADMIN, REG], BTreeMap::new()).await;
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             addr_tx.send(l.local_addr().unwrap()).unwrap();
             pinfold_coordinator::serve(l, state, async {

@@ -1,6 +1,8 @@
 //! Handler tests against the SQLite store in a temporary directory (the
 //! cases: api/cases.rs, which api_postgres.rs runs against PostgreSQL).
 
+mod common;
+
 /// The store the cases run against: SQLite.
 mod store {
     use std::path::Path;

@@ -2,6 +2,7 @@
 //! (api/cases.rs), each on a database of its own on a real PostgreSQL
 //! server that the tests start themselves (tests/pg).
 
+mod common;
 mod pg;
 
 use std::time::Instant;
@@ -18,16 +19,9 @@ mod store {
 
     /// Every byte the store keeps: a dump of its database.
     pub fn stored(_dir: &Path, url: Option<&str>) -> Vec<u8> {
-        let out = Command::new(crate::pg::cluster().bin().join("pg_dump"))
-            .args(["--data-only", "-d", url.expect("a database")])
-            .output()
-            .expect("pg_dump");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
+        let mut dump = Command::new(crate::pg::cluster().bin().join("pg_dump"));
+        dump.args(["--data-only", "-d", url.expect("a database")]);
+        crate::pg::run(&mut dump, "pg_dump")
     }
 }
 
@@ -41,16 +35,15 @@ async fn replica(url: &str) -> T {
         store: Some(url.to_string()),
         ..Config::default()
     };
-    let (state, _) = open(
-        dir.path(),
-        config,
-        Some(ADMIN.into()),
-        Some(REG.into()),
-        BTreeMap::new(),
-    )
-    .await
-    .unwrap();
+    let state = common::coordinator(dir.path(), config, [ADMIN, REG], BTreeMap::new()).await;
     T { state, _dir: dir }
+}
+
+/// Two replicas on a new database, and its URL.
+async fn two_replicas() -> (String, T, T) {
+    let url = store::url().unwrap();
+    let (a, b) = (replica(&url).await, replica(&url).await);
+    (url, a, b)
 }
 
 /// Two coordinators on one database, runners leasing through both at
@@ -58,11 +51,8 @@ async fn replica(url: &str) -> T {
 /// LOCKED`), and none is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_coordinators_lease_each_job_exactly_once() {
-    let url = store::url().unwrap();
-    let replicas = [
-        std::sync::Arc::new(replica(&url).await),
-        std::sync::Arc::new(replica(&url).await),
-    ];
+    let (_, a, b) = two_replicas().await;
+    let replicas = [std::sync::Arc::new(a), std::sync::Arc::new(b)];
     let mut runners = Vec::new();
     for i in 0..4 {
         runners.push(replicas[i % 2].register(&[]).await.token);
@@ -97,9 +87,7 @@ async fn two_coordinators_lease_each_job_exactly_once() {
 /// through another (LISTEN/NOTIFY), not when its poll times out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_polling_one_coordinator_wakes_for_a_job_submitted_to_another() {
-    let url = store::url().unwrap();
-    let a = replica(&url).await;
-    let b = replica(&url).await;
+    let (_, a, b) = two_replicas().await;
     let runner = a.register(&[]).await;
     let t0 = Instant::now();
     let poll = tokio::spawn(async move {
@@ -153,9 +141,7 @@ async fn coordinators_starting_together_migrate_the_schema_once() {
 /// second upload of the same content stores nothing new.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_artifact_uploaded_through_one_coordinator_is_served_by_another() {
-    let url = store::url().unwrap();
-    let a = replica(&url).await;
-    let b = replica(&url).await;
+    let (url, a, b) = two_replicas().await;
     let runner = a.register(&[]).await;
     b.submit(&[]).await;
     let l = a.lease(&runner.token).await.expect("a lease");
@@ -210,15 +196,8 @@ async fn an_artifact_uploaded_through_one_coordinator_is_served_by_another() {
 async fn a_sqlite_coordinator_moves_whole_into_postgres() {
     use pinfold_coordinator::store::migrate::sqlite_to_postgres;
     let dir = tempfile::tempdir().unwrap();
-    let (state, _) = open(
-        dir.path(),
-        Config::default(),
-        Some(ADMIN.into()),
-        Some(REG.into()),
-        BTreeMap::new(),
-    )
-    .await
-    .unwrap();
+    let state =
+        common::coordinator(dir.path(), Config::default(), [ADMIN, REG], BTreeMap::new()).await;
     let old = T {
         state,
         _dir: tempfile::tempdir().unwrap(),

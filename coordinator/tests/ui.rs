@@ -2,6 +2,8 @@
 //! browser; tests/dashboard.rs drives them in Chromium): sign-in, the
 //! session cookie, CSRF, what a viewer may do, and that job output is text.
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use axum::body::Body;
@@ -9,7 +11,7 @@ use axum::http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use pinfold_api::wire::{Lease, RegisterResponse, SubmitResponse, ViewerToken};
 use pinfold_coordinator::ui::CSP;
-use pinfold_coordinator::{AppState, Config, app, open};
+use pinfold_coordinator::{AppState, Config, app};
 use sha2::Digest;
 use tower::ServiceExt;
 
@@ -29,15 +31,8 @@ struct Resp {
 
 async fn setup() -> T {
     let dir = tempfile::tempdir().unwrap();
-    let (state, _) = open(
-        dir.path(),
-        Config::default(),
-        Some(ADMIN.into()),
-        Some(REG.into()),
-        BTreeMap::new(),
-    )
-    .await
-    .unwrap();
+    let state =
+        common::coordinator(dir.path(), Config::default(), [ADMIN, REG], BTreeMap::new()).await;
     T { state, _dir: dir }
 }
 
@@ -87,6 +82,20 @@ impl T {
             b = b.header("cookie", c);
         }
         self.send(b.body(Body::from(form.to_string())).unwrap())
+            .await
+    }
+
+    /// POSTs `body` to `/api/v1/jobs/{job}/{action}` (`log?offset=N`,
+    /// `finish`) with `token`.
+    async fn on_job(&self, job: u64, action: &str, token: &str, body: impl Into<Body>) -> Resp {
+        let uri = format!("/api/v1/jobs/{job}/{action}");
+        self.api(Method::POST, &uri, token, body.into()).await
+    }
+
+    /// PUTs `facts` as a runner's facts, with `token`.
+    async fn put_facts(&self, token: &str, facts: &serde_json::Value) -> Resp {
+        let body = Body::from(facts.to_string());
+        self.api(Method::PUT, "/api/v1/runner/facts", token, body)
             .await
     }
 
@@ -326,14 +335,7 @@ async fn job_output_is_text_in_the_page_the_live_follow_and_the_search() {
     let job = t.submit("").await;
     let lease = t.lease(&t.register("r").await).await;
     let log = "==> step 1/1: a\n<script>alert(1)</script>\n\"><img src=x onerror=alert(2)>\n\x1b[31mred\x1b[0m\x1b]0;osc-title\x07\n";
-    let r = t
-        .api(
-            Method::POST,
-            &format!("/api/v1/jobs/{job}/log?offset=0"),
-            &lease.job_token,
-            Body::from(log),
-        )
-        .await;
+    let r = t.on_job(job, "log?offset=0", &lease.job_token, log).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 
     let a = t.sign_in(ADMIN).await;
@@ -396,14 +398,8 @@ async fn job_output_is_text_in_the_page_the_live_follow_and_the_search() {
         let quiet = tokio::time::timeout(std::time::Duration::from_millis(300), ws.next()).await;
         assert!(quiet.is_err(), "a message with nothing new: {quiet:?}");
     }
-    let r = t
-        .api(
-            Method::POST,
-            &format!("/api/v1/jobs/{job}/finish"),
-            &lease.job_token,
-            Body::from(r#"{"state":"failed","reason":"step a exited 1","steps":[]}"#),
-        )
-        .await;
+    let finish = r#"{"state":"failed","reason":"step a exited 1","steps":[]}"#;
+    let r = t.on_job(job, "finish", &lease.job_token, finish).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(next_text(&mut ws).await, r#"{"end":"failed"}"#);
 
@@ -480,36 +476,15 @@ async fn a_runners_facts_are_shown_as_text_and_bounded() {
         "version": "0.1.0<script>alert(1)</script>", "kernel": "6.18.0",
         "limits": "cgroup v2", "landlock_abi": 7, "policies": ["default", "trusted"],
     });
-    let r = t
-        .api(
-            Method::PUT,
-            "/api/v1/runner/facts",
-            &runner.token,
-            Body::from(facts.to_string()),
-        )
-        .await;
+    let r = t.put_facts(&runner.token, &facts).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
     // Only a runner says what it is; the admin token cannot.
-    let r = t
-        .api(
-            Method::PUT,
-            "/api/v1/runner/facts",
-            ADMIN,
-            Body::from(facts.to_string()),
-        )
-        .await;
+    let r = t.put_facts(ADMIN, &facts).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     let long = serde_json::json!({
         "version": "x".repeat(201), "kernel": "", "limits": "", "landlock_abi": 0, "policies": [],
     });
-    let r = t
-        .api(
-            Method::PUT,
-            "/api/v1/runner/facts",
-            &runner.token,
-            Body::from(long.to_string()),
-        )
-        .await;
+    let r = t.put_facts(&runner.token, &long).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.body.contains("too long"), "{}", r.body);
 
@@ -538,13 +513,9 @@ async fn a_verify_group_shows_its_runs_side_by_side_and_what_differed() {
                 .await;
             assert!(r.status.is_success(), "{}", r.body);
         }
+        let finish = r#"{"state":"succeeded","steps":[]}"#;
         let r = t
-            .api(
-                Method::POST,
-                &format!("/api/v1/jobs/{}/finish", lease.job_id),
-                &lease.job_token,
-                Body::from(r#"{"state":"succeeded","steps":[]}"#),
-            )
+            .on_job(lease.job_id, "finish", &lease.job_token, finish)
             .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     }
@@ -570,30 +541,25 @@ async fn a_long_log_shows_its_last_lines_and_earlier_shows_the_ones_before() {
     let lease = t.lease(&t.register("r").await).await;
     let log: String = (1..=6000).map(|i| format!("line {i}\n")).collect();
     let r = t
-        .api(
-            Method::POST,
-            &format!("/api/v1/jobs/{job}/log?offset=0"),
-            &lease.job_token,
-            Body::from(log.clone()),
-        )
+        .on_job(job, "log?offset=0", &lease.job_token, log.clone())
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let a = t.sign_in(ADMIN).await;
-    let rows = |page: &str| -> Vec<String> {
-        page.match_indices("<span class=\"t\">")
+    // The log lines a page shows: how many, the first and the last.
+    let shown = |page: &str| -> (usize, String, String) {
+        let rows: Vec<&str> = page
+            .match_indices("<span class=\"t\">")
             .map(|(i, m)| {
                 let rest = &page[i + m.len()..];
-                rest[..rest.find('<').unwrap()].to_string()
+                &rest[..rest.find('<').unwrap()]
             })
-            .collect()
+            .collect();
+        let first = rows.first().copied().unwrap_or_default();
+        let last = rows.last().copied().unwrap_or_default();
+        (rows.len(), first.into(), last.into())
     };
     let tail = t.page(&format!("/ui/jobs/{job}"), &a).await.body;
-    let shown = rows(&tail);
-    assert_eq!(shown.len(), 5000);
-    assert_eq!(
-        (shown[0].as_str(), shown[4999].as_str()),
-        ("line 1001", "line 6000")
-    );
+    assert_eq!(shown(&tail), (5000, "line 1001".into(), "line 6000".into()));
     assert!(
         tail.contains("id=\"L1001\""),
         "line numbers count the lines before"
@@ -604,12 +570,7 @@ async fn a_long_log_shows_its_last_lines_and_earlier_shows_the_ones_before() {
         "no Earlier link"
     );
     let earlier = t.page(&format!("/ui/jobs/{job}?to={start}"), &a).await.body;
-    let shown = rows(&earlier);
-    assert_eq!(shown.len(), 1000);
-    assert_eq!(
-        (shown[0].as_str(), shown[999].as_str()),
-        ("line 1", "line 1000")
-    );
+    assert_eq!(shown(&earlier), (1000, "line 1".into(), "line 1000".into()));
     assert!(
         !earlier.contains("data-live"),
         "a window before the end follows nothing"

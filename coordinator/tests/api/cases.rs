@@ -1,7 +1,8 @@
 // The handler tests: the real router and a real store, driven with
 // `tower::ServiceExt::oneshot` (no socket). Included by api.rs (SQLite in
 // a temporary directory) and api_postgres.rs (a database of a real
-// PostgreSQL server), each of which defines `store`.
+// PostgreSQL server), each of which defines `store` and declares `common`
+// (tests/common: the coordinator the cases open).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -32,16 +33,7 @@ async fn setup(config: Config) -> T {
     let dir = tempfile::tempdir().unwrap();
     let mut secrets = BTreeMap::new();
     secrets.insert("DEPLOY_KEY".to_string(), "hunter2".to_string());
-    let (state, boot) = open(
-        dir.path(),
-        config,
-        Some(ADMIN.into()),
-        Some(REG.into()),
-        secrets,
-    )
-    .await
-    .unwrap();
-    assert!(boot.new_admin_token.is_none() && boot.new_registration_token.is_none());
+    let state = common::coordinator(dir.path(), config, [ADMIN, REG], secrets).await;
     T { state, _dir: dir }
 }
 

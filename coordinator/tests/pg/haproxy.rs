@@ -41,16 +41,9 @@ impl Haproxy {
         }
         let path = dir.path().join("haproxy.cfg");
         std::fs::write(&path, cfg).unwrap();
-        let check = Command::new("haproxy")
-            .arg("-c")
-            .arg("-f")
-            .arg(&path)
-            .output()
-            .expect("haproxy (tests/setup.sh installs it)");
-        assert!(
-            check.status.success(),
-            "haproxy -c: {}",
-            String::from_utf8_lossy(&check.stdout)
+        super::run(
+            Command::new("haproxy").arg("-c").arg("-f").arg(&path),
+            "haproxy -c (tests/setup.sh installs haproxy)",
         );
         let mut cmd = Command::new("haproxy");
         cmd.arg("-db")

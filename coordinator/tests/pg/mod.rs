@@ -98,6 +98,21 @@ fn as_user(c: &mut Command, who: Option<(u32, u32)>) {
     }
 }
 
+/// Runs `cmd` (`what`, in a panic's message) to its end; its stdout.
+/// Panics, with what it printed, unless it ran and succeeded.
+#[track_caller]
+pub fn run(cmd: &mut Command, what: &str) -> Vec<u8> {
+    match cmd.output() {
+        Ok(out) if out.status.success() => out.stdout,
+        Ok(out) => panic!(
+            "{what}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => panic!("{what}: {e}"),
+    }
+}
+
 /// A port on 127.0.0.1 nothing listens on now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -129,12 +144,7 @@ impl Cluster {
             .args(["-U", USER, "-A", "trust", "-E", "UTF8", "--no-sync"])
             .stdout(Stdio::null());
         as_user(&mut init, who);
-        let out = init.output().expect("initdb");
-        assert!(
-            out.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run(&mut init, "initdb");
         let port = free_port();
         let c = Cluster {
             dir,
@@ -244,8 +254,8 @@ impl Cluster {
 
     /// `psql` on database `db` with `sql`; panics on failure.
     pub fn psql(&self, db: &str, sql: &str) -> String {
-        let out = Command::new(self.bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER])
+        let mut psql = Command::new(self.bin.join("psql"));
+        psql.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER])
             .args([
                 "-d",
                 db,
@@ -256,15 +266,9 @@ impl Cluster {
                 "ON_ERROR_STOP=1",
                 "-c",
                 sql,
-            ])
-            .output()
-            .expect("psql");
-        assert!(
-            out.status.success(),
-            "psql {sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+            ]);
+        let out = run(&mut psql, &format!("psql {sql}"));
+        String::from_utf8_lossy(&out).trim().to_string()
     }
 
     /// A new, empty database; its URL.
