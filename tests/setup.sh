@@ -23,6 +23,7 @@ PACKAGES=(
   chromium chromium-driver fonts-dejavu-core # the dashboard's browser tests (tests/dashboard.rs)
   postgresql       # initdb, postgres, pg_dump: the PostgreSQL store's tests start a cluster of their own (coordinator/tests/pg)
   haproxy          # the load balancer in front of several coordinators (tests/coordinator_ha.rs)
+  openssl ca-certificates # the CA and server certificates of the TLS-only test cluster; sslrootcert=system (coordinator/tests/pg/tls.rs)
   # The kernel matrix, tests/vm/run.sh (its own apt step is then a no-op):
   qemu-system-x86 qemu-utils debootstrap kmod cpio e2fsprogs xz-utils zstd file
 )

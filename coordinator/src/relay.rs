@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use crate::Events;
 
@@ -90,14 +90,12 @@ async fn relay(
     url: &str,
     events: &Weak<Events>,
     rx: &mut mpsc::UnboundedReceiver<Kind>,
-) -> Result<bool, tokio_postgres::Error> {
-    let mut config: tokio_postgres::Config = url.parse()?;
-    // A half-open connection would silently stop the wake-ups: keepalives
-    // find it, and the relay connects again.
-    config
-        .connect_timeout(Duration::from_secs(5))
-        .keepalives_idle(Duration::from_secs(30));
-    let (client, mut conn) = config.connect(NoTls).await?;
+) -> Result<bool, crate::store::StoreError> {
+    // The store's own settings (TLS, timeouts, keepalives): a half-open
+    // connection would silently stop the wake-ups; keepalives find it, and
+    // the relay connects again.
+    let (config, tls) = crate::store::pg_settings(url)?;
+    let (client, mut conn) = config.connect(tls).await?;
     let (note_tx, mut notes) = mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));

@@ -248,3 +248,71 @@ async fn a_sqlite_coordinator_moves_whole_into_postgres() {
         .to_string();
     assert!(e.contains("migrate into a new, empty database"), "{e}");
 }
+
+/// A coordinator on `url`, or why it could not open.
+async fn open_on(url: &str) -> Result<T, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        store: Some(url.to_string()),
+        ..Config::default()
+    };
+    let opened = pinfold_coordinator::open(
+        dir.path(),
+        config,
+        Some(ADMIN.into()),
+        Some(REG.into()),
+        BTreeMap::new(),
+    )
+    .await;
+    match opened {
+        Ok((state, _)) => Ok(T { state, _dir: dir }),
+        Err(e) => Err(format!("{e:#}")),
+    }
+}
+
+/// `sslmode=verify-full`: the coordinator reaches a database that accepts
+/// only TLS, and works; a server whose certificate does not name the host
+/// connected to, or that a CA other than `sslrootcert` signed (a machine
+/// in the middle), is refused before any query; and without TLS the
+/// server itself refuses the connection (so the first case really was
+/// TLS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_is_reached_over_verified_tls() {
+    let tls = pg::tls::cluster();
+    let db = tls.cluster.database();
+    let name = db.rsplit('/').next().unwrap();
+    let port = tls.cluster.port;
+    let url = |host: &str, ca: &std::path::Path| {
+        format!(
+            "postgres://pinfold@{host}:{port}/{name}?sslmode=verify-full&sslrootcert={}",
+            ca.display()
+        )
+    };
+
+    let t = open_on(&url("localhost", &tls.ca))
+        .await
+        .expect("verified TLS");
+    let runner = t.register(&[]).await;
+    let id = t.submit(&[]).await;
+    assert_eq!(t.lease(&runner.token).await.expect("a lease").job_id, id);
+    let encrypted = tls.cluster.psql(
+        name,
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND NOT s.ssl",
+    );
+    assert_eq!(encrypted, "0", "a coordinator connection without TLS");
+
+    let wrong_host = open_on(&url("127.0.0.1", &tls.ca)).await.err();
+    let wrong_host = wrong_host.expect("a certificate for another name was accepted");
+    assert!(wrong_host.contains("certificate"), "{wrong_host}");
+
+    let other_ca = open_on(&url("localhost", &tls.other_ca)).await.err();
+    let other_ca = other_ca.expect("a certificate of another CA was accepted");
+    assert!(other_ca.contains("certificate"), "{other_ca}");
+
+    let plain = open_on(&format!("postgres://pinfold@localhost:{port}/{name}"))
+        .await
+        .err()
+        .expect("the TLS-only server took a plain connection");
+    assert!(plain.contains("no encryption"), "{plain}");
+}

@@ -17,6 +17,7 @@ mod rows;
 mod sqlite;
 mod verify_rules;
 
+pub(crate) use postgres::connect::settings as pg_settings;
 pub use postgres::{PgStore, redact};
 pub use sqlite::SqliteStore;
 
@@ -31,7 +32,7 @@ pub enum StoreError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// The PostgreSQL server refused or failed a query.
-    #[error("postgresql: {0}")]
+    #[error("postgresql: {}", causes(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// The database cannot be reached now (PostgreSQL restarting, the pool
     /// exhausted): the request may be retried.
@@ -106,6 +107,23 @@ impl StoreError {
             _ => false,
         }
     }
+}
+
+/// `e` and each error under it, joined with ": ". tokio-postgres says
+/// only "db error" or "error performing TLS handshake" and keeps the
+/// server's message or the certificate's fault in its source.
+pub(crate) fn causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut next = e.source();
+    while let Some(c) = next {
+        let c_s = c.to_string();
+        if !s.ends_with(&c_s) {
+            s.push_str(": ");
+            s.push_str(&c_s);
+        }
+        next = c.source();
+    }
+    s
 }
 
 /// `s` if it names a PostgreSQL database (`--store`, `server migrate

@@ -9,6 +9,7 @@
 #![allow(dead_code)] // each test binary uses its own part
 
 pub mod haproxy;
+pub mod tls;
 
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;

@@ -20,11 +20,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use pinfold_api::wire::JobState;
-use tokio_postgres::NoTls;
 
 use super::{Counts, MetaStore, NewJob, Result, StoreError, json};
 
 mod artifacts;
+pub(crate) mod connect;
 mod jobs;
 mod logs;
 mod provenance;
@@ -209,19 +209,23 @@ const MIGRATION_LOCK: i64 = 0x0070_696e_666f_6c64;
 /// `max_connections` (100) allows several coordinators.
 const POOL_SIZE: usize = 16;
 
-/// How long connecting to the database may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// `url` without its password, for messages.
+/// `url` without its password (in the user part or a `password=` option),
+/// for messages.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let user = &url[s + 3..at];
-            let user = user.split(':').next().unwrap_or("");
-            format!("{}{user}{}", &url[..s + 3], &url[at..])
-        }
-        _ => url.to_string(),
+    let Ok(mut u) = url::Url::parse(url) else {
+        // Not a URL: `parse_url` refuses it, and nothing of it is shown.
+        return "(a database URL that does not parse)".into();
+    };
+    let _ = u.set_password(None);
+    if u.query_pairs().any(|(k, _)| k == "password") {
+        let kept: Vec<(String, String)> = u
+            .query_pairs()
+            .filter(|(k, _)| k != "password")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(kept);
     }
+    u.to_string()
 }
 
 /// The PostgreSQL implementation of [`Store`](super::Store).
@@ -233,8 +237,8 @@ pub struct PgStore {
 /// A connection of the pool.
 type Client = deadpool_postgres::Object;
 
-fn pool_error(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("postgresql: {e}"))
+fn pool_error(e: impl std::error::Error) -> StoreError {
+    StoreError::Unavailable(format!("postgresql: {}", super::causes(&e)))
 }
 
 /// Inserts a job row in `state`; returns its id. Plain jobs and verify
@@ -265,17 +269,10 @@ impl PgStore {
     /// Connects to the database at `url` (`postgres://USER@HOST:PORT/DB`,
     /// or the key=value form) and brings its schema up to date.
     pub async fn connect(url: &str) -> Result<PgStore> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError::Config(format!("--store {}: {e}", redact(url))))?;
-        // A database out of reach fails a request (503, retry) in seconds
-        // rather than holding it.
-        config
-            .connect_timeout(CONNECT_TIMEOUT)
-            .keepalives_idle(Duration::from_secs(30));
+        let (config, tls) = connect::settings(url)?;
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -286,7 +283,7 @@ impl PgStore {
             .max_size(POOL_SIZE)
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .wait_timeout(Some(Duration::from_secs(10)))
-            .create_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(connect::CONNECT_TIMEOUT))
             .build()
             .map_err(pool_error)?;
         let store = PgStore { pool };
