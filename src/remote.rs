@@ -46,8 +46,26 @@ pub struct JobAt {
 
 /// Prints `err` for `cmd` and returns exit status 1.
 pub fn fail(cmd: &str, err: &anyhow::Error) -> i32 {
-    eprintln!("pinfold {cmd}: {err:#}");
+    eprintln!("pinfold {cmd}: {}", one_line(err));
     1
+}
+
+/// `err` and its causes on one line, each cause once: a library error
+/// that shows its source in its own message (`store: {0}`) also returns it
+/// as its `source`, and `{:#}` would print it twice.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// The exit status of `cmd` after `outcome`: 0, or 1 with the error

@@ -33,9 +33,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let moved = rt.block_on(pinfold_coordinator::store::migrate::sqlite_to_postgres(
-        &a.from, &a.to,
-    ))?;
+    let moved = rt
+        .block_on(pinfold_coordinator::store::migrate::sqlite_to_postgres(
+            &a.from, &a.to,
+        ))
+        .with_context(|| {
+            format!(
+                "migrating into {}",
+                pinfold_coordinator::store::redact(&a.to)
+            )
+        })?;
     for (table, n) in &moved.rows {
         println!("{table}: {n} rows");
     }

@@ -49,7 +49,8 @@ pub struct Args {
     /// (postgres://USER@HOST:PORT/DB) instead of SQLite in
     /// $PINFOLD_HOME/coordinator: several coordinators given the same
     /// database serve the same jobs. The schema is created or migrated at
-    /// start.
+    /// start. TLS: add ?sslmode=verify-full&sslrootcert=CA.pem (or
+    /// sslrootcert=system).
     #[arg(long, value_name = "URL", env = "PINFOLD_STORE", value_parser = pinfold_coordinator::store::parse_url)]
     store: Option<String>,
 }

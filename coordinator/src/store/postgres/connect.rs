@@ -21,7 +21,6 @@ use std::time::Duration;
 use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::redact;
 use crate::store::{Result, StoreError};
 
 /// How long connecting to the database may take.
@@ -29,7 +28,8 @@ pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The connection settings and the TLS connector for `url`.
 pub(crate) fn settings(url: &str) -> Result<(tokio_postgres::Config, MakeRustlsConnect)> {
-    let bad = |why: String| StoreError::Config(format!("--store {}: {why}", redact(url)));
+    // The caller's message names the URL (redacted).
+    let bad = StoreError::Config;
     let mut parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
     let (mut mode, mut root) = (None, None);
     let rest: Vec<(String, String)> = parsed
@@ -141,6 +141,7 @@ fn roots(root: &str) -> std::result::Result<rustls::RootCertStore, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::redact;
     use super::*;
 
     fn refused(url: &str) -> String {
