@@ -74,8 +74,7 @@ pub async fn sqlite_to_postgres(dir: &Path, url: &str) -> Result<Migrated> {
     let (jobs, runners, settings): (i64, i64, i64) = (used.get(0), used.get(1), used.get(2));
     if jobs + runners + settings > 0 {
         return Err(StoreError::Config(format!(
-            "{}: the database is not empty ({jobs} jobs, {runners} runners, {settings} settings: a coordinator has used it): migrate into a new, empty database",
-            super::postgres::redact(url)
+            "the database is not empty ({jobs} jobs, {runners} runners, {settings} settings: a coordinator has used it): migrate into a new, empty database"
         )));
     }
     let sqlite =

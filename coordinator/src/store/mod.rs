@@ -112,11 +112,18 @@ impl StoreError {
 /// `e` and each error under it, joined with ": ". tokio-postgres says
 /// only "db error" or "error performing TLS handshake" and keeps the
 /// server's message or the certificate's fault in its source.
+///
+/// The server's own message is shown without its DETAIL and HINT lines:
+/// a DETAIL can quote a row ("Failing row contains ..."), and a row of
+/// `jobs` holds a log's held-back bytes, which may begin a secret.
 pub(crate) fn causes(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut next = e.source();
     while let Some(c) = next {
-        let c_s = c.to_string();
+        let c_s = match c.downcast_ref::<tokio_postgres::error::DbError>() {
+            Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
+            None => c.to_string(),
+        };
         if !s.ends_with(&c_s) {
             s.push_str(": ");
             s.push_str(&c_s);

@@ -30,31 +30,12 @@ pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) fn settings(url: &str) -> Result<(tokio_postgres::Config, MakeRustlsConnect)> {
     // The caller's message names the URL (redacted).
     let bad = StoreError::Config;
-    let mut parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
-    let (mut mode, mut root) = (None, None);
-    let rest: Vec<(String, String)> = parsed
-        .query_pairs()
-        .filter_map(|(k, v)| match &*k {
-            "sslmode" => {
-                mode = Some(v.into_owned());
-                None
-            }
-            "sslrootcert" => {
-                root = Some(v.into_owned());
-                None
-            }
-            _ => Some((k.into_owned(), v.into_owned())),
-        })
-        .collect();
-    if rest.is_empty() {
-        parsed.set_query(None);
-    } else {
-        parsed.query_pairs_mut().clear().extend_pairs(rest);
-    }
-    let mut config: tokio_postgres::Config = parsed
-        .as_str()
+    let split = Query::split(url).map_err(bad)?;
+    let mut config: tokio_postgres::Config = split
+        .rest
         .parse()
         .map_err(|e: tokio_postgres::Error| bad(e.to_string()))?;
+    let (mode, root) = (split.sslmode, split.sslrootcert);
     // A database out of reach fails a request (503, retry) in seconds
     // rather than holding it; keepalives find a half-open connection.
     config
@@ -102,6 +83,67 @@ pub(crate) fn settings(url: &str) -> Result<(tokio_postgres::Config, MakeRustlsC
     .with_root_certificates(roots)
     .with_no_client_auth();
     Ok((config, MakeRustlsConnect::new(tls)))
+}
+
+/// The URL's TLS options taken out, and the URL without them.
+struct Query {
+    /// The URL as given, less `sslmode` and `sslrootcert`.
+    rest: String,
+    sslmode: Option<String>,
+    sslrootcert: Option<String>,
+}
+
+impl Query {
+    /// Splits `url` as tokio-postgres reads it: the credentials end at the
+    /// first `@`, the options start at the next `?`, pairs are split at `&`
+    /// and `=`, keys and values percent-decoded. Every other pair is kept
+    /// byte for byte, so tokio-postgres stays the one parser of the rest
+    /// (a re-encoding URL library would turn `%20` into `+`, and refuses
+    /// URLs it accepts: several `host:port`, an empty host with a socket
+    /// path in `host=`). A repeated TLS option is refused: which one wins
+    /// would decide whether the connection is encrypted.
+    fn split(url: &str) -> std::result::Result<Query, String> {
+        let after = url.find("://").map_or(0, |s| s + 3);
+        let creds_end = url[after..].find('@').map_or(after, |at| after + at + 1);
+        let Some(q) = url[creds_end..].find('?').map(|q| creds_end + q) else {
+            return Ok(Query {
+                rest: url.to_string(),
+                sslmode: None,
+                sslrootcert: None,
+            });
+        };
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| "an option of the URL is not UTF-8 once decoded".to_string())
+        };
+        let (mut kept, mut sslmode, mut sslrootcert) = (Vec::new(), None, None);
+        for pair in url[q + 1..].split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let slot = match decode(key)?.as_str() {
+                "sslmode" => &mut sslmode,
+                "sslrootcert" => &mut sslrootcert,
+                _ => {
+                    kept.push(pair);
+                    continue;
+                }
+            };
+            if slot.replace(decode(value)?).is_some() {
+                return Err(format!("{} is given twice: give it once", decode(key)?));
+            }
+        }
+        let mut rest = url[..q].to_string();
+        if !kept.is_empty() {
+            rest.push('?');
+            rest.push_str(&kept.join("&"));
+        }
+        Ok(Query {
+            rest,
+            sslmode,
+            sslrootcert,
+        })
+    }
 }
 
 /// The CA certificates `sslrootcert` names: a PEM file, or `system`.
@@ -200,6 +242,33 @@ mod tests {
         assert_eq!(c.get_application_name(), Some("pinfold-ci"));
         assert_eq!(c.get_ports(), [6543]);
         assert_eq!(c.get_ssl_mode(), SslMode::Require);
+    }
+
+    #[test]
+    fn the_rest_of_the_url_reaches_the_driver_as_written() {
+        let q = Query::split(
+            "postgres://u:p%20w?d@pg1:5432,pg2:5433/ci?options=-c%20statement_timeout%3D5s\
+             &sslmode=verify-full&application_name=a+b&ssl%72ootcert=/etc/ca%2B1.pem",
+        )
+        .unwrap();
+        assert_eq!(
+            q.rest,
+            "postgres://u:p%20w?d@pg1:5432,pg2:5433/ci?options=-c%20statement_timeout%3D5s\
+             &application_name=a+b"
+        );
+        assert_eq!(q.sslmode.as_deref(), Some("verify-full"));
+        assert_eq!(q.sslrootcert.as_deref(), Some("/etc/ca+1.pem"));
+        let (c, _) = settings("postgres://u@/ci?host=/run/postgresql").unwrap();
+        assert_eq!(c.get_dbname(), Some("ci"));
+        let (c, _) = settings("postgres://u@pg1:5432,pg2:5433/ci").unwrap();
+        assert_eq!(c.get_ports(), [5432, 5433]);
+    }
+
+    #[test]
+    fn a_repeated_tls_option_is_refused() {
+        let e =
+            refused("postgres://u@db/ci?sslmode=verify-full&sslrootcert=system&sslmode=disable");
+        assert!(e.contains("sslmode is given twice"), "{e}");
     }
 
     #[test]

@@ -210,22 +210,34 @@ const MIGRATION_LOCK: i64 = 0x0070_696e_666f_6c64;
 const POOL_SIZE: usize = 16;
 
 /// `url` without its password (in the user part or a `password=` option),
-/// for messages.
+/// for messages. Split as tokio-postgres splits it (see `connect.rs`).
 pub fn redact(url: &str) -> String {
-    let Ok(mut u) = url::Url::parse(url) else {
-        // Not a URL: `parse_url` refuses it, and nothing of it is shown.
-        return "(a database URL that does not parse)".into();
+    let after = url.find("://").map_or(0, |s| s + 3);
+    let (mut shown, rest) = match url[after..].find('@') {
+        Some(at) => {
+            let user = url[after..after + at].split(':').next().unwrap_or("");
+            (format!("{}{user}@", &url[..after]), &url[after + at + 1..])
+        }
+        None => (url[..after].to_string(), &url[after..]),
     };
-    let _ = u.set_password(None);
-    if u.query_pairs().any(|(k, _)| k == "password") {
-        let kept: Vec<(String, String)> = u
-            .query_pairs()
-            .filter(|(k, _)| k != "password")
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        u.query_pairs_mut().clear().extend_pairs(kept);
+    match rest.split_once('?') {
+        Some((base, query)) => {
+            shown.push_str(base);
+            let kept: Vec<&str> = query
+                .split('&')
+                .filter(|p| {
+                    let key = p.split('=').next().unwrap_or("");
+                    percent_encoding::percent_decode_str(key).decode_utf8_lossy() != "password"
+                })
+                .collect();
+            if !kept.is_empty() {
+                shown.push('?');
+                shown.push_str(&kept.join("&"));
+            }
+        }
+        None => shown.push_str(rest),
     }
-    u.to_string()
+    shown
 }
 
 /// The PostgreSQL implementation of [`Store`](super::Store).
@@ -267,7 +279,8 @@ pub(super) async fn insert_job(c: &impl GenericClient, job: &NewJob, state: &str
 
 impl PgStore {
     /// Connects to the database at `url` (`postgres://USER@HOST:PORT/DB`,
-    /// or the key=value form) and brings its schema up to date.
+    /// TLS options as `connect.rs` reads them) and brings its schema up
+    /// to date.
     pub async fn connect(url: &str) -> Result<PgStore> {
         let (config, tls) = connect::settings(url)?;
         let manager = Manager::from_config(
