@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Network modes benchmark: an HTTP download from an "outside" host (a network
-# namespace at 198.51.100.1, as in tests/network.rs; nothing leaves the
+# namespace on a veth at 198.51.100.1 serving on the public-looking
+# 192.0.43.80, routed into the veth by a /32 route, as in tests/network.rs:
+# egress refuses documentation and private ranges, and nothing leaves the
 # machine), side by side in one run:
 #   host       busybox wget on the host, no sandbox (the peer)
 #   egress     pinfold exec --policy trusted (pasta's user-mode stack)
@@ -42,7 +44,7 @@ description = "bench: allowlist"
 [network]
 mode = "allowlist"
 loopback_tcp = false
-allow = ["198.51.100.1:8080"]
+allow = ["192.0.43.80:8080"]
 EOF
 chown -R pinfold-test: "$work"
 
@@ -54,17 +56,22 @@ ip link set "pfbh$$" up
 ip -n "$ns" addr add 198.51.100.1/24 dev "pfbo$$"
 ip -n "$ns" link set "pfbo$$" up
 ip -n "$ns" link set lo up
-ip netns exec "$ns" python3 -m http.server --bind 198.51.100.1 --directory "$work/www" 8080 \
+# The server's address is public-looking and reached through the veth only
+# (its replies go to 198.51.100.2, on-link: the namespace has no default
+# route, so nothing it sends, a name lookup of its own, can leave).
+ip -n "$ns" addr add 192.0.43.80/32 dev "pfbo$$"
+ip route add 192.0.43.80/32 via 198.51.100.1 dev "pfbh$$"
+ip netns exec "$ns" python3 -m http.server --bind 192.0.43.80 --directory "$work/www" 8080 \
   >/dev/null 2>&1 &
 server=$!
 for _ in $(seq 100); do
-  busybox wget -q -O /dev/null http://198.51.100.1:8080/small 2>/dev/null && break
+  busybox wget -q -O /dev/null http://192.0.43.80:8080/small 2>/dev/null && break
   sleep 0.05
 done
 
 px=(env PINFOLD_HOME="$work/home" "$work/pinfold" exec --rootfs "$rootfs")
 run() { # FILE RUNS [EXTRA HYPERFINE ARGS]
-  local url="http://198.51.100.1:8080/$1"
+  local url="http://192.0.43.80:8080/$1"
   runuser -u pinfold-test -- hyperfine -N --warmup 2 --runs "$2" \
     --export-json "$work/$1.json" "${@:3}" \
     -n "host" "busybox wget -q -O /dev/null $url" \
