@@ -294,16 +294,13 @@ impl JobStore for PgStore {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         require_active(&tx, job_id, attempt_id).await?;
-        exec(
-            &tx,
-            "UPDATE attempts SET lease_expires = greatest(lease_expires, $2) WHERE id = $1",
-            &[&(attempt_id as i64), &(expires as i64)],
-        )
-        .await?;
+        // The renewal and the cancel flag in one statement (the job's row
+        // is locked: the flag read is the one that stands).
         let cancel: i64 = row(
             &tx,
-            "SELECT cancel_requested FROM jobs WHERE id = $1",
-            &[&(job_id as i64)],
+            "UPDATE attempts SET lease_expires = greatest(lease_expires, $2) WHERE id = $1 \
+             RETURNING (SELECT cancel_requested FROM jobs WHERE id = $3)",
+            &[&(attempt_id as i64), &(expires as i64), &(job_id as i64)],
         )
         .await?
         .try_get(0)?;
