@@ -108,14 +108,16 @@ fn agent(a: Args) -> anyhow::Result<()> {
         concurrency: a.concurrency,
         ephemeral: a.ephemeral,
         drain: a.drain,
-        grace: a.grace,
         home,
-        exe: std::env::current_exe().context("finding my own binary")?,
-        ceiling,
-        settings,
         request_timeout: a.request_timeout,
-        host: crate::env::host(),
-        allow_local_images: a.allow_local_images,
+        rt: pinfold_agent::runner::Runtime::new(
+            ceiling,
+            std::env::current_exe().context("finding my own binary")?,
+            a.grace,
+            settings,
+            crate::env::host(),
+            a.allow_local_images,
+        ),
     };
     pinfold_agent::agent::run(cfg, &pinfold_agent::signals::received)?;
     Ok(())

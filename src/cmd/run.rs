@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use pinfold_agent::log::{LogWriter, lock};
-use pinfold_agent::runner::{Job, RunError};
+use pinfold_agent::runner::{Job, RunError, Runtime};
 use pinfold_api::JobSpec;
 
 /// Run a job file locally: logs on the terminal, artifacts into --out.
@@ -106,17 +106,18 @@ pub fn run(a: Args) -> i32 {
     let log = LogWriter::new(out, secrets.values().cloned()).shared();
     let job = Job {
         spec,
-        ceiling,
         dir: dir.path().to_owned(),
         secrets,
-        lean: pinfold_agent::runner::lean_exec(&exe),
-        exe,
         stop: flag,
-        grace: a.grace,
-        settings: settings.clone(),
-        host: crate::env::host(),
         // The caller's own job file: its images are the caller's choice.
-        allow_local_images: true,
+        rt: Runtime::new(
+            ceiling,
+            exe,
+            a.grace,
+            settings.clone(),
+            crate::env::host(),
+            true,
+        ),
     };
     let source = a.source.clone();
     let mut source_digest: Option<String> = None;

@@ -118,9 +118,7 @@ pub fn run(a: Args) -> i32 {
         job_file: a.job,
         spec_text: text,
         spec,
-        ceiling,
         secrets,
-        exe,
         home,
         out,
         report: a.report,
@@ -129,15 +127,21 @@ pub fn run(a: Args) -> i32 {
         vary,
         bisect: a.bisect,
         jobs: a.jobs,
-        grace: a.grace,
         stop: pinfold_agent::signals::stop_flag(),
-        host: crate::env::host(),
         tmpfs: std::env::var_os("PINFOLD_VERIFY_TMPFS")
             .map_or_else(|| PathBuf::from("/dev/shm"), PathBuf::from),
         // Only where PATH says: no default directories when it is unset.
         diffoscope: env.path.as_ref().and(env.which("diffoscope", "")),
         started_ms,
-        sandbox: env,
+        // `pinfold verify` runs the caller's own job file.
+        rt: pinfold_agent::runner::Runtime::new(
+            ceiling,
+            exe,
+            a.grace,
+            env,
+            crate::env::host(),
+            true,
+        ),
     };
     // The human summary: on stdout, or on stderr when stdout has the JSON.
     let mut term: Box<dyn Write> = if a.json {

@@ -3,12 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use pinfold_client::ClientError;
-
-use crate::runner::HostEnv;
 
 /// Errors that stop the agent.
 #[derive(Debug, thiserror::Error)]
@@ -59,22 +56,14 @@ pub struct Config {
     pub ephemeral: bool,
     /// How long running jobs may go on after SIGTERM before they are cancelled.
     pub drain: Duration,
-    /// Between SIGTERM and SIGKILL when a step is stopped.
-    pub grace: Duration,
     /// `$PINFOLD_HOME`.
     pub home: PathBuf,
-    /// The pinfold binary.
-    pub exe: PathBuf,
-    /// The policies jobs may run under (`--policy`, `--allow-policy`).
-    pub ceiling: Arc<pinfold_sandbox::ceiling::Ceiling>,
-    /// What the binary read from its environment for the sandbox.
-    pub settings: pinfold_sandbox::Settings,
     /// How long one request may take before it is given up and retried
     /// (long-polls get their wait on top).
     pub request_timeout: Duration,
-    /// What of the binary's environment each step's `pinfold exec` gets
-    /// (the binary reads it; this crate reads no environment).
-    pub host: HostEnv,
-    /// Whether jobs may name local images (`--allow-local-images`).
-    pub allow_local_images: bool,
+    /// How jobs run here: the policies they may run under (`--policy`,
+    /// `--allow-policy`), the binary, the grace between SIGTERM and
+    /// SIGKILL, what the binary read from its environment, and whether
+    /// jobs may name local images (`--allow-local-images`).
+    pub rt: crate::runner::Runtime,
 }

@@ -122,7 +122,13 @@ pub(super) fn send_facts(client: &Client, cfg: &Config) {
             m => m.to_string().chars().take(500).collect(),
         },
         landlock_abi: pinfold_sandbox::kernel::landlock_abi(),
-        policies: cfg.ceiling.names().into_iter().map(String::from).collect(),
+        policies: cfg
+            .rt
+            .ceiling
+            .names()
+            .into_iter()
+            .map(String::from)
+            .collect(),
     };
     if let Err(e) = client.set_runner_facts(&facts) {
         tracing::warn!(%e, "could not report this runner's sandbox facts to the server");

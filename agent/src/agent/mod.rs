@@ -123,7 +123,7 @@ pub fn run(mut cfg: Config, shutdown: &dyn Fn() -> bool) -> Result<(), AgentErro
                     Ordering::SeqCst,
                 );
             }
-            if Instant::now() >= d + sh.cfg.grace + STOP_BOUND {
+            if Instant::now() >= d + sh.cfg.rt.grace + STOP_BOUND {
                 abandon(&sh, workers.iter().filter(|w| !w.is_finished()).count());
                 abandoned = true;
                 break;
@@ -233,7 +233,7 @@ fn run_job(sh: &Shared, lease: Lease, flag: Arc<AtomicU8>) {
         .home
         .join("agent/jobs")
         .join(format!("{id}-{}", lease.attempt_id));
-    let _ = pinfold_sandbox::image::owner::remove_run_dir(&dir, &sh.cfg.settings);
+    let _ = pinfold_sandbox::image::owner::remove_run_dir(&dir, &sh.cfg.rt.settings);
     // 0700: the job's workspace and writable layer are the job's alone.
     let spool =
         std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
@@ -301,16 +301,10 @@ fn run_job(sh: &Shared, lease: Lease, flag: Arc<AtomicU8>) {
     };
     let job = Job {
         spec: lease.spec.clone(),
-        ceiling: sh.cfg.ceiling.clone(),
         dir: dir.join("job"),
         secrets,
-        exe: sh.cfg.exe.clone(),
-        lean: crate::runner::lean_exec(&sh.cfg.exe),
         stop: flag.clone(),
-        grace: sh.cfg.grace,
-        host: sh.cfg.host.clone(),
-        settings: sh.cfg.settings.clone(),
-        allow_local_images: sh.cfg.allow_local_images,
+        rt: sh.cfg.rt.clone(),
     };
     let cutoff = &sh.cutoff;
     let mut fill = |ws: &Workspace<'_>| transfer::fetch_source(&jc, &lease, &dir, ttl, cutoff, ws);
@@ -322,7 +316,7 @@ fn run_job(sh: &Shared, lease: Lease, flag: Arc<AtomicU8>) {
             server: &sh.cfg.server,
             runner_id: sh.runner_id.load(Ordering::SeqCst),
             runner: &sh.cfg.name,
-            default_policy: sh.cfg.ceiling.names()[0],
+            default_policy: sh.cfg.rt.ceiling.names()[0],
             key: &sh.key,
         };
         let line = match transfer::attest(&builder, &jc, &lease, &report, started_ms, ttl, cutoff) {
@@ -373,5 +367,5 @@ fn run_job(sh: &Shared, lease: Lease, flag: Arc<AtomicU8>) {
             Err(e) => tracing::error!(%e, job = id, "finish failed"),
         }
     }
-    let _ = pinfold_sandbox::image::owner::remove_run_dir(&dir, &sh.cfg.settings);
+    let _ = pinfold_sandbox::image::owner::remove_run_dir(&dir, &sh.cfg.rt.settings);
 }

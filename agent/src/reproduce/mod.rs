@@ -130,7 +130,7 @@ pub fn run(s: Settings, term: &mut dyn Write) -> Result<Report, ReproduceError> 
     let probe_job = s.job(work.path().to_owned());
     let image_log = LogWriter::new(Box::new(std::io::stderr()), []).shared();
     probe_job.resolve_image(&image_log)?;
-    let layers = image_layers(&s.sandbox, &image).map_err(|source| ReproduceError::Layers {
+    let layers = image_layers(&s.rt.settings, &image).map_err(|source| ReproduceError::Layers {
         image: image.clone(),
         source,
     })?;

@@ -153,7 +153,8 @@ impl JobContainer {
     ) -> Result<StepEnd, RunError> {
         let (r, w) = output_pipe().map_err(RunError::Spawn)?;
         let done = drain(r, log.clone());
-        let stop = || (job.stopped() != stop::NONE || lock(log).over_limit()).then_some(job.grace);
+        let stop =
+            || (job.stopped() != stop::NONE || lock(log).over_limit()).then_some(job.rt.grace);
         let end = self.step_into(req, w, stop);
         if done.recv_timeout(Duration::from_secs(5)).is_err() {
             lock(log).line("==> pinfold: the step's output did not close; moving on");

@@ -109,23 +109,17 @@ pub enum RunError {
     Artifacts(#[from] artifacts::ArtifactError),
 }
 
-/// One job to run.
-pub struct Job {
-    /// The job.
-    pub spec: JobSpec,
+/// How this machine runs jobs: the same for every job of one `pinfold
+/// agent`, `run` or `verify`, from the binary's flags and environment.
+#[derive(Debug, Clone)]
+pub struct Runtime {
     /// The policies the runner's operator allows.
     pub ceiling: Arc<Ceiling>,
-    /// Per-job directory (workspace/ and layer/ are created inside).
-    pub dir: PathBuf,
-    /// Secret values by name.
-    pub secrets: BTreeMap<String, String>,
     /// The pinfold binary to run steps with.
     pub exe: PathBuf,
     /// The lean `pinfold-exec` to run the job container with, when
     /// installed ([`lean_exec`]); `None`: `exe exec`.
     pub lean: Option<PathBuf>,
-    /// Set (to a [`stop`] reason) to stop the job.
-    pub stop: Arc<AtomicU8>,
     /// Between SIGTERM and SIGKILL when stopping a step.
     pub grace: Duration,
     /// What the binary read from its environment for the sandbox (the
@@ -133,11 +127,48 @@ pub struct Job {
     pub settings: pinfold_sandbox::Settings,
     /// The runner's own environment, as the binary read it.
     pub host: HostEnv,
-    /// Whether the job may name a local image (an `oci:`, `oci-archive:`
+    /// Whether a job may name a local image (an `oci:`, `oci-archive:`
     /// or `docker-archive:` path): the operator's choice (`pinfold agent
     /// --allow-local-images`); `pinfold run` and `verify` run the caller's
     /// own job file.
     pub allow_local_images: bool,
+}
+
+impl Runtime {
+    /// The runtime of the binary `exe` (the lean `pinfold-exec` beside it
+    /// found once).
+    pub fn new(
+        ceiling: Arc<Ceiling>,
+        exe: PathBuf,
+        grace: Duration,
+        settings: pinfold_sandbox::Settings,
+        host: HostEnv,
+        allow_local_images: bool,
+    ) -> Runtime {
+        Runtime {
+            ceiling,
+            lean: lean_exec(&exe),
+            exe,
+            grace,
+            settings,
+            host,
+            allow_local_images,
+        }
+    }
+}
+
+/// One job to run.
+pub struct Job {
+    /// The job.
+    pub spec: JobSpec,
+    /// Per-job directory (workspace/ and layer/ are created inside).
+    pub dir: PathBuf,
+    /// Secret values by name.
+    pub secrets: BTreeMap<String, String>,
+    /// Set (to a [`stop`] reason) to stop the job.
+    pub stop: Arc<AtomicU8>,
+    /// How this machine runs it.
+    pub rt: Runtime,
 }
 
 /// How a job ended.
@@ -183,10 +214,11 @@ impl Job {
         // The steps' own mapping, so every id a step writes exists on the
         // job file system.
         let mode = self
+            .rt
             .host
             .id_map_mode()
             .map_err(|e| RunError::Config(format!("PINFOLD_USERNS: {e}")))?;
-        let jobfs = JobFs::start(&self.exe, &self.dir, sizes, mode, &self.settings)?;
+        let jobfs = JobFs::start(&self.rt.exe, &self.dir, sizes, mode, &self.rt.settings)?;
         jobfs.write_layer_upper(|layer| write_files(layer, &o.files))?;
         Ok(jobfs)
     }
@@ -294,12 +326,12 @@ impl Job {
                     }
                     // A limit that explains the failure makes it the
                     // step's status, as `pinfold exec` reports one (123).
-                    match ctr.finish(self.grace) {
+                    match ctr.finish(self.rt.grace) {
                         Some(EXIT_LIMIT) => Some(EXIT_LIMIT),
                         _ => Some(r.exit_code),
                     }
                 }
-                StepEnd::Gone => Some(ctr.finish(self.grace).unwrap_or(125)),
+                StepEnd::Gone => Some(ctr.finish(self.rt.grace).unwrap_or(125)),
                 StepEnd::Stopped => None,
             };
             steps[i].finished_at = Some(now_ms());
@@ -336,7 +368,7 @@ impl Job {
                 break;
             }
         }
-        ctr.finish(self.grace);
+        ctr.finish(self.rt.grace);
         if let Some(m) = self
             .step_report()
             .as_ref()
@@ -421,7 +453,7 @@ impl Job {
     pub fn resolve_image(&self, log: &SharedLog) -> Result<(), RunError> {
         let image = self.spec.image.as_str();
         let local = ImageRef::parse(image).map_or(true, |r| !r.is_registry());
-        if local && !self.allow_local_images {
+        if local && !self.rt.allow_local_images {
             return Err(RunError::Config(
                 "the job's image names a file on the runner, not a registry image: write `image: REPO@sha256:DIGEST` (local images need the operator's `pinfold agent --allow-local-images`)".into(),
             ));
@@ -430,7 +462,7 @@ impl Job {
             image: image.to_string(),
             source,
         };
-        let store = Store::open_default(&self.settings).map_err(err)?;
+        let store = Store::open_default(&self.rt.settings).map_err(err)?;
         let t0 = Instant::now();
         match store.find(image) {
             Ok(_) => lock(log).line(&format!("==> image {image} (cached)")),
@@ -461,7 +493,7 @@ impl Job {
     /// The policy this job runs under: one the runner allows, narrowed as
     /// the job asks.
     pub fn choose(&self) -> Result<Chosen, pinfold_sandbox::ceiling::CeilingError> {
-        self.ceiling.choose(
+        self.rt.ceiling.choose(
             self.spec.policy.as_ref().map(|p| p.as_str()),
             self.spec.network,
             &self.spec.limits,
@@ -476,14 +508,14 @@ impl Job {
         report: &'a Path,
     ) -> StepInputs<'a> {
         StepInputs {
-            exe: &self.exe,
+            exe: &self.rt.exe,
             spec: &self.spec,
             secrets: &self.secrets,
-            host: &self.host,
+            host: &self.rt.host,
             policy: &chosen.reference,
             job_fs: socket,
             report,
-            lean: self.lean.as_deref(),
+            lean: self.rt.lean.as_deref(),
         }
     }
 
