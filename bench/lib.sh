@@ -8,7 +8,9 @@ pinfold_bin() {
     echo "$2"
     return
   fi
-  cargo build --profile "$1" --quiet -p pinfold -p pinfold-exec
+  # Called as bin=$(pinfold_bin ...): set -e does not reach into $(...),
+  # so a failed build must stop here, not print a stale binary's path.
+  cargo build --profile "$1" --quiet -p pinfold -p pinfold-exec || return 1
   echo "${CARGO_TARGET_DIR:-target}/$1/pinfold"
 }
 
@@ -28,7 +30,7 @@ make_work() {
 # ($PINFOLD_BIN when set, else the PROFILE build) and a fresh $work
 # (make_work PREFIX) holding a copy of it at $work/pinfold.
 bench_work() {
-  bin=$(pinfold_bin "$2" "${PINFOLD_BIN:-}")
+  bin=$(pinfold_bin "$2" "${PINFOLD_BIN:-}") || exit 1
   make_work "$1" "$bin"
 }
 
