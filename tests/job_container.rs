@@ -31,7 +31,7 @@ fn run_job(steps: &str, extra: &str, code: i32) -> Result<String> {
         .args(["run", "job.yaml"])
         .output()?;
     let log = common::output_text(&o);
-    assert_eq!(o.status.code(), Some(code), "{log}");
+    assert_eq!(o.status.code(), Some(code), "steps:\n{steps}\n{log}");
     Ok(log)
 }
 
