@@ -103,15 +103,7 @@ impl Query {
     /// path in `host=`). A repeated TLS option is refused: which one wins
     /// would decide whether the connection is encrypted.
     fn split(url: &str) -> std::result::Result<Query, String> {
-        let after = url.find("://").map_or(0, |s| s + 3);
-        let creds_end = url[after..].find('@').map_or(after, |at| after + at + 1);
-        let Some(q) = url[creds_end..].find('?').map(|q| creds_end + q) else {
-            return Ok(Query {
-                rest: url.to_string(),
-                sslmode: None,
-                sslrootcert: None,
-            });
-        };
+        let cut = Cut::new(url);
         let decode = |s: &str| {
             percent_encoding::percent_decode_str(s)
                 .decode_utf8()
@@ -119,7 +111,7 @@ impl Query {
                 .map_err(|_| "an option of the URL is not UTF-8 once decoded".to_string())
         };
         let (mut kept, mut sslmode, mut sslrootcert) = (Vec::new(), None, None);
-        for pair in url[q + 1..].split('&') {
+        for pair in cut.options() {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             let slot = match decode(key)?.as_str() {
                 "sslmode" => &mut sslmode,
@@ -133,17 +125,82 @@ impl Query {
                 return Err(format!("{} is given twice: give it once", decode(key)?));
             }
         }
-        let mut rest = url[..q].to_string();
-        if !kept.is_empty() {
-            rest.push('?');
-            rest.push_str(&kept.join("&"));
-        }
         Ok(Query {
-            rest,
+            rest: cut.with_options(cut.creds, &kept),
             sslmode,
             sslrootcert,
         })
     }
+}
+
+/// A URL cut where tokio-postgres cuts it: the credentials end at the
+/// first `@` after the scheme, the options start at the next `?` and are
+/// pairs split at `&`. Reading the TLS options and hiding the password
+/// both go through it, so neither can read a URL otherwise than the driver.
+struct Cut<'a> {
+    /// Up to and with `://`.
+    scheme: &'a str,
+    /// `USER[:PASSWORD]`, without the `@`.
+    creds: Option<&'a str>,
+    /// Hosts, ports and database.
+    base: &'a str,
+    /// What follows the `?`.
+    query: Option<&'a str>,
+}
+
+impl<'a> Cut<'a> {
+    fn new(url: &'a str) -> Cut<'a> {
+        let (scheme, rest) = url.split_at(url.find("://").map_or(0, |s| s + 3));
+        let (creds, rest) = match rest.split_once('@') {
+            Some((creds, rest)) => (Some(creds), rest),
+            None => (None, rest),
+        };
+        let (base, query) = match rest.split_once('?') {
+            Some((base, query)) => (base, Some(query)),
+            None => (rest, None),
+        };
+        Cut {
+            scheme,
+            creds,
+            base,
+            query,
+        }
+    }
+
+    /// The option pairs, as written.
+    fn options(&self) -> impl Iterator<Item = &'a str> {
+        self.query.into_iter().flat_map(|q| q.split('&'))
+    }
+
+    /// The URL again, with `creds` and only the option pairs `kept`.
+    fn with_options(&self, creds: Option<&str>, kept: &[&str]) -> String {
+        let mut url = self.scheme.to_string();
+        if let Some(c) = creds {
+            url.push_str(c);
+            url.push('@');
+        }
+        url.push_str(self.base);
+        if !kept.is_empty() {
+            url.push('?');
+            url.push_str(&kept.join("&"));
+        }
+        url
+    }
+}
+
+/// `url` without its password (in the user part or a `password=` option),
+/// for messages.
+pub fn redact(url: &str) -> String {
+    let cut = Cut::new(url);
+    let user = cut.creds.map(|c| c.split(':').next().unwrap_or(""));
+    let kept: Vec<&str> = cut
+        .options()
+        .filter(|p| {
+            let key = p.split('=').next().unwrap_or("");
+            percent_encoding::percent_decode_str(key).decode_utf8_lossy() != "password"
+        })
+        .collect();
+    cut.with_options(user, &kept)
 }
 
 /// The CA certificates `sslrootcert` names: a PEM file, or `system`.
@@ -183,7 +240,6 @@ fn roots(root: &str) -> std::result::Result<rustls::RootCertStore, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::redact;
     use super::*;
 
     fn refused(url: &str) -> String {

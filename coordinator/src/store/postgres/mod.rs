@@ -25,6 +25,7 @@ use super::{Counts, MetaStore, NewJob, Result, StoreError, json};
 
 mod artifacts;
 pub(crate) mod connect;
+pub use connect::redact;
 mod jobs;
 mod logs;
 mod provenance;
@@ -208,37 +209,6 @@ const MIGRATION_LOCK: i64 = 0x0070_696e_666f_6c64;
 /// server and its long polls' lease attempts; PostgreSQL's default
 /// `max_connections` (100) allows several coordinators.
 const POOL_SIZE: usize = 16;
-
-/// `url` without its password (in the user part or a `password=` option),
-/// for messages. Split as tokio-postgres splits it (see `connect.rs`).
-pub fn redact(url: &str) -> String {
-    let after = url.find("://").map_or(0, |s| s + 3);
-    let (mut shown, rest) = match url[after..].find('@') {
-        Some(at) => {
-            let user = url[after..after + at].split(':').next().unwrap_or("");
-            (format!("{}{user}@", &url[..after]), &url[after + at + 1..])
-        }
-        None => (url[..after].to_string(), &url[after..]),
-    };
-    match rest.split_once('?') {
-        Some((base, query)) => {
-            shown.push_str(base);
-            let kept: Vec<&str> = query
-                .split('&')
-                .filter(|p| {
-                    let key = p.split('=').next().unwrap_or("");
-                    percent_encoding::percent_decode_str(key).decode_utf8_lossy() != "password"
-                })
-                .collect();
-            if !kept.is_empty() {
-                shown.push('?');
-                shown.push_str(&kept.join("&"));
-            }
-        }
-        None => shown.push_str(rest),
-    }
-    shown
-}
 
 /// The PostgreSQL implementation of [`Store`](super::Store).
 #[derive(Clone)]
