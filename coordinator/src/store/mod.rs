@@ -31,9 +31,12 @@ pub enum StoreError {
     /// The database failed.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    /// The PostgreSQL server refused or failed a query.
+    /// The PostgreSQL server refused or failed a query. The message
+    /// carries the error's causes ([`causes`]), so it is not also given as
+    /// the `source`: a caller walking the chain would print the server's
+    /// message again, DETAIL lines and all.
     #[error("postgresql: {}", causes(.0))]
-    Postgres(#[from] tokio_postgres::Error),
+    Postgres(tokio_postgres::Error),
     /// The database cannot be reached now (PostgreSQL restarting, the pool
     /// exhausted): the request may be retried.
     #[error("{0} (retry: the database is unavailable)")]
@@ -83,6 +86,12 @@ pub enum StoreError {
 
 /// Result of a store operation.
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> StoreError {
+        StoreError::Postgres(e)
+    }
+}
 
 impl StoreError {
     /// Whether the request may succeed if retried: the database was out of
@@ -430,4 +439,26 @@ pub trait VerifyStore: Send + Sync {
         job_id: u64,
         now: u64,
     ) -> Result<(Option<VerifyStatus>, Option<u64>)>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A PostgreSQL error's message names its causes, and it is the end of
+    /// the chain: a caller printing every source shows each cause once.
+    #[tokio::test]
+    async fn a_postgres_error_says_its_causes_once() {
+        let refused = tokio_postgres::connect(
+            "host=127.0.0.1 port=1 user=pinfold connect_timeout=5",
+            tokio_postgres::NoTls,
+        )
+        .await
+        .err()
+        .expect("nothing listens on port 1");
+        let e = StoreError::from(refused);
+        let text = e.to_string();
+        assert!(text.contains("refused"), "{text}");
+        assert!(std::error::Error::source(&e).is_none(), "{text}");
+    }
 }
